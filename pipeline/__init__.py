@@ -1,0 +1,1 @@
+"""millrace pipeline: ports (event log, projection sink, connector), processors, runtimes, CLI."""
