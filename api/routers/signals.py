@@ -1,0 +1,311 @@
+"""Signal queries: raw readings, 1m/5m/1h aggregates, latest values."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from api.auth import Principal
+from api.context import AppContext, context, viewer
+from api.errors import bad_request
+from api.responses import JsonResponse
+from api.routers.ingest import IDENTITY_PATTERN
+from api.timeparams import Epoch, format_time, parse_time
+from projections import queries
+from projections.queries import AGG_FIELDS, TimeRange
+
+router = APIRouter(tags=["signals"])
+
+
+class Order(StrEnum):
+    asc = "asc"
+    desc = "desc"
+
+
+class Bucket(StrEnum):
+    m1 = "1m"
+    m5 = "5m"
+    h1 = "1h"
+
+
+class SortKey(StrEnum):
+    identity = "identity"
+    signal = "signal"
+
+
+IdentityPath = Annotated[str, Path(pattern=IDENTITY_PATTERN)]
+StartTime = Annotated[
+    str | None, Query(description="inclusive; ISO-8601 or epoch number (see `epoch`)")
+]
+EndTime = Annotated[str | None, Query(description="exclusive; ISO-8601 or epoch number")]
+EpochQ = Annotated[
+    Epoch | None,
+    Query(
+        description="unit of epoch times in and out: s, ms or us; absent = ISO-8601 out, seconds in"
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="rows per page (per signal)")]
+Page = Annotated[int, Query(ge=1, description="1-based page number")]
+
+
+def _time_range(start_time: str | None, end_time: str | None, epoch: Epoch | None) -> TimeRange:
+    tr = TimeRange(
+        parse_time("start_time", start_time, epoch), parse_time("end_time", end_time, epoch)
+    )
+    if tr.start_us is not None and tr.end_us is not None and tr.end_us <= tr.start_us:
+        raise bad_request("end_time", "must be after start_time")
+    return tr
+
+
+def _signal_list(raw: str | None, field: str = "signals") -> list[str]:
+    names = [s.strip() for s in (raw or "").split(",") if s.strip()]
+    if not names:
+        raise bad_request(field, "give at least one signal name, comma separated")
+    if len(names) > 100:
+        raise bad_request(field, "at most 100 signals per request")
+    return list(dict.fromkeys(names))
+
+
+def _fields(raw: str | None) -> list[str]:
+    if raw is None:
+        return list(AGG_FIELDS)
+    names = [f.strip() for f in raw.split(",") if f.strip()]
+    unknown = [f for f in names if f not in AGG_FIELDS]
+    if unknown or not names:
+        raise bad_request(
+            "fields", f"unknown field(s) {unknown}; choose from {', '.join(AGG_FIELDS)}"
+        )
+    return names
+
+
+def _pagination(page: int, limit: int, rows: int, total: int | None = None) -> dict[str, Any]:
+    more = rows >= limit if total is None else page * limit < total
+    p: dict[str, Any] = {
+        "page": page,
+        "limit": limit,
+        "rows_in_page": rows,
+        "next_page": page + 1 if more else None,
+    }
+    if total is not None:
+        p["total_rows"] = total
+        p["total_pages"] = (total + limit - 1) // limit
+    return p
+
+
+def _points(rows: list[dict[str, Any]], epoch: Epoch | None) -> list[dict[str, Any]]:
+    return [
+        {"timestamp": format_time(r["ts_us"], epoch), "value": r["value"], "quality": r["quality"]}
+        for r in rows
+    ]
+
+
+def _agg_points(
+    rows: list[dict[str, Any]], fields: list[str], epoch: Epoch | None
+) -> list[dict[str, Any]]:
+    return [
+        {"timestamp": format_time(r["ts_us"], epoch), **{f: r[f] for f in fields}} for r in rows
+    ]
+
+
+async def _run(fn: Any, *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+# registered before /signals/{signal} so that 'aggregates' is not taken for a signal
+@router.get("/identities/{identity}/signals/aggregates", summary="Aggregates of several signals")
+async def signals_aggregates(
+    identity: IdentityPath,
+    signals: Annotated[str | None, Query(description="comma-separated signal names")] = None,
+    bucket: Bucket = Bucket.h1,
+    fields: Annotated[
+        str | None, Query(description="comma-separated: count,min,max,sum,avg,first,last")
+    ] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    epoch: EpochQ = None,
+    limit: Limit = 1000,
+    page: Page = 1,
+    order: Order = Order.desc,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> JsonResponse:
+    """Aggregates for each signal; ``limit`` buckets per signal."""
+    names = _signal_list(signals)
+    agg_fields = _fields(fields)
+    tr = _time_range(start_time, end_time, epoch)
+    data = await _run(
+        queries.aggregates,
+        ctx.store,
+        identity,
+        names,
+        bucket.value,
+        tr,
+        limit,
+        (page - 1) * limit,
+        order.value,
+    )
+    most = max((len(v) for v in data.values()), default=0)
+    return JsonResponse(
+        {
+            "data": {
+                "identity": identity,
+                "bucket": bucket.value,
+                "signals": {s: _agg_points(data[s], agg_fields, epoch) for s in names},
+            },
+            "meta": {"pagination": _pagination(page, limit, most)},
+        }
+    )
+
+
+@router.get("/identities/{identity}/signals/{signal}", summary="Raw readings of one signal")
+async def raw_signal(
+    identity: IdentityPath,
+    signal: str,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    epoch: EpochQ = None,
+    limit: Limit = 1000,
+    page: Page = 1,
+    order: Order = Order.desc,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> JsonResponse:
+    """Readings in ``[start_time, end_time)``, newest first unless ``order=asc``."""
+    tr = _time_range(start_time, end_time, epoch)
+    data = await _run(
+        queries.raw_readings,
+        ctx.store,
+        identity,
+        [signal],
+        tr,
+        limit,
+        (page - 1) * limit,
+        order.value,
+    )
+    points = _points(data[signal], epoch)
+    return JsonResponse(
+        {
+            "data": {"identity": identity, "signal": signal, "points": points},
+            "meta": {"pagination": _pagination(page, limit, len(points))},
+        }
+    )
+
+
+@router.get("/identities/{identity}/signals", summary="Raw readings of several signals")
+async def raw_signals(
+    identity: IdentityPath,
+    signals: Annotated[str | None, Query(description="comma-separated signal names")] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    epoch: EpochQ = None,
+    limit: Limit = 1000,
+    page: Page = 1,
+    order: Order = Order.desc,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> JsonResponse:
+    """Like the single-signal query, ``limit`` readings per signal."""
+    names = _signal_list(signals)
+    tr = _time_range(start_time, end_time, epoch)
+    data = await _run(
+        queries.raw_readings, ctx.store, identity, names, tr, limit, (page - 1) * limit, order.value
+    )
+    most = max((len(v) for v in data.values()), default=0)
+    return JsonResponse(
+        {
+            "data": {"identity": identity, "signals": {s: _points(data[s], epoch) for s in names}},
+            "meta": {"pagination": _pagination(page, limit, most)},
+        }
+    )
+
+
+@router.get(
+    "/identities/{identity}/signals/{signal}/aggregates", summary="Aggregates of one signal"
+)
+async def signal_aggregates(
+    identity: IdentityPath,
+    signal: str,
+    bucket: Bucket = Bucket.h1,
+    fields: Annotated[
+        str | None, Query(description="comma-separated: count,min,max,sum,avg,first,last")
+    ] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    epoch: EpochQ = None,
+    limit: Limit = 1000,
+    page: Page = 1,
+    order: Order = Order.desc,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> JsonResponse:
+    """Buckets whose start lies in ``[start_time, end_time)``. Booleans and strings
+    have count/first/last; min/max/sum/avg are null for them. Bad-quality readings are
+    not aggregated."""
+    names = _fields(fields)
+    tr = _time_range(start_time, end_time, epoch)
+    data = await _run(
+        queries.aggregates,
+        ctx.store,
+        identity,
+        [signal],
+        bucket.value,
+        tr,
+        limit,
+        (page - 1) * limit,
+        order.value,
+    )
+    points = _agg_points(data[signal], names, epoch)
+    return JsonResponse(
+        {
+            "data": {
+                "identity": identity,
+                "signal": signal,
+                "bucket": bucket.value,
+                "points": points,
+            },
+            "meta": {"pagination": _pagination(page, limit, len(points))},
+        }
+    )
+
+
+@router.get("/signals/latest", summary="Latest value per identity and signal")
+async def latest_values(
+    identities: Annotated[str | None, Query(description="comma-separated identities")] = None,
+    signals: Annotated[str | None, Query(description="comma-separated signal names")] = None,
+    sort_key: SortKey = SortKey.identity,
+    reverse: bool = False,
+    epoch: EpochQ = None,
+    limit: Limit = 1000,
+    page: Page = 1,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> JsonResponse:
+    """The newest reading of each (identity, signal), filtered and sorted; ``total``
+    counts every match."""
+    ids = [s.strip() for s in identities.split(",") if s.strip()] if identities else None
+    sigs = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
+    key: Literal["identity", "signal"] = "identity" if sort_key is SortKey.identity else "signal"
+    rows, total = await _run(
+        queries.latest, ctx.store, ids, sigs, key, reverse, limit, (page - 1) * limit
+    )
+    data = [
+        {
+            "identity": r["identity"],
+            "signal": r["signal"],
+            "timestamp": format_time(r["ts_us"], epoch),
+            "value": r["value"],
+            "quality": r["quality"],
+            "received": format_time(r["received_us"], epoch),
+        }
+        for r in rows
+    ]
+    return JsonResponse(
+        {
+            "data": data,
+            "total": total,
+            "meta": {"pagination": _pagination(page, limit, len(data), total)},
+        }
+    )

@@ -1,0 +1,77 @@
+"""Engine status and API key management."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from api.auth import Principal
+from api.context import AppContext, admin, context, viewer
+from api.errors import ApiError
+from api.responses import JsonResponse
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/status", summary="Pipeline status")
+async def status(
+    ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+) -> JsonResponse:
+    """Runtime counters, consumer positions and connector statistics."""
+    return JsonResponse({"data": ctx.status()})
+
+
+@router.get("/me", summary="Who am I")
+async def me(principal: Principal = Depends(viewer)) -> JsonResponse:
+    return JsonResponse(
+        {"data": {"key_id": principal.key_id, "name": principal.name, "role": principal.role}}
+    )
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["viewer", "operator", "admin"]
+
+
+@router.post("/keys", status_code=201, summary="Create an API key")
+async def create_key(
+    req: KeyRequest, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
+) -> JsonResponse:
+    """The key is in this response only; millrace keeps a hash."""
+    key, plaintext = ctx.keys.create(req.name, req.role)
+    return JsonResponse(
+        {"data": {"id": key.id, "name": key.name, "role": key.role, "key": plaintext}},
+        status_code=201,
+    )
+
+
+@router.get("/keys", summary="List API keys")
+async def list_keys(
+    ctx: AppContext = Depends(context), _: Principal = Depends(admin)
+) -> JsonResponse:
+    return JsonResponse(
+        {
+            "data": [
+                {"id": k.id, "name": k.name, "role": k.role, "created_us": k.created_us}
+                for k in ctx.keys.list()
+            ]
+        }
+    )
+
+
+@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
+async def delete_key(
+    key_id: str, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
+) -> Response:
+    if not ctx.keys.delete(key_id):
+        raise ApiError(
+            404,
+            "not_found",
+            f"key_id: no key {key_id!r}",
+            [{"field": "key_id", "message": "not found"}],
+        )
+    return Response(status_code=204)

@@ -1,0 +1,100 @@
+"""The configuration file of ``millrace run`` and its environment overrides.
+
+```yaml
+data_dir: ./data
+api: {host: 127.0.0.1, port: 8080, sql_max_rows: 100000, sql_timeout_s: 10}
+ingest: {max_batch_samples: 10000, strict_signals: false, signals: []}
+log: {fsync: batch, partitions: 4, retention_ms: null, retention_bytes: null}
+runtime: {max_records: 5000}
+simulator: {devices: 100, signals: 10, interval_ms: 1000}
+```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.simulator import SimulatorConfig
+from pipeline.errors import ConfigError
+from pipeline.log.local import LocalLogConfig
+
+
+class ApiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    sql_max_rows: int = Field(100_000, ge=1)
+    sql_timeout_s: float = Field(10.0, gt=0)
+
+
+class IngestConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_batch_samples: int = Field(10_000, ge=1)
+    strict_signals: bool = False
+    signals: list[str] = []
+
+
+class RuntimeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_records: int = Field(5000, ge=1, description="records per partition per batch")
+    idle_sleep_ms: int = Field(50, ge=1)
+
+
+class MillraceConfig(BaseModel):
+    """Everything ``millrace run`` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_dir: Path = Path("./data")
+    api: ApiConfig = ApiConfig()
+    ingest: IngestConfig = IngestConfig()
+    log: LocalLogConfig = LocalLogConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+
+
+ENV_OVERRIDES = {
+    "MILLRACE_DATA_DIR": ("data_dir",),
+    "MILLRACE_HOST": ("api", "host"),
+    "MILLRACE_PORT": ("api", "port"),
+    "MILLRACE_FSYNC": ("log", "fsync"),
+}
+
+
+def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        doc = doc.setdefault(part, {})
+    doc[path[-1]] = value
+
+
+def load_config(
+    path: Path | None = None, overrides: dict[tuple[str, ...], Any] | None = None
+) -> MillraceConfig:
+    """File (optional) < environment < explicit overrides (command-line flags)."""
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        doc = loaded
+    for var, cfg_path in ENV_OVERRIDES.items():
+        if os.environ.get(var):
+            _set(doc, cfg_path, os.environ[var])
+    for cfg_path, value in (overrides or {}).items():
+        if value is not None:
+            _set(doc, cfg_path, value)
+    try:
+        return MillraceConfig.model_validate(doc)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            lines.append(f"error {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc

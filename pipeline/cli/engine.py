@@ -1,0 +1,168 @@
+"""The embedded deployment wired together: log, projections, runtime, connectors, API.
+
+This is the composition root (with ``main``): the only place that imports every
+package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from api.auth import KeyStore
+from api.context import ApiSettings, AppContext
+from connectors.simulator import SimulatorConnector
+from pipeline.cli.config import MillraceConfig
+from pipeline.codec import default_codec
+from pipeline.connector import Connector
+from pipeline.log.local import LocalEventLog
+from pipeline.processors.deadletter import DeadLetterProcessor
+from pipeline.processors.telemetry import TelemetryProcessor
+from pipeline.publisher import LogPublisher
+from pipeline.runtime.embedded import EmbeddedRuntime
+from projections.migrations import migrate
+from projections.store.chdb import ChdbStore
+from projections.writer import ProjectionWriter
+
+log = logging.getLogger("millrace")
+
+
+def processors() -> list[Any]:
+    return [TelemetryProcessor(), DeadLetterProcessor()]
+
+
+class Engine:
+    """One process: the local log, chDB projections, the runtime, connectors, API."""
+
+    def __init__(self, config: MillraceConfig) -> None:
+        self.config = config
+        data = Path(config.data_dir)
+        self.log = LocalEventLog(data / "log", config.log)
+        self.write_store = ChdbStore(data / "chdb")
+        self.read_store = ChdbStore(data / "chdb")
+        self.codec = default_codec()
+        self.publisher = LogPublisher(self.log, self.codec)
+        self.runtime = EmbeddedRuntime(
+            self.log,
+            ProjectionWriter(self.write_store),
+            processors(),
+            codec=self.codec,
+            max_records=config.runtime.max_records,
+            idle_sleep_s=config.runtime.idle_sleep_ms / 1000,
+        )
+        self.connectors: list[Connector] = []
+        if config.simulator.devices > 0:
+            self.connectors.append(SimulatorConnector(config.simulator))
+        self.keys = KeyStore(data / "api_keys.json", os.environ.get("MILLRACE_API_KEY") or None)
+        self.started_us = time.time_ns() // 1000
+
+    def open(self) -> None:
+        Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
+        self.log.open()
+        migrate(self.write_store)
+        for c in self.connectors:
+            c.init()
+
+    def ensure_admin_key(self) -> str | None:
+        """Create an admin key on first start when none exists; return it (once)."""
+        if len(self.keys):
+            return None
+        _, plaintext = self.keys.create("initial admin", "admin")
+        return plaintext
+
+    def status(self) -> dict[str, Any]:
+        stats = asdict(self.runtime.stats)
+        return {
+            "started_us": self.started_us,
+            "runtime": stats,
+            "published": self.publisher.published,
+            "connectors": [{"name": c.name, "stats": _connector_stats(c)} for c in self.connectors],
+        }
+
+    def app_context(self) -> AppContext:
+        ing = self.config.ingest
+        return AppContext(
+            store=self.read_store,
+            publisher=self.publisher,
+            keys=self.keys,
+            settings=ApiSettings(
+                max_batch_samples=ing.max_batch_samples,
+                strict_signals=ing.strict_signals,
+                known_signals=frozenset(ing.signals),
+                sql_max_rows=self.config.api.sql_max_rows,
+                sql_timeout_s=self.config.api.sql_timeout_s,
+            ),
+            status=self.status,
+            on_ingest=self.runtime.wake,
+        )
+
+    async def serve(self, stop: asyncio.Event, with_api: bool = True) -> None:
+        """Run connectors, the runtime and (optionally) the API until ``stop``."""
+        import uvicorn
+
+        from api.app import create_app
+
+        runtime_task = asyncio.create_task(self.runtime.run(stop), name="runtime")
+        for c in self.connectors:
+            await c.start(self.publisher)
+        server = None
+        if with_api:
+            app = create_app(self.app_context())
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=self.config.api.host,
+                    port=self.config.api.port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+            )
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            api_task = asyncio.create_task(server.serve(), name="api")
+        await stop.wait()
+        if server is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await api_task
+        for c in self.connectors:
+            await c.stop()
+        # the runtime notices ``stop`` after its current batch
+        try:
+            await asyncio.wait_for(runtime_task, timeout=30)
+        except TimeoutError:
+            runtime_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runtime_task
+
+    async def close(self) -> None:
+        await self.log.close()
+        self.write_store.close()
+        self.read_store.close()
+
+
+def _connector_stats(c: Connector) -> dict[str, Any]:
+    stats = getattr(c, "stats", None)
+    if stats is None:
+        return {}
+    try:
+        return asdict(stats)
+    except TypeError:
+        return dict(vars(stats))
+
+
+def announce_key(key: str) -> None:
+    """Print the first admin key once, to the terminal, never to the log."""
+    sys.stdout.write(
+        "\nmillrace created an admin API key (shown once, stored hashed):\n\n"
+        f"    {key}\n\n"
+        "Use it as 'Authorization: Bearer <key>'. Set MILLRACE_API_KEY to choose your own.\n\n"
+    )
+    sys.stdout.flush()

@@ -1,0 +1,87 @@
+"""The processor contract.
+
+A processor folds a batch of decoded events into rows for projection tables. It is
+pure: no I/O, no clock, no globals — the same events give the same rows, which is what
+lets a retried batch carry the same deduplication token (see ``pipeline.sink``).
+State that must outlive a batch lives in the projections themselves (partial
+aggregates merged by ClickHouse), so the state argument of ``(state, event) ->
+(state, outputs)`` is empty for the processors of this package.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded event with the log position it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_us: int
+    key: bytes | None
+    value: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class Outputs:
+    """Rows per projection table, and events that could not be applied."""
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    deadletters: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge(self, other: Outputs) -> None:
+        for name, table in other.tables.items():
+            if name in self.tables:
+                self.tables[name] = pa.concat_tables([self.tables[name], table])
+            else:
+                self.tables[name] = table
+        self.deadletters.extend(other.deadletters)
+
+
+def dead_letter(
+    event: Event | None,
+    *,
+    reason: str,
+    error_type: str,
+    stage: str,
+    ts_us: int,
+    payload: bytes = b"",
+    topic: str = "",
+    partition: int | None = None,
+    offset: int | None = None,
+    key: bytes | None = None,
+) -> dict[str, Any]:
+    """A DeadLetter event (schemas/deadletter.avsc)."""
+    if event is not None:
+        topic, partition, offset, key = event.topic, event.partition, event.offset, event.key
+    return {
+        "ts_us": ts_us,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "key": key,
+        "payload": payload,
+        "reason": reason,
+        "error_type": error_type,
+        "stage": stage,
+    }
+
+
+class Processor(ABC):
+    """Port: a pure fold of decoded events into projection rows."""
+
+    #: topics whose events this processor takes
+    topics: tuple[str, ...] = ()
+
+    @abstractmethod
+    def process(self, events: Sequence[Event]) -> Outputs:
+        """Rows for the events, in log order. Never raises for one bad event: it
+        becomes a dead letter and the rest of the batch is applied."""

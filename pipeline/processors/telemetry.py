@@ -1,0 +1,269 @@
+"""Telemetry processor: TelemetryBatch events -> raw readings, latest values and
+1m/5m/1h partial aggregates.
+
+Readings are flattened into columns once; latest values and aggregates are computed
+with Arrow's vectorised kernels. Aggregates are partials per (identity, signal,
+bucket) of this batch; the store merges partials of all batches (late and
+out-of-order readings simply add to their bucket's partial set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from pipeline.topics import TELEMETRY
+
+KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
+
+#: bucket name -> width in microseconds
+BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_000}
+
+#: readings must fall in [1970, 2200): DateTime64(6) range and sane for telemetry
+MIN_TS_US = 0
+MAX_TS_US = 7_258_118_400_000_000
+
+READINGS_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("signal", pa.string()),
+        ("ts", pa.int64()),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("kind", pa.uint8()),
+        ("quality", pa.int32()),
+        ("received", pa.int64()),
+    ]
+)
+
+
+class _Columns:
+    __slots__ = ("identity", "kind", "quality", "received", "signal", "text", "ts", "value")
+
+    def __init__(self) -> None:
+        self.identity: list[str] = []
+        self.signal: list[str] = []
+        self.ts: list[int] = []
+        self.value: list[float] = []
+        self.text: list[str] = []
+        self.kind: list[int] = []
+        self.quality: list[int] = []
+        self.received: list[int] = []
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_arrays(
+            [
+                pa.array(self.identity, pa.string()),
+                pa.array(self.signal, pa.string()),
+                pa.array(self.ts, pa.int64()),
+                pa.array(self.value, pa.float64()),
+                pa.array(self.text, pa.string()),
+                pa.array(self.kind, pa.uint8()),
+                pa.array(self.quality, pa.int32()),
+                pa.array(self.received, pa.int64()),
+            ],
+            schema=READINGS_SCHEMA,
+        )
+
+
+def _check_batch(value: Any) -> str | None:
+    """Why a decoded TelemetryBatch cannot be applied, or None."""
+    identity = value.get("identity")
+    if not isinstance(identity, str) or not identity:
+        return "identity: must be a non-empty string"
+    for i, sample in enumerate(value.get("samples") or ()):
+        ts = sample.get("ts_us")
+        if not isinstance(ts, int) or not MIN_TS_US <= ts < MAX_TS_US:
+            return f"samples[{i}].ts_us: {ts!r} outside [1970, 2200)"
+        for signal in sample.get("values", {}):
+            if not signal:
+                return f"samples[{i}].values: empty signal name"
+    return None
+
+
+def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """One row per reading, in log order; batches that cannot be applied become
+    dead letters."""
+    cols = _Columns()
+    dead: list[dict[str, Any]] = []
+    identity_col, signal_col, ts_col = cols.identity, cols.signal, cols.ts
+    value_col, text_col, kind_col = cols.value, cols.text, cols.kind
+    quality_col, received_col = cols.quality, cols.received
+    for ev in events:
+        batch = ev.value
+        problem = _check_batch(batch)
+        if problem is not None:
+            dead.append(
+                dead_letter(
+                    ev,
+                    reason=problem,
+                    error_type="InvalidTelemetry",
+                    stage="apply",
+                    ts_us=ev.timestamp_us,
+                    payload=repr(batch).encode()[:65536],
+                )
+            )
+            continue
+        identity = batch["identity"]
+        received = batch.get("received_us", ev.timestamp_us)
+        for sample in batch["samples"]:
+            values = sample["values"]
+            n = len(values)
+            if not n:
+                continue
+            ts = sample["ts_us"]
+            quality = sample.get("quality", 0)
+            identity_col.extend([identity] * n)
+            ts_col.extend([ts] * n)
+            quality_col.extend([quality] * n)
+            received_col.extend([received] * n)
+            signal_col.extend(values.keys())
+            for v in values.values():
+                t = type(v)
+                if t is float:
+                    value_col.append(v)
+                    text_col.append("")
+                    kind_col.append(KIND_NUMBER)
+                elif t is bool:
+                    value_col.append(1.0 if v else 0.0)
+                    text_col.append("")
+                    kind_col.append(KIND_BOOL)
+                elif t is int:
+                    value_col.append(float(v))
+                    text_col.append("")
+                    kind_col.append(KIND_NUMBER)
+                else:
+                    value_col.append(0.0)
+                    text_col.append(str(v))
+                    kind_col.append(KIND_STRING)
+    return cols.table(), dead
+
+
+def _run_starts(
+    table: pa.Table, keys: Sequence[str], extra: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices where a run of equal ``keys`` (and ``extra``) starts in a sorted table."""
+    n = table.num_rows
+    change = np.zeros(max(n - 1, 0), dtype=bool)
+    for k in keys:
+        col = table[k]
+        change |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    if extra is not None:
+        change |= extra[1:] != extra[:-1]
+    return np.concatenate(([0], np.flatnonzero(change) + 1)).astype(np.int64)
+
+
+def latest(readings: pa.Table) -> pa.Table:
+    """The last reading per (identity, signal): greatest ts, ties to the later one in
+    log order (the sort is stable), matching ReplacingMergeTree(ts) across batches."""
+    if readings.num_rows == 0:
+        return readings
+    ordered = readings.sort_by(
+        [("identity", "ascending"), ("signal", "ascending"), ("ts", "ascending")]
+    )
+    starts = _run_starts(ordered, ("identity", "signal"))
+    last = np.append(starts[1:], ordered.num_rows) - 1
+    return ordered.take(pa.array(last))
+
+
+AGG_COLUMNS = [
+    "identity",
+    "signal",
+    "bucket",
+    "kind",
+    "count",
+    "num_count",
+    "sum",
+    "min",
+    "max",
+    "first_ts",
+    "first_value",
+    "first_text",
+    "last_ts",
+    "last_value",
+    "last_text",
+]
+
+
+def sorted_good(readings: pa.Table) -> pa.Table:
+    """Good-quality readings sorted so that the first row of a group is the min of
+    (ts, value, text) and the last is the max: the order ClickHouse uses when it
+    merges the first/last tuples of partials."""
+    good = readings.filter(pc.equal(readings["quality"], 0))
+    return good.sort_by(
+        [
+            ("identity", "ascending"),
+            ("signal", "ascending"),
+            ("ts", "ascending"),
+            ("value", "ascending"),
+            ("text", "ascending"),
+        ]
+    )
+
+
+def aggregate(good: pa.Table, bucket_us: int) -> pa.Table:
+    """Partial aggregates per (identity, signal, bucket) of readings sorted by
+    :func:`sorted_good`. Groups are contiguous runs, reduced with numpy."""
+    n = good.num_rows
+    if n == 0:
+        return pa.table({c: [] for c in AGG_COLUMNS})
+    ts = good["ts"].to_numpy()
+    bucket = ts - ts % bucket_us
+    starts = _run_starts(good, ("identity", "signal"), bucket)
+    counts = np.diff(np.append(starts, n))
+    value = good["value"].to_numpy()
+    kind = good["kind"].to_numpy()
+    numeric = (kind == KIND_NUMBER) & np.isfinite(value)
+    num_count = np.add.reduceat(numeric.astype(np.int64), starts)
+    total = np.add.reduceat(np.where(numeric, value, 0.0), starts)
+    low = np.minimum.reduceat(np.where(numeric, value, np.inf), starts)
+    high = np.maximum.reduceat(np.where(numeric, value, -np.inf), starts)
+    last = starts + counts - 1
+    first_idx, last_idx = pa.array(starts), pa.array(last)
+    has_num = num_count > 0
+    return pa.table(
+        {
+            "identity": good["identity"].take(first_idx),
+            "signal": good["signal"].take(first_idx),
+            "bucket": pa.array(bucket[starts] // 1_000_000, pa.int64()),
+            "kind": pa.array(np.maximum.reduceat(kind, starts), pa.uint8()),
+            "count": pa.array(counts, pa.uint64()),
+            "num_count": pa.array(num_count, pa.uint64()),
+            "sum": pa.array(total, pa.float64()),
+            "min": pa.array(low, pa.float64(), mask=~has_num),
+            "max": pa.array(high, pa.float64(), mask=~has_num),
+            "first_ts": good["ts"].take(first_idx),
+            "first_value": good["value"].take(first_idx),
+            "first_text": good["text"].take(first_idx),
+            "last_ts": good["ts"].take(last_idx),
+            "last_value": good["value"].take(last_idx),
+            "last_text": good["text"].take(last_idx),
+        }
+    )
+
+
+class TelemetryProcessor(Processor):
+    """Raw readings, latest values and 1m/5m/1h partial aggregates."""
+
+    topics = (TELEMETRY,)
+
+    def __init__(self, buckets: dict[str, int] | None = None) -> None:
+        self.buckets = dict(buckets or BUCKETS)
+
+    def process(self, events: Sequence[Event]) -> Outputs:
+        readings, dead = flatten(events)
+        out = Outputs(deadletters=dead)
+        if readings.num_rows == 0:
+            return out
+        out.tables["readings"] = readings
+        out.tables["latest"] = latest(readings)
+        good = sorted_good(readings)
+        if good.num_rows:
+            for name, width in self.buckets.items():
+                out.tables[f"agg_{name}"] = aggregate(good, width)
+        return out

@@ -1,0 +1,1 @@
+"""Runtimes drive pure processors over an event log into a projection sink."""

@@ -1,0 +1,222 @@
+"""EmbeddedRuntime: the asyncio runtime of the one-process deployment.
+
+Each step reads up to ``max_records`` records from every partition of the
+processors' topics, decodes them, runs the processors, appends dead letters to the
+log, and hands the rows to the sink as one batch (see ``pipeline.sink`` for why that
+is exactly-once). CPU work and store inserts run in a worker thread so the API on the
+same event loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.codec import AvroCodec, default_codec
+from pipeline.errors import DecodeError
+from pipeline.log.base import EventLog, Message, Record, TopicPartition
+from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
+from pipeline.topics import DEADLETTER
+
+log = logging.getLogger("millrace.runtime")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class RuntimeStats:
+    batches: int = 0
+    records: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    deadletters: int = 0
+    errors: int = 0
+    last_batch_ms: float = 0.0
+    last_error: str = ""
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+class EmbeddedRuntime:
+    """Feeds log records to processors and their output to a sink."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        sink: ProjectionSink,
+        processors: Sequence[Processor],
+        *,
+        consumer: str = "projections",
+        codec: AvroCodec | None = None,
+        max_records: int = 5000,
+        idle_sleep_s: float = 0.05,
+        clock: Callable[[], int] = _now_us,
+        publish_deadletters: bool = True,
+    ) -> None:
+        self.log = log
+        self.sink = sink
+        self.processors = list(processors)
+        self.consumer = consumer
+        self.codec = codec or default_codec()
+        self.max_records = max_records
+        self.idle_sleep_s = idle_sleep_s
+        self.clock = clock
+        self.publish_deadletters = publish_deadletters
+        self.stats = RuntimeStats()
+        self._by_topic: dict[str, Processor] = {t: p for p in self.processors for t in p.topics}
+        self._progress: Progress | None = None
+        self._wake = asyncio.Event()
+
+    # -- positions ------------------------------------------------------------------
+
+    def topic_partitions(self) -> list[TopicPartition]:
+        return [
+            TopicPartition(topic, p)
+            for topic in sorted(self._by_topic)
+            for p in range(self.log.partitions(topic))
+        ]
+
+    async def _load_progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = await asyncio.to_thread(self.sink.progress, self.consumer)
+        return self._progress
+
+    def wake(self) -> None:
+        """Tell the runtime new records are there (cuts ingest-to-queryable latency)."""
+        self._wake.set()
+
+    # -- one batch ------------------------------------------------------------------
+
+    async def _read_range(self, tp: TopicPartition, r: Range) -> list[Record]:
+        out: list[Record] = []
+        offset = r.start
+        while offset < r.end:
+            got = await self.log.read(tp.topic, tp.partition, offset, r.end - offset)
+            if not got:
+                log.error("log lost records %s[%d] %d..%d", tp.topic, tp.partition, offset, r.end)
+                break
+            out.extend(rec for rec in got if rec.offset < r.end)
+            offset = got[-1].offset + 1
+        return out
+
+    async def step(self) -> int:
+        """Process one batch; return how many records it covered (0 = nothing new)."""
+        progress = await self._load_progress()
+        records: dict[TopicPartition, list[Record]] = {}
+        if progress.pending:
+            # redo a batch a crash left uncommitted over exactly the same ranges
+            seq = progress.pending_seq or progress.last_seq
+            ranges = dict(progress.pending)
+            for tp, r in ranges.items():
+                records[tp] = await self._read_range(tp, r)
+        else:
+            seq = progress.last_seq + 1
+            ranges = {}
+            for tp in self.topic_partitions():
+                pos = progress.positions.get(tp, 0)
+                got = await self.log.read(tp.topic, tp.partition, pos, self.max_records)
+                if got:
+                    records[tp] = got
+                    # a position below the first retained offset starts there
+                    ranges[tp] = Range(min(pos, got[0].offset), got[-1].offset + 1)
+        if not ranges:
+            return 0
+        started = time.perf_counter()
+        outputs = await asyncio.to_thread(self._process, records)
+        if outputs.deadletters and self.publish_deadletters:
+            await self._publish_deadletters(outputs.deadletters)
+        batch = SinkBatch(seq=seq, ranges=ranges, tables=outputs.tables)
+        await asyncio.to_thread(self.sink.write, self.consumer, batch)
+        for tp, r in ranges.items():
+            progress.positions[tp] = r.end
+            self.stats.positions[f"{tp.topic}/{tp.partition}"] = r.end
+        progress.pending, progress.pending_seq = {}, None
+        progress.last_seq = max(progress.last_seq, seq)
+        await self.log.commit(self.consumer, {tp: r.end for tp, r in ranges.items()})
+        n = sum(len(v) for v in records.values())
+        self.stats.batches += 1
+        self.stats.records += n
+        self.stats.deadletters += len(outputs.deadletters)
+        for name, table in outputs.tables.items():
+            self.stats.rows[name] = self.stats.rows.get(name, 0) + table.num_rows
+        self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
+        return n
+
+    def _process(self, records: dict[TopicPartition, list[Record]]) -> Outputs:
+        out = Outputs()
+        for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
+            processor = self._by_topic[tp.topic]
+            events: list[Event] = []
+            for rec in records[tp]:
+                try:
+                    value = self.codec.decode(tp.topic, rec.value)
+                except DecodeError as exc:
+                    out.deadletters.append(
+                        dead_letter(
+                            None,
+                            reason=str(exc),
+                            error_type="DecodeError",
+                            stage="decode",
+                            ts_us=rec.timestamp_us,
+                            payload=rec.value[:65536],
+                            topic=rec.topic,
+                            partition=rec.partition,
+                            offset=rec.offset,
+                            key=rec.key,
+                        )
+                    )
+                    continue
+                events.append(
+                    Event(rec.topic, rec.partition, rec.offset, rec.timestamp_us, rec.key, value)
+                )
+            if events:
+                out.merge(processor.process(events))
+        return out
+
+    async def _publish_deadletters(self, dead: list[dict[str, Any]]) -> None:
+        messages = []
+        for d in dead:
+            key = d.get("key")
+            messages.append(Message(value=self.codec.encode(DEADLETTER, d), key=key))
+        await self.log.append(DEADLETTER, messages)
+        self.wake()
+
+    # -- loop -----------------------------------------------------------------------
+
+    async def run_until_idle(self) -> int:
+        """Process until nothing is left; return records processed (tests, replay)."""
+        total = 0
+        while True:
+            n = await self.step()
+            if n == 0:
+                return total
+            total += n
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until ``stop`` is set; errors are logged and retried with backoff."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                n = await self.step()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the pipeline alive; the batch is retried
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("batch failed; retrying in %.1fs", backoff)
+                self._progress = None  # reload: the sink may hold a pending intent
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if n == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_sleep_s)
+                except TimeoutError:
+                    pass

@@ -1,0 +1,108 @@
+"""The projection sink port, and how it makes projections exactly-once.
+
+A runtime hands the sink one :class:`SinkBatch` at a time: the offset range it covers
+in each topic-partition, a sequence number, and the rows the processors made of it.
+The sink must make ``write`` idempotent for a given batch:
+
+1. store an *intent* (the batch's ranges, uncommitted) where the rows go,
+2. insert every table with a deduplication token derived from (consumer, batch seq,
+   ranges, table), so a repeated insert of the same batch is dropped by the store,
+3. store the *commit* of the ranges.
+
+After a crash the runtime asks :meth:`ProjectionSink.progress`; a pending intent is
+redone over exactly the same ranges (processors are pure, so the rows and tokens are
+the same) before anything new is read. Records below a committed position are never
+applied again, so re-reading any range of the log is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from pipeline.log.base import TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    start: int  # first offset in the batch
+    end: int  # one past the last offset
+
+
+@dataclass(slots=True)
+class SinkBatch:
+    seq: int
+    ranges: dict[TopicPartition, Range]
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+
+    def token(self, consumer: str, table: str) -> str:
+        parts = sorted(
+            f"{tp.topic}/{tp.partition}/{r.start}-{r.end}" for tp, r in self.ranges.items()
+        )
+        digest = hashlib.sha256(";".join(parts).encode()).hexdigest()[:24]
+        return f"{consumer}:{self.seq}:{digest}:{table}"
+
+
+@dataclass(slots=True)
+class Progress:
+    """A consumer's committed positions, and the batch left pending by a crash."""
+
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    last_seq: int = 0
+    pending: dict[TopicPartition, Range] = field(default_factory=dict)
+    pending_seq: int | None = None
+
+
+class ProjectionSink(ABC):
+    """Port: where processors' rows go, idempotently per batch."""
+
+    @abstractmethod
+    def progress(self, consumer: str) -> Progress:
+        """Committed positions and any pending batch of ``consumer``."""
+
+    @abstractmethod
+    def write(self, consumer: str, batch: SinkBatch) -> None:
+        """Intent, tables (deduplicated by token), commit — see the module doc."""
+
+
+class MemoryProjectionSink(ProjectionSink):
+    """Test double with the same semantics: tables are lists of row dicts, repeated
+    tokens are ignored, and ``fail_after`` injects a crash after N steps of a write."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, object]]] = {}
+        self.tokens: set[str] = set()
+        self._progress: dict[str, Progress] = {}
+        self.fail_after: int | None = None
+        self._steps = 0
+
+    def _step(self) -> None:
+        self._steps += 1
+        if self.fail_after is not None and self._steps > self.fail_after:
+            self.fail_after = None
+            raise RuntimeError("injected crash")
+
+    def progress(self, consumer: str) -> Progress:
+        p = self._progress.get(consumer, Progress())
+        return Progress(dict(p.positions), p.last_seq, dict(p.pending), p.pending_seq)
+
+    def write(self, consumer: str, batch: SinkBatch) -> None:
+        self._steps = 0
+        p = self._progress.setdefault(consumer, Progress())
+        self._step()
+        p.pending, p.pending_seq = dict(batch.ranges), batch.seq
+        p.last_seq = max(p.last_seq, batch.seq)
+        for name, table in batch.tables.items():
+            self._step()
+            token = batch.token(consumer, name)
+            if token in self.tokens:
+                continue
+            self.tokens.add(token)
+            self.rows.setdefault(name, []).extend(table.to_pylist())
+        self._step()
+        for tp, r in batch.ranges.items():
+            p.positions[tp] = r.end
+        p.pending, p.pending_seq = {}, None

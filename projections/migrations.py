@@ -1,0 +1,99 @@
+"""Ordered SQL migrations in ``projections/sql/NNNN_name.sql``, applied idempotently.
+
+Every statement is written to be re-runnable (``IF NOT EXISTS``) and the ledger table
+``millrace.schema_migrations`` records what ran, so applying at every start is cheap
+and safe. The same files run on chDB and on a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import StoreError
+from projections.store.base import ProjectionStore
+
+SQL_DIR = Path(__file__).parent / "sql"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+#: tables holding projections (dropped and rebuilt by replay); progress goes with them
+PROJECTION_TABLES = (
+    "readings",
+    "agg_1m",
+    "agg_5m",
+    "agg_1h",
+    "latest",
+    "deadletter",
+    "progress",
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+    checksum: str
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split on ``;`` at line ends, dropping ``--`` comment lines."""
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    text = "\n".join(lines)
+    return [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if s.strip()]
+
+
+def load_migrations(directory: Path = SQL_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise StoreError(f"migration file name must be NNNN_name.sql: {path.name}")
+        text = path.read_text()
+        found.append(
+            Migration(
+                version=int(m.group(1)),
+                name=m.group(2),
+                statements=tuple(split_statements(text)),
+                checksum=hashlib.sha256(text.encode()).hexdigest()[:16],
+            )
+        )
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"duplicate migration versions in {directory}")
+    return found
+
+
+def applied_versions(store: ProjectionStore) -> set[int]:
+    try:
+        res = store.execute("SELECT version FROM millrace.schema_migrations FINAL")
+    except StoreError:
+        return set()
+    return {int(r[0]) for r in res.rows}
+
+
+def migrate(store: ProjectionStore, directory: Path = SQL_DIR) -> list[int]:
+    """Apply the migrations not yet applied; return the versions applied now."""
+    done = applied_versions(store)
+    ran = []
+    for mig in load_migrations(directory):
+        if mig.version in done:
+            continue
+        for stmt in mig.statements:
+            store.execute(stmt)
+        store.execute(
+            "INSERT INTO millrace.schema_migrations (version, name, checksum) "
+            "VALUES ({v:UInt32}, {n:String}, {c:String})",
+            params={"v": mig.version, "n": mig.name, "c": mig.checksum},
+        )
+        ran.append(mig.version)
+    return ran
+
+
+def drop_projections(store: ProjectionStore) -> None:
+    """Drop every projection table and forget their migrations (replay rebuilds)."""
+    for table in PROJECTION_TABLES:
+        store.execute(f"DROP TABLE IF EXISTS millrace.{table} SYNC")
+    store.execute("DROP TABLE IF EXISTS millrace.schema_migrations SYNC")

@@ -1,0 +1,116 @@
+"""ChdbStore: the embedded ClickHouse (chDB) on a data directory.
+
+chDB allows one process per data directory; inside that process several sessions may
+share it and run concurrently, so the engine opens one store for writing and one for
+the API's reads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.errors import StoreError
+from projections.store.base import ProjectionStore, QueryResult, settings_clause
+
+
+def _import_chdb() -> Any:
+    try:
+        from chdb import session
+    except ImportError as exc:  # pragma: no cover - chdb is a core dependency
+        raise StoreError("chdb is not installed: pip install 'chdb>=4.4'") from exc
+    return session
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    raise TypeError(f"cannot bind {type(v).__name__}")
+
+
+def _bind(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """chDB takes array parameters as ClickHouse literals."""
+    return {k: _literal(v) if isinstance(v, list | tuple) else v for k, v in (params or {}).items()}
+
+
+class ChdbStore(ProjectionStore):
+    """Projection store on chDB. ``path`` None = in memory (tests)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def _s(self) -> Any:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    session = _import_chdb()
+                    if self.path is not None:
+                        Path(self.path).mkdir(parents=True, exist_ok=True)
+                    try:
+                        self._session = session.Session(self.path or ":memory:")
+                        # numbers as JSON numbers, not quoted strings
+                        self._session.query("SET output_format_json_quote_64bit_integers = 0")
+                    except Exception as exc:
+                        raise StoreError(f"cannot open chDB at {self.path}: {exc}") from exc
+        return self._session
+
+    def execute(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> QueryResult:
+        text = sql + settings_clause(settings)
+        try:
+            res = self._s().query(text, "JSONCompact", params=_bind(params))
+        except Exception as exc:
+            raise StoreError(str(exc).strip()) from exc
+        data = res.data() if hasattr(res, "data") else str(res)
+        if not data.strip():
+            return QueryResult([], [], [])
+        doc = json.loads(data)
+        meta = doc.get("meta", [])
+        stats = doc.get("statistics", {})
+        return QueryResult(
+            columns=[m["name"] for m in meta],
+            types=[m["type"] for m in meta],
+            rows=doc.get("data", []),
+            elapsed_s=float(stats.get("elapsed", 0.0)),
+            rows_read=int(stats.get("rows_read", 0)),
+        )
+
+    def insert_arrow(
+        self, sql: str, table: pa.Table, settings: Mapping[str, Any] | None = None
+    ) -> None:
+        # chDB's Python() table function resolves the name in the caller's frame.
+        millrace_input = table  # noqa: F841 - read by chDB through the frame
+        text = sql.replace("{input}", "Python(millrace_input)")
+        if settings:
+            # INSERT ... SETTINGS goes before SELECT
+            head, sep, tail = text.partition(" SELECT ")
+            text = head + settings_clause(settings) + sep + tail
+        try:
+            self._s().query(text, "CSV")
+        except Exception as exc:
+            raise StoreError(str(exc).strip()) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                try:
+                    self._session.close()
+                finally:
+                    self._session = None
