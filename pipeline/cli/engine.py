@@ -77,10 +77,19 @@ class Engine:
         _, plaintext = self.keys.create("initial admin", "admin")
         return plaintext
 
+    def lag(self) -> int:
+        """Records appended to the log that the projections do not hold yet."""
+        total = 0
+        for tp in self.runtime.topic_partitions():
+            _, end = self.log.offsets_sync(tp.topic, tp.partition)
+            total += max(0, end - self.runtime.position(tp))
+        return total
+
     def status(self) -> dict[str, Any]:
         stats = asdict(self.runtime.stats)
         return {
             "started_us": self.started_us,
+            "lag_records": self.lag(),
             "runtime": stats,
             "published": self.publisher.published,
             "connectors": [{"name": c.name, "stats": _connector_stats(c)} for c in self.connectors],

@@ -86,6 +86,12 @@ class EmbeddedRuntime:
             self._progress = await asyncio.to_thread(self.sink.progress, self.consumer)
         return self._progress
 
+    def position(self, tp: TopicPartition) -> int:
+        """Next offset to process in ``tp`` (0 before the first batch is loaded)."""
+        if self._progress is None:
+            return 0
+        return self._progress.positions.get(tp, 0)
+
     def wake(self) -> None:
         """Tell the runtime new records are there (cuts ingest-to-queryable latency)."""
         self._wake.set()
