@@ -204,12 +204,14 @@ def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(tmp_path: Path)
     acked.update(ingester.acked)
     engine.wait_caught_up()
     rows = engine.sql(
-        "SELECT identity, signal, count(), sum(value) FROM millrace.readings GROUP BY identity, signal"
+        "SELECT identity, signal, count(), sum(value) FROM millrace.readings "
+        "GROUP BY identity, signal"
     )
     got_signals = {(i, s): (int(c), float(v)) for i, s, c, v in rows}
     aggs = engine.sql(
-        "SELECT identity, signal, toUnixTimestamp(bucket), sum(count), sum(sum), min(min), max(max) "
-        "FROM millrace.agg_1m WHERE signal != 'on' GROUP BY identity, signal, bucket"
+        "SELECT identity, signal, toUnixTimestamp(bucket), sum(count), sum(sum), "
+        "min(min), max(max) FROM millrace.agg_1m WHERE signal != 'on' "
+        "GROUP BY identity, signal, bucket"
     )
     got_aggs = {
         (i, s, int(b)): (int(c), float(t), float(lo), float(hi)) for i, s, b, c, t, lo, hi in aggs

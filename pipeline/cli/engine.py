@@ -134,7 +134,8 @@ class Engine:
                     lifespan="off",
                 )
             )
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            # the engine owns SIGINT/SIGTERM (it stops connectors and the runtime too)
+            server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
             api_task = asyncio.create_task(server.serve(), name="api")
         await stop.wait()
         if server is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from typing import Any
@@ -157,7 +158,7 @@ def test_partials_merge_to_the_same_aggregate_whatever_the_batching(
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
     partials: list[dict[str, Any]] = []
     proc = TelemetryProcessor()
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         out = proc.process(events[lo:hi])
         partials.extend(rows(out.tables[f"agg_{bucket}"]))
     got = merge(partials)
