@@ -119,6 +119,7 @@ class Engine:
         from api.app import create_app
 
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="runtime")
+        upkeep_task = asyncio.create_task(self._upkeep(stop), name="log-upkeep")
         for c in self.connectors:
             await c.start(self.publisher)
         server = None
@@ -144,6 +145,9 @@ class Engine:
                 await api_task
         for c in self.connectors:
             await c.stop()
+        upkeep_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upkeep_task
         # the runtime notices ``stop`` after its current batch
         try:
             await asyncio.wait_for(runtime_task, timeout=30)
@@ -151,6 +155,23 @@ class Engine:
             runtime_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runtime_task
+
+    async def _upkeep(self, stop: asyncio.Event) -> None:
+        """fsync on the interval policy's clock even when appends stop; retention."""
+        cfg = self.config.log
+        every_s = cfg.fsync_interval_ms / 1000 if cfg.fsync == "interval" else 1.0
+        last_retention = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(every_s)
+            try:
+                if cfg.fsync == "interval":
+                    await asyncio.to_thread(self.log.flush)
+                if time.monotonic() - last_retention >= 60:
+                    last_retention = time.monotonic()
+                    if cfg.retention_ms is not None or cfg.retention_bytes is not None:
+                        await asyncio.to_thread(self.log.enforce_retention)
+            except Exception:  # upkeep must not take the engine down
+                log.exception("log upkeep failed")
 
     async def close(self) -> None:
         await self.log.close()
