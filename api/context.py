@@ -65,8 +65,6 @@ def require(role: str) -> Callable[..., Principal]:
         creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Principal:
         token = creds.credentials if creds is not None else None
-        if token is None:
-            token = request.query_params.get("access_token")
         if not token:
             raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         principal = context(request).keys.authenticate(token)

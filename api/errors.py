@@ -75,7 +75,8 @@ def install(app: FastAPI) -> None:
             if err.get("type") == "json_invalid":
                 field = "body"
             else:
-                field = _loc([p for p in loc if p not in ("query", "path")])
+                # drop the leading "query"/"path" source; keep "body" as the root
+                field = _loc(loc[1:] if loc and loc[0] in ("query", "path") else loc)
             if field in seen:
                 continue
             seen.add(field)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
 from api.errors import bad_request
@@ -14,8 +16,14 @@ class Epoch(StrEnum):
     us = "us"
 
 
+_NUMBER = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FACTOR = {Epoch.s: 1_000_000, Epoch.ms: 1_000, Epoch.us: 1}
+
+
+#: accepted times: years 1900 to 2299, the range of ClickHouse's DateTime64
+MIN_US = -2_208_988_800_000_000
+MAX_US = 10_413_792_000_000_000
 
 
 def parse_time(field: str, raw: str | None, epoch: Epoch | None) -> int | None:
@@ -24,25 +32,21 @@ def parse_time(field: str, raw: str | None, epoch: Epoch | None) -> int | None:
     if raw is None or raw == "":
         return None
     text = raw.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None:
+    if _NUMBER.fullmatch(text):
         unit = epoch or Epoch.s
-        if number != number or abs(number) > 1e19:
-            raise bad_request(field, f"{raw!r} is not a valid time")
-        if unit is Epoch.us and text.lstrip("-").isdigit():
-            return int(text)
-        return round(number * _FACTOR[unit])
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(field, f"{raw!r} is neither ISO-8601 nor an epoch number") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        us = int((Decimal(text) * _FACTOR[unit]).to_integral_value(ROUND_HALF_EVEN))
+    else:
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise bad_request(field, f"{raw!r} is neither ISO-8601 nor an epoch number") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        delta = dt - _EPOCH
+        us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not MIN_US <= us < MAX_US:
+        raise bad_request(field, f"{raw!r} is outside the years 1900-2299")
+    return us
 
 
 def format_time(ts_us: int, epoch: Epoch | None) -> int | float | str:
@@ -52,6 +56,7 @@ def format_time(ts_us: int, epoch: Epoch | None) -> int | float | str:
         return dt.isoformat().replace("+00:00", "Z")
     if epoch is Epoch.us:
         return ts_us
-    if epoch is Epoch.ms:
-        return ts_us // 1000 if ts_us % 1000 == 0 else ts_us / 1000
-    return ts_us // 1_000_000 if ts_us % 1_000_000 == 0 else ts_us / 1_000_000
+    factor = _FACTOR[epoch]
+    if ts_us % factor == 0:
+        return ts_us // factor
+    return float(Decimal(ts_us) / factor)

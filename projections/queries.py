@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.errors import StoreError
 from projections.store.base import ProjectionStore, QueryResult
 
 KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
@@ -170,90 +171,68 @@ def _count_latest(store: ProjectionStore, where: list[str], params: dict[str, An
     return int(res.rows[0][0]) if res.rows else 0
 
 
-READONLY_KINDS = frozenset(
-    {
-        "SelectWithUnionQuery",
-        "SelectQuery",
-        "ShowTables",
-        "ShowColumns",
-        "ShowDatabases",
-        "DescribeQuery",
-        "ExistsTableQuery",
-        "ShowCreateTableQuery",
-        "ExplainQuery",
-    }
-)
-_SELECT_KINDS = frozenset({"SelectWithUnionQuery", "SelectQuery"})
+#: leading keywords of the statements the read-only SQL path runs
+READ_KEYWORDS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "EXISTS", "EXPLAIN")
+_WRAPPABLE = ("SELECT", "WITH")
+_REFUSED_CLAUSES = (" INTO OUTFILE ", " FORMAT ")
 
 
-def single_statement(sql: str) -> str:
-    """``sql`` without a trailing ``;``; ValueError if it holds more than one
-    statement. chDB runs every statement of a multi-statement text, so this check
-    comes before anything else sees the text."""
-    i, n = 0, len(sql)
-    end = n
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            i += 1
-            while i < n and sql[i] != c:
-                i += 2 if sql[i] == "\\" else 1
-            if i >= n:
-                raise ValueError("unterminated quoted string or identifier")
-        elif sql.startswith("--", i):
-            nl = sql.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        elif sql.startswith("/*", i):
-            close = sql.find("*/", i + 2)
-            if close < 0:
-                raise ValueError("unterminated comment")
-            i = close + 1
-        elif c == ";":
-            end = i
-            rest = sql[i + 1 :]
-            if single_statement_rest_is_empty(rest):
-                break
-            raise ValueError("one statement per request")
-        i += 1
-    stmt = sql[:end].strip()
-    if not stmt:
-        raise ValueError("empty statement")
-    return stmt
+class QueryRejected(ValueError):
+    """Analyst SQL refused before it runs; ``status`` is 400 (malformed) or 403
+    (not read-only)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def single_statement_rest_is_empty(rest: str) -> bool:
+def normalize(store: ProjectionStore, sql: str) -> str:
+    """ClickHouse's own parser, given the text as a bound parameter (never spliced):
+    one statement, comments dropped, keywords upper-cased, on one line."""
     try:
-        single_statement(rest)
-    except ValueError as exc:
-        return str(exc) == "empty statement"
-    return False
+        res = store.execute("SELECT formatQuerySingleLine({q:String})", {"q": sql})
+    except StoreError as exc:
+        text = str(exc)
+        if "Multi-statements" in text:
+            raise QueryRejected(400, "one statement per request") from None
+        raise QueryRejected(400, _first_line(text)) from None
+    return str(res.rows[0][0]) if res.rows else ""
 
 
-def classify(store: ProjectionStore, stmt: str) -> str:
-    """The root AST node of one statement as ClickHouse parses it."""
-    res = store.execute("EXPLAIN AST " + stmt)
-    if not res.rows:
-        return ""
-    return str(res.rows[0][0]).split(" ")[0].strip()
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "invalid query"
 
 
-def is_read_only(kind: str) -> bool:
-    return kind in READONLY_KINDS
+def check_read_only(stmt: str) -> str:
+    """The statement's leading keyword if the read-only path may run it."""
+    keyword = stmt.split(" ", 1)[0].upper()
+    if keyword not in READ_KEYWORDS:
+        raise QueryRejected(
+            403, f"{keyword or 'this statement'} is not allowed: the SQL endpoint is read-only"
+        )
+    padded = f" {stmt} "
+    for clause in _REFUSED_CLAUSES:
+        if clause in padded:
+            raise QueryRejected(
+                403 if clause == " INTO OUTFILE " else 400,
+                f"{clause.strip()} is not allowed here (the server sets output and limits)",
+            )
+    return keyword
 
 
 def readonly_query(
-    store: ProjectionStore, stmt: str, kind: str, max_rows: int, timeout_s: float
+    store: ProjectionStore, sql: str, max_rows: int, timeout_s: float
 ) -> QueryResult:
-    """Run one read-only statement (see :func:`single_statement`, :func:`classify`)
-    with ClickHouse's own ``readonly = 1`` (no writes, no file/url table functions),
-    a time limit and a result-row limit."""
+    """Run one analyst statement: parsed by :func:`normalize`, checked by
+    :func:`check_read_only`, executed under ClickHouse's own ``readonly = 1`` (no
+    writes, no file/url table functions) with a time and a result-row limit."""
+    stmt = normalize(store, sql)
+    keyword = check_read_only(stmt)
     settings = {
         "readonly": 1,
         "max_execution_time": timeout_s,
         "max_result_rows": max_rows,
         "result_overflow_mode": "throw",
     }
-    if kind in _SELECT_KINDS:
-        return store.execute(f"SELECT * FROM (\n{stmt}\n)", settings=settings)
-    return store.execute(stmt, settings=settings)
+    text = f"SELECT * FROM ({stmt})" if keyword in _WRAPPABLE else stmt
+    return store.execute(text, settings=settings)

@@ -18,7 +18,7 @@ from pipeline.topics import TELEMETRY
 router = APIRouter(tags=["ingest"])
 
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
-SIGNAL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
+SIGNAL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 MAX_TEXT = 65_536
 INT64 = 2**63
 
@@ -69,7 +69,7 @@ def validate_samples(samples: list[SampleIn], ctx: AppContext) -> int:
             if not SIGNAL_RE.match(name):
                 raise _invalid(
                     field,
-                    "signal names are 1-128 of A-Z a-z 0-9 _ . : / - (not starting with . : / -)",
+                    "signal names are 1-128 of A-Z a-z 0-9 _ . : - (not starting with . : -)",
                 )
             if s.strict_signals and name not in s.known_signals:
                 raise _invalid(field, "unknown signal (strict mode)")

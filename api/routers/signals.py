@@ -48,7 +48,7 @@ EpochQ = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="rows per page (per signal)")]
-Page = Annotated[int, Query(ge=1, description="1-based page number")]
+Page = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")]
 
 
 def _time_range(start_time: str | None, end_time: str | None, epoch: Epoch | None) -> TimeRange:

@@ -26,38 +26,30 @@ class SqlRequest(BaseModel):
     )
 
 
+def _rejected(status: int, code: str, message: str) -> ApiError:
+    return ApiError(status, code, f"query: {message}", [{"field": "query", "message": message}])
+
+
 def _run(ctx: AppContext, req: SqlRequest) -> dict[str, Any]:
-    try:
-        stmt = queries.single_statement(req.query)
-    except ValueError as exc:
-        raise ApiError(
-            400, "invalid_query", f"query: {exc}", [{"field": "query", "message": str(exc)}]
-        ) from None
-    try:
-        kind = queries.classify(ctx.store, stmt)
-    except StoreError as exc:
-        raise ApiError(
-            400, "invalid_query", f"query: {exc}", [{"field": "query", "message": str(exc)}]
-        ) from None
-    if not queries.is_read_only(kind):
-        raise ApiError(
-            403,
-            "read_only",
-            f"query: {kind or 'this statement'} is not allowed; the SQL endpoint is read-only",
-            [{"field": "query", "message": "only SELECT, SHOW, DESCRIBE, EXISTS and EXPLAIN"}],
-        )
     max_rows = min(req.max_rows or ctx.settings.sql_max_rows, ctx.settings.sql_max_rows)
     try:
-        res = queries.readonly_query(ctx.store, stmt, kind, max_rows, ctx.settings.sql_timeout_s)
+        res = queries.readonly_query(ctx.store, req.query, max_rows, ctx.settings.sql_timeout_s)
+    except queries.QueryRejected as exc:
+        code = "read_only" if exc.status == 403 else "invalid_query"
+        raise _rejected(exc.status, code, str(exc)) from None
     except StoreError as exc:
         text = str(exc)
-        if "READONLY" in text or "readonly" in text:
-            raise ApiError(
-                403, "read_only", f"query: {text}", [{"field": "query", "message": text}]
+        if "(READONLY)" in text:
+            raise _rejected(
+                403, "read_only", "not allowed: the SQL endpoint is read-only"
             ) from None
-        raise ApiError(
-            400, "query_failed", f"query: {text}", [{"field": "query", "message": text}]
-        ) from None
+        if "(TOO_MANY_ROWS_OR_BYTES)" in text:
+            raise _rejected(400, "too_many_rows", f"the result exceeds {max_rows} rows") from None
+        if "(TIMEOUT_EXCEEDED)" in text:
+            raise _rejected(
+                400, "timeout", f"the query ran longer than {ctx.settings.sql_timeout_s} s"
+            ) from None
+        raise _rejected(400, "query_failed", text.strip().splitlines()[0]) from None
     return {
         "columns": [{"name": n, "type": t} for n, t in zip(res.columns, res.types, strict=True)],
         "rows": res.rows,

@@ -88,11 +88,7 @@ def sql(
 
     store = ChdbStore((data_dir or Path("./data")) / "chdb")
     try:
-        stmt = queries.single_statement(query)
-        kind = queries.classify(store, stmt)
-        if not queries.is_read_only(kind):
-            _fail(MillraceError(f"{kind} is not allowed: millrace sql is read-only"))
-        res = queries.readonly_query(store, stmt, kind, max_rows, 60.0)
+        res = queries.readonly_query(store, query, max_rows, 60.0)
     except (ValueError, MillraceError) as exc:
         _fail(exc)
         return

@@ -1,4 +1,5 @@
--- Raw readings: one row per (identity, signal, ts).
+-- Raw readings: one row per reading in the log (a batch sent twice is two batches:
+-- the log is the truth; idempotent ingest keys are future work).
 -- Codecs chosen for telemetry: timestamps of a series are near-regular (DoubleDelta),
 -- quantized sensor values change by small steps (Delta on the float bits, then ZSTD);
 -- text/kind/quality are mostly constant per series and compress to almost nothing.

@@ -39,9 +39,25 @@ def _literal(v: Any) -> str:
     raise TypeError(f"cannot bind {type(v).__name__}")
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
+
+
+def _escaped(v: str) -> str:
+    """Query parameters are read in ClickHouse's escaped (TSV) format."""
+    return v.translate(_ESCAPES)
+
+
 def _bind(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """chDB takes array parameters as ClickHouse literals."""
-    return {k: _literal(v) if isinstance(v, list | tuple) else v for k, v in (params or {}).items()}
+    """Strings escaped, arrays as ClickHouse literals."""
+    out: dict[str, Any] = {}
+    for k, v in (params or {}).items():
+        if isinstance(v, str):
+            out[k] = _escaped(v)
+        elif isinstance(v, list | tuple):
+            out[k] = _literal(v)
+        else:
+            out[k] = v
+    return out
 
 
 class ChdbStore(ProjectionStore):
@@ -76,12 +92,15 @@ class ChdbStore(ProjectionStore):
         text = sql + settings_clause(settings)
         try:
             res = self._s().query(text, "JSONCompact", params=_bind(params))
+            data = res.data() if hasattr(res, "data") else str(res)
+            doc = json.loads(data) if data.strip() else {}
         except Exception as exc:
+            # a failed query can leave partial output on the session that would be
+            # prepended to the next result: start a fresh session
+            self._reset()
             raise StoreError(str(exc).strip()) from exc
-        data = res.data() if hasattr(res, "data") else str(res)
-        if not data.strip():
+        if not doc:
             return QueryResult([], [], [])
-        doc = json.loads(data)
         meta = doc.get("meta", [])
         stats = doc.get("statistics", {})
         return QueryResult(
@@ -105,7 +124,17 @@ class ChdbStore(ProjectionStore):
         try:
             self._s().query(text, "CSV")
         except Exception as exc:
+            self._reset()
             raise StoreError(str(exc).strip()) from exc
+
+    def _reset(self) -> None:
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # closing a broken session is best effort
+                pass
 
     def close(self) -> None:
         with self._lock:
