@@ -188,16 +188,18 @@ def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(tmp_path: Path)
     total = 600
     acked: set[int] = set()
     start = 0
-    for kill_after_s in (2.0, 1.5):
+    for kill_after_acks in (120, 90):
         engine.start()
         ingester = Ingester(engine, start, total)
         ingester.start()
-        time.sleep(kill_after_s)
+        deadline = time.monotonic() + 60
+        while len(ingester.acked) < kill_after_acks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ingester.acked, "nothing was ingested before the kill"
         engine.kill9()  # mid-ingest and, with small batches, mid-projection
         ingester.join(15)
         acked.update(ingester.acked)
         start = ingester.next  # the in-flight batch is sent again: the client's retry
-        assert ingester.acked, "nothing was ingested before the kill"
     engine.start()
     ingester = Ingester(engine, start, total)
     ingester.run()
