@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ class Engine:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {KEY}"}
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -181,10 +187,22 @@ def from_log(
     return per_signal, aggs, seqs
 
 
-def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    """Engines a test started; a failing test never leaves one running."""
+    started: list[Engine] = []
+    yield started
+    for engine in started:
+        engine.ensure_stopped()
+
+
+def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(
+    tmp_path: Path, engines: list[Engine]
+) -> None:
     config = tmp_path / "millrace.yaml"
     config.write_text("simulator:\n  devices: 0\nruntime:\n  max_records: 50\n")
     engine = Engine(tmp_path / "data", config)
+    engines.append(engine)
     total = 600
     acked: set[int] = set()
     start = 0
@@ -234,11 +252,12 @@ def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(tmp_path: Path)
         assert t == pytest.approx(s, rel=1e-9, abs=1e-9), k
 
 
-def test_run_serves_simulator_data_within_seconds(tmp_path: Path) -> None:
+def test_run_serves_simulator_data_within_seconds(tmp_path: Path, engines: list[Engine]) -> None:
     """`millrace run` with no config: 100 devices x 10 signals, queryable quickly."""
     config = tmp_path / "c.yaml"
     config.write_text("simulator:\n  devices: 100\n  signals: 10\n  interval_ms: 1000\n")
     engine = Engine(tmp_path / "data", config)
+    engines.append(engine)
     t0 = time.monotonic()
     engine.start()
     try:
