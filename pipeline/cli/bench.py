@@ -107,13 +107,19 @@ class Pipeline:
         """Records appended but not yet processed by the runtime (cheap, in memory)."""
         return self.appended - self.runtime.stats.records
 
+    def committed(self) -> int:
+        """Telemetry records the runtime committed (the log starts at offset 0)."""
+        return sum(
+            self.log.committed_sync(CONSUMER, TopicPartition(TELEMETRY, p)) or 0
+            for p in range(self.log.partitions(TELEMETRY))
+        )
+
     def lag_records(self) -> int:
         """Telemetry records in the log past the runtime's committed positions."""
-        lag = 0
-        for p in range(self.log.partitions(TELEMETRY)):
-            end = self.log.offsets_sync(TELEMETRY, p)[1]
-            lag += end - (self.log.committed_sync(CONSUMER, TopicPartition(TELEMETRY, p)) or 0)
-        return lag
+        ends = sum(
+            self.log.offsets_sync(TELEMETRY, p)[1] for p in range(self.log.partitions(TELEMETRY))
+        )
+        return ends - self.committed()
 
     def readings(self) -> int:
         return int(scalar(self.store, "SELECT count() FROM millrace.readings"))
@@ -205,6 +211,7 @@ class Run:
     readings: int = 0
     ticks: int = 0
     lag_records: int = 0
+    committed: int = 0  # telemetry records the runtime committed
     producer_wait_s: float = 0.0
     runtime_batches: int = 0
     runtime_errors: int = 0
@@ -248,7 +255,7 @@ async def drive(
         await sim.stop()
         ticks, waited = publisher.ticks, publisher.waited_s
     else:
-        ticks, waited = await _from_child(
+        ticks, waited, start = await append_from_child(
             pipeline, seconds, devices, signals, max_lag, interval_s, hook
         )
     while drain and pipeline.behind() > 0 and not runtime_task.done():
@@ -262,6 +269,7 @@ async def drive(
         readings=await asyncio.to_thread(pipeline.readings),
         ticks=ticks,
         lag_records=pipeline.lag_records(),
+        committed=pipeline.committed(),
         producer_wait_s=waited,
         runtime_batches=rt.stats.batches,
         runtime_errors=rt.stats.errors,
@@ -269,28 +277,31 @@ async def drive(
     )
 
 
-async def _from_child(
+async def append_from_child(
     pipeline: Pipeline,
     seconds: float,
     devices: int,
     signals: int,
     max_lag: int,
-    interval_s: float,
-    hook: PublishHook | None,
-) -> tuple[int, float]:
-    """Append the child's ticks for ``seconds``; (ticks appended, seconds held back)."""
+    interval_s: float = 0.0,
+    hook: PublishHook | None = None,
+    until: asyncio.Event | None = None,
+) -> tuple[int, float, float]:
+    """Append the child's ticks (one every ``interval_s``, or as fast as allowed) for
+    ``seconds`` or until ``until`` is set; (ticks appended, seconds held back,
+    perf_counter of the first append)."""
     ctx = mp.get_context("spawn")  # never fork a process that holds chDB threads
     parent, child_end = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_child, args=(child_end, devices, signals, START_US), daemon=True)
     child.start()
     child_end.close()
     loop = asyncio.get_running_loop()
-    ticks, waited = 0, 0.0
+    ticks, waited, origin = 0, 0.0, time.perf_counter()
     try:
         keys, values = await asyncio.to_thread(parent.recv)  # the child has started
         origin = time.perf_counter()
         deadline = origin + seconds
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not (until and until.is_set()):
             if interval_s:
                 due = origin + ticks * interval_s
                 if due > time.perf_counter():
@@ -312,7 +323,7 @@ async def _from_child(
         await asyncio.to_thread(child.join, 10)
         if child.is_alive():
             child.kill()
-    return ticks, waited
+    return ticks, waited, origin
 
 
 def e2e(
@@ -348,6 +359,11 @@ def e2e(
             "e2e_readings_per_s": (run.readings / run.elapsed_s, "readings/s"),
             "e2e_batches_per_s": (run.readings / signals / run.elapsed_s, "batches/s"),
             "runtime_lag_records": (float(run.lag_records), "records"),
+            # exactly-once check: every committed record's readings, none twice
+            "e2e_readings_unaccounted": (
+                float(run.readings - run.committed * signals),
+                "readings",
+            ),
             "e2e_cpu_cores": (run.cpu_s / run.elapsed_s, "cores"),
             "e2e_cpu_us_per_reading": (run.cpu_s / max(run.readings, 1) * 1e6, "us/reading"),
         }

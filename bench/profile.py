@@ -1,0 +1,143 @@
+"""CPU cost of each stage of the end-to-end path, run one stage after the other.
+
+``python -m bench.profile [--ticks 40] [--batch 20]``: the simulator makes ``ticks``
+ticks (1000 devices x 25 signals each), then every stage runs on all of them the way
+the pipeline does (appends per tick; the runtime's reads, decoding, processing and
+chDB writes per ``batch`` ticks, as with max_records=5000 on 4 partitions). CPU time
+(``time.process_time``: every thread of this process, chDB's included) is not
+inflated by other processes on the machine the way wall time is; wall time of the
+log append (fsync) and the chDB writes is shown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from connectors.simulator import SimulatorConfig, SimulatorConnector
+from pipeline.cli.bench import START_US, TICK_US, Pipeline
+from pipeline.log.base import Message, Record, TopicPartition
+from pipeline.processors import telemetry as tp
+from pipeline.processors.base import Event
+from pipeline.sink import Range, SinkBatch
+from pipeline.topics import TELEMETRY
+
+
+class Stages:
+    """CPU and wall seconds per stage name."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        c, w = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w
+
+
+def _produce(st: Stages, p: Pipeline, ticks: int, devices: int, signals: int) -> None:
+    sim = SimulatorConnector(
+        SimulatorConfig(devices=devices, signals=signals, start_us=START_US, realtime=False)
+    )
+    for tick in range(ticks):
+        with st.stage("1 simulate"):
+            batches = sim.generate_tick(tick, START_US + tick * TICK_US)
+        with st.stage("2 avro encode"):
+            msgs = [Message(p.codec.encode(TELEMETRY, e), key=k.encode()) for k, e in batches]
+        with st.stage("3 log append (fsync=batch)"):
+            p.log.append_sync(TELEMETRY, msgs)
+
+
+def _consume(st: Stages, p: Pipeline, per_partition: int) -> None:
+    parts = p.log.partitions(TELEMETRY)
+    positions = [0] * parts
+    processor = tp.TelemetryProcessor()
+    seq = 0
+    while True:
+        records: list[Record] = []
+        ranges: dict[TopicPartition, Range] = {}
+        for n in range(parts):
+            with st.stage("4 log read"):
+                got = p.log.read_sync(TELEMETRY, n, positions[n], per_partition)
+            if got:
+                records.extend(got)
+                ranges[TopicPartition(TELEMETRY, n)] = Range(positions[n], got[-1].offset + 1)
+                positions[n] = got[-1].offset + 1
+        if not records:
+            return
+        with st.stage("5 avro decode"):
+            events = [
+                Event(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.timestamp_us,
+                    r.key,
+                    p.codec.decode(TELEMETRY, r.value),
+                )
+                for r in records
+            ]
+        with st.stage("6 flatten"):
+            readings, _ = tp.flatten(events)
+        with st.stage("7 latest"):
+            tp.latest(readings)
+        with st.stage("8 sort for aggregates"):
+            good = tp.sorted_good(readings)
+        for name, width in processor.buckets.items():
+            with st.stage(f"9 aggregate {name}"):
+                tp.aggregate(good, width)
+        out = processor.process(events)  # the real thing, for the write (not timed)
+        seq += 1
+        with st.stage("10 chDB write (all tables)"):
+            p.runtime.sink.write("profile", SinkBatch(seq=seq, ranges=ranges, tables=out.tables))
+
+
+def profile(ticks: int, batch: int, devices: int = 1000, signals: int = 25) -> Stages:
+    """Produce ``ticks`` ticks into a fresh log, then consume them ``batch`` at a time."""
+    st = Stages()
+    base = Path(tempfile.mkdtemp(prefix="millrace-profile-"))
+    try:
+        p = Pipeline(base / "data")
+        p.open()
+        _produce(st, p, ticks, devices, signals)
+        _consume(st, p, batch * devices // p.log.partitions(TELEMETRY))
+        asyncio.run(p.close())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return st
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=20, help="ticks per runtime batch")
+    args = parser.parse_args()
+    st = profile(args.ticks, args.batch)
+    readings = args.ticks * 25_000
+    total = sum(st.cpu.values())
+    print(f"{'stage':32s} {'CPU ms/tick':>11s} {'share':>6s} {'wall ms/tick':>12s}")
+    for name in sorted(st.cpu, key=lambda s: int(s.split()[0])):
+        cpu, wall = st.cpu[name], st.wall[name]
+        print(
+            f"{name:32s} {cpu / args.ticks * 1000:11.1f} {cpu / total:6.1%} "
+            f"{wall / args.ticks * 1000:12.1f}"
+        )
+    print(
+        f"{'total':32s} {total / args.ticks * 1000:11.1f}        "
+        f"-> {readings / total:,.0f} readings per CPU-second"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The benchmark suite: ``python -m bench.run [--seconds N] [--quick]`` (``make bench``).
+
+Every figure group runs in a fresh worker process on a fresh data directory (chDB
+allows one data directory per process), one after the other. Prints ``name: value
+unit`` lines and writes ``bench/RESULTS.md`` with the machine, the targets, how each
+figure was measured, and how busy the rest of the machine was meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.machine import Load, LoadMeter, describe
+
+Figures = dict[str, tuple[float, str]]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+#: figure -> (comparison, target)
+TARGETS: dict[str, tuple[str, float]] = {
+    "e2e_readings_per_s": (">=", 250_000),
+    "e2e_loop_readings_per_s": (">=", 250_000),
+    "latency_p99_s": ("<", 2.0),
+    "chdb_bytes_per_reading": ("<=", 3.0),
+    "api_latest_1000_p99_ms": ("<", 50.0),
+    "api_agg_1h_year_p99_ms": ("<", 50.0),
+    "api_agg_1h_page_p99_ms": ("<", 50.0),
+    "api_raw_1000_p99_ms": ("<", 50.0),
+}
+
+NOTES: dict[str, str] = {
+    "e2e": (
+        "Simulator (1000 devices x 25 signals, one TelemetryBatch per device per tick, "
+        "realtime=False) -> Avro -> LocalEventLog (4 partitions, fsync=batch) -> "
+        "EmbeddedRuntime (max_records=5000, the engine default) -> chDB. The simulator and "
+        "the Avro encoding run in a child process (a connector process); the parent appends "
+        "to the log and runs the runtime on one asyncio loop. The producer is held back "
+        "while the runtime is more than 40,000 records behind, so it runs as fast as the "
+        "pipeline absorbs readings. `e2e_readings_per_s` = `SELECT count() FROM "
+        "millrace.readings` at the end / wall time from the first append until the runtime "
+        "stopped (readings still in the log are not counted: `runtime_lag_records`). "
+        "`e2e_cpu_cores` / `e2e_cpu_us_per_reading`: CPU of the parent and the producer child "
+        "(its start-up included) over the wall time / per reading made queryable. "
+        "`e2e_readings_unaccounted` = readings in chDB - committed records x 25: 0 means "
+        "no reading lost or counted twice. Storage: after "
+        "OPTIMIZE TABLE ... FINAL of every millrace table, sum(bytes_on_disk) of active parts "
+        "of `millrace.readings` (and of all millrace tables) / rows of readings; log bytes = "
+        "telemetry segment + index files / readings appended."
+    ),
+    "e2e_loop": (
+        "Same, but the SimulatorConnector publishes through LogPublisher on the runtime's "
+        "own asyncio loop, exactly as `millrace run` does (generation and Avro encoding "
+        "share the GIL with the runtime)."
+    ),
+    "latency": (
+        "The process producer paced at half of `e2e_readings_per_s` (one tick of 1000 "
+        "batches every 200 ms or so), runtime as above. A poller on a second chDB session "
+        "(as the API reads) queries every 20 ms the newest `ts` of one probe device per log "
+        "partition; a tick's latency is from just before its append until the end of the "
+        "first poll that returns it for every probe (an upper bound: includes up to one "
+        "poll interval and the query). The first 3 s are warm-up and not counted. "
+        "`latency_append_p99_s` is the log append itself (fsync included)."
+    ),
+    "api": (
+        "Data through the pipeline: a year of 1-minute readings of 4 signals of `plant-0` "
+        "(the simulator with interval_ms=60000 and start_us a year ago, one TelemetryBatch "
+        "of 1440 samples per day), then 5 ticks of 1000 x 25 simulator devices. uvicorn "
+        "serves `create_app` on 127.0.0.1 in the engine's asyncio loop with the runtime "
+        "running (idle); a separate client process sends sequential httpx GETs: 20 warm-up "
+        "then N timed per endpoint. latest = `GET /api/v1/signals/latest?limit=1000`; "
+        "agg_1h_year = every 1h bucket of the year of one signal (`limit=10000`: 8760 "
+        "buckets); agg_1h_page = the same range, first page of 1000; raw = "
+        "`GET /api/v1/identities/plant-0/signals/temperature_0?limit=1000`. `api_load_*`: "
+        "the same requests again while the process producer appends at half of "
+        "`e2e_readings_per_s` and the runtime folds it into chDB (as `millrace run` serves "
+        "the API while ingesting); `api_load_readings_per_s` is what the runtime processed "
+        "meanwhile. `api_backfill_readings_per_s` is set-up speed, dominated by generating "
+        "the 525,600 one-minute simulator ticks one at a time (not a pipeline figure). "
+        "`api_loop_stall_*`: how late a 10 ms `asyncio.sleep` on the server's "
+        "loop wakes up while the client runs (the handlers' own loop time included); "
+        "under load it adds the log appends and reads the engine runs on that loop."
+    ),
+    "log": "bench/log_bench.py: 2 KB records, 100 per append, one partition.",
+}
+
+ORDER = ("e2e", "e2e_loop", "latency", "api", "log")
+
+
+def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
+    """Worker parameters per group; latency's rate is filled in after e2e."""
+    s = seconds if seconds > 0 else (4.0 if quick else 60.0)
+    return {
+        "e2e": {"seconds": s, "producer": "process", "storage": True},
+        "e2e_loop": {"seconds": s, "producer": "loop", "storage": False},
+        "latency": {"seconds": s},
+        "api": {"requests": 30 if quick else 500, "days": 7 if quick else 365},
+        "log": {"seconds": 1.5 if quick else 6.0},
+    }
+
+
+def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
+    """Run one group in this process (called in a fresh child by :func:`main`)."""
+    if group in ("e2e", "e2e_loop"):
+        from pipeline.cli.bench import e2e
+
+        figs, run = e2e(
+            params["seconds"],
+            producer=params["producer"],
+            storage=params["storage"],
+            workdir=workdir,
+        )
+        if group == "e2e_loop":
+            figs = {
+                (k.replace("e2e_", "e2e_loop_", 1) if k.startswith("e2e_") else f"loop_{k}"): v
+                for k, v in figs.items()
+            }
+        figs[f"{group}_ticks"] = (float(run.ticks), "ticks")
+        figs[f"{group}_runtime_batches"] = (float(run.runtime_batches), "batches")
+        figs[f"{group}_producer_wait_s"] = (run.producer_wait_s, "s")
+        figs[f"{group}_runtime_errors"] = (float(run.runtime_errors), "errors")
+        return figs
+    if group == "latency":
+        from bench.latency import measure
+
+        return measure(params["seconds"], params["rate"], workdir=workdir)
+    if group == "api":
+        from bench.api import measure as api_measure
+
+        return api_measure(
+            params["requests"],
+            days=params["days"],
+            load_rate=params.get("load_rate"),
+            workdir=workdir,
+        )
+    if group == "log":
+        try:
+            from bench.log_bench import run as log_run
+        except ImportError:
+            return {}
+        return log_run(params["seconds"], workdir)
+    raise ValueError(f"unknown group {group!r}")
+
+
+def _spawn(group: str, params: dict[str, Any], workdir: Path) -> tuple[Figures, Load, str]:
+    """Run ``group`` in a fresh interpreter; (figures, load, error text)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--worker",
+        group,
+        "--params",
+        json.dumps(params),
+        "--workdir",
+        str(workdir),
+    ]
+    with LoadMeter() as meter:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {}, meter.load, proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {k: (float(v[0]), str(v[1])) for k, v in doc.items()}, meter.load, ""
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if abs(value) >= 1000 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _met(name: str, value: float) -> str:
+    op, target = TARGETS[name]
+    ok = {">=": value >= target, "<": value < target, "<=": value <= target}[op]
+    return "met" if ok and not math.isnan(value) else "**missed**"
+
+
+def write_results(
+    path: Path,
+    machine: dict[str, str],
+    results: dict[str, tuple[Figures, Load, str]],
+    quick: bool,
+    total_s: float,
+) -> None:
+    everything: Figures = {}
+    for figs, _load, _err in results.values():
+        everything.update(figs)
+    lines = [
+        "# millrace bench results",
+        "",
+        f"`python -m bench.run{' --quick' if quick else ''}` — {machine['date']}, "
+        f"{total_s / 60:.1f} min in all."
+        + (" **Quick (smoke-test) run: figures are not representative.**" if quick else ""),
+        "",
+        "How each figure is measured: `bench/README.md` and the notes below; where the time "
+        "goes and what to change: `bench/PROFILE.md`.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in machine.items()),
+        "",
+        "## Targets",
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+    ]
+    for name, (op, target) in TARGETS.items():
+        value, unit = everything.get(name, (float("nan"), ""))
+        lines.append(
+            f"| {name} | {_fmt(value)} {unit} | {op} {_fmt(target)} | {_met(name, value)} |"
+        )
+    lines += ["", "## Figures", ""]
+    for group, (figs, load, err) in results.items():
+        lines += [f"### {group}", "", NOTES.get(group, ""), ""]
+        lines.append(
+            f"Wall {load.wall_s:.0f} s; this bench used {load.ours_cores:.2f} cores, "
+            f"other processes on the machine {load.others_cores:.2f} cores "
+            f"(of {machine['cores']})."
+        )
+        lines.append("")
+        if err:
+            lines += [f"**Failed:** `{err}`", ""]
+            continue
+        lines += ["| figure | value | unit |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} | {u} |" for k, (v, u) in figs.items()]
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="millrace benchmark suite")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        help="seconds per throughput/latency figure (default 60, quick 4)",
+    )
+    parser.add_argument("--quick", action="store_true", help="every figure briefly (smoke test)")
+    parser.add_argument("--only", default="", help="comma-separated groups: " + ",".join(ORDER))
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help=f"Markdown report (default: {RESULTS.name} for a full run, none with --quick/--only)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.gettempdir())
+    if args.worker:
+        figs = worker(args.worker, json.loads(args.params), workdir)
+        print(json.dumps(figs))
+        return
+    groups = [g for g in (args.only.split(",") if args.only else ORDER) if g]
+    params = plan(args.seconds, args.quick)
+    machine = describe()
+    started = time.perf_counter()
+    results: dict[str, tuple[Figures, Load, str]] = {}
+    for group in groups:
+        p = params[group]
+        if group in ("latency", "api"):
+            e2e_rate = results.get("e2e", ({}, None, ""))[0].get("e2e_readings_per_s")
+            half = 0.5 * e2e_rate[0] if e2e_rate else 100_000.0
+            p["rate" if group == "latency" else "load_rate"] = half
+        print(f"# {group} ...", file=sys.stderr, flush=True)
+        results[group] = _spawn(group, p, workdir)
+        figs, load, err = results[group]
+        if err:
+            print(f"# {group} failed: {err}", file=sys.stderr, flush=True)
+        for name, (value, unit) in figs.items():
+            print(f"{name}: {value:.6g} {unit}", flush=True)
+        print(
+            f"# {group}: other processes used {load.others_cores:.2f} cores",
+            file=sys.stderr,
+            flush=True,
+        )
+    target = args.results or (None if args.quick or args.only else RESULTS)
+    if target is not None:
+        write_results(target, machine, results, args.quick, time.perf_counter() - started)
+        print(f"# wrote {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
