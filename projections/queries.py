@@ -65,7 +65,8 @@ def raw_readings(
         "FROM millrace.readings "
         "WHERE identity = {identity:String} AND signal IN {signals:Array(String)}"
         + _time_where("ts", tr, params, micro=True)
-        + f" ORDER BY signal, ts {direction} LIMIT {int(offset)}, {int(limit)} BY signal"
+        + f" ORDER BY signal, ts {direction} LIMIT {int(offset)}, {int(limit)}"
+        + (" BY signal" if len(signals) > 1 else "")
     )
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in signals}
     for signal, ts, value, text, kind, quality in store.execute(sql, params).rows:
@@ -73,6 +74,15 @@ def raw_readings(
             {"ts_us": int(ts), "value": typed_value(kind, value, text), "quality": quality}
         )
     return out
+
+
+#: how bucket starts are rendered, by output time format
+_BUCKET_TIME = {
+    "iso": "formatDateTime(bucket_start, '%Y-%m-%dT%H:%i:%SZ', 'UTC')",
+    "s": "toInt64(toUnixTimestamp(bucket_start))",
+    "ms": "toInt64(toUnixTimestamp(bucket_start)) * 1000",
+    "us": "toInt64(toUnixTimestamp(bucket_start)) * 1000000",
+}
 
 
 def aggregates(
@@ -84,39 +94,46 @@ def aggregates(
     limit: int,
     offset: int,
     order: Literal["asc", "desc"],
+    fields: Sequence[str] = AGG_FIELDS,
+    time_format: Literal["iso", "s", "ms", "us"] = "us",
 ) -> dict[str, list[dict[str, Any]]]:
-    """Merged aggregates per signal and bucket start; ``limit`` buckets per signal."""
+    """Merged aggregates per signal and bucket start (rendered as ``time_format`` in
+    ``timestamp``); ``limit`` buckets per signal. Numbers are finished in SQL and come
+    back as Arrow, so a year of hourly buckets costs one pass in Python."""
     table = BUCKET_TABLES[bucket]
     params: dict[str, Any] = {"identity": identity, "signals": list(signals)}
     direction = "ASC" if order == "asc" else "DESC"
+    limit_by = f"LIMIT {int(offset)}, {int(limit)}" + (" BY signal" if len(signals) > 1 else "")
+    numeric = "k = 0 AND nc > 0"
     sql = (
-        "SELECT signal, toUnixTimestamp(bucket) AS b, max(kind), sum(count), "
-        "sum(num_count) AS nc, sum(sum), min(min), max(max), min(first), max(last) "
-        f"FROM millrace.{table} "
+        f"SELECT signal, {_BUCKET_TIME[time_format]} AS timestamp, k AS kind, c AS count, "
+        f"if({numeric}, lo, NULL) AS min, if({numeric}, hi, NULL) AS max, "
+        f"if({numeric}, total, NULL) AS sum, if({numeric}, total / nc, NULL) AS avg, "
+        "f.2 AS first_value, f.3 AS first_text, l.2 AS last_value, l.3 AS last_text FROM ("
+        "SELECT signal, bucket AS bucket_start, max(kind) AS k, sum(count) AS c, "
+        "sum(num_count) AS nc, sum(sum) AS total, min(min) AS lo, max(max) AS hi, "
+        f"min(first) AS f, max(last) AS l FROM millrace.{table} "
         "WHERE identity = {identity:String} AND signal IN {signals:Array(String)}"
         + _time_where("bucket", tr, params, micro=False)
-        + f" GROUP BY signal, b ORDER BY signal, b {direction} "
-        f"LIMIT {int(offset)}, {int(limit)} BY signal"
+        + f" GROUP BY signal, bucket ORDER BY signal, bucket {direction} {limit_by})"
     )
+    cols = store.query_arrow(sql, params).to_pydict()
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in signals}
-    for signal, b, kind, count, nc, total, low, high, first, last in store.execute(
-        sql, params
-    ).rows:
-        numeric = kind == KIND_NUMBER and nc > 0
-        out[signal].append(
-            {
-                "ts_us": int(b) * 1_000_000,
-                "count": int(count),
-                "min": low if numeric else None,
-                "max": high if numeric else None,
-                "sum": total if numeric else None,
-                "avg": total / nc if numeric else None,
-                "first": typed_value(kind, first[1], first[2]),
-                "last": typed_value(kind, last[1], last[2]),
-                "first_ts_us": int(first[0]),
-                "last_ts_us": int(last[0]),
-            }
-        )
+    plain = [f for f in fields if f not in ("first", "last")]
+    want_first, want_last = "first" in fields, "last" in fields
+    series = [cols[f] for f in plain]
+    kinds, timestamps = cols["kind"], cols["timestamp"]
+    fv, ft, lv, lt = cols["first_value"], cols["first_text"], cols["last_value"], cols["last_text"]
+    for i, signal in enumerate(cols["signal"]):
+        point: dict[str, Any] = {"timestamp": timestamps[i]}
+        for name, values in zip(plain, series, strict=True):
+            point[name] = values[i]
+        kind = kinds[i]
+        if want_first:
+            point["first"] = typed_value(kind, fv[i], ft[i])
+        if want_last:
+            point["last"] = typed_value(kind, lv[i], lt[i])
+        out[signal].append(point)
     return out
 
 

@@ -102,12 +102,8 @@ def _points(rows: list[dict[str, Any]], epoch: Epoch | None) -> list[dict[str, A
     ]
 
 
-def _agg_points(
-    rows: list[dict[str, Any]], fields: list[str], epoch: Epoch | None
-) -> list[dict[str, Any]]:
-    return [
-        {"timestamp": format_time(r["ts_us"], epoch), **{f: r[f] for f in fields}} for r in rows
-    ]
+def _time_format(epoch: Epoch | None) -> Literal["iso", "s", "ms", "us"]:
+    return "iso" if epoch is None else epoch.value
 
 
 async def _run(fn: Any, *args: Any) -> Any:
@@ -146,6 +142,8 @@ async def signals_aggregates(
         limit,
         (page - 1) * limit,
         order.value,
+        agg_fields,
+        _time_format(epoch),
     )
     most = max((len(v) for v in data.values()), default=0)
     return JsonResponse(
@@ -153,7 +151,7 @@ async def signals_aggregates(
             "data": {
                 "identity": identity,
                 "bucket": bucket.value,
-                "signals": {s: _agg_points(data[s], agg_fields, epoch) for s in names},
+                "signals": data,
             },
             "meta": {"pagination": _pagination(page, limit, most)},
         }
@@ -256,8 +254,10 @@ async def signal_aggregates(
         limit,
         (page - 1) * limit,
         order.value,
+        names,
+        _time_format(epoch),
     )
-    points = _agg_points(data[signal], names, epoch)
+    points = data[signal]
     return JsonResponse(
         {
             "data": {

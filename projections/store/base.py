@@ -42,6 +42,15 @@ class ProjectionStore(ABC):
         """Run one statement and return its result (empty for DDL and inserts)."""
 
     @abstractmethod
+    def query_arrow(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> pa.Table:
+        """Run one SELECT and return its result as an Arrow table."""
+
+    @abstractmethod
     def insert_arrow(
         self, sql: str, table: pa.Table, settings: Mapping[str, Any] | None = None
     ) -> None:

@@ -7,12 +7,12 @@ the API's reads.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from pipeline.errors import StoreError
@@ -93,7 +93,7 @@ class ChdbStore(ProjectionStore):
         try:
             res = self._s().query(text, "JSONCompact", params=_bind(params))
             data = res.data() if hasattr(res, "data") else str(res)
-            doc = json.loads(data) if data.strip() else {}
+            doc = orjson.loads(data) if data.strip() else {}
         except Exception as exc:
             # a failed query can leave partial output on the session that would be
             # prepended to the next result: start a fresh session
@@ -110,6 +110,23 @@ class ChdbStore(ProjectionStore):
             elapsed_s=float(stats.get("elapsed", 0.0)),
             rows_read=int(stats.get("rows_read", 0)),
         )
+
+    def query_arrow(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> pa.Table:
+        try:
+            res = self._s().query(
+                sql + settings_clause(settings), "ArrowTable", params=_bind(params)
+            )
+        except Exception as exc:
+            self._reset()
+            raise StoreError(str(exc).strip()) from exc
+        if not isinstance(res, pa.Table):
+            raise StoreError(f"chDB returned {type(res).__name__}, not an Arrow table")
+        return res
 
     def insert_arrow(
         self, sql: str, table: pa.Table, settings: Mapping[str, Any] | None = None

@@ -45,6 +45,14 @@ class CrashingStore(ProjectionStore):
     ) -> QueryResult:
         return self.inner.execute(sql, params, settings)
 
+    def query_arrow(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> pa.Table:
+        return self.inner.query_arrow(sql, params, settings)
+
     def insert_arrow(
         self, sql: str, table: pa.Table, settings: Mapping[str, Any] | None = None
     ) -> None:
