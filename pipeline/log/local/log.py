@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import itertools
@@ -289,19 +290,23 @@ class LocalEventLog(EventLog):
 
     # --- the port ----------------------------------------------------------------
 
+    # Appends (with their fsync) and reads run in a worker thread so that the event
+    # loop, which also serves the API, is never blocked on disk. A cancelled append
+    # still completes in its thread: acknowledged or not, it is never half written.
+
     async def append(self, topic: str, messages: Sequence[Message]) -> list[AppendResult]:
-        return self.append_sync(topic, messages)
+        return await asyncio.to_thread(self.append_sync, topic, messages)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000
     ) -> list[Record]:
-        return self.read_sync(topic, partition, offset, max_records)
+        return await asyncio.to_thread(self.read_sync, topic, partition, offset, max_records)
 
     async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
         return self.offsets_sync(topic, partition)
 
     async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
-        self.commit_sync(group, offsets)
+        await asyncio.to_thread(self.commit_sync, group, offsets)
 
     async def committed(self, group: str, tp: TopicPartition) -> int | None:
         return self.committed_sync(group, tp)
