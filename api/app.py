@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.context import AppContext
+from api.middleware import AuthenticationMiddleware
 from api.routers import ingest, signals, sql, system
 
 API_PREFIX = "/api/v1"
@@ -24,4 +25,5 @@ def create_app(ctx: AppContext) -> FastAPI:
     errors.install(app)
     for module in (ingest, signals, sql, system):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(AuthenticationMiddleware, keys=ctx.keys)
     return app

@@ -64,12 +64,15 @@ def require(role: str) -> Callable[..., Principal]:
         request: Request,
         creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Principal:
-        token = creds.credentials if creds is not None else None
-        if not token:
-            raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        principal = context(request).keys.authenticate(token)
+        # authenticated by AuthenticationMiddleware before the body was read
+        principal: Principal | None = getattr(request.state, "principal", None)
         if principal is None:
-            raise _unauthorized("invalid API key")
+            token = creds.credentials if creds is not None else None
+            if not token:
+                raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+            principal = context(request).keys.authenticate(token)
+            if principal is None:
+                raise _unauthorized("invalid API key")
         if not principal.has(role):
             raise ApiError(
                 403, "forbidden", f"role '{principal.role}' cannot do this; needs '{role}'"

@@ -90,11 +90,6 @@ async def test_a_wrong_access_token_query_parameter_is_401(
     assert r.status_code == 401, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FastAPI decodes the JSON body before the auth dependency runs, so an "
-    "unauthenticated client gets 400 (and makes the server parse its body) instead of 401",
-)
 async def test_unauthenticated_malformed_body_is_401_not_400(api: Api) -> None:
     r = await api.post_raw(f"/identities/{uid()}/data", b"[{", key=None)
     assert r.status_code == 401, r.text
