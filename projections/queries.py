@@ -253,3 +253,46 @@ def readonly_query(
     }
     text = f"SELECT * FROM ({stmt})" if keyword in _WRAPPABLE else stmt
     return store.execute(text, settings=settings)
+
+
+def dead_letters(
+    store: ProjectionStore,
+    source_topic: str | None,
+    stage: str | None,
+    tr: TimeRange,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Dead letters, newest first, and the total matching."""
+    params: dict[str, Any] = {}
+    where = "1"
+    if source_topic:
+        params["topic"] = source_topic
+        where += " AND source_topic = {topic:String}"
+    if stage:
+        params["stage"] = stage
+        where += " AND stage = {stage:String}"
+    where += _time_where("ts", tr, params, micro=True)
+    res = store.execute(
+        "SELECT toUnixTimestamp64Micro(ts), source_topic, source_partition, source_offset, "
+        "stage, error_type, reason, key, substringUTF8(payload, 1, 4096), count() OVER () "
+        f"FROM millrace.deadletter FINAL WHERE {where} "
+        f"ORDER BY ts DESC, source_offset DESC LIMIT {int(offset)}, {int(limit)}",
+        params,
+    )
+    rows = [
+        {
+            "ts_us": int(r[0]),
+            "source_topic": r[1],
+            "source_partition": None if r[2] < 0 else r[2],
+            "source_offset": None if r[3] < 0 else r[3],
+            "stage": r[4],
+            "error_type": r[5],
+            "reason": r[6],
+            "key": r[7],
+            "payload": r[8],
+        }
+        for r in res.rows
+    ]
+    total = int(res.rows[0][9]) if res.rows else 0
+    return rows, total

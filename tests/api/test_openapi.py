@@ -21,6 +21,7 @@ ENDPOINTS = {
     ("get", f"{V1}/keys"),
     ("post", f"{V1}/keys"),
     ("delete", f"{V1}/keys/{{key_id}}"),
+    ("get", f"{V1}/deadletters"),
 }
 
 QUERY_PARAMS = {"start_time", "end_time", "epoch", "limit", "page", "order"}

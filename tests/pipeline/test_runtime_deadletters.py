@@ -11,6 +11,8 @@ from pipeline.log.base import Message
 from pipeline.log.memory import MemoryEventLog
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
+from projections import queries
+from projections.queries import TimeRange
 from projections.store.chdb import ChdbStore
 from projections.writer import ProjectionWriter
 
@@ -53,6 +55,11 @@ def test_undecodable_and_unappliable_events_become_dead_letters(store: ChdbStore
         assert end == 2
         event = default_codec().decode("deadletter", (await log.read("deadletter", 0, 0))[0].value)
         assert event["payload"] == b"\x00garbage" and event["source_offset"] == 1
+
+        listed, total = queries.dead_letters(store, "telemetry", None, TimeRange(), 10, 0)
+        assert total == 2
+        assert [d["stage"] for d in listed] == ["apply", "decode"]  # newest first
+        assert listed[1]["payload"].endswith("garbage")
 
         # the same failures reported again (a retried batch) stay one row each
         await EmbeddedRuntime(

@@ -1,0 +1,45 @@
+"""Dead letters: what the pipeline could not decode or apply, and why."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.auth import Principal
+from api.context import AppContext, context, viewer
+from api.responses import JsonResponse
+from api.routers.signals import EndTime, EpochQ, Limit, Page, StartTime, _pagination, _time_range
+from api.timeparams import format_time
+from projections import queries
+
+router = APIRouter(tags=["deadletters"])
+
+
+@router.get("/deadletters", summary="Events the pipeline could not decode or apply")
+async def list_dead_letters(
+    topic: Annotated[str | None, Query(description="source topic, e.g. telemetry")] = None,
+    stage: Annotated[str | None, Query(description="decode, apply or a connector's stage")] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    epoch: EpochQ = None,
+    limit: Limit = 100,
+    page: Page = 1,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> JsonResponse:
+    """Newest first, with the source position, the reason and up to 4 KiB of the
+    payload; ``total`` counts every match."""
+    tr = _time_range(start_time, end_time, epoch)
+    rows, total = await asyncio.to_thread(
+        queries.dead_letters, ctx.store, topic, stage, tr, limit, (page - 1) * limit
+    )
+    data = [{"timestamp": format_time(r.pop("ts_us"), epoch), **r} for r in rows]
+    return JsonResponse(
+        {
+            "data": data,
+            "total": total,
+            "meta": {"pagination": _pagination(page, limit, len(data), total)},
+        }
+    )
