@@ -42,35 +42,6 @@ READINGS_SCHEMA = pa.schema(
 )
 
 
-class _Columns:
-    __slots__ = ("identity", "kind", "quality", "received", "signal", "text", "ts", "value")
-
-    def __init__(self) -> None:
-        self.identity: list[str] = []
-        self.signal: list[str] = []
-        self.ts: list[int] = []
-        self.value: list[float] = []
-        self.text: list[str] = []
-        self.kind: list[int] = []
-        self.quality: list[int] = []
-        self.received: list[int] = []
-
-    def table(self) -> pa.Table:
-        return pa.Table.from_arrays(
-            [
-                pa.array(self.identity, pa.string()),
-                pa.array(self.signal, pa.string()),
-                pa.array(self.ts, pa.int64()),
-                pa.array(self.value, pa.float64()),
-                pa.array(self.text, pa.string()),
-                pa.array(self.kind, pa.uint8()),
-                pa.array(self.quality, pa.int32()),
-                pa.array(self.received, pa.int64()),
-            ],
-            schema=READINGS_SCHEMA,
-        )
-
-
 def _check_batch(value: Any) -> str | None:
     """Why a decoded TelemetryBatch cannot be applied, or None."""
     identity = value.get("identity")
@@ -80,20 +51,32 @@ def _check_batch(value: Any) -> str | None:
         ts = sample.get("ts_us")
         if not isinstance(ts, int) or not MIN_TS_US <= ts < MAX_TS_US:
             return f"samples[{i}].ts_us: {ts!r} outside [1970, 2200)"
-        for signal in sample.get("values", {}):
-            if not signal:
-                return f"samples[{i}].values: empty signal name"
+        if "" in sample.get("values", {}):
+            return f"samples[{i}].values: empty signal name"
     return None
+
+
+_KIND_OF_TYPE: dict[type, int] = {float: KIND_NUMBER, int: KIND_NUMBER, bool: KIND_BOOL}
+
+
+def _empty_strings(n: int) -> pa.Array:
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b"")
+    )
 
 
 def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
     """One row per reading, in log order; batches that cannot be applied become
-    dead letters."""
-    cols = _Columns()
+    dead letters. Per sample only its dict is touched in Python; columns are built by
+    numpy and Arrow."""
     dead: list[dict[str, Any]] = []
-    identity_col, signal_col, ts_col = cols.identity, cols.signal, cols.ts
-    value_col, text_col, kind_col = cols.value, cols.text, cols.kind
-    quality_col, received_col = cols.quality, cols.received
+    identities: list[str] = []
+    received: list[int] = []
+    stamps: list[int] = []
+    qualities: list[int] = []
+    counts: list[int] = []
+    signals: list[str] = []
+    raw: list[Any] = []
     for ev in events:
         batch = ev.value
         problem = _check_batch(batch)
@@ -110,38 +93,46 @@ def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
             )
             continue
         identity = batch["identity"]
-        received = batch.get("received_us", ev.timestamp_us)
+        recv = batch.get("received_us", ev.timestamp_us)
         for sample in batch["samples"]:
             values = sample["values"]
-            n = len(values)
-            if not n:
+            if not values:
                 continue
-            ts = sample["ts_us"]
-            quality = sample.get("quality", 0)
-            identity_col.extend([identity] * n)
-            ts_col.extend([ts] * n)
-            quality_col.extend([quality] * n)
-            received_col.extend([received] * n)
-            signal_col.extend(values.keys())
-            for v in values.values():
-                t = type(v)
-                if t is float:
-                    value_col.append(v)
-                    text_col.append("")
-                    kind_col.append(KIND_NUMBER)
-                elif t is bool:
-                    value_col.append(1.0 if v else 0.0)
-                    text_col.append("")
-                    kind_col.append(KIND_BOOL)
-                elif t is int:
-                    value_col.append(float(v))
-                    text_col.append("")
-                    kind_col.append(KIND_NUMBER)
-                else:
-                    value_col.append(0.0)
-                    text_col.append(str(v))
-                    kind_col.append(KIND_STRING)
-    return cols.table(), dead
+            identities.append(identity)
+            received.append(recv)
+            stamps.append(sample["ts_us"])
+            qualities.append(sample.get("quality", 0))
+            counts.append(len(values))
+            signals.extend(values)
+            raw.extend(values.values())
+    n = len(raw)
+    if n == 0:
+        return READINGS_SCHEMA.empty_table(), dead
+    repeat = np.array(counts, dtype=np.int64)
+    kind_of = _KIND_OF_TYPE.get
+    kinds = np.fromiter((kind_of(type(v), KIND_STRING) for v in raw), dtype=np.uint8, count=n)
+    strings = kinds == KIND_STRING
+    if strings.any():
+        value = np.array([0.0 if isinstance(v, str) else v for v in raw], dtype=np.float64)
+        text = pa.array([v if isinstance(v, str) else "" for v in raw], pa.string())
+    else:
+        value = np.array(raw, dtype=np.float64)
+        text = _empty_strings(n)
+    sample_of_row = pa.array(np.repeat(np.arange(len(counts)), repeat))
+    table = pa.Table.from_arrays(
+        [
+            pa.array(identities, pa.string()).take(sample_of_row),
+            pa.array(signals, pa.string()),
+            pa.array(np.repeat(np.array(stamps, dtype=np.int64), repeat)),
+            pa.array(value),
+            text,
+            pa.array(kinds),
+            pa.array(np.repeat(np.array(qualities, dtype=np.int32), repeat)),
+            pa.array(np.repeat(np.array(received, dtype=np.int64), repeat)),
+        ],
+        schema=READINGS_SCHEMA,
+    )
+    return table, dead
 
 
 def _run_starts(
