@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pyarrow.compute as pc
+
 from pipeline.errors import StoreError
 from projections.store.base import ProjectionStore, QueryResult
 
@@ -117,8 +119,25 @@ def aggregates(
         + _time_where("bucket", tr, params, micro=False)
         + f" GROUP BY signal, bucket ORDER BY signal, bucket {direction} {limit_by})"
     )
-    cols = store.query_arrow(sql, params).to_pydict()
+    result = store.query_arrow(sql, params)
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in signals}
+    if result.num_rows == 0:
+        return out
+    numbers_only = pc.all(pc.equal(result["kind"], KIND_NUMBER)).as_py()
+    if numbers_only:
+        # the common case: first/last are the float columns, Arrow builds the dicts
+        renamed = result.rename_columns(
+            [{"first_value": "first", "last_value": "last"}.get(c, c) for c in result.column_names]
+        )
+        keep = ["timestamp", *fields]
+        if len(signals) == 1:
+            out[signals[0]] = renamed.select(keep).to_pylist()
+            return out
+        for signal in signals:
+            part = renamed.filter(pc.equal(renamed["signal"], signal))
+            out[signal] = part.select(keep).to_pylist()
+        return out
+    cols = result.to_pydict()
     plain = [f for f in fields if f not in ("first", "last")]
     want_first, want_last = "first" in fields, "last" in fields
     series = [cols[f] for f in plain]
