@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -110,50 +111,77 @@ async def _run(fn: Any, *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-# registered before /signals/{signal} so that 'aggregates' is not taken for a signal
-@router.get("/identities/{identity}/signals/aggregates", summary="Aggregates of several signals")
-async def signals_aggregates(
-    identity: IdentityPath,
-    signals: Annotated[str | None, Query(description="comma-separated signal names")] = None,
-    bucket: Bucket = Bucket.h1,
-    fields: Annotated[
-        str | None, Query(description="comma-separated: count,min,max,sum,avg,first,last")
-    ] = None,
+@dataclass(frozen=True)
+class Window:
+    """The time range, time format and page of a query."""
+
+    range: TimeRange
+    epoch: Epoch | None
+    limit: int
+    page: int
+    order: Literal["asc", "desc"]
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+    @property
+    def time_format(self) -> Literal["iso", "s", "ms", "us"]:
+        return _time_format(self.epoch)
+
+    def pagination(self, rows: int, total: int | None = None) -> dict[str, Any]:
+        return _pagination(self.page, self.limit, rows, total)
+
+
+def window(
     start_time: StartTime = None,
     end_time: EndTime = None,
     epoch: EpochQ = None,
     limit: Limit = 1000,
     page: Page = 1,
-    order: Order = Order.desc,
+    order: Annotated[Order, Query(description="by time; newest first by default")] = Order.desc,
+) -> Window:
+    """Dependency: the shared time and paging parameters of the signal queries."""
+    return Window(_time_range(start_time, end_time, epoch), epoch, limit, page, order.value)
+
+
+FieldsQ = Annotated[
+    str | None, Query(description="comma-separated: count,min,max,sum,avg,first,last")
+]
+SignalsQ = Annotated[str | None, Query(description="comma-separated signal names")]
+
+
+# registered before /signals/{signal} so that 'aggregates' is not taken for a signal
+@router.get("/identities/{identity}/signals/aggregates", summary="Aggregates of several signals")
+async def signals_aggregates(
+    identity: IdentityPath,
+    signals: SignalsQ = None,
+    bucket: Bucket = Bucket.h1,
+    fields: FieldsQ = None,
+    w: Window = Depends(window),
     ctx: AppContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Aggregates for each signal; ``limit`` buckets per signal."""
     names = _signal_list(signals)
-    agg_fields = _fields(fields)
-    tr = _time_range(start_time, end_time, epoch)
     data = await _run(
         queries.aggregates,
         ctx.store,
         identity,
         names,
         bucket.value,
-        tr,
-        limit,
-        (page - 1) * limit,
-        order.value,
-        agg_fields,
-        _time_format(epoch),
+        w.range,
+        w.limit,
+        w.offset,
+        w.order,
+        _fields(fields),
+        w.time_format,
     )
     most = max((len(v) for v in data.values()), default=0)
     return JsonResponse(
         {
-            "data": {
-                "identity": identity,
-                "bucket": bucket.value,
-                "signals": data,
-            },
-            "meta": {"pagination": _pagination(page, limit, most)},
+            "data": {"identity": identity, "bucket": bucket.value, "signals": data},
+            "meta": {"pagination": w.pagination(most)},
         }
     )
 
@@ -162,32 +190,19 @@ async def signals_aggregates(
 async def raw_signal(
     identity: IdentityPath,
     signal: str,
-    start_time: StartTime = None,
-    end_time: EndTime = None,
-    epoch: EpochQ = None,
-    limit: Limit = 1000,
-    page: Page = 1,
-    order: Order = Order.desc,
+    w: Window = Depends(window),
     ctx: AppContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Readings in ``[start_time, end_time)``, newest first unless ``order=asc``."""
-    tr = _time_range(start_time, end_time, epoch)
     data = await _run(
-        queries.raw_readings,
-        ctx.store,
-        identity,
-        [signal],
-        tr,
-        limit,
-        (page - 1) * limit,
-        order.value,
+        queries.raw_readings, ctx.store, identity, [signal], w.range, w.limit, w.offset, w.order
     )
-    points = _points(data[signal], epoch)
+    points = _points(data[signal], w.epoch)
     return JsonResponse(
         {
             "data": {"identity": identity, "signal": signal, "points": points},
-            "meta": {"pagination": _pagination(page, limit, len(points))},
+            "meta": {"pagination": w.pagination(len(points))},
         }
     )
 
@@ -195,27 +210,24 @@ async def raw_signal(
 @router.get("/identities/{identity}/signals", summary="Raw readings of several signals")
 async def raw_signals(
     identity: IdentityPath,
-    signals: Annotated[str | None, Query(description="comma-separated signal names")] = None,
-    start_time: StartTime = None,
-    end_time: EndTime = None,
-    epoch: EpochQ = None,
-    limit: Limit = 1000,
-    page: Page = 1,
-    order: Order = Order.desc,
+    signals: SignalsQ = None,
+    w: Window = Depends(window),
     ctx: AppContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Like the single-signal query, ``limit`` readings per signal."""
     names = _signal_list(signals)
-    tr = _time_range(start_time, end_time, epoch)
     data = await _run(
-        queries.raw_readings, ctx.store, identity, names, tr, limit, (page - 1) * limit, order.value
+        queries.raw_readings, ctx.store, identity, names, w.range, w.limit, w.offset, w.order
     )
     most = max((len(v) for v in data.values()), default=0)
     return JsonResponse(
         {
-            "data": {"identity": identity, "signals": {s: _points(data[s], epoch) for s in names}},
-            "meta": {"pagination": _pagination(page, limit, most)},
+            "data": {
+                "identity": identity,
+                "signals": {s: _points(data[s], w.epoch) for s in names},
+            },
+            "meta": {"pagination": w.pagination(most)},
         }
     )
 
@@ -227,35 +239,26 @@ async def signal_aggregates(
     identity: IdentityPath,
     signal: str,
     bucket: Bucket = Bucket.h1,
-    fields: Annotated[
-        str | None, Query(description="comma-separated: count,min,max,sum,avg,first,last")
-    ] = None,
-    start_time: StartTime = None,
-    end_time: EndTime = None,
-    epoch: EpochQ = None,
-    limit: Limit = 1000,
-    page: Page = 1,
-    order: Order = Order.desc,
+    fields: FieldsQ = None,
+    w: Window = Depends(window),
     ctx: AppContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Buckets whose start lies in ``[start_time, end_time)``. Booleans and strings
     have count/first/last; min/max/sum/avg are null for them. Bad-quality readings are
     not aggregated."""
-    names = _fields(fields)
-    tr = _time_range(start_time, end_time, epoch)
     data = await _run(
         queries.aggregates,
         ctx.store,
         identity,
         [signal],
         bucket.value,
-        tr,
-        limit,
-        (page - 1) * limit,
-        order.value,
-        names,
-        _time_format(epoch),
+        w.range,
+        w.limit,
+        w.offset,
+        w.order,
+        _fields(fields),
+        w.time_format,
     )
     points = data[signal]
     return JsonResponse(
@@ -266,7 +269,7 @@ async def signal_aggregates(
                 "bucket": bucket.value,
                 "points": points,
             },
-            "meta": {"pagination": _pagination(page, limit, len(points))},
+            "meta": {"pagination": w.pagination(len(points))},
         }
     )
 
