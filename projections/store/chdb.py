@@ -7,6 +7,7 @@ the API's reads.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,7 @@ def _literal(v: Any) -> str:
     raise TypeError(f"cannot bind {type(v).__name__}")
 
 
+_SELECT = re.compile(r"\sSELECT\s")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
 
 
@@ -135,9 +137,12 @@ class ChdbStore(ProjectionStore):
         millrace_input = table  # noqa: F841 - read by chDB through the frame
         text = sql.replace("{input}", "Python(millrace_input)")
         if settings:
-            # INSERT ... SETTINGS goes before SELECT
-            head, sep, tail = text.partition(" SELECT ")
-            text = head + settings_clause(settings) + sep + tail
+            # INSERT INTO t SETTINGS ... SELECT: the settings belong to the insert
+            parts = _SELECT.split(text, maxsplit=1)
+            if len(parts) == 2:
+                text = f"{parts[0]}{settings_clause(settings)} SELECT {parts[1]}"
+            else:
+                text += settings_clause(settings)
         try:
             self._s().query(text, "CSV")
         except Exception as exc:
