@@ -14,6 +14,7 @@ import pytest
 
 from projections.migrations import drop_projections, migrate
 from projections.store.chdb import ChdbStore
+from tests.kafka_mock import MockKafkaCluster, MockKafkaError
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,17 @@ def store(chdb_store: ChdbStore) -> ChdbStore:
     drop_projections(chdb_store)
     migrate(chdb_store)
     return chdb_store
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a one-broker librdkafka mock cluster (started by the tests that
+    ask for it); skips with the reason if it cannot start."""
+    try:
+        cluster = MockKafkaCluster().start()
+    except MockKafkaError as exc:
+        pytest.skip(f"mock Kafka cluster unavailable: {exc}")
+    try:
+        yield cluster.bootstrap
+    finally:
+        cluster.stop()

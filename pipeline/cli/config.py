@@ -45,11 +45,25 @@ class RuntimeConfig(BaseModel):
     idle_sleep_ms: int = Field(50, ge=1)
 
 
+class DistributedConfig(BaseModel):
+    """Where the distributed deployment's log and store are."""
+
+    model_config = ConfigDict(extra="forbid")
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]")
+    topic_prefix: str = ""
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    clickhouse_url: str | None = Field(
+        None, description="clickhouse://user:password@host:9000/default"
+    )
+
+
 class MillraceConfig(BaseModel):
-    """Everything ``millrace run`` needs."""
+    """Everything ``millrace run`` (and the distributed commands) need."""
 
     model_config = ConfigDict(extra="forbid")
     data_dir: Path = Path("./data")
+    distributed: DistributedConfig = DistributedConfig()
     api: ApiConfig = ApiConfig()
     ingest: IngestConfig = IngestConfig()
     log: LocalLogConfig = LocalLogConfig()
@@ -62,6 +76,9 @@ ENV_OVERRIDES = {
     "MILLRACE_HOST": ("api", "host"),
     "MILLRACE_PORT": ("api", "port"),
     "MILLRACE_FSYNC": ("log", "fsync"),
+    "MILLRACE_KAFKA_BOOTSTRAP": ("distributed", "kafka_bootstrap"),
+    "MILLRACE_TOPIC_PREFIX": ("distributed", "topic_prefix"),
+    "MILLRACE_CLICKHOUSE_URL": ("distributed", "clickhouse_url"),
 }
 
 

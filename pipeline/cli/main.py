@@ -81,6 +81,43 @@ def run(
 
 
 @app.command()
+def connect(config: ConfigFile = None) -> None:
+    """Distributed mode: run the configured connectors, producing to Kafka
+    (MILLRACE_KAFKA_BOOTSTRAP)."""
+    from pipeline.cli.config import load_config
+    from pipeline.cli.distributed import run_connect
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(run_connect(load_config(config)))
+    except MillraceError as exc:
+        _fail(exc)
+
+
+@app.command("api")
+def api_command(
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Distributed mode: the API over a ClickHouse server (MILLRACE_CLICKHOUSE_URL);
+    ingest goes to Kafka (MILLRACE_KAFKA_BOOTSTRAP)."""
+    from pipeline.cli.config import load_config
+    from pipeline.cli.distributed import run_api
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cfg = load_config(config, {("api", "host"): host, ("api", "port"): port})
+        asyncio.run(run_api(cfg))
+    except MillraceError as exc:
+        _fail(exc)
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="one read-only SQL statement")],
     data_dir: DataDir = None,

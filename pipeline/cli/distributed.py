@@ -1,0 +1,122 @@
+"""The distributed deployment's processes: ``millrace connect`` (connectors producing
+to Kafka) and ``millrace api`` (the API over a ClickHouse server, writes to Kafka).
+Part of the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from api.auth import KeyStore
+from api.context import ApiSettings, AppContext
+from connectors.simulator import SimulatorConnector
+from pipeline.cli.config import MillraceConfig
+from pipeline.connector import Connector
+from pipeline.errors import ConfigError
+from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from pipeline.publisher import LogPublisher
+
+log = logging.getLogger("millrace")
+
+
+def kafka_log(cfg: MillraceConfig) -> KafkaEventLog:
+    d = cfg.distributed
+    if not d.kafka_bootstrap:
+        raise ConfigError("set MILLRACE_KAFKA_BOOTSTRAP (or distributed.kafka_bootstrap)")
+    return KafkaEventLog(
+        KafkaLogConfig(
+            bootstrap_servers=d.kafka_bootstrap,
+            topic_prefix=d.topic_prefix,
+            partitions=d.partitions,
+            replication_factor=d.replication_factor,
+        )
+    )
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_connect(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> None:
+    """Connectors only, producing to Kafka, until SIGINT/SIGTERM (or ``stop``)."""
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    event_log = kafka_log(cfg)
+    await event_log.start()
+    connectors: list[Connector] = []
+    if cfg.simulator.devices > 0:
+        connectors.append(SimulatorConnector(cfg.simulator))
+    publisher = LogPublisher(event_log)
+    try:
+        for c in connectors:
+            c.init()
+            await c.start(publisher)
+        log.info("millrace connect: %d connector(s) producing to Kafka", len(connectors))
+        await stop.wait()
+    finally:
+        for c in connectors:
+            await c.stop()
+        await event_log.close()
+
+
+async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> None:
+    """The API over a ClickHouse server; ingest and other writes go to Kafka."""
+    import uvicorn
+
+    from api.app import create_app
+    from projections.store.clickhouse import ClickHouseServerStore
+
+    if not cfg.distributed.clickhouse_url:
+        raise ConfigError("set MILLRACE_CLICKHOUSE_URL (or distributed.clickhouse_url)")
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    event_log = kafka_log(cfg)
+    await event_log.start()
+    store = ClickHouseServerStore(cfg.distributed.clickhouse_url)
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(Path(cfg.data_dir) / "api_keys.json", os.environ.get("MILLRACE_API_KEY"))
+    publisher = LogPublisher(event_log)
+
+    def status() -> dict[str, Any]:
+        return {"mode": "distributed", "published": publisher.published}
+
+    ctx = AppContext(
+        store=store,
+        publisher=publisher,
+        keys=keys,
+        settings=ApiSettings(
+            max_batch_samples=cfg.ingest.max_batch_samples,
+            strict_signals=cfg.ingest.strict_signals,
+            known_signals=frozenset(cfg.ingest.signals),
+            sql_max_rows=cfg.api.sql_max_rows,
+            sql_timeout_s=cfg.api.sql_timeout_s,
+        ),
+        status=status,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx),
+            host=cfg.api.host,
+            port=cfg.api.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+        store.close()
+        await event_log.close()

@@ -1,0 +1,82 @@
+"""``millrace connect`` and ``millrace api`` as processes, against librdkafka's mock
+cluster (started in a helper process by the ``kafka_bootstrap`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.codec import default_codec
+from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("simulator:\n  devices: 5\n  signals: 3\n  interval_ms: 100\n")
+    prefix = f"connect-{os.getpid()}-"
+    env = {
+        **os.environ,
+        "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "MILLRACE_TOPIC_PREFIX": prefix,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "connect", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+    async def read_all() -> list[dict[str, object]]:
+        log = KafkaEventLog(KafkaLogConfig(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix))
+        await log.start(("telemetry",))
+        events = []
+        try:
+            for p in range(log.partitions("telemetry")):
+                offset = 0
+                while recs := await log.read("telemetry", p, offset, 500):
+                    events += [default_codec().decode("telemetry", r.value) for r in recs]
+                    offset = recs[-1].offset + 1
+        finally:
+            await log.close()
+        return events
+
+    events = asyncio.run(read_all())
+    by_identity: dict[str, list[int]] = {}
+    for ev in events:
+        assert len(ev["samples"]) == 1  # type: ignore[arg-type]
+        sample = ev["samples"][0]  # type: ignore[index]
+        assert len(sample["values"]) == 3
+        by_identity.setdefault(str(ev["identity"]), []).append(int(sample["ts_us"]))
+    assert sorted(by_identity) == [f"sim-{i}" for i in range(5)]
+    for stamps in by_identity.values():
+        assert len(stamps) >= 10  # ~4 s at 100 ms, minus start-up
+        assert stamps == sorted(stamps)  # one device, one partition: in order
+
+
+def test_api_without_a_clickhouse_url_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILLRACE_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.main", "api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 1
+    assert "MILLRACE_CLICKHOUSE_URL" in r.stderr
