@@ -120,3 +120,48 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
             await task
         store.close()
         await event_log.close()
+
+
+async def run_process(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> None:
+    """A faust worker folding Kafka into the projections: a ClickHouse server when
+    MILLRACE_CLICKHOUSE_URL is set (any number of workers), else chDB in ``data_dir``
+    (one worker). Partitions are the unit of parallelism."""
+    from pipeline.cli.engine import processors
+    from pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
+    from projections.migrations import migrate
+    from projections.store.base import ProjectionStore
+    from projections.writer import ProjectionWriter
+
+    d = cfg.distributed
+    if not d.kafka_bootstrap:
+        raise ConfigError("set MILLRACE_KAFKA_BOOTSTRAP (or distributed.kafka_bootstrap)")
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    store: ProjectionStore
+    if d.clickhouse_url:
+        from projections.store.clickhouse import ClickHouseServerStore
+
+        store = ClickHouseServerStore(d.clickhouse_url)
+    else:
+        from projections.store.chdb import ChdbStore
+
+        store = ChdbStore(Path(cfg.data_dir) / "chdb")
+    migrate(store)
+    writer = ProjectionWriter(store)
+    app = build_app(
+        FaustRuntimeConfig(
+            bootstrap=d.kafka_bootstrap,
+            topic_prefix=d.topic_prefix,
+            max_records=cfg.runtime.max_records,
+            datadir=str(Path(cfg.data_dir) / "faust"),
+        ),
+        lambda: writer,
+        processors(),
+    )
+    await app.start()
+    log.info("millrace process: faust worker consuming from %s", d.kafka_bootstrap)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+        store.close()

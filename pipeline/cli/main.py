@@ -96,6 +96,22 @@ def connect(config: ConfigFile = None) -> None:
         _fail(exc)
 
 
+@app.command()
+def process(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Distributed mode: a faust worker folding Kafka (MILLRACE_KAFKA_BOOTSTRAP) into a
+    ClickHouse server (MILLRACE_CLICKHOUSE_URL) or, without one, chDB in --data-dir."""
+    from pipeline.cli.config import load_config
+    from pipeline.cli.distributed import run_process
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(run_process(load_config(config, {("data_dir",): data_dir})))
+    except MillraceError as exc:
+        _fail(exc)
+
+
 @app.command("api")
 def api_command(
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
