@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.codec import AvroCodec, default_codec
-from pipeline.errors import DecodeError
 from pipeline.log.base import EventLog, Message, Record, TopicPartition
-from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from pipeline.processors.base import Outputs, Processor
+from pipeline.processors.decoding import decode_and_process
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
 
@@ -156,32 +156,11 @@ class EmbeddedRuntime:
     def _process(self, records: dict[TopicPartition, list[Record]]) -> Outputs:
         out = Outputs()
         for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
-            processor = self._by_topic[tp.topic]
-            events: list[Event] = []
-            for rec in records[tp]:
-                try:
-                    value = self.codec.decode(tp.topic, rec.value)
-                except DecodeError as exc:
-                    out.deadletters.append(
-                        dead_letter(
-                            None,
-                            reason=str(exc),
-                            error_type="DecodeError",
-                            stage="decode",
-                            ts_us=rec.timestamp_us,
-                            payload=rec.value[:65536],
-                            topic=rec.topic,
-                            partition=rec.partition,
-                            offset=rec.offset,
-                            key=rec.key,
-                        )
-                    )
-                    continue
-                events.append(
-                    Event(rec.topic, rec.partition, rec.offset, rec.timestamp_us, rec.key, value)
+            out.merge(
+                decode_and_process(
+                    self.codec, self._by_topic[tp.topic], tp.topic, tp.partition, records[tp]
                 )
-            if events:
-                out.merge(processor.process(events))
+            )
         return out
 
     async def _publish_deadletters(self, dead: list[dict[str, Any]]) -> None:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.codec import AvroCodec, default_codec
-from pipeline.errors import DecodeError
 from pipeline.log.base import TopicPartition
-from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from pipeline.processors.base import Outputs, Processor
+from pipeline.processors.decoding import decode_and_process
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
 
@@ -134,33 +134,9 @@ class PartitionBatcher:
 
     def process(self, tp: TopicPartition, records: Sequence[_Rec]) -> Outputs:
         """Decode and run the topic's processor (decode failures become dead letters)."""
-        out = Outputs()
-        events: list[Event] = []
-        for rec in records:
-            try:
-                value = self.codec.decode(tp.topic, rec.value)
-            except DecodeError as exc:
-                out.deadletters.append(
-                    dead_letter(
-                        None,
-                        reason=str(exc),
-                        error_type="DecodeError",
-                        stage="decode",
-                        ts_us=rec.timestamp_us,
-                        payload=rec.value[:65536],
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=rec.offset,
-                        key=rec.key,
-                    )
-                )
-                continue
-            events.append(
-                Event(tp.topic, tp.partition, rec.offset, rec.timestamp_us, rec.key, value)
-            )
-        if events:
-            out.merge(self._by_topic[tp.topic].process(events))
-        return out
+        return decode_and_process(
+            self.codec, self._by_topic[tp.topic], tp.topic, tp.partition, records
+        )
 
     def commit_done(self, tp: TopicPartition, batch: SinkBatch) -> None:
         redo = self._redo.get(tp)

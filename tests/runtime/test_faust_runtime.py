@@ -84,11 +84,11 @@ def query(store: ChdbStore, sql: str) -> list[Any]:
 
 
 def test_worker_projects_exactly_once_and_skips_committed(
-    mock_kafka: str, store: ChdbStore, tmp_path: Any
+    kafka_bootstrap: str, store: ChdbStore, tmp_path: Any
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     events = telemetry(120)
-    ends = asyncio.run(produce(mock_kafka, prefix, events, garbage=2))
+    ends = asyncio.run(produce(kafka_bootstrap, prefix, events, garbage=2))
     assert sum(ends.values()) == 122
     writer = ProjectionWriter(store)
     consumer = "faust-projections"
@@ -101,7 +101,7 @@ def test_worker_projects_exactly_once_and_skips_committed(
 
     for run in range(2):  # the second app (new group) re-reads everything: all skipped
         config = FaustRuntimeConfig(
-            bootstrap=mock_kafka,
+            bootstrap=kafka_bootstrap,
             app_id=f"{prefix}app{run}",
             consumer=consumer,
             topic_prefix=prefix,

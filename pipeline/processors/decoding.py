@@ -1,0 +1,58 @@
+"""Decode one topic-partition's records and run its processor: the step every
+runtime shares. Undecodable records become dead letters; the rest are applied."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from pipeline.codec import AvroCodec
+from pipeline.errors import DecodeError
+from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+
+
+class RawRecord(Protocol):
+    """What a runtime knows of a record: its offset, timestamp, key and bytes."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp_us(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+
+
+def decode_and_process(
+    codec: AvroCodec,
+    processor: Processor,
+    topic: str,
+    partition: int,
+    records: Iterable[RawRecord],
+) -> Outputs:
+    out = Outputs()
+    events: list[Event] = []
+    for rec in records:
+        try:
+            value = codec.decode(topic, rec.value)
+        except DecodeError as exc:
+            out.deadletters.append(
+                dead_letter(
+                    None,
+                    reason=str(exc),
+                    error_type="DecodeError",
+                    stage="decode",
+                    ts_us=rec.timestamp_us,
+                    payload=rec.value[:65536],
+                    topic=topic,
+                    partition=partition,
+                    offset=rec.offset,
+                    key=rec.key,
+                )
+            )
+            continue
+        events.append(Event(topic, partition, rec.offset, rec.timestamp_us, rec.key, value))
+    if events:
+        out.merge(processor.process(events))
+    return out
