@@ -1,0 +1,311 @@
+"""Store-and-forward: a bounded, oldest-first buffer of events for when the log is down.
+
+:class:`Spool` keeps entries (one ``publish`` call: a topic and its ``(key, event)``
+pairs, Avro-encoded) in segment files under a directory, or in memory when none is
+given. Appends past ``max_bytes`` drop the oldest segment and count what it held, so
+a long outage keeps the most recent data and says how much was lost; within the bound
+nothing is lost. A restart resumes from the first unpublished entry (the consumed
+position of the oldest segment is kept in a side file), so at most the one entry in
+flight during a crash is published twice.
+
+:class:`BufferedPublisher` wraps the real publisher: while the spool is empty a
+publish goes straight through; when it fails (or the spool is not empty, to keep the
+order) the events are spooled and a drain task replays them oldest first, with
+backoff, as soon as the log answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.codec import AvroCodec, default_codec
+from pipeline.connector import Event, EventPublisher
+
+from .backoff import Backoff
+
+log = logging.getLogger("millrace.connectors.spool")
+
+_HEAD = struct.Struct("<II")  # body length, crc32(body)
+
+
+@dataclass
+class _Entry:
+    topic: str
+    events: list[tuple[str, bytes]]
+    size: int
+
+
+def _encode_entry(topic: str, events: Sequence[tuple[str, bytes]]) -> bytes:
+    t = topic.encode()
+    parts = [struct.pack("<HI", len(t), len(events)), t]
+    for key, value in events:
+        k = key.encode()
+        parts += [struct.pack("<HI", len(k), len(value)), k, value]
+    body = b"".join(parts)
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def _decode_entry(body: bytes) -> _Entry:
+    tlen, count = struct.unpack_from("<HI", body, 0)
+    pos = 6
+    topic = body[pos : pos + tlen].decode()
+    pos += tlen
+    events = []
+    for _ in range(count):
+        klen, vlen = struct.unpack_from("<HI", body, pos)
+        pos += 6
+        key = body[pos : pos + klen].decode()
+        pos += klen
+        events.append((key, body[pos : pos + vlen]))
+        pos += vlen
+    return _Entry(topic, events, len(body) + _HEAD.size)
+
+
+class Spool:
+    """Bounded FIFO of encoded publish calls, on disk (``directory``) or in memory."""
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        max_bytes: int = 256 * 1024 * 1024,
+        segment_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = min(segment_bytes, max_bytes)
+        self.dropped_events = 0
+        self._mem: deque[_Entry] = deque()
+        self._bytes = 0
+        self._count = 0
+        # disk: segments oldest first; the head segment's entries loaded lazily
+        self._segments: list[Path] = []
+        self._head: deque[_Entry] | None = None
+        self._head_pos = 0  # entries of the head segment already published
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._recover()
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def events(self) -> int:
+        return self._count
+
+    def __len__(self) -> int:
+        return self._count
+
+    # -- disk layout ---------------------------------------------------------------
+    def _read_segment(self, path: Path) -> list[_Entry]:
+        data = path.read_bytes()
+        out, pos = [], 0
+        while pos + _HEAD.size <= len(data):
+            length, crc = _HEAD.unpack_from(data, pos)
+            body = data[pos + _HEAD.size : pos + _HEAD.size + length]
+            if len(body) < length or zlib.crc32(body) != crc:
+                log.warning("spool %s: torn or corrupt tail at %d dropped", path.name, pos)
+                break
+            out.append(_decode_entry(body))
+            pos += _HEAD.size + length
+        return out
+
+    def _consumed(self, path: Path) -> int:
+        try:
+            return int(path.with_suffix(".pos").read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _recover(self) -> None:
+        assert self.directory is not None
+        self._segments = sorted(self.directory.glob("*.seg"))
+        for i, seg in enumerate(self._segments):
+            entries = self._read_segment(seg)
+            skip = self._consumed(seg) if i == 0 else 0
+            live = entries[skip:]
+            self._count += sum(len(e.events) for e in live)
+            self._bytes += sum(e.size for e in live)
+            if i == 0:
+                self._head, self._head_pos = deque(live), skip
+
+    def _new_segment_path(self) -> Path:
+        assert self.directory is not None
+        last = int(self._segments[-1].stem) if self._segments else 0
+        return self.directory / f"{last + 1:012d}.seg"
+
+    # -- operations ------------------------------------------------------------------
+    def append(self, topic: str, events: Sequence[tuple[str, bytes]]) -> None:
+        blob = _encode_entry(topic, events)
+        entry = _Entry(topic, list(events), len(blob))
+        while self._bytes + entry.size > self.max_bytes and self._count:
+            self._drop_oldest()
+        if entry.size > self.max_bytes:
+            self.dropped_events += len(events)
+            return
+        self._count += len(events)
+        self._bytes += entry.size
+        if self.directory is None:
+            self._mem.append(entry)
+            return
+        if not self._segments or self._segments[-1].stat().st_size + len(blob) > self.segment_bytes:
+            self._segments.append(self._new_segment_path())
+        with open(self._segments[-1], "ab") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        if len(self._segments) == 1 and self._head is not None:
+            self._head.append(entry)  # else loaded from the file when needed
+
+    def _load_head(self) -> None:
+        if self._head is None and self._segments:
+            self._head = deque(
+                self._read_segment(self._segments[0])[self._consumed(self._segments[0]) :]
+            )
+            self._head_pos = self._consumed(self._segments[0])
+
+    def peek(self) -> _Entry | None:
+        if self.directory is None:
+            return self._mem[0] if self._mem else None
+        while self._segments:
+            self._load_head()
+            assert self._head is not None
+            if self._head:
+                return self._head[0]
+            if len(self._segments) == 1:
+                return None
+            self._remove_head_segment()
+        return None
+
+    def pop(self) -> None:
+        """The entry returned by peek() was published."""
+        if self.directory is None:
+            e = self._mem.popleft()
+        else:
+            assert self._head
+            e = self._head.popleft()
+            self._head_pos += 1
+            if not self._head:  # a fully published segment goes
+                self._remove_head_segment()
+            else:
+                self._segments[0].with_suffix(".pos").write_text(str(self._head_pos))
+        self._count -= len(e.events)
+        self._bytes -= e.size
+
+    def _remove_head_segment(self) -> None:
+        seg = self._segments.pop(0)
+        seg.unlink(missing_ok=True)
+        seg.with_suffix(".pos").unlink(missing_ok=True)
+        self._head, self._head_pos = None, 0
+
+    def _drop_oldest(self) -> None:
+        if self.directory is None:
+            e = self._mem.popleft()
+            self.dropped_events += len(e.events)
+            self._count -= len(e.events)
+            self._bytes -= e.size
+            return
+        self._load_head()
+        assert self._head is not None
+        lost = list(self._head)
+        for e in lost:
+            self.dropped_events += len(e.events)
+            self._count -= len(e.events)
+            self._bytes -= e.size
+        self._remove_head_segment()
+
+
+class BufferedPublisher(EventPublisher):
+    """Publishes through ``inner``; spools and replays when it fails."""
+
+    def __init__(
+        self,
+        inner: EventPublisher,
+        spool: Spool,
+        codec: AvroCodec | None = None,
+        backoff: Backoff | None = None,
+        timeout_s: float = 10.0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.spool = spool
+        self.codec = codec or default_codec()
+        self.backoff = backoff or Backoff(0.2, 10.0)
+        self.timeout_s = timeout_s
+        self.on_change = on_change
+        self.failures = 0
+        self.last_error = ""
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def buffering(self) -> bool:
+        return len(self.spool) > 0
+
+    async def publish(self, topic: str, events: Sequence[tuple[str, Event]]) -> None:
+        if not events:
+            return
+        if not self.buffering:
+            try:
+                await asyncio.wait_for(self.inner.publish(topic, events), self.timeout_s)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the log is unreachable: keep the events
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("publish to %s failed (%s); buffering", topic, self.last_error)
+        encoded = [(k, self.codec.encode(topic, e)) for k, e in events]
+        self.spool.append(topic, encoded)
+        self._ensure_drain()
+        if self.on_change:
+            self.on_change()
+
+    def _ensure_drain(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._drain_loop(), name="millrace-spool-drain")
+
+    async def _drain_loop(self) -> None:
+        while (entry := self.spool.peek()) is not None:
+            try:
+                events = [(k, self.codec.decode(entry.topic, v)) for k, v in entry.events]
+                await asyncio.wait_for(self.inner.publish(entry.topic, events), self.timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(self.backoff.next())
+                continue
+            self.backoff.reset()
+            self.spool.pop()
+            if self.on_change:
+                self.on_change()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until the spool is empty (True) or ``timeout_s`` passed (False)."""
+        if self.buffering:
+            self._ensure_drain()
+        if self._drain is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drain), timeout_s)
+        except TimeoutError:
+            return False
+        return not self.buffering
+
+    async def close(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            try:
+                await self._drain
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._drain = None

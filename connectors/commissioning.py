@@ -1,0 +1,285 @@
+"""The commissioning file: connections, endpoints and mappings, validated as a whole.
+
+:func:`validate_document` never stops at the first problem: it returns every
+violation with its JSON path (``$.endpoints[3].port``) so that a plant engineer fixes
+a file in one pass. :func:`load_commissioning` raises ConfigError listing them all.
+
+``${NAME}`` references in strings are replaced by environment variables when a file
+is loaded for running; validation reports unset ones as warnings (the environment of
+the machine that will run the file may differ) and never prints their values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig, Violation
+from connectors.registry import protocols
+from pipeline.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Top(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(1, ge=1, le=1)
+    service: str = Field(
+        "default", pattern=_NAME.pattern, description="Service id of the resources."
+    )
+    description: str = ""
+    connections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    endpoints: list[dict[str, Any]] = Field(default_factory=list)
+    mappings: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass
+class Commissioning:
+    """A valid commissioning file, typed."""
+
+    service: str = "default"
+    connections: dict[str, ConnectionBase] = field(default_factory=dict)
+    endpoints: list[EndpointBase] = field(default_factory=list)
+    mappings: list[MappingConfig] = field(default_factory=list)
+
+    def endpoints_of(self, connection: str) -> list[EndpointBase]:
+        return [e for e in self.endpoints if e.connection == connection]
+
+    def mappings_of(self, connection: str) -> list[MappingConfig]:
+        return [m for m in self.mappings if m.connection == connection]
+
+
+def json_path(loc: tuple[int | str, ...], base: str = "$") -> str:
+    out = base
+    for p in loc:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif _NAME.match(str(p)) and "." not in str(p):
+            out += f".{p}"
+        else:
+            out += "[" + repr(str(p)) + "]"
+    return out
+
+
+def _pydantic_violations(exc: ValidationError, base: str) -> list[Violation]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(Violation(level="error", json_path=json_path(loc, base), description=msg))
+    return out
+
+
+def _env_refs(doc: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], str]]:
+    refs: list[tuple[tuple[int | str, ...], str]] = []
+    if isinstance(doc, str):
+        refs.extend((loc, m.group(1)) for m in _ENV_REF.finditer(doc))
+    elif isinstance(doc, Mapping):
+        for k, v in doc.items():
+            refs.extend(_env_refs(v, (*loc, str(k))))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            refs.extend(_env_refs(v, (*loc, i)))
+    return refs
+
+
+def substitute_env(doc: Any, env: Mapping[str, str]) -> Any:
+    """``${NAME}`` replaced by ``env[NAME]`` in every string (unset ones left as is)."""
+    if isinstance(doc, str):
+        return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(0)), doc)
+    if isinstance(doc, Mapping):
+        return {k: substitute_env(v, env) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [substitute_env(v, env) for v in doc]
+    return doc
+
+
+def validate_document(
+    doc: Any, env: Mapping[str, str] | None = None
+) -> tuple[Commissioning | None, list[Violation]]:
+    """Every violation of ``doc`` (a parsed YAML document); the typed file if no errors."""
+    env = os.environ if env is None else env
+    violations: list[Violation] = []
+    if not isinstance(doc, Mapping):
+        return None, [
+            Violation(level="error", json_path="$", description="the top level must be a mapping")
+        ]
+    for loc, name in _env_refs(doc):
+        if name not in env:
+            violations.append(
+                Violation(
+                    level="warning",
+                    json_path=json_path(loc),
+                    description=f"environment variable {name} is not set here",
+                )
+            )
+    doc = substitute_env(doc, env)
+    try:
+        top = _Top.model_validate(doc)
+    except ValidationError as exc:
+        violations.extend(_pydantic_violations(exc, "$"))
+        # go on with what can be read, so that every section is checked
+        top = _Top.model_construct(
+            connections=doc.get("connections") if isinstance(doc.get("connections"), dict) else {},
+            endpoints=doc.get("endpoints") if isinstance(doc.get("endpoints"), list) else [],
+            mappings=doc.get("mappings") if isinstance(doc.get("mappings"), list) else [],
+            service=str(doc.get("service", "default")),
+        )
+    specs = protocols()
+    result = Commissioning(service=top.service)
+
+    for name, raw in top.connections.items():
+        path = json_path(("connections", name))
+        if not _NAME.match(str(name)):
+            violations.append(
+                Violation(
+                    level="error",
+                    json_path=path,
+                    description="connection names are 1-64 letters, digits, '_', '-' or '.'",
+                )
+            )
+        if not isinstance(raw, Mapping):
+            violations.append(
+                Violation(level="error", json_path=path, description="must be a mapping")
+            )
+            continue
+        proto = raw.get("protocol")
+        if proto not in specs:
+            violations.append(
+                Violation(
+                    level="error",
+                    json_path=f"{path}.protocol",
+                    description=f"unknown protocol {proto!r}; one of {', '.join(sorted(specs))}",
+                )
+            )
+            continue
+        try:
+            result.connections[str(name)] = specs[proto].connection_model.model_validate(raw)
+        except ValidationError as exc:
+            violations.extend(_pydantic_violations(exc, path))
+
+    seen: dict[tuple[str, str], int] = {}
+    typed_endpoints: list[tuple[int, EndpointBase]] = []
+    for i, raw in enumerate(top.endpoints):
+        path = f"$.endpoints[{i}]"
+        if not isinstance(raw, Mapping):
+            violations.append(
+                Violation(level="error", json_path=path, description="must be a mapping")
+            )
+            continue
+        conn_name = raw.get("connection")
+        conn = result.connections.get(str(conn_name)) if conn_name is not None else None
+        if conn is None:
+            if conn_name is None:
+                desc = "field required"
+            elif conn_name in top.connections:
+                desc = f"connection {conn_name!r} is invalid (see its violations)"
+            else:
+                desc = f"no connection named {conn_name!r} under $.connections"
+            violations.append(
+                Violation(level="error", json_path=f"{path}.connection", description=desc)
+            )
+            continue
+        try:
+            ep = specs[conn.protocol].endpoint_model.model_validate(raw)
+        except ValidationError as exc:
+            violations.extend(_pydantic_violations(exc, path))
+            continue
+        key = (ep.identity, ep.signal)
+        if key in seen:
+            violations.append(
+                Violation(
+                    level="error",
+                    json_path=f"{path}.signal",
+                    description=(
+                        f"identity {ep.identity!r} signal {ep.signal!r} is already defined "
+                        f"at $.endpoints[{seen[key]}]"
+                    ),
+                )
+            )
+            continue
+        seen[key] = i
+        typed_endpoints.append((i, ep))
+        result.endpoints.append(ep)
+
+    typed_mappings: list[tuple[int, MappingConfig]] = []
+    for i, raw in enumerate(top.mappings):
+        path = f"$.mappings[{i}]"
+        try:
+            m = MappingConfig.model_validate(raw)
+        except ValidationError as exc:
+            violations.extend(_pydantic_violations(exc, path))
+            continue
+        if m.connection not in top.connections:
+            violations.append(
+                Violation(
+                    level="error",
+                    json_path=f"{path}.connection",
+                    description=f"no connection named {m.connection!r} under $.connections",
+                )
+            )
+            continue
+        typed_mappings.append((i, m))
+        result.mappings.append(m)
+
+    for name, conn in result.connections.items():
+        spec = specs[conn.protocol]
+        if spec.check is not None:
+            eps = [(i, e) for i, e in typed_endpoints if e.connection == name]
+            maps = [(i, m) for i, m in typed_mappings if m.connection == name]
+            violations.extend(spec.check(name, conn, eps, maps))
+
+    if any(v.level == "error" for v in violations):
+        return None, violations
+    return result, violations
+
+
+def parse_yaml(text: str) -> tuple[Any, list[Violation]]:
+    try:
+        return yaml.safe_load(text), []
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return None, [
+            Violation(
+                level="error",
+                json_path="$",
+                description=f"not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            )
+        ]
+
+
+def validate_text(
+    text: str, env: Mapping[str, str] | None = None
+) -> tuple[Commissioning | None, list[Violation]]:
+    doc, violations = parse_yaml(text)
+    if violations:
+        return None, violations
+    return validate_document(doc, env)
+
+
+def load_commissioning(path: Path, env: Mapping[str, str] | None = None) -> Commissioning:
+    """The typed file at ``path`` with ``${ENV}`` resolved; ConfigError lists every error."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    env = os.environ if env is None else env
+    result, violations = validate_text(text, env)
+    unresolved = [
+        v for v in violations if v.level == "warning" and "environment variable" in v.description
+    ]
+    if result is None or unresolved:
+        errors = [v for v in violations if v.level == "error"] + unresolved
+        raise ConfigError(f"{path}:\n" + "\n".join(v.line() for v in errors))
+    return result

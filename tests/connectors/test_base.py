@@ -1,0 +1,179 @@
+"""ProtocolConnector's shared behaviour with a scripted in-memory protocol: reconnect
+with ResourceStatus, batching, dedup of re-sent values, deadband, mappings, commands."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from connectors._common.base import ProtocolConnector
+from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from pipeline.connector import MemoryEventPublisher
+from pipeline.errors import ConnectorError
+
+
+class Scripted(ProtocolConnector):
+    """connect() fails while ``down``; serve() emits queued values until ``drop``."""
+
+    protocol = "scripted"
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.down = False
+        self.queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+        self.written: list[tuple[str, Any]] = []
+
+    async def connect(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError()
+
+    async def serve(self) -> None:
+        while (item := await self.queue.get()) is not None:
+            ts, v = item
+            self.emit(self.endpoints[0], v, ts_us=ts)
+        raise ConnectorError("peer went away")
+
+    async def disconnect(self) -> None:
+        pass
+
+    async def write(self, endpoint: EndpointBase, value: Any) -> None:
+        self.written.append((endpoint.signal, value))
+
+
+def conn(**kw: Any) -> ConnectionBase:
+    return ConnectionBase(
+        protocol="scripted",
+        batch_ms=20,
+        reconnect={"initial_ms": 10, "max_ms": 20, "jitter": 0},
+        **kw,
+    )
+
+
+EP = EndpointBase(
+    connection="c",
+    identity="press-1",
+    signal="temp",
+    scale=2.0,
+    offset=1.0,
+    deadband=1.0,
+    writable=True,
+)
+
+
+async def settle(c: Scripted, pub: MemoryEventPublisher, until: Any, timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.01)):
+        await c.flush()
+        if until():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def readings(pub: MemoryEventPublisher) -> list[tuple[str, int, Any]]:
+    return [
+        (e["identity"], s["ts_us"], v)
+        for _, e in pub.published.get("telemetry", [])
+        for s in e["samples"]
+        for v in s["values"].values()
+    ]
+
+
+def states(pub: MemoryEventPublisher) -> list[tuple[str, str]]:
+    return [
+        (e["current_state"], e["info"])
+        for _, e in pub.published.get("status", [])
+        if e["resource_type"] == "connection"
+    ]
+
+
+def test_reconnect_dedup_deadband_and_status() -> None:
+    async def main() -> None:
+        pub = MemoryEventPublisher()
+        c = Scripted("c", conn(), [EP])
+        await c.start(pub)
+        await c.wait_connected()
+        for ts, v in [(1, 10.0), (2, 10.2), (3, 12.0)]:  # 10.2 is inside the deadband
+            c.queue.put_nowait((ts, v))
+        await settle(c, pub, lambda: len(readings(pub)) == 2)
+        c.down = True
+        c.queue.put_nowait(None)  # the session is lost; connects now fail
+        await settle(c, pub, lambda: ("error", "Connection refused") in states(pub))
+        c.down = False
+        await c.wait_connected()
+        # the server re-sends the last value after the re-subscription: dropped
+        for ts, v in [(3, 12.0), (4, 30.0)]:
+            c.queue.put_nowait((ts, v))
+        await settle(c, pub, lambda: len(readings(pub)) == 3)
+        await c.stop()
+        assert readings(pub) == [("press-1", 1, 21.0), ("press-1", 3, 25.0), ("press-1", 4, 61.0)]
+        s = states(pub)
+        assert s[0] == ("connecting", "") and s[1] == ("running", "")
+        assert ("reconnecting", "connection lost: peer went away") in s
+        running_again = [info for st, info in s[2:] if st == "running"]
+        assert running_again and running_again[0].startswith("reconnected; no data for")
+        assert s[-1] == ("stopped", "")
+        m = c.metrics()
+        assert m["reconnects"] == 1 and m["duplicates_dropped"] == 1
+        assert m["deadband_suppressed"] == 1
+
+    asyncio.run(main())
+
+
+def test_mapping_renames_and_scales() -> None:
+    c = Scripted(
+        "c",
+        conn(),
+        [EP],
+        [
+            MappingConfig(
+                connection="c", identity="press-*", signal="temp", rename_signal="t", scale=10
+            )
+        ],
+    )
+    c.emit(EP, 1.0, ts_us=5)
+    assert c._pending == {"press-1": {(5, 0): {"t": 30.0}}}
+
+
+def test_command_is_unscaled_and_written() -> None:
+    async def main() -> None:
+        c = Scripted("c", conn(), [EP])
+        await c.execute({"identity": "press-1", "resource": "temp", "value": 21.0})
+        assert c.written == [("temp", 10.0)]
+        with pytest.raises(ConnectorError, match="not writable"):
+            await c.execute({"identity": "press-1", "resource": "other", "value": 1})
+
+    asyncio.run(main())
+
+
+class Failing(MemoryEventPublisher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    async def publish(self, topic: str, events: Any) -> None:
+        if self.fail:
+            raise ConnectionError("log down")
+        await super().publish(topic, events)
+
+
+def test_store_and_forward_keeps_order_across_an_outage(tmp_path: Any) -> None:
+    async def main() -> None:
+        pub = Failing()
+        c = Scripted("c", conn(), [EP.model_copy(update={"deadband": 0.0})], spool_dir=tmp_path)
+        await c.start(pub)
+        await c.wait_connected()
+        for ts in range(1, 51):
+            c.queue.put_nowait((ts, float(ts)))
+            if ts % 10 == 0:
+                await asyncio.sleep(0.03)
+        await asyncio.sleep(0.1)
+        assert c.metrics()["buffered_events"] > 0 and list(tmp_path.glob("*.seg"))
+        pub.fail = False
+        await settle(c, pub, lambda: len(readings(pub)) == 50)
+        await c.stop()
+        assert [ts for _, ts, _ in readings(pub)] == list(range(1, 51))
+        assert c.metrics()["buffered_events"] == 0
+
+    asyncio.run(main())
