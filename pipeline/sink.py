@@ -13,12 +13,20 @@ After a crash the runtime asks :meth:`ProjectionSink.progress`; a pending intent
 redone over exactly the same ranges (processors are pure, so the rows and tokens are
 the same) before anything new is read. Records below a committed position are never
 applied again, so re-reading any range of the log is a no-op.
+
+Several workers (the distributed runtime) pass a *fence* to ``write``: it runs after
+the intent is stored and before the first insert, and raises when the worker no
+longer owns the partitions (for Kafka: a group-generation-checked offset commit). A
+worker whose fence passed wrote its intent before any new owner could read the
+progress, so the new owner redoes that very range, with the same tokens; a worker
+whose fence fails inserts nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -64,8 +72,10 @@ class ProjectionSink(ABC):
         """Committed positions and any pending batch of ``consumer``."""
 
     @abstractmethod
-    def write(self, consumer: str, batch: SinkBatch) -> None:
-        """Intent, tables (deduplicated by token), commit — see the module doc."""
+    def write(
+        self, consumer: str, batch: SinkBatch, fence: Callable[[], None] | None = None
+    ) -> None:
+        """Intent, ``fence()``, tables (deduplicated by token), commit — see the module doc."""
 
 
 class MemoryProjectionSink(ProjectionSink):
@@ -89,12 +99,16 @@ class MemoryProjectionSink(ProjectionSink):
         p = self._progress.get(consumer, Progress())
         return Progress(dict(p.positions), p.last_seq, dict(p.pending), p.pending_seq)
 
-    def write(self, consumer: str, batch: SinkBatch) -> None:
+    def write(
+        self, consumer: str, batch: SinkBatch, fence: Callable[[], None] | None = None
+    ) -> None:
         self._steps = 0
         p = self._progress.setdefault(consumer, Progress())
         self._step()
         p.pending, p.pending_seq = dict(batch.ranges), batch.seq
         p.last_seq = max(p.last_seq, batch.seq)
+        if fence is not None:
+            fence()
         for name, table in batch.tables.items():
             self._step()
             token = batch.token(consumer, name)

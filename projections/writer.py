@@ -9,6 +9,8 @@ See ``pipeline.sink`` for the protocol.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 
 from pipeline.log.base import TopicPartition
@@ -88,10 +90,14 @@ class ProjectionWriter(ProjectionSink):
             }
         )
 
-    def write(self, consumer: str, batch: SinkBatch) -> None:
+    def write(
+        self, consumer: str, batch: SinkBatch, fence: Callable[[], None] | None = None
+    ) -> None:
         if not batch.ranges:
             return
         self.store.insert_arrow(_PROGRESS_INSERT, self._progress_rows(consumer, batch, 0))
+        if fence is not None:
+            fence()
         for name, table in batch.tables.items():
             if table.num_rows == 0:
                 continue

@@ -17,13 +17,24 @@ Records below the sink's committed position are skipped; a pending range
 anything after it. faust acks a take's events once the agent's loop body returns,
 even when it raises, so a failed write is retried in place until it succeeds: the
 Kafka commit never passes the sink's position.
+
+Rebalances: records of partitions this worker no longer owns are dropped before
+planning; a revocation waits for the write in flight; and every write is *fenced*
+between its intent and its first insert by an offset commit of the partition, which
+the group coordinator refuses from a member of an older generation. A worker that
+was paused past its session timeout (a zombie) therefore either fails the fence and
+inserts nothing, or passed it before the new owner read the progress — and then the
+new owner redoes exactly its range with the same deduplication tokens (see
+``pipeline.sink``). What remains is ClickHouse's deduplication window: a zombie whose
+fence passed must insert within the last ``non_replicated_deduplication_window``
+(10000) inserts of each table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +71,9 @@ class FaustRuntimeConfig:
     retry_max_s: float = 10.0
     datadir: str = "faust-data"
     publish_deadletters: bool = True
+    fence: bool = True  # fence each write with a generation-checked offset commit
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)  # more faust settings
 
     @property
@@ -132,6 +146,23 @@ class PartitionBatcher:
             out.append((SinkBatch(seq=r.end, ranges={tp: r}), recs))
         return out
 
+    def gap(self, progress: Progress, tp: TopicPartition, records: Sequence[_Rec]) -> int | None:
+        """The offset to seek ``tp`` back to when ``records`` skip some not yet written.
+
+        After a rebalance faust starts a partition at the group's committed offset,
+        which can be past the sink's position (faust acks what a take buffered for an
+        unfinished pending range); a batch must never jump over records.
+        """
+        want = progress.positions.get(tp, 0)
+        pending = progress.pending.get(tp)
+        redo = self._redo.get(tp)
+        if pending is not None and redo is not None and redo.range == pending and redo.records:
+            want = max(r.offset for r in redo.records) + 1
+        offsets = [r.offset for r in records if r.offset >= want]
+        if not offsets or min(offsets) == want:
+            return None
+        return want
+
     def process(self, tp: TopicPartition, records: Sequence[_Rec]) -> Outputs:
         """Decode and run the topic's processor (decode failures become dead letters)."""
         return decode_and_process(
@@ -145,6 +176,11 @@ class PartitionBatcher:
 
 
 DeadletterPublisher = Callable[[list[dict[str, Any]]], Any]
+Fence = Callable[[TopicPartition, int], Coroutine[Any, Any, None]]
+
+
+class NotOwnedError(RuntimeError):
+    """The worker lost the partition (rebalance or fenced); its batch is abandoned."""
 
 
 class FaustTakeHandler:
@@ -159,13 +195,24 @@ class FaustTakeHandler:
         batcher: PartitionBatcher,
         publish_deadletters: DeadletterPublisher | None,
         retry_max_s: float = 10.0,
+        owns: Callable[[TopicPartition], bool] | None = None,
+        fence: Fence | None = None,
+        seek: Fence | None = None,
+        fence_timeout_s: float = 15.0,
     ) -> None:
         self.batcher = batcher
         self.publish_deadletters = publish_deadletters
         self.retry_max_s = retry_max_s
+        self.owns = owns
+        self.fence = fence
+        self.seek = seek
+        self.fence_timeout_s = fence_timeout_s
+        self._sought: dict[TopicPartition, int] = {}
+        self.seeks = 0
         self.batches = 0
         self.records = 0
         self.errors = 0
+        self.fenced = 0
         # one store session is not safe for concurrent queries: the agents share it
         self._lock = asyncio.Lock()
 
@@ -177,29 +224,76 @@ class FaustTakeHandler:
     async def handle(self, records: dict[TopicPartition, list[_Rec]]) -> None:
         backoff = 0.1
         while True:
+            if self.owns is not None:
+                records = {tp: r for tp, r in records.items() if self.owns(tp)}
+            if not records:
+                return
             try:
                 await self._handle_once(records)
                 return
             except asyncio.CancelledError:
                 raise
+            except NotOwnedError as exc:  # re-filtered against the new assignment
+                self.fenced += 1
+                if self.fenced & (self.fenced - 1) == 0:  # 1st, 2nd, 4th, 8th, ...
+                    log.warning("batch abandoned (%d so far): %s", self.fenced, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
             except Exception:  # the take is redone from fresh progress
                 self.errors += 1
                 log.exception("take failed; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.retry_max_s)
 
+    def _fence_for(self, tp: TopicPartition, batch: SinkBatch) -> Callable[[], None] | None:
+        """A blocking fence for the sink's thread, run on this loop."""
+        if self.fence is None and self.owns is None:
+            return None
+        loop = asyncio.get_running_loop()
+        start = batch.ranges[tp].start
+
+        def fence() -> None:
+            if self.owns is not None and not self.owns(tp):
+                raise NotOwnedError(f"{tp.topic}/{tp.partition} was revoked")
+            if self.fence is None:
+                return
+            fut = asyncio.run_coroutine_threadsafe(self.fence(tp, start), loop)
+            try:
+                fut.result(self.fence_timeout_s)
+            except Exception as exc:
+                fut.cancel()
+                raise NotOwnedError(
+                    f"fence of {tp.topic}/{tp.partition} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+
+        return fence
+
     async def _handle_once(self, records: dict[TopicPartition, list[_Rec]]) -> None:
         b = self.batcher
         # reloaded per take: after a rebalance another worker may have moved on
         progress = await self.run_sink(b.sink.progress, b.consumer)
         for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
+            want = b.gap(progress, tp, records[tp])
+            if want is not None and self.seek is not None and self._sought.get(tp) != want:
+                # re-read from the sink's position; a second gap at the same place
+                # means the records are gone from the log (retention) and is accepted
+                log.info("%s/%d: seeking back to %d", tp.topic, tp.partition, want)
+                self._sought[tp] = want
+                self.seeks += 1
+                await self.seek(tp, want)
+                continue
+            if want is not None:
+                log.warning(
+                    "%s/%d: records from %d are gone from the log", tp.topic, tp.partition, want
+                )
             for batch, recs in b.plan(progress, tp, records[tp]):
                 outputs = await asyncio.to_thread(b.process, tp, recs)
                 if outputs.deadletters and self.publish_deadletters is not None:
                     await self.publish_deadletters(outputs.deadletters)
                 batch.tables = outputs.tables
-                await self.run_sink(b.sink.write, b.consumer, batch)
+                await self.run_sink(b.sink.write, b.consumer, batch, self._fence_for(tp, batch))
                 b.commit_done(tp, batch)
+                self._sought.pop(tp, None)
                 r = batch.ranges[tp]
                 progress.positions[tp] = r.end
                 progress.pending.pop(tp, None)
@@ -231,6 +325,8 @@ def build_app(
         "consumer_auto_offset_reset": "earliest",
         "datadir": config.datadir,
         "stream_wait_empty": False,
+        "broker_session_timeout": config.session_timeout_s,
+        "broker_heartbeat_interval": config.heartbeat_interval_s,
     }
     settings.update(config.extra)
     app = faust.App(config.app_id, **settings)
@@ -244,15 +340,47 @@ def build_app(
 
     state: dict[str, FaustTakeHandler] = {}
 
+    def owns(tp: TopicPartition) -> bool:
+        return _wire_tp(tp) in app.consumer.assignment()
+
+    def _wire_tp(tp: TopicPartition) -> Any:
+        return faust.types.TP(wire[tp.topic], tp.partition)
+
+    async def fence(tp: TopicPartition, offset: int) -> None:
+        """An offset commit the coordinator refuses from an older generation."""
+        from aiokafka.structs import OffsetAndMetadata
+        from aiokafka.structs import TopicPartition as KafkaTP
+
+        thread = app.consumer._thread
+        consumer = thread._ensure_consumer()
+        offsets = {KafkaTP(wire[tp.topic], tp.partition): OffsetAndMetadata(offset, "")}
+        await thread.call_thread(consumer.commit, offsets)
+
+    async def seek(tp: TopicPartition, offset: int) -> None:
+        await app.consumer.seek(_wire_tp(tp), offset)
+
     def handler() -> FaustTakeHandler:
         if "h" not in state:
             batcher = PartitionBatcher(sink_factory(), processors, config.consumer_name, codec)
             state["h"] = FaustTakeHandler(
-                batcher, publish if config.publish_deadletters else None, config.retry_max_s
+                batcher,
+                publish if config.publish_deadletters else None,
+                config.retry_max_s,
+                owns=owns,
+                fence=fence if config.fence else None,
+                seek=seek,
             )
         return state["h"]
 
     app.millrace_handler = handler  # for stats and tests
+
+    @app.on_partitions_revoked.connect
+    async def _wait_for_write(sender: Any, revoked: Any, **_: Any) -> None:
+        """A revoked partition's write in flight ends before the rebalance goes on."""
+        h = state.get("h")
+        if h is not None:
+            async with h._lock:
+                pass
 
     for topic_name, wire_name in sorted(wire.items()):
         topic = app.topic(wire_name, value_serializer="raw", key_serializer="raw")

@@ -169,3 +169,43 @@ def test_pending_intent_is_redone_over_exactly_its_range() -> None:
     assert sorted(float(str(r["value"])) for r in readings) == sorted(
         s["values"]["t"] for _, e in telemetry(10) for s in e["samples"]
     )
+
+
+def test_failed_fence_inserts_nothing_and_a_gap_seeks_back() -> None:
+    from pipeline.runtime.faust_runtime import FaustTakeHandler
+
+    sink = MemoryProjectionSink()
+    tp = TopicPartition("telemetry", 0)
+    all_recs = recs(telemetry(8), start=0)
+    owned = {tp}
+    sought: list[int] = []
+
+    async def fence(t: TopicPartition, offset: int) -> None:
+        if t not in owned:
+            raise RuntimeError("IllegalGeneration")
+
+    async def seek(t: TopicPartition, offset: int) -> None:
+        sought.append(offset)
+
+    batcher = PartitionBatcher(sink, [TelemetryProcessor()], "c")
+    handler = FaustTakeHandler(batcher, None, owns=lambda t: True, fence=fence, seek=seek)
+
+    async def main() -> None:
+        await handler.handle({tp: all_recs[:3]})
+        assert sink.progress("c").positions[tp] == 3
+        owned.clear()  # another worker owns it now: the fence fails, nothing is inserted
+        task = asyncio.create_task(handler.handle({tp: all_recs[3:6]}))
+        await asyncio.sleep(0.3)
+        assert sink.progress("c").pending == {tp: Range(3, 6)}
+        assert len(sink.rows["readings"]) == 9
+        owned.add(tp)
+        await task
+        # records that skip the sink's position are not written: seek back instead
+        await handler.handle({tp: all_recs[7:8]})
+        assert sought == [6] and sink.progress("c").positions[tp] == 6
+        await handler.handle({tp: all_recs[6:8]})
+        assert sink.progress("c").positions[tp] == 8
+
+    asyncio.run(main())
+    assert handler.fenced >= 1
+    assert len(sink.rows["readings"]) == 24

@@ -1,0 +1,129 @@
+"""Two faust worker processes share the partitions of one group; one is killed with
+SIGKILL mid-stream and restarted, the other is frozen past its session timeout and
+resumed as a zombie. The projections must equal values computed here: no reading
+lost, none doubled (librdkafka's mock cluster, chDB shared through tests/store_server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.log.base import TopicPartition
+from projections.store.chdb import ChdbStore
+from projections.writer import ProjectionWriter
+from tests.runtime.test_faust_runtime import produce, telemetry
+from tests.store_server import RemoteStore, StoreServer
+
+pytest.importorskip("faust")
+
+pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.runtime.worker_main", *args],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.strip() == "started", f"worker did not start: {log.read_text()[-2000:]}"
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+        self.proc.wait(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+def committed(writer: ProjectionWriter, ends: dict[TopicPartition, int]) -> tuple[int, bool]:
+    p = writer.progress("faust-app")
+    done = sum(min(p.positions.get(tp, 0), e) for tp, e in ends.items())
+    return done, not p.pending
+
+
+def wait_for(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_kill_and_zombie_leave_projections_exact(
+    kafka_bootstrap: str, store: ChdbStore, tmp_path: Path
+) -> None:
+    prefix = f"w{uuid.uuid4().hex[:8]}-"
+    first, second = telemetry(1500), telemetry(1500)
+    for _, e in second:  # other timestamps than the first half
+        for s in e["samples"]:
+            s["ts_us"] += 10**12
+    ends = asyncio.run(produce(kafka_bootstrap, prefix, first, garbage=0))
+    total = sum(ends.values())
+    with StoreServer(store) as server:
+        writer = ProjectionWriter(RemoteStore(server.url))
+
+        def start(name: str) -> Worker:
+            args = [kafka_bootstrap, prefix, "faust-app", server.url, str(tmp_path / name)]
+            return Worker(args, tmp_path / f"{name}.log")
+
+        a, b = start("a"), start("b")
+        workers = [a, b]
+        try:
+            wait_for(lambda: committed(writer, ends)[0] >= total * 0.2, 90, "a fifth of it")
+            a.signal(signal.SIGKILL)  # anywhere: mid-write, between intent and commit, ...
+            a.proc.wait(10)
+            workers.append(a2 := start("a2"))
+            ends = asyncio.run(produce(kafka_bootstrap, prefix, second, garbage=0))
+            total = sum(ends.values())
+            wait_for(lambda: committed(writer, ends)[0] >= total * 0.5, 120, "half of it")
+            # frozen past the session timeout: a2 takes its partitions; b resumes as a
+            # zombie with a write possibly in flight, and must be fenced
+            b.signal(signal.SIGSTOP)
+            time.sleep(9)
+            b.signal(signal.SIGCONT)
+            wait_for(lambda: committed(writer, ends) == (total, True), 180, "all of it")
+            time.sleep(1.5)  # a zombie's late insert would land now
+        finally:
+            for w in workers:
+                w.stop()
+        logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert a2.proc.returncode is not None
+
+    events = first + second
+    readings = sum(len(e["samples"]) for _, e in events)
+    total_value = sum(s["values"]["t"] for _, e in events for s in e["samples"])
+
+    def row(sql: str) -> list[Any]:
+        return list(store.execute(sql).rows[0])
+
+    assert row(
+        "SELECT count(), sum(value), uniqExact(identity, signal, ts) FROM millrace.readings"
+    ) == [readings, total_value, readings], logs[-3000:]
+    assert row("SELECT sum(count), sum(sum) FROM millrace.agg_1m FINAL") == [
+        readings,
+        total_value,
+    ]
+    assert row("SELECT sum(count) FROM millrace.agg_1h FINAL") == [readings]
+    assert row("SELECT count() FROM millrace.latest FINAL") == [6]
+    assert os.environ.get("MILLRACE_KEEP") is None or print(logs)
