@@ -8,7 +8,15 @@ PORT    ?= 8080
 DATA    ?= ./data
 ARGS    ?=
 
-.PHONY: run test lint typecheck bench clean install
+.PHONY: run test lint typecheck bench clean install peers
+
+# Test peers from Debian: the Mosquitto MQTT broker (the tests start and stop their own
+# broker on a free port; the package's system service is not used).
+peers:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  echo "installing mosquitto (Debian package) for the MQTT tests"; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; }
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,7 +38,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) peers lint typecheck
 	$(BIN)/python -m pytest -q -rs -p no:cacheprovider $(ARGS)
 
 bench: $(STAMP)

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from api import errors
 from api.context import AppContext
 from api.middleware import AuthenticationMiddleware
-from api.routers import deadletters, ingest, signals, sql, system
+from api.routers import config, connectors, deadletters, ingest, signals, sql, system
 
 API_PREFIX = "/api/v1"
 
@@ -23,7 +23,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (ingest, signals, sql, system, deadletters):
+    for module in (ingest, signals, sql, system, deadletters, config, connectors):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(AuthenticationMiddleware, keys=ctx.keys)
     return app

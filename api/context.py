@@ -43,6 +43,7 @@ class AppContext:
     clock: Callable[[], int] = _now_us
     status: Callable[[], dict[str, Any]] = dict
     on_ingest: Callable[[], None] = lambda: None
+    connectors: Callable[[], list[dict[str, Any]]] = list
 
 
 def context(request: Request) -> AppContext:

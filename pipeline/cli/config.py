@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.simulator import SimulatorConfig
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.commissioning import Commissioning
 from pipeline.log.local import LocalLogConfig
 
 
@@ -59,10 +62,23 @@ class DistributedConfig(BaseModel):
 
 
 class MillraceConfig(BaseModel):
-    """Everything ``millrace run`` (and the distributed commands) need."""
+    """Everything ``millrace run`` (and the distributed commands) need.
+
+    The connectors come from a commissioning file: either its sections right here
+    (``service``, ``connections``, ``endpoints``, ``mappings``) or a separate file
+    named by ``commissioning``. They are validated by
+    ``connectors.commissioning`` (see :func:`commissioning_of`).
+    """
 
     model_config = ConfigDict(extra="forbid")
     data_dir: Path = Path("./data")
+    commissioning: Path | None = Field(None, description="a separate commissioning file")
+    service: str | None = None
+    description: str = ""
+    version: int = 1
+    connections: dict[str, Any] = {}
+    endpoints: list[Any] = []
+    mappings: list[Any] = []
     distributed: DistributedConfig = DistributedConfig()
     api: ApiConfig = ApiConfig()
     ingest: IngestConfig = IngestConfig()
@@ -80,6 +96,36 @@ ENV_OVERRIDES = {
     "MILLRACE_TOPIC_PREFIX": ("distributed", "topic_prefix"),
     "MILLRACE_CLICKHOUSE_URL": ("distributed", "clickhouse_url"),
 }
+
+
+def commissioning_of(cfg: MillraceConfig, base: Path | None = None) -> Commissioning | None:
+    """The connectors to run: the file's own sections, or the file they name.
+
+    Every violation is reported at once (ConfigError); ``${ENV}`` references must be
+    set. ``base`` resolves a relative ``commissioning`` path (the config's folder).
+    """
+    from connectors.commissioning import load_commissioning, validate_document
+
+    if cfg.commissioning is not None:
+        path = cfg.commissioning
+        if base is not None and not path.is_absolute():
+            path = base / path
+        return load_commissioning(path)
+    if not cfg.connections:
+        return None
+    doc = {
+        "version": cfg.version,
+        "service": cfg.service or "default",
+        "connections": cfg.connections,
+        "endpoints": cfg.endpoints,
+        "mappings": cfg.mappings,
+    }
+    result, violations = validate_document(doc)
+    unset = [v for v in violations if v.level == "warning" and "environment" in v.description]
+    if result is None or unset:
+        errors = [v for v in violations if v.level == "error"] + unset
+        raise ConfigError("\n".join(v.line() for v in errors))
+    return result
 
 
 def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

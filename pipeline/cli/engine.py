@@ -18,6 +18,8 @@ from typing import Any
 
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
+from connectors.commissioning import Commissioning
+from connectors.manager import ConnectorManager, route_commands
 from connectors.simulator import SimulatorConnector
 from pipeline.cli.config import MillraceConfig
 from pipeline.codec import default_codec
@@ -41,7 +43,7 @@ def processors() -> list[Any]:
 class Engine:
     """One process: the local log, chDB projections, the runtime, connectors, API."""
 
-    def __init__(self, config: MillraceConfig) -> None:
+    def __init__(self, config: MillraceConfig, commissioning: Commissioning | None = None) -> None:
         self.config = config
         data = Path(config.data_dir)
         self.log = LocalEventLog(data / "log", config.log)
@@ -60,6 +62,7 @@ class Engine:
         self.connectors: list[Connector] = []
         if config.simulator.devices > 0:
             self.connectors.append(SimulatorConnector(config.simulator))
+        self.manager = ConnectorManager(commissioning or Commissioning(), spool_root=data / "spool")
         self.keys = KeyStore(data / "api_keys.json", os.environ.get("MILLRACE_API_KEY") or None)
         self.started_us = time.time_ns() // 1000
 
@@ -92,7 +95,8 @@ class Engine:
             "lag_records": self.lag(),
             "runtime": stats,
             "published": self.publisher.published,
-            "connectors": [{"name": c.name, "stats": _connector_stats(c)} for c in self.connectors],
+            "connectors": [{"name": c.name, "stats": _connector_stats(c)} for c in self.connectors]
+            + self.manager.snapshot(),
         }
 
     def app_context(self) -> AppContext:
@@ -110,6 +114,7 @@ class Engine:
             ),
             status=self.status,
             on_ingest=self.runtime.wake,
+            connectors=self.manager.snapshot,
         )
 
     async def serve(self, stop: asyncio.Event, with_api: bool = True) -> None:
@@ -122,6 +127,10 @@ class Engine:
         upkeep_task = asyncio.create_task(self._upkeep(stop), name="log-upkeep")
         for c in self.connectors:
             await c.start(self.publisher)
+        await self.manager.start(self.publisher)
+        commands_task = asyncio.create_task(
+            route_commands(self.log, self.manager, stop, self.publisher), name="commands"
+        )
         server = None
         if with_api:
             app = create_app(self.app_context())
@@ -145,6 +154,9 @@ class Engine:
                 await api_task
         for c in self.connectors:
             await c.stop()
+        await self.manager.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(commands_task, 5)
         upkeep_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep_task

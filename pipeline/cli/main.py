@@ -38,7 +38,7 @@ def run(
     config: ConfigFile = None,
 ) -> None:
     """Run everything in one process: log, connectors, processors and the API."""
-    from pipeline.cli.config import load_config
+    from pipeline.cli.config import commissioning_of, load_config
     from pipeline.cli.engine import Engine, announce_key
 
     logging.basicConfig(
@@ -48,7 +48,8 @@ def run(
         cfg = load_config(
             config, {("data_dir",): data_dir, ("api", "host"): host, ("api", "port"): port}
         )
-        engine = Engine(cfg)
+        commissioning = commissioning_of(cfg, config.parent if config else None)
+        engine = Engine(cfg, commissioning)
         engine.open()
     except MillraceError as exc:
         _fail(exc)
@@ -179,6 +180,114 @@ def replay(data_dir: DataDir = None, config: ConfigFile = None) -> None:
         replay_all(config, data_dir)
     except MillraceError as exc:
         _fail(exc)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="commissioning file (YAML)")],
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Check a commissioning file: every violation as `level json_path: description`;
+    exit 1 when there are errors (warnings alone pass)."""
+    from connectors.commissioning import validate_text
+
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        _fail(exc)
+        return
+    _, violations = validate_text(text)
+    failed = any(v.level == "error" for v in violations)
+    if fmt == "json":
+        typer.echo(
+            json.dumps(
+                {
+                    "status": "failed" if failed else "passed",
+                    "violations": [v.model_dump() for v in violations],
+                }
+            )
+        )
+    else:
+        for v in violations:
+            typer.echo(v.line())
+        errors = sum(v.level == "error" for v in violations)
+        typer.echo(
+            f"{file}: {'failed' if failed else 'passed'} "
+            f"({errors} errors, {len(violations) - errors} warnings)",
+            err=True,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def template(
+    protocol: Annotated[str, typer.Argument(help="opcua, modbus, mqtt, files or simulator")],
+) -> None:
+    """Print a commented commissioning file for PROTOCOL."""
+    from connectors.registry import protocols
+
+    spec = protocols().get(protocol)
+    if spec is None:
+        _fail(ValueError(f"no protocol {protocol!r}; one of {', '.join(sorted(protocols()))}"))
+        return
+    typer.echo(spec.template, nl=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of commissioning files (for editors)."""
+    from connectors.schema import commissioning_json_schema
+
+    typer.echo(json.dumps(commissioning_json_schema(), indent=2))
+
+
+@app.command()
+def browse(
+    url: Annotated[str, typer.Argument(help="opc.tcp://host:port[/path]")],
+    start: Annotated[str | None, typer.Option(help="node id to start at (Objects)")] = None,
+    depth: Annotated[int, typer.Option(help="levels to descend")] = 5,
+    username: Annotated[str | None, typer.Option(help="user name")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """List the variables of an OPC UA server (password from MILLRACE_OPCUA_PASSWORD)."""
+    import os
+
+    from connectors.opcua.browse import browse as opcua_browse
+
+    try:
+        nodes = asyncio.run(
+            opcua_browse(
+                url,
+                start=start,
+                depth=depth,
+                username=username,
+                password=os.environ.get("MILLRACE_OPCUA_PASSWORD"),
+            )
+        )
+    except Exception as exc:
+        _fail(exc)
+        return
+    rows = [n if isinstance(n, dict) else _as_dict(n) for n in nodes]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = list(rows[0]) if rows else ["node_id"]
+    t = Table(*cols)
+    for r in rows:
+        t.add_row(*(str(r.get(c, "")) for c in cols))
+    Console().print(t)
+
+
+def _as_dict(obj: object) -> dict[str, object]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return dict(vars(obj))
 
 
 @app.command()

@@ -1,0 +1,32 @@
+"""The connectors running in this process: state, info and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from api.auth import Principal
+from api.context import AppContext, context, viewer
+from api.errors import ApiError
+from api.responses import JsonResponse
+
+router = APIRouter(tags=["connectors"])
+
+
+@router.get("/connectors", summary="Connectors and their metrics")
+async def list_connectors(
+    ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+) -> JsonResponse:
+    """Each connection of the commissioning file: desired and current state, the
+    last info (e.g. "Host not reachable"), and metrics (readings/s, errors,
+    reconnects, buffered events, ...)."""
+    return JsonResponse({"data": ctx.connectors()})
+
+
+@router.get("/connectors/{name}", summary="One connector")
+async def get_connector(
+    name: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+) -> JsonResponse:
+    for c in ctx.connectors():
+        if c["name"] == name:
+            return JsonResponse({"data": c})
+    raise ApiError(404, "not_found", f"name: no connector {name!r}")

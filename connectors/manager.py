@@ -1,0 +1,145 @@
+"""ConnectorManager: the connectors a commissioning file names, run together.
+
+Builds one :class:`ProtocolConnector` per enabled connection (each with its own
+store-and-forward directory), starts and stops them, routes Command events to the
+connector that can write the target, and gives the API their state and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from connectors._common.base import ProtocolConnector
+from connectors.commissioning import Commissioning
+from connectors.registry import protocols
+from pipeline.connector import EventPublisher
+from pipeline.errors import ConnectorError
+
+log = logging.getLogger("millrace.connectors")
+
+
+class ConnectorManager:
+    def __init__(
+        self,
+        commissioning: Commissioning,
+        spool_root: Path | None = None,
+        runner: str | None = None,
+    ) -> None:
+        self.commissioning = commissioning
+        specs = protocols()
+        self.connectors: dict[str, ProtocolConnector] = {}
+        for name, conn in commissioning.connections.items():
+            if not conn.enabled:
+                continue
+            cls = specs[conn.protocol].connector_class()
+            self.connectors[name] = cls(
+                name,
+                conn,
+                commissioning.endpoints_of(name),
+                commissioning.mappings_of(name),
+                service=commissioning.service,
+                spool_dir=spool_root / name if spool_root is not None else None,
+                runner=runner,
+            )
+        self._seen_commands: dict[str, None] = {}
+
+    def __len__(self) -> int:
+        return len(self.connectors)
+
+    async def start(self, publisher: EventPublisher) -> None:
+        for c in self.connectors.values():
+            await c.start(publisher)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self.connectors.values()))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [c.snapshot() for c in self.connectors.values()]
+
+    async def dispatch(self, command: dict[str, Any]) -> str | None:
+        """Write a Command to the connector that handles its target.
+
+        Returns the connector name, or None when no connector of this process can
+        write it (another ``millrace connect`` may). A replayed command id is ignored.
+        """
+        cid = command.get("command_id", "")
+        if cid in self._seen_commands:
+            return None
+        self._seen_commands[cid] = None
+        if len(self._seen_commands) > 100_000:
+            self._seen_commands.pop(next(iter(self._seen_commands)))
+        expires = command.get("expires_us")
+        for name, c in self.connectors.items():
+            if c.handles(command["identity"], command["resource"]):
+                if expires is not None and c.now_us() > expires:
+                    log.warning("command %s expired before it was written", cid)
+                    return None
+                try:
+                    await c.execute(command)
+                except ConnectorError as exc:
+                    log.warning("command %s failed: %s", cid, exc)
+                return name
+        return None
+
+
+async def route_commands(
+    event_log: Any,
+    manager: ConnectorManager,
+    stop: asyncio.Event,
+    publisher: EventPublisher | None = None,
+    group: str = "millrace-connectors",
+    idle_s: float = 0.2,
+) -> None:
+    """Follow the ``commands`` topic and hand each Command to ``manager``.
+
+    Offsets are committed per partition after dispatch under ``group``, so a restart
+    resumes after the last routed command; a replayed one is ignored by its id. A
+    Command that cannot be decoded goes to ``deadletter``.
+    """
+    from pipeline.codec import default_codec
+    from pipeline.errors import DecodeError
+    from pipeline.log.base import TopicPartition
+    from pipeline.processors.base import dead_letter
+    from pipeline.topics import COMMANDS, DEADLETTER
+
+    codec = default_codec()
+    tps = [TopicPartition(COMMANDS, p) for p in range(event_log.partitions(COMMANDS))]
+    positions = {tp: (await event_log.committed(group, tp)) or 0 for tp in tps}
+    while not stop.is_set():
+        busy = False
+        for tp in tps:
+            records = await event_log.read(tp.topic, tp.partition, positions[tp], 500)
+            if not records:
+                continue
+            busy = True
+            for r in records:
+                try:
+                    command = codec.decode(COMMANDS, r.value)
+                except DecodeError as exc:
+                    log.warning("undecodable command at %s/%d@%d", tp.topic, tp.partition, r.offset)
+                    if publisher is not None:
+                        dl = dead_letter(
+                            None,
+                            reason=str(exc),
+                            error_type=type(exc).__name__,
+                            stage="command",
+                            ts_us=r.timestamp_us,
+                            payload=r.value,
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            offset=r.offset,
+                            key=r.key,
+                        )
+                        await publisher.publish(DEADLETTER, [(str(r.key or b""), dl)])
+                    continue
+                await manager.dispatch(dict(command))
+            positions[tp] = records[-1].offset + 1
+            await event_log.commit(group, {tp: positions[tp]})
+        if not busy:
+            try:
+                await asyncio.wait_for(stop.wait(), idle_s)
+            except TimeoutError:
+                pass

@@ -1,0 +1,148 @@
+"""The commissioning file as a whole: every violation with its path, ${ENV}
+references, the simulator protocol under the manager, Command routing, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.commissioning import load_commissioning, validate_text
+from connectors.manager import ConnectorManager, route_commands
+from connectors.registry import protocols
+from pipeline.cli.main import app
+from pipeline.codec import default_codec
+from pipeline.connector import MemoryEventPublisher
+from pipeline.errors import ConfigError
+from pipeline.log.base import Message
+from pipeline.log.memory import MemoryEventLog
+
+SIM = """
+service: line-1
+connections:
+  sim:
+    protocol: simulator
+    devices: 2
+    signals: 3
+    interval_ms: 20
+    batch_ms: 10
+endpoints:
+  - {connection: sim, identity: sim-0, signal: setpoint_2, writable: true, scale: 2.0}
+mappings:
+  - {connection: sim, identity: "sim-1", signal: "temperature_*", rename_signal: t1}
+"""
+
+
+def test_every_template_is_valid() -> None:
+    env = {"MILLRACE_OPCUA_PASSWORD": "x", "MQTT_PASSWORD": "x"}
+    for name, spec in protocols().items():
+        _, violations = validate_text(spec.template, env=env | _env_refs(spec.template))
+        assert [v for v in violations if v.level == "error"] == [], name
+
+
+def _env_refs(text: str) -> dict[str, str]:
+    import re
+
+    return {m: "set" for m in re.findall(r"\$\{(\w+)\}", text)}
+
+
+def test_env_references_warn_when_validating_and_fail_when_loading(tmp_path: Path) -> None:
+    text = SIM.replace("identity_prefix", "x") + "description: ${NOT_SET_ANYWHERE}\n"
+    _, violations = validate_text(text, env={})
+    assert [(v.level, v.json_path) for v in violations] == [("warning", "$.description")]
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE"):
+        load_commissioning(f, env={})
+    assert load_commissioning(f, env={"NOT_SET_ANYWHERE": "ok"}).service == "line-1"
+
+
+def test_top_level_mistakes_are_all_reported() -> None:
+    _, violations = validate_text("connections: [1]\nendpoints: {}\nextra: 1\n", env={})
+    paths = sorted(v.json_path for v in violations)
+    assert paths == ["$.connections", "$.endpoints", "$.extra"]
+    _, violations = validate_text("- a\n- b\n", env={})
+    assert violations[0].json_path == "$"
+
+
+def test_manager_runs_the_simulator_and_routes_commands() -> None:
+    result, violations = validate_text(SIM, env={})
+    assert result is not None, violations
+
+    async def main() -> None:
+        manager = ConnectorManager(result)
+        pub = MemoryEventPublisher()
+        log = MemoryEventLog()
+        await manager.start(pub)
+        codec = default_codec()
+        command = {
+            "command_id": "c-1",
+            "identity": "sim-0",
+            "resource": "setpoint_2",
+            "value": 42.0,
+            "ts_us": 1,
+            "issued_by": "test",
+            "expires_us": None,
+            "correlation_id": None,
+        }
+        await log.append(
+            "commands",
+            [
+                Message(value=codec.encode("commands", command), key=b"sim-0"),
+                Message(value=b"\x00garbage", key=b"sim-0"),
+                Message(value=codec.encode("commands", command), key=b"sim-0"),  # replay
+            ],
+        )
+        stop = asyncio.Event()
+        router = asyncio.create_task(route_commands(log, manager, stop, pub, idle_s=0.01))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await router
+        await manager.stop()
+        sim = manager.connectors["sim"]
+        assert sim.counters["commands_written"] == 1
+        values: list[dict[str, Any]] = [
+            s["values"]
+            for _, e in pub.published["telemetry"]
+            if e["identity"] == "sim-0"
+            for s in e["samples"]
+        ]
+        # the device reports 42/2 = 21 raw, scaled back by the endpoint: 42
+        assert values[-1]["setpoint_2"] == 42.0
+        sim1 = [e for _, e in pub.published["telemetry"] if e["identity"] == "sim-1"]
+        assert "t1" in sim1[0]["samples"][0]["values"]
+        assert "temperature_0" not in sim1[0]["samples"][0]["values"]
+        assert [d["stage"] for _, d in pub.published["deadletter"]] == ["command"]
+        states = [e["current_state"] for _, e in pub.published["status"]]
+        assert states[:2] == ["connecting", "running"] and states[-1] == "stopped"
+        assert await log.committed("millrace-connectors", _tp(log)) == 3
+
+    asyncio.run(main())
+
+
+def _tp(log: MemoryEventLog) -> Any:
+    from pipeline.log.base import TopicPartition, partition_for
+
+    return TopicPartition("commands", partition_for(b"sim-0", log.partitions("commands")))
+
+
+def test_cli_validate_and_template(tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["template", "simulator"])
+    assert r.exit_code == 0 and "protocol: simulator" in r.output
+    good = tmp_path / "good.yaml"
+    good.write_text(r.output)
+    r = runner.invoke(app, ["validate", str(good)])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SIM.replace("devices: 2", "devices: two").replace("batch_ms: 10", "batchms: 1"))
+    r = runner.invoke(app, ["validate", str(bad)])
+    assert r.exit_code == 1
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error ")]
+    assert any(ln.startswith("error $.connections.sim.devices: Input should be") for ln in lines)
+    assert "error $.connections.sim.batchms: unknown key" in lines
+    r = runner.invoke(app, ["template", "nope"])
+    assert r.exit_code == 1
