@@ -1,0 +1,188 @@
+"""The Modbus TCP protocol as the commissioning file sees it: models, template and the
+checks that need more than one field. Importing this never imports pymodbus."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from connectors._common.models import MappingConfig, Violation
+from connectors.registry import ProtocolSpec
+
+from .codec import register_count, resolve
+from .config import BIT_KINDS, KIND_NAMES, ModbusConnection, ModbusEndpoint
+
+TEMPLATE = """\
+# A Modbus TCP connection: one PLC polled every second, a few values of each kind.
+# Addresses are zero-based protocol addresses: "40001" in a device manual is
+# register: holding, address: 0; "30011" is register: input, address: 10.
+version: 1
+service: plant-1
+connections:
+  plc1:
+    protocol: modbus
+    host: ${MODBUS_HOST}          # set in the environment of the machine that runs it
+    port: 502
+    timeout_ms: 3000
+    unit_id: 1                    # default unit (slave) id; endpoints may override it
+    max_registers_per_read: 125   # lower it for devices that refuse long reads
+    max_gap_registers: 8          # read across gaps of up to 8 unused registers
+endpoints:
+  # a 32-bit float in two holding registers, word-swapped ("CDAB") as many PLCs store it
+  - connection: plc1
+    identity: press-7
+    signal: oil_temperature
+    register: holding
+    address: 100
+    data_type: float32
+    word_order: little
+    unit: degC
+    interval_ms: 1000
+    deadband: 0.1
+  # a raw 0..4000 count scaled to bar: value = raw * 0.0025 + 0
+  - connection: plc1
+    identity: press-7
+    signal: pressure
+    register: input
+    address: 10
+    data_type: uint16
+    scale: 0.0025
+    unit: bar
+  # a 32-bit counter
+  - connection: plc1
+    identity: press-7
+    signal: strokes
+    register: input
+    address: 12
+    data_type: uint32
+  # a setpoint operators may change: Commands for press-7/setpoint are written back
+  - connection: plc1
+    identity: press-7
+    signal: setpoint
+    register: holding
+    address: 102
+    data_type: int16
+    scale: 0.1
+    writable: true
+  # a coil that can be switched, and a discrete input read every 200 ms
+  - connection: plc1
+    identity: press-7
+    signal: pump_on
+    register: coil
+    address: 0
+    writable: true
+  - connection: plc1
+    identity: press-7
+    signal: door_open
+    register: discrete
+    address: 3
+    interval_ms: 200
+  # ten registers of text (20 characters), trailing NULs removed
+  - connection: plc1
+    identity: press-7
+    signal: recipe
+    register: holding
+    address: 200
+    data_type: string
+    length: 10
+  # a value of another unit behind the same gateway
+  - connection: plc1
+    identity: meter-2
+    signal: energy
+    register: holding
+    address: 0
+    data_type: float64
+    unit_id: 2
+    unit: kWh
+    interval_ms: 5000
+"""
+
+
+def _err(path: str, text: str) -> Violation:
+    return Violation(level="error", json_path=path, description=text)
+
+
+def _warn(path: str, text: str) -> Violation:
+    return Violation(level="warning", json_path=path, description=text)
+
+
+def check(
+    name: str,
+    connection: ModbusConnection,
+    endpoints: Sequence[tuple[int, ModbusEndpoint]],
+    mappings: Sequence[tuple[int, MappingConfig]],
+) -> list[Violation]:
+    """What the models alone cannot see: type vs register kind, write access, ranges.
+    Overlapping endpoints are allowed (a float and its two halves may both be wanted)."""
+    out: list[Violation] = []
+    for i, ep in endpoints:
+        path = f"$.endpoints[{i}]"
+        out.extend(endpoint_violations(path, connection, ep))
+    for i, m in mappings:
+        if m.topic is not None:
+            out.append(
+                _warn(
+                    f"$.mappings[{i}].topic",
+                    f"connection {name!r} is Modbus: topic mappings apply to MQTT and are ignored",
+                )
+            )
+    return out
+
+
+def endpoint_violations(
+    path: str, connection: ModbusConnection, ep: ModbusEndpoint
+) -> list[Violation]:
+    """The problems of one endpoint (also used by the connector, which refuses to poll
+    an endpoint that has errors rather than polling garbage)."""
+    out: list[Violation] = []
+    dtype = resolve(ep.data_type, ep.kind)
+    bits = ep.kind in BIT_KINDS
+    if bits and dtype != "bool":
+        out.append(
+            _err(
+                f"{path}.data_type",
+                f"a {KIND_NAMES[ep.kind][0]} holds one bit: data_type must be bool (or auto), "
+                f"not {dtype}",
+            )
+        )
+    if ep.writable and ep.kind not in ("holding", "coil"):
+        out.append(
+            _err(
+                f"{path}.writable",
+                f"{KIND_NAMES[ep.kind][1]} are read-only in Modbus; only holding registers "
+                "and coils can be written",
+            )
+        )
+    if dtype == "string" and ep.length is None:
+        out.append(_err(f"{path}.length", "a string needs its length in registers"))
+        return out
+    if ep.length is not None and dtype != "string":
+        out.append(_warn(f"{path}.length", f"length applies to strings only; {dtype} ignores it"))
+    size = 1 if bits else register_count(dtype, ep.length)
+    if ep.address + size - 1 > 65535:
+        out.append(
+            _err(
+                f"{path}.address",
+                f"{dtype} at {ep.address} needs {size} registers and runs past address 65535",
+            )
+        )
+    if not bits and size > connection.max_registers_per_read:
+        out.append(
+            _err(
+                f"{path}.length",
+                f"{size} registers exceed max_registers_per_read "
+                f"({connection.max_registers_per_read}) of the connection",
+            )
+        )
+    if dtype in ("bool", "string") and (ep.scale != 1.0 or ep.offset != 0.0):
+        out.append(_warn(f"{path}.scale", f"scale/offset apply to numbers; a {dtype} ignores them"))
+    return out
+
+
+SPEC = ProtocolSpec(
+    name="modbus",
+    connection_model=ModbusConnection,
+    endpoint_model=ModbusEndpoint,
+    connector_path="connectors.modbus.connector:ModbusConnector",
+    template=TEMPLATE,
+    check=check,
+)
