@@ -179,21 +179,28 @@ def validate_document(
             continue
         conn_name = raw.get("connection")
         conn = result.connections.get(str(conn_name)) if conn_name is not None else None
+        proto = conn.protocol if conn is not None else None
         if conn is None:
+            raw_conn = top.connections.get(str(conn_name)) if conn_name is not None else None
             if conn_name is None:
                 desc = "field required"
-            elif conn_name in top.connections:
+            elif raw_conn is not None:
                 desc = f"connection {conn_name!r} is invalid (see its violations)"
+                if isinstance(raw_conn, Mapping) and raw_conn.get("protocol") in specs:
+                    proto = str(raw_conn["protocol"])  # still check the endpoint itself
             else:
                 desc = f"no connection named {conn_name!r} under $.connections"
             violations.append(
                 Violation(level="error", json_path=f"{path}.connection", description=desc)
             )
+        if proto is None:
             continue
         try:
-            ep = specs[conn.protocol].endpoint_model.model_validate(raw)
+            ep = specs[proto].endpoint_model.model_validate(raw)
         except ValidationError as exc:
             violations.extend(_pydantic_violations(exc, path))
+            continue
+        if conn is None:
             continue
         key = (ep.identity, ep.signal)
         if key in seen:

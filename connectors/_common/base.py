@@ -197,6 +197,8 @@ class ProtocolConnector(Connector):
         if quality == 0:
             self._last_value[key] = value
         identity, signal, value = self._map(identity, signal, value)
+        if value is None:  # no value (e.g. a bad-quality reading): the schema has no null
+            value = math.nan
         if isinstance(value, float) and not math.isfinite(value):
             value = str(value)  # NaN/inf are kept as text rather than lost
         sample = self._pending.setdefault(identity, {}).setdefault((ts, quality), {})
@@ -369,7 +371,8 @@ class ProtocolConnector(Connector):
         backoff = Backoff(r.initial_ms / 1000, r.max_ms / 1000, r.factor, r.jitter)
         first = True
         while True:
-            self._set_state("connecting" if first else "reconnecting", self._state[1])
+            if self._state[0] != "error":  # retries after an error stay "error"
+                self._set_state("connecting" if first else "reconnecting", self._state[1])
             try:
                 await self.connect()
             except asyncio.CancelledError:

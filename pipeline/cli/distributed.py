@@ -9,11 +9,14 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
+from connectors.commissioning import Commissioning
+from connectors.manager import ConnectorManager, route_commands
 from connectors.simulator import SimulatorConnector
 from pipeline.cli.config import MillraceConfig
 from pipeline.connector import Connector
@@ -44,8 +47,17 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_connect(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> None:
-    """Connectors only, producing to Kafka, until SIGINT/SIGTERM (or ``stop``)."""
+async def run_connect(
+    cfg: MillraceConfig,
+    stop: asyncio.Event | None = None,
+    commissioning: Commissioning | None = None,
+) -> None:
+    """Connectors only, producing to Kafka, until SIGINT/SIGTERM (or ``stop``).
+
+    The commissioning file's connections run under a ConnectorManager (store-and-
+    forward under ``data_dir/spool``) and Commands for their endpoints are followed on
+    the ``commands`` topic under a consumer group of this host and service.
+    """
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     event_log = kafka_log(cfg)
@@ -53,16 +65,32 @@ async def run_connect(cfg: MillraceConfig, stop: asyncio.Event | None = None) ->
     connectors: list[Connector] = []
     if cfg.simulator.devices > 0:
         connectors.append(SimulatorConnector(cfg.simulator))
+    commissioning = commissioning or Commissioning()
+    manager = ConnectorManager(commissioning, spool_root=Path(cfg.data_dir) / "spool")
     publisher = LogPublisher(event_log)
+    router = None
     try:
         for c in connectors:
             c.init()
             await c.start(publisher)
-        log.info("millrace connect: %d connector(s) producing to Kafka", len(connectors))
+        await manager.start(publisher)
+        if len(manager):
+            group = f"millrace-connectors-{commissioning.service}-{socket.gethostname()}"
+            router = asyncio.create_task(
+                route_commands(event_log, manager, stop, publisher, group=group)
+            )
+        log.info(
+            "millrace connect: %d connector(s) producing to Kafka",
+            len(connectors) + len(manager),
+        )
         await stop.wait()
     finally:
         for c in connectors:
             await c.stop()
+        await manager.stop()
+        if router is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(router, 5)
         await event_log.close()
 
 

@@ -25,6 +25,16 @@ DataDir = Annotated[
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML configuration file")]
 
 
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # protocol libraries log a traceback for every lost connection; the connectors
+    # report those as ResourceStatus with a clear reason instead
+    for name in ("asyncua", "pymodbus", "aiomqtt"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
@@ -41,9 +51,7 @@ def run(
     from pipeline.cli.config import commissioning_of, load_config
     from pipeline.cli.engine import Engine, announce_key
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging()
     try:
         cfg = load_config(
             config, {("data_dir",): data_dir, ("api", "host"): host, ("api", "port"): port}
@@ -85,14 +93,14 @@ def run(
 def connect(config: ConfigFile = None) -> None:
     """Distributed mode: run the configured connectors, producing to Kafka
     (MILLRACE_KAFKA_BOOTSTRAP)."""
-    from pipeline.cli.config import load_config
+    from pipeline.cli.config import commissioning_of, load_config
     from pipeline.cli.distributed import run_connect
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging()
     try:
-        asyncio.run(run_connect(load_config(config)))
+        cfg = load_config(config)
+        commissioning = commissioning_of(cfg, config.parent if config else None)
+        asyncio.run(run_connect(cfg, commissioning=commissioning))
     except MillraceError as exc:
         _fail(exc)
 
@@ -104,9 +112,7 @@ def process(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     from pipeline.cli.config import load_config
     from pipeline.cli.distributed import run_process
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging()
     try:
         asyncio.run(run_process(load_config(config, {("data_dir",): data_dir})))
     except MillraceError as exc:
@@ -124,9 +130,7 @@ def api_command(
     from pipeline.cli.config import load_config
     from pipeline.cli.distributed import run_api
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging()
     try:
         cfg = load_config(config, {("api", "host"): host, ("api", "port"): port})
         asyncio.run(run_api(cfg))
