@@ -343,6 +343,11 @@ class ProtocolConnector(Connector):
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
+        while pending := [t for t in tasks if not t.done()]:
+            # a cancel can be swallowed by a library's wait_for: repeat until they end
+            await asyncio.wait(pending, timeout=0.5)
+            for t in pending:
+                t.cancel()
         for t in tasks:
             try:
                 await t
@@ -419,8 +424,9 @@ class ProtocolConnector(Connector):
     async def _flusher(self) -> None:
         period = self.connection.batch_ms / 1000
         while True:
-            try:
-                await asyncio.wait_for(self._flush_now.wait(), period)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                async with asyncio.timeout(period):
+                    await self._flush_now.wait()
             except TimeoutError:
                 pass
             self._flush_now.clear()

@@ -1,0 +1,517 @@
+"""The MQTT connector: aiomqtt (paho-mqtt underneath) subscribed to a broker.
+
+:meth:`MqttConnector.connect` opens the session and subscribes to every endpoint and
+mapping topic filter with its QoS, each time: after a broker restart (or with a clean
+session) the broker has forgotten them. :meth:`serve` maps each message to readings;
+a payload that cannot be used becomes a dead letter keyed by its topic and the next
+message is read. When the broker connection drops, ``serve`` raises and the base class
+reconnects with backoff and reports the gap.
+
+Message routing: a message goes to every endpoint and mapping whose filter matches its
+topic (the broker delivers it once even when several subscriptions match it, as
+Mosquitto does by default; MQTT 3.1.1 lets other brokers deliver it once per matching
+subscription, so overlapping filters on those brokers may repeat a reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.client import MQTT_LOG_ERR
+from paho.mqtt.reasoncodes import ReasonCode
+
+from connectors._common.base import ProtocolConnector
+from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from pipeline.errors import ConnectorError
+
+from .config import MqttConnection, MqttEndpoint
+from .jsonpath import JsonPathError, compile_path
+from .payload import (
+    MAX_IDENTITY,
+    DecodeError,
+    MappingSpec,
+    ValueSpec,
+    command_payload,
+    endpoint_reading,
+    mapping_readings,
+)
+from .topics import (
+    TemplatePattern,
+    TopicError,
+    TopicRouter,
+    command_topic,
+    filter_problem,
+    has_level_refs,
+    render,
+)
+
+log = logging.getLogger("millrace.connectors.mqtt")
+
+# CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes onto them)
+_REFUSAL_HINTS = {
+    133: " (client_id rejected)",
+    134: " (check username and password)",
+    135: " (check username and password, and the broker's access rules)",
+    136: " (broker unavailable)",
+}
+
+
+@dataclass
+class _EndpointRoute:
+    endpoint: MqttEndpoint
+    spec: ValueSpec
+    templated: bool
+    pattern: TemplatePattern | None  # writable templated endpoints: which commands fit
+    label: str
+
+
+@dataclass
+class _MappingRoute:
+    mapping: MappingConfig
+    spec: MappingSpec
+    label: str
+
+
+_Route = _EndpointRoute | _MappingRoute
+
+
+class MqttConnector(ProtocolConnector):
+    """Subscribes to a broker; endpoints and payload mappings become readings."""
+
+    protocol = "mqtt"
+    connection: MqttConnection
+
+    def __init__(
+        self,
+        name: str,
+        connection: ConnectionBase,
+        endpoints: Sequence[EndpointBase] = (),
+        mappings: Sequence[MappingConfig] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, connection, endpoints, mappings, **kwargs)
+        self._client: aiomqtt.Client | None = None
+        self._entered = False
+        self._paho_error = ""
+        #: configuration the models could not reject (built in code, not validated)
+        self._problems: list[str] = []
+        self._router: TopicRouter[_Route] = TopicRouter()
+        self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
+        self._filter_endpoints: dict[str, list[MqttEndpoint]] = {}
+        self._writable_templates: list[_EndpointRoute] = []
+        self._concrete: dict[tuple[int, str, str], MqttEndpoint] = {}
+        self.counters.update(messages=0.0, unmatched_messages=0.0)
+        if not isinstance(connection, MqttConnection):
+            self._problems.append(f"connection is {type(connection).__name__}, not mqtt")
+        for ep in self.endpoints:
+            self._add_endpoint(ep)
+        for i, m in enumerate(self.mappings):
+            if m.topic is not None:
+                self._add_mapping(i, m)
+
+    async def stop(self) -> None:
+        """As the base, but a cancellation its tasks swallowed is repeated.
+
+        On Python 3.11 ``asyncio.wait_for`` (the base's flusher, BufferedPublisher)
+        returns normally when it is cancelled in the same loop iteration as the awaited
+        publish completes, so a task goes on running and ``stop()`` would wait for it
+        forever (about one test run in ten hung before this)."""
+        tasks = list(self._tasks)
+        guard = asyncio.ensure_future(_cancel_again(tasks))
+        try:
+            await super().stop()
+        finally:
+            guard.cancel()
+            await asyncio.gather(guard, return_exceptions=True)
+
+    # -- configuration ------------------------------------------------------------------
+    def _add_endpoint(self, ep: EndpointBase) -> None:
+        if not isinstance(ep, MqttEndpoint):
+            self._problems.append(f"endpoint {ep.identity}/{ep.signal} is not an mqtt endpoint")
+            return
+        label = f"endpoint {ep.identity}/{ep.signal} (topic {ep.topic})"
+        spec = ValueSpec(
+            value_path=compile_path(ep.value_path) if ep.value_path is not None else None,
+            data_type=ep.data_type,
+            timestamp_path=(
+                compile_path(ep.timestamp_path) if ep.timestamp_path is not None else None
+            ),
+            timestamp_format=ep.timestamp_format,
+        )
+        templated = has_level_refs(ep.identity) or has_level_refs(ep.signal)
+        pattern = TemplatePattern.of(ep.identity, ep.signal, ep.topic) if templated else None
+        route = _EndpointRoute(ep, spec, templated, pattern, label)
+        self._router.add(ep.topic, route)
+        self._subscribe_to(ep.topic, ep.qos)
+        self._filter_endpoints.setdefault(ep.topic, []).append(ep)
+        if templated and ep.writable:
+            self._writable_templates.append(route)
+
+    def _add_mapping(self, i: int, m: MappingConfig) -> None:
+        assert m.topic is not None
+        label = f"mapping {i} (topic {m.topic})"
+        problem = filter_problem(m.topic)
+        if problem is not None:
+            self._problems.append(f"{label}: {problem}")
+            return
+        try:
+            spec = MappingSpec(
+                values={signal: compile_path(p) for signal, p in m.values.items()},
+                identity_path=compile_path(m.identity_path) if m.identity_path else None,
+                timestamp_path=compile_path(m.timestamp_path) if m.timestamp_path else None,
+                timestamp_format=m.timestamp_format,
+            )
+        except JsonPathError as exc:
+            self._problems.append(f"{label}: {exc}")
+            return
+        if not spec.values:
+            self._problems.append(f"{label}: no values to map")
+            return
+        self._router.add(m.topic, _MappingRoute(m, spec, label))
+        self._subscribe_to(m.topic, m.qos)
+
+    def _subscribe_to(self, topic_filter: str, qos: int) -> None:
+        self._subscriptions[topic_filter] = max(qos, self._subscriptions.get(topic_filter, 0))
+
+    # -- session ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        if self._problems:
+            raise ConnectorError("invalid configuration: " + "; ".join(self._problems))
+        c = self.connection
+        try:
+            client = aiomqtt.Client(
+                c.host,
+                c.effective_port,
+                username=c.username,
+                password=c.password.get_secret_value() if c.password is not None else None,
+                identifier=c.client_id,
+                clean_session=c.clean_session,
+                keepalive=c.keepalive,
+                timeout=c.connect_timeout_s,
+                tls_context=self._tls_context() if c.tls is not None else None,
+                logger=log,
+            )
+        except ValueError as exc:  # paho rejects the settings
+            raise ConnectorError(f"invalid MQTT settings: {exc}") from exc
+        self._client = client  # disconnect() cleans up even a half-open attempt
+        closed = self._watch(client)
+        enter = asyncio.ensure_future(client.__aenter__())
+        watch = asyncio.ensure_future(closed.wait())
+        try:
+            await asyncio.wait({enter, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not enter.done():
+                # paho saw the connection close before a CONNACK (which aiomqtt would
+                # only notice at the timeout): a TLS port that wants a client
+                # certificate, a plain client on a TLS port, a broker at its limit
+                await asyncio.wait({enter}, timeout=0.2)  # a refusal arrives first
+            if not enter.done():
+                enter.cancel()
+                detail = f": {self._paho_error}" if self._paho_error else ""
+                raise ConnectorError(
+                    f"the broker closed the connection before accepting it{detail}"
+                )
+            enter.result()
+        except MqttConnectError as exc:
+            raise ConnectorError(_refusal(exc)) from exc
+        except aiomqtt.MqttError as exc:
+            raise _connect_failure(exc, c.connect_timeout_s) from exc
+        finally:
+            watch.cancel()
+            if not enter.done():
+                enter.cancel()
+            await asyncio.gather(enter, watch, return_exceptions=True)
+        self._entered = True
+        await self._subscribe(client)
+
+    def _watch(self, client: aiomqtt.Client) -> asyncio.Event:
+        """An event set when paho closes the connection, and the last error paho logs
+        (its words for a failed read or write) kept for the status info."""
+        paho = client._client
+        loop = asyncio.get_running_loop()
+        closed = asyncio.Event()
+        aiomqtt_on_disconnect = paho.on_disconnect
+        self._paho_error = ""
+
+        def on_disconnect(*args: Any) -> None:
+            loop.call_soon_threadsafe(closed.set)
+            if aiomqtt_on_disconnect is not None:
+                aiomqtt_on_disconnect(*args)
+
+        def on_log(_client: Any, _userdata: Any, level: int, buf: str) -> None:
+            if level == MQTT_LOG_ERR:
+                self._paho_error = buf
+
+        paho.on_disconnect = on_disconnect
+        paho.on_log = on_log
+        return closed
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        subs = list(self._subscriptions.items())
+        if not subs:
+            return
+        try:
+            granted = await client.subscribe(subs)
+        except aiomqtt.MqttError as exc:
+            raise ConnectorError(f"subscribe failed: {exc}") from exc
+        codes: list[object] = list(granted)
+        for (topic_filter, _), code in zip(subs, codes, strict=False):
+            if isinstance(code, ReasonCode):
+                failed = code.is_failure
+            else:
+                failed = isinstance(code, int) and code >= 0x80
+            info = f"subscription to {topic_filter!r} refused by the broker: {code}"
+            if failed:
+                log.warning("%s: %s", self.resource_id, info)
+            for ep in self._filter_endpoints.get(topic_filter, ()):
+                if failed:
+                    self.endpoint_state(ep, "error", info)
+                else:
+                    self.endpoint_state(ep, "running", "")
+
+    async def serve(self) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectorError("not connected")
+        try:
+            async for message in client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes):
+                    payload = str(payload).encode() if payload is not None else b""
+                await self._handle(message.topic.value, payload)
+        except aiomqtt.MqttError as exc:
+            cause = exc.__cause__
+            detail = str(cause) if cause is not None else str(exc)
+            if self._paho_error:
+                detail += f"; {self._paho_error}"
+            raise ConnectorError(f"broker connection lost ({detail})") from exc
+
+    async def disconnect(self) -> None:
+        client, self._client = self._client, None
+        entered, self._entered = self._entered, False
+        if client is None:
+            return
+        try:
+            if entered:
+                await asyncio.wait_for(
+                    client.__aexit__(None, None, None), self.connection.connect_timeout_s
+                )
+        except Exception:
+            log.debug("%s: MQTT disconnect failed", self.resource_id, exc_info=True)
+        finally:
+            # aiomqtt leaves paho's socket open when the broker never answered the
+            # CONNECT (timeout) or the session broke: close it so no descriptor leaks.
+            try:
+                client._client._reset_sockets()
+            except Exception:  # pragma: no cover - private API of paho changed
+                log.debug("%s: closing the MQTT socket failed", self.resource_id, exc_info=True)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.connection.tls
+        assert tls is not None
+        try:
+            ctx = ssl.create_default_context(cafile=tls.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectorError(
+                f"TLS: cannot load ca_file {tls.ca_file}: {_os_text(exc)}"
+            ) from exc
+        if tls.cert_file:
+            try:
+                ctx.load_cert_chain(tls.cert_file, tls.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConnectorError(
+                    f"TLS: cannot load cert_file/key_file {tls.cert_file}: {_os_text(exc)}"
+                ) from exc
+        ctx.check_hostname = not tls.insecure
+        return ctx
+
+    # -- messages -------------------------------------------------------------------------
+    async def _handle(self, topic: str, payload: bytes) -> None:
+        """Readings of one message, for every endpoint and mapping it matches."""
+        self.counters["messages"] += 1
+        routes = self._router.lookup(topic)
+        if not routes:
+            # e.g. a subscription a persistent session kept from an older configuration
+            self.counters["unmatched_messages"] += 1
+            return
+        levels = topic.split("/")
+        for route in routes:
+            if isinstance(route, _EndpointRoute):
+                await self._endpoint_message(route, topic, levels, payload)
+            else:
+                await self._mapping_message(route, topic, levels, payload)
+
+    async def _endpoint_message(
+        self, route: _EndpointRoute, topic: str, levels: list[str], payload: bytes
+    ) -> None:
+        ep = route.endpoint
+        try:
+            value, ts = endpoint_reading(payload, route.spec)
+            if route.templated:
+                ep = self._concrete_endpoint(
+                    ep, _name(render(ep.identity, levels)), _name(render(ep.signal, levels))
+                )
+        except (DecodeError, TopicError) as exc:
+            await self.dead_letter(payload, f"{route.label}: {exc}", "DecodeError", key=topic)
+            return
+        self.emit(ep, value, ts)
+
+    async def _mapping_message(
+        self, route: _MappingRoute, topic: str, levels: list[str], payload: bytes
+    ) -> None:
+        m = route.mapping
+        try:
+            result = mapping_readings(payload, route.spec)
+            identity = result.identity or _name(render(m.identity, levels))
+            values = [(_name(render(s, levels)), v) for s, v in result.values]
+        except (DecodeError, TopicError) as exc:
+            await self.dead_letter(payload, f"{route.label}: {exc}", "DecodeError", key=topic)
+            return
+        scaled = m.scale != 1.0 or m.offset != 0.0
+        for signal, value in values:
+            if scaled and isinstance(value, int | float) and not isinstance(value, bool):
+                value = value * m.scale + m.offset
+            self.emit_reading(identity, signal, value, result.ts_us)
+        if result.errors:
+            await self.dead_letter(
+                payload, f"{route.label}: " + "; ".join(result.errors), "DecodeError", key=topic
+            )
+
+    def _concrete_endpoint(self, ep: MqttEndpoint, identity: str, signal: str) -> MqttEndpoint:
+        """A templated endpoint with the identity/signal of one topic (cached)."""
+        key = (id(ep), identity, signal)
+        found = self._concrete.get(key)
+        if found is None:
+            found = ep.model_copy(update={"identity": identity, "signal": signal})
+            self._concrete[key] = found
+        return found
+
+    # -- commands -------------------------------------------------------------------------
+    def _writable_template(self, identity: str, signal: str) -> MqttEndpoint | None:
+        for route in self._writable_templates:
+            assert route.pattern is not None
+            if route.pattern.matches(identity, signal):
+                return route.endpoint
+        return None
+
+    def handles(self, identity: str, signal: str) -> bool:
+        return super().handles(identity, signal) or (
+            self._writable_template(identity, signal) is not None
+        )
+
+    async def execute(self, command: dict[str, Any]) -> None:
+        """As the base, and a command for a templated endpoint (identity ``{1}``) is
+        written to the identity/signal it names when the template can produce them."""
+        key = (command["identity"], command["resource"])
+        if key not in self._by_key:
+            ep = self._writable_template(*key)
+            if ep is not None:
+                self._by_key[key] = self._concrete_endpoint(ep, *key)
+        await super().execute(command)
+
+    async def write(self, endpoint: EndpointBase, value: Any) -> None:
+        """Publish ``value`` to the command topic with QoS 1 (returns on PUBACK)."""
+        c = self.connection
+        client = self._client
+        if client is None or not self.connected:
+            raise ConnectorError("not connected to the broker")
+        if c.command_topic is None:
+            raise ConnectorError(f"connection {self.name} has no command_topic")
+        try:
+            topic = command_topic(c.command_topic, endpoint.identity, endpoint.signal)
+            payload = command_payload(
+                value,
+                c.command_format,
+                endpoint.data_type,
+                endpoint.identity,
+                endpoint.signal,
+                self.now_us(),
+            )
+        except (TopicError, DecodeError) as exc:
+            raise ConnectorError(
+                f"cannot write {endpoint.identity}/{endpoint.signal}: {exc}"
+            ) from exc
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise ConnectorError(f"publish to {topic!r} failed: {exc}") from exc
+
+
+async def _cancel_again(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel again, every 50 ms, the tasks that were cancelled and still run."""
+    while True:
+        await asyncio.sleep(0.05)
+        for t in tasks:
+            if not t.done() and t.cancelling():
+                t.cancel()
+
+
+def _name(text: str) -> str:
+    """An identity or signal taken from a topic or payload, checked like the models."""
+    if not 0 < len(text) <= MAX_IDENTITY:
+        raise TopicError(f"identity/signal {text[:40]!r} must be 1-{MAX_IDENTITY} characters")
+    return text
+
+
+def _refusal(exc: MqttConnectError) -> str:
+    rc = exc.rc
+    value = rc.value if isinstance(rc, ReasonCode) else rc
+    reason = str(rc) if isinstance(rc, ReasonCode) else str(exc)
+    hint = _REFUSAL_HINTS.get(value, "") if isinstance(value, int) else ""
+    return f"{reason}: the broker refused the connection{hint}"
+
+
+def _connect_failure(exc: aiomqtt.MqttError, timeout_s: float) -> Exception:
+    """A clear error for a failed connect: aiomqtt hides the socket error (raised
+    ``from None``) but keeps it as the context."""
+    ctx = exc.__context__
+    if str(exc) == "Operation timed out":
+        return ConnectorError(f"no answer from the broker within {timeout_s:g} s (CONNACK)")
+    if isinstance(ctx, OSError):
+        _close_sockets_of(ctx)
+    if isinstance(ctx, ssl.SSLCertVerificationError):
+        return ConnectorError(f"TLS: broker certificate not accepted: {ctx.verify_message}")
+    if isinstance(ctx, ssl.SSLError):
+        return ConnectorError(f"TLS handshake failed: {ctx.reason or ctx}")
+    if isinstance(ctx, ConnectionError) and _in_tls_handshake(ctx):
+        return ConnectorError(
+            f"TLS handshake failed: {_os_text(ctx).lower()} (is the port a TLS listener?)"
+        )
+    if isinstance(ctx, OSError):
+        return ctx  # ConnectionRefusedError, socket.gaierror...: worded by the base
+    return ConnectorError(f"MQTT connect failed: {exc}")
+
+
+def _in_tls_handshake(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "do_handshake":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _close_sockets_of(exc: BaseException) -> None:
+    """Close the sockets held by the frames ``exc`` went through.
+
+    paho does not close its socket when the TLS handshake fails: the SSLSocket is then
+    only referenced by the failed frame, and would leak until collected."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket):
+                value.close()
+        tb = tb.tb_next
+
+
+def _os_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
