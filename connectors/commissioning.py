@@ -104,16 +104,33 @@ def substitute_env(doc: Any, env: Mapping[str, str]) -> Any:
     return doc
 
 
+SECTIONS = ("version", "service", "description", "connections", "endpoints", "mappings")
+
+
 def validate_document(
-    doc: Any, env: Mapping[str, str] | None = None
+    doc: Any,
+    env: Mapping[str, str] | None = None,
+    host_model: type[BaseModel] | None = None,
 ) -> tuple[Commissioning | None, list[Violation]]:
-    """Every violation of ``doc`` (a parsed YAML document); the typed file if no errors."""
+    """Every violation of ``doc`` (a parsed YAML document); the typed file if no errors.
+
+    With ``host_model`` (the engine's configuration model), the other top-level
+    sections of a ``millrace run --config`` file are validated by it, so one file
+    can hold both.
+    """
     env = os.environ if env is None else env
     violations: list[Violation] = []
     if not isinstance(doc, Mapping):
         return None, [
             Violation(level="error", json_path="$", description="the top level must be a mapping")
         ]
+    if host_model is not None:
+        rest = {k: v for k, v in doc.items() if k not in SECTIONS}
+        doc = {k: v for k, v in doc.items() if k in SECTIONS}
+        try:
+            host_model.model_validate(rest)
+        except ValidationError as exc:
+            violations.extend(_pydantic_violations(exc, "$"))
     for loc, name in _env_refs(doc):
         if name not in env:
             violations.append(
@@ -267,12 +284,12 @@ def parse_yaml(text: str) -> tuple[Any, list[Violation]]:
 
 
 def validate_text(
-    text: str, env: Mapping[str, str] | None = None
+    text: str, env: Mapping[str, str] | None = None, host_model: type[BaseModel] | None = None
 ) -> tuple[Commissioning | None, list[Violation]]:
     doc, violations = parse_yaml(text)
     if violations:
         return None, violations
-    return validate_document(doc, env)
+    return validate_document(doc, env, host_model)
 
 
 def load_commissioning(path: Path, env: Mapping[str, str] | None = None) -> Commissioning:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from api.auth import Principal
@@ -16,6 +17,14 @@ from connectors.commissioning import validate_document, validate_text
 from connectors.registry import protocols
 
 router = APIRouter(tags=["config"])
+
+
+def _host() -> type[BaseModel]:
+    """The engine's configuration model: a `millrace run --config` file validates whole."""
+    from pipeline.cli.config import MillraceConfig
+
+    return MillraceConfig
+
 
 MAX_BYTES = 1024 * 1024
 
@@ -62,13 +71,13 @@ async def validate(request: Request, caller: Principal = Depends(viewer)) -> Jso
                 f"body: {exc}",
                 details=[{"field": "body", "message": str(exc)}],
             ) from exc
-        _, violations = validate_document(doc, env={})
+        _, violations = validate_document(doc, env={}, host_model=_host())
     else:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ApiError(400, "invalid_body", "body: not UTF-8 text") from exc
-        _, violations = validate_text(text, env={})
+        _, violations = validate_text(text, env={}, host_model=_host())
     # unset ${ENV} references say nothing about this file on this server
     violations = [v for v in violations if "environment variable" not in v.description]
     failed = any(v.level == "error" for v in violations)

@@ -147,6 +147,9 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         doc = loaded
+    if ("connections" in doc or "commissioning" in doc) and "simulator" not in doc:
+        # a plant's file runs its own connectors, not the demo devices
+        doc["simulator"] = {"devices": 0}
     for var, cfg_path in ENV_OVERRIDES.items():
         if os.environ.get(var):
             _set(doc, cfg_path, os.environ[var])

@@ -194,13 +194,15 @@ def validate(
     """Check a commissioning file: every violation as `level json_path: description`;
     exit 1 when there are errors (warnings alone pass)."""
     from connectors.commissioning import validate_text
+    from pipeline.cli.config import MillraceConfig
 
     try:
         text = file.read_text()
     except OSError as exc:
         _fail(exc)
         return
-    _, violations = validate_text(text)
+    # a commissioning file, or a `millrace run --config` file holding one
+    _, violations = validate_text(text, host_model=MillraceConfig)
     failed = any(v.level == "error" for v in violations)
     if fmt == "json":
         typer.echo(
