@@ -106,18 +106,21 @@ class Spool:
         return self._count
 
     # -- disk layout ---------------------------------------------------------------
-    def _read_segment(self, path: Path) -> list[_Entry]:
+    def _scan_segment(self, path: Path) -> tuple[list[_Entry], int, int]:
+        """The complete entries of a segment, where they end, and the file's size."""
         data = path.read_bytes()
         out, pos = [], 0
         while pos + _HEAD.size <= len(data):
             length, crc = _HEAD.unpack_from(data, pos)
             body = data[pos + _HEAD.size : pos + _HEAD.size + length]
             if len(body) < length or zlib.crc32(body) != crc:
-                log.warning("spool %s: torn or corrupt tail at %d dropped", path.name, pos)
                 break
             out.append(_decode_entry(body))
             pos += _HEAD.size + length
-        return out
+        return out, pos, len(data)
+
+    def _read_segment(self, path: Path) -> list[_Entry]:
+        return self._scan_segment(path)[0]
 
     def _consumed(self, path: Path) -> int:
         try:
@@ -125,11 +128,32 @@ class Spool:
         except (OSError, ValueError):
             return 0
 
+    def _write_consumed(self, path: Path, n: int) -> None:
+        # replace, never truncate-then-write: a crash in between would read as 0 and
+        # replay the whole segment
+        pos = path.with_suffix(".pos")
+        tmp = pos.with_name(pos.name + ".tmp")
+        tmp.write_text(str(n))
+        os.replace(tmp, pos)
+
     def _recover(self) -> None:
         assert self.directory is not None
         self._segments = sorted(self.directory.glob("*.seg"))
+        # a crash while removing a published segment can leave its position file; a
+        # later segment of the same name would then skip unpublished entries
+        for pos in [*self.directory.glob("*.pos"), *self.directory.glob("*.pos.tmp")]:
+            if pos.suffix == ".tmp" or not pos.with_suffix(".seg").exists():
+                pos.unlink(missing_ok=True)
         for i, seg in enumerate(self._segments):
-            entries = self._read_segment(seg)
+            entries, end, size = self._scan_segment(seg)
+            if end < size:
+                # a torn (crash while appending) or corrupt tail: cut it off, or the
+                # entries appended after it would be unreadable on the next recovery
+                log.warning("spool %s: torn or corrupt tail at %d dropped", seg.name, end)
+                with open(seg, "r+b") as f:
+                    f.truncate(end)
+                    f.flush()
+                    os.fsync(f.fileno())
             skip = self._consumed(seg) if i == 0 else 0
             live = entries[skip:]
             self._count += sum(len(e.events) for e in live)
@@ -146,11 +170,11 @@ class Spool:
     def append(self, topic: str, events: Sequence[tuple[str, bytes]]) -> None:
         blob = _encode_entry(topic, events)
         entry = _Entry(topic, list(events), len(blob))
-        while self._bytes + entry.size > self.max_bytes and self._count:
-            self._drop_oldest()
-        if entry.size > self.max_bytes:
+        if entry.size > self.max_bytes:  # can never fit: dropping the others won't help
             self.dropped_events += len(events)
             return
+        while self._bytes + entry.size > self.max_bytes and self._bytes:
+            self._drop_oldest()
         self._count += len(events)
         self._bytes += entry.size
         if self.directory is None:
@@ -187,6 +211,8 @@ class Spool:
 
     def pop(self) -> None:
         """The entry returned by peek() was published."""
+        if self.peek() is None:  # on disk this also loads the head segment
+            raise IndexError("pop from an empty spool")
         if self.directory is None:
             e = self._mem.popleft()
         else:
@@ -196,7 +222,7 @@ class Spool:
             if not self._head:  # a fully published segment goes
                 self._remove_head_segment()
             else:
-                self._segments[0].with_suffix(".pos").write_text(str(self._head_pos))
+                self._write_consumed(self._segments[0], self._head_pos)
         self._count -= len(e.events)
         self._bytes -= e.size
 
@@ -215,7 +241,12 @@ class Spool:
             return
         self._load_head()
         assert self._head is not None
-        lost = list(self._head)
+        lost = [self._head.popleft()] if self._head else []
+        if self._head:
+            self._segments[0].with_suffix(".pos").write_text(str(self._head_pos + 1)); self._head_pos += 1
+            for e in lost:
+                self.dropped_events += len(e.events); self._count -= len(e.events); self._bytes -= e.size
+            return
         for e in lost:
             self.dropped_events += len(e.events)
             self._count -= len(e.events)
@@ -285,7 +316,10 @@ class BufferedPublisher(EventPublisher):
                 await asyncio.sleep(self.backoff.next())
                 continue
             self.backoff.reset()
-            self.spool.pop()
+            # an overflow while the entry was in flight may have dropped it: then the
+            # head is an entry not yet published, which must stay
+            if self.spool.peek() is entry:
+                self.spool.pop()
             if self.on_change:
                 self.on_change()
 
