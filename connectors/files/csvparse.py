@@ -1,0 +1,527 @@
+"""CSV bytes → timestamped readings, without I/O (so that it can be tested on its own).
+
+:class:`CsvFile` takes a whole file's bytes and the connection's :class:`CsvOptions`.
+:meth:`CsvFile.layout` reads the header and resolves every configured column (a
+missing timestamp, identity or value column makes the whole file unusable:
+:class:`FileFormatError`); :meth:`CsvFile.rows` then yields one :class:`Row` per data
+record or one :class:`BadLine` per record that cannot be used, so that one bad line
+never costs the rest of the file. Each item carries the byte offset after it, which is
+where reading resumes after a restart.
+
+A line is all or nothing: when any of its cells cannot be read (wrong column count, a
+number or time that does not parse), none of its values are emitted and the line goes
+to the dead letters whole, so that fixing and replaying it cannot duplicate values.
+An empty cell is no reading (not an error); blank lines are skipped.
+
+Lines are split on ``\\n`` in the raw bytes, so that a line that is not valid in the
+file's encoding is reported with its exact bytes. Encodings in which ``\\n`` is not
+the byte 0x0A (UTF-16/32) are decoded whole and re-encoded as UTF-8 first.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from connectors._common.models import EndpointBase
+
+from .config import EPOCH_FORMATS, CsvOptions
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_SPECIAL = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_INT_RANGE = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+_EPOCH_FACTOR = {"epoch_s": 1_000_000, "epoch_ms": 1000, "epoch_us": 1}
+_INT64_MAX = 2**63 - 1
+
+
+class FileFormatError(ValueError):
+    """The file as a whole cannot be read with the configuration (e.g. a missing column)."""
+
+    def __init__(self, line: int, raw: bytes, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.raw = raw
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    identity: str
+    signal: str
+    value: Any
+    endpoint: EndpointBase | None  # None: a value column read without endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    line: int  # 1-based number of the record's first line in the file
+    ts_us: int
+    readings: list[Reading]
+    end: int  # byte offset after the record
+    next_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line: int
+    raw: bytes  # the record's bytes, line ends removed
+    reason: str
+    end: int
+    next_line: int
+
+
+# -- values -----------------------------------------------------------------------------
+def parse_number(text: str, decimal_comma: bool = False) -> float:
+    """A float from CSV text: ``12.5`` (or ``12,5`` with ``decimal_comma``), exponent,
+    nan, inf. Anything else raises ValueError: no thousands separators, no ``_``."""
+    t = text.strip()
+    if decimal_comma:
+        if "." in t:
+            raise ValueError(f"not a number with a decimal comma: {text!r}")
+        t = t.replace(",", ".")
+    if _NUMBER.fullmatch(t) or t.lower() in _SPECIAL:
+        return float(t)
+    raise ValueError(f"not a number: {text!r}")
+
+
+def _parse_decimal(text: str, decimal_comma: bool) -> Decimal:
+    t = text.strip()
+    if decimal_comma:
+        if "." in t:
+            raise ValueError(f"not a number with a decimal comma: {text!r}")
+        t = t.replace(",", ".")
+    if not _NUMBER.fullmatch(t):
+        raise ValueError(f"not a number: {text!r}")
+    return Decimal(t)
+
+
+def parse_value(text: str, data_type: str, decimal_comma: bool = False) -> Any:
+    """``text`` (a stripped, non-empty cell) read as ``data_type``; ValueError if it is not."""
+    if data_type == "string":
+        return text
+    if data_type in ("float64", "float32"):
+        return parse_number(text, decimal_comma)
+    if data_type == "bool":
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"not a boolean: {text!r}")
+    if data_type in _INT_RANGE:
+        if _INTEGER.fullmatch(text):
+            n = int(text)
+        else:
+            d = _parse_decimal(text, decimal_comma)
+            if d != d.to_integral_value():
+                raise ValueError(f"not an integer: {text!r}")
+            n = int(d)
+        lo, hi = _INT_RANGE[data_type]
+        if not lo <= n <= hi:
+            raise ValueError(f"{n} is out of the {data_type} range")
+        return n if n <= _INT64_MAX else float(n)  # events carry signed 64-bit integers
+    # auto: integer, number, boolean word, else text
+    if _INTEGER.fullmatch(text):
+        n = int(text)
+        return n if -_INT64_MAX - 1 <= n <= _INT64_MAX else float(n)
+    try:
+        return parse_number(text, decimal_comma)
+    except ValueError:
+        pass
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return text
+
+
+# -- time -------------------------------------------------------------------------------
+def to_us(dt: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, exactly."""
+    return (dt - _EPOCH) // _US
+
+
+_MIN_US = to_us(datetime(1, 1, 2, tzinfo=UTC))
+_MAX_US = to_us(datetime(9999, 12, 30, tzinfo=UTC))
+
+
+def check_timestamp_format(fmt: str) -> str | None:
+    """Why ``fmt`` is not a usable timestamp_format, or None if it is."""
+    if fmt in EPOCH_FORMATS or fmt == "iso8601":
+        return None
+    if "%" not in fmt:
+        return (
+            f"{fmt!r} is neither iso8601, epoch_s, epoch_ms, epoch_us nor a strptime format "
+            "(e.g. %Y-%m-%d %H:%M:%S)"
+        )
+    sample = datetime(2001, 11, 22, 13, 14, 15, 123456, tzinfo=UTC)
+    try:
+        datetime.strptime(sample.strftime(fmt), fmt)
+    except ValueError as exc:
+        return f"invalid strptime format {fmt!r}: {exc}"
+    return None
+
+
+class TimestampParser:
+    """Text of the timestamp column(s) → epoch microseconds.
+
+    A time without a UTC offset is in ``timezone``. In the hour repeated when daylight
+    saving time ends, a time is taken as its first occurrence unless that would go back
+    before the previous row's time: a file written in time order then reads the second
+    pass through the hour correctly. Times in the hour skipped in spring are shifted by
+    the DST offset (PEP 495).
+    """
+
+    def __init__(self, fmt: str, timezone: str, decimal_comma: bool = False) -> None:
+        self.fmt = fmt
+        self.zone = ZoneInfo(timezone)
+        self.decimal_comma = decimal_comma
+        self.previous: int | None = None
+
+    def __call__(self, text: str) -> int:
+        fmt = self.fmt
+        if fmt in _EPOCH_FACTOR:
+            try:
+                d = _parse_decimal(text, self.decimal_comma) * _EPOCH_FACTOR[fmt]
+                ts = int(d.to_integral_value(ROUND_HALF_EVEN))
+            except (ValueError, InvalidOperation, OverflowError) as exc:
+                raise ValueError(f"time {text!r} is not an {fmt} number") from exc
+        else:
+            try:
+                if fmt == "iso8601":
+                    dt = datetime.fromisoformat(text)
+                else:
+                    dt = datetime.strptime(text, fmt)
+            except ValueError as exc:
+                want = "an ISO 8601 time" if fmt == "iso8601" else f"format {fmt!r}"
+                raise ValueError(f"time {text!r} does not match {want}") from exc
+            ts = self._local(dt) if dt.tzinfo is None else to_us(dt)
+        if not _MIN_US <= ts <= _MAX_US:
+            raise ValueError(f"time {text!r} is out of range")
+        self.previous = ts
+        return ts
+
+    def _local(self, dt: datetime) -> int:
+        first = to_us(dt.replace(tzinfo=self.zone, fold=0))
+        second = to_us(dt.replace(tzinfo=self.zone, fold=1))
+        if second > first and self.previous is not None and first < self.previous:
+            return second  # the repeated hour, second pass
+        return first
+
+
+# -- files ------------------------------------------------------------------------------
+def _prepare(data: bytes, encoding: str) -> tuple[bytes, str]:
+    """The bytes to split into lines and the codec to decode each line with."""
+    name = codecs.lookup(encoding).name
+    if name in ("utf-8", "utf-8-sig"):
+        return (data[3:] if data.startswith(codecs.BOM_UTF8) else data), "utf-8"
+    if "\n,a".encode(encoding) == b"\n,a":
+        return data, encoding
+    try:  # UTF-16/32: decoded whole; lines are then UTF-8
+        return data.decode(encoding).encode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(1, data[:256], f"not {encoding}: {exc.reason}") from exc
+
+
+class _Lines:
+    """Decoded physical lines for csv.reader, remembering the raw lines of the record
+    being read and the lines that could not be decoded."""
+
+    def __init__(self, data: bytes, encoding: str) -> None:
+        self.data = data
+        self.encoding = encoding
+        self.pos = 0
+        self.line_no = 0  # lines consumed so far
+        self.record: list[bytes] = []
+        self.record_line = 1
+        self.bad: list[BadLine] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def skip(self, n: int) -> None:
+        for _ in range(n):
+            if self.pos >= len(self.data):
+                return
+            self._next_raw()
+
+    def _next_raw(self) -> bytes:
+        end = self.data.find(b"\n", self.pos)
+        nxt = len(self.data) if end < 0 else end + 1
+        raw = self.data[self.pos : nxt]
+        self.pos = nxt
+        self.line_no += 1
+        return raw
+
+    def __next__(self) -> str:
+        while self.pos < len(self.data):
+            raw = self._next_raw()
+            try:
+                text = raw.decode(self.encoding)
+            except UnicodeDecodeError as exc:
+                self.bad.append(
+                    BadLine(
+                        self.line_no,
+                        raw.rstrip(b"\r\n"),
+                        f"not {self.encoding}: {exc.reason} at byte {exc.start}",
+                        self.pos,
+                        self.line_no + 1,
+                    )
+                )
+                continue
+            if not self.record:
+                self.record_line = self.line_no
+            self.record.append(raw)
+            return text
+        raise StopIteration
+
+    def take_record(self) -> bytes:
+        raw = b"".join(self.record).rstrip(b"\r\n")
+        self.record = []
+        return raw
+
+
+@dataclass
+class Layout:
+    """The file's columns resolved against the configuration."""
+
+    names: list[str] | None  # header names; None without a header
+    width: int | None
+    ts_idx: list[int]
+    identity_idx: int | None
+    # (column index, column name, signal, data type, endpoint) read from every row
+    plan: list[tuple[int, str, str, str, EndpointBase | None]] = field(default_factory=list)
+    # identity -> the same, for endpoints when the identity is a column
+    by_identity: dict[str, list[tuple[int, str, str, str, EndpointBase | None]]] = field(
+        default_factory=dict
+    )
+    missing: list[tuple[EndpointBase, str]] = field(default_factory=list)
+    found: list[EndpointBase] = field(default_factory=list)
+
+
+def _column_name(ref: str | int) -> str:
+    return f"column {ref}" if isinstance(ref, int) else repr(ref)
+
+
+class CsvFile:
+    """One file's bytes read with ``options``; ``endpoints`` select and type the values
+    (none: every value column, typed ``options.value_type``)."""
+
+    def __init__(
+        self, data: bytes, options: CsvOptions, endpoints: Sequence[EndpointBase] = ()
+    ) -> None:
+        self.options = options
+        self.endpoints = list(endpoints)
+        self.data, self.encoding = _prepare(data, options.encoding)
+        self.timestamps = TimestampParser(
+            options.timestamp_format, options.timezone, options.decimal_comma
+        )
+        self._lines = _Lines(self.data, self.encoding)
+        self._layout: Layout | None = None
+        self._header_line = 0
+        self._header_raw = b""
+
+    def _reader(self) -> Iterator[list[str]]:
+        o = self.options
+        return csv.reader(self._lines, delimiter=o.separator, quotechar=o.quotechar, strict=True)
+
+    def layout(self) -> Layout:
+        """Read the header and resolve the columns; FileFormatError if the file does not
+        have a configured timestamp, identity or value column."""
+        if self._layout is not None:
+            return self._layout
+        o = self.options
+        lines = self._lines
+        lines.skip(o.skip_rows)
+        names: list[str] | None = None
+        if o.header is not False:
+            lines.skip(0 if o.header is True else int(o.header))
+            header: list[str] | None = None
+            reader = self._reader()
+            while header is None:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    raise FileFormatError(
+                        lines.record_line, lines.take_record(), f"header: {exc}"
+                    ) from exc
+                if lines.bad:
+                    bad = lines.bad[0]
+                    raise FileFormatError(bad.line, bad.raw, f"header: {bad.reason}")
+                if any(c.strip() for c in row):
+                    header = [c.strip() for c in row]
+                else:
+                    lines.take_record()
+            if header is None:
+                self._layout = Layout(None, 0, [], None)  # empty file: no rows
+                return self._layout
+            self._header_line = lines.record_line
+            self._header_raw = lines.take_record()
+            names = header
+            lines.skip(o.skip_after_header)
+        self._layout = self._resolve(names)
+        return self._layout
+
+    def _index(self, ref: str | int, names: list[str] | None, what: str) -> int:
+        if isinstance(ref, int):
+            if names is not None and ref >= len(names):
+                raise self._missing(f"{what} column {ref} is beyond the {len(names)} columns")
+            return ref
+        if names is None:
+            raise FileFormatError(0, b"", f"{what} column {ref!r} needs a header row")
+        try:
+            return names.index(ref)
+        except ValueError:
+            raise self._missing(f"{what} column {ref!r} is not in the header") from None
+
+    def _missing(self, reason: str) -> FileFormatError:
+        return FileFormatError(self._header_line, self._header_raw, reason)
+
+    def _resolve(self, names: list[str] | None) -> Layout:
+        o = self.options
+        ts_idx = [self._index(r, names, "timestamp") for r in o.timestamp]
+        id_idx = (
+            None if o.identity_column is None else self._index(o.identity_column, names, "identity")
+        )
+        lay = Layout(names, len(names) if names is not None else None, ts_idx, id_idx)
+        used = {*ts_idx, id_idx}
+
+        def name_of(i: int) -> str:
+            return names[i] if names is not None else f"col{i}"
+
+        if self.endpoints:
+            for ep in self.endpoints:
+                ref = ep.column_ref() if hasattr(ep, "column_ref") else ep.signal
+                if isinstance(ref, int):
+                    ok = names is None or ref < len(names)
+                    idx = ref
+                else:
+                    ok = names is not None and ref in names
+                    idx = names.index(ref) if ok and names is not None else -1
+                if not ok:
+                    lay.missing.append((ep, f"column {_column_name(ref)} is not in the file"))
+                    continue
+                lay.found.append(ep)
+                item = (idx, name_of(idx), ep.signal, ep.data_type, ep)
+                if id_idx is None:
+                    lay.plan.append(item)
+                else:
+                    lay.by_identity.setdefault(ep.identity, []).append(item)
+            return lay
+        if o.value_columns is not None:
+            cols = [self._index(r, names, "value") for r in o.value_columns]
+        elif names is not None:
+            cols = [i for i, n in enumerate(names) if i not in used and n]
+        else:
+            cols = []  # every other column of the first data row, see rows()
+        lay.plan = [(i, name_of(i), name_of(i), o.value_type, None) for i in cols]
+        return lay
+
+    def rows(self, start: int = 0, start_line: int = 0) -> Iterator[Row | BadLine]:
+        """The data records; from byte offset ``start`` (on line ``start_line``) when
+        resuming a file read in part before."""
+        lay = self.layout()
+        lines = self._lines
+        if start > lines.pos:
+            lines.pos, lines.line_no = start, start_line - 1
+        o = self.options
+        identity = o.identity
+        width = lay.width
+        refs = [*lay.ts_idx] + ([lay.identity_idx] if lay.identity_idx is not None else [])
+        refs += [p[0] for p in lay.plan]
+        needed = max(refs) + 1 if refs else 0
+        reader = self._reader()
+        while True:
+            try:
+                row = next(reader)
+                error = None
+            except StopIteration:
+                row, error = None, None
+            except csv.Error as exc:
+                row, error = None, str(exc)
+                reader = self._reader()
+            yield from self._flush_bad()
+            if row is None and error is None:
+                return
+            line, raw = lines.record_line, lines.take_record()
+            pos, nxt = lines.pos, lines.line_no + 1
+            if error is not None:
+                yield BadLine(line, raw, error, pos, nxt)
+                continue
+            assert row is not None
+            if not any(c.strip() for c in row):
+                continue
+            if width is None:  # no header: the first data row sets the width
+                if len(row) < needed:
+                    yield BadLine(
+                        line, raw, f"{len(row)} columns, column {needed - 1} is used", pos, nxt
+                    )
+                    continue
+                width = len(row)
+                if not lay.plan and o.value_columns is None and not self.endpoints:
+                    skip = {*lay.ts_idx, lay.identity_idx}
+                    lay.plan = [
+                        (i, f"col{i}", f"col{i}", o.value_type, None)
+                        for i in range(width)
+                        if i not in skip
+                    ]
+            if len(row) != width:
+                yield BadLine(line, raw, f"expected {width} columns, got {len(row)}", pos, nxt)
+                continue
+            try:
+                yield self._row(lay, row, identity, line, pos, nxt)
+            except ValueError as exc:
+                yield BadLine(line, raw, str(exc), pos, nxt)
+
+    def _flush_bad(self) -> Iterator[BadLine]:
+        bad, self._lines.bad = self._lines.bad, []
+        yield from bad
+
+    def _row(
+        self, lay: Layout, row: list[str], identity: str | None, line: int, end: int, nxt: int
+    ) -> Row:
+        o = self.options
+        ts_text = " ".join(row[i].strip() for i in lay.ts_idx)
+        if not ts_text.strip():
+            raise ValueError("empty timestamp")
+        ts = self.timestamps(ts_text)
+        plan = lay.plan
+        if lay.identity_idx is not None:
+            identity = row[lay.identity_idx].strip()
+            if not identity:
+                raise ValueError("empty identity")
+            if self.endpoints:
+                plan = lay.by_identity.get(identity, [])
+        readings: list[Reading] = []
+        for idx, name, signal, data_type, ep in plan:
+            cell = row[idx].strip()
+            if not cell:
+                continue
+            try:
+                value = parse_value(cell, data_type, o.decimal_comma)
+            except ValueError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from None
+            readings.append(
+                Reading(ep.identity if ep is not None else identity or "", signal, value, ep)
+            )
+        return Row(line, ts, readings, end, nxt)
