@@ -104,6 +104,7 @@ class ProtocolConnector(Connector):
         self._pending: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         self._pending_n = 0
         self._flush_now = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lost_at_us: int | None = None
         self._connected = asyncio.Event()
@@ -199,6 +200,8 @@ class ProtocolConnector(Connector):
         identity, signal, value = self._map(identity, signal, value)
         if value is None:  # no value (e.g. a bad-quality reading): the schema has no null
             value = math.nan
+        elif type(value) is int and not -(2**63) <= value < 2**63:
+            value = float(value)  # beyond Avro's long (a uint64 counter, say)
         if isinstance(value, float) and not math.isfinite(value):
             value = str(value)  # NaN/inf are kept as text rather than lost
         sample = self._pending.setdefault(identity, {}).setdefault((ts, quality), {})
@@ -438,8 +441,19 @@ class ProtocolConnector(Connector):
             current, info = self._state
             await self._publish_status(self.resource_id, "connection", current, info)
 
+    def discard_pending(self) -> None:
+        """Forget what is batched and not yet published (e.g. a half-read file)."""
+        self.counters["readings"] -= self._pending_n
+        self._pending, self._pending_n = {}, 0
+
     async def flush(self) -> None:
-        """Publish what is batched as TelemetryBatch events (one per identity)."""
+        """Publish what is batched as TelemetryBatch events (one per identity); returns
+        once everything emitted before the call was handed to the publisher (also what
+        a concurrent flush took)."""
+        async with self._flush_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         if not self._pending or self.publisher is None:
             return
         pending, self._pending, self._pending_n = self._pending, {}, 0

@@ -86,9 +86,9 @@ class FilesConnector(ProtocolConnector):
         super().__init__(name, connection, endpoints, mappings, **kwargs)
         self.cfg = connection
         self.ledger: Ledger | None = None
-        # flush() is a barrier: a file is recorded as read only after every reading
-        # batched so far was published, including a batch the flusher task took
-        self._flush_lock = asyncio.Lock()
+        # flush() is a barrier (the base's _flush_lock): a file is recorded as read only
+        # after every reading batched so far was published, including a batch the
+        # flusher task took; a chunk is read and flushed under that lock
         self._watch: dict[str, tuple[int, int, float]] = {}  # rel -> size, mtime, since
         self._skip: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime) not to read
         self._after_failed: set[str] = set()
@@ -163,8 +163,7 @@ class FilesConnector(ProtocolConnector):
         return super().emit_reading(identity, signal, value, ts_us, quality, deadband)
 
     async def flush(self) -> None:
-        async with self._flush_lock:
-            await super().flush()
+        await super().flush()
         _honour_cancel()
 
     async def _publish_status(self, resource: str, rtype: str, current: str, info: str) -> None:
@@ -325,7 +324,7 @@ class FilesConnector(ProtocolConnector):
             async with self._flush_lock:
                 try:
                     done, offset, line = await self._chunk(rows, key.path, stats)
-                    await ProtocolConnector.flush(self)
+                    await self._flush_locked()
                 except BaseException:
                     self._discard_pending()
                     raise
