@@ -2,11 +2,13 @@
 
 :class:`Spool` keeps entries (one ``publish`` call: a topic and its ``(key, event)``
 pairs, Avro-encoded) in segment files under a directory, or in memory when none is
-given. Appends past ``max_bytes`` drop the oldest segment and count what it held, so
-a long outage keeps the most recent data and says how much was lost; within the bound
-nothing is lost. A restart resumes from the first unpublished entry (the consumed
-position of the oldest segment is kept in a side file), so at most the one entry in
-flight during a crash is published twice.
+given. An append past ``max_bytes`` drops the oldest whole segments (in memory: the
+oldest entries) until it fits and counts the events they held, so a long outage keeps
+the most recent data and says how much was lost; an entry larger than ``max_bytes`` is
+dropped alone; within the bound nothing is lost. A restart resumes from the first
+unpublished entry (the consumed position of the oldest segment is kept in a side file),
+so at most the one entry in flight during a crash is published twice; a tail torn by a
+crash during an append is cut off.
 
 :class:`BufferedPublisher` wraps the real publisher: while the spool is empty a
 publish goes straight through; when it fails (or the spool is not empty, to keep the
@@ -241,12 +243,7 @@ class Spool:
             return
         self._load_head()
         assert self._head is not None
-        lost = [self._head.popleft()] if self._head else []
-        if self._head:
-            self._segments[0].with_suffix(".pos").write_text(str(self._head_pos + 1)); self._head_pos += 1
-            for e in lost:
-                self.dropped_events += len(e.events); self._count -= len(e.events); self._bytes -= e.size
-            return
+        lost = list(self._head)
         for e in lost:
             self.dropped_events += len(e.events)
             self._count -= len(e.events)
@@ -285,7 +282,9 @@ class BufferedPublisher(EventPublisher):
             return
         if not self.buffering:
             try:
-                await asyncio.wait_for(self.inner.publish(topic, events), self.timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                async with asyncio.timeout(self.timeout_s):
+                    await self.inner.publish(topic, events)
                 return
             except asyncio.CancelledError:
                 raise
@@ -307,7 +306,8 @@ class BufferedPublisher(EventPublisher):
         while (entry := self.spool.peek()) is not None:
             try:
                 events = [(k, self.codec.decode(entry.topic, v)) for k, v in entry.events]
-                await asyncio.wait_for(self.inner.publish(entry.topic, events), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self.inner.publish(entry.topic, events)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -330,7 +330,8 @@ class BufferedPublisher(EventPublisher):
         if self._drain is None:
             return True
         try:
-            await asyncio.wait_for(asyncio.shield(self._drain), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._drain)
         except TimeoutError:
             return False
         return not self.buffering

@@ -1,0 +1,504 @@
+"""The store-and-forward spool against a model of its documented policy (on disk with
+segment rollover, overflow and restarts; in memory), torn segment tails, and
+BufferedPublisher replaying in order after an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from connectors._common.backoff import Backoff
+from connectors._common.spool import BufferedPublisher, Spool
+from pipeline.connector import Event, EventPublisher
+
+Events = list[tuple[str, bytes]]
+
+
+def entry_size(topic: str, events: Sequence[tuple[str, bytes]]) -> int:
+    """Bytes of one entry: frame head (length, crc32), topic header and topic, then per
+    event a header (key length, value length), the key and the value."""
+    return 8 + 6 + len(topic.encode()) + sum(6 + len(k.encode()) + len(v) for k, v in events)
+
+
+# -- the model ---------------------------------------------------------------------------
+
+
+@dataclass
+class MEntry:
+    topic: str
+    events: Events
+    size: int
+
+
+@dataclass
+class MSegment:
+    file_size: int = 0  # bytes in the segment file, published entries included
+    live: deque[MEntry] = field(default_factory=deque)
+
+
+class SpoolModel:
+    """The documented policy.
+
+    On disk: an entry goes to the last segment unless that would grow its file past
+    ``segment_bytes`` (capped at ``max_bytes``), else to a new segment; an append that
+    does not fit in ``max_bytes`` drops whole oldest segments (what is left of them)
+    until it fits; an entry larger than ``max_bytes`` is itself dropped, and nothing
+    else. A segment goes when its last entry is published; one left without entries by
+    a torn tail goes when it is the oldest and not the only one. In memory
+    (``per_segment=False``) there is one unbounded segment and drops are per entry.
+    """
+
+    def __init__(self, max_bytes: int, segment_bytes: int, per_segment: bool) -> None:
+        self.max_bytes = max_bytes
+        self.segment_bytes = min(segment_bytes, max_bytes)
+        self.per_segment = per_segment
+        self.segments: list[MSegment] = []
+        self.dropped = 0  # events, since the model was made (across restarts)
+
+    @property
+    def entries(self) -> list[MEntry]:
+        return [e for s in self.segments for e in s.live]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    @property
+    def events(self) -> int:
+        return sum(len(e.events) for e in self.entries)
+
+    def append(self, topic: str, events: Events) -> bool:
+        """Whether the entry was stored."""
+        e = MEntry(topic, list(events), entry_size(topic, events))
+        if e.size > self.max_bytes:
+            self.dropped += len(events)
+            return False
+        while self.segments and self.size_bytes + e.size > self.max_bytes:
+            if self.per_segment:
+                seg = self.segments.pop(0)
+                self.dropped += sum(len(x.events) for x in seg.live)
+            else:
+                self.dropped += len(self.pop().events)
+        if not self.segments or (
+            self.per_segment and self.segments[-1].file_size + e.size > self.segment_bytes
+        ):
+            self.segments.append(MSegment())
+        self.segments[-1].file_size += e.size
+        self.segments[-1].live.append(e)
+        return True
+
+    def peek(self) -> MEntry | None:
+        while len(self.segments) > 1 and not self.segments[0].live:
+            self.segments.pop(0)
+        return self.segments[0].live[0] if self.segments and self.segments[0].live else None
+
+    def pop(self) -> MEntry:
+        self.peek()
+        e = self.segments[0].live.popleft()
+        if not self.segments[0].live:
+            self.segments.pop(0)
+        return e
+
+    def tear_last(self) -> MEntry:
+        """The newest entry was being written when the process died."""
+        seg = self.segments[-1]
+        e = seg.live.pop()
+        seg.file_size -= e.size
+        return e
+
+
+# -- the state machine -------------------------------------------------------------------
+
+TOPICS = st.sampled_from(["telemetry", "status", "t", "grün"])
+KEYS = st.text(alphabet="abcé-1", max_size=4)
+EVENTS = st.lists(st.tuples(KEYS, st.binary(max_size=60)), max_size=4)
+
+
+class EntryLike(Protocol):
+    topic: str
+    events: Events
+    size: int
+
+
+def as_tuple(e: EntryLike | None) -> tuple[str, Events, int] | None:
+    return None if e is None else (e.topic, [(k, bytes(v)) for k, v in e.events], e.size)
+
+
+class SpoolMachine(RuleBasedStateMachine):
+    on_disk = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="millrace-spool-")) if self.on_disk else None
+        self.max_bytes = 0
+        self.segment_bytes = 0
+        self.spool = Spool(None)
+        self.model = SpoolModel(0, 0, self.on_disk)
+        self.appended_events = 0  # stored or dropped; not the ones torn by a crash
+        self.published_events = 0
+        self.dropped_before = 0  # dropped_events of the Spool instances before a restart
+
+    def teardown(self) -> None:
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    @initialize(max_bytes=st.integers(30, 500), segment_bytes=st.integers(20, 250))
+    def open(self, max_bytes: int, segment_bytes: int) -> None:
+        self.max_bytes, self.segment_bytes = max_bytes, segment_bytes
+        self.spool = Spool(self.directory, max_bytes, segment_bytes)
+        self.model = SpoolModel(max_bytes, segment_bytes, per_segment=self.on_disk)
+
+    def _append(self, topic: str, events: Events) -> bool:
+        fits = self.model.size_bytes + entry_size(topic, events) <= self.max_bytes
+        dropped = self.spool.dropped_events
+        self.spool.append(topic, events)
+        stored = self.model.append(topic, events)
+        self.appended_events += len(events)
+        if fits:  # within the bound nothing is lost
+            assert self.spool.dropped_events == dropped
+        return stored
+
+    @rule(topic=TOPICS, events=EVENTS)
+    def append(self, topic: str, events: Events) -> None:
+        self._append(topic, events)
+
+    @rule(batch=st.lists(st.tuples(TOPICS, EVENTS), min_size=2, max_size=6))
+    def append_burst(self, batch: list[tuple[str, Events]]) -> None:
+        """Several appends with no peek in between (the head segment stays unloaded)."""
+        for topic, events in batch:
+            self._append(topic, events)
+
+    @precondition(lambda self: self.model.entries)
+    @rule()
+    def publish_oldest(self) -> None:
+        got = self.spool.peek()
+        want = self.model.pop()
+        assert as_tuple(got) == as_tuple(want)
+        self.spool.pop()
+        self.published_events += len(want.events)
+
+    def _reopen(self) -> None:
+        self.dropped_before += self.spool.dropped_events
+        del self.spool
+        self.spool = Spool(self.directory, self.max_bytes, self.segment_bytes)
+
+    @precondition(lambda self: self.directory is not None)
+    @rule()
+    def restart(self) -> None:
+        """A new Spool on the same directory resumes at the first unpublished entry."""
+        self._reopen()
+
+    @precondition(lambda self: self.directory is not None)
+    @rule(topic=TOPICS, events=EVENTS, kept=st.floats(0, 1, exclude_max=True))
+    def crash_while_appending(self, topic: str, events: Events, kept: float) -> None:
+        """The process dies with only a prefix of the entry written: a restart finds the
+        entries before it and none of its bytes, and appends continue."""
+        assert self.directory is not None
+        if not self._append(topic, events):
+            return
+        torn = self.model.tear_last()
+        self.appended_events -= len(torn.events)
+        seg = sorted(self.directory.glob("*.seg"))[-1]
+        os.truncate(seg, seg.stat().st_size - torn.size + int(kept * torn.size))
+        self._reopen()
+
+    def _check_head(self) -> None:
+        assert as_tuple(self.spool.peek()) == as_tuple(self.model.peek())
+
+    @invariant()
+    def peek_is_the_oldest(self) -> None:
+        self._check_head()
+
+    @invariant()
+    def counters_match(self) -> None:
+        assert self.spool.events == len(self.spool) == self.model.events
+        assert self.spool.size_bytes == self.model.size_bytes <= self.max_bytes
+        assert self.spool.dropped_events + self.dropped_before == self.model.dropped
+
+    @invariant()
+    def every_event_is_accounted_for(self) -> None:
+        # independent of the model: published, still spooled, or counted as dropped
+        dropped = self.spool.dropped_events + self.dropped_before
+        assert self.appended_events == self.published_events + self.spool.events + dropped
+
+    @invariant()
+    def segment_files_match(self) -> None:
+        if self.directory is None:
+            return
+        self._check_head()  # (peek removes a leading segment a torn tail left empty)
+        files = sorted(self.directory.glob("*.seg"))
+        assert [f.stat().st_size for f in files] == [s.file_size for s in self.model.segments]
+        for pos in self.directory.glob("*.pos"):
+            assert pos.with_suffix(".seg").exists(), f"stale {pos.name}"
+
+
+class MemorySpoolMachine(SpoolMachine):
+    on_disk = False
+
+
+_SETTINGS = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSpoolOnDisk = SpoolMachine.TestCase
+TestSpoolOnDisk.settings = _SETTINGS
+TestSpoolInMemory = MemorySpoolMachine.TestCase
+TestSpoolInMemory.settings = _SETTINGS
+
+
+# -- examples ----------------------------------------------------------------------------
+
+
+def copy_of(directory: Path) -> Spool:
+    """A Spool recovered from a copy of ``directory`` (a restart that changes nothing)."""
+    to = Path(tempfile.mkdtemp(prefix="millrace-spool-copy-", dir=directory.parent))
+    shutil.copytree(directory, to, dirs_exist_ok=True)
+    return Spool(to, max_bytes=10_000, segment_bytes=10_000)
+
+
+def drain(spool: Spool) -> list[tuple[str, Events]]:
+    out = []
+    while (e := spool.peek()) is not None:
+        out.append((e.topic, [(k, bytes(v)) for k, v in e.events]))
+        spool.pop()
+    return out
+
+
+def test_overflow_drops_whole_oldest_segments(tmp_path: Path) -> None:
+    one = [("k", b"x" * 16)]  # 8 + 6 + 1 + 6 + 1 + 16 = 38 bytes with topic "t"
+    assert entry_size("t", one) == 38
+    spool = Spool(tmp_path, max_bytes=5 * 38, segment_bytes=2 * 38)
+    for _ in range(5):
+        spool.append("t", one)  # segments: [2, 2, 1]
+    assert spool.events == 5 and spool.dropped_events == 0
+    spool.append("t", one)  # does not fit: the first segment (2 entries) goes
+    assert (spool.events, spool.dropped_events) == (4, 2)
+    assert [f.stat().st_size for f in sorted(tmp_path.glob("*.seg"))] == [2 * 38, 2 * 38]
+
+
+def test_oversized_entry_is_dropped_alone(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=200, segment_bytes=100)
+    spool.append("t", [("a", b"1")])
+    spool.append("t", [("b", b"2"), ("c", b"3" * 300)])
+    assert (spool.events, spool.dropped_events) == (1, 2)
+    assert drain(spool) == [("t", [("a", b"1")])]
+
+
+@pytest.mark.parametrize(("count", "published"), [(1, 0), (3, 0), (3, 1)])
+@pytest.mark.parametrize("cut", [0, 1, 4, 8, 9, 20, -1])
+def test_torn_tail_is_cut_and_appends_continue(
+    tmp_path: Path, cut: int, count: int, published: int
+) -> None:
+    d = tmp_path / "spool"
+    entries = [("telemetry", [(f"k{i}", bytes([i]) * (10 + i)), ("z", b"")]) for i in range(count)]
+    spool = Spool(d, max_bytes=10_000, segment_bytes=10_000)
+    for topic, events in entries:
+        spool.append(topic, events)
+    for _ in range(published):
+        spool.peek()
+        spool.pop()
+    (seg,) = d.glob("*.seg")
+    last = entry_size(*entries[-1])
+    full = seg.stat().st_size
+    os.truncate(seg, full - last + cut % last)  # died while writing the last entry
+
+    spool = Spool(d, max_bytes=10_000, segment_bytes=10_000)
+    survivors = entries[published:-1]
+    assert drain(copy_of(d)) == survivors
+    assert spool.events == sum(len(e) for _, e in survivors)
+    assert spool.size_bytes == sum(entry_size(t, e) for t, e in survivors)
+    assert seg.stat().st_size == full - last  # the torn bytes are gone
+    new = ("status", [("new", b"after the crash")])
+    spool.append(*new)
+    assert spool.events == sum(len(e) for _, e in survivors) + 1
+    assert drain(copy_of(d)) == [*survivors, new]  # also after another restart
+    assert drain(spool) == [*survivors, new]
+    assert spool.events == spool.size_bytes == 0
+    assert not list(d.glob("*.seg"))
+
+
+def test_torn_tail_in_a_later_segment(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=40)
+    entries = [("t", [(str(i), bytes(20))]) for i in range(3)]  # 41 bytes: one per segment
+    for topic, events in entries:
+        spool.append(topic, events)
+    segs = sorted(tmp_path.glob("*.seg"))
+    assert len(segs) == 3
+    os.truncate(segs[-1], 30)
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=40)
+    assert spool.events == 2
+    spool.append("t", [("new", b"")])
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=40)
+    assert drain(spool) == [*entries[:2], ("t", [("new", b"")])]
+
+
+def test_stale_position_file_is_ignored(tmp_path: Path) -> None:
+    """A crash after removing a published segment but before removing its position
+    file must not make a later segment of the same name skip entries."""
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=10_000)
+    spool.append("t", [("a", b"1")])
+    (seg,) = tmp_path.glob("*.seg")
+    spool.pop()
+    assert not seg.exists()
+    seg.with_suffix(".pos").write_text("1")  # left behind by the crash
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=10_000)
+    spool.append("t", [("b", b"2")])
+    spool.append("t", [("c", b"3")])
+    assert seg.exists()
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=10_000)
+    assert drain(spool) == [("t", [("b", b"2")]), ("t", [("c", b"3")])]
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_pop_needs_no_prior_peek_and_fails_when_empty(tmp_path: Path, on_disk: bool) -> None:
+    spool = Spool(tmp_path if on_disk else None, max_bytes=10_000, segment_bytes=10_000)
+    spool.append("t", [("a", b"1")])
+    spool.append("t", [("b", b"2")])
+    if on_disk:
+        spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=10_000)
+    spool.pop()
+    assert drain(spool) == [("t", [("b", b"2")])]
+    with pytest.raises(IndexError):
+        spool.pop()
+
+
+# -- BufferedPublisher -------------------------------------------------------------------
+
+
+class Flaky(EventPublisher):
+    """Fails (atomically: nothing delivered) while ``down`` or ``fail_next`` > 0."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.fail_next = 0
+        self.calls = 0
+        self.failed = 0
+        self.received: list[tuple[str, str, int]] = []
+        self.gate: asyncio.Event | None = None  # when set: a publish waits for it
+
+    async def publish(self, topic: str, events: Sequence[tuple[str, Event]]) -> None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        await asyncio.sleep(0)
+        if self.down or self.fail_next > 0:
+            self.fail_next = max(0, self.fail_next - 1)
+            self.failed += 1
+            raise ConnectionError("log unreachable")
+        self.received += [(topic, k, int(e["received_us"])) for k, e in events]
+
+
+def batch(n: int, size: int = 1) -> list[tuple[str, Event]]:
+    return [
+        (
+            f"press-{n % 3}",
+            {
+                "identity": f"press-{n % 3}",
+                "source": "test",
+                "received_us": n * 100 + i,
+                "samples": [{"ts_us": n, "values": {"temp": float(n)}, "quality": 0}],
+            },
+        )
+        for i in range(size)
+    ]
+
+
+def fast_backoff() -> Backoff:
+    return Backoff(0.001, 0.005)
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+async def test_buffered_publisher_replays_in_order_exactly_once(
+    tmp_path: Path, on_disk: bool
+) -> None:
+    inner = Flaky()
+    spool = Spool(tmp_path if on_disk else None, max_bytes=1 << 20, segment_bytes=2048)
+    changes = 0
+
+    def changed() -> None:
+        nonlocal changes
+        changes += 1
+
+    pub = BufferedPublisher(inner, spool, backoff=fast_backoff(), on_change=changed)
+    sent: list[tuple[str, str, int]] = []
+
+    async def send(n: int) -> None:
+        events = batch(n, size=1 + n % 3)
+        sent.extend(("telemetry", k, int(e["received_us"])) for k, e in events)
+        await pub.publish("telemetry", events)
+
+    for n in range(10):  # healthy: straight through
+        await send(n)
+    assert inner.received == sent and not pub.buffering
+
+    inner.down = True
+    for n in range(10, 150):
+        await send(n)
+        if n % 7 == 0:
+            await asyncio.sleep(0.002)  # let the drain retry (and fail) meanwhile
+    assert pub.buffering and pub.failures > 1 and inner.failed > 1
+    assert len(inner.received) == len(sent) - spool.events
+    assert spool.dropped_events == 0
+
+    inner.down = False  # recovers while more events arrive
+    for n in range(150, 200):
+        await send(n)
+    assert await pub.flush(timeout_s=10)
+    assert not pub.buffering and spool.events == spool.size_bytes == 0
+    assert inner.received == sent  # all of them, in order, once
+    assert changes > 0
+
+    inner.fail_next = 2  # a short blip later on
+    await send(200)
+    await send(201)
+    assert await pub.flush(timeout_s=10)
+    assert inner.received == sent
+    await pub.close()
+    if on_disk:
+        assert not list(tmp_path.glob("*.seg"))
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+async def test_overflow_while_an_entry_is_in_flight(tmp_path: Path, on_disk: bool) -> None:
+    """The spool overflows and drops the entry being replayed: when that publish then
+    succeeds the drain must not pop (and so lose) the next, unpublished, entry."""
+    inner = Flaky()
+    spool = Spool(tmp_path if on_disk else None, max_bytes=4000, segment_bytes=1000)
+    pub = BufferedPublisher(inner, spool, backoff=fast_backoff())
+    inner.fail_next = 1
+    await pub.publish("telemetry", batch(0))  # fails: spooled, the drain starts
+    inner.gate = asyncio.Event()
+    while inner.calls < 2:  # the drain is now replaying entry 0, held at the gate
+        await asyncio.sleep(0.001)
+    n = 1
+    while spool.dropped_events == 0:
+        await pub.publish("telemetry", batch(n))
+        n += 1
+    left = spool.events  # one event per entry: the newest ``left`` batches
+    inner.gate.set()
+    inner.gate = None
+    assert await pub.flush(timeout_s=10)
+    got = [r // 100 for _, _, r in inner.received]
+    assert got[0] == 0  # the entry in flight was delivered (though counted as dropped)
+    assert got[1:] == list(range(n - left, n))
+    await pub.close()
