@@ -22,6 +22,12 @@ ENDPOINTS = {
     ("post", f"{V1}/keys"),
     ("delete", f"{V1}/keys/{{key_id}}"),
     ("get", f"{V1}/deadletters"),
+    ("post", f"{V1}/config/validate"),
+    ("get", f"{V1}/config/templates"),
+    ("get", f"{V1}/config/templates/{{protocol}}"),
+    ("get", f"{V1}/config/schema"),
+    ("get", f"{V1}/connectors"),
+    ("get", f"{V1}/connectors/{{name}}"),
 }
 
 QUERY_PARAMS = {"start_time", "end_time", "epoch", "limit", "page", "order"}
