@@ -228,3 +228,20 @@ def _exercise(port: int, peers: Peers, broker: Broker) -> None:
     r = client.post("/sql", json={"query": "SELECT uniqExact(identity) FROM millrace.readings"})
     assert r.status_code == 200 and r.json()["rows"][0][0] == 5  # press-1 h7 oven-1 sim-0/1
     client.close()
+
+
+def test_millrace_browse_lists_the_servers_variables() -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    with Peers() as peers:
+        r = CliRunner().invoke(app, ["browse", peers.opc.url, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    nodes = {n["node_id"]: n for n in json.loads(r.output)}
+    assert nodes["ns=2;s=Temp"]["value"] == 21.5
+    assert nodes["ns=2;s=Temp"]["path"] == "/2:Plant/2:Temp"
+    r = CliRunner().invoke(app, ["browse", f"opc.tcp://127.0.0.1:{free_port()}"])
+    assert r.exit_code == 1 and "error:" in r.output
