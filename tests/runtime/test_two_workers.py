@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pipeline.log.base import TopicPartition
+from projections.migrations import drop_projections, migrate
 from projections.store.chdb import ChdbStore
 from projections.writer import ProjectionWriter
 from tests.runtime.test_faust_runtime import produce, telemetry
@@ -66,13 +67,36 @@ def committed(writer: ProjectionWriter, ends: dict[TopicPartition, int]) -> tupl
 def wait_for(cond: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            raise Stuck(f"timed out waiting for {what}")
         time.sleep(0.1)
 
 
+class Stuck(AssertionError):
+    """The group made no progress in time (liveness, not correctness)."""
+
+
+@pytest.mark.timeout(600)
 def test_kill_and_zombie_leave_projections_exact(
     kafka_bootstrap: str, store: ChdbStore, tmp_path: Path
 ) -> None:
+    # librdkafka's mock group coordinator occasionally wedges a rebalance (SyncGroup
+    # answers InvalidRequest to aiokafka); that is a liveness problem of the mock, so
+    # the scenario is run again on fresh topics once. Correctness is never retried:
+    # a wrong count fails at once.
+    for attempt in range(2):
+        try:
+            scenario(kafka_bootstrap, store, tmp_path / f"attempt{attempt}")
+            return
+        except Stuck:
+            if attempt == 1:
+                raise
+            drop_projections(store)
+            migrate(store)
+
+
+def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
+    tmp_path.mkdir()
     prefix = f"w{uuid.uuid4().hex[:8]}-"
     first, second = telemetry(1500), telemetry(1500)
     for _, e in second:  # other timestamps than the first half
@@ -90,19 +114,19 @@ def test_kill_and_zombie_leave_projections_exact(
         a, b = start("a"), start("b")
         workers = [a, b]
         try:
-            wait_for(lambda: committed(writer, ends)[0] >= total * 0.2, 90, "a fifth of it")
+            wait_for(lambda: committed(writer, ends)[0] >= total * 0.2, 45, "a fifth of it")
             a.signal(signal.SIGKILL)  # anywhere: mid-write, between intent and commit, ...
             a.proc.wait(10)
             workers.append(a2 := start("a2"))
             ends = asyncio.run(produce(kafka_bootstrap, prefix, second, garbage=0))
             total = sum(ends.values())
-            wait_for(lambda: committed(writer, ends)[0] >= total * 0.5, 120, "half of it")
+            wait_for(lambda: committed(writer, ends)[0] >= total * 0.5, 60, "half of it")
             # frozen past the session timeout: a2 takes its partitions; b resumes as a
             # zombie with a write possibly in flight, and must be fenced
             b.signal(signal.SIGSTOP)
             time.sleep(9)
             b.signal(signal.SIGCONT)
-            wait_for(lambda: committed(writer, ends) == (total, True), 180, "all of it")
+            wait_for(lambda: committed(writer, ends) == (total, True), 90, "all of it")
             time.sleep(1.5)  # a zombie's late insert would land now
         finally:
             for w in workers:
