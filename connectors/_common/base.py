@@ -101,6 +101,9 @@ class ProtocolConnector(Connector):
         self._endpoint_states: dict[tuple[str, str], tuple[str, str]] = {}
         self._last_value: dict[tuple[str, str], Any] = {}
         self._last_ts: dict[tuple[str, str], int] = {}
+        #: drop a reading whose source time does not advance (a value re-sent after a
+        #: re-subscription); False where times legitimately repeat (overlapping files)
+        self.drop_repeated_times = True
         self._pending: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         self._pending_n = 0
         self._flush_now = asyncio.Event()
@@ -186,7 +189,7 @@ class ProtocolConnector(Connector):
         ts = self.now_us() if ts_us is None else int(ts_us)
         key = (identity, signal)
         last_ts = self._last_ts.get(key)
-        if last_ts is not None and ts <= last_ts:
+        if self.drop_repeated_times and last_ts is not None and ts <= last_ts:
             self.counters["duplicates_dropped"] += 1
             return False
         if deadband > 0 and quality == 0 and _numeric(value):

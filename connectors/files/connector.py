@@ -85,6 +85,8 @@ class FilesConnector(ProtocolConnector):
             raise TypeError("FilesConnector needs a FilesConnection")
         super().__init__(name, connection, endpoints, mappings, **kwargs)
         self.cfg = connection
+        # files may overlap in time or arrive late, which is not a re-sent value
+        self.drop_repeated_times = connection.only_newer
         self.ledger: Ledger | None = None
         # flush() is a barrier (the base's _flush_lock): a file is recorded as read only
         # after every reading batched so far was published, including a batch the
@@ -147,21 +149,6 @@ class FilesConnector(ProtocolConnector):
         self._watch.clear()
 
     # -- readings -----------------------------------------------------------------------
-    def emit_reading(
-        self,
-        identity: str,
-        signal: str,
-        value: Any,
-        ts_us: int | None = None,
-        quality: int = 0,
-        deadband: float = 0.0,
-    ) -> bool:
-        """As the base, but a time that does not advance is kept unless ``only_newer``:
-        files may overlap in time or arrive late, which is not a re-sent value."""
-        if not self.cfg.only_newer:
-            self._last_ts.pop((identity, signal), None)
-        return super().emit_reading(identity, signal, value, ts_us, quality, deadband)
-
     async def flush(self) -> None:
         await super().flush()
         _honour_cancel()
@@ -169,11 +156,6 @@ class FilesConnector(ProtocolConnector):
     async def _publish_status(self, resource: str, rtype: str, current: str, info: str) -> None:
         await super()._publish_status(resource, rtype, current, info)
         _honour_cancel()  # the heartbeat loop would otherwise outlive stop()
-
-    def _discard_pending(self) -> None:
-        """Forget the readings of an unfinished chunk: the chunk is read again."""
-        self._pending = {}
-        self._pending_n = 0
 
     # -- scanning (in a worker thread) ----------------------------------------------------
     def _matches(self, patterns: Sequence[str], rel: str, name: str) -> bool:
@@ -326,7 +308,7 @@ class FilesConnector(ProtocolConnector):
                     done, offset, line = await self._chunk(rows, key.path, stats)
                     await self._flush_locked()
                 except BaseException:
-                    self._discard_pending()
+                    self.discard_pending()
                     raise
                 # what was published is recorded, even when a stop comes meanwhile
                 if done:

@@ -117,21 +117,6 @@ class MqttConnector(ProtocolConnector):
             if m.topic is not None:
                 self._add_mapping(i, m)
 
-    async def stop(self) -> None:
-        """As the base, but a cancellation its tasks swallowed is repeated.
-
-        On Python 3.11 ``asyncio.wait_for`` (the base's flusher, BufferedPublisher)
-        returns normally when it is cancelled in the same loop iteration as the awaited
-        publish completes, so a task goes on running and ``stop()`` would wait for it
-        forever (about one test run in ten hung before this)."""
-        tasks = list(self._tasks)
-        guard = asyncio.ensure_future(_cancel_again(tasks))
-        try:
-            await super().stop()
-        finally:
-            guard.cancel()
-            await asyncio.gather(guard, return_exceptions=True)
-
     # -- configuration ------------------------------------------------------------------
     def _add_endpoint(self, ep: EndpointBase) -> None:
         if not isinstance(ep, MqttEndpoint):
@@ -442,15 +427,6 @@ class MqttConnector(ProtocolConnector):
             await client.publish(topic, payload, qos=1)
         except aiomqtt.MqttError as exc:
             raise ConnectorError(f"publish to {topic!r} failed: {exc}") from exc
-
-
-async def _cancel_again(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel again, every 50 ms, the tasks that were cancelled and still run."""
-    while True:
-        await asyncio.sleep(0.05)
-        for t in tasks:
-            if not t.done() and t.cancelling():
-                t.cancel()
 
 
 def _name(text: str) -> str:
