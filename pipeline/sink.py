@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
 from pipeline.log.base import TopicPartition
+from pipeline.processors.base import StateReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class ProjectionSink(ABC):
         """Intent, ``fence()``, tables (deduplicated by token), commit — see the module doc."""
 
 
-class MemoryProjectionSink(ProjectionSink):
+class MemoryProjectionSink(ProjectionSink, StateReader):
     """Test double with the same semantics: tables are lists of row dicts, repeated
     tokens are ignored, and ``fail_after`` injects a crash after N steps of a write."""
 
@@ -94,6 +96,15 @@ class MemoryProjectionSink(ProjectionSink):
         if self.fail_after is not None and self._steps > self.fail_after:
             self.fail_after = None
             raise RuntimeError("injected crash")
+
+    def load_state(self, table: str, key: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        wanted = set(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.rows.get(table, []):
+            k = str(row[key])
+            if k in wanted and (k not in out or int(row["version"]) >= out[k]["version"]):  # type: ignore[call-overload]
+                out[k] = row
+        return {k: _plain(v) for k, v in out.items()}
 
     def progress(self, consumer: str) -> Progress:
         p = self._progress.get(consumer, Progress())
@@ -120,3 +131,11 @@ class MemoryProjectionSink(ProjectionSink):
         for tp, r in batch.ranges.items():
             p.positions[tp] = r.end
         p.pending, p.pending_seq = {}, None
+
+
+def _plain(row: dict[str, object]) -> dict[str, Any]:
+    """Arrow's pylist maps (lists of pairs) back to dicts."""
+    return {
+        k: dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v
+        for k, v in row.items()
+    }

@@ -26,6 +26,10 @@ PROJECTION_TABLES = (
     "agg_1h",
     "latest",
     "deadletter",
+    "identities",
+    "identity_seen",
+    "resource_defs",
+    "device_metrics",
     "progress",
 )
 

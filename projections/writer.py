@@ -9,11 +9,14 @@ See ``pipeline.sink`` for the protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from pipeline.log.base import TopicPartition
+from pipeline.processors.base import StateReader
+from pipeline.processors.identity import IDENTITIES_SCHEMA
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from projections.store.base import ProjectionStore
 
@@ -41,17 +44,61 @@ SELECT fromUnixTimestamp64Micro(ts_us, 'UTC'), source_topic, source_partition,
 FROM {input}""",
 }
 
+INSERTS["identities"] = (
+    "INSERT INTO millrace.identities ({cols}) SELECT {cols} FROM {{input}}".format(
+        cols=", ".join(f.name for f in IDENTITIES_SCHEMA)
+    )
+)
+INSERTS["resource_defs"] = """INSERT INTO millrace.resource_defs
+SELECT name, version, present, definition, updated_us, updated_by FROM {input}"""
+INSERTS["device_metrics"] = """INSERT INTO millrace.device_metrics
+SELECT metric, toStartOfMinute(fromUnixTimestamp64Micro(t, 'UTC')) AS b,
+       count(), sum(v), min(v), max(v)
+FROM (SELECT assumeNotNull(metric) AS metric, assumeNotNull(ts) AS t,
+             assumeNotNull(value) AS v FROM {input})
+GROUP BY metric, b"""
+INSERTS["identity_seen"] = """INSERT INTO millrace.identity_seen
+SELECT identity, max(r), min(r), argMaxState(i, r), count()
+FROM (SELECT assumeNotNull(identity) AS identity, assumeNotNull(received) AS r,
+             ifNull(ip, '') AS i FROM {input})
+GROUP BY identity"""
+
+#: state tables a StatefulProcessor may read (table -> its columns)
+STATE_TABLES: dict[str, tuple[str, ...]] = {
+    "identities": tuple(f.name for f in IDENTITIES_SCHEMA),
+}
+
 _PROGRESS_INSERT = """INSERT INTO millrace.progress
 (consumer, topic, partition, batch_seq, start_offset, end_offset, committed, version)
 SELECT consumer, topic, partition, batch_seq, start_offset, end_offset, committed, version
 FROM {input}"""
 
 
-class ProjectionWriter(ProjectionSink):
+_MAP_COLUMNS = {f.name for f in IDENTITIES_SCHEMA if isinstance(f.type, pa.MapType)}
+
+
+class ProjectionWriter(ProjectionSink, StateReader):
     """Writes processor output to ClickHouse, exactly once per log record."""
 
     def __init__(self, store: ProjectionStore) -> None:
         self.store = store
+
+    def load_state(self, table: str, key: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        columns = STATE_TABLES.get(table)
+        if columns is None or key not in columns:
+            raise KeyError(f"no state table {table!r} keyed by {key!r}")
+        res = self.store.query_arrow(
+            f"SELECT {', '.join(columns)} FROM millrace.{table} FINAL "
+            f"WHERE {key} IN {{keys:Array(String)}}",
+            params={"keys": list(keys)},
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for row in res.to_pylist():
+            for name, v in row.items():
+                if isinstance(v, list) and name in _MAP_COLUMNS:
+                    row[name] = dict(v)
+            out[row[key]] = row
+        return out
 
     def progress(self, consumer: str) -> Progress:
         res = self.store.execute(

@@ -26,6 +26,7 @@ from pipeline.codec import default_codec
 from pipeline.connector import Connector
 from pipeline.log.local import LocalEventLog
 from pipeline.processors.deadletter import DeadLetterProcessor
+from pipeline.processors.identity import IdentityProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
@@ -37,7 +38,7 @@ log = logging.getLogger("millrace")
 
 
 def processors() -> list[Any]:
-    return [TelemetryProcessor(), DeadLetterProcessor()]
+    return [TelemetryProcessor(), IdentityProcessor(), DeadLetterProcessor()]
 
 
 class Engine:

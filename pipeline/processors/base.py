@@ -28,6 +28,7 @@ class Event:
     timestamp_us: int
     key: bytes | None
     value: Mapping[str, Any]
+    size: int = 0  # encoded bytes on the log
 
 
 @dataclass(slots=True)
@@ -85,3 +86,39 @@ class Processor(ABC):
     def process(self, events: Sequence[Event]) -> Outputs:
         """Rows for the events, in log order. Never raises for one bad event: it
         becomes a dead letter and the rest of the batch is applied."""
+
+
+class StateReader(ABC):
+    """Port: the state rows a stateful processor folds from (the sink's projection)."""
+
+    @abstractmethod
+    def load_state(self, table: str, key: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The current row of ``table`` for each of ``keys`` found (by column ``key``)."""
+
+
+class StatefulProcessor(Processor):
+    """A processor whose output depends on state kept in its own projection.
+
+    The runtime reads the state rows of the batch's keys through a
+    :class:`StateReader` before calling :meth:`process_with_state`; the processor
+    stays pure. Rows carry the log offset of the last event they include
+    (``version``), so an event at or below it is skipped: a batch redone after a crash
+    whose state rows had already landed changes nothing.
+    """
+
+    #: projection table holding the state, and its key column
+    state_table: str = ""
+    state_key: str = ""
+
+    @abstractmethod
+    def state_keys(self, events: Sequence[Event]) -> list[str]:
+        """The keys whose state the batch needs."""
+
+    @abstractmethod
+    def process_with_state(
+        self, events: Sequence[Event], state: Mapping[str, Mapping[str, Any]]
+    ) -> Outputs:
+        """Rows for the events, given the state before the first of them."""
+
+    def process(self, events: Sequence[Event]) -> Outputs:
+        return self.process_with_state(events, {})

@@ -4,11 +4,18 @@ runtime shares. Undecodable records become dead letters; the rest are applied.""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.codec import AvroCodec
 from pipeline.errors import DecodeError
-from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from pipeline.processors.base import (
+    Event,
+    Outputs,
+    Processor,
+    StatefulProcessor,
+    StateReader,
+    dead_letter,
+)
 
 
 class RawRecord(Protocol):
@@ -30,7 +37,10 @@ def decode_and_process(
     topic: str,
     partition: int,
     records: Iterable[RawRecord],
+    state: StateReader | None = None,
 ) -> Outputs:
+    """Decode ``records`` and run ``processor``; a stateful processor gets the state of
+    the batch's keys from ``state`` (the sink)."""
     out = Outputs()
     events: list[Event] = []
     for rec in records:
@@ -52,7 +62,19 @@ def decode_and_process(
                 )
             )
             continue
-        events.append(Event(topic, partition, rec.offset, rec.timestamp_us, rec.key, value))
-    if events:
+        events.append(
+            Event(topic, partition, rec.offset, rec.timestamp_us, rec.key, value, len(rec.value))
+        )
+    if not events:
+        return out
+    if isinstance(processor, StatefulProcessor):
+        keys = processor.state_keys(events)
+        rows: dict[str, dict[str, Any]] = {}
+        if keys:
+            if state is None:
+                raise TypeError(f"{type(processor).__name__} needs a StateReader")
+            rows = state.load_state(processor.state_table, processor.state_key, keys)
+        out.merge(processor.process_with_state(events, rows))
+    else:
         out.merge(processor.process(events))
     return out

@@ -10,6 +10,7 @@ out-of-order readings simply add to their bucket's partial set).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from pipeline.processors.identity import METRICS_SCHEMA
 from pipeline.topics import TELEMETRY
 
 KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
@@ -65,11 +67,35 @@ def _empty_strings(n: int) -> pa.Array:
     )
 
 
+SEEN_SCHEMA = pa.schema([("identity", pa.string()), ("received", pa.int64()), ("ip", pa.string())])
+
+
+@dataclass(slots=True)
+class Flat:
+    """A batch of TelemetryBatch events flattened: readings, per-event facts, dead letters."""
+
+    readings: pa.Table
+    dead: list[dict[str, Any]]
+    seen: pa.Table  # identity, received, ip: one row per applied event
+    metrics: pa.Table  # device metrics: publish_count, publish_size, publish_resource_count
+
+
 def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
     """One row per reading, in log order; batches that cannot be applied become
-    dead letters. Per sample only its dict is touched in Python; columns are built by
-    numpy and Arrow."""
+    dead letters."""
+    flat = flatten_all(events)
+    return flat.readings, flat.dead
+
+
+def flatten_all(events: Sequence[Event]) -> Flat:
+    """:func:`flatten`, plus when each identity was seen and the publish metrics. Per
+    sample only its dict is touched in Python; columns are built by numpy and Arrow."""
     dead: list[dict[str, Any]] = []
+    ev_identity: list[str] = []
+    ev_received: list[int] = []
+    ev_ip: list[str] = []
+    ev_size: list[float] = []
+    ev_readings: list[float] = []
     identities: list[str] = []
     received: list[int] = []
     stamps: list[int] = []
@@ -94,6 +120,7 @@ def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
             continue
         identity = batch["identity"]
         recv = batch.get("received_us", ev.timestamp_us)
+        before = len(raw)
         for sample in batch["samples"]:
             values = sample["values"]
             if not values:
@@ -105,9 +132,30 @@ def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
             counts.append(len(values))
             signals.extend(values)
             raw.extend(values.values())
+        ev_identity.append(identity)
+        ev_received.append(recv)
+        ev_ip.append(batch.get("ip") or "")
+        ev_size.append(float(ev.size))
+        ev_readings.append(float(len(raw) - before))
+    seen = pa.Table.from_arrays(
+        [pa.array(ev_identity, pa.string()), pa.array(ev_received, pa.int64()), pa.array(ev_ip)],
+        schema=SEEN_SCHEMA,
+    )
+    k = len(ev_received)
+    metrics = pa.Table.from_arrays(
+        [
+            pa.array(
+                ["publish_count"] * k + ["publish_size"] * k + ["publish_resource_count"] * k,
+                pa.string(),
+            ),
+            pa.array(ev_received * 3, pa.int64()),
+            pa.array([1.0] * k + ev_size + ev_readings, pa.float64()),
+        ],
+        schema=METRICS_SCHEMA,
+    )
     n = len(raw)
     if n == 0:
-        return READINGS_SCHEMA.empty_table(), dead
+        return Flat(READINGS_SCHEMA.empty_table(), dead, seen, metrics)
     repeat = np.array(counts, dtype=np.int64)
     kind_of = _KIND_OF_TYPE.get
     kinds = np.fromiter((kind_of(type(v), KIND_STRING) for v in raw), dtype=np.uint8, count=n)
@@ -132,7 +180,7 @@ def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
         ],
         schema=READINGS_SCHEMA,
     )
-    return table, dead
+    return Flat(table, dead, seen, metrics)
 
 
 def _run_starts(
@@ -247,8 +295,12 @@ class TelemetryProcessor(Processor):
         self.buckets = dict(buckets or BUCKETS)
 
     def process(self, events: Sequence[Event]) -> Outputs:
-        readings, dead = flatten(events)
-        out = Outputs(deadletters=dead)
+        flat = flatten_all(events)
+        readings = flat.readings
+        out = Outputs(deadletters=flat.dead)
+        if flat.seen.num_rows:
+            out.tables["identity_seen"] = flat.seen
+            out.tables["device_metrics"] = flat.metrics
         if readings.num_rows == 0:
             return out
         out.tables["readings"] = readings

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.codec import AvroCodec, default_codec
 from pipeline.log.base import EventLog, Message, Record, TopicPartition
-from pipeline.processors.base import Outputs, Processor
+from pipeline.processors.base import Outputs, Processor, StateReader
 from pipeline.processors.decoding import decode_and_process
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
@@ -69,6 +69,7 @@ class EmbeddedRuntime:
         self.publish_deadletters = publish_deadletters
         self.stats = RuntimeStats()
         self._by_topic: dict[str, Processor] = {t: p for p in self.processors for t in p.topics}
+        self._state = sink if isinstance(sink, StateReader) else None
         self._progress: Progress | None = None
         self._wake = asyncio.Event()
 
@@ -158,7 +159,12 @@ class EmbeddedRuntime:
         for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
             out.merge(
                 decode_and_process(
-                    self.codec, self._by_topic[tp.topic], tp.topic, tp.partition, records[tp]
+                    self.codec,
+                    self._by_topic[tp.topic],
+                    tp.topic,
+                    tp.partition,
+                    records[tp],
+                    self._state,
                 )
             )
         return out

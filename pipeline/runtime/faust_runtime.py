@@ -40,7 +40,7 @@ from typing import Any
 
 from pipeline.codec import AvroCodec, default_codec
 from pipeline.log.base import TopicPartition
-from pipeline.processors.base import Outputs, Processor
+from pipeline.processors.base import Outputs, Processor, StateReader
 from pipeline.processors.decoding import decode_and_process
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
@@ -165,8 +165,9 @@ class PartitionBatcher:
 
     def process(self, tp: TopicPartition, records: Sequence[_Rec]) -> Outputs:
         """Decode and run the topic's processor (decode failures become dead letters)."""
+        state = self.sink if isinstance(self.sink, StateReader) else None
         return decode_and_process(
-            self.codec, self._by_topic[tp.topic], tp.topic, tp.partition, records
+            self.codec, self._by_topic[tp.topic], tp.topic, tp.partition, records, state
         )
 
     def commit_done(self, tp: TopicPartition, batch: SinkBatch) -> None:

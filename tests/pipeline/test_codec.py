@@ -36,8 +36,8 @@ TOPIC_OF = {record: topic for topic, record in TOPIC_SCHEMAS.items()}
 # Change a schema only after copying its old file to schemas/history/<Name>.v<N>.avsc:
 # events already on the log carry the old fingerprint and must still decode.
 PINNED_FINGERPRINTS = {
-    "io.millrace.events.TelemetryBatch": "77a719b0a4f61031",
-    "io.millrace.events.IdentityEvent": "736a04e079588931",
+    "io.millrace.events.TelemetryBatch": "83783334792a72ae",
+    "io.millrace.events.IdentityEvent": "cf12afc42f39ec1b",
     "io.millrace.events.Command": "e6fe52c99ae6d073",
     "io.millrace.events.ResourceStatus": "ecf7cd8a0d6a12ab",
     "io.millrace.events.AlarmEvent": "72884110f8aade3f",
@@ -113,6 +113,7 @@ def batch(**values: Any) -> dict[str, Any]:
         "source": "opcua:plc1",
         "received_us": 1_700_000_000_000_000,
         "samples": [{"ts_us": 1_700_000_000_000_001, "values": values, "quality": 0}],
+        "ip": "192.0.2.7",
     }
 
 
@@ -235,7 +236,12 @@ def test_ints_beyond_64_bits_become_doubles_as_in_fastavro() -> None:
 def test_empty_collections_and_defaults() -> None:
     event = {"identity": "x", "received_us": 0, "samples": [{"ts_us": 0, "values": {}}]}
     decoded = CODEC.decode("telemetry", CODEC.encode("telemetry", event))
-    assert decoded == {**event, "source": "", "samples": [{"ts_us": 0, "values": {}, "quality": 0}]}
+    assert decoded == {
+        **event,
+        "source": "",
+        "samples": [{"ts_us": 0, "values": {}, "quality": 0}],
+        "ip": None,
+    }
     status = {
         "resource_id": "r",
         "service_id": "s",
@@ -405,6 +411,7 @@ def test_v1_telemetry_reads_with_defaults() -> None:
             "source": "",
             "received_us": 5,
             "samples": [{"ts_us": 6, "values": {"b": True}, "quality": 0}],
+            "ip": None,
         },
     )
     lookup = {9: v1_schema()}.__getitem__

@@ -141,6 +141,7 @@ class TestKafkaEventLog(EventLogContract):
             "source": "opcua:plc1",
             "received_us": 1_700_000_000_000_000,
             "samples": [{"ts_us": 1_700_000_000_000_001, "values": {"t": 1.5}, "quality": 0}],
+            "ip": None,
         }
         data = codec.encode_confluent("telemetry", event, 7)
         assert data[:5] == b"\x00\x00\x00\x00\x07"

@@ -1,0 +1,1 @@
+"""Device identities: formats, provisioning and credentials of the device registry."""

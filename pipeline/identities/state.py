@@ -1,0 +1,211 @@
+"""The identity fold: one IdentityEvent applied to an identity's state.
+
+Pure and deterministic: the same events in the same order give the same state, which
+is what lets the identity projection be rebuilt by replay. The state is a plain dict
+with the columns of ``millrace.identities`` (see projections/sql/0007_identities.sql).
+An event that cannot apply (unknown identity, a lock in the way, a malformed field)
+raises :class:`Rejected`; the processor turns it into a dead letter and the state is
+unchanged — concurrent API writes are resolved by log order, and the later one of two
+conflicting writes is the one refused, visibly.
+
+Statuses: ``whitelisted`` (created, may provision) -> ``provisioned`` (has a
+credential); ``expired`` (the provisioning window passed before it provisioned);
+``reprovision`` (its credential expired, or an operator asked for a new one);
+``locked`` (refused at connect and ingest; unlocking restores the previous status).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.identities.resources import same_value
+
+STATUSES = ("whitelisted", "provisioned", "reprovision", "expired", "locked")
+#: statuses from which a device may (re)provision
+PROVISIONABLE = ("whitelisted", "reprovision")
+#: attributes of CREATED/UPDATED events that set state columns rather than free attributes
+CONTROL_INT = ("inactivity_timeout_s", "provision_until_us", "credential_expires_us")
+CONTROL = (*CONTROL_INT, "status", "auth_type", "credential_hash", "unset", "replace", "what")
+
+State = dict[str, Any]
+
+
+class Rejected(ValueError):
+    """The event cannot apply to the identity's current state."""
+
+
+def empty(identity: str) -> State:
+    return {
+        "identity": identity,
+        "version": 0,
+        "present": 0,
+        "created_us": 0,
+        "updated_us": 0,
+        "status": "",
+        "locked_from": "",
+        "auth_type": "",
+        "credential_hash": "",
+        "credential_expires_us": 0,
+        "provision_until_us": 0,
+        "provisioned_us": 0,
+        "lastip": "",
+        "connected": 0,
+        "connected_us": 0,
+        "disconnected_us": 0,
+        "inactivity_timeout_s": 0,
+        "attributes": {},
+        "tags": {},
+        "set_values": {},
+        "set_ts": {},
+        "set_by": {},
+        "acked_ts": {},
+        "timed_out_ts": {},
+        "stale_ts": {},
+    }
+
+
+def _int(attrs: Mapping[str, str], key: str) -> int:
+    try:
+        return int(attrs[key])
+    except ValueError:
+        raise Rejected(f"attributes.{key}: not an integer: {attrs[key]!r}") from None
+
+
+def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
+    for key in CONTROL_INT:
+        if key in attrs:
+            s[key] = _int(attrs, key)
+    if "status" in attrs:
+        status = attrs["status"]
+        if status not in ("whitelisted", "reprovision", "provisioned"):
+            raise Rejected(f"attributes.status: cannot set {status!r} directly")
+        if status == "provisioned" and not (attrs.get("credential_hash") or s["credential_hash"]):
+            raise Rejected("attributes.status: provisioned needs a credential")
+        if s["status"] == "locked":
+            s["locked_from"] = status
+        else:
+            s["status"] = status
+    if "credential_hash" in attrs:
+        s["auth_type"] = attrs.get("auth_type", s["auth_type"])
+        s["credential_hash"] = attrs["credential_hash"]
+    free = {k: v for k, v in attrs.items() if k not in CONTROL}
+    s["attributes"] = {**s["attributes"], **free}
+    for key in filter(None, attrs.get("unset", "").split(",")):
+        s["attributes"].pop(key, None)
+
+
+def _values(ev: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for resource, text in (ev.get("state") or {}).items():
+        try:
+            out[resource] = json.loads(text)
+        except ValueError:
+            raise Rejected(f"state.{resource}: not JSON: {text[:60]!r}") from None
+    return out
+
+
+def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
+    """The state after ``ev`` (an IdentityEvent dict) at log offset ``version - 1``."""
+    identity = ev["identity"]
+    kind = ev["type"]
+    ts = int(ev["ts_us"])
+    attrs: Mapping[str, str] = ev.get("attributes") or {}
+    s = empty(identity) if prev is None else _copy(prev)
+    if kind == "CREATED":
+        if s["present"]:
+            raise Rejected(f"identity {identity!r} already exists")
+        s = empty(identity)
+        s.update(present=1, created_us=ts, status="whitelisted")
+        _apply_control(s, attrs)
+        _tags_set(s, ev.get("tags") or {}, replace=True)
+    elif not s["present"]:
+        raise Rejected(f"identity {identity!r} does not exist")
+    elif kind == "UPDATED":
+        _apply_control(s, attrs)
+    elif kind == "DELETED":
+        s = empty(identity)
+    elif kind == "CONNECTED":
+        if s["status"] == "locked":
+            raise Rejected(f"identity {identity!r} is locked")
+        s.update(connected=1, connected_us=ts)
+        if ev.get("ip"):
+            s["lastip"] = ev["ip"]
+    elif kind == "DISCONNECTED":
+        s.update(connected=0, disconnected_us=ts)
+    elif kind in ("PROVISIONED", "REPROVISIONED"):
+        if s["status"] not in PROVISIONABLE:
+            raise Rejected(f"identity {identity!r} is {s['status']}; cannot provision")
+        if not attrs.get("credential_hash"):
+            raise Rejected("attributes.credential_hash: missing")
+        _apply_control(s, {k: v for k, v in attrs.items() if k != "status"})
+        s.update(status="provisioned", provisioned_us=ts)
+        if ev.get("ip"):
+            s["lastip"] = ev["ip"]
+    elif kind == "EXPIRED":
+        what = attrs.get("what", "window")
+        if what == "window" and s["status"] == "whitelisted":
+            s["status"] = "expired"
+        elif what == "credentials" and s["status"] == "provisioned":
+            s["status"] = "reprovision"
+        else:
+            raise Rejected(f"identity {identity!r} is {s['status']}; {what} cannot expire")
+    elif kind == "LOCKED":
+        if s["status"] != "locked":
+            s.update(locked_from=s["status"], status="locked")
+    elif kind == "UNLOCKED":
+        if s["status"] == "locked":
+            s.update(status=s["locked_from"] or "whitelisted", locked_from="")
+    elif kind == "TAGS_SET":
+        _tags_set(s, ev.get("tags") or {}, replace=attrs.get("replace") == "true")
+    elif kind == "TAGS_REMOVED":
+        for tag, values in (ev.get("tags") or {}).items():
+            if not values:
+                s["tags"].pop(tag, None)
+            elif tag in s["tags"]:
+                kept = [v for v in s["tags"][tag] if v not in values]
+                if kept:
+                    s["tags"][tag] = kept
+                else:
+                    del s["tags"][tag]
+    elif kind == "STATE_SET":
+        for resource, text in (ev.get("state") or {}).items():
+            _values({"state": {resource: text}})
+            s["set_values"][resource] = text
+            s["set_ts"][resource] = ts
+            s["set_by"][resource] = ev.get("actor") or ""
+            s["acked_ts"].pop(resource, None)
+            s["timed_out_ts"].pop(resource, None)
+    elif kind in ("STATE_ACKNOWLEDGED", "STATE_TIMED_OUT"):
+        column = "acked_ts" if kind == "STATE_ACKNOWLEDGED" else "timed_out_ts"
+        for resource, value in _values(ev).items():
+            desired = s["set_values"].get(resource)
+            # only the command still standing: a newer set value is not acknowledged
+            # (or timed out) by a report of the older one
+            if desired is not None and same_value(json.loads(desired), value):
+                s[column][resource] = ts
+    elif kind == "RESOURCE_STALE":
+        for resource in ev.get("state") or {}:
+            s["stale_ts"][resource] = ts
+    else:
+        raise Rejected(f"type {kind!r} does not apply to an identity")
+    s["version"] = version
+    if kind != "DELETED":
+        s["updated_us"] = max(s["updated_us"], ts)
+    return s
+
+
+def _tags_set(s: State, tags: Mapping[str, list[str]], replace: bool) -> None:
+    for tag, values in tags.items():
+        old = [] if replace else s["tags"].get(tag, [])
+        merged = list(dict.fromkeys([*old, *values]))
+        s["tags"][tag] = merged
+
+
+def _copy(s: State) -> State:
+    out = dict(s)
+    for k, v in s.items():
+        if isinstance(v, dict):
+            out[k] = {kk: list(vv) if isinstance(vv, list) else vv for kk, vv in v.items()}
+    return out

@@ -1,0 +1,175 @@
+"""Identity processor: IdentityEvents -> the device registry, resource definitions and
+device metrics.
+
+The registry is a fold (pipeline.identities.state) over each identity's events; its
+state rows live in ``millrace.identities`` and the runtime hands this processor the
+rows of the identities in a batch. Rows carry ``version`` = log offset + 1 of the last
+event they include, so an event at or below it is skipped and a redone batch changes
+nothing. Events of the registry key ``"*"`` define or remove resources (one full
+definition per event: no fold needed). Connections, disconnections and provisionings
+are counted into ``device_metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.identities.resources import REGISTRY_KEY, ResourceDefinition
+from pipeline.identities.state import Rejected, State, apply
+from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from pipeline.topics import IDENTITY
+
+_MAP_S = pa.map_(pa.string(), pa.string())
+_MAP_I = pa.map_(pa.string(), pa.int64())
+
+IDENTITIES_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("version", pa.uint64()),
+        ("present", pa.uint8()),
+        ("created_us", pa.int64()),
+        ("updated_us", pa.int64()),
+        ("status", pa.string()),
+        ("locked_from", pa.string()),
+        ("auth_type", pa.string()),
+        ("credential_hash", pa.string()),
+        ("credential_expires_us", pa.int64()),
+        ("provision_until_us", pa.int64()),
+        ("provisioned_us", pa.int64()),
+        ("lastip", pa.string()),
+        ("connected", pa.uint8()),
+        ("connected_us", pa.int64()),
+        ("disconnected_us", pa.int64()),
+        ("inactivity_timeout_s", pa.uint32()),
+        ("attributes", _MAP_S),
+        ("tags", pa.map_(pa.string(), pa.list_(pa.string()))),
+        ("set_values", _MAP_S),
+        ("set_ts", _MAP_I),
+        ("set_by", _MAP_S),
+        ("acked_ts", _MAP_I),
+        ("timed_out_ts", _MAP_I),
+        ("stale_ts", _MAP_I),
+    ]
+)
+
+RESOURCE_DEFS_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("version", pa.uint64()),
+        ("present", pa.uint8()),
+        ("definition", pa.string()),
+        ("updated_us", pa.int64()),
+        ("updated_by", pa.string()),
+    ]
+)
+
+METRICS_SCHEMA = pa.schema([("metric", pa.string()), ("ts", pa.int64()), ("value", pa.float64())])
+
+#: identity event type -> device metric it counts
+COUNTED = {
+    "CONNECTED": "connection",
+    "DISCONNECTED": "disconnection",
+    "PROVISIONED": "provisioning",
+    "REPROVISIONED": "provisioning",
+}
+
+
+def state_rows(states: Sequence[State]) -> pa.Table:
+    cols: dict[str, list[Any]] = {f.name: [] for f in IDENTITIES_SCHEMA}
+    for s in states:
+        for name, values in cols.items():
+            v = s[name]
+            values.append(list(v.items()) if isinstance(v, dict) else v)
+    return pa.Table.from_pydict(cols, schema=IDENTITIES_SCHEMA)
+
+
+def metric_rows(rows: list[tuple[str, int, float]]) -> pa.Table:
+    metric, ts, value = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.Table.from_pydict(
+        {"metric": list(metric), "ts": list(ts), "value": list(value)}, schema=METRICS_SCHEMA
+    )
+
+
+class IdentityProcessor(StatefulProcessor):
+    """The registry fold, resource definitions and connection/provisioning metrics."""
+
+    topics = (IDENTITY,)
+    state_table = "identities"
+    state_key = "identity"
+
+    def state_keys(self, events: Sequence[Event]) -> list[str]:
+        keys = {e.value.get("identity") for e in events}
+        return sorted(k for k in keys if isinstance(k, str) and k and k != REGISTRY_KEY)
+
+    def process_with_state(
+        self, events: Sequence[Event], state: Mapping[str, Mapping[str, Any]]
+    ) -> Outputs:
+        out = Outputs()
+        current: dict[str, State | None] = {k: dict(v) for k, v in state.items()}
+        changed: dict[str, State] = {}
+        defs: list[dict[str, Any]] = []
+        metrics: list[tuple[str, int, float]] = []
+        for ev in events:
+            value = ev.value
+            kind = value.get("type")
+            metric = COUNTED.get(str(kind))
+            if metric is not None:
+                metrics.append((metric, int(value["ts_us"]), 1.0))
+            identity = value.get("identity")
+            try:
+                if identity == REGISTRY_KEY:
+                    defs.append(self._definition(ev))
+                    continue
+                if not isinstance(identity, str) or not identity:
+                    raise Rejected("identity: must be a non-empty string")
+                prev = current.get(identity)
+                if prev is not None and ev.offset < prev["version"]:
+                    continue  # already in the state row (a redone batch)
+                new = apply(prev, value, ev.offset + 1)
+            except (Rejected, ValueError, KeyError, TypeError) as exc:
+                out.deadletters.append(
+                    dead_letter(
+                        ev,
+                        reason=str(exc),
+                        error_type="IdentityRejected",
+                        stage="apply",
+                        ts_us=ev.timestamp_us,
+                        payload=repr(dict(value)).encode()[:65536],
+                    )
+                )
+                continue
+            current[identity] = changed[identity] = new
+        if changed:
+            out.tables["identities"] = state_rows(list(changed.values()))
+        if defs:
+            out.tables["resource_defs"] = pa.Table.from_pylist(defs, schema=RESOURCE_DEFS_SCHEMA)
+        if metrics:
+            out.tables["device_metrics"] = metric_rows(metrics)
+        return out
+
+    @staticmethod
+    def _definition(ev: Event) -> dict[str, Any]:
+        value = ev.value
+        attrs = value.get("attributes") or {}
+        name = attrs.get("name", "")
+        if not name:
+            raise Rejected("attributes.name: missing resource name")
+        if value["type"] == "RESOURCE_DEFINED":
+            text = attrs.get("definition", "")
+            ResourceDefinition.model_validate_json(text)  # ValueError -> dead letter
+            present = 1
+        elif value["type"] == "RESOURCE_REMOVED":
+            text, present = "", 0
+        else:
+            raise Rejected(f"type {value['type']!r} does not apply to the registry key")
+        return {
+            "name": name,
+            "version": ev.offset + 1,
+            "present": present,
+            "definition": text,
+            "updated_us": int(value["ts_us"]),
+            "updated_by": value.get("actor") or "",
+        }
