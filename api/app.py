@@ -7,7 +7,19 @@ from fastapi import FastAPI
 from api import errors
 from api.context import AppContext
 from api.middleware import AuthenticationMiddleware
-from api.routers import config, connectors, deadletters, ingest, signals, sql, system
+from api.routers import (
+    config,
+    connectors,
+    deadletters,
+    identities,
+    ingest,
+    metrics,
+    provision,
+    resources,
+    signals,
+    sql,
+    system,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -23,7 +35,21 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (ingest, signals, sql, system, deadletters, config, connectors):
+    for module in (
+        ingest,
+        identities,
+        resources,
+        provision,
+        metrics,
+        signals,
+        sql,
+        system,
+        deadletters,
+        config,
+        connectors,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.add_middleware(AuthenticationMiddleware, keys=ctx.keys)
+    app.add_middleware(
+        AuthenticationMiddleware, keys=ctx.keys, cn_header=ctx.registry.provisioning.cn_header
+    )
     return app

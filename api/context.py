@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +12,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import KeyStore, Principal
+from api.device_auth import CredentialHasher, FailureLimiter, VerifiedCache, parse_allowlist
 from api.errors import ApiError
 from pipeline.connector import EventPublisher
+from pipeline.identities.config import RegistryConfig
 from projections.store.base import ProjectionStore
 
 
@@ -32,6 +36,10 @@ class ApiSettings:
     sql_timeout_s: float = 10.0
 
 
+async def _no_wait(topic: str) -> bool:
+    return False
+
+
 @dataclass
 class AppContext:
     """The engine as the API sees it."""
@@ -44,6 +52,61 @@ class AppContext:
     status: Callable[[], dict[str, Any]] = dict
     on_ingest: Callable[[], None] = lambda: None
     connectors: Callable[[], list[dict[str, Any]]] = list
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    #: waits (bounded) until the projections hold everything appended to ``topic`` so
+    #: far — read-your-writes for API writes; False when it could not tell
+    wait_applied: Callable[[str], Awaitable[bool]] = _no_wait
+    hasher: CredentialHasher = field(default_factory=CredentialHasher)
+
+    def __post_init__(self) -> None:
+        from projections.registry import RegistryQueries
+
+        self.queries = RegistryQueries(self.store, self.registry.inactivity_timeout_s)
+        self.verified = VerifiedCache(self.hasher)
+        self.failures = FailureLimiter()
+        self.allowlist = parse_allowlist(self.registry.provisioning.ip_allowlist)
+        self.trusted_proxies = parse_allowlist(self.registry.provisioning.trusted_proxies)
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: short-lived caches of what every ingest request checks (status, definitions);
+        #: writes of this process invalidate them at once, others within ``ttl_s``
+        self.status_cache = TtlCache(1.0)
+        self.defs_cache = TtlCache(1.0)
+
+    def lock(self, key: str) -> asyncio.Lock:
+        """Serializes check-then-write on one identity (or resource) in this process."""
+        lk = self._locks.get(key)
+        if lk is None:
+            if len(self._locks) > 10_000:
+                for k in [k for k, v in self._locks.items() if not v.locked()]:
+                    del self._locks[k]
+            lk = self._locks[key] = asyncio.Lock()
+        return lk
+
+
+class TtlCache:
+    """A small time-bounded cache (monotonic clock)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._data: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        hit = self._data.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self._data) >= self.max_entries:
+            self._data.clear()
+        self._data[key] = (time.monotonic() + self.ttl_s, value)
+
+    def invalidate(self, key: str | None = None) -> None:
+        if key is None:
+            self._data.clear()
+        else:
+            self._data.pop(key, None)
 
 
 def context(request: Request) -> AppContext:
@@ -52,6 +115,7 @@ def context(request: Request) -> AppContext:
 
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer <key>`")
+bearer_scheme = _bearer
 
 
 def _unauthorized(message: str) -> ApiError:

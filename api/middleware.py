@@ -8,6 +8,7 @@ found here.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,6 +18,10 @@ from api.errors import error_body
 from api.responses import JsonResponse
 
 PROTECTED_PREFIX = "/api/v1"
+#: device-facing routes: a device has no API key. Provisioning is open (guarded by
+#: the provisioning switch and IP allow-list); ingest authenticates the device's own
+#: credential in its route when the caller presents no valid API key.
+DEVICE_ROUTES = re.compile(r"^/api/v1/(provision|identities/[^/]+/data)$")
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -30,9 +35,10 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class AuthenticationMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, cn_header: str = "x-ssl-client-cn") -> None:
         self.app = app
         self.keys = keys
+        self.device_headers = (b"authorization", cn_header.lower().encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PROTECTED_PREFIX):
@@ -40,6 +46,14 @@ class AuthenticationMiddleware:
             return
         token = bearer_token(scope.get("headers", []))
         principal = self.keys.authenticate(token) if token else None
+        device = DEVICE_ROUTES.match(str(scope.get("path", "")))
+        if principal is None and device is not None:
+            # a device presents its own credential (checked by the route); without any
+            # credential the answer is 401 before the body is read, as for a key
+            headers = dict(scope.get("headers", []))
+            if device.group(1) == "provision" or any(h in headers for h in self.device_headers):
+                await self.app(scope, receive, send)
+                return
         if principal is None:
             message = (
                 "invalid API key"

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from api.auth import Principal
-from api.context import AppContext, context, operator
+from api.context import AppContext, bearer_scheme, context
+from api.device_auth import ip_allowed, parse_basic, parse_bearer
 from api.errors import ApiError
+from api.registry import definitions, identity_status
 from api.responses import JsonResponse
+from pipeline.identities.resources import check_values
 from pipeline.topics import TELEMETRY
 
 router = APIRouter(tags=["ingest"])
@@ -83,6 +88,83 @@ def validate_samples(samples: list[SampleIn], ctx: AppContext) -> int:
     return readings
 
 
+async def ingest_caller(
+    request: Request,
+    identity: Annotated[str, Path(pattern=IDENTITY_PATTERN)],
+    ctx: AppContext = Depends(context),
+    _: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+) -> str:
+    """Who may post readings for ``identity``: an operator's API key (checked by the
+    middleware) or the device's own credential — ``Authorization: Bearer <token or
+    password>``, ``Basic base64(identity:password)``, or a certificate CN passed by a
+    trusted TLS front end. Returns the batch's ``source``."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is not None:
+        if not principal.has("operator"):
+            raise ApiError(
+                403, "forbidden", f"role '{principal.role}' cannot do this; needs 'operator'"
+            )
+        source = f"http:{principal.key_id}"
+    else:
+        await authenticate_device(request, identity, ctx)
+        source = f"device:{identity}"
+    status = await identity_status(ctx, identity)
+    if status == "locked":
+        raise ApiError(403, "identity_locked", f"identity {identity!r} is locked")
+    if status is None and ctx.registry.require_registered:
+        raise ApiError(404, "not_found", f"identity {identity!r} is not registered")
+    return source
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def authenticate_device(request: Request, identity: str, ctx: AppContext) -> None:
+    ip = request.client.host if request.client else None
+    header = request.headers.get("authorization", "")
+    secret: str | None = None
+    basic = parse_basic(header) if header else None
+    if basic is not None:
+        if basic[0] != identity:
+            raise _unauthorized("the Basic user must be the identity of the path")
+        secret = basic[1]
+    elif header:
+        secret = parse_bearer(header)
+    cn = None
+    prov = ctx.registry.provisioning
+    if ctx.trusted_proxies and ip_allowed(ip, ctx.trusted_proxies):
+        cn = request.headers.get(prov.cn_header)
+    if secret is None and cn is None:
+        raise _unauthorized("missing credentials: an API key or the device's credential")
+    if ctx.failures.blocked(identity, ip):
+        raise ApiError(429, "too_many_failures", "too many failed attempts; try again later")
+    cred = await asyncio.to_thread(ctx.queries.credential, identity)
+    if cred is None:
+        if secret is not None:
+            await asyncio.to_thread(ctx.hasher.verify_unknown, secret)
+        ctx.failures.record_failure(identity, ip)
+        raise _unauthorized("invalid API key or device credential")
+    auth_type, encoded, expires_us = cred
+    if auth_type == "certificate":
+        ok = cn is not None and cn == identity
+    else:
+        ok = secret is not None and await asyncio.to_thread(
+            ctx.verified.verify, identity, encoded, secret
+        )
+    if not ok:
+        ctx.failures.record_failure(identity, ip)
+        raise _unauthorized("invalid API key or device credential")
+    ctx.failures.record_success(identity)
+    status = await identity_status(ctx, identity)
+    if status == "locked":
+        raise ApiError(403, "identity_locked", f"identity {identity!r} is locked")
+    if status != "provisioned" or (expires_us and expires_us < ctx.clock()):
+        raise ApiError(
+            403, "credential_expired", f"identity {identity!r} is {status}: provision again"
+        )
+
+
 @router.post(
     "/identities/{identity}/data",
     status_code=202,
@@ -92,19 +174,28 @@ def validate_samples(samples: list[SampleIn], ctx: AppContext) -> int:
 async def ingest(
     identity: Annotated[str, Path(pattern=IDENTITY_PATTERN)],
     samples: Annotated[list[SampleIn], Body(description="samples, oldest first or not")],
+    request: Request,
     ctx: AppContext = Depends(context),
-    principal: Principal = Depends(operator),
+    source: str = Depends(ingest_caller),
 ) -> JsonResponse:
     """Validate the batch and append it to the log as one TelemetryBatch; answer once
-    the log has acknowledged it. Projections follow within the runtime's batch time."""
+    the log has acknowledged it. Projections follow within the runtime's batch time.
+    Values that break their resource definition are refused (400 naming the resource)."""
     readings = validate_samples(samples, ctx)
+    defs = await definitions(ctx)
+    if defs:
+        for i, sample in enumerate(samples):
+            bad = check_values(defs, sample.values)
+            if bad is not None:
+                raise _invalid(f"body[{i}].values.{bad[0]}", bad[1])
     batch: dict[str, Any] = {
         "identity": identity,
-        "source": f"http:{principal.key_id}",
+        "source": source,
         "received_us": ctx.clock(),
         "samples": [
             {"ts_us": s.timestamp, "values": s.values, "quality": s.quality} for s in samples
         ],
+        "ip": request.client.host if request.client else None,
     }
     await ctx.publisher.publish(TELEMETRY, [(identity, batch)])
     ctx.on_ingest()

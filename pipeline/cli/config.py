@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.simulator import SimulatorConfig
 from pipeline.errors import ConfigError
+from pipeline.identities.config import RegistryConfig
 
 if TYPE_CHECKING:
     from connectors.commissioning import Commissioning
@@ -85,6 +86,7 @@ class MillraceConfig(BaseModel):
     log: LocalLogConfig = LocalLogConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    identities: RegistryConfig = RegistryConfig()
 
 
 ENV_OVERRIDES = {

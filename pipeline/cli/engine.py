@@ -19,6 +19,7 @@ from typing import Any
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
 from connectors.commissioning import Commissioning
+from connectors.definitions import DefinitionCheckingPublisher, cached_definitions
 from connectors.manager import ConnectorManager, route_commands
 from connectors.simulator import SimulatorConnector
 from pipeline.cli.config import MillraceConfig
@@ -31,7 +32,9 @@ from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from projections.migrations import migrate
+from projections.registry import RegistryQueries
 from projections.store.chdb import ChdbStore
+from projections.watch import IdentityWatch, WatchSettings
 from projections.writer import ProjectionWriter
 
 log = logging.getLogger("millrace")
@@ -64,6 +67,15 @@ class Engine:
         if config.simulator.devices > 0:
             self.connectors.append(SimulatorConnector(config.simulator))
         self.manager = ConnectorManager(commissioning or Commissioning(), spool_root=data / "spool")
+        self.queries = RegistryQueries(self.read_store, config.identities.inactivity_timeout_s)
+        self.watch = IdentityWatch(
+            self.read_store,
+            self.publisher,
+            WatchSettings(
+                default_inactivity_timeout_s=config.identities.inactivity_timeout_s,
+                command_timeout_s=config.identities.command_timeout_s,
+            ),
+        )
         self.keys = KeyStore(data / "api_keys.json", os.environ.get("MILLRACE_API_KEY") or None)
         self.started_us = time.time_ns() // 1000
 
@@ -116,7 +128,29 @@ class Engine:
             status=self.status,
             on_ingest=self.runtime.wake,
             connectors=self.manager.snapshot,
+            registry=self.config.identities,
+            wait_applied=self.wait_applied,
         )
+
+    async def wait_applied(self, topic: str, timeout_s: float = 5.0) -> bool:
+        """Wait until the runtime has processed everything appended to ``topic`` so far
+        (read-your-writes for API writes); False after ``timeout_s``."""
+        ends = {
+            tp: self.log.offsets_sync(tp.topic, tp.partition)[1]
+            for tp in self.runtime.topic_partitions()
+            if tp.topic == topic
+        }
+        self.runtime.wake()
+        deadline = time.monotonic() + timeout_s
+        while any(self.runtime.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    async def _definitions(self) -> dict[str, Any]:
+        defs = await asyncio.to_thread(self.queries.definitions)
+        return {name: d["definition"] for name, d in defs.items()}
 
     async def serve(self, stop: asyncio.Event, with_api: bool = True) -> None:
         """Run connectors, the runtime and (optionally) the API until ``stop``."""
@@ -126,9 +160,11 @@ class Engine:
 
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="runtime")
         upkeep_task = asyncio.create_task(self._upkeep(stop), name="log-upkeep")
+        watch_task = asyncio.create_task(self.watch.run(stop), name="identity-watch")
+        checked = DefinitionCheckingPublisher(self.publisher, cached_definitions(self._definitions))
         for c in self.connectors:
-            await c.start(self.publisher)
-        await self.manager.start(self.publisher)
+            await c.start(checked)
+        await self.manager.start(checked)
         commands_task = asyncio.create_task(
             route_commands(self.log, self.manager, stop, self.publisher), name="commands"
         )
@@ -158,9 +194,10 @@ class Engine:
         await self.manager.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(commands_task, 5)
-        upkeep_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await upkeep_task
+        for task in (upkeep_task, watch_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # the runtime notices ``stop`` after its current batch
         try:
             await asyncio.wait_for(runtime_task, timeout=30)

@@ -25,9 +25,11 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
+from api.device_auth import CredentialHasher
 from pipeline.cli.engine import processors
 from pipeline.codec import default_codec
 from pipeline.errors import StoreError
+from pipeline.identities.config import RegistryConfig
 from pipeline.log.base import AppendResult, Message
 from pipeline.log.memory import MemoryEventLog
 from pipeline.publisher import LogPublisher
@@ -43,6 +45,9 @@ HOUR_US = 3_600_000_000
 #: the admin key held in memory (``MILLRACE_API_KEY`` style)
 ENV_KEY = "env-admin-key-for-tests"
 V1 = "/api/v1"
+
+#: argon2id at its cheapest: the tests check behaviour, not the cost profile
+CHEAP_HASHER = CredentialHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 _IN_USE = re.compile(r"already initialized with path '([^']*)'")
 
@@ -191,6 +196,7 @@ def build_api(
     clock: Callable[[], int] | None = None,
     keys: KeyStore | None = None,
     max_records: int = 5000,
+    registry: RegistryConfig | None = None,
 ) -> Api:
     """A fresh app on a fresh in-memory log, with one key per role. The caller closes
     ``api.client``."""
@@ -207,6 +213,8 @@ def build_api(
         settings=settings or ApiSettings(),
         clock=clock or (lambda: NOW_US),
         on_ingest=lambda: ingested.append(log.appended.get(TELEMETRY, 0)),
+        registry=registry or RegistryConfig(),
+        hasher=CHEAP_HASHER,
     )
     app = create_app(ctx)
     client = httpx.AsyncClient(
@@ -220,6 +228,12 @@ def build_api(
         consumer=uid("consumer-"),
         max_records=max_records,
     )
+
+    async def wait_applied(topic: str) -> bool:
+        await runtime.run_until_idle()
+        return True
+
+    ctx.wait_applied = wait_applied
     return Api(app, ctx, client, log, keys, runtime, admin, op, viewer, ingested)
 
 
