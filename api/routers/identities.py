@@ -146,7 +146,7 @@ async def run_query(fn: Any, *args: Any) -> Any:
     try:
         return await asyncio.to_thread(fn, *args)
     except QueryError as exc:
-        raise bad_request(exc.field, str(exc)) from None
+        raise bad_request(exc.field, exc.message) from None
 
 
 # -- registry -----------------------------------------------------------------------------

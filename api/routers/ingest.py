@@ -140,7 +140,7 @@ async def authenticate_device(request: Request, identity: str, ctx: AppContext) 
     if ctx.failures.blocked(identity, ip):
         raise ApiError(429, "too_many_failures", "too many failed attempts; try again later")
     cred = await asyncio.to_thread(ctx.queries.credential, identity)
-    if cred is None:
+    if cred is None or not cred[1]:  # unknown, or never provisioned: the same answer
         if secret is not None:
             await asyncio.to_thread(ctx.hasher.verify_unknown, secret)
         ctx.failures.record_failure(identity, ip)
