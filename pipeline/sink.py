@@ -86,6 +86,7 @@ class MemoryProjectionSink(ProjectionSink, StateReader):
 
     def __init__(self) -> None:
         self.rows: dict[str, list[dict[str, object]]] = {}
+        self.schemas: dict[str, pa.Schema] = {}
         self.tokens: set[str] = set()
         self._progress: dict[str, Progress] = {}
         self.fail_after: int | None = None
@@ -104,7 +105,8 @@ class MemoryProjectionSink(ProjectionSink, StateReader):
             k = str(row[key])
             if k in wanted and (k not in out or int(row["version"]) >= out[k]["version"]):  # type: ignore[call-overload]
                 out[k] = row
-        return {k: _plain(v) for k, v in out.items()}
+        maps = {f.name for f in self.schemas.get(table, ()) if isinstance(f.type, pa.MapType)}
+        return {k: _plain(v, maps) for k, v in out.items()}
 
     def progress(self, consumer: str) -> Progress:
         p = self._progress.get(consumer, Progress())
@@ -126,6 +128,7 @@ class MemoryProjectionSink(ProjectionSink, StateReader):
             if token in self.tokens:
                 continue
             self.tokens.add(token)
+            self.schemas[name] = table.schema
             self.rows.setdefault(name, []).extend(table.to_pylist())
         self._step()
         for tp, r in batch.ranges.items():
@@ -133,9 +136,6 @@ class MemoryProjectionSink(ProjectionSink, StateReader):
         p.pending, p.pending_seq = {}, None
 
 
-def _plain(row: dict[str, object]) -> dict[str, Any]:
-    """Arrow's pylist maps (lists of pairs) back to dicts."""
-    return {
-        k: dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v
-        for k, v in row.items()
-    }
+def _plain(row: dict[str, object], maps: set[str]) -> dict[str, Any]:
+    """Arrow's pylist maps (lists of pairs) back to dicts, as a store returns them."""
+    return {k: dict(v) if k in maps and isinstance(v, list) else v for k, v in row.items()}

@@ -129,9 +129,23 @@ def _format_problem(fmt: str, value: Any) -> str | None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: 1 == 1.0, but True is not 1."""
+    """Equal as JSON values, at any depth: 1 == 1.0, but True is not 1."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) or isinstance(b, list):
+        return (
+            isinstance(a, list)
+            and isinstance(b, list)
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_same(a[k], b[k]) for k in a)
+        )
     return bool(a == b)
 
 

@@ -66,11 +66,27 @@ def empty(identity: str) -> State:
     }
 
 
+#: the range of each integer control attribute (its column type in millrace.identities)
+_INT_RANGE = {
+    "inactivity_timeout_s": (0, 2**32 - 1),
+    "provision_until_us": (0, 2**63 - 1),
+    "credential_expires_us": (0, 2**63 - 1),
+}
+
+
 def _int(attrs: Mapping[str, str], key: str) -> int:
     try:
-        return int(attrs[key])
+        value = int(attrs[key])
     except ValueError:
         raise Rejected(f"attributes.{key}: not an integer: {attrs[key]!r}") from None
+    low, high = _INT_RANGE[key]
+    if not low <= value <= high:
+        raise Rejected(f"attributes.{key}: {value} outside {low}..{high}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
@@ -81,7 +97,7 @@ def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
         status = attrs["status"]
         if status not in ("whitelisted", "reprovision", "provisioned"):
             raise Rejected(f"attributes.status: cannot set {status!r} directly")
-        if status == "provisioned" and not (attrs.get("credential_hash") or s["credential_hash"]):
+        if status == "provisioned" and not attrs.get("credential_hash", s["credential_hash"]):
             raise Rejected("attributes.status: provisioned needs a credential")
         if s["status"] == "locked":
             s["locked_from"] = status
@@ -100,7 +116,7 @@ def _values(ev: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for resource, text in (ev.get("state") or {}).items():
         try:
-            out[resource] = json.loads(text)
+            out[resource] = json.loads(text, parse_constant=_reject_constant)
         except ValueError:
             raise Rejected(f"state.{resource}: not JSON: {text[:60]!r}") from None
     return out
