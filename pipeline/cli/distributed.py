@@ -127,6 +127,7 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
             sql_timeout_s=cfg.api.sql_timeout_s,
         ),
         status=status,
+        registry=cfg.identities,
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -52,8 +52,18 @@ HASHES = ("argon2$aa", "argon2$bb", "bcrypt$cc")
 ids = st.sampled_from(IDS)
 # seconds between events; negative steps give out-of-order timestamps
 dts = st.integers(-3, 30)
-# bad input now and then, not in every other event
-seldom = st.integers(0, 7).map(lambda n: n == 0)
+# integer control attributes the fold must refuse: not integers, or outside their column
+bad_ints = st.sampled_from(
+    [
+        ("credential_expires_us", "12x"),
+        ("inactivity_timeout_s", "-1"),
+        ("inactivity_timeout_s", str(2**32)),
+        ("provision_until_us", str(2**63)),
+        ("credential_expires_us", "-5"),
+    ]
+)
+# JSON the fold must refuse (NaN and the infinities are Python's, not JSON)
+bad_json = st.sampled_from(['{"on": tru', "NaN", "-Infinity", "[Infinity]", "", "01"])
 ips = st.none() | st.sampled_from(IPS)
 hashes = st.sampled_from(HASHES)
 free_attrs = st.dictionaries(
@@ -64,9 +74,14 @@ tag_maps = st.dictionaries(
     st.sampled_from(TAG_NAMES), st.lists(st.sampled_from(TAG_VALUES), max_size=4), max_size=3
 )
 
-# JSON values of every kind. Booleans are top-level only: a boolean nested in a list or
-# object meets the loose comparison pinned in test_nested_boolean_is_not_a_number.
-_leaf = st.none() | st.sampled_from([0, 1, 2, -3, 0.5, 2.0, 1e10]) | st.sampled_from(["on", ""])
+# JSON values of every kind, with numbers and booleans that Python thinks equal (1, 1.0,
+# True) at every depth
+_leaf = (
+    st.none()
+    | st.booleans()
+    | st.sampled_from([0, 1, 2, -3, 0.5, 2.0, 1e10])
+    | st.sampled_from(["on", ""])
+)
 json_values = (
     st.none()
     | st.booleans()
@@ -115,11 +130,16 @@ def renumbered(value: Any) -> Any:
 
 
 def bool_swapped(value: Any) -> Any:
-    """A value equal to ``value`` in Python but not as JSON (True vs 1), when there is one."""
+    """A value equal to ``value`` in Python but not as JSON (True vs 1, at any depth),
+    when there is one."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
+    if isinstance(value, list):
+        return [bool_swapped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: bool_swapped(v) for k, v in value.items()}
     return value
 
 
@@ -213,6 +233,20 @@ class Device:
             "timed_out_ts": dict(self.timed_out),
             "stale_ts": dict(self.stale),
         }
+
+
+def report_rule() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The arguments of a device report (acknowledgement or timeout of a set value)."""
+    return rule(
+        identity=ids,
+        dt=dts,
+        resource=st.sampled_from(RESOURCES),
+        choice=st.sampled_from(["current", "current", "renumbered", "older", "other", "swap"]),
+        other=json_values,
+        how=encodings,
+        broken=st.none() | st.none() | st.none() | bad_json,
+        data=st.data(),
+    )
 
 
 class IdentityLifecycle(RuleBasedStateMachine):
@@ -335,8 +369,8 @@ class IdentityLifecycle(RuleBasedStateMachine):
         dt=dts,
         attrs=free_attrs,
         unset=st.lists(st.sampled_from(FREE_KEYS), max_size=2),
-        timeout=st.none() | st.integers(0, 86_400),
-        bad_int=seldom,
+        timeout=st.none() | st.integers(0, 86_400) | st.just(2**32 - 1),
+        bad_int=st.none() | st.none() | st.none() | bad_ints,
     )
     def update_attributes(
         self,
@@ -345,7 +379,7 @@ class IdentityLifecycle(RuleBasedStateMachine):
         attrs: dict[str, str],
         unset: list[str],
         timeout: int | None,
-        bad_int: bool,
+        bad_int: tuple[str, str] | None,
     ) -> None:
         sent = dict(attrs)
         d = self._live(identity)
@@ -353,8 +387,8 @@ class IdentityLifecycle(RuleBasedStateMachine):
             sent["unset"] = ",".join(unset)
         if timeout is not None:
             sent["inactivity_timeout_s"] = str(timeout)
-        if bad_int:
-            sent["credential_expires_us"] = "12x"
+        if bad_int is not None:
+            sent[bad_int[0]] = bad_int[1]
         if d is not None:
             d.attributes.update(attrs)
             for key in unset:  # the unset list is applied after the values set
@@ -362,7 +396,7 @@ class IdentityLifecycle(RuleBasedStateMachine):
             if timeout is not None:
                 d.inactivity_timeout_s = timeout
         ev = event(identity, "UPDATED", self._ts(dt), attributes=sent, actor="op")
-        self._send(ev, None if bad_int else d)
+        self._send(ev, None if bad_int is not None else d)
 
     @rule(
         identity=ids,
@@ -370,7 +404,7 @@ class IdentityLifecycle(RuleBasedStateMachine):
         status=st.sampled_from(
             ["whitelisted", "reprovision", "provisioned", "expired", "locked", "online"]
         ),
-        credential=st.none() | hashes,
+        credential=st.none() | st.just("") | hashes,
     )
     def operator_status(self, identity: str, dt: int, status: str, credential: str | None) -> None:
         """An operator resets the status through UPDATED attributes."""
@@ -380,7 +414,8 @@ class IdentityLifecycle(RuleBasedStateMachine):
             sent["credential_hash"] = credential
         if d is not None:
             settable = status in ("whitelisted", "reprovision", "provisioned")
-            has_credential = bool(credential or d.credential_hash)
+            # the credential the identity has after the event
+            has_credential = bool(d.credential_hash if credential is None else credential)
             if not settable or (status == "provisioned" and not has_credential):
                 d = None
         if d is not None:
@@ -392,10 +427,13 @@ class IdentityLifecycle(RuleBasedStateMachine):
                 d.status = status
         self._send(event(identity, "UPDATED", self._ts(dt), attributes=sent, actor="op"), d)
 
-    @rule(identity=ids, dt=dts)
-    def delete(self, identity: str, dt: int) -> None:
+    @rule(identity=ids, dt=dts, again=st.sampled_from([True, True, True, False]), tags=tag_maps)
+    def delete(self, identity: str, dt: int, again: bool, tags: dict[str, list[str]]) -> None:
+        """Delete; mostly created again right away, which must start from scratch."""
         d = Device() if self.devices[identity].present else None
         self._send(event(identity, "DELETED", self._ts(dt), actor="op"), d)
+        if again:
+            self.create(identity, 1, tags, {}, "plain", None)
 
     @rule(identity=ids, dt=dts, ip=ips)
     def connect(self, identity: str, dt: int, ip: str | None) -> None:
@@ -538,7 +576,7 @@ class IdentityLifecycle(RuleBasedStateMachine):
         values=st.dictionaries(st.sampled_from(RESOURCES), json_values, min_size=1, max_size=2),
         how=encodings,
         actor=st.none() | st.sampled_from(["op", "key:ci"]),
-        broken=seldom,
+        broken=st.none() | st.none() | st.none() | bad_json,
     )
     def state_set(
         self,
@@ -547,13 +585,13 @@ class IdentityLifecycle(RuleBasedStateMachine):
         values: dict[str, Any],
         how: str,
         actor: str | None,
-        broken: bool,
+        broken: str | None,
     ) -> None:
         ts = self._ts(dt)
         texts = {r: encode(v, how) for r, v in values.items()}
-        if broken:
-            texts[RESOURCES[-1]] = '{"on": tru'
-        d = None if broken else self._live(identity)
+        if broken is not None:
+            texts[RESOURCES[-1]] = broken
+        d = None if broken is not None else self._live(identity)
         if d is not None:
             for r, v in values.items():
                 self.history.setdefault((identity, r), []).append(v)
@@ -564,27 +602,24 @@ class IdentityLifecycle(RuleBasedStateMachine):
                 d.timed_out.pop(r, None)
         self._send(event(identity, "STATE_SET", ts, state=texts, actor=actor), d)
 
-    @rule(
-        identity=ids,
-        dt=dts,
-        kind=st.sampled_from(["STATE_ACKNOWLEDGED", "STATE_TIMED_OUT"]),
-        resource=st.sampled_from(RESOURCES),
-        choice=st.sampled_from(["current", "current", "renumbered", "older", "other", "swap"]),
-        other=json_values,
-        how=encodings,
-        broken=seldom,
-        data=st.data(),
-    )
-    def state_report(
+    @report_rule()
+    def state_acknowledged(self, **kw: Any) -> None:
+        self._report("STATE_ACKNOWLEDGED", **kw)
+
+    @report_rule()
+    def state_timed_out(self, **kw: Any) -> None:
+        self._report("STATE_TIMED_OUT", **kw)
+
+    def _report(
         self,
+        kind: str,
         identity: str,
         dt: int,
-        kind: str,
         resource: str,
         choice: str,
         other: Any,
         how: str,
-        broken: bool,
+        broken: str | None,
         data: st.DataObject,
     ) -> None:
         """A report of a value (acknowledgement), or the timeout of a set value."""
@@ -602,9 +637,11 @@ class IdentityLifecycle(RuleBasedStateMachine):
         elif choice == "swap" and standing is not None:
             value = bool_swapped(standing[1])
         elif choice == "older" and older:
-            value = data.draw(st.sampled_from(older))
-        text = "not json" if broken else encode(value, how)
-        d = None if broken else self._live(identity)
+            # an older command: another value where there is one
+            differing = [v for v in older if standing is None or not json_equal(v, standing[1])]
+            value = data.draw(st.sampled_from(differing or older))
+        text = encode(value, how) if broken is None else broken
+        d = self._live(identity) if broken is None else None
         if d is not None and standing is not None and json_equal(standing[1], value):
             column = d.acked if kind == "STATE_ACKNOWLEDGED" else d.timed_out
             column[resource] = ts
@@ -716,6 +753,28 @@ def test_nested_boolean_is_not_a_number() -> None:
     assert s["acked_ts"] == {}
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="state.py _apply_control checks the credential only when status is in the "
+    "event: UPDATED credential_hash='' leaves a provisioned identity without a credential",
+)
+@pytest.mark.parametrize("locked", [False, True])
+def test_clearing_the_credential_of_a_provisioned_identity(locked: bool) -> None:
+    events = [
+        event("d", "CREATED", T0),
+        event("d", "PROVISIONED", T0 + 1, attributes={"credential_hash": "h"}),
+        *([event("d", "LOCKED", T0 + 2)] if locked else []),
+    ]
+    s = _fold(*events)
+    try:
+        s = apply(s, event("d", "UPDATED", T0 + 3, attributes={"credential_hash": ""}), 9)
+    except Rejected:
+        return  # refusing the event is one way out
+    s = apply(s, event("d", "UNLOCKED", T0 + 4), 10)
+    # the other: no longer provisioned (e.g. reprovision)
+    assert not (s["status"] == "provisioned" and s["credential_hash"] == "")
+
+
 def test_nan_is_not_json() -> None:
     s = _fold(event("d", "CREATED", T0))
     with pytest.raises(Rejected):
@@ -741,16 +800,6 @@ def test_out_of_range_control_integer_is_a_dead_letter(attrs: dict[str, str]) ->
 
 TP = TopicPartition("identity", 0)
 CONSUMER = "identity-test"
-MAP_COLUMNS = (
-    "attributes",
-    "tags",
-    "set_values",
-    "set_ts",
-    "set_by",
-    "acked_ts",
-    "timed_out_ts",
-    "stale_ts",
-)
 GOOD_DEFINITION = '{"format": "number", "unit": "degC"}'
 BAD_DEFINITIONS = ('{"format": "colour"}', "not json")
 
@@ -815,6 +864,8 @@ def identity_events(draw: st.DrawFn) -> dict[str, Any]:
                     {"status": "provisioned"},
                     {"inactivity_timeout_s": "60"},
                     {"inactivity_timeout_s": "soon"},
+                    {"inactivity_timeout_s": "-1"},
+                    {"provision_until_us": str(2**64)},
                 ]
             )
         )
@@ -826,21 +877,10 @@ def identity_events(draw: st.DrawFn) -> dict[str, Any]:
         tags = draw(tag_maps)
         attrs = draw(st.sampled_from([{}, {"replace": "true"}]))
     elif kind in ("STATE_SET", "STATE_ACKNOWLEDGED", "STATE_TIMED_OUT", "RESOURCE_STALE"):
-        texts = st.sampled_from(["1", "1.0", "true", '"on"', "[1, 2]", "{nope"])
+        texts = st.sampled_from(["1", "1.0", "true", '"on"', "[1, true]", "{nope", "NaN"])
         state = draw(st.dictionaries(st.sampled_from(RESOURCES), texts, min_size=1, max_size=2))
     ip = draw(ips) if kind in ("CONNECTED", "PROVISIONED", "REPROVISIONED") else None
     return event(identity, kind, ts, ip=ip, tags=tags, state=state, attributes=attrs)
-
-
-def _load(sink: MemoryProjectionSink, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The sink's state rows, with empty maps as dicts, as ProjectionWriter.load_state
-    hands them out. MemoryProjectionSink leaves an empty map as [] (see
-    test_memory_sink_state_round_trip), which would turn valid events into dead letters."""
-    rows = sink.load_state("identities", "identity", keys)
-    return {
-        k: {c: ({} if c in MAP_COLUMNS and v == [] else v) for c, v in row.items()}
-        for k, row in rows.items()
-    }
 
 
 def _one_pass(events: Sequence[Mapping[str, Any]]) -> tuple[dict[str, State], set[int]]:
@@ -906,7 +946,9 @@ def test_processor_exactly_once_over_batches_and_redos(
         def run(
             events: list[Event] = events, start: int = start, end: int = end, seq: int = seq
         ) -> SinkBatch:
-            out = proc.process_with_state(events, _load(sink, proc.state_keys(events)))
+            out = proc.process_with_state(
+                events, sink.load_state("identities", "identity", proc.state_keys(events))
+            )
             offsets = [dl["source_offset"] for dl in out.deadletters]
             assert len(offsets) == len(set(offsets))
             assert all(start <= o < end for o in offsets)
@@ -933,7 +975,7 @@ def test_processor_exactly_once_over_batches_and_redos(
         assert sink.progress(CONSUMER).positions == {TP: end}
         start = end
 
-    got = _load(sink, list(IDS))
+    got = sink.load_state("identities", "identity", list(IDS))
     assert got == expected_states
     assert set(dead) == expected_rejected
 

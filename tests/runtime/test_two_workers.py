@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -44,8 +45,12 @@ class Worker:
                 text=True,
             )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.strip() == "started", f"worker did not start: {log.read_text()[-2000:]}"
+        # faust's start can wait forever on a wedged group coordinator of the mock
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "started":
+            self.stop()
+            raise Stuck(f"worker did not start: {log.read_text()[-2000:]}")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -116,9 +121,10 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
             args = [kafka_bootstrap, prefix, "faust-app", server.url, str(tmp_path / name)]
             return Worker(args, tmp_path / f"{name}.log")
 
-        a, b = start("a"), start("b")
-        workers = [a, b]
+        workers: list[Worker] = []
         try:
+            workers.append(a := start("a"))
+            workers.append(b := start("b"))
             wait_for(
                 lambda: committed(writer, ends)[0] >= total * 0.2, 90, "a fifth of it", tmp_path
             )
