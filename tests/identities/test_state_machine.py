@@ -91,6 +91,8 @@ json_values = (
     | st.dictionaries(st.sampled_from(["a", "b", "c"]), _leaf, max_size=3)
 )
 encodings = st.sampled_from(["compact", "spaced", "sorted"])
+# values whose reports are easy to get wrong: booleans next to 0 and 1, at depth
+tricky_values = st.sampled_from([[1], [True], [0, "on"], {"a": 0, "b": 1}, {"a": False}, 1, 0.0])
 
 
 def encode(value: Any, how: str) -> str:
@@ -402,9 +404,9 @@ class IdentityLifecycle(RuleBasedStateMachine):
         identity=ids,
         dt=dts,
         status=st.sampled_from(
-            ["whitelisted", "reprovision", "provisioned", "expired", "locked", "online"]
+            ["whitelisted", "reprovision", "provisioned", "provisioned", "expired", "locked", "on"]
         ),
-        credential=st.none() | st.just("") | hashes,
+        credential=st.sampled_from([None, None, "", *HASHES]),
     )
     def operator_status(self, identity: str, dt: int, status: str, credential: str | None) -> None:
         """An operator resets the status through UPDATED attributes."""
@@ -602,6 +604,34 @@ class IdentityLifecycle(RuleBasedStateMachine):
                 d.timed_out.pop(r, None)
         self._send(event(identity, "STATE_SET", ts, state=texts, actor=actor), d)
 
+    @rule(
+        identity=ids,
+        resource=st.sampled_from(RESOURCES),
+        previous=st.none() | json_values | tricky_values,
+        value=json_values | tricky_values,
+        how=encodings,
+        kind=st.sampled_from(["STATE_ACKNOWLEDGED", "STATE_TIMED_OUT"]),
+        choice=st.sampled_from(["current", "renumbered", "older", "swap"]),
+        data=st.data(),
+    )
+    def command_round_trip(
+        self,
+        identity: str,
+        resource: str,
+        previous: Any,
+        value: Any,
+        how: str,
+        kind: str,
+        choice: str,
+        data: st.DataObject,
+    ) -> None:
+        """A set value (perhaps after another one), then the device's report on it: the
+        control loop in one go, so that reports meet a standing command."""
+        if previous is not None:
+            self.state_set(identity, 1, {resource: previous}, how, "op", None)
+        self.state_set(identity, 1, {resource: value}, how, "op", None)
+        self._report(kind, identity, 1, resource, choice, None, how, None, data)
+
     @report_rule()
     def state_acknowledged(self, **kw: Any) -> None:
         self._report("STATE_ACKNOWLEDGED", **kw)
@@ -678,6 +708,19 @@ class IdentityLifecycle(RuleBasedStateMachine):
         self.lock(identity, dt)
         self.connect(identity, 1, IPS[0])
         self.unlock(identity, 1)
+
+    @rule(
+        identity=ids,
+        kind=st.sampled_from(["PROVISIONED", "REPROVISIONED"]),
+        credential=hashes,
+        ip=ips,
+    )
+    def window_passes_then_provision(
+        self, identity: str, kind: str, credential: str, ip: str | None
+    ) -> None:
+        """A device that comes too late: once expired it may not provision."""
+        self.expire(identity, 1, "window")
+        self.provision(identity, 1, kind, credential, None, ip, None, False)
 
     # -- invariants -------------------------------------------------------------------
 
