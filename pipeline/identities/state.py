@@ -104,6 +104,9 @@ def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
         else:
             s["status"] = status
     if "credential_hash" in attrs:
+        after = s["locked_from"] if s["status"] == "locked" else s["status"]
+        if not attrs["credential_hash"] and after == "provisioned":
+            raise Rejected("attributes.credential_hash: a provisioned identity needs one")
         s["auth_type"] = attrs.get("auth_type", s["auth_type"])
         s["credential_hash"] = attrs["credential_hash"]
     free = {k: v for k, v in attrs.items() if k not in CONTROL}
