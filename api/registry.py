@@ -11,11 +11,11 @@ events (it becomes a dead letter, never a lost write).
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from api.context import AppContext
 from api.errors import ApiError, bad_request
+from pipeline.identities.events import identity_event
 from pipeline.identities.formats import check, describe
 from pipeline.identities.resources import NAME_RE, REGISTRY_KEY, ResourceDefinition
 from pipeline.topics import IDENTITY
@@ -41,18 +41,17 @@ def event(
     state: dict[str, str] | None = None,
     attributes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An IdentityEvent (schemas/identity.avsc)."""
-    return {
-        "event_id": uuid.uuid4().hex,
-        "identity": identity,
-        "ts_us": ctx.clock(),
-        "type": kind,
-        "actor": actor,
-        "ip": ip,
-        "tags": tags,
-        "state": state,
-        "attributes": attributes or {},
-    }
+    """An IdentityEvent (schemas/identity.avsc) at the API's clock."""
+    return identity_event(
+        identity,
+        kind,
+        ctx.clock(),
+        actor=actor,
+        ip=ip,
+        tags=tags,
+        state=state,
+        attributes=attributes,
+    )
 
 
 async def emit(ctx: AppContext, events: list[dict[str, Any]], topic: str = IDENTITY) -> None:

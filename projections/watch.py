@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pydantic import ValidationError
 
 from pipeline.connector import EventPublisher
 from pipeline.errors import ConfigError
+from pipeline.identities.events import identity_event
 from pipeline.identities.resources import ResourceDefinition, same_value
 from pipeline.topics import IDENTITY
 from projections.store.base import ProjectionStore
@@ -321,17 +321,15 @@ class IdentityWatch:
                 if ev is not None:
                     ev["state"].update(f.state or {})
                     continue
-            ev = {
-                "event_id": uuid.uuid4().hex,
-                "identity": f.identity,
-                "ts_us": now,
-                "type": f.type,
-                "actor": ACTOR,
-                "ip": f.ip,
-                "tags": None,
-                "state": dict(f.state) if f.state is not None else None,
-                "attributes": dict(f.attributes),
-            }
+            ev = identity_event(
+                f.identity,
+                f.type,
+                now,
+                actor=ACTOR,
+                ip=f.ip,
+                state=dict(f.state) if f.state is not None else None,
+                attributes=dict(f.attributes),
+            )
             if f.type in GROUPED:
                 grouped[(f.identity, f.type)] = ev
             events.append((f.identity, ev))

@@ -6,9 +6,6 @@ acknowledges it. Also: a value breaking its definition that a connector brings g
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import httpx
 import pytest
 
 from tests.connectors.test_run_config_e2e import Peers, free_port
+from tests.millrace_process import millrace_run
 
 pytestmark = [pytest.mark.integration]
 
@@ -57,30 +55,8 @@ def test_set_command_write_report_acknowledge(tmp_path: Path) -> None:
     with Peers() as peers:
         cfg = tmp_path / "loop.yaml"
         cfg.write_text(config(peers, port))
-        env = {**os.environ, "MILLRACE_API_KEY": KEY}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli.main",
-                "run",
-                "--config",
-                str(cfg),
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
+        with millrace_run(cfg, tmp_path / "data", KEY):
             _exercise(port, peers)
-        finally:
-            proc.terminate()
-            out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out[-4000:]
 
 
 def _wait(cond: Any, what: str, timeout: float = 60) -> Any:

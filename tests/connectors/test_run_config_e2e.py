@@ -8,7 +8,6 @@ suite and through the manager in test_commissioning.py.)"""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pymodbus.simulator import DataType, SimData
 from tests.connectors.modbus.peer import ModbusPeer
 from tests.connectors.mqtt.conftest import Broker
 from tests.connectors.opcua.conftest import OpcServer
+from tests.millrace_process import millrace_run
 
 pytestmark = [pytest.mark.integration]
 
@@ -141,30 +141,8 @@ def test_every_protocol_under_millrace_run(tmp_path: Path, broker: Broker) -> No
             cwd=ROOT,
         )
         assert check.returncode == 0, check.stdout + check.stderr
-        env = {**os.environ, "MILLRACE_API_KEY": KEY}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli.main",
-                "run",
-                "--config",
-                str(cfg),
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
+        with millrace_run(cfg, tmp_path / "data", KEY):
             _exercise(port, peers, broker)
-        finally:
-            proc.terminate()
-            out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out[-4000:]
 
 
 async def _publish(port: int, topic: str, payload: bytes) -> None:

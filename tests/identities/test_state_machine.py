@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pipeline.identities.events import identity_event
 from pipeline.identities.state import Rejected, State, apply
 from pipeline.log.base import TopicPartition
 from pipeline.processors.base import Event
@@ -164,17 +165,17 @@ def event(
     state: dict[str, str] | None = None,
     attributes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "event_id": f"{identity}-{kind}-{ts}",
-        "identity": identity,
-        "ts_us": ts,
-        "type": kind,
-        "actor": actor,
-        "ip": ip,
-        "tags": tags,
-        "state": state,
-        "attributes": attributes or {},
-    }
+    return identity_event(
+        identity,
+        kind,
+        ts,
+        actor=actor,
+        ip=ip,
+        tags=tags,
+        state=state,
+        attributes=attributes,
+        event_id=f"{identity}-{kind}-{ts}",
+    )
 
 
 @dataclass

@@ -6,7 +6,6 @@ chDB. Every expected value below was worked out by hand from the events in
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli.engine import processors
+from pipeline.identities.events import identity_event
 from pipeline.identities.resources import ResourceDefinition
 from pipeline.log.memory import MemoryEventLog
 from pipeline.publisher import LogPublisher
@@ -51,17 +51,9 @@ def ident(
     state: dict[str, str] | None = None,
     attributes: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    return identity, {
-        "event_id": uuid.uuid4().hex,
-        "identity": identity,
-        "ts_us": t,
-        "type": kind,
-        "actor": actor,
-        "ip": ip,
-        "tags": tags,
-        "state": state,
-        "attributes": attributes or {},
-    }
+    return identity, identity_event(
+        identity, kind, t, actor=actor, ip=ip, tags=tags, state=state, attributes=attributes
+    )
 
 
 def batch(
