@@ -200,6 +200,7 @@ class FaustTakeHandler:
         fence: Fence | None = None,
         seek: Fence | None = None,
         fence_timeout_s: float = 15.0,
+        earliest: Callable[[TopicPartition], Coroutine[Any, Any, int]] | None = None,
     ) -> None:
         self.batcher = batcher
         self.publish_deadletters = publish_deadletters
@@ -207,6 +208,7 @@ class FaustTakeHandler:
         self.owns = owns
         self.fence = fence
         self.seek = seek
+        self.earliest = earliest
         self.fence_timeout_s = fence_timeout_s
         self._sought: dict[TopicPartition, int] = {}
         self.seeks = 0
@@ -275,9 +277,12 @@ class FaustTakeHandler:
         progress = await self.run_sink(b.sink.progress, b.consumer)
         for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
             want = b.gap(progress, tp, records[tp])
-            if want is not None and self.seek is not None and self._sought.get(tp) != want:
-                # re-read from the sink's position; a second gap at the same place
-                # means the records are gone from the log (retention) and is accepted
+            gone = want is not None and self.earliest is not None and want < await self.earliest(tp)
+            # without the log's start offset, a second gap at the same place is taken
+            # for records gone from the log (retention)
+            again = self.earliest is not None or self._sought.get(tp) != want
+            if want is not None and not gone and self.seek is not None and again:
+                # re-read from the sink's position: a batch never jumps over records
                 log.info("%s/%d: seeking back to %d", tp.topic, tp.partition, want)
                 self._sought[tp] = want
                 self.seeks += 1
@@ -360,6 +365,16 @@ def build_app(
     async def seek(tp: TopicPartition, offset: int) -> None:
         await app.consumer.seek(_wire_tp(tp), offset)
 
+    async def earliest(tp: TopicPartition) -> int:
+        """The first offset the log still holds (what retention left)."""
+        from aiokafka.structs import TopicPartition as KafkaTP
+
+        thread = app.consumer._thread
+        consumer = thread._ensure_consumer()
+        ktp = KafkaTP(wire[tp.topic], tp.partition)
+        found = await thread.call_thread(consumer.beginning_offsets, [ktp])
+        return int(found[ktp])
+
     def handler() -> FaustTakeHandler:
         if "h" not in state:
             batcher = PartitionBatcher(sink_factory(), processors, config.consumer_name, codec)
@@ -370,6 +385,7 @@ def build_app(
                 owns=owns,
                 fence=fence if config.fence else None,
                 seek=seek,
+                earliest=earliest,
             )
         return state["h"]
 
