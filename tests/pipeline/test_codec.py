@@ -40,7 +40,7 @@ PINNED_FINGERPRINTS = {
     "io.millrace.events.IdentityEvent": "cf12afc42f39ec1b",
     "io.millrace.events.Command": "e6fe52c99ae6d073",
     "io.millrace.events.ResourceStatus": "ecf7cd8a0d6a12ab",
-    "io.millrace.events.AlarmEvent": "72884110f8aade3f",
+    "io.millrace.events.AlarmEvent": "93cebc62777ed7d2",
     "io.millrace.events.AuditEvent": "8e17cf34ebb2376c",
     "io.millrace.events.DeadLetter": "a943e867182110e7",
 }
