@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from api.audit import audit_active, audit_note
 from api.context import AppContext
 from api.errors import ApiError, bad_request
 from pipeline.identities.events import identity_event
@@ -58,6 +59,8 @@ async def emit(ctx: AppContext, events: list[dict[str, Any]], topic: str = IDENT
     """Append events (keyed by identity) and wait until the projections hold them."""
     if not events:
         return
+    audited = topic == IDENTITY and audit_active()
+    before = await _snapshot(ctx, events) if audited else {}
     await ctx.publisher.publish(topic, [(e["identity"], e) for e in events])
     ctx.on_ingest()
     await ctx.wait_applied(topic)
@@ -66,6 +69,51 @@ async def emit(ctx: AppContext, events: list[dict[str, Any]], topic: str = IDENT
             ctx.defs_cache.invalidate()
         else:
             ctx.status_cache.invalidate(e["identity"])
+    if audited:
+        after = await _snapshot(ctx, events)
+        for e in events:
+            target = _target(e)
+            change = {k: e.get(k) for k in ("type", "attributes", "tags", "state") if e.get(k)}
+            audit_note(
+                action=str(e["type"]).lower(),
+                target_type=target[0],
+                target_id=target[1],
+                before=before.get(target),
+                after=after.get(target, change if len(events) > AUDIT_SNAPSHOTS else None),
+            )
+
+
+#: a write touching more objects than this records each change, not whole objects
+AUDIT_SNAPSHOTS = 50
+
+
+def _target(e: dict[str, Any]) -> tuple[str, str]:
+    if e["identity"] == REGISTRY_KEY:
+        return ("resource", str((e.get("attributes") or {}).get("name", "")))
+    return ("identity", str(e["identity"]))
+
+
+async def _snapshot(ctx: AppContext, events: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """The objects the events touch, as they are now (for the audit's before/after)."""
+    import asyncio
+
+    targets = {_target(e) for e in events}
+    if len(targets) > AUDIT_SNAPSHOTS:
+        return {}
+    out: dict[tuple[str, str], Any] = {}
+    if any(kind == "resource" for kind, _ in targets):
+        defs = await asyncio.to_thread(ctx.queries.definitions)
+        for kind, name in targets:
+            if kind == "resource" and name in defs:
+                out[(kind, name)] = defs[name]["definition"].model_dump(mode="json")
+    for kind, name in targets:
+        if kind == "identity":
+            row = await asyncio.to_thread(ctx.queries.get, name, ctx.clock())
+            if row is not None:
+                row = dict(row)
+                row.pop("credential_hash", None)
+                out[(kind, name)] = row
+    return out
 
 
 def check_identity(ctx: AppContext, identity: str, field: str = "identity") -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from api.audit import audit_note
 from api.auth import Principal
 from api.context import AppContext, admin, context, viewer
 from api.errors import ApiError
@@ -43,6 +44,12 @@ async def create_key(
 ) -> JsonResponse:
     """The key is in this response only; millrace keeps a hash."""
     key, plaintext = ctx.keys.create(req.name, req.role)
+    audit_note(
+        action="create",
+        target_type="api_key",
+        target_id=key.id,
+        after={"id": key.id, "name": key.name, "role": key.role},
+    )
     return JsonResponse(
         {"data": {"id": key.id, "name": key.name, "role": key.role, "key": plaintext}},
         status_code=201,
@@ -67,6 +74,11 @@ async def list_keys(
 async def delete_key(
     key_id: str, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
 ) -> Response:
+    before = next(
+        ({"id": k.id, "name": k.name, "role": k.role} for k in ctx.keys.list() if k.id == key_id),
+        None,
+    )
+    audit_note(action="delete", target_type="api_key", target_id=key_id, before=before)
     if not ctx.keys.delete(key_id):
         raise ApiError(
             404,

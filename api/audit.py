@@ -1,0 +1,211 @@
+"""The audit trail of API writes: who did what to which object, before and after.
+
+Every write through the API (POST, PUT, PATCH, DELETE under ``/api/v1``, except the
+device-facing and read-only ones in :data:`NOT_AUDITED`) becomes an AuditEvent on the
+``audit`` topic once its response status is known — refused writes too, with the
+error code as ``status``. A route that knows the object it changed says so with
+:func:`audit_note` (action, target, before, after); otherwise the record names the
+route and its path parameters. Secrets never reach the trail: fields named like
+credentials are replaced by ``"***"`` at any depth.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.connector import EventPublisher
+from pipeline.topics import AUDIT
+
+log = logging.getLogger("millrace.audit")
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: writes that are not operator actions: device telemetry and provisioning (a device's
+#: own traffic, counted in device metrics), read-only queries sent as POST, and live
+#: stream subscriptions (a client's view, not the plant's state)
+NOT_AUDITED = re.compile(
+    r"^/api/v1/(provision|identities/[^/]+/data|ingest(/.*)?|sql|config/validate"
+    r"|stream/.*)$"
+)
+SECRET_FIELDS = re.compile(r"(password|secret|token|credential|api_key|key_hash|sha256)", re.I)
+MAX_JSON = 65_536
+
+
+#: the notes of the write being served (the same list as the request's scope state),
+#: so helpers that have no request object can describe what they changed
+_NOTES: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "millrace_audit_notes", default=None
+)
+
+
+def audit_note(
+    request: Request | None = None,
+    *,
+    action: str,
+    target_type: str,
+    target_id: str,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    """Describe the write this request makes (called by the route before it answers).
+    Several calls (a batch) give one audit record each."""
+    if request is not None:
+        notes = request.scope.setdefault("state", {}).setdefault("audit_notes", [])
+    else:
+        notes = _NOTES.get()
+        if notes is None:  # not inside an audited request (tests calling helpers)
+            return
+    notes.append(
+        {
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "before": before,
+            "after": after,
+        }
+    )
+
+
+def audit_active() -> bool:
+    """Whether the current request is an audited write."""
+    return _NOTES.get() is not None
+
+
+def redact(value: Any) -> Any:
+    """``value`` with credential-like fields masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("***" if SECRET_FIELDS.search(str(k)) and v is not None else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = json.dumps(redact(value), default=str, sort_keys=True)
+    if len(text) > MAX_JSON:
+        return json.dumps({"truncated": True, "bytes": len(text)})
+    return text
+
+
+def _action_of(method: str) -> str:
+    return {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}[method]
+
+
+def audit_events(
+    scope: Scope, status_code: int, error_code: str | None, ts_us: int
+) -> list[dict[str, Any]]:
+    """The AuditEvents of one finished write request."""
+    state = scope.get("state", {})
+    principal = state.get("principal")
+    actor = getattr(principal, "name", None) or "anonymous"
+    key_id = getattr(principal, "key_id", None)
+    if key_id:
+        actor = f"{actor} ({key_id})"
+    role = getattr(principal, "role", "") or "none"
+    status = "ok" if status_code < 400 else (error_code or str(status_code))
+    client = scope.get("client")
+    source_ip = client[0] if client else None
+    request_id = state.get("request_id") or uuid.uuid4().hex
+    notes = state.get("audit_notes") or []
+    if not notes:
+        route = scope.get("route")
+        path_params = scope.get("path_params") or {}
+        template = getattr(route, "path", scope.get("path", ""))
+        target = "/".join(str(v) for v in path_params.values()) or template
+        segments = [s for s in str(template).split("/") if s and not s.startswith("{")]
+        notes = [
+            {
+                "action": _action_of(scope["method"]),
+                "target_type": segments[-1] if len(segments) > 2 else "api",
+                "target_id": target,
+                "before": None,
+                "after": None,
+            }
+        ]
+    out = []
+    for note in notes:
+        out.append(
+            {
+                "audit_id": uuid.uuid4().hex,
+                "ts_us": ts_us,
+                "actor": actor[:256],
+                "actor_role": role,
+                "action": str(note["action"])[:128],
+                "target_type": str(note["target_type"])[:128],
+                "target_id": str(note["target_id"])[:1024],
+                "before": _json(note["before"]),
+                "after": _json(note["after"]),
+                "status": status,
+                "request_id": request_id,
+                "source_ip": source_ip,
+            }
+        )
+    return out
+
+
+class AuditMiddleware:
+    """Appends the AuditEvents of every audited write once its status is known."""
+
+    def __init__(self, app: ASGIApp, publisher: EventPublisher, clock: Any) -> None:
+        self.app = app
+        self.publisher = publisher
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in WRITE_METHODS
+            or not path.startswith("/api/v1/")
+            or NOT_AUDITED.match(path)
+        ):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["request_id"] = uuid.uuid4().hex
+        token = _NOTES.set(state.setdefault("audit_notes", []))
+        seen: dict[str, Any] = {"status": 500, "body": b""}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif (
+                message["type"] == "http.response.body"
+                and seen["status"] >= 400
+                and len(seen["body"]) < 4096
+            ):
+                seen["body"] += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            _NOTES.reset(token)
+            if seen["status"] != 401:  # unauthenticated noise is not an actor's action
+                await self._record(scope, seen["status"], seen["body"])
+
+    async def _record(self, scope: Scope, status_code: int, body: bytes) -> None:
+        code = None
+        if body:
+            try:
+                code = json.loads(body)["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                code = None
+        try:
+            events = audit_events(scope, status_code, code, self.clock())
+            await self.publisher.publish(AUDIT, [(e["target_id"], e) for e in events])
+        except Exception:  # the write happened; a lost audit record is logged loudly
+            log.exception("audit record of %s %s not appended", scope["method"], scope["path"])

@@ -1,0 +1,97 @@
+"""The audit trail: who did what through the API, before and after."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from api.auth import Principal
+from api.context import AppContext, context, operator
+from api.errors import ApiError, bad_request
+from api.responses import JsonResponse
+from api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
+from api.timeparams import Epoch, format_time
+from projections.audits import AuditFilter, get_audit, list_audits
+
+router = APIRouter(tags=["audit"])
+
+ListParam = Annotated[str | None, Query(description="one value or a comma-separated list")]
+AuditLimit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
+SORTS = {"creation_time": "asc", "-creation_time": "desc"}
+
+
+def csv(raw: str | None, field: str, most: int = 100) -> list[str]:
+    """A comma-separated query parameter as a list (empty when absent)."""
+    values = [v.strip() for v in (raw or "").split(",") if v.strip()]
+    if len(values) > most:
+        raise bad_request(field, f"at most {most} values")
+    return values
+
+
+def audit_filter(
+    actor: ListParam = None,
+    action: ListParam = None,
+    target_type: ListParam = None,
+    target_id: ListParam = None,
+    status: ListParam = None,
+    failed: Annotated[
+        bool | None, Query(description="true: only refused writes; false: only successful")
+    ] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    epoch: EpochQ = None,
+) -> AuditFilter:
+    return AuditFilter(
+        actors=csv(actor, "actor"),
+        actions=csv(action, "action"),
+        target_types=csv(target_type, "target_type"),
+        target_ids=csv(target_id, "target_id"),
+        statuses=csv(status, "status"),
+        failed=failed,
+        time=_time_range(start_time, end_time, epoch),
+    )
+
+
+def audit_json(row: dict[str, Any], epoch: Epoch | None) -> dict[str, Any]:
+    out = dict(row)
+    out["creation_time"] = format_time(out.pop("ts_us"), epoch)
+    return out
+
+
+@router.get("/audits", summary="Audit records of API writes")
+async def list_audit_records(
+    f: AuditFilter = Depends(audit_filter),
+    sort: Annotated[str, Query(description="creation_time or -creation_time")] = "-creation_time",
+    epoch: EpochQ = None,
+    limit: AuditLimit = 100,
+    page: Page = 1,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(operator),
+) -> JsonResponse:
+    """Every write through the API (identities, state, resources, alarm rules, alarm
+    actions, config, keys) with who made it, the object before and after (credentials
+    masked) and the outcome (`ok` or the error code of a refused write)."""
+    if sort not in SORTS:
+        raise bad_request("sort", f"choose from {', '.join(SORTS)}")
+    rows, total = await asyncio.to_thread(
+        list_audits, ctx.store, f, SORTS[sort], limit, (page - 1) * limit
+    )
+    data = [audit_json(r, epoch) for r in rows]
+    return JsonResponse(
+        {"data": data, "meta": {"pagination": _pagination(page, limit, len(data), total)}}
+    )
+
+
+@router.get("/audits/{audit_id}", summary="One audit record")
+async def get_audit_record(
+    audit_id: str,
+    epoch: EpochQ = None,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(operator),
+) -> JsonResponse:
+    row = await asyncio.to_thread(get_audit, ctx.store, audit_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"audit_id: no audit record {audit_id!r}")
+    return JsonResponse({"data": audit_json(row, epoch)})

@@ -1,0 +1,109 @@
+"""The audit trail as the API reads it: filtered, sorted, paged.
+
+Every filter is a bound ClickHouse parameter; multi-valued filters take lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from projections.queries import TimeRange, _time_where
+from projections.store.base import ProjectionStore
+
+COLUMNS = (
+    "toUnixTimestamp64Micro(ts) AS ts_us, audit_id, actor, actor_role, action, target_type, "
+    "target_id, before, after, status, request_id, source_ip"
+)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actors: Sequence[str] = ()
+    actions: Sequence[str] = ()
+    target_types: Sequence[str] = ()
+    target_ids: Sequence[str] = ()
+    statuses: Sequence[str] = ()
+    #: only refused/failed writes (status != 'ok') when True, only successful when False
+    failed: bool | None = None
+    time: TimeRange = field(default_factory=TimeRange)
+
+
+def audit_where(f: AuditFilter, params: dict[str, Any]) -> str:
+    """The WHERE clause (without the keyword) of ``f`` over ``millrace.audits``."""
+    conds = ["1"]
+    for name, values in (
+        ("actor", f.actors),
+        ("action", f.actions),
+        ("target_type", f.target_types),
+        ("target_id", f.target_ids),
+        ("status", f.statuses),
+    ):
+        if values:
+            params[f"a_{name}"] = list(values)
+            conds.append(f"{name} IN {{a_{name}:Array(String)}}")
+    if f.failed is not None:
+        conds.append("status != 'ok'" if f.failed else "status = 'ok'")
+    return " AND ".join(conds) + _time_where("ts", f.time, params, micro=True)
+
+
+def _decode(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def audit_row(r: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "ts_us": int(r[0]),
+        "id": r[1],
+        "actor": r[2],
+        "actor_role": r[3],
+        "action": r[4],
+        "target_type": r[5],
+        "target_id": r[6],
+        "before": _decode(r[7]),
+        "after": _decode(r[8]),
+        "status": r[9],
+        "request_id": r[10] or None,
+        "source_ip": r[11] or None,
+    }
+
+
+def list_audits(
+    store: ProjectionStore,
+    f: AuditFilter,
+    order: Literal["asc", "desc"],
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Audit records matching ``f`` (oldest or newest first) and how many match."""
+    params: dict[str, Any] = {}
+    where = audit_where(f, params)
+    direction = "ASC" if order == "asc" else "DESC"
+    res = store.execute(
+        f"SELECT {COLUMNS}, count() OVER () FROM millrace.audits FINAL WHERE {where} "
+        f"ORDER BY ts {direction}, log_offset {direction}, audit_id {direction} LIMIT {int(offset)}, {int(limit)}",
+        params,
+    )
+    total = int(res.rows[0][-1]) if res.rows else 0
+    if not res.rows and offset:
+        total = int(
+            store.execute(f"SELECT count() FROM millrace.audits FINAL WHERE {where}", params).rows[
+                0
+            ][0]
+        )
+    return [audit_row(r) for r in res.rows], total
+
+
+def get_audit(store: ProjectionStore, audit_id: str) -> dict[str, Any] | None:
+    res = store.execute(
+        f"SELECT {COLUMNS} FROM millrace.audits FINAL WHERE audit_id = {{id:String}} LIMIT 1",
+        {"id": audit_id},
+    )
+    return audit_row(res.rows[0]) if res.rows else None

@@ -1,0 +1,111 @@
+"""The audit trail: every API write recorded with who, what, before and after."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.topics import AUDIT
+from tests.api.conftest import NOW_US, V1, Api, assert_bad_field, uid
+
+
+async def _audits(api: Api, **params: Any) -> list[dict[str, Any]]:
+    await api.sync()
+    r = await api.get("/audits", key="operator", **params)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+async def test_identity_writes_are_audited_with_before_and_after(api: Api) -> None:
+    ident = uid("aud")
+    r = await api.client.post(
+        f"{V1}/identities",
+        json={"identity": ident, "attributes": {"site": "north"}},
+        headers=api.auth(api.operator),
+    )
+    assert r.status_code == 201, r.text
+    r = await api.client.patch(
+        f"{V1}/identities/{ident}",
+        json={"attributes": {"site": "south"}},
+        headers=api.auth(api.operator),
+    )
+    assert r.status_code == 200, r.text
+    rows = await _audits(api, target_id=ident, sort="creation_time")
+    assert [(a["action"], a["target_type"], a["status"]) for a in rows] == [
+        ("created", "identity", "ok"),
+        ("updated", "identity", "ok"),
+    ]
+    created, updated = rows
+    assert created["before"] is None
+    assert created["after"]["identity"] == ident
+    assert created["after"]["attributes"]["site"] == "north"
+    assert updated["before"]["attributes"]["site"] == "north"
+    assert updated["after"]["attributes"]["site"] == "south"
+    assert created["actor"].startswith("test operator")
+    assert created["actor_role"] == "operator"
+    assert all("credential_hash" not in (a["after"] or {}) for a in rows)
+
+
+async def test_refused_writes_are_audited_with_their_error_code(api: Api) -> None:
+    ident = uid("aud")
+    body = {"identity": ident}
+    assert (
+        await api.client.post(f"{V1}/identities", json=body, headers=api.auth(api.operator))
+    ).status_code == 201
+    r = await api.client.post(f"{V1}/identities", json=body, headers=api.auth(api.operator))
+    assert r.status_code == 409
+    r = await api.client.delete(f"{V1}/identities/{uid('nobody')}", headers=api.auth(api.operator))
+    assert r.status_code == 404
+    failed = await _audits(api, failed="true", limit=1000)
+    statuses = {a["status"] for a in failed}
+    assert {"conflict", "not_found"} <= statuses, statuses
+    assert all(a["status"] != "ok" for a in failed)
+
+
+async def test_api_key_audit_never_holds_the_secret(api: Api) -> None:
+    name = uid("key")
+    r = await api.client.post(
+        f"{V1}/keys", json={"name": name, "role": "viewer"}, headers=api.auth(api.admin)
+    )
+    assert r.status_code == 201
+    secret = r.json()["data"]["key"]
+    key_id = r.json()["data"]["id"]
+    r = await api.client.delete(f"{V1}/keys/{key_id}", headers=api.auth(api.admin))
+    assert r.status_code == 204
+    rows = await _audits(api, target_id=key_id, target_type="api_key", sort="creation_time")
+    assert [a["action"] for a in rows] == ["create", "delete"]
+    assert rows[0]["after"] == {"id": key_id, "name": name, "role": "viewer"}
+    assert rows[1]["before"] == {"id": key_id, "name": name, "role": "viewer"}
+    # nothing on the audit topic holds the plaintext key
+    for p in range(api.log.partitions(AUDIT)):
+        for rec in await api.log.read(AUDIT, p, 0, 100_000):
+            assert secret.encode() not in rec.value
+
+
+async def test_device_traffic_and_reads_are_not_audited(api: Api) -> None:
+    before = api.log.appended.get(AUDIT, 0)
+    ident = uid("dev")
+    r = await api.ingest(ident, [{"timestamp": NOW_US - 1_000_000, "values": {"temp": 1.0}}])
+    assert r.status_code in (200, 202), r.text
+    await api.sql("SELECT 1")
+    await api.get("/identities")
+    assert api.log.appended.get(AUDIT, 0) == before
+
+
+async def test_audit_filters_and_roles(api: Api) -> None:
+    assert (await api.get("/audits", key="viewer")).status_code == 403
+    assert_bad_field(await api.get("/audits", key="operator", sort="priority"), "sort")
+    assert_bad_field(
+        await api.get("/audits", key="operator", start_time="2025-01-02", end_time="2025-01-01"),
+        "end_time",
+    )
+    ident = uid("aud")
+    await api.client.post(f"{V1}/identities", json={"identity": ident}, headers=api.auth(api.admin))
+    rows = await _audits(api, target_id=ident, actor="nobody")
+    assert rows == []
+    rows = await _audits(api, target_id=ident)
+    assert len(rows) == 1 and rows[0]["actor_role"] == "admin"
+    one = await api.get(f"/audits/{rows[0]['id']}", key="operator")
+    assert one.status_code == 200 and one.json()["data"]["target_id"] == ident
+    assert (await api.get("/audits/nope", key="operator")).status_code == 404
+    json.dumps(rows)  # JSON-clean
