@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
@@ -19,7 +19,7 @@ router = APIRouter(tags=["audit"])
 
 ListParam = Annotated[str | None, Query(description="one value or a comma-separated list")]
 AuditLimit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
-SORTS = {"creation_time": "asc", "-creation_time": "desc"}
+SORTS: dict[str, Literal["asc", "desc"]] = {"creation_time": "asc", "-creation_time": "desc"}
 
 
 def csv(raw: str | None, field: str, most: int = 100) -> list[str]:

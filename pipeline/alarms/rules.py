@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import (
@@ -78,7 +79,7 @@ class RuleError(ValueError):
 class AlarmRule(BaseModel):
     """One alarm rule (see the module doc)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(..., description="unique rule id", pattern=RULE_ID_RE.pattern)
     kind: Kind
@@ -179,7 +180,7 @@ class AlarmRule(BaseModel):
             "rule": self.id,
             "type": self.type_name,
         }
-        return string.Formatter().vformat(template, (), _Lenient(fields))[:4096]
+        return _format(template, fields)[:4096]
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_defaults=False), sort_keys=True)
@@ -195,9 +196,29 @@ _DEFAULT_MESSAGES = {
 }
 
 
-class _Lenient(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+def _format(template: str, fields: dict[str, Any]) -> str:
+    """``template`` with its plain ``{name}`` fields filled in; never raises (rendering
+    runs inside the evaluator): other fields (``{0}``, ``{value.attr}``, unknown names)
+    stay as written, and a format spec that does not suit the value (``{value:.1f}`` of
+    a string) falls back to the plain value."""
+    out: list[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in fields:
+            conv = f"!{conversion}" if conversion else ""
+            out.append("{" + name + conv + (f":{spec}" if spec else "") + "}")
+            continue
+        value = fields[name]
+        try:
+            if conversion:
+                convert: dict[str, Callable[[object], str]] = {"r": repr, "s": str, "a": ascii}
+                value = convert[conversion](value)
+            out.append(format(value, spec or ""))
+        except (KeyError, ValueError, TypeError):
+            out.append(str(value))
+    return "".join(out)
 
 
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
@@ -235,16 +256,36 @@ def rule_problems(data: Any) -> list[tuple[str, str]]:
     except RuleError as exc:
         return [(exc.field, exc.message)]
     except ValidationError as exc:
-        out = []
+        out: list[tuple[str, str]] = []
+        # a union field (high: int | float) fails once per member, its loc tagged with
+        # the member (high.int, high.float): report it once, under the field's name
+        members: dict[str, list[tuple[str, str]]] = {}
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "$"
             ctx_err = (err.get("ctx") or {}).get("error")
             if isinstance(ctx_err, RuleError):
                 out.append((ctx_err.field, ctx_err.message))
-            else:
+                continue
+            parts = err["loc"][:1] + tuple(p for p in err["loc"][1:] if isinstance(p, int))
+            loc = ".".join(str(p) for p in parts) or "$"
+            tags = [p for p in err["loc"][1:] if isinstance(p, str)]
+            if not tags:
                 out.append((loc, err["msg"]))
-        return out
+                continue
+            if loc not in members:
+                members[loc] = []
+                out.append((loc, ""))
+            members[loc].append((tags[0], err["msg"]))
+        return [(loc, msg or _union_message(members[loc])) for loc, msg in out]
     return []
+
+
+def _union_message(errors: list[tuple[str, str]]) -> str:
+    """One message for the failures of every member of a union: a constraint a member's
+    type met (``finite number``) says most, else the types that were expected."""
+    for _, msg in errors:
+        if not msg.startswith("Input should be a valid"):
+            return msg
+    return "expected " + " or ".join(tag for tag, _ in errors)
 
 
 def rule_event(

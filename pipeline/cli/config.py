@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.simulator import SimulatorConfig
+from pipeline.alarms.config import AlarmsConfig
 from pipeline.errors import ConfigError
 from pipeline.identities.config import RegistryConfig
 
@@ -87,6 +88,7 @@ class MillraceConfig(BaseModel):
     runtime: RuntimeConfig = RuntimeConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     identities: RegistryConfig = RegistryConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
 
 
 ENV_OVERRIDES = {
