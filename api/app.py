@@ -5,9 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
+from api.audit import AuditMiddleware
 from api.context import AppContext
 from api.middleware import AuthenticationMiddleware
 from api.routers import (
+    alarms,
+    audits,
     config,
     connectors,
     deadletters,
@@ -15,9 +18,11 @@ from api.routers import (
     ingest,
     metrics,
     provision,
+    resource_states,
     resources,
     signals,
     sql,
+    stream,
     system,
 )
 
@@ -38,6 +43,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     for module in (
         ingest,
         identities,
+        resource_states,  # before resources: /resources/{name} would take "states"
         resources,
         provision,
         metrics,
@@ -47,8 +53,13 @@ def create_app(ctx: AppContext) -> FastAPI:
         deadletters,
         config,
         connectors,
+        audits,
+        stream,
+        alarms,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    # inside authentication (added first = innermost): it sees the caller
+    app.add_middleware(AuditMiddleware, publisher=ctx.publisher, clock=ctx.clock)
     app.add_middleware(
         AuthenticationMiddleware, keys=ctx.keys, cn_header=ctx.registry.provisioning.cn_header
     )

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +17,9 @@ from api.errors import ApiError
 from pipeline.connector import EventPublisher
 from pipeline.identities.config import RegistryConfig
 from projections.store.base import ProjectionStore
+
+if TYPE_CHECKING:
+    from api.stream import StreamHub
 
 
 def _now_us() -> int:
@@ -57,6 +60,8 @@ class AppContext:
     #: far — read-your-writes for API writes; False when it could not tell
     wait_applied: Callable[[str], Awaitable[bool]] = _no_wait
     hasher: CredentialHasher = field(default_factory=CredentialHasher)
+    #: the live stream's hub (``/api/v1/stream``); None: the stream routes answer 503
+    stream: StreamHub | None = None
 
     def __post_init__(self) -> None:
         from projections.registry import RegistryQueries

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,6 +23,9 @@ PROTECTED_PREFIX = "/api/v1"
 #: the provisioning switch and IP allow-list); ingest authenticates the device's own
 #: credential in its route when the caller presents no valid API key.
 DEVICE_ROUTES = re.compile(r"^/api/v1/(provision|identities/[^/]+/data)$")
+#: browsers' EventSource cannot set headers: the live stream also takes the key as
+#: ``?access_token=`` (when there is no Authorization header; never logged)
+QUERY_TOKEN_PATH = "/api/v1/stream"
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -31,6 +35,20 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             return None
+    return None
+
+
+def query_token(scope: Scope) -> str | None:
+    """The ``access_token`` query parameter of the live stream, when no
+    Authorization header is sent."""
+    if scope.get("path") != QUERY_TOKEN_PATH:
+        return None
+    if any(name == b"authorization" for name, _ in scope.get("headers", [])):
+        return None
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    for name, value in parse_qsl(query):
+        if name == "access_token" and value.strip():
+            return value.strip()
     return None
 
 
@@ -44,7 +62,7 @@ class AuthenticationMiddleware:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
-        token = bearer_token(scope.get("headers", []))
+        token = bearer_token(scope.get("headers", [])) or query_token(scope)
         principal = self.keys.authenticate(token) if token else None
         device = DEVICE_ROUTES.match(str(scope.get("path", "")))
         if principal is None and device is not None:

@@ -88,7 +88,8 @@ def list_audits(
     direction = "ASC" if order == "asc" else "DESC"
     res = store.execute(
         f"SELECT {COLUMNS}, count() OVER () FROM millrace.audits FINAL WHERE {where} "
-        f"ORDER BY ts {direction}, log_offset {direction}, audit_id {direction} LIMIT {int(offset)}, {int(limit)}",
+        f"ORDER BY ts {direction}, log_offset {direction}, audit_id {direction} "
+        f"LIMIT {int(offset)}, {int(limit)}",
         params,
     )
     total = int(res.rows[0][-1]) if res.rows else 0

@@ -30,6 +30,12 @@ PROJECTION_TABLES = (
     "identity_seen",
     "resource_defs",
     "device_metrics",
+    "audits",
+    "resource_states",
+    "resource_runners",
+    "alarms",
+    "alarm_annotations",
+    "alarm_rules",
     "progress",
 )
 

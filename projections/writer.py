@@ -15,8 +15,10 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.log.base import TopicPartition
+from pipeline.processors.alarms import ALARMS_SCHEMA, ANNOTATIONS_SCHEMA, RULES_SCHEMA
 from pipeline.processors.base import StateReader
 from pipeline.processors.identity import IDENTITIES_SCHEMA
+from pipeline.processors.status import STATES_SCHEMA
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from projections.store.base import ProjectionStore
 
@@ -63,9 +65,37 @@ FROM (SELECT assumeNotNull(identity) AS identity, assumeNotNull(received) AS r,
              ifNull(ip, '') AS i FROM {input})
 GROUP BY identity"""
 
+INSERTS["audits"] = """INSERT INTO millrace.audits
+SELECT fromUnixTimestamp64Micro(ts_us, 'UTC'), audit_id, actor, actor_role, action,
+       target_type, target_id, before, after, status, request_id, source_ip, log_offset
+FROM {input}"""
+
+INSERTS["resource_states"] = (
+    "INSERT INTO millrace.resource_states ({cols}) SELECT {cols} FROM {{input}}".format(
+        cols=", ".join(f.name for f in STATES_SCHEMA)
+    )
+)
+INSERTS["resource_runners"] = """INSERT INTO millrace.resource_runners
+SELECT runner, max(t), min(t), argMaxState(tuple(iv, st), hb), groupUniqArray(sid)
+FROM (SELECT assumeNotNull(runner) AS runner, assumeNotNull(ts_us) AS t,
+             assumeNotNull(heartbeat_ts) AS hb, assumeNotNull(interval_s) AS iv,
+             ifNull(state, '') AS st, ifNull(service_id, '') AS sid FROM {input})
+GROUP BY runner"""
+
+for _name, _schema in (
+    ("alarms", ALARMS_SCHEMA),
+    ("alarm_annotations", ANNOTATIONS_SCHEMA),
+    ("alarm_rules", RULES_SCHEMA),
+):
+    INSERTS[_name] = "INSERT INTO millrace.{t} ({cols}) SELECT {cols} FROM {{input}}".format(
+        t=_name, cols=", ".join(f.name for f in _schema)
+    )
+
 #: state tables a StatefulProcessor may read (table -> its columns)
 STATE_TABLES: dict[str, tuple[str, ...]] = {
     "identities": tuple(f.name for f in IDENTITIES_SCHEMA),
+    "resource_states": tuple(f.name for f in STATES_SCHEMA),
+    "alarms": tuple(f.name for f in ALARMS_SCHEMA),
 }
 
 _PROGRESS_INSERT = """INSERT INTO millrace.progress
@@ -157,6 +187,10 @@ class ProjectionWriter(ProjectionSink, StateReader):
                 settings={
                     "insert_deduplicate": 1,
                     "insert_deduplication_token": batch.token(consumer, name),
+                    # one pipeline: the blocks of a repeated INSERT ... SELECT (GROUP BY
+                    # over a many-chunk Arrow input) come out the same, so the token
+                    # (applied per block) deduplicates every one of them
+                    "max_threads": 1,
                 },
             )
         self.store.insert_arrow(_PROGRESS_INSERT, self._progress_rows(consumer, batch, 1))

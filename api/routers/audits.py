@@ -11,9 +11,13 @@ from api.auth import Principal
 from api.context import AppContext, context, operator
 from api.errors import ApiError, bad_request
 from api.responses import JsonResponse
+from api.routers.alarms import alarm_filter, alarm_json
 from api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
 from api.timeparams import Epoch, format_time
+from projections.activities import ActivityFilter, list_activities
+from projections.alarms import AlarmFilter
 from projections.audits import AuditFilter, get_audit, list_audits
+from projections.registry import QueryError
 
 router = APIRouter(tags=["audit"])
 
@@ -95,3 +99,58 @@ async def get_audit_record(
     if row is None:
         raise ApiError(404, "not_found", f"audit_id: no audit record {audit_id!r}")
     return JsonResponse({"data": audit_json(row, epoch)})
+
+
+# -- activities: alarms and audit records together ----------------------------------------
+
+
+@router.get("/activities", summary="Alarms and audit records together")
+async def list_activities_route(
+    alarms: AlarmFilter = Depends(alarm_filter),
+    activity_type: ListParam = None,
+    actor: ListParam = None,
+    action: ListParam = None,
+    target_type: ListParam = None,
+    sort: Annotated[
+        str, Query(description="creation_time, priority; - for descending")
+    ] = "-creation_time",
+    epoch: EpochQ = None,
+    limit: AuditLimit = 100,
+    page: Page = 1,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(operator),
+) -> JsonResponse:
+    """The alarm list's filters plus `activity_type` (alarm, audit) and the audit
+    filters `actor`, `action`, `target_type`. Alarm-only filters (signal, type,
+    priority_range, state, include_*) select alarms only, audit-only filters audit
+    records only; `identity` matches alarms of the identity and audit records whose
+    target it is."""
+    f = ActivityFilter(
+        alarms=alarms,
+        actors=csv(actor, "actor"),
+        actions=csv(action, "action"),
+        target_types=csv(target_type, "target_type"),
+        activity_types=csv(activity_type, "activity_type"),
+    )
+    try:
+        rows, total = await asyncio.to_thread(
+            list_activities, ctx.store, f, sort, limit, (page - 1) * limit
+        )
+    except QueryError as exc:
+        raise bad_request(exc.field, exc.message) from None
+    data = []
+    for r in rows:
+        item = {
+            "activity_type": r["activity_type"],
+            "id": r["id"],
+            "creation_time": format_time(r["ts_us"], epoch),
+            "priority": r["priority"],
+        }
+        if r.get("alarm") is not None:
+            item["alarm"] = alarm_json(r["alarm"], epoch)
+        if r.get("audit") is not None:
+            item["audit"] = audit_json(r["audit"], epoch)
+        data.append(item)
+    return JsonResponse(
+        {"data": data, "meta": {"pagination": _pagination(page, limit, len(data), total)}}
+    )

@@ -117,6 +117,7 @@ class ProtocolConnector(Connector):
                 "readings",
                 "batches",
                 "errors",
+                "connect_errors",
                 "reconnects",
                 "duplicates_dropped",
                 "deadband_suppressed",
@@ -390,6 +391,9 @@ class ProtocolConnector(Connector):
                 raise
             except Exception as exc:
                 self.counters["errors"] += 1
+                # every failed attempt, even when the state does not change (the status
+                # processor counts the increase as connection_error device metrics)
+                self.counters["connect_errors"] += 1
                 await self._safe_disconnect()
                 if self._lost_at_us is None:
                     self._lost_at_us = self.now_us()

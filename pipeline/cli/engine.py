@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -18,19 +19,30 @@ from typing import Any
 
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
+from api.stream import LogTail, StreamHub
 from connectors.commissioning import Commissioning
 from connectors.definitions import DefinitionCheckingPublisher, cached_definitions
 from connectors.manager import ConnectorManager, route_commands
 from connectors.simulator import SimulatorConnector
+from pipeline.alarms.evaluator import Evaluator
+from pipeline.alarms.rules import parse_rule, rule_event
+from pipeline.alarms.runner import AlarmRunner
 from pipeline.cli.config import MillraceConfig
 from pipeline.codec import default_codec
 from pipeline.connector import Connector
+from pipeline.heartbeat import RunnerHeartbeat
 from pipeline.log.local import LocalEventLog
+from pipeline.processors.alarms import AlarmProcessor
+from pipeline.processors.audit import AuditProcessor
 from pipeline.processors.deadletter import DeadLetterProcessor
 from pipeline.processors.identity import IdentityProcessor
+from pipeline.processors.status import StatusProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
+from pipeline.topics import ALARMS
+from projections.alarms import AlarmQueries
+from projections.checkpoints import StoreCheckpoints
 from projections.migrations import migrate
 from projections.registry import RegistryQueries
 from projections.store.chdb import ChdbStore
@@ -40,8 +52,19 @@ from projections.writer import ProjectionWriter
 log = logging.getLogger("millrace")
 
 
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
 def processors() -> list[Any]:
-    return [TelemetryProcessor(), IdentityProcessor(), DeadLetterProcessor()]
+    return [
+        TelemetryProcessor(),
+        IdentityProcessor(),
+        DeadLetterProcessor(),
+        AuditProcessor(),
+        StatusProcessor(),
+        AlarmProcessor(),
+    ]
 
 
 class Engine:
@@ -55,6 +78,9 @@ class Engine:
         self.read_store = ChdbStore(data / "chdb")
         self.codec = default_codec()
         self.publisher = LogPublisher(self.log, self.codec)
+        # live streams (SSE): the hub, fed by a tail of the log's ends
+        self.stream_hub = StreamHub()
+        self.stream_tail = LogTail(self.log, self.codec, self.stream_hub)
         self.runtime = EmbeddedRuntime(
             self.log,
             ProjectionWriter(self.write_store),
@@ -75,6 +101,18 @@ class Engine:
                 default_inactivity_timeout_s=config.identities.inactivity_timeout_s,
                 command_timeout_s=config.identities.command_timeout_s,
             ),
+        )
+        # this process's heartbeat, under the runner name connectors report
+        self.heartbeat = RunnerHeartbeat(self.publisher, socket.gethostname(), 10.0)
+        # the alarm runner keeps its checkpoints through a session of its own
+        self.alarm_store = ChdbStore(data / "chdb")
+        self.alarms = AlarmRunner(
+            self.log,
+            self.publisher,
+            StoreCheckpoints(self.alarm_store),
+            self.codec,
+            Evaluator,
+            tick_s=config.alarms.tick_s,
         )
         self.keys = KeyStore(data / "api_keys.json", os.environ.get("MILLRACE_API_KEY") or None)
         self.started_us = time.time_ns() // 1000
@@ -107,6 +145,7 @@ class Engine:
             "started_us": self.started_us,
             "lag_records": self.lag(),
             "runtime": stats,
+            "alarms": asdict(self.alarms.stats),
             "published": self.publisher.published,
             "connectors": [{"name": c.name, "stats": _connector_stats(c)} for c in self.connectors]
             + self.manager.snapshot(),
@@ -130,6 +169,7 @@ class Engine:
             connectors=self.manager.snapshot,
             registry=self.config.identities,
             wait_applied=self.wait_applied,
+            stream=self.stream_hub,
         )
 
     async def wait_applied(self, topic: str, timeout_s: float = 5.0) -> bool:
@@ -159,6 +199,9 @@ class Engine:
         from api.app import create_app
 
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="runtime")
+        alarms_task = asyncio.create_task(self._alarms(stop), name="alarms")
+        heartbeat_task = asyncio.create_task(self.heartbeat.run(stop), name="heartbeat")
+        stream_task = asyncio.create_task(self.stream_tail.run(stop), name="stream-tail")
         upkeep_task = asyncio.create_task(self._upkeep(stop), name="log-upkeep")
         watch_task = asyncio.create_task(self.watch.run(stop), name="identity-watch")
         checked = DefinitionCheckingPublisher(self.publisher, cached_definitions(self._definitions))
@@ -179,12 +222,14 @@ class Engine:
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
+                    timeout_graceful_shutdown=5,
                 )
             )
             # the engine owns SIGINT/SIGTERM (it stops connectors and the runtime too)
             server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
             api_task = asyncio.create_task(server.serve(), name="api")
         await stop.wait()
+        self.stream_hub.close()  # ends open event streams, or uvicorn waits on them
         if server is not None:
             server.should_exit = True
             with contextlib.suppress(Exception):
@@ -194,6 +239,12 @@ class Engine:
         await self.manager.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(commands_task, 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(alarms_task, 10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(heartbeat_task, 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stream_task, 5)
         for task in (upkeep_task, watch_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,6 +256,33 @@ class Engine:
             runtime_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runtime_task
+
+    async def _alarms(self, stop: asyncio.Event) -> None:
+        """Define the file's alarm rules (new or changed ones), then run the evaluator."""
+        try:
+            await self.define_config_rules()
+        except Exception:  # the API can still define rules; alarms keep running
+            log.exception("alarm rules of the configuration file not defined")
+        await self.alarms.run(stop)
+
+    async def define_config_rules(self) -> int:
+        """Append RULE_DEFINED for each rule of the file that is new or differs from
+        the one in force (rules made through the API are left alone); return how many."""
+        if not self.config.alarms.rules:
+            return 0
+        await self.wait_applied(ALARMS, timeout_s=60)
+        current, _ = await asyncio.to_thread(AlarmQueries(self.read_store).rules, 10_000, 0)
+        in_force = {r["rule_id"]: r["definition"] for r in current}
+        events = []
+        for rule in self.config.alarms.rules:
+            known = in_force.get(rule.id)
+            if known is not None and parse_rule(known) == rule:
+                continue
+            events.append((f"rule:{rule.id}", rule_event(rule, rule.id, _now_us(), "config")))
+        await self.publisher.publish(ALARMS, events)
+        self.runtime.wake()
+        self.alarms.wake()
+        return len(events)
 
     async def _upkeep(self, stop: asyncio.Event) -> None:
         """fsync on the interval policy's clock even when appends stop; retention."""
@@ -225,6 +303,7 @@ class Engine:
 
     async def close(self) -> None:
         await self.log.close()
+        self.alarm_store.close()
         self.write_store.close()
         self.read_store.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.topics import AUDIT
+from pipeline.topics import ALARMS, AUDIT
 from tests.api.conftest import NOW_US, V1, Api, assert_bad_field, uid
 
 
@@ -109,3 +109,48 @@ async def test_audit_filters_and_roles(api: Api) -> None:
     assert one.status_code == 200 and one.json()["data"]["target_id"] == ident
     assert (await api.get("/audits/nope", key="operator")).status_code == 404
     json.dumps(rows)  # JSON-clean
+
+
+async def test_activities_list_alarms_and_audits_together(api: Api) -> None:
+    ident = uid("act")
+    r = await api.client.post(
+        f"{V1}/identities", json={"identity": ident}, headers=api.auth(api.operator)
+    )
+    assert r.status_code == 201
+    alarm = {
+        "alarm_id": uid("al_"),
+        "ts_us": NOW_US + 5,
+        "type": "RAISED",
+        "rule_id": "hot",
+        "rule_type": "high_temperature",
+        "identity": ident,
+        "signal": "temp",
+        "priority": 200,
+        "message": "hot",
+        "trigger_value": 99.5,
+        "requires_ack": True,
+    }
+    await api.ctx.publisher.publish(ALARMS, [(alarm["alarm_id"], alarm)])
+    await api.sync()
+
+    async def kinds(**params: Any) -> list[tuple[str, str]]:
+        r = await api.get("/activities", key="operator", identity=ident, **params)
+        assert r.status_code == 200, r.text
+        return [(a["activity_type"], a["id"]) for a in r.json()["data"]]
+
+    [(k1, id1), (k2, _)] = await kinds()
+    assert (k1, id1) == ("alarm", alarm["alarm_id"])  # newest first
+    assert k2 == "audit"
+    assert await kinds(activity_type="alarm") == [("alarm", alarm["alarm_id"])]
+    assert [k for k, _ in await kinds(activity_type="audit")] == ["audit"]
+    assert await kinds(priority_range="100,255") == [("alarm", alarm["alarm_id"])]
+    assert [k for k, _ in await kinds(action="created")] == ["audit"]
+    assert [k for k, _ in await kinds(sort="priority")] == ["audit", "alarm"]
+    r = await api.get("/activities", key="operator", identity=ident)
+    first = r.json()["data"][0]
+    assert first["alarm"]["trigger_value"] == 99.5 and first["priority"] == 200
+    assert r.json()["data"][1]["audit"]["target_id"] == ident
+    assert_bad_field(
+        await api.get("/activities", key="operator", activity_type="x"), "activity_type"
+    )
+    assert_bad_field(await api.get("/activities", key="operator", sort="x"), "sort")
