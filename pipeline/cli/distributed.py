@@ -115,7 +115,14 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
     def status() -> dict[str, Any]:
         return {"mode": "distributed", "published": publisher.published}
 
+    from api.stream import LogTail, StreamHub
+    from pipeline.codec import default_codec
+
+    hub = StreamHub()
+    # Kafka offset requests cross the network: poll the ends less often
+    tail = LogTail(event_log, default_codec(), hub, poll_s=0.5)
     ctx = AppContext(
+        stream=hub,
         store=store,
         publisher=publisher,
         keys=keys,
@@ -141,10 +148,14 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
     )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
+    tail_task = asyncio.create_task(tail.run(stop), name="stream-tail")
     try:
         await stop.wait()
     finally:
+        hub.close()  # ends open event streams, or uvicorn waits on them
         server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(tail_task, 5)
         with contextlib.suppress(Exception):
             await task
         store.close()
