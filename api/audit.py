@@ -104,6 +104,40 @@ def _action_of(method: str) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}[method]
 
 
+def _singular(word: str) -> str:
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _route_note(scope: Scope) -> dict[str, Any]:
+    """What a route that said nothing did, from its path template: ``POST
+    /alarms/{alarm_id}/acknowledge`` is action acknowledge on alarm <alarm_id>;
+    otherwise the method's verb on the last collection of the path."""
+    route = scope.get("route")
+    path_params = scope.get("path_params") or {}
+    template = str(getattr(route, "path", scope.get("path", "")))
+    parts = [p for p in template.split("/") if p][2:]  # without api/v1
+    target = "/".join(str(v) for v in path_params.values()) or template
+    action = _action_of(scope["method"])
+    literals = [p for p in parts if not p.startswith("{")]
+    target_type = _singular(literals[-1]) if literals else "api"
+    if len(parts) >= 3 and parts[-2].startswith("{") and not parts[-1].startswith("{"):
+        action, target_type = parts[-1], _singular(parts[-3])
+    elif (
+        scope["method"] == "POST" and len(parts) >= 3 and not any(p.startswith("{") for p in parts)
+    ):
+        # POST /alarms/batch/acknowledge: a verb on a collection
+        action, target_type = parts[-1], _singular(literals[0])
+    return {
+        "action": action,
+        "target_type": target_type,
+        "target_id": target,
+        "before": None,
+        "after": None,
+    }
+
+
 def audit_events(
     scope: Scope, status_code: int, error_code: str | None, ts_us: int
 ) -> list[dict[str, Any]]:
@@ -121,20 +155,7 @@ def audit_events(
     request_id = state.get("request_id") or uuid.uuid4().hex
     notes = state.get("audit_notes") or []
     if not notes:
-        route = scope.get("route")
-        path_params = scope.get("path_params") or {}
-        template = getattr(route, "path", scope.get("path", ""))
-        target = "/".join(str(v) for v in path_params.values()) or template
-        segments = [s for s in str(template).split("/") if s and not s.startswith("{")]
-        notes = [
-            {
-                "action": _action_of(scope["method"]),
-                "target_type": segments[-1] if len(segments) > 2 else "api",
-                "target_id": target,
-                "before": None,
-                "after": None,
-            }
-        ]
+        notes = [_route_note(scope)]
     out = []
     for note in notes:
         out.append(

@@ -34,6 +34,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from api.audit import audit_note
 from api.auth import Principal
@@ -659,7 +660,7 @@ async def delete_rule(
     rule_id: RuleIdPath,
     ctx: AppContext = Depends(context),
     principal: Principal = Depends(admin),
-) -> JsonResponse:
+) -> Response:
     """Remove the rule; the alarms it raised keep their history."""
     async with ctx.lock(RULE_KEY_PREFIX + rule_id):
         before = await _require_rule(ctx, rule_id)
@@ -672,4 +673,4 @@ async def delete_rule(
         before=rule_json(before),
         after=None,
     )
-    return JsonResponse(None, status_code=204)
+    return Response(status_code=204)

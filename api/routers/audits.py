@@ -75,7 +75,7 @@ async def list_audit_records(
     _: Principal = Depends(operator),
 ) -> JsonResponse:
     """Every write through the API (identities, state, resources, alarm rules, alarm
-    actions, config, keys) with who made it, the object before and after (credentials
+    actions, keys) with who made it, the object before and after (credentials
     masked) and the outcome (`ok` or the error code of a refused write)."""
     if sort not in SORTS:
         raise bad_request("sort", f"choose from {', '.join(SORTS)}")

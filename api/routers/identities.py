@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.responses import Response
 
 from api.auth import Principal
 from api.context import AppContext, context, operator, viewer
@@ -363,11 +364,11 @@ async def delete_identity(
     identity: IdentityPath,
     ctx: AppContext = Depends(context),
     principal: Principal = Depends(operator),
-) -> JsonResponse:
+) -> Response:
     async with ctx.lock(identity):
         await require_identity(ctx, identity)
         await emit(ctx, [event(ctx, identity, "DELETED", actor(principal))])
-    return JsonResponse(None, status_code=204)
+    return Response(status_code=204)
 
 
 async def _transition(

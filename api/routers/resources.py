@@ -11,6 +11,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path
+from starlette.responses import Response
 
 from api.auth import Principal
 from api.context import AppContext, admin, context, viewer
@@ -92,9 +93,9 @@ async def replace_resource(
 @router.delete("/resources/{name}", status_code=204, summary="Remove a resource definition")
 async def delete_resource(
     name: NamePath, ctx: AppContext = Depends(context), principal: Principal = Depends(admin)
-) -> JsonResponse:
+) -> Response:
     async with ctx.lock(f"resource:{name}"):
         if name not in await _defs(ctx):
             raise ApiError(404, "not_found", f"resource {name!r} is not defined")
         await emit(ctx, [definition_event(ctx, name, None, actor(principal))])
-    return JsonResponse(None, status_code=204)
+    return Response(status_code=204)

@@ -127,6 +127,9 @@ async def create_subscription(
     """Items published from now on that match ``kind`` and ``filters`` go to the
     stream; each carries the ids of the subscriptions it matched."""
     hub = _hub(ctx)
+    if body.kind == "activity" and not principal.has("operator"):
+        # activities carry the audit trail, which only operators may read
+        raise ApiError(403, "forbidden", f"role '{principal.role}' cannot subscribe to activities")
     try:
         sub = hub.subscribe(stream_id, body.kind, body.filters, owner=principal.key_id)
     except StreamNotFoundError as exc:
