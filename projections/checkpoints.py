@@ -20,13 +20,13 @@ class StoreCheckpoints(Checkpoints):
 
     def load(self, name: str) -> Checkpoint | None:
         rows = self.store.execute(
-            "SELECT version, positions, state FROM millrace.checkpoints FINAL "
+            "SELECT version, positions, state, outbox FROM millrace.checkpoints FINAL "
             "WHERE name = {n:String}",
             {"n": name},
         ).rows
         if not rows:
             return None
-        version, positions, state = rows[0]
+        version, positions, state, outbox = rows[0]
         return Checkpoint(
             version=int(version),
             positions={
@@ -34,6 +34,7 @@ class StoreCheckpoints(Checkpoints):
                 for t, p, o in json.loads(positions)  # [[topic, partition, offset], ...]
             },
             state=str(state),
+            outbox=str(outbox),
         )
 
     def save(self, name: str, checkpoint: Checkpoint, now_us: int) -> None:
@@ -46,12 +47,13 @@ class StoreCheckpoints(Checkpoints):
                 "version": pa.array([checkpoint.version], pa.uint64()),
                 "positions": [positions],
                 "state": [checkpoint.state],
+                "outbox": [checkpoint.outbox],
                 "updated_us": pa.array([now_us], pa.int64()),
             }
         )
         self.store.insert_arrow(
             "INSERT INTO millrace.checkpoints SELECT name, version, positions, state, "
-            "updated_us FROM {input}",
+            "outbox, updated_us FROM {input}",
             table,
             settings={"insert_deduplication_token": f"{name}:{checkpoint.version}"},
         )

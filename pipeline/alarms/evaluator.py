@@ -84,6 +84,13 @@ _MATCH_CACHE_MAX = 200_000
 Event = dict[str, Any]
 
 
+#: readings are judged only inside the projections' time range (year 1970..2200) and
+#: at most this far past the batch's receive time
+MIN_TS_US = 0
+MAX_TS_US = 7_258_118_400_000_000
+FUTURE_SLACK_US = 86_400 * 1_000_000
+
+
 def alarm_id(
     rule_id: str, generation: int, identity: str, signal: str | None, onset_us: int, n: int = 0
 ) -> str:
@@ -532,12 +539,19 @@ class Evaluator:
         out: list[Event] = []
         matched = self._watching(identity)
         tracks: dict[str, _Track] | None = None
+        received = batch.get("received_us")
+        # a reading dated past the receive time (+ a day of clock skew) would hold
+        # back every later reading of the device as "out of order": not judged
+        latest = (received if received.__class__ is int else MAX_TS_US) + FUTURE_SLACK_US
         for sample in batch.get("samples") or ():
             if sample.get("quality", 0):
                 self.stats["bad_quality"] += 1
                 continue
             ts = sample.get("ts_us")
             if ts.__class__ is not int:
+                continue
+            if not MIN_TS_US <= ts < MAX_TS_US or ts > latest:
+                self.stats["future_or_invalid_ts"] = self.stats.get("future_or_invalid_ts", 0) + 1
                 continue
             for signal, value in (sample.get("values") or {}).items():
                 if signal not in by_signal:

@@ -127,9 +127,13 @@ class AlarmRule(BaseModel):
     @classmethod
     def _template(cls, v: str) -> str:
         try:
-            list(string.Formatter().parse(v))
+            parsed = list(string.Formatter().parse(v))
         except ValueError as exc:
             raise ValueError(f"not a valid template: {exc}") from None
+        for _, _, spec, _ in parsed:
+            # a width or precision of millions would build a huge string per alarm
+            if spec and any(int(n) > 64 for n in re.findall(r"\d+", spec)):
+                raise ValueError(f"format spec {spec!r}: widths and precisions up to 64")
         return v
 
     @model_validator(mode="after")

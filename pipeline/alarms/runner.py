@@ -6,13 +6,16 @@ event to the evaluator, calls its timer (``advance``) with the runtime's clock â
 only place a wall clock enters â€” and appends the AlarmEvents it returns to the
 ``alarms`` topic, where the alarm projection folds them.
 
-Exactly-once, the argument: after the events of a step are appended, the runner saves
-a checkpoint (positions + evaluator snapshot) in one row. A crash between the append
-and the save restarts from the previous checkpoint and re-runs the same events through
-the same state, so it re-emits *identical* AlarmEvents (alarm ids derive from the rule,
-the identity, the signal and the event-time onset; timer outputs carry their event-time
-deadline, not the clock). The alarm projection folds a RAISED of an existing alarm and
-a CLEARED of a cleared one as no-ops, so duplicates leave every projection unchanged.
+Exactly-once, the argument: a step that produces alarms first saves a checkpoint
+(positions + evaluator snapshot + the alarms as an *outbox*) in one row, then appends
+the alarms. A crash before the save restarts from the previous checkpoint: nothing of
+the step reached the log, so whatever the re-run emits is new. A crash after the save
+appends the outbox again at restart: identical events, which the alarm projection folds
+as no-ops (a RAISED of an existing alarm, a CLEARED of a cleared one). So the log never
+holds an alarm the restored evaluator does not know (it cannot stay open forever), even
+when rules changed meanwhile. Alarm ids derive from the rule, the identity, the signal
+and the event-time onset; timer outputs carry their event-time deadline, not the clock.
+Steps without alarms checkpoint at most every ``checkpoint_every_s``.
 
 Topics are read in a fixed order per step (rules first, then identity, status,
 telemetry), so a rule defined before a reading is in force when the reading is judged
@@ -23,6 +26,7 @@ at the beginning of the log.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -55,6 +59,9 @@ class Checkpoint:
     version: int = 0
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     state: str = ""
+    #: AlarmEvents (JSON list) produced by the step this checkpoint ends, appended
+    #: after it was saved: a restart appends them again
+    outbox: str = ""
 
 
 class Checkpoints(ABC):
@@ -75,11 +82,13 @@ class MemoryCheckpoints(Checkpoints):
 
     def load(self, name: str) -> Checkpoint | None:
         cp = self.saved.get(name)
-        return None if cp is None else Checkpoint(cp.version, dict(cp.positions), cp.state)
+        if cp is None:
+            return None
+        return Checkpoint(cp.version, dict(cp.positions), cp.state, cp.outbox)
 
     def save(self, name: str, checkpoint: Checkpoint, now_us: int) -> None:
         self.saved[name] = Checkpoint(
-            checkpoint.version, dict(checkpoint.positions), checkpoint.state
+            checkpoint.version, dict(checkpoint.positions), checkpoint.state, checkpoint.outbox
         )
 
 
@@ -143,20 +152,25 @@ class AlarmRunner:
         return self._cp.positions.get(tp, 0)
 
     async def open(self) -> None:
-        """Resume from the last checkpoint (or the beginning of the log)."""
+        """Resume from the last checkpoint (or the beginning of the log); append its
+        outbox again (a crash may have come before the append)."""
         cp = await asyncio.to_thread(self.checkpoints.load, self.name)
         self._cp = cp if cp is not None else Checkpoint()
         self.evaluator = self.factory(self._cp.state or None)
+        if self._cp.outbox:
+            outbox = json.loads(self._cp.outbox)
+            await self.publisher.publish(ALARMS, [(str(e["alarm_id"]), e) for e in outbox])
 
     async def step(self, now_us: int | None = None) -> int:
-        """Feed one batch of every topic, fire the timer, append the alarms, checkpoint.
-        Returns how many records were read."""
+        """Feed one batch of every topic, fire the timer, checkpoint with the alarms as
+        an outbox, append them. Returns how many records were read."""
         if self.evaluator is None:
             await self.open()
         ev = self.evaluator
         assert ev is not None
         out: list[dict[str, Any]] = []
         read = 0
+        caught_up = True
         for topic in self.topics:
             for p in range(self.log.partitions(topic)):
                 tp = TopicPartition(topic, p)
@@ -164,41 +178,55 @@ class AlarmRunner:
                 records = await self.log.read(topic, p, pos, self.max_records)
                 if not records:
                     continue
+                if len(records) >= self.max_records:
+                    caught_up = False
                 if topic == TELEMETRY and not ev.watches_telemetry:
-                    records = records[-1:]  # nothing judges readings: move past them
-                    read += 1
-                    self._cp.positions[tp] = records[-1].offset + 1
-                    continue
-                for rec in records:
-                    try:
-                        value = self.codec.decode(topic, rec.value)
-                    except DecodeError:
-                        # the projection runtime sends it to deadletter; nothing to judge
-                        self.stats.undecodable += 1
-                        continue
-                    out.extend(ev.on_event(topic, value))
+                    read += 1  # nothing judges readings: move past them undecoded
+                else:
+                    # decoding and judging are CPU work: off the loop the API serves on
+                    out.extend(await asyncio.to_thread(self._feed, ev, topic, records))
+                    read += len(records)
                 self._cp.positions[tp] = records[-1].offset + 1
-                read += len(records)
-        # the timer lags the clock by ``grace_s`` so a reading in flight is judged
-        # before its deadline is
-        now = self.clock() - int(self.grace_s * 1e6) if now_us is None else now_us
-        out.extend(ev.advance(now))
-        if out:
-            await self.publisher.publish(ALARMS, [(str(e["alarm_id"]), e) for e in out])
-            self.stats.emitted += len(out)
+        if caught_up:
+            # the timer lags the clock by ``grace_s`` so a reading in flight is judged
+            # before its deadline is; while catching up on a backlog it waits, or
+            # deadlines the unread readings would cancel would fire
+            now = self.clock() - int(self.grace_s * 1e6) if now_us is None else now_us
+            out.extend(await asyncio.to_thread(ev.advance, now))
         self.stats.steps += 1
         self.stats.events += read
         if read or out:
             self._dirty = True
-        if self._dirty and (out or time.monotonic() - self._saved_at >= self.checkpoint_every_s):
-            await self._save()
+        if out:
+            # outbox: the state that produced these alarms is saved with them before
+            # they are appended; a restart appends a saved outbox again (identical
+            # events, folded as no-ops), so the log never holds an alarm the restored
+            # evaluator does not know
+            await self._save(out)
+            await self.publisher.publish(ALARMS, [(str(e["alarm_id"]), e) for e in out])
+            self.stats.emitted += len(out)
+        elif self._dirty and time.monotonic() - self._saved_at >= self.checkpoint_every_s:
+            await self._save([])
         return read
 
-    async def _save(self) -> None:
+    def _feed(self, ev: AlarmEvaluator, topic: str, records: Sequence[Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for rec in records:
+            try:
+                value = self.codec.decode(topic, rec.value)
+            except DecodeError:
+                # the projection runtime sends it to deadletter; nothing to judge
+                self.stats.undecodable += 1
+                continue
+            out.extend(ev.on_event(topic, value))
+        return out
+
+    async def _save(self, outbox: list[dict[str, Any]]) -> None:
         ev = self.evaluator
         assert ev is not None
         self._cp.version += 1
-        self._cp.state = ev.snapshot()
+        self._cp.state = await asyncio.to_thread(ev.snapshot)
+        self._cp.outbox = json.dumps(outbox) if outbox else ""
         await asyncio.to_thread(self.checkpoints.save, self.name, self._cp, self.clock())
         self._dirty = False
         self._saved_at = time.monotonic()
@@ -239,6 +267,6 @@ class AlarmRunner:
                     pass
         if self._dirty and self.evaluator is not None:
             try:
-                await self._save()
+                await self._save([])
             except Exception:  # pragma: no cover - the next start re-runs from the last one
                 log.exception("final alarm checkpoint failed")

@@ -139,3 +139,74 @@ async def test_readings_are_skipped_without_decoding_when_no_rule_watches_them()
     for p in range(log.partitions(TELEMETRY)):
         end = (await log.offsets(TELEMETRY, p))[1]
         assert run.position(TopicPartition(TELEMETRY, p)) == end
+
+
+class CrashAfterSave(LogPublisher):
+    """Appends nothing to ``alarms`` once: the crash came after the checkpoint."""
+
+    def __init__(self, log: MemoryEventLog) -> None:
+        super().__init__(log, CODEC)
+        self.armed = True
+
+    async def publish(self, topic: str, events: Any) -> None:
+        if topic == ALARMS and self.armed and events:
+            self.armed = False
+            raise RuntimeError("crash after the checkpoint, before the append")
+        await super().publish(topic, events)
+
+
+async def test_a_crash_after_the_checkpoint_appends_the_outbox_at_restart() -> None:
+    log = MemoryEventLog()
+    await define(log, high=100)
+    await feed(log, [150])
+    cps = MemoryCheckpoints()
+    first = AlarmRunner(log, CrashAfterSave(log), cps, CODEC, Evaluator, checkpoint_every_s=0)
+    with pytest.raises(RuntimeError):
+        await first.run_until_idle(now_us=T0)
+    assert await alarm_events(log) == []
+    # meanwhile the rule changes: the restored evaluator still knows the alarm it raised
+    await define(log, high=200)
+    await feed(log, [20])
+    second = runner(log, cps)
+    await second.run_until_idle(now_us=T0)
+    got = [(e["type"], e["trigger_value"]) for e in await alarm_events(log)]
+    assert got == [("RAISED", 150.0), ("CLEARED", 20.0)]
+
+
+async def test_catching_up_on_a_backlog_fires_no_timer_the_unread_readings_cancel() -> None:
+    log = MemoryEventLog()
+    r = parse_rule({"id": "quiet", "kind": "stale", "signal": "temp", "timeout_s": 5})
+    await LogPublisher(log, CODEC).publish(
+        ALARMS, [("rule:quiet", rule_event(r, "quiet", T0, None))]
+    )
+    await feed(log, [1.0] * 40)  # one reading a second, never silent for 5 s
+    run = runner(log, MemoryCheckpoints(), max_records=3)
+    await run.run_until_idle(now_us=T0 + 100 * S)  # "now" is long after the backlog
+    got = [(e["type"], e["ts_us"]) for e in await alarm_events(log)]
+    # only the silence after the last reading (t = 39 s) is an alarm
+    assert got == [("RAISED", T0 + 44 * S)]
+
+
+async def test_a_reading_dated_in_the_future_does_not_silence_the_device() -> None:
+    log = MemoryEventLog()
+    await define(log, high=100)
+    pub = LogPublisher(log, CODEC)
+    future = batch("oven-1", T0 + 10 * 365 * 86_400 * S, 50.0)
+    future["received_us"] = T0
+    await pub.publish(TELEMETRY, [("oven-1", future)])
+    await pub.publish(TELEMETRY, [("oven-1", batch("oven-1", T0 + S, 500.0))])
+    await runner(log, MemoryCheckpoints()).run_until_idle(now_us=T0)
+    assert [e["type"] for e in await alarm_events(log)] == ["RAISED"]
+
+
+async def test_store_checkpoints_round_trip(store: Any) -> None:
+    from projections.checkpoints import StoreCheckpoints
+
+    cps = StoreCheckpoints(store)
+    assert cps.load("t-runner") is None
+    tp = TopicPartition(TELEMETRY, 2)
+    cps.save("t-runner", Checkpoint(1, {tp: 7}, '{"a": 1}', "[]"), T0)
+    cps.save("t-runner", Checkpoint(2, {tp: 9}, '{"a": 2}', ""), T0)
+    got = cps.load("t-runner")
+    assert got is not None
+    assert (got.version, got.positions, got.state, got.outbox) == (2, {tp: 9}, '{"a": 2}', "")
