@@ -54,9 +54,11 @@ def audit_note(
     target_id: str,
     before: Any = None,
     after: Any = None,
+    status: str | None = None,
 ) -> None:
     """Describe the write this request makes (called by the route before it answers).
-    Several calls (a batch) give one audit record each."""
+    Several calls (a batch) give one audit record each; ``status`` overrides the
+    request's outcome for one of them (a refused item of a batch)."""
     if request is not None:
         notes = request.scope.setdefault("state", {}).setdefault("audit_notes", [])
     else:
@@ -70,6 +72,7 @@ def audit_note(
             "target_id": target_id,
             "before": before,
             "after": after,
+            "status": status,
         }
     )
 
@@ -169,7 +172,7 @@ def audit_events(
                 "target_id": str(note["target_id"])[:1024],
                 "before": _json(note["before"]),
                 "after": _json(note["after"]),
-                "status": status,
+                "status": note.get("status") or status,
                 "request_id": request_id,
                 "source_ip": source_ip,
             }

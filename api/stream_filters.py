@@ -144,9 +144,18 @@ def _predicate(kind: str, f: dict[str, Any]) -> Predicate:
         if "deviated" in f:
             checks.append(_equal("deviated", f["deviated"]))
     else:
-        for name in ("identity", "signal", "type", "actor", "target_type", "action"):
+        for name in ("signal", "type", "actor", "target_type", "action"):
             if name in f:
                 checks.append(_member(name, f[name]))
+        if "identity" in f:
+            # as in GET /activities: audit records whose target is the identity match
+            allowed = frozenset(f["identity"])
+            checks.append(
+                lambda d: (
+                    d.get("identity") in allowed
+                    or (d.get("activity_type") == "audit" and d.get("target_id") in allowed)
+                )
+            )
         for name in ("state", "activity_type"):
             if name in f:
                 checks.append(_equal(name, f[name]))

@@ -17,6 +17,9 @@ pipeline dead-letters them). Items:
 - ``deviation``: a ResourceStatus whose deviated flag (desired != current state)
   changed since the last status of that resource the tail saw; the first status of a
   resource only when it is deviated. ``deviated`` false is the recovery;
+- ``deviation`` also for identities' desired state: a STATE_SET of a synced resource
+  deviates (``identity:<identity>/<resource>``, service ``identities``) until its
+  STATE_ACKNOWLEDGED;
 - ``latest``: one item per (identity, signal) value of each TelemetryBatch sample.
 """
 
@@ -35,11 +38,11 @@ from api.timeparams import format_time
 from pipeline.codec import AvroCodec
 from pipeline.errors import DecodeError
 from pipeline.log.base import EventLog, TopicPartition
-from pipeline.topics import ALARMS, AUDIT, STATUS, TELEMETRY
+from pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
 
 log = logging.getLogger("millrace.api.stream")
 
-DEFAULT_TOPICS = (ALARMS, AUDIT, STATUS, TELEMETRY)
+DEFAULT_TOPICS = (ALARMS, AUDIT, STATUS, TELEMETRY, IDENTITY)
 Item = tuple[str, dict[str, Any]]
 
 
@@ -102,7 +105,41 @@ class ItemBuilder:
             return [] if found is None else [("deviation", found)]
         if topic == TELEMETRY:
             return self.latest(event)
+        if topic == IDENTITY:
+            return [("deviation", d) for d in self.desired_state(event)]
         return []
+
+    def desired_state(self, e: dict[str, Any]) -> list[dict[str, Any]]:
+        """Identities' desired state as resources (``identity:<identity>/<resource>``,
+        service ``identities``, as GET /resources/states lists them): a set value is a
+        deviation until the device reports it back (STATE_ACKNOWLEDGED: the recovery;
+        a sync-off resource is acknowledged at once)."""
+        kind = e.get("type")
+        if kind not in ("STATE_SET", "STATE_ACKNOWLEDGED") or not e.get("state"):
+            return []
+        identity = e["identity"]
+        out = []
+        for resource, value in e["state"].items():
+            rid = f"identity:{identity}/{resource}"
+            deviated = kind == "STATE_SET"
+            before = self._deviated.get(rid)
+            self._deviated.put(rid, deviated)
+            if before == deviated or (before is None and not deviated and kind == "STATE_SET"):
+                continue
+            out.append(
+                {
+                    "resource_id": rid,
+                    "service_id": "identities",
+                    "resource_type": "identity_state",
+                    "desired_state": value if kind == "STATE_SET" else None,
+                    "current_state": value if kind == "STATE_ACKNOWLEDGED" else None,
+                    "deviated": deviated,
+                    "info": "pending" if deviated else "acknowledged",
+                    "runner": None,
+                    "timestamp": _time(e["ts_us"]),
+                }
+            )
+        return out
 
     def alarm(self, e: dict[str, Any]) -> list[Item]:
         step = e["type"]
@@ -199,7 +236,7 @@ class ItemBuilder:
 
 #: which item kinds each topic feeds; a topic whose items nobody wants is not even read,
 #: unless the builder must remember something from it (alarm states, deviated flags)
-_STATEFUL = {ALARMS, STATUS}
+_STATEFUL = {ALARMS, STATUS, IDENTITY}
 _KINDS = {ALARMS: ("alarm", "activity"), AUDIT: ("activity",), TELEMETRY: ("latest",)}
 
 

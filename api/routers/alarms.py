@@ -361,6 +361,15 @@ async def _batch(
         after = await run_query(queries(ctx).get_many, done) if done else {}
     for r in results:
         if r["status"] != 200:
+            # a refused item is an audited attempt too, with its outcome
+            audit_note(
+                request,
+                action=_ACTION[kind],
+                target_type="alarm",
+                target_id=r["id"],
+                before=alarm_json(before[r["id"]]) if r["id"] in before else None,
+                status="not_found" if r["status"] == 404 else "conflict",
+            )
             continue
         alarm_id = r["id"]
         now = after.get(alarm_id)

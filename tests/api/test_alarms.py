@@ -362,6 +362,15 @@ async def test_batch_with_partial_failure(api: Api) -> None:
     for a in (a1, a2):
         m = (await api.get(f"/alarms/{a}")).json()["management"]
         assert m["status"] == "acknowledged" and m["acknowledge_note"] == "shift"
+    # every item is in the audit trail with its own outcome
+    await api.sync()
+    trail = []
+    for a in (a1, a2, a3, missing):
+        r = await api.get("/audits", key="operator", target_id=a, action="acknowledge")
+        trail += [(x["target_id"], x["status"]) for x in r.json()["data"]]
+    assert sorted(trail) == sorted(
+        [(a1, "ok"), (a1, "conflict"), (a2, "ok"), (a3, "conflict"), (missing, "not_found")]
+    )
 
     r = await post(api, "/alarms/batch/discard", {"ids": [a1, a2]})
     assert r.status_code == 200, r.text

@@ -373,3 +373,14 @@ async def sse_lines(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
         elif block:
             yield parse_events("\n".join(block))[0]
             block = []
+
+
+async def test_activities_carry_the_audit_trail_so_viewers_cannot_subscribe(
+    streaming: tuple[Api, StreamHub],
+) -> None:
+    api, hub = streaming
+    for key, expected in (("viewer", 403), ("operator", 201)):
+        key_id = api._key(key).split("_")[1]  # type: ignore[union-attr]
+        sid = hub.open(None, key_id).stream_id
+        r = await subscribe(api, sid, {"kind": "activity"}, key=key)
+        assert r.status_code == expected, r.text

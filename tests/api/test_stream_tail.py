@@ -288,3 +288,38 @@ async def test_run_follows_until_stopped_and_wakes_on_demand() -> None:
     assert [d["resource_id"] for d in hub.of("deviation")] == ["plc9"]
     stop.set()
     await asyncio.wait_for(task, 1.0)
+
+
+async def test_identities_desired_state_deviates_until_acknowledged() -> None:
+    from pipeline.identities.events import identity_event
+    from pipeline.topics import IDENTITY
+
+    log, rec = MemoryEventLog(), Recorder()
+    tail = LogTail(log, default_codec(), rec)
+    await tail.start()
+    await append(
+        log,
+        IDENTITY,
+        identity_event("press-1", "STATE_SET", T0, actor="op", state={"setpoint": "321"}),
+        identity_event("press-1", "STATE_SET", T0 + 1, actor="op", state={"setpoint": "322"}),
+        identity_event("press-1", "STATE_ACKNOWLEDGED", T0 + 2, state={"setpoint": "322"}),
+        identity_event("press-1", "CONNECTED", T0 + 3),
+    )
+    await tail.step()
+    got = [(d["resource_id"], d["deviated"], d["info"]) for d in rec.of("deviation")]
+    # the second set while pending changes nothing; the acknowledgement is the recovery
+    assert got == [
+        ("identity:press-1/setpoint", True, "pending"),
+        ("identity:press-1/setpoint", False, "acknowledged"),
+    ]
+    assert rec.of("deviation")[0]["service_id"] == "identities"
+
+
+def test_activity_identity_filter_matches_audit_targets_like_the_list() -> None:
+    from api.stream_filters import compile_filters
+
+    f = compile_filters("activity", {"identity": ["press-1"]})
+    assert f.match({"activity_type": "alarm", "identity": "press-1"})
+    assert f.match({"activity_type": "audit", "target_id": "press-1"})
+    assert not f.match({"activity_type": "audit", "target_id": "press-2"})
+    assert not f.match({"activity_type": "alarm", "identity": "press-2"})
