@@ -147,10 +147,10 @@ def audit_events(
     """The AuditEvents of one finished write request."""
     state = scope.get("state", {})
     principal = state.get("principal")
-    actor = getattr(principal, "name", None) or "anonymous"
+    # the same form as acknowledged_by, set_by, updated_by: key:<key id>:<key name>
+    name = getattr(principal, "name", None) or "anonymous"
     key_id = getattr(principal, "key_id", None)
-    if key_id:
-        actor = f"{actor} ({key_id})"
+    actor = f"key:{key_id}:{name}" if key_id else name
     role = getattr(principal, "role", "") or "none"
     status = "ok" if status_code < 400 else (error_code or str(status_code))
     client = scope.get("client")

@@ -41,7 +41,7 @@ async def test_identity_writes_are_audited_with_before_and_after(api: Api) -> No
     assert created["after"]["attributes"]["site"] == "north"
     assert updated["before"]["attributes"]["site"] == "north"
     assert updated["after"]["attributes"]["site"] == "south"
-    assert created["actor"].startswith("test operator")
+    assert created["actor"].startswith("key:") and created["actor"].endswith(":test operator")
     assert created["actor_role"] == "operator"
     assert all("credential_hash" not in (a["after"] or {}) for a in rows)
 
