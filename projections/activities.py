@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from projections.alarms import AlarmFilter, AlarmQueries, filter_conditions
-from projections.audits import AuditFilter, audit_where, get_audit
+from projections.audits import AuditFilter, audit_where, get_audits
 from projections.queries import TimeRange
 from projections.registry import QueryError
 from projections.store.base import ProjectionStore
@@ -106,8 +106,8 @@ def list_activities(
     total = int(res.rows[0][4]) if res.rows else 0
     if not res.rows and offset:
         total = int(store.execute(f"SELECT count() FROM ({union})", params).rows[0][0])
-    alarm_ids = [str(r[1]) for r in res.rows if r[0] == "alarm"]
-    alarms = AlarmQueries(store).get_many(alarm_ids) if alarm_ids else {}
+    alarms = AlarmQueries(store).get_many([str(r[1]) for r in res.rows if r[0] == "alarm"])
+    audits = get_audits(store, [str(r[1]) for r in res.rows if r[0] == "audit"])
     out = []
     for kind, ident, ts_us, priority, _ in res.rows:
         item: dict[str, Any] = {
@@ -119,6 +119,6 @@ def list_activities(
         if kind == "alarm":
             item["alarm"] = alarms.get(ident)
         else:
-            item["audit"] = get_audit(store, ident)
+            item["audit"] = audits.get(ident)
         out.append(item)
     return out, total

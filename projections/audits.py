@@ -102,9 +102,16 @@ def list_audits(
     return [audit_row(r) for r in res.rows], total
 
 
-def get_audit(store: ProjectionStore, audit_id: str) -> dict[str, Any] | None:
+def get_audits(store: ProjectionStore, audit_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """audit id -> record, for those of ``audit_ids`` that exist."""
+    if not audit_ids:
+        return {}
     res = store.execute(
-        f"SELECT {COLUMNS} FROM millrace.audits FINAL WHERE audit_id = {{id:String}} LIMIT 1",
-        {"id": audit_id},
+        f"SELECT {COLUMNS} FROM millrace.audits FINAL WHERE audit_id IN {{ids:Array(String)}}",
+        {"ids": list(audit_ids)},
     )
-    return audit_row(res.rows[0]) if res.rows else None
+    return {str(r[1]): audit_row(r) for r in res.rows}
+
+
+def get_audit(store: ProjectionStore, audit_id: str) -> dict[str, Any] | None:
+    return get_audits(store, [audit_id]).get(audit_id)

@@ -27,7 +27,6 @@ Rule JSON is the definition plus the read-only ``last_update_time`` and
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import Annotated, Any
@@ -41,13 +40,12 @@ from api.auth import Principal
 from api.context import AppContext, admin, context, operator, viewer
 from api.errors import ApiError, bad_request
 from api.responses import JsonResponse
-from api.routers.identities import actor
+from api.routers.identities import actor, run_query
 from api.routers.signals import EndTime, EpochQ, StartTime, _time_range
 from api.timeparams import Epoch, format_time
 from pipeline.alarms.rules import RULE_ID_RE, RULE_KEY_PREFIX, AlarmRule, rule_event, rule_problems
 from pipeline.topics import ALARMS
 from projections.alarms import AlarmFilter, AlarmQueries
-from projections.registry import QueryError
 
 router = APIRouter(tags=["alarms"])
 
@@ -96,13 +94,6 @@ class BatchIn(BaseModel):
 
 def queries(ctx: AppContext) -> AlarmQueries:
     return AlarmQueries(ctx.store)
-
-
-async def run_query(fn: Any, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except QueryError as exc:
-        raise bad_request(exc.field, exc.message) from None
 
 
 # -- JSON ---------------------------------------------------------------------------------

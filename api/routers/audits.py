@@ -12,12 +12,12 @@ from api.context import AppContext, context, operator
 from api.errors import ApiError, bad_request
 from api.responses import JsonResponse
 from api.routers.alarms import alarm_filter, alarm_json
+from api.routers.identities import run_query
 from api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
 from api.timeparams import Epoch, format_time
 from projections.activities import ActivityFilter, list_activities
 from projections.alarms import AlarmFilter
 from projections.audits import AuditFilter, get_audit, list_audits
-from projections.registry import QueryError
 
 router = APIRouter(tags=["audit"])
 
@@ -132,12 +132,7 @@ async def list_activities_route(
         target_types=csv(target_type, "target_type"),
         activity_types=csv(activity_type, "activity_type"),
     )
-    try:
-        rows, total = await asyncio.to_thread(
-            list_activities, ctx.store, f, sort, limit, (page - 1) * limit
-        )
-    except QueryError as exc:
-        raise bad_request(exc.field, exc.message) from None
+    rows, total = await run_query(list_activities, ctx.store, f, sort, limit, (page - 1) * limit)
     data = []
     for r in rows:
         item = {

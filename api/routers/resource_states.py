@@ -11,7 +11,6 @@ otherwise take ``states`` for a resource name.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -20,11 +19,11 @@ from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import bad_request
 from api.responses import JsonResponse
+from api.routers.identities import run_query
 from api.timeparams import Epoch, format_time
 from projections.resource_states import (
     MAX_PAGE_ROWS,
     Page,
-    QueryError,
     ResourceFilter,
     ResourceStateQueries,
 )
@@ -98,13 +97,6 @@ def _state_out(r: dict[str, Any], epoch: Epoch | None) -> dict[str, Any]:
     }
 
 
-async def _run(fn: Any, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except QueryError as exc:
-        raise bad_request(exc.field, exc.message) from None
-
-
 @router.get("/resources/states", summary="Desired and current state of every resource")
 async def resource_states(
     service_ids: IdsQ = [],  # noqa: B006 - FastAPI reads the default, never mutates it
@@ -123,7 +115,7 @@ async def resource_states(
     and resource id. ``deviated`` is true while desired and current state differ."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await _run(q.states, _filter(service_ids, resource_ids, deviated), p)
+    rows, total = await run_query(q.states, _filter(service_ids, resource_ids, deviated), p)
     return _listing([_state_out(r, epoch) for r in rows], p, total)
 
 
@@ -143,7 +135,7 @@ async def deviations(
     ``deviated_since``."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await _run(q.deviations, _filter(service_ids, resource_ids, None), p)
+    rows, total = await run_query(q.deviations, _filter(service_ids, resource_ids, None), p)
     return _listing([_state_out(r, epoch) for r in rows], p, total)
 
 
@@ -158,7 +150,7 @@ async def deviation_count(
     """``{"service_id", "count"}`` per service with at least one deviated resource."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await _run(q.deviation_counts, _ids("service_ids", service_ids), p)
+    rows, total = await run_query(q.deviation_counts, _ids("service_ids", service_ids), p)
     return _listing(rows, p, total)
 
 
@@ -176,7 +168,7 @@ async def resource_runners(
     is ``healthy`` (fewer than 3 misses)."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await _run(q.runners, ctx.clock(), p)
+    rows, total = await run_query(q.runners, ctx.clock(), p)
     data = []
     for r in rows:
         last, first = r.pop("last_us"), r.pop("first_us")

@@ -562,16 +562,25 @@ class Evaluator:
                 for r, handler in rules:
                     if tracks is None:
                         tracks = self._tracks.setdefault(identity, {})
-                    tr = tracks.get(r.id)
-                    if tr is None:
-                        tr = tracks[r.id] = _Track(ts)
-                    elif ts < tr.seen:
-                        self.stats["out_of_order"] += 1
-                        continue
-                    if tr.due is not None and tr.due <= ts:
-                        self._settle(r, identity, tr, ts, out)
-                    handler(r, identity, tr, ts, value, out)
+                    tr = self._track_at(tracks, r, identity, ts, out)
+                    if tr is not None:
+                        handler(r, identity, tr, ts, value, out)
         return out
+
+    def _track_at(
+        self, tracks: dict[str, _Track], r: _Rule, key: str, ts: int, out: list[Event]
+    ) -> _Track | None:
+        """The key's track brought to event time ``ts`` (deadlines up to it fired into
+        ``out``); None when ``ts`` is older than what the key has seen (ignored)."""
+        tr = tracks.get(r.id)
+        if tr is None:
+            tr = tracks[r.id] = _Track(ts)
+        elif ts < tr.seen:
+            self.stats["out_of_order"] += 1
+            return None
+        if tr.due is not None and tr.due <= ts:
+            self._settle(r, key, tr, ts, out)
+        return tr
 
     def _identity(self, ev: Mapping[str, Any]) -> list[Event]:
         kind = ev.get("type")
@@ -641,15 +650,9 @@ class Evaluator:
             self._resource_matched[(resource, service)] = rules
         out: list[Event] = []
         for r in rules:
-            tracks = self._tracks.setdefault(resource, {})
-            tr = tracks.get(r.id)
+            tr = self._track_at(self._tracks.setdefault(resource, {}), r, resource, ts, out)
             if tr is None:
-                tr = tracks[r.id] = _Track(ts)
-            elif ts < tr.seen:
-                self.stats["out_of_order"] += 1
                 continue
-            if tr.due is not None and tr.due <= ts:
-                self._settle(r, resource, tr, ts, out)
             tr.service = service
             tr.desired = ev.get("desired_state")
             tr.value = ev.get("current_state")

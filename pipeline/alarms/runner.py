@@ -38,6 +38,7 @@ from pipeline.codec import AvroCodec
 from pipeline.connector import EventPublisher
 from pipeline.errors import DecodeError
 from pipeline.log.base import EventLog, TopicPartition
+from pipeline.runtime.loop import run_steps
 from pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
 
 log = logging.getLogger("millrace.alarms")
@@ -240,31 +241,24 @@ class AlarmRunner:
             if n == 0:
                 return total
 
+    def _failed(self, exc: Exception, retry_in_s: float) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("alarm step failed; resuming in %.1fs", retry_in_s, exc_info=exc)
+        self.evaluator = None  # the next step reopens from the checkpoint
+
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop``: at once when there is more to read, else every ``tick_s``
         (the timer of time-based rules). Errors are logged and retried from the last
         checkpoint."""
-        backoff = 0.5
-        while not stop.is_set():
-            try:
-                n = await self.step()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep alarms alive; resume from the checkpoint
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("alarm step failed; resuming from the checkpoint in %.1fs", backoff)
-                self.evaluator = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if n == 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.tick_s)
-                except TimeoutError:
-                    pass
+        await run_steps(
+            self.step,
+            stop,
+            self._wake,
+            idle_s=self.tick_s,
+            on_error=self._failed,
+            first_backoff_s=0.5,
+        )
         if self._dirty and self.evaluator is not None:
             try:
                 await self._save([])

@@ -20,6 +20,7 @@ from pipeline.codec import AvroCodec, default_codec
 from pipeline.log.base import EventLog, Message, Record, TopicPartition
 from pipeline.processors.base import Outputs, Processor, StateReader
 from pipeline.processors.decoding import decode_and_process
+from pipeline.runtime.loop import run_steps
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
 
@@ -190,24 +191,17 @@ class EmbeddedRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set; errors are logged and retried with backoff."""
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                n = await self.step()
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the pipeline alive; the batch is retried
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("batch failed; retrying in %.1fs", backoff)
-                self._progress = None  # reload: the sink may hold a pending intent
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if n == 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.idle_sleep_s)
-                except TimeoutError:
-                    pass
+        await run_steps(
+            self.step,
+            stop,
+            self._wake,
+            idle_s=self.idle_sleep_s,
+            on_error=self._failed,
+            first_backoff_s=0.1,
+        )
+
+    def _failed(self, exc: Exception, retry_in_s: float) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("batch failed; retrying in %.1fs", retry_in_s, exc_info=exc)
+        self._progress = None  # reload: the sink may hold a pending intent
