@@ -307,6 +307,10 @@ class FaustTakeHandler:
                 self.records += len(recs)
 
 
+class RebalancingError(RuntimeError):
+    """The worker is between assignments: no write can be fenced now."""
+
+
 def build_app(
     config: FaustRuntimeConfig,
     sink_factory: SinkFactory,
@@ -353,7 +357,16 @@ def build_app(
         return faust.types.TP(wire[tp.topic], tp.partition)
 
     async def fence(tp: TopicPartition, offset: int) -> None:
-        """An offset commit the coordinator refuses from an older generation."""
+        """An offset commit the coordinator refuses from an older generation.
+
+        Not sent while this member is rebalancing: its generation is stale or not yet
+        synced then, and a refused commit makes aiokafka rejoin — which, arriving while
+        the leader syncs, starts the rebalance over (librdkafka's mock coordinator does
+        so on every such join; a real broker on changed metadata), so fences retried
+        through a rebalance could keep the group from ever settling.
+        """
+        if app.rebalancing:
+            raise RebalancingError("rebalance in progress")
         from aiokafka.structs import OffsetAndMetadata
         from aiokafka.structs import TopicPartition as KafkaTP
 

@@ -31,6 +31,9 @@ pytest.importorskip("faust")
 pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
+# the mock evicts a member whose rejoin takes longer than its session timeout (heartbeats
+# during a rebalance do not count as activity): slack for a loaded machine
+SESSION_TIMEOUT_S = 15
 
 
 class Worker:
@@ -87,10 +90,10 @@ class Stuck(AssertionError):
 
 @pytest.mark.timeout(900)
 def test_kill_and_zombie_leave_projections_exact(store: ChdbStore, tmp_path: Path) -> None:
-    # librdkafka's mock group coordinator occasionally wedges a rebalance (SyncGroup
-    # answers InvalidRequest to aiokafka); that is a liveness problem of the mock, so
-    # the scenario is run again on fresh topics once. Correctness is never retried:
-    # a wrong count fails at once.
+    # librdkafka's mock group coordinator is fragile in rebalances (see worker_main for
+    # the two behaviours the workers work around); should the group still not settle,
+    # that is liveness of the mock, so the scenario is run again on fresh topics.
+    # Correctness is never retried: a wrong count fails at once.
     # a mock cluster of its own per attempt: the session's has the groups of other tests
     for attempt in range(3):
         try:
@@ -122,6 +125,7 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
 
         def start(name: str) -> Worker:
             args = [kafka_bootstrap, prefix, "faust-app", server.url, str(tmp_path / name)]
+            args.append(str(SESSION_TIMEOUT_S))
             return Worker(args, tmp_path / f"{name}.log")
 
         workers: list[Worker] = []
@@ -133,14 +137,22 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
             )
             a.signal(signal.SIGKILL)  # anywhere: mid-write, between intent and commit, ...
             a.proc.wait(10)
+            # b takes a's partitions over once the mock expires a's session, and redoes
+            # what a left pending. (a2 joins after that: a join while a dead member is
+            # still in the group makes the mock abort the sync when that member expires,
+            # and aiokafka's rejoins with fresh member ids then feed a rebalance storm.)
+            time.sleep(SESSION_TIMEOUT_S + 2)
+            wait_for(
+                lambda: committed(writer, ends) == (total, True), 90, "b taking over", tmp_path
+            )
             workers.append(a2 := start("a2"))
             ends = asyncio.run(produce(kafka_bootstrap, prefix, second, garbage=0))
             total = sum(ends.values())
-            wait_for(lambda: committed(writer, ends)[0] >= total * 0.5, 60, "half of it", tmp_path)
+            wait_for(lambda: committed(writer, ends)[0] >= total * 0.5, 90, "half of it", tmp_path)
             # frozen past the session timeout: a2 takes its partitions; b resumes as a
             # zombie with a write possibly in flight, and must be fenced
             b.signal(signal.SIGSTOP)
-            time.sleep(9)
+            time.sleep(SESSION_TIMEOUT_S + 4)
             b.signal(signal.SIGCONT)
             wait_for(lambda: committed(writer, ends) == (total, True), 90, "all of it", tmp_path)
             time.sleep(1.5)  # a zombie's late insert would land now
@@ -166,4 +178,5 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
     ]
     assert row("SELECT sum(count) FROM millrace.agg_1h FINAL") == [readings]
     assert row("SELECT count() FROM millrace.latest FINAL") == [6]
-    assert os.environ.get("MILLRACE_KEEP") is None or print(logs)
+    if os.environ.get("MILLRACE_KEEP"):
+        print(logs)

@@ -1,7 +1,7 @@
 """A faust worker process for the two-worker tests: the real runtime and processors,
 writing to the test session's store through :class:`tests.store_server.RemoteStore`.
 
-    python -m tests.runtime.worker_main BOOTSTRAP PREFIX APP_ID STORE_URL DATADIR
+    python -m tests.runtime.worker_main BOOTSTRAP PREFIX APP_ID STORE_URL DATADIR SESSION_S
 """
 
 from __future__ import annotations
@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
+
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
+from aiokafka.protocol.commit import OffsetCommitRequest
 
 from pipeline.processors.deadletter import DeadLetterProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
@@ -16,8 +20,43 @@ from pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
 from projections.writer import ProjectionWriter
 from tests.store_server import RemoteStore
 
+# librdkafka's mock group coordinator sets the group Up as soon as the leader's
+# SyncGroup carries every member's assignment, and then answers a follower's SyncGroup
+# that arrives after it with INVALID_REQUEST (a real broker hands the follower its
+# assignment). aiokafka raises on that, and under load (a follower busy starting) the
+# group never settles. The leader therefore waits a moment before its SyncGroup so the
+# followers' requests reach the mock first. Test scaffolding for the mock only: a real
+# broker needs none of it, and millrace's code is unchanged.
+MOCK_LEADER_SYNC_DELAY_S = 2.0
+_leader_sync = CoordinatorGroupRebalance._on_join_leader
 
-async def main(bootstrap: str, prefix: str, app_id: str, url: str, datadir: str) -> None:
+
+async def _on_join_leader_after_followers(self: Any, response: Any) -> Any:
+    if len(response.members) > 1:
+        await asyncio.sleep(MOCK_LEADER_SYNC_DELAY_S)
+    return await _leader_sync(self, response)
+
+
+CoordinatorGroupRebalance._on_join_leader = _on_join_leader_after_followers
+
+
+# aiokafka drops its member id on any generation error (a fence's commit during a
+# rebalance is one) and joins as a new member. The mock keeps the old member until its
+# session expires and then aborts whatever rebalance is in progress, which makes the
+# other members' generations stale in turn: on a loaded machine that feeds itself and
+# the group never settles. The mock accepts any member id at JoinGroup, so the worker
+# keeps its id (as current Java clients do on ILLEGAL_GENERATION).
+def _reset_generation_keeping_member_id(self: Any) -> None:
+    self.generation = OffsetCommitRequest.DEFAULT_GENERATION_ID
+    self.request_rejoin()
+
+
+GroupCoordinator.reset_generation = _reset_generation_keeping_member_id
+
+
+async def main(
+    bootstrap: str, prefix: str, app_id: str, url: str, datadir: str, session_timeout: str
+) -> None:
     config = FaustRuntimeConfig(
         bootstrap=bootstrap,
         app_id=app_id,
@@ -25,8 +64,8 @@ async def main(bootstrap: str, prefix: str, app_id: str, url: str, datadir: str)
         max_records=40,
         batch_seconds=0.1,
         datadir=datadir,
-        session_timeout_s=6.0,
-        heartbeat_interval_s=0.5,
+        session_timeout_s=float(session_timeout),
+        heartbeat_interval_s=1.0,
     )
     writer = ProjectionWriter(RemoteStore(url))
     app = build_app(config, lambda: writer, [TelemetryProcessor(), DeadLetterProcessor()])
@@ -40,4 +79,6 @@ async def main(bootstrap: str, prefix: str, app_id: str, url: str, datadir: str)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(main(*sys.argv[1:6]))
+    # joins, leader elections and syncs: what a Stuck attempt needs to be diagnosed
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.INFO)
+    asyncio.run(main(*sys.argv[1:7]))
