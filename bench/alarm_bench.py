@@ -28,6 +28,7 @@ from pipeline.alarms.evaluator import Evaluator
 from pipeline.alarms.rules import parse_rule, rule_event
 from pipeline.alarms.runner import AlarmRunner, MemoryCheckpoints
 from pipeline.codec import default_codec
+from pipeline.connector import EventPublisher
 from pipeline.log.base import Message
 from pipeline.log.memory import MemoryEventLog
 from pipeline.topics import ALARMS, TELEMETRY
@@ -78,7 +79,7 @@ async def _case(records: list[tuple[bytes, bytes]], rules: list[dict[str, Any]])
     return len(records) * SIGNALS / (time.perf_counter() - started)
 
 
-class _NullPublisher:
+class _NullPublisher(EventPublisher):
     async def publish(self, topic: str, events: Any) -> None:
         return None
 

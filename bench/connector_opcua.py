@@ -5,14 +5,15 @@ as it can (each write a new value with a new source timestamp); the parent runs 
 :class:`~connectors.opcua.connector.OpcuaConnector` monitoring all of them (one
 subscription, ``--interval-ms`` publishing/sampling interval, a queue per monitored
 item so that no change is lost between publishes) and publishing TelemetryBatch
-events through :class:`~pipeline.publisher.LogPublisher` (Avro) into the in-memory
-event log. The figure counts readings emitted by the connector during the measured
+events through :class:`~pipeline.publisher.LogPublisher` (Avro) into a
+``LocalEventLog`` (``fsync=batch``, the embedded default; ``--log memory`` for the
+in-memory log). The figure counts readings emitted by the connector during the measured
 window after a warm-up; the server's own write rate and both processes' CPU are
 printed beside it, since on a small machine either side can be the limit (on two
 cores it is the Python server), and ``opcua_changes_per_connector_cpu_s`` gives the
 connector's own cost. Figures, not pass/fail::
 
-    python -m bench.connector_opcua [--seconds 10] [--variables 200]
+    python -m bench.connector_opcua [--seconds 10] [--variables 200] [--log local|memory]
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import multiprocessing as mp
 import os
 import resource
 import socket
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from bench.machine import describe
@@ -85,12 +88,13 @@ def _server_main(port: int, variables: int, pipe: Connection) -> None:
     asyncio.run(_serve(port, variables, pipe))
 
 
-async def _measure(port: int, variables: int, interval_ms: int, seconds: float) -> dict[str, float]:
+async def _measure(
+    port: int, variables: int, interval_ms: int, seconds: float, log: Any
+) -> dict[str, float]:
     import logging
 
     from connectors.opcua.config import OpcuaConnection, OpcuaEndpoint
     from connectors.opcua.connector import OpcuaConnector
-    from pipeline.log.memory import MemoryEventLog
     from pipeline.publisher import LogPublisher
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
@@ -111,7 +115,6 @@ async def _measure(port: int, variables: int, interval_ms: int, seconds: float) 
         )
         for i in range(variables)
     ]
-    log = MemoryEventLog()
     publisher = LogPublisher(log)
     c = OpcuaConnector("bench", conn, endpoints, status_interval_s=3600)
     await c.start(publisher)
@@ -133,7 +136,16 @@ async def _measure(port: int, variables: int, interval_ms: int, seconds: float) 
     }
 
 
-def run(seconds: float, variables: int, interval_ms: int) -> dict[str, tuple[float, str]]:
+def run(
+    seconds: float,
+    variables: int,
+    interval_ms: int,
+    workdir: Path | None = None,
+    log_kind: str = "local",
+) -> dict[str, tuple[float, str]]:
+    from pipeline.log.local import LocalEventLog, LocalLogConfig
+    from pipeline.log.memory import MemoryEventLog
+
     port = _free_port()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -142,7 +154,17 @@ def run(seconds: float, variables: int, interval_ms: int) -> dict[str, tuple[flo
     try:
         if not parent.poll(60) or parent.recv() != "ready":
             raise RuntimeError("the OPC UA server did not start")
-        result = asyncio.run(_measure(port, variables, interval_ms, seconds))
+        with tempfile.TemporaryDirectory(dir=workdir, prefix="opcua_bench-") as tmp:
+            log: Any = (
+                LocalEventLog(Path(tmp) / "log", LocalLogConfig(partitions=4))
+                if log_kind == "local"
+                else MemoryEventLog()
+            )
+            try:
+                result = asyncio.run(_measure(port, variables, interval_ms, seconds, log))
+            finally:
+                if isinstance(log, LocalEventLog):
+                    log.close_sync()
         parent.send("stop")
         writes, elapsed, server_cpu = parent.recv() if parent.poll(30) else (0, 1.0, 0.0)
     finally:
@@ -168,6 +190,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--variables", type=int, default=200)
     parser.add_argument("--interval-ms", type=int, default=100)
+    parser.add_argument("--log", choices=("local", "memory"), default="local")
     args = parser.parse_args()
     machine = describe()
     load = os.getloadavg()
@@ -176,7 +199,9 @@ def main() -> None:
         f"Python {machine['python']}, {machine['date']}; load average before "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    for name, (value, unit) in run(args.seconds, args.variables, args.interval_ms).items():
+    for name, (value, unit) in run(
+        args.seconds, args.variables, args.interval_ms, log_kind=args.log
+    ).items():
         print(f"{name}: {value:.2f} {unit}" if value < 10 else f"{name}: {value:.0f} {unit}")
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

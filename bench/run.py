@@ -88,6 +88,18 @@ NOTES: dict[str, str] = {
         "under load it adds the log appends and reads the engine runs on that loop."
     ),
     "log": "bench/log_bench.py: 2 KB records, 100 per append, one partition.",
+    "connectors": (
+        "bench/connector_modbus.py: pymodbus's server in a child process holds 2000 "
+        "registers; the ModbusConnector polls 1000 uint16 + 500 float32 endpoints of 10 "
+        "identities back to back (17 coalesced requests of at most 125 registers) into a "
+        "LocalEventLog with fsync=batch; the log is decoded afterwards and must hold every "
+        "reading (`modbus_readings_missing_from_log` = 0). bench/connector_opcua.py: "
+        "asyncua's server in a child process writes 200 Double variables as fast as it "
+        "can; the OpcuaConnector (one subscription, 100 ms publishing interval, queued "
+        "monitored items) publishes into a LocalEventLog with fsync=batch. On two cores "
+        "the Python server is the limit (`opcua_server_writes_per_s`); "
+        "`opcua_changes_per_connector_cpu_s` is the connector's own cost."
+    ),
     "alarms": (
         "bench/alarm_bench.py: the AlarmRunner over 1000 devices x 25 signals per "
         "TelemetryBatch already on an in-memory log; readings/s of wall time for decode + "
@@ -96,7 +108,7 @@ NOTES: dict[str, str] = {
     ),
 }
 
-ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "alarms")
+ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "connectors", "alarms")
 
 
 def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
@@ -108,6 +120,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "latency": {"seconds": s},
         "api": {"requests": 30 if quick else 500, "days": 7 if quick else 365},
         "log": {"seconds": 1.5 if quick else 6.0},
+        "connectors": {"seconds": 2 if quick else 10},
         "alarms": {"seconds": 2 if quick else 5},
     }
 
@@ -152,6 +165,13 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         except ImportError:
             return {}
         return log_run(params["seconds"], workdir)
+    if group == "connectors":
+        from bench.connector_modbus import run as modbus_run
+        from bench.connector_opcua import run as opcua_run
+
+        figs = modbus_run(params["seconds"], workdir)
+        figs.update(opcua_run(params["seconds"], 200, 100, workdir))
+        return figs
     if group == "alarms":
         from bench.alarm_bench import run as alarm_run
 

@@ -195,9 +195,14 @@ def _cluster_literal(cluster: str) -> str:
     return f"'{cluster}'"
 
 
+def on_cluster(cluster: str) -> str:
+    """``ON CLUSTER '<cluster>'`` (the name checked: no quotes, backslashes or blanks)."""
+    return f"ON CLUSTER {_cluster_literal(cluster)}"
+
+
 def cluster_create_table(table: _Table, cluster: str) -> list[str]:
     """The ``_local`` replicated table and the Distributed table over it."""
-    on = f"ON CLUSTER {_cluster_literal(cluster)}"
+    on = on_cluster(cluster)
     local = f"{table.name}_local"
     zk = ZK_PATH.format(db=table.db, table=table.name)
     engine_args = ", ".join(a for a in (f"'{zk}'", "'{replica}'", table.engine_args) if a)
@@ -222,9 +227,7 @@ def cluster_statement(stmt: str, cluster: str, known: dict[str, _Table]) -> list
     """One migration statement as the statements that do its work on ``cluster``."""
     text = stmt.strip().rstrip(";").strip()
     if (m := _CREATE_DB.match(text)) is not None:
-        return [
-            f"CREATE DATABASE IF NOT EXISTS {m.group(1)} ON CLUSTER {_cluster_literal(cluster)}"
-        ]
+        return [f"CREATE DATABASE IF NOT EXISTS {m.group(1)} {on_cluster(cluster)}"]
     table = parse_create_table(text, known)
     known[f"{table.db}.{table.name}"] = table
     return cluster_create_table(table, cluster)

@@ -84,14 +84,26 @@ def applied_versions(store: ProjectionStore) -> set[int]:
     return {int(r[0]) for r in res.rows}
 
 
-def migrate(store: ProjectionStore, directory: Path = SQL_DIR) -> list[int]:
-    """Apply the migrations not yet applied; return the versions applied now."""
+def migrate(
+    store: ProjectionStore, directory: Path = SQL_DIR, cluster: str | None = None
+) -> list[int]:
+    """Apply the migrations not yet applied; return the versions applied now.
+
+    With ``cluster``, each migration runs as its cluster variant (``projections.cluster``:
+    replicated ``_local`` tables and Distributed tables over them, ``ON CLUSTER``),
+    generated from the same files; the ledger is then a Distributed table too.
+    """
     done = applied_versions(store)
+    variants: dict[int, list[str]] = {}
+    if cluster is not None:
+        from projections.cluster import cluster_statements
+
+        variants = {v: stmts for v, _, stmts in cluster_statements(cluster, directory)}
     ran = []
     for mig in load_migrations(directory):
         if mig.version in done:
             continue
-        for stmt in mig.statements:
+        for stmt in variants.get(mig.version, mig.statements):
             store.execute(stmt)
         store.execute(
             "INSERT INTO millrace.schema_migrations (version, name, checksum) "
@@ -102,8 +114,16 @@ def migrate(store: ProjectionStore, directory: Path = SQL_DIR) -> list[int]:
     return ran
 
 
-def drop_projections(store: ProjectionStore) -> None:
-    """Drop every projection table and forget their migrations (replay rebuilds)."""
-    for table in PROJECTION_TABLES:
-        store.execute(f"DROP TABLE IF EXISTS millrace.{table} SYNC")
-    store.execute("DROP TABLE IF EXISTS millrace.schema_migrations SYNC")
+def drop_projections(store: ProjectionStore, cluster: str | None = None) -> None:
+    """Drop every projection table and forget their migrations (replay rebuilds).
+
+    With ``cluster``, the Distributed tables and their ``_local`` tables on every node.
+    """
+    names = [f"millrace.{t}" for t in (*PROJECTION_TABLES, "schema_migrations")]
+    if cluster is not None:
+        from projections.cluster import on_cluster
+
+        on = f" {on_cluster(cluster)}"
+        names = [f"{n}{suffix}{on}" for n in names for suffix in ("", "_local")]
+    for name in names:
+        store.execute(f"DROP TABLE IF EXISTS {name} SYNC")

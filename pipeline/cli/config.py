@@ -61,6 +61,11 @@ class DistributedConfig(BaseModel):
     clickhouse_url: str | None = Field(
         None, description="clickhouse://user:password@host:9000/default"
     )
+    clickhouse_cluster: str | None = Field(
+        None,
+        description="a cluster of the server's remote_servers: projections become "
+        "replicated _local tables with Distributed tables over them (ON CLUSTER)",
+    )
 
 
 class MillraceConfig(BaseModel):
@@ -99,6 +104,7 @@ ENV_OVERRIDES = {
     "MILLRACE_KAFKA_BOOTSTRAP": ("distributed", "kafka_bootstrap"),
     "MILLRACE_TOPIC_PREFIX": ("distributed", "topic_prefix"),
     "MILLRACE_CLICKHOUSE_URL": ("distributed", "clickhouse_url"),
+    "MILLRACE_CLICKHOUSE_CLUSTER": ("distributed", "clickhouse_cluster"),
 }
 
 

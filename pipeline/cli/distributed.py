@@ -107,7 +107,9 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
     _stop_on_signals(stop)
     event_log = kafka_log(cfg)
     await event_log.start()
-    store = ClickHouseServerStore(cfg.distributed.clickhouse_url)
+    store = ClickHouseServerStore(
+        cfg.distributed.clickhouse_url, cluster=cfg.distributed.clickhouse_cluster
+    )
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     keys = KeyStore(Path(cfg.data_dir) / "api_keys.json", os.environ.get("MILLRACE_API_KEY"))
     publisher = LogPublisher(event_log)
@@ -181,12 +183,12 @@ async def run_process(cfg: MillraceConfig, stop: asyncio.Event | None = None) ->
     if d.clickhouse_url:
         from projections.store.clickhouse import ClickHouseServerStore
 
-        store = ClickHouseServerStore(d.clickhouse_url)
+        store = ClickHouseServerStore(d.clickhouse_url, cluster=d.clickhouse_cluster)
     else:
         from projections.store.chdb import ChdbStore
 
         store = ChdbStore(Path(cfg.data_dir) / "chdb")
-    migrate(store)
+    migrate(store, cluster=d.clickhouse_cluster if d.clickhouse_url else None)
     writer = ProjectionWriter(store)
     app = build_app(
         FaustRuntimeConfig(

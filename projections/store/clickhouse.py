@@ -179,7 +179,7 @@ class ClickHouseServerStore(ProjectionStore):
     ``pool_size`` at a time.
     """
 
-    def __init__(self, url: str, pool_size: int = 4) -> None:
+    def __init__(self, url: str, pool_size: int = 4, cluster: str | None = None) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self.url = url
@@ -195,6 +195,12 @@ class ClickHouseServerStore(ProjectionStore):
             raise StoreError(f"no host in ClickHouse URL {url!r}")
         settings = dict(kwargs.pop("settings", {}))
         settings["server_side_params"] = True
+        if cluster is not None:
+            # an insert into a Distributed table returns once every shard holds its
+            # part (not when queued for later): a failed insert is then retried with
+            # the same deduplication token, and a "done" insert is really done
+            settings.setdefault("insert_distributed_sync", 1)
+        self.cluster = cluster
         self.host: str = host
         self.client_kwargs: dict[str, Any] = {**kwargs, "settings": settings}
         self._slots = threading.BoundedSemaphore(pool_size)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,14 @@ from projections.cluster import (
     cluster_statements,
     render_cluster_sql,
 )
-from projections.migrations import SQL_DIR, load_migrations
+from projections.migrations import (
+    PROJECTION_TABLES,
+    SQL_DIR,
+    drop_projections,
+    load_migrations,
+    migrate,
+)
+from projections.store.base import ProjectionStore, QueryResult
 from projections.store.chdb import ChdbStore
 
 CLUSTER = "millrace_cluster"
@@ -180,3 +189,68 @@ def test_local_tables_without_replication_are_valid_on_chdb(chdb_store: ChdbStor
 
 def test_sql_dir_default_is_the_real_one() -> None:
     assert SQL_DIR.name == "sql" and any(SQL_DIR.glob("*.sql"))
+
+
+class _Ledger(ProjectionStore):
+    """Records DDL and keeps the migrations ledger: there is no ClickHouse cluster
+    here, so this checks what millrace sends one (tests/projections/test_store_contract
+    runs the server store for real when MILLRACE_CLICKHOUSE_URL is set)."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+        self.versions: set[int] = set()
+
+    def execute(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> QueryResult:
+        if sql.startswith("SELECT version FROM millrace.schema_migrations"):
+            return QueryResult(["version"], ["UInt32"], [[v] for v in sorted(self.versions)])
+        if sql.startswith("INSERT INTO millrace.schema_migrations"):
+            assert params is not None
+            self.versions.add(int(params["v"]))
+        else:
+            self.sql.append(sql)
+        return QueryResult([], [], [])
+
+    def query_arrow(self, sql: str, params: Any = None, settings: Any = None) -> Any:
+        raise NotImplementedError
+
+    def insert_arrow(self, sql: str, table: Any, settings: Any = None) -> None:
+        raise NotImplementedError
+
+
+def test_migrate_on_a_cluster_runs_the_cluster_variant_once() -> None:
+    store = _Ledger()
+    ran = migrate(store, cluster=CLUSTER)
+    assert ran == [m.version for m in load_migrations()]
+    assert store.sql == _all()
+    # every table of the plain migrations exists as _local and Distributed
+    for name in _source_tables():
+        assert any(
+            s.startswith(f"CREATE TABLE IF NOT EXISTS millrace.{name}_local ") for s in store.sql
+        )
+    assert migrate(store, cluster=CLUSTER) == [] and len(store.sql) == len(_all())
+
+
+def test_drop_on_a_cluster_drops_both_tables_on_every_node() -> None:
+    store = _Ledger()
+    drop_projections(store, cluster=CLUSTER)
+    assert f"DROP TABLE IF EXISTS millrace.readings {ON} SYNC" in store.sql
+    assert f"DROP TABLE IF EXISTS millrace.readings_local {ON} SYNC" in store.sql
+    assert f"DROP TABLE IF EXISTS millrace.schema_migrations_local {ON} SYNC" in store.sql
+    assert len(store.sql) == 2 * (len(PROJECTION_TABLES) + 1)
+    with pytest.raises(ClusterSqlError):
+        drop_projections(_Ledger(), cluster="c' ON CLUSTER x")
+
+
+def test_server_store_on_a_cluster_inserts_synchronously() -> None:
+    pytest.importorskip("clickhouse_driver")
+    from projections.store.clickhouse import ClickHouseServerStore
+
+    on = ClickHouseServerStore("clickhouse://u:p@127.0.0.1:9000/default", cluster=CLUSTER)
+    off = ClickHouseServerStore("clickhouse://u:p@127.0.0.1:9000/default")
+    assert on.client_kwargs["settings"]["insert_distributed_sync"] == 1
+    assert "insert_distributed_sync" not in off.client_kwargs["settings"]
