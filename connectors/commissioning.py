@@ -3,6 +3,10 @@
 :func:`validate_document` never stops at the first problem: it returns every
 violation with its JSON path (``$.endpoints[3].port``) so that a plant engineer fixes
 a file in one pass. :func:`load_commissioning` raises ConfigError listing them all.
+A connection that fails its model is still checked as far as it can be: its
+protocol's semantic checks see it validated again without its keys in error (see
+:func:`_repaired`), with its valid endpoints and mappings; and every endpoint with a
+string identity and signal takes part in the duplicate check.
 
 ``${NAME}`` references in strings are replaced by environment variables when a file
 is loaded for running; validation reports unset ones as warnings (the environment of
@@ -16,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +31,8 @@ from pipeline.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Top(BaseModel):
@@ -78,6 +84,65 @@ def _pydantic_violations(exc: ValidationError, base: str) -> list[Violation]:
             msg = "unknown key"
         out.append(Violation(level="error", json_path=json_path(loc, base), description=msg))
     return out
+
+
+def _without_errors(
+    raw: Any, exc: ValidationError
+) -> tuple[dict[str, Any], set[tuple[str, ...]]] | None:
+    """``raw`` without the keys ``exc`` reports (the innermost mapping key of each
+    error's location, so a bad ``csv.timezone`` drops only that key) and the dropped
+    keys' locations; None when an error is not at a key of ``raw`` (a required key is
+    missing, ``raw`` is not a mapping)."""
+    if not isinstance(raw, Mapping):
+        return None
+    targets: set[tuple[str, ...]] = set()
+    for err in exc.errors():
+        node: Any = raw
+        target: tuple[str, ...] = ()
+        for p in err["loc"]:
+            if not (isinstance(node, Mapping) and isinstance(p, str) and p in node):
+                break
+            target, node = (*target, p), node[p]
+        if not target:
+            return None
+        targets.add(target)
+
+    def drop(d: Mapping[str, Any], prefix: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            key = (*prefix, k)
+            if key in targets:
+                continue
+            nested = isinstance(v, Mapping) and any(t[: len(key)] == key for t in targets)
+            out[k] = drop(v, key) if nested else v
+        return out
+
+    return drop(raw, ()), targets
+
+
+def _repaired(
+    model: type[_M], raw: Any, exc: ValidationError, path: str, dropped: set[str]
+) -> _M | None:
+    """``raw`` (at ``path``, failing ``model`` with ``exc``) validated again without the
+    keys in error, whose defaults stand in (their paths go to ``dropped``), so that the
+    semantic checks still see the rest of it; None when no such model exists (a
+    required key is in error or missing)."""
+    repair = _without_errors(raw, exc)
+    while repair is not None:  # each round drops at least one key
+        rest, keys = repair
+        dropped.update(json_path(k, path) for k in keys)
+        try:
+            return model.model_validate(rest)
+        except ValidationError as again:  # e.g. a default that contradicts a kept key
+            repair = _without_errors(rest, again)
+    return None
+
+
+def _covered(path: str, roots: set[str]) -> bool:
+    """``path`` is one of ``roots`` or lies under one of them."""
+    if not roots:
+        return False
+    return path in roots or any(path[:i] in roots for i, c in enumerate(path) if c in ".[")
 
 
 def _env_refs(doc: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], str]]:
@@ -154,6 +219,14 @@ def validate_document(
         )
     specs = protocols()
     result = Commissioning(service=top.service)
+    # the connections the semantic checks see: the valid ones, and the invalid ones
+    # validated without their keys in error; what the checks report at or under one of
+    # those keys (in ``dropped``) is left out: the model error already says it, or it
+    # is about the default that stood in
+    checked: dict[str, ConnectionBase] = {}
+    checked_endpoints: list[tuple[int, EndpointBase]] = []
+    checked_mappings: list[tuple[int, MappingConfig]] = []
+    dropped: set[str] = set()
 
     for name, raw in top.connections.items():
         path = json_path(("connections", name))
@@ -180,13 +253,17 @@ def validate_document(
                 )
             )
             continue
+        model = specs[proto].connection_model
+        conn: ConnectionBase | None
         try:
-            result.connections[str(name)] = specs[proto].connection_model.model_validate(raw)
+            conn = result.connections[str(name)] = model.model_validate(raw)
         except ValidationError as exc:
             violations.extend(_pydantic_violations(exc, path))
+            conn = _repaired(model, raw, exc, path, dropped)
+        if conn is not None:
+            checked[str(name)] = conn
 
     seen: dict[tuple[str, str], int] = {}
-    typed_endpoints: list[tuple[int, EndpointBase]] = []
     for i, raw in enumerate(top.endpoints):
         path = f"$.endpoints[{i}]"
         if not isinstance(raw, Mapping):
@@ -210,33 +287,33 @@ def validate_document(
             violations.append(
                 Violation(level="error", json_path=f"{path}.connection", description=desc)
             )
-        if proto is None:
-            continue
-        try:
-            ep = specs[proto].endpoint_model.model_validate(raw)
-        except ValidationError as exc:
-            violations.extend(_pydantic_violations(exc, path))
-            continue
-        if conn is None:
-            continue
-        key = (ep.identity, ep.signal)
-        if key in seen:
-            violations.append(
-                Violation(
-                    level="error",
-                    json_path=f"{path}.signal",
-                    description=(
-                        f"identity {ep.identity!r} signal {ep.signal!r} is already defined "
-                        f"at $.endpoints[{seen[key]}]"
-                    ),
+        if proto is not None:
+            try:
+                ep = specs[proto].endpoint_model.model_validate(raw)
+            except ValidationError as exc:
+                violations.extend(_pydantic_violations(exc, path))
+            else:
+                if ep.connection in checked:
+                    checked_endpoints.append((i, ep))
+                if conn is not None:
+                    result.endpoints.append(ep)
+        # from the file itself, so that endpoints failing their model take part too
+        identity, signal = raw.get("identity"), raw.get("signal")
+        if isinstance(identity, str) and isinstance(signal, str):
+            if (identity, signal) in seen:
+                violations.append(
+                    Violation(
+                        level="error",
+                        json_path=f"{path}.signal",
+                        description=(
+                            f"identity {identity!r} signal {signal!r} is already defined "
+                            f"at $.endpoints[{seen[identity, signal]}]"
+                        ),
+                    )
                 )
-            )
-            continue
-        seen[key] = i
-        typed_endpoints.append((i, ep))
-        result.endpoints.append(ep)
+            else:
+                seen[identity, signal] = i
 
-    typed_mappings: list[tuple[int, MappingConfig]] = []
     for i, raw in enumerate(top.mappings):
         path = f"$.mappings[{i}]"
         try:
@@ -253,15 +330,17 @@ def validate_document(
                 )
             )
             continue
-        typed_mappings.append((i, m))
+        checked_mappings.append((i, m))
         result.mappings.append(m)
 
-    for name, conn in result.connections.items():
-        spec = specs[conn.protocol]
+    for name, c in checked.items():
+        spec = specs[c.protocol]
         if spec.check is not None:
-            eps = [(i, e) for i, e in typed_endpoints if e.connection == name]
-            maps = [(i, m) for i, m in typed_mappings if m.connection == name]
-            violations.extend(spec.check(name, conn, eps, maps))
+            eps = [(i, e) for i, e in checked_endpoints if e.connection == name]
+            maps = [(i, m) for i, m in checked_mappings if m.connection == name]
+            violations.extend(
+                v for v in spec.check(name, c, eps, maps) if not _covered(v.json_path, dropped)
+            )
 
     if any(v.level == "error" for v in violations):
         return None, violations

@@ -146,3 +146,111 @@ def test_cli_validate_and_template(tmp_path: Path) -> None:
     assert "error $.connections.sim.batchms: unknown key" in lines
     r = runner.invoke(app, ["template", "nope"])
     assert r.exit_code == 1
+
+
+MIXED = """
+connections:
+  opc:
+    protocol: opcua
+    url: opc.tcp://plc-1:4840
+    security_mode: Sign
+    password: secret
+    colour: blue
+  opc2:
+    protocol: opcua
+    url: opc.tcp://plc-3:4840
+    security_policy: Basic256Sha256
+    security_mode: Sgin
+  mb:
+    protocol: modbus
+    host: plc-2
+    port: "abc"
+  br:
+    protocol: mqtt
+    host: broker
+    keepalive: 1
+    clean_session: false
+  drop:
+    protocol: files
+    directory: DIR
+    csv: {identity: dev, timezone: 5, separator: ";", quotechar: ";"}
+endpoints:
+  - {connection: opc, identity: a, signal: s, node_id: "ns=2;s=A"}
+  - {connection: mb, identity: a, signal: s, register: holding, address: 0}
+  - {connection: mb, identity: b, signal: c, register: coil, address: 1, data_type: float32}
+  - {connection: mb, identity: b, signal: t, register: holding, address: 2, data_type: string,
+     length: 0}
+  - {connection: br, identity: d, signal: v, topic: "plant/+/v", writable: true}
+  - {connection: br, identity: a, signal: s, topic: "x/#", qos: 2}
+  - {connection: nowhere, identity: b, signal: c}
+mappings:
+  - {connection: br, topic: "m/#", values: {v: "nope"}}
+"""
+
+
+def test_one_pass_lists_every_violation(tmp_path: Path) -> None:
+    """A connection that fails its model still gets its protocol's checks (on the
+    rest of it, with its valid endpoints and mappings) and every endpoint takes part
+    in the duplicate check, so fixing the model errors reveals nothing new; a check
+    does not repeat a model error at the same path."""
+    text = MIXED.replace("DIR", str(tmp_path))
+    result, violations = validate_text(text, env={})
+    assert result is None
+    model_errors = [
+        ("error", "$.connections.opc.colour"),  # unknown key
+        ("error", "$.connections.opc2.security_mode"),  # not repeated by the opcua check
+        ("error", "$.connections.mb.port"),
+        ("error", "$.connections.br.keepalive"),
+        ("error", "$.connections.drop.csv.timezone"),
+        ("error", "$.endpoints[3].length"),
+        ("error", "$.endpoints[5].qos"),
+    ]
+    invalid_connection = [  # "connection ... is invalid (see its violations)"
+        ("error", f"$.endpoints[{i}].connection") for i in range(6)
+    ]
+    other = [
+        ("error", "$.endpoints[6].connection"),  # no such connection
+        # duplicates, also of endpoints failing their model or naming no connection
+        ("error", "$.endpoints[1].signal"),
+        ("error", "$.endpoints[5].signal"),
+        ("error", "$.endpoints[6].signal"),
+        # opcua: security_mode Sign without policy, certificate and key; password alone
+        ("error", "$.connections.opc.security_policy"),
+        ("error", "$.connections.opc.certificate"),
+        ("error", "$.connections.opc.private_key"),
+        ("error", "$.connections.opc.password"),
+        # opcua: a security_policy needs a certificate and key, whatever the mode
+        ("error", "$.connections.opc2.certificate"),
+        ("error", "$.connections.opc2.private_key"),
+        # modbus: a coil is one bit
+        ("error", "$.endpoints[2].data_type"),
+        # mqtt: clean_session without client_id, writable without command_topic, mapping
+        ("error", "$.connections.br.clean_session"),
+        ("error", "$.endpoints[4].writable"),
+        ("error", "$.mappings[0].values.v"),
+        ("error", "$.mappings[0].identity"),
+        # files: csv.timezone is dropped, not the whole csv section
+        ("error", "$.connections.drop.csv.quotechar"),
+    ]
+    found = sorted((v.level, v.json_path) for v in violations)
+    assert found == sorted(model_errors + invalid_connection + other), "\n".join(
+        v.line() for v in violations
+    )
+    duplicates = {v.json_path: v.description for v in violations if "already" in v.description}
+    assert duplicates == {
+        "$.endpoints[1].signal": "identity 'a' signal 's' is already defined at $.endpoints[0]",
+        "$.endpoints[5].signal": "identity 'a' signal 's' is already defined at $.endpoints[0]",
+        "$.endpoints[6].signal": "identity 'b' signal 'c' is already defined at $.endpoints[2]",
+    }
+
+    fixed = (
+        text.replace("    colour: blue\n", "")
+        .replace("security_mode: Sgin", "security_mode: Sign")
+        .replace('port: "abc"', "port: 502")
+        .replace("keepalive: 1", "keepalive: 60")
+        .replace("timezone: 5", "timezone: UTC")
+        .replace("length: 0", "length: 2")
+        .replace("qos: 2", "qos: 1")
+    )
+    _, after = validate_text(fixed, env={})
+    assert sorted((v.level, v.json_path) for v in after) == sorted(other)
