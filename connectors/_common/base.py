@@ -14,7 +14,10 @@ reads. The base class supplies the rest:
   source time does not advance (a re-subscription that resends the last value);
 * batching into TelemetryBatch events (one per identity every ``batch_ms`` or when
   ``max_batch_readings`` are waiting);
-* store-and-forward through :class:`~connectors._common.spool.BufferedPublisher`;
+* store-and-forward through :class:`~connectors._common.spool.BufferedPublisher`; when
+  its bound drops events a WARNING is logged and the connection's info says how many
+  (at the first drop, then at most every ``overflow_report_s`` while it lasts), and once
+  the buffer has drained, how many were lost, until the next change of state;
 * dead letters for input that cannot be decoded (:meth:`dead_letter`);
 * Command write-back: :meth:`execute` finds the writable endpoint and calls write().
 """
@@ -29,6 +32,8 @@ import socket
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +49,9 @@ from .spool import BufferedPublisher, Spool
 log = logging.getLogger("millrace.connectors")
 
 Clock = Callable[[], int]
+
+#: a spool overflow is reported at its first drop, then at most once per this many s
+OVERFLOW_REPORT_S = 60.0
 
 
 def wall_clock_us() -> int:
@@ -62,6 +70,16 @@ def describe(exc: BaseException) -> str:
         return "Host not reachable"
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, ConnectorError) else f"{type(exc).__name__}: {text}"
+
+
+@dataclass
+class _Overflow:
+    """Drops by the store-and-forward bound, from the first until the buffer drains."""
+
+    since_us: int
+    events: int  # the spool's dropped counts before the first drop
+    bytes: int
+    reported: float  # time.monotonic() of the last report
 
 
 class ProtocolConnector(Connector):
@@ -128,6 +146,10 @@ class ProtocolConnector(Connector):
             0.0,
         )
         self._rate = (time.monotonic(), 0.0, 0.0)  # (t, readings at t, readings/s)
+        self.overflow_report_s = OVERFLOW_REPORT_S
+        self._overflow: _Overflow | None = None
+        self._dropped_seen = (0, 0)  # the spool's dropped (events, bytes) last looked at
+        self._buffer_info = ""  # about the store-and-forward buffer, after the state's info
 
     # -- to implement ---------------------------------------------------------------
     @abstractmethod
@@ -264,14 +286,54 @@ class ProtocolConnector(Connector):
     @property
     def state(self) -> tuple[str, str]:
         """(current state, info) of the connection."""
-        return self._state
+        current, info = self._state
+        if self._buffer_info:
+            info = f"{info}; {self._buffer_info}" if info else self._buffer_info
+        return current, info
 
     def _set_state(self, current: str, info: str = "") -> None:
         if self._state == (current, info):
             return
         self._state = (current, info)
+        if self._overflow is None:  # a drained buffer's report lasts until a change
+            self._buffer_info = ""
         log.info("%s: %s %s", self.resource_id, current, info)
-        self._spawn(self._publish_status(self.resource_id, "connection", current, info))
+        self._spawn(self._publish_status(self.resource_id, "connection", *self.state))
+
+    def _buffer_changed(self) -> None:
+        """The spool changed (BufferedPublisher's ``on_change``): report what its bound
+        dropped: at the first drop, at most every ``overflow_report_s`` after it, and
+        once the buffer has drained."""
+        assert self.publisher is not None
+        spool = self.publisher.spool
+        o = self._overflow
+        if spool.dropped_bytes > self._dropped_seen[1]:
+            now = time.monotonic()
+            if o is None:
+                o = self._overflow = _Overflow(self.now_us(), *self._dropped_seen, now)
+                self._report_overflow(o, drained=False)
+            elif now - o.reported >= self.overflow_report_s:
+                o.reported = now
+                self._report_overflow(o, drained=False)
+            self._dropped_seen = (spool.dropped_events, spool.dropped_bytes)
+        if o is not None and not spool.size_bytes:
+            self._overflow = None
+            self._report_overflow(o, drained=True)
+
+    def _report_overflow(self, o: _Overflow, drained: bool) -> None:
+        assert self.publisher is not None
+        spool = self.publisher.spool
+        lost = f"{spool.dropped_events - o.events} events ({_size(spool.dropped_bytes - o.bytes)})"
+        since = datetime.fromtimestamp(o.since_us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if drained:
+            text = f"store-and-forward buffer drained; {lost} were dropped since {since}"
+        else:
+            text = f"store-and-forward buffer full: {lost} dropped since {since}"
+        # (buffer_dropped: the metric, which counts across outages and restarts)
+        log.warning("%s: %s (buffer_dropped %d)", self.resource_id, text, spool.dropped_events)
+        if text != self._buffer_info:
+            self._buffer_info = text
+            self._spawn(self._publish_status(self.resource_id, "connection", *self.state))
 
     def metrics(self) -> dict[str, float]:
         now = time.monotonic()
@@ -285,6 +347,7 @@ class ProtocolConnector(Connector):
             out["buffered_events"] = float(self.publisher.spool.events)
             out["buffered_bytes"] = float(self.publisher.spool.size_bytes)
             out["buffer_dropped"] = float(self.publisher.spool.dropped_events)
+            out["buffer_dropped_bytes"] = float(self.publisher.spool.dropped_bytes)
         return out
 
     def snapshot(self) -> dict[str, Any]:
@@ -295,8 +358,8 @@ class ProtocolConnector(Connector):
             "resource_id": self.resource_id,
             "service_id": self.service,
             "desired_state": "running" if self._tasks else "stopped",
-            "current_state": self._state[0],
-            "info": self._state[1],
+            "current_state": self.state[0],
+            "info": self.state[1],
             "endpoints": len(self.endpoints),
             "metrics": self.metrics(),
         }
@@ -339,7 +402,10 @@ class ProtocolConnector(Connector):
             return
         c = self.connection
         spool = Spool(self.spool_dir, c.buffer.max_bytes, c.buffer.segment_bytes)
-        self.publisher = BufferedPublisher(publisher, spool)
+        # drops before (a restart) are in the metrics, not reported again
+        self._dropped_seen = (spool.dropped_events, spool.dropped_bytes)
+        self._overflow = None
+        self.publisher = BufferedPublisher(publisher, spool, on_change=self._buffer_changed)
         self._tasks = [
             asyncio.create_task(self._supervise(), name=f"millrace-{self.resource_id}"),
             asyncio.create_task(self._flusher(), name=f"millrace-{self.resource_id}-batch"),
@@ -373,6 +439,8 @@ class ProtocolConnector(Connector):
             await asyncio.gather(*list(self._side_tasks), return_exceptions=True)
         if self.publisher is not None:
             await self.publisher.flush(timeout_s=2.0)
+            if self._side_tasks:  # e.g. the report of a buffer that drained meanwhile
+                await asyncio.gather(*list(self._side_tasks), return_exceptions=True)
             await self.publisher.close()
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
@@ -445,8 +513,7 @@ class ProtocolConnector(Connector):
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.status_interval_s)
-            current, info = self._state
-            await self._publish_status(self.resource_id, "connection", current, info)
+            await self._publish_status(self.resource_id, "connection", *self.state)
 
     def discard_pending(self) -> None:
         """Forget what is batched and not yet published (e.g. a half-read file)."""
@@ -508,6 +575,13 @@ class ProtocolConnector(Connector):
             raise ConnectorError(f"{self._endpoint_resource(ep)}: {describe(exc)}") from exc
         self.counters["commands_written"] += 1
         self.endpoint_state(ep, "running", "")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    exp = min((n.bit_length() - 1) // 10, 3)
+    return f"{n / 1024**exp:.1f} {('KiB', 'MiB', 'GiB')[exp - 1]}"
 
 
 def _numeric(v: Any) -> bool:

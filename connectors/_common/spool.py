@@ -3,12 +3,20 @@
 :class:`Spool` keeps entries (one ``publish`` call: a topic and its ``(key, event)``
 pairs, Avro-encoded) in segment files under a directory, or in memory when none is
 given. An append past ``max_bytes`` drops the oldest whole segments (in memory: the
-oldest entries) until it fits and counts the events they held, so a long outage keeps
-the most recent data and says how much was lost; an entry larger than ``max_bytes`` is
-dropped alone; within the bound nothing is lost. A restart resumes from the first
-unpublished entry (the consumed position of the oldest segment is kept in a side file),
-so at most the one entry in flight during a crash is published twice; a tail torn by a
-crash during an append is cut off.
+oldest entries) until it fits and counts the events and bytes they held, so a long
+outage keeps the most recent data and says how much was lost; an entry larger than
+``max_bytes`` is dropped alone; within the bound nothing is lost. A restart resumes from
+the first unpublished entry (the consumed position of the oldest segment is kept in a
+side file), so at most the one entry in flight during a crash is published twice; a tail
+torn by a crash during an append is cut off.
+
+The counts of dropped events and bytes only grow and survive a restart: they are kept in
+``dropped.json``, written before a dropped segment is removed and naming the newest
+segment dropped, so a crash in between finishes the drop at recovery rather than
+counting events that are then replayed. The entry being published (:meth:`Spool.begin`
+to :meth:`Spool.settle`) is counted as dropped only if an overflow removed it and its
+publish then failed: one that was delivered is not counted (a crash before the publish
+settled counts it, as it may not have been delivered).
 
 :class:`BufferedPublisher` wraps the real publisher: while the spool is empty a
 publish goes straight through; when it fails (or the spool is not empty, to keep the
@@ -19,6 +27,7 @@ backoff, as soon as the log answers again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import struct
@@ -36,6 +45,7 @@ from .backoff import Backoff
 log = logging.getLogger("millrace.connectors.spool")
 
 _HEAD = struct.Struct("<II")  # body length, crc32(body)
+_DROPPED = "dropped.json"
 
 
 @dataclass
@@ -83,7 +93,9 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = min(segment_bytes, max_bytes)
+        #: events and bytes the bound dropped, since the spool (its directory) was made
         self.dropped_events = 0
+        self.dropped_bytes = 0
         self._mem: deque[_Entry] = deque()
         self._bytes = 0
         self._count = 0
@@ -91,6 +103,10 @@ class Spool:
         self._segments: list[Path] = []
         self._head: deque[_Entry] | None = None
         self._head_pos = 0  # entries of the head segment already published
+        self._dropped_through = 0  # number of the newest segment an overflow dropped
+        # the entry between begin() and settle(), and whether an overflow dropped it
+        self._flight: _Entry | None = None
+        self._flight_dropped = False
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self._recover()
@@ -138,12 +154,57 @@ class Spool:
         tmp.write_text(str(n))
         os.replace(tmp, pos)
 
+    def _read_dropped(self) -> None:
+        assert self.directory is not None
+        path = self.directory / _DROPPED
+        try:
+            d = json.loads(path.read_text())
+            events, size = int(d["events"]), int(d["bytes"])
+            through = int(d["through"])
+            # an entry dropped while in flight, its publish unsettled at the crash: it
+            # may not have been delivered
+            events += int(d.get("unsettled_events", 0))
+            size += int(d.get("unsettled_bytes", 0))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("spool %s unreadable (%s); dropped counts start at 0", path, exc)
+            return
+        self.dropped_events, self.dropped_bytes, self._dropped_through = events, size, through
+
+    def _write_dropped(self) -> None:
+        if self.directory is None:
+            return
+        unsettled = self._flight if self._flight_dropped else None
+        state = {
+            "events": self.dropped_events,
+            "bytes": self.dropped_bytes,
+            "through": self._dropped_through,
+            "unsettled_events": len(unsettled.events) if unsettled else 0,
+            "unsettled_bytes": unsettled.size if unsettled else 0,
+        }
+        path = self.directory / _DROPPED
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(state))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the segment it counts is removed
+        os.replace(tmp, path)
+
     def _recover(self) -> None:
         assert self.directory is not None
-        self._segments = sorted(self.directory.glob("*.seg"))
+        self._read_dropped()
+        self._segments = []
+        for seg in sorted(self.directory.glob("*.seg")):
+            if int(seg.stem) <= self._dropped_through:
+                # a crash while dropping it: its events are counted already
+                seg.unlink(missing_ok=True)
+            else:
+                self._segments.append(seg)
         # a crash while removing a published segment can leave its position file; a
         # later segment of the same name would then skip unpublished entries
-        for pos in [*self.directory.glob("*.pos"), *self.directory.glob("*.pos.tmp")]:
+        tmp = [*self.directory.glob("*.pos.tmp"), *self.directory.glob(_DROPPED + ".tmp")]
+        for pos in [*self.directory.glob("*.pos"), *tmp]:
             if pos.suffix == ".tmp" or not pos.with_suffix(".seg").exists():
                 pos.unlink(missing_ok=True)
         for i, seg in enumerate(self._segments):
@@ -165,7 +226,8 @@ class Spool:
 
     def _new_segment_path(self) -> Path:
         assert self.directory is not None
-        last = int(self._segments[-1].stem) if self._segments else 0
+        # above the dropped ones too: a recovery removes segments numbered up to those
+        last = max(int(self._segments[-1].stem) if self._segments else 0, self._dropped_through)
         return self.directory / f"{last + 1:012d}.seg"
 
     # -- operations ------------------------------------------------------------------
@@ -174,6 +236,8 @@ class Spool:
         entry = _Entry(topic, list(events), len(blob))
         if entry.size > self.max_bytes:  # can never fit: dropping the others won't help
             self.dropped_events += len(events)
+            self.dropped_bytes += entry.size
+            self._write_dropped()
             return
         while self._bytes + entry.size > self.max_bytes and self._bytes:
             self._drop_oldest()
@@ -225,8 +289,43 @@ class Spool:
                 self._remove_head_segment()
             else:
                 self._write_consumed(self._segments[0], self._head_pos)
+        if e is self._flight:
+            self._flight = None
         self._count -= len(e.events)
         self._bytes -= e.size
+
+    def begin(self) -> _Entry | None:
+        """peek(), the entry then being published until :meth:`settle` says how it went.
+
+        An overflow meanwhile may drop it: it is then counted as dropped only if its
+        publish fails."""
+        if self._flight is not None:  # never settled: as if its publish failed
+            self.settle(self._flight, delivered=False)
+        self._flight, self._flight_dropped = self.peek(), False
+        return self._flight
+
+    def settle(self, entry: _Entry, delivered: bool) -> None:
+        """The publish of ``entry`` (from :meth:`begin`) ended: popped if delivered; if
+        an overflow dropped it meanwhile, counted as dropped unless delivered."""
+        if entry is not self._flight:
+            raise ValueError("settle() of an entry not from the last begin()")
+        dropped, self._flight, self._flight_dropped = self._flight_dropped, None, False
+        if dropped:
+            if not delivered:
+                self.dropped_events += len(entry.events)
+                self.dropped_bytes += entry.size
+            self._write_dropped()
+        elif delivered:
+            self.pop()
+
+    def _count_dropped(self, e: _Entry) -> None:
+        self._count -= len(e.events)
+        self._bytes -= e.size
+        if e is self._flight:  # being published: settle() counts it if that fails
+            self._flight_dropped = True
+        else:
+            self.dropped_events += len(e.events)
+            self.dropped_bytes += e.size
 
     def _remove_head_segment(self) -> None:
         seg = self._segments.pop(0)
@@ -236,18 +335,15 @@ class Spool:
 
     def _drop_oldest(self) -> None:
         if self.directory is None:
-            e = self._mem.popleft()
-            self.dropped_events += len(e.events)
-            self._count -= len(e.events)
-            self._bytes -= e.size
+            self._count_dropped(self._mem.popleft())
             return
         self._load_head()
         assert self._head is not None
-        lost = list(self._head)
-        for e in lost:
-            self.dropped_events += len(e.events)
-            self._count -= len(e.events)
-            self._bytes -= e.size
+        for e in self._head:
+            self._count_dropped(e)
+        # counted before the segment goes: a crash in between removes it at recovery
+        self._dropped_through = int(self._segments[0].stem)
+        self._write_dropped()
         self._remove_head_segment()
 
 
@@ -303,25 +399,27 @@ class BufferedPublisher(EventPublisher):
             self._drain = asyncio.create_task(self._drain_loop(), name="millrace-spool-drain")
 
     async def _drain_loop(self) -> None:
-        while (entry := self.spool.peek()) is not None:
+        while (entry := self.spool.begin()) is not None:
+            delivered = False
             try:
                 events = [(k, self.codec.decode(entry.topic, v)) for k, v in entry.events]
                 async with asyncio.timeout(self.timeout_s):
                     await self.inner.publish(entry.topic, events)
+                    delivered = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                # pops it, or (dropped by an overflow meanwhile) counts it if not delivered
+                self.spool.settle(entry, delivered)
+            if self.on_change:
+                self.on_change()
+            if not delivered:
                 await asyncio.sleep(self.backoff.next())
                 continue
             self.backoff.reset()
-            # an overflow while the entry was in flight may have dropped it: then the
-            # head is an entry not yet published, which must stay
-            if self.spool.peek() is entry:
-                self.spool.pop()
-            if self.on_change:
-                self.on_change()
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until the spool is empty (True) or ``timeout_s`` passed (False)."""

@@ -4,10 +4,12 @@ with ResourceStatus, batching, dedup of re-sent values, deadband, mappings, comm
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 
+from connectors._common.backoff import Backoff
 from connectors._common.base import ProtocolConnector
 from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
 from pipeline.connector import MemoryEventPublisher
@@ -177,3 +179,115 @@ def test_store_and_forward_keeps_order_across_an_outage(tmp_path: Any) -> None:
         assert c.metrics()["buffered_events"] == 0
 
     asyncio.run(main())
+
+
+class Counting(Scripted):
+    """Counts the status events it publishes (to account for every event)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.statuses = 0
+
+    async def _publish_status(self, resource: str, rtype: str, current: str, info: str) -> None:
+        if self.publisher is not None:
+            self.statuses += 1
+        await super()._publish_status(resource, rtype, current, info)
+
+
+def overflow_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "store-and-forward buffer" in r.getMessage()
+    ]
+
+
+def test_buffer_overflow_is_logged_reported_and_counted_across_restarts(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="millrace.connectors")
+    small = conn(buffer={"max_bytes": 4096, "segment_bytes": 1024})
+    ep = EP.model_copy(update={"deadband": 0.0})
+
+    async def main() -> None:
+        pub = Failing()
+        c = Counting("c", small, [ep], spool_dir=tmp_path)
+        await c.start(pub)
+        assert c.publisher is not None
+        c.publisher.backoff = Backoff(0.001, 0.005)
+        await c.wait_connected()
+        ts = 0
+
+        async def emit_until(cond: Any) -> None:
+            nonlocal ts
+            for _ in range(1000):
+                if cond():
+                    return
+                ts += 1
+                c.queue.put_nowait((ts, float(ts)))
+                await asyncio.sleep(0)  # serve() emits it
+                await c.flush()  # one TelemetryBatch event, spooled
+            raise AssertionError("condition not reached")
+
+        def dropped() -> int:
+            return int(c.metrics()["buffer_dropped"])
+
+        await emit_until(lambda: dropped() > 0)
+        first = dropped()
+        (warning,) = overflow_warnings(caplog)
+        assert f"store-and-forward buffer full: {first} events (" in warning
+        current, info = c.state
+        assert current == "running"
+        assert info.startswith(f"store-and-forward buffer full: {first} events (")
+        assert " dropped since 20" in info
+
+        await emit_until(lambda: dropped() > 3 * first)
+        assert len(overflow_warnings(caplog)) == 1  # rate-limited
+        c.overflow_report_s = 0.0
+        before = dropped()
+        await emit_until(lambda: dropped() > before)
+        await asyncio.sleep(0.05)  # the reports' status events (spooled, maybe dropping)
+        latest = overflow_warnings(caplog)[-1]
+        assert f"store-and-forward buffer full: {dropped()} events (" in latest
+        assert len(overflow_warnings(caplog)) >= 2
+        assert c.state[1] == latest.split(": ", 1)[1].rsplit(" (", 1)[0]
+
+        pub.fail = False  # the log is back: the buffer drains
+        await settle(c, pub, lambda: c.metrics()["buffered_events"] == 0)
+        await asyncio.sleep(0.05)
+        total = dropped()
+        info = c.state[1]
+        assert info.startswith(f"store-and-forward buffer drained; {total} events (")
+        assert "drained" in overflow_warnings(caplog)[-1]
+        infos = [info for _, info in states(pub)]
+        # the newest report survived the overflow, the drained one went straight out
+        assert any(i.startswith(f"store-and-forward buffer full: {total} events") for i in infos)
+        assert infos[-1] == info
+
+        c.queue.put_nowait(None)  # the next change of state: the info is back to normal
+        await settle(c, pub, lambda: states(pub)[-1][0] == "reconnecting")
+        assert states(pub)[-1] == ("reconnecting", "connection lost: peer went away")
+        await c.wait_connected()
+        await c.stop()
+
+        # every event was delivered or counted as dropped, exactly
+        attempted = c.counters["batches"] + c.statuses
+        delivered = sum(len(v) for v in pub.published.values())
+        assert dropped() == attempted - delivered
+        assert c.metrics()["buffer_dropped_bytes"] > 0
+
+        # the count survives a restart, without being reported again
+        n = len(caplog.records)
+        again = Scripted("c", small, [ep], spool_dir=tmp_path)
+        await again.start(pub)
+        await again.wait_connected()
+        assert again.metrics()["buffer_dropped"] == total
+        assert again.metrics()["buffer_dropped_bytes"] == c.metrics()["buffer_dropped_bytes"]
+        await again.stop()
+        assert not overflow_warnings_since(caplog, n)
+
+    asyncio.run(main())
+
+
+def overflow_warnings_since(caplog: pytest.LogCaptureFixture, n: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records[n:] if "store-and-forward" in r.getMessage()]

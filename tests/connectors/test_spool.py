@@ -1,6 +1,7 @@
 """The store-and-forward spool against a model of its documented policy (on disk with
-segment rollover, overflow and restarts; in memory), torn segment tails, and
-BufferedPublisher replaying in order after an outage."""
+segment rollover, overflow, entries in flight and restarts; in memory), torn segment
+tails, dropped counts that survive restarts, and BufferedPublisher replaying in order
+after an outage."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from hypothesis.stateful import (
 )
 
 from connectors._common.backoff import Backoff
-from connectors._common.spool import BufferedPublisher, Spool
+from connectors._common.spool import BufferedPublisher, Spool, _Entry
 from pipeline.connector import Event, EventPublisher
 
 Events = list[tuple[str, bytes]]
@@ -64,6 +65,10 @@ class SpoolModel:
     else. A segment goes when its last entry is published; one left without entries by
     a torn tail goes when it is the oldest and not the only one. In memory
     (``per_segment=False``) there is one unbounded segment and drops are per entry.
+
+    Dropped events and bytes are counted across restarts. The entry in flight (begin()
+    to settle()) is counted as dropped when an overflow dropped it and its publish
+    failed, or a restart came before it settled; a delivered one is popped.
     """
 
     def __init__(self, max_bytes: int, segment_bytes: int, per_segment: bool) -> None:
@@ -72,6 +77,9 @@ class SpoolModel:
         self.per_segment = per_segment
         self.segments: list[MSegment] = []
         self.dropped = 0  # events, since the model was made (across restarts)
+        self.dropped_bytes = 0
+        self.flight: MEntry | None = None
+        self.flight_dropped = False
 
     @property
     def entries(self) -> list[MEntry]:
@@ -89,14 +97,14 @@ class SpoolModel:
         """Whether the entry was stored."""
         e = MEntry(topic, list(events), entry_size(topic, events))
         if e.size > self.max_bytes:
-            self.dropped += len(events)
+            self._count(e)
             return False
         while self.segments and self.size_bytes + e.size > self.max_bytes:
             if self.per_segment:
-                seg = self.segments.pop(0)
-                self.dropped += sum(len(x.events) for x in seg.live)
+                for x in self.segments.pop(0).live:
+                    self._drop(x)
             else:
-                self.dropped += len(self.pop().events)
+                self._drop(self.pop())
         if not self.segments or (
             self.per_segment and self.segments[-1].file_size + e.size > self.segment_bytes
         ):
@@ -104,6 +112,35 @@ class SpoolModel:
         self.segments[-1].file_size += e.size
         self.segments[-1].live.append(e)
         return True
+
+    def _count(self, e: MEntry) -> None:
+        self.dropped += len(e.events)
+        self.dropped_bytes += e.size
+
+    def _drop(self, e: MEntry) -> None:
+        if e is self.flight:
+            self.flight_dropped = True
+        else:
+            self._count(e)
+
+    def begin(self) -> MEntry | None:
+        self.flight, self.flight_dropped = self.peek(), False
+        return self.flight
+
+    def settle(self, delivered: bool) -> MEntry:
+        e, dropped = self.flight, self.flight_dropped
+        assert e is not None
+        self.flight, self.flight_dropped = None, False
+        if dropped and not delivered:
+            self._count(e)
+        elif not dropped and delivered:
+            assert self.pop() is e
+        return e
+
+    def restart(self) -> None:
+        if self.flight is not None and self.flight_dropped:  # it may not have been delivered
+            self._count(self.flight)
+        self.flight, self.flight_dropped = None, False
 
     def peek(self) -> MEntry | None:
         while len(self.segments) > 1 and not self.segments[0].live:
@@ -154,7 +191,7 @@ class SpoolMachine(RuleBasedStateMachine):
         self.model = SpoolModel(0, 0, self.on_disk)
         self.appended_events = 0  # stored or dropped; not the ones torn by a crash
         self.published_events = 0
-        self.dropped_before = 0  # dropped_events of the Spool instances before a restart
+        self.flight: _Entry | None = None  # from spool.begin(), until settled
 
     def teardown(self) -> None:
         if self.directory is not None:
@@ -186,7 +223,7 @@ class SpoolMachine(RuleBasedStateMachine):
         for topic, events in batch:
             self._append(topic, events)
 
-    @precondition(lambda self: self.model.entries)
+    @precondition(lambda self: self.model.entries and self.flight is None)
     @rule()
     def publish_oldest(self) -> None:
         got = self.spool.peek()
@@ -195,10 +232,28 @@ class SpoolMachine(RuleBasedStateMachine):
         self.spool.pop()
         self.published_events += len(want.events)
 
+    @precondition(lambda self: self.model.entries and self.flight is None)
+    @rule()
+    def begin_publish(self) -> None:
+        """The drain takes the oldest entry; appends (and overflows) go on meanwhile."""
+        self.flight = self.spool.begin()
+        assert as_tuple(self.flight) == as_tuple(self.model.begin())
+
+    @precondition(lambda self: self.flight is not None)
+    @rule(delivered=st.booleans())
+    def settle_publish(self, delivered: bool) -> None:
+        assert self.flight is not None
+        self.spool.settle(self.flight, delivered)
+        e = self.model.settle(delivered)
+        if delivered:
+            self.published_events += len(e.events)
+        self.flight = None
+
     def _reopen(self) -> None:
-        self.dropped_before += self.spool.dropped_events
         del self.spool
         self.spool = Spool(self.directory, self.max_bytes, self.segment_bytes)
+        self.model.restart()
+        self.flight = None
 
     @precondition(lambda self: self.directory is not None)
     @rule()
@@ -231,13 +286,18 @@ class SpoolMachine(RuleBasedStateMachine):
     def counters_match(self) -> None:
         assert self.spool.events == len(self.spool) == self.model.events
         assert self.spool.size_bytes == self.model.size_bytes <= self.max_bytes
-        assert self.spool.dropped_events + self.dropped_before == self.model.dropped
+        # (the dropped counts survive restarts)
+        assert self.spool.dropped_events == self.model.dropped
+        assert self.spool.dropped_bytes == self.model.dropped_bytes
 
     @invariant()
     def every_event_is_accounted_for(self) -> None:
-        # independent of the model: published, still spooled, or counted as dropped
-        dropped = self.spool.dropped_events + self.dropped_before
-        assert self.appended_events == self.published_events + self.spool.events + dropped
+        # published, still spooled, counted as dropped, or dropped while in flight and
+        # not settled yet (counted once it fails)
+        m = self.model
+        unsettled = len(m.flight.events) if m.flight is not None and m.flight_dropped else 0
+        spooled, dropped = self.spool.events, self.spool.dropped_events
+        assert self.appended_events == self.published_events + spooled + dropped + unsettled
 
     @invariant()
     def segment_files_match(self) -> None:
@@ -294,6 +354,88 @@ def test_overflow_drops_whole_oldest_segments(tmp_path: Path) -> None:
     spool.append("t", one)  # does not fit: the first segment (2 entries) goes
     assert (spool.events, spool.dropped_events) == (4, 2)
     assert [f.stat().st_size for f in sorted(tmp_path.glob("*.seg"))] == [2 * 38, 2 * 38]
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_dropped_count_follows_from_the_bound_and_survives_a_restart(
+    tmp_path: Path, on_disk: bool
+) -> None:
+    one = [("k", b"x" * 16)]  # 38 bytes with topic "t" (see above)
+    cap, per_segment, written = 10, 2, 25  # entries the bound holds, per segment; appended
+    spool = Spool(tmp_path if on_disk else None, max_bytes=cap * 38, segment_bytes=2 * 38)
+    for _ in range(written):
+        spool.append("t", one)
+    # on disk every append past the bound drops a whole segment of 2 entries (making
+    # room for 2); in memory one entry
+    over = written - cap
+    want = per_segment * -(-over // per_segment) if on_disk else over
+    assert (spool.dropped_events, spool.dropped_bytes) == (want, want * 38)
+    assert spool.events == written - want <= cap
+    if not on_disk:
+        return
+    spool = Spool(tmp_path, max_bytes=cap * 38, segment_bytes=2 * 38)
+    assert (spool.dropped_events, spool.dropped_bytes) == (want, want * 38)
+    assert spool.events == written - want
+    assert len(drain(spool)) == written - want
+    spool = Spool(tmp_path, max_bytes=cap * 38, segment_bytes=2 * 38)
+    assert spool.dropped_events == want  # publishing does not change it
+    for _ in range(cap + 1):  # then goes on from there
+        spool.append("t", one)
+    assert spool.dropped_events == want + per_segment
+    assert Spool(tmp_path, max_bytes=cap * 38, segment_bytes=2 * 38).dropped_events == (
+        want + per_segment
+    )
+
+
+def test_crash_while_dropping_a_segment(tmp_path: Path) -> None:
+    """The count is written before the dropped segment is removed: a crash in between
+    removes it at recovery, so its events are neither replayed nor counted twice."""
+    entries = [("t", [(str(i), b"x" * 16)]) for i in range(7)]  # 38 bytes each
+    spool = Spool(tmp_path, max_bytes=5 * 38, segment_bytes=2 * 38)
+    for topic, events in entries[:5]:
+        spool.append(topic, events)  # segments [0, 1], [2, 3], [4]
+    spool.pop()  # entry 0 published: segment 1 keeps entry 1 (and a position file)
+    spool.append(*entries[5])
+    first = sorted(tmp_path.glob("*.seg"))[0]
+    kept = {f: f.read_bytes() for f in (first, first.with_suffix(".pos"))}
+    spool.append(*entries[6])  # drops segment 1: entry 1
+    assert spool.dropped_events == 1 and not first.exists()
+    for f, data in kept.items():  # as if the process died before removing them
+        f.write_bytes(data)
+    spool = Spool(tmp_path, max_bytes=5 * 38, segment_bytes=2 * 38)
+    assert not first.exists() and not first.with_suffix(".pos").exists()
+    assert spool.dropped_events == 1
+    assert drain(spool) == entries[2:]
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+@pytest.mark.parametrize("outcome", ["delivered", "failed", "crash"])
+def test_entry_dropped_while_in_flight_is_counted_unless_delivered(
+    tmp_path: Path, on_disk: bool, outcome: str
+) -> None:
+    one = [("k", b"x" * 16)]  # 38 bytes
+    spool = Spool(tmp_path if on_disk else None, max_bytes=4 * 38, segment_bytes=2 * 38)
+    for _ in range(4):
+        spool.append("t", one)
+    entry = spool.begin()
+    assert entry is not None
+    spool.append("t", one)  # drops the oldest segment (2 entries) / entry, in flight
+    others = 1 if on_disk else 0  # dropped with it, not in flight
+    # spooled: the 4, less the one in flight and the others, plus the new one
+    assert (spool.dropped_events, spool.events) == (others, 4 - 1 - others + 1)
+    if outcome == "crash":
+        if not on_disk:
+            return
+        spool = Spool(tmp_path, max_bytes=4 * 38, segment_bytes=2 * 38)
+        assert spool.dropped_events == others + 1  # may not have been delivered
+        return
+    spool.settle(entry, delivered=outcome == "delivered")
+    want = others + (outcome == "failed")
+    assert (spool.dropped_events, spool.dropped_bytes) == (want, want * 38)
+    assert spool.events == 4 - 1 - others + 1  # the spooled ones stay
+    if on_disk:
+        spool = Spool(tmp_path, max_bytes=4 * 38, segment_bytes=2 * 38)
+        assert spool.dropped_events == want and spool.events == 4 - 1 - others + 1
 
 
 def test_oversized_entry_is_dropped_alone(tmp_path: Path) -> None:
@@ -495,10 +637,40 @@ async def test_overflow_while_an_entry_is_in_flight(tmp_path: Path, on_disk: boo
         await pub.publish("telemetry", batch(n))
         n += 1
     left = spool.events  # one event per entry: the newest ``left`` batches
+    # entries 1 .. n - left - 1 were dropped; entry 0, in flight, is not counted (yet)
+    assert spool.dropped_events == n - left - 1
     inner.gate.set()
     inner.gate = None
     assert await pub.flush(timeout_s=10)
     got = [r // 100 for _, _, r in inner.received]
-    assert got[0] == 0  # the entry in flight was delivered (though counted as dropped)
+    assert got[0] == 0  # the entry in flight was delivered, and is not counted as dropped
     assert got[1:] == list(range(n - left, n))
+    assert spool.dropped_events == n - len(got) == n - left - 1
+    await pub.close()
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+async def test_entry_in_flight_dropped_then_failed_is_counted_once(
+    tmp_path: Path, on_disk: bool
+) -> None:
+    inner = Flaky()
+    spool = Spool(tmp_path if on_disk else None, max_bytes=4000, segment_bytes=1000)
+    pub = BufferedPublisher(inner, spool, backoff=fast_backoff())
+    inner.fail_next = 1
+    await pub.publish("telemetry", batch(0))
+    inner.gate = asyncio.Event()
+    while inner.calls < 2:  # entry 0 in flight
+        await asyncio.sleep(0.001)
+    n = 1
+    while spool.dropped_events == 0:
+        await pub.publish("telemetry", batch(n))
+        n += 1
+    left = spool.events
+    inner.fail_next = 1  # the publish of entry 0 fails after all: it is lost
+    inner.gate.set()
+    inner.gate = None
+    assert await pub.flush(timeout_s=10)
+    got = [r // 100 for _, _, r in inner.received]
+    assert got == list(range(n - left, n))
+    assert spool.dropped_events == n - len(got) == n - left
     await pub.close()
