@@ -35,7 +35,12 @@ def millrace_run(config: Path, data_dir: Path, api_key: str) -> Iterator[subproc
     )
     try:
         yield proc
-    finally:
+    except BaseException:
+        # the test failed inside: what the engine said is the first thing to read
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
+        print(f"millrace run exited {proc.returncode}; its output:\n{out[-8000:]}")
+        raise
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-4000:]

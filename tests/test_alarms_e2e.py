@@ -101,13 +101,16 @@ def test_raise_acknowledge_clear_in_the_list_and_on_the_stream(tmp_path: Path) -
     port = free_port()
     cfg = tmp_path / "alarms.yaml"
     cfg.write_text(config(port))
-    with millrace_run(cfg, tmp_path / "data", KEY):
-        _exercise(port)
-
-
-def _exercise(port: int) -> None:
     base = f"http://127.0.0.1:{port}/api/v1"
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=15)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with (
+        millrace_run(cfg, tmp_path / "data", KEY),
+        httpx.Client(base_url=base, headers=headers, timeout=15) as client,
+    ):
+        _exercise(base, client)
+
+
+def _exercise(base: str, client: httpx.Client) -> None:
 
     def up() -> bool:
         try:

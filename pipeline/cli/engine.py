@@ -258,19 +258,36 @@ class Engine:
                 await runtime_task
 
     async def _alarms(self, stop: asyncio.Event) -> None:
-        """Define the file's alarm rules (new or changed ones), then run the evaluator."""
+        """Run the evaluator; beside it, define the file's alarm rules (new or changed
+        ones) — retried until they are, since a file's rule must never be silently
+        missing (the runner picks them up from the log whenever they arrive)."""
+        definer = asyncio.create_task(self._define_config_rules_until_done(stop))
         try:
-            await self.define_config_rules()
-        except Exception:  # the API can still define rules; alarms keep running
-            log.exception("alarm rules of the configuration file not defined")
-        await self.alarms.run(stop)
+            await self.alarms.run(stop)
+        finally:
+            definer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await definer
+
+    async def _define_config_rules_until_done(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await self.define_config_rules()
+                return
+            except Exception:  # e.g. the store busy at start: the API still works
+                log.exception("alarm rules of the configuration file not defined yet")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
 
     async def define_config_rules(self) -> int:
         """Append RULE_DEFINED for each rule of the file that is new or differs from
         the one in force (rules made through the API are left alone); return how many."""
         if not self.config.alarms.rules:
             return 0
-        await self.wait_applied(ALARMS, timeout_s=60)
+        if not await self.wait_applied(ALARMS, timeout_s=60):
+            raise TimeoutError("the runtime has not applied the alarms topic yet")
         current, _ = await asyncio.to_thread(AlarmQueries(self.read_store).rules, 10_000, 0)
         in_force = {r["rule_id"]: r["definition"] for r in current}
         events = []

@@ -69,6 +69,11 @@ class ChdbStore(ProjectionStore):
         self.path = str(path) if path is not None else None
         self._session: Any = None
         self._lock = threading.Lock()
+        # one query at a time per session: chDB keeps a query's parameters on the
+        # session, so two threads querying at once could run one's SQL with the other's
+        # parameters ("Substitution `now` is not set"), and a reset after a failed
+        # query must not close the session under another thread's query
+        self._busy = threading.RLock()
 
     def _s(self) -> Any:
         if self._session is None:
@@ -93,8 +98,9 @@ class ChdbStore(ProjectionStore):
     ) -> QueryResult:
         text = sql + settings_clause(settings)
         try:
-            res = self._s().query(text, "JSONCompact", params=_bind(params))
-            data = res.data() if hasattr(res, "data") else str(res)
+            with self._busy:
+                res = self._s().query(text, "JSONCompact", params=_bind(params))
+                data = res.data() if hasattr(res, "data") else str(res)
             doc = orjson.loads(data) if data.strip() else {}
         except Exception as exc:
             # a failed query can leave partial output on the session that would be
@@ -120,9 +126,10 @@ class ChdbStore(ProjectionStore):
         settings: Mapping[str, Any] | None = None,
     ) -> pa.Table:
         try:
-            res = self._s().query(
-                sql + settings_clause(settings), "ArrowTable", params=_bind(params)
-            )
+            with self._busy:
+                res = self._s().query(
+                    sql + settings_clause(settings), "ArrowTable", params=_bind(params)
+                )
         except Exception as exc:
             self._reset()
             raise StoreError(str(exc).strip()) from exc
@@ -144,13 +151,14 @@ class ChdbStore(ProjectionStore):
             else:
                 text += settings_clause(settings)
         try:
-            self._s().query(text, "CSV")
+            with self._busy:
+                self._s().query(text, "CSV")
         except Exception as exc:
             self._reset()
             raise StoreError(str(exc).strip()) from exc
 
     def _reset(self) -> None:
-        with self._lock:
+        with self._busy, self._lock:
             session, self._session = self._session, None
         if session is not None:
             try:
@@ -159,7 +167,7 @@ class ChdbStore(ProjectionStore):
                 pass
 
     def close(self) -> None:
-        with self._lock:
+        with self._busy, self._lock:
             if self._session is not None:
                 try:
                     self._session.close()
