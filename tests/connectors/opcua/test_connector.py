@@ -379,13 +379,22 @@ async def test_username_login_accepted_and_refused() -> None:
     )
 
 
-async def test_sign_and_encrypt_with_generated_certificates(pki: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("mode", "policy"),
+    [
+        ("SignAndEncrypt", ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt),
+        ("Sign", ua.SecurityPolicyType.Basic256Sha256_Sign),
+    ],
+)
+async def test_signed_sessions_with_generated_certificates(
+    pki: dict[str, Any], mode: str, policy: Any
+) -> None:
     srv = await OpcServer(
         free_port(),
         {"Temp": (7.25, D, True)},
         certificate=pki["server_cert"],
         private_key=pki["server_key"],
-        policies=[ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt],
+        policies=[policy],
     ).start()
     pub = MemoryEventPublisher()
     secure = OpcuaConnector(
@@ -393,7 +402,7 @@ async def test_sign_and_encrypt_with_generated_certificates(pki: dict[str, Any])
         conn(
             srv.url,
             security_policy="Basic256Sha256",
-            security_mode="SignAndEncrypt",
+            security_mode=mode,
             certificate=str(pki["client_cert"]),
             private_key=str(pki["client_key"]),
             server_certificate=str(pki["server_cert"]),
@@ -413,7 +422,7 @@ async def test_sign_and_encrypt_with_generated_certificates(pki: dict[str, Any])
         await secure.stop()
         await plain.stop()
         await srv.stop()
-    # the server has only a SignAndEncrypt endpoint: an unsecured client is turned away
+    # the server has only a signed endpoint: an unsecured client is turned away
     assert next(i for s, i in states(pub, "opcua:plain") if s == "error") == (
         "The server offers no endpoint with security_policy None and security_mode None"
     )
