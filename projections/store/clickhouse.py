@@ -200,7 +200,6 @@ class ClickHouseServerStore(ProjectionStore):
             # part (not when queued for later): a failed insert is then retried with
             # the same deduplication token, and a "done" insert is really done
             settings.setdefault("insert_distributed_sync", 1)
-        self.cluster = cluster
         self.host: str = host
         self.client_kwargs: dict[str, Any] = {**kwargs, "settings": settings}
         self._slots = threading.BoundedSemaphore(pool_size)

@@ -139,8 +139,7 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
             a.proc.wait(10)
             # b takes a's partitions over once the mock expires a's session, and redoes
             # what a left pending. (a2 joins after that: a join while a dead member is
-            # still in the group makes the mock abort the sync when that member expires,
-            # and aiokafka's rejoins with fresh member ids then feed a rebalance storm.)
+            # still in the group makes the mock abort the sync when that member expires.)
             time.sleep(SESSION_TIMEOUT_S + 2)
             wait_for(
                 lambda: committed(writer, ends) == (total, True), 90, "b taking over", tmp_path
