@@ -14,6 +14,8 @@
 Library errors are mapped at the edge with ``raise ... from exc``.
 """
 
+import re
+
 
 class MillraceError(Exception):
     """Base of every error millrace raises on purpose."""
@@ -44,7 +46,27 @@ class LogClosedError(LogError):
 
 
 class StoreError(MillraceError):
-    pass
+    """A projection store failed. ``code`` and ``name`` are ClickHouse's error code and
+    name (``60``, ``"UNKNOWN_TABLE"``) when the store reported one, so callers decide by
+    code rather than by matching message text."""
+
+    def __init__(self, message: str, code: int | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        if code is None:
+            code, name = clickhouse_code(message)
+        self.code = code
+        self.name = name
+
+
+_CODE = re.compile(r"Code: (\d+)\.")
+_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*(?:\(version [^)]*\))?\s*$")
+
+
+def clickhouse_code(message: str) -> tuple[int | None, str | None]:
+    """ClickHouse's ``Code: N.`` and trailing ``(NAME)`` of an exception text."""
+    code = _CODE.search(message)
+    name = _NAME.search(message.strip().splitlines()[0] if message.strip() else "")
+    return (int(code.group(1)) if code else None, name.group(1) if name else None)
 
 
 class ReadOnlyViolation(StoreError):

@@ -165,7 +165,9 @@ def _plain(v: Any) -> Any:
 def _error(exc: BaseException) -> StoreError:
     message = getattr(exc, "message", None) or str(exc)
     code = getattr(exc, "code", None)
-    return StoreError(f"ClickHouse error {code}: {message}".strip() if code else message.strip())
+    if code:
+        return StoreError(f"ClickHouse error {code}: {message}".strip(), code=int(code))
+    return StoreError(message.strip())
 
 
 # --- the store --------------------------------------------------------------------
