@@ -9,7 +9,8 @@ verification routine cover both auth types.
 
 A slow hash on every request would be a CPU bill and an invitation to exhaust the server,
 so this module also holds what keeps it affordable: a cache of recent successful checks,
-a limiter that damps guessing per identity and per address, a bound on how many argon2
+a limiter that damps guessing per (identity, address) and per address (never per
+identity alone, which would let anyone lock a device out), a bound on how many argon2
 computations run at once (each needs its ``memory_cost`` of RAM), and the IP allow-list
 that restricts who may provision. Everything here is synchronous and CPU-bound: async
 routes call ``verify`` through a thread pool (argon2-cffi releases the GIL).
@@ -259,82 +260,101 @@ class VerifiedCache:
 
 
 class FailureLimiter:
-    """Damps credential guessing: after ``max_failures`` failures within ``window_s``
-    seconds, an identity, or a remote address, is blocked until the oldest of those
-    failures leaves the window. That caps guessing at about ``max_failures`` per window
-    per identity and per address, while a device with a mistyped password recovers on
-    its own once it is fixed.
+    """Damps credential guessing without letting a third party lock a device out.
 
-    Per key only the latest ``max_failures`` timestamps are kept (the window is full
-    exactly when the oldest of them is still in it), and keys beyond ``max_keys`` are
-    dropped oldest first, so memory is bounded whatever an attacker sends. A success
-    clears the identity's failures but not the address's: one valid credential must not
-    reset the count of an address trying many identities.
+    Failures count per (identity, address) pair and per address, never per identity
+    alone: after ``max_failures`` failures within ``window_s`` seconds, that identity is
+    blocked *from that address*; after ``max_address_failures``, the address is blocked
+    for every identity. The device itself, at another address, keeps working however
+    many wrong passwords others send in its name. Guessing is capped at about
+    ``max_failures`` per window per identity and address, and ``max_address_failures``
+    per window per address (a password has at least 20 bytes: that is plenty). A key
+    is blocked until the oldest of its counted failures leaves the window, so a device
+    with a mistyped password recovers on its own once it is fixed.
+
+    The address is the client's as the server sees it: uvicorn replaces the peer with
+    the ``X-Forwarded-For`` address only for trusted proxies (``forwarded_allow_ips``),
+    so a client cannot choose its own. Without an address (``None``) the pair is
+    (identity, unknown), shared by every such caller. Devices behind one NAT address
+    share that address's count.
+
+    Per key only the latest ``max_failures`` (or ``max_address_failures``) timestamps
+    are kept (the window is full exactly when the oldest of them is still in it), and
+    keys beyond ``max_keys`` are dropped oldest first, so memory is bounded whatever an
+    attacker sends. A success clears its pair, not the address: one valid credential
+    must not reset the count of an address trying many identities.
 
     Callers should answer a blocked request without verifying and without recording
-    it, so a blocked client is not also spending argon2 time. Devices behind one NAT
-    address share the address count.
+    it, so a blocked client is not also spending argon2 time.
     """
 
     def __init__(
         self,
         *,
         max_failures: int = 10,
+        max_address_failures: int = 100,
         window_s: float = 60.0,
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_failures < 1 or window_s <= 0 or max_keys < 1:
-            raise ValueError("max_failures and max_keys must be at least 1, window_s positive")
+        if max_failures < 1 or max_address_failures < 1 or window_s <= 0 or max_keys < 1:
+            raise ValueError(
+                "max_failures, max_address_failures and max_keys must be at least 1, "
+                "window_s positive"
+            )
         self.max_failures = max_failures
+        self.max_address_failures = max_address_failures
         self.window_s = window_s
         self.max_keys = max_keys
         self._clock = clock
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._failures: OrderedDict[tuple[str, ...], deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._failures)
 
-    @staticmethod
-    def _keys(identity: str, ip: str | None) -> list[tuple[str, str]]:
-        keys = [("identity", identity)]
+    def _keys(self, identity: str, ip: str | None) -> list[tuple[tuple[str, ...], int]]:
+        """The keys a failure of ``identity`` from ``ip`` counts against, with limits."""
+        keys: list[tuple[tuple[str, ...], int]] = [
+            (("pair", identity, ip or ""), self.max_failures)
+        ]
         if ip:
-            keys.append(("ip", ip))
+            keys.append((("ip", ip), self.max_address_failures))
         return keys
 
-    def _full(self, key: tuple[str, str], now: float) -> bool:
+    def _full(self, key: tuple[str, ...], limit: int, now: float) -> bool:
         stamps = self._failures.get(key)
         if stamps is None:
             return False
         if stamps[-1] <= now - self.window_s:  # even the newest left the window
             del self._failures[key]
             return False
-        return len(stamps) >= self.max_failures and stamps[0] > now - self.window_s
+        return len(stamps) >= limit and stamps[0] > now - self.window_s
 
     def blocked(self, identity: str, ip: str | None) -> bool:
-        """Whether the identity or the address has used up its failures."""
+        """Whether ``identity`` from ``ip``, or ``ip`` itself, has used up its failures."""
         now = self._clock()
         with self._lock:
-            return any([self._full(key, now) for key in self._keys(identity, ip)])
+            return any([self._full(key, limit, now) for key, limit in self._keys(identity, ip)])
 
     def record_failure(self, identity: str, ip: str | None) -> None:
-        """Count a failed check against the identity and the address."""
+        """Count a failed check against the pair and the address."""
         now = self._clock()
         with self._lock:
-            for key in self._keys(identity, ip):
+            for key, limit in self._keys(identity, ip):
                 stamps = self._failures.get(key)
                 if stamps is None:
-                    stamps = self._failures[key] = deque(maxlen=self.max_failures)
+                    stamps = self._failures[key] = deque(maxlen=limit)
                 stamps.append(now)
                 self._failures.move_to_end(key)
             while len(self._failures) > self.max_keys:
                 self._failures.popitem(last=False)
 
-    def record_success(self, identity: str) -> None:
-        """Forget the identity's failures: its device has the right credential now."""
+    def record_success(self, identity: str, ip: str | None = None) -> None:
+        """Forget the failures of ``identity`` from ``ip``: the device there has the
+        right credential now. Failures from other addresses stay counted."""
         with self._lock:
-            self._failures.pop(("identity", identity), None)
+            self._failures.pop(("pair", identity, ip or ""), None)
 
 
 def parse_allowlist(entries: Sequence[str]) -> list[IPNetwork]:

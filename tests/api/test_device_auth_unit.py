@@ -362,9 +362,9 @@ def test_cache_refuses_impossible_settings(kwargs: dict[str, float]) -> None:
 # -- failure limiter ------------------------------------------------------------------
 
 
-def test_limiter_blocks_identity_and_address_after_max_failures() -> None:
+def test_limiter_blocks_the_pair_after_max_failures() -> None:
     clock = FakeClock(0.0)
-    limiter = FailureLimiter(max_failures=3, window_s=10, clock=clock)
+    limiter = FailureLimiter(max_failures=3, max_address_failures=5, window_s=10, clock=clock)
     for t in (0.0, 1.0):
         clock.now = t
         limiter.record_failure("dev-1", "10.0.0.1")
@@ -372,11 +372,61 @@ def test_limiter_blocks_identity_and_address_after_max_failures() -> None:
     clock.now = 2.0
     limiter.record_failure("dev-1", "10.0.0.1")
     assert limiter.blocked("dev-1", "10.0.0.1")
-    assert limiter.blocked("dev-1", "10.9.9.9")  # the identity, from anywhere
-    assert limiter.blocked("dev-2", "10.0.0.1")  # anyone, from that address
-    assert limiter.blocked("dev-1", None)
+    # the device at its own address is not locked out by someone else's guesses
+    assert not limiter.blocked("dev-1", "10.9.9.9")
+    assert not limiter.blocked("dev-1", None)
+    # nor are other identities from the guessing address, below the address limit
+    assert not limiter.blocked("dev-2", "10.0.0.1")
     assert not limiter.blocked("dev-2", "10.9.9.9")
-    assert not limiter.blocked("dev-2", None)
+
+
+def test_limiter_blocks_an_address_beyond_its_larger_limit() -> None:
+    clock = FakeClock(0.0)
+    limiter = FailureLimiter(max_failures=3, max_address_failures=5, window_s=10, clock=clock)
+    for i in range(4):  # four identities, one failure each: no pair is full
+        limiter.record_failure(f"dev-{i}", "10.0.0.1")
+    assert not limiter.blocked("dev-9", "10.0.0.1")
+    limiter.record_failure("dev-4", "10.0.0.1")
+    assert limiter.blocked("dev-9", "10.0.0.1")  # anyone, from that address
+    assert limiter.blocked("dev-0", "10.0.0.1")
+    assert not limiter.blocked("dev-9", "10.0.0.2")
+    assert not limiter.blocked("dev-0", None)
+    clock.now = 10.0  # all five left the window
+    assert not limiter.blocked("dev-9", "10.0.0.1")
+
+
+def test_a_third_party_cannot_lock_a_device_out() -> None:
+    """The issue's case: ten wrong passwords from anywhere locked the real device out
+    for a minute. Now a flood from many addresses leaves its own address untouched."""
+    clock = FakeClock(0.0)
+    limiter = FailureLimiter(clock=clock)
+    for i in range(2500):  # ten each from 250 addresses
+        attacker = f"198.51.100.{i % 250}"
+        if not limiter.blocked("press-4", attacker):
+            limiter.record_failure("press-4", attacker)
+    assert limiter.blocked("press-4", "198.51.100.7")
+    assert not limiter.blocked("press-4", "10.0.0.5")
+
+
+@given(
+    failures=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["1", "2", "3", None])),
+        max_size=60,
+    ),
+    probe=st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["1", "2", "3", None])),
+)
+def test_limiter_matches_a_model(
+    failures: list[tuple[str, str | None]], probe: tuple[str, str | None]
+) -> None:
+    """Within one window: blocked exactly when the pair has ``max_failures`` failures
+    or the address ``max_address_failures``."""
+    limiter = FailureLimiter(max_failures=3, max_address_failures=7, clock=FakeClock())
+    for identity, ip in failures:
+        limiter.record_failure(identity, ip)
+    identity, ip = probe
+    pair = sum(1 for f in failures if f == (identity, ip))
+    address = sum(1 for f in failures if ip is not None and f[1] == ip)
+    assert limiter.blocked(identity, ip) == (pair >= 3 or address >= 7)
 
 
 def test_limiter_window_slides() -> None:
@@ -407,7 +457,7 @@ def test_limiter_spread_out_failures_never_block() -> None:
         assert not limiter.blocked("dev-1", "10.0.0.1")
 
 
-def test_limiter_defaults_are_ten_per_minute() -> None:
+def test_limiter_defaults_are_ten_per_pair_and_a_hundred_per_address_a_minute() -> None:
     clock = FakeClock(0.0)
     limiter = FailureLimiter(clock=clock)
     for _ in range(9):
@@ -419,17 +469,26 @@ def test_limiter_defaults_are_ten_per_minute() -> None:
     assert limiter.blocked("dev-1", None)
     clock.now = 60.0
     assert not limiter.blocked("dev-1", None)
+    for i in range(99):
+        limiter.record_failure(f"dev-{i}", "10.0.0.1")
+    assert not limiter.blocked("dev-new", "10.0.0.1")
+    limiter.record_failure("dev-new", "10.0.0.1")
+    assert limiter.blocked("dev-other", "10.0.0.1")
 
 
-def test_success_clears_the_identity_not_the_address() -> None:
-    limiter = FailureLimiter(max_failures=2, window_s=60, clock=FakeClock())
+def test_success_clears_the_pair_not_the_address_nor_other_pairs() -> None:
+    limiter = FailureLimiter(max_failures=2, max_address_failures=3, clock=FakeClock())
     limiter.record_failure("dev-1", "10.0.0.1")
     limiter.record_failure("dev-1", "10.0.0.1")
-    limiter.record_success("dev-1")
-    assert not limiter.blocked("dev-1", None)
-    assert limiter.blocked("dev-1", "10.0.0.1")
-    assert limiter.blocked("dev-3", "10.0.0.1")
-    limiter.record_success("never-failed")  # no error
+    limiter.record_failure("dev-1", "10.0.0.2")
+    limiter.record_failure("dev-1", "10.0.0.2")
+    limiter.record_failure("dev-2", "10.0.0.1")
+    assert limiter.blocked("dev-1", "10.0.0.1") and limiter.blocked("dev-1", "10.0.0.2")
+    limiter.record_success("dev-1", "10.0.0.2")
+    assert not limiter.blocked("dev-1", "10.0.0.2")
+    assert limiter.blocked("dev-1", "10.0.0.1")  # a success elsewhere resets nothing here
+    assert limiter.blocked("dev-3", "10.0.0.1")  # the address used up its three
+    limiter.record_success("never-failed", None)  # no error
 
 
 def test_limiter_memory_is_bounded() -> None:
@@ -446,7 +505,14 @@ def test_limiter_memory_is_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_failures": 0}, {"window_s": 0}, {"max_keys": 0}, {"window_s": -1}]
+    "kwargs",
+    [
+        {"max_failures": 0},
+        {"max_address_failures": 0},
+        {"window_s": 0},
+        {"max_keys": 0},
+        {"window_s": -1},
+    ],
 )
 def test_limiter_refuses_impossible_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
