@@ -42,12 +42,13 @@ from api.errors import ApiError, bad_request
 from api.responses import JsonResponse
 from api.routers.identities import actor, run_query
 from api.routers.signals import EndTime, EpochQ, StartTime, _time_range
+from api.routing import StrictRoute
 from api.timeparams import Epoch, format_time
 from pipeline.alarms.rules import RULE_ID_RE, RULE_KEY_PREFIX, AlarmRule, rule_event, rule_problems
 from pipeline.topics import ALARMS
 from projections.alarms import AlarmFilter, AlarmQueries
 
-router = APIRouter(tags=["alarms"])
+router = APIRouter(tags=["alarms"], route_class=StrictRoute)
 
 ALARM_ID_PATTERN = r"^[^/]{1,256}$"
 AlarmIdPath = Annotated[str, Path(pattern=ALARM_ID_PATTERN, description="alarm id")]

@@ -14,12 +14,13 @@ from api.responses import JsonResponse
 from api.routers.alarms import alarm_filter, alarm_json
 from api.routers.identities import run_query
 from api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
+from api.routing import StrictRoute
 from api.timeparams import Epoch, format_time
 from projections.activities import ActivityFilter, list_activities
 from projections.alarms import AlarmFilter
 from projections.audits import AuditFilter, get_audit, list_audits
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=StrictRoute)
 
 ListParam = Annotated[str | None, Query(description="one value or a comma-separated list")]
 AuditLimit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import yaml
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -12,11 +12,14 @@ from starlette.responses import Response
 from api.auth import Principal
 from api.context import viewer
 from api.errors import ApiError
+from api.jsonbody import parse_json
 from api.responses import JsonResponse
+from api.routing import StrictRoute
+from api.yamlbody import decode_text, load_yaml
 from connectors.commissioning import validate_document, validate_text
 from connectors.registry import protocols
 
-router = APIRouter(tags=["config"])
+router = APIRouter(tags=["config"], route_class=StrictRoute)
 
 
 def _host() -> type[BaseModel]:
@@ -62,22 +65,15 @@ async def validate(request: Request, caller: Principal = Depends(viewer)) -> Jso
         )
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        try:
-            doc: Any = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(
-                400,
-                "invalid_json",
-                f"body: {exc}",
-                details=[{"field": "body", "message": str(exc)}],
-            ) from exc
+        doc: Any = parse_json(body)
         _, violations = validate_document(doc, env={}, host_model=_host())
     else:
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "invalid_body", "body: not UTF-8 text") from exc
-        _, violations = validate_text(text, env={}, host_model=_host())
+            doc = load_yaml(body)  # hostile documents: 400 naming body
+        except yaml.YAMLError:  # not YAML: reported as a violation, like the CLI does
+            _, violations = validate_text(decode_text(body), env={}, host_model=_host())
+        else:
+            _, violations = validate_document(doc, env={}, host_model=_host())
     # unset ${ENV} references say nothing about this file on this server
     violations = [v for v in violations if "environment variable" not in v.description]
     failed = any(v.level == "error" for v in violations)

@@ -8,8 +8,9 @@ from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import ApiError
 from api.responses import JsonResponse
+from api.routing import StrictRoute
 
-router = APIRouter(tags=["connectors"])
+router = APIRouter(tags=["connectors"], route_class=StrictRoute)
 
 
 @router.get("/connectors", summary="Connectors and their metrics")

@@ -11,10 +11,11 @@ from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.responses import JsonResponse
 from api.routers.signals import EndTime, EpochQ, Limit, Page, StartTime, _pagination, _time_range
+from api.routing import StrictRoute
 from api.timeparams import format_time
 from projections import queries
 
-router = APIRouter(tags=["deadletters"])
+router = APIRouter(tags=["deadletters"], route_class=StrictRoute)
 
 
 @router.get("/deadletters", summary="Events the pipeline could not decode or apply")

@@ -32,6 +32,7 @@ from api.registry import (
 )
 from api.responses import JsonResponse
 from api.routers.ingest import IDENTITY_PATTERN
+from api.routing import StrictRoute
 from api.timeparams import Epoch, parse_time
 from pipeline.identities.formats import generate
 from pipeline.identities.resources import check_values
@@ -39,7 +40,7 @@ from pipeline.identities.state import CONTROL
 from pipeline.topics import COMMANDS, TELEMETRY
 from projections.registry import TAG_OPS, IdentityFilter, Order, QueryError, TagCriterion
 
-router = APIRouter(tags=["identities"])
+router = APIRouter(tags=["identities"], route_class=StrictRoute)
 
 IdentityPath = Annotated[str, Path(pattern=IDENTITY_PATTERN)]
 Value = StrictBool | StrictInt | StrictFloat | StrictStr

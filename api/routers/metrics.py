@@ -11,9 +11,10 @@ from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import bad_request
 from api.responses import JsonResponse
+from api.routing import StrictRoute
 from api.timeparams import Epoch, format_time, parse_time
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], route_class=StrictRoute)
 
 Metric = Literal[
     "connection",

@@ -23,9 +23,10 @@ from api.errors import ApiError, bad_request
 from api.registry import check_identity, emit, event
 from api.responses import JsonResponse
 from api.routers.identities import AuthIn, credential_attrs
+from api.routing import StrictRoute
 from pipeline.identities.formats import generate
 
-router = APIRouter(tags=["provisioning"])
+router = APIRouter(tags=["provisioning"], route_class=StrictRoute)
 
 
 class ProvisionIn(BaseModel):

@@ -20,6 +20,7 @@ from api.context import AppContext, context, viewer
 from api.errors import bad_request
 from api.responses import JsonResponse
 from api.routers.identities import run_query
+from api.routing import StrictRoute
 from api.timeparams import Epoch, format_time
 from projections.resource_states import (
     MAX_PAGE_ROWS,
@@ -28,7 +29,7 @@ from projections.resource_states import (
     ResourceStateQueries,
 )
 
-router = APIRouter(tags=["resource states"])
+router = APIRouter(tags=["resource states"], route_class=StrictRoute)
 
 #: the most ids one filter may list
 MAX_IDS = 1000

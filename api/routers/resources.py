@@ -19,9 +19,10 @@ from api.errors import ApiError
 from api.registry import definition_event, emit
 from api.responses import JsonResponse
 from api.routers.identities import actor
+from api.routing import StrictRoute
 from pipeline.identities.resources import ResourceDefinition
 
-router = APIRouter(tags=["resources"])
+router = APIRouter(tags=["resources"], route_class=StrictRoute)
 
 NamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")]
 

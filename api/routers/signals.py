@@ -14,11 +14,12 @@ from api.context import AppContext, context, viewer
 from api.errors import bad_request
 from api.responses import JsonResponse
 from api.routers.ingest import IDENTITY_PATTERN
+from api.routing import StrictRoute
 from api.timeparams import Epoch, format_time, parse_time
 from projections import queries
 from projections.queries import AGG_FIELDS, TimeRange
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=StrictRoute)
 
 
 class Order(StrEnum):

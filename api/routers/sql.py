@@ -12,10 +12,11 @@ from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import ApiError
 from api.responses import JsonResponse
+from api.routing import StrictRoute
 from pipeline.errors import StoreError
 from projections import queries
 
-router = APIRouter(tags=["sql"])
+router = APIRouter(tags=["sql"], route_class=StrictRoute)
 
 
 class SqlRequest(BaseModel):

@@ -21,6 +21,7 @@ from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import ApiError, bad_request
 from api.responses import JsonResponse
+from api.routing import StrictRoute
 from api.stream import (
     Connection,
     FilterError,
@@ -29,7 +30,7 @@ from api.stream import (
     StreamNotFoundError,
 )
 
-router = APIRouter(tags=["stream"])
+router = APIRouter(tags=["stream"], route_class=StrictRoute)
 
 StreamId = Annotated[str, Path(max_length=64, description="from the stream's hello event")]
 

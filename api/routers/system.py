@@ -13,8 +13,9 @@ from api.auth import Principal
 from api.context import AppContext, admin, context, viewer
 from api.errors import ApiError
 from api.responses import JsonResponse
+from api.routing import StrictRoute
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=StrictRoute)
 
 
 @router.get("/status", summary="Pipeline status")
