@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.audit import AuditMiddleware
 from api.context import AppContext
 from api.middleware import AuthenticationMiddleware
@@ -40,6 +40,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
+    openapi.install(app)
     for module in (
         ingest,
         identities,

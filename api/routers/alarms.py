@@ -35,10 +35,12 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from api import models
 from api.audit import audit_note
 from api.auth import Principal
 from api.context import AppContext, admin, context, operator, viewer
 from api.errors import ApiError, bad_request
+from api.models import errors
 from api.responses import JsonResponse
 from api.routers.identities import actor, run_query
 from api.routers.signals import EndTime, EpochQ, StartTime, _time_range
@@ -57,6 +59,13 @@ Note = Annotated[str | None, Field(max_length=4096)]
 MAX_BATCH = 1000
 #: rule JSON fields the API adds; ignored when sent back
 READ_ONLY_RULE_FIELDS = ("last_update_time", "updated_by")
+#: the rule body is parsed by hand (400 listing every violation); document it as a rule
+RULE_BODY = {
+    "requestBody": {
+        "content": {"application/json": {"schema": AlarmRule.model_json_schema()}},
+        "required": True,
+    }
+}
 
 ACKNOWLEDGE, DISCARD, ANNOTATE = "ACKNOWLEDGED", "DISCARDED", "ANNOTATED"
 _STATUS_AFTER = {ACKNOWLEDGE: "acknowledged", DISCARD: "discarded"}
@@ -386,7 +395,7 @@ async def _batch(
 # -- alarm routes -------------------------------------------------------------------------
 
 
-@router.get("/alarms", summary="List alarms")
+@router.get("/alarms", summary="List alarms", response_model=models.AlarmPage)
 async def list_alarms(
     f: AlarmFilter = Depends(alarm_filter),
     sort: Annotated[Sort, Query(description="creation_time, priority; - for descending")] = (
@@ -420,7 +429,12 @@ async def list_alarms(
     )
 
 
-@router.post("/alarms/batch/acknowledge", summary="Acknowledge several alarms")
+@router.post(
+    "/alarms/batch/acknowledge",
+    summary="Acknowledge several alarms",
+    response_model=models.BatchResult,
+    responses={207: {"model": models.BatchResult, "description": "Some items failed"}},
+)
 async def batch_acknowledge(
     request: Request,
     body: BatchIn,
@@ -431,7 +445,12 @@ async def batch_acknowledge(
     return await _batch(request, ctx, body, ACKNOWLEDGE, principal)
 
 
-@router.post("/alarms/batch/discard", summary="Discard several alarms")
+@router.post(
+    "/alarms/batch/discard",
+    summary="Discard several alarms",
+    response_model=models.BatchResult,
+    responses={207: {"model": models.BatchResult, "description": "Some items failed"}},
+)
 async def batch_discard(
     request: Request,
     body: BatchIn,
@@ -442,7 +461,12 @@ async def batch_discard(
     return await _batch(request, ctx, body, DISCARD, principal)
 
 
-@router.get("/alarms/{alarm_id}", summary="Get an alarm")
+@router.get(
+    "/alarms/{alarm_id}",
+    summary="Get an alarm",
+    response_model=models.AlarmOut,
+    responses=errors(404),
+)
 async def get_alarm(
     alarm_id: AlarmIdPath,
     epoch: EpochQ = None,
@@ -452,7 +476,12 @@ async def get_alarm(
     return JsonResponse(alarm_json(await require_alarm(ctx, alarm_id), epoch))
 
 
-@router.post("/alarms/{alarm_id}/acknowledge", summary="Acknowledge an alarm")
+@router.post(
+    "/alarms/{alarm_id}/acknowledge",
+    summary="Acknowledge an alarm",
+    response_model=models.AlarmOut,
+    responses=errors(404, 409, s409="not pending"),
+)
 async def acknowledge_alarm(
     request: Request,
     alarm_id: AlarmIdPath,
@@ -468,7 +497,12 @@ async def acknowledge_alarm(
     return JsonResponse(alarm_json(after, epoch))
 
 
-@router.post("/alarms/{alarm_id}/discard", summary="Discard an alarm")
+@router.post(
+    "/alarms/{alarm_id}/discard",
+    summary="Discard an alarm",
+    response_model=models.AlarmOut,
+    responses=errors(404, 409, s409="already discarded"),
+)
 async def discard_alarm(
     request: Request,
     alarm_id: AlarmIdPath,
@@ -483,7 +517,13 @@ async def discard_alarm(
     return JsonResponse(alarm_json(after, epoch))
 
 
-@router.post("/alarms/{alarm_id}/annotations", status_code=201, summary="Annotate an alarm")
+@router.post(
+    "/alarms/{alarm_id}/annotations",
+    status_code=201,
+    summary="Annotate an alarm",
+    response_model=models.AnnotationOut,
+    responses=errors(404),
+)
 async def annotate_alarm(
     request: Request,
     alarm_id: AlarmIdPath,
@@ -504,7 +544,12 @@ async def annotate_alarm(
     return JsonResponse(annotation_json(out, epoch), status_code=201)
 
 
-@router.get("/alarms/{alarm_id}/annotations", summary="Annotations of an alarm, in order")
+@router.get(
+    "/alarms/{alarm_id}/annotations",
+    summary="Annotations of an alarm, in order",
+    response_model=models.Page[models.AnnotationOut],
+    responses=errors(404),
+)
 async def list_annotations(
     alarm_id: AlarmIdPath,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -572,7 +617,9 @@ async def _write_rule(
     return stored
 
 
-@router.get("/alarm-rules", summary="List alarm rules")
+@router.get(
+    "/alarm-rules", summary="List alarm rules", response_model=models.Page[models.AlarmRuleOut]
+)
 async def list_rules(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
@@ -591,7 +638,14 @@ async def list_rules(
     )
 
 
-@router.post("/alarm-rules", status_code=201, summary="Create an alarm rule")
+@router.post(
+    "/alarm-rules",
+    status_code=201,
+    summary="Create an alarm rule",
+    response_model=models.AlarmRuleOut,
+    responses=errors(409, s409="the rule id is taken"),
+    openapi_extra=RULE_BODY,
+)
 async def create_rule(
     request: Request,
     body: Annotated[dict[str, Any], Body(description="an alarm rule (pipeline.alarms.rules)")],
@@ -618,7 +672,12 @@ async def create_rule(
     return JsonResponse(out, status_code=201)
 
 
-@router.get("/alarm-rules/{rule_id}", summary="Get an alarm rule")
+@router.get(
+    "/alarm-rules/{rule_id}",
+    summary="Get an alarm rule",
+    response_model=models.AlarmRuleOut,
+    responses=errors(404),
+)
 async def get_rule(
     rule_id: RuleIdPath,
     epoch: EpochQ = None,
@@ -628,7 +687,13 @@ async def get_rule(
     return JsonResponse(rule_json(await _require_rule(ctx, rule_id), epoch))
 
 
-@router.put("/alarm-rules/{rule_id}", summary="Replace an alarm rule")
+@router.put(
+    "/alarm-rules/{rule_id}",
+    summary="Replace an alarm rule",
+    response_model=models.AlarmRuleOut,
+    responses=errors(404),
+    openapi_extra=RULE_BODY,
+)
 async def replace_rule(
     request: Request,
     rule_id: RuleIdPath,
@@ -655,7 +720,9 @@ async def replace_rule(
     return JsonResponse(rule_json(stored, epoch))
 
 
-@router.delete("/alarm-rules/{rule_id}", status_code=204, summary="Remove an alarm rule")
+@router.delete(
+    "/alarm-rules/{rule_id}", status_code=204, summary="Remove an alarm rule", responses=errors(404)
+)
 async def delete_rule(
     request: Request,
     rule_id: RuleIdPath,

@@ -7,9 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, operator
 from api.errors import ApiError, bad_request
+from api.models import errors
 from api.responses import JsonResponse
 from api.routers.alarms import alarm_filter, alarm_json
 from api.routers.identities import run_query
@@ -65,7 +67,9 @@ def audit_json(row: dict[str, Any], epoch: Epoch | None) -> dict[str, Any]:
     return out
 
 
-@router.get("/audits", summary="Audit records of API writes")
+@router.get(
+    "/audits", summary="Audit records of API writes", response_model=models.Page[models.AuditOut]
+)
 async def list_audit_records(
     f: AuditFilter = Depends(audit_filter),
     sort: Annotated[str, Query(description="creation_time or -creation_time")] = "-creation_time",
@@ -89,7 +93,12 @@ async def list_audit_records(
     )
 
 
-@router.get("/audits/{audit_id}", summary="One audit record")
+@router.get(
+    "/audits/{audit_id}",
+    summary="One audit record",
+    response_model=models.Data[models.AuditOut],
+    responses=errors(404),
+)
 async def get_audit_record(
     audit_id: str,
     epoch: EpochQ = None,
@@ -105,7 +114,11 @@ async def get_audit_record(
 # -- activities: alarms and audit records together ----------------------------------------
 
 
-@router.get("/activities", summary="Alarms and audit records together")
+@router.get(
+    "/activities",
+    summary="Alarms and audit records together",
+    response_model=models.Page[models.ActivityOut],
+)
 async def list_activities_route(
     alarms: AlarmFilter = Depends(alarm_filter),
     activity_type: ListParam = None,

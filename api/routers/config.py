@@ -9,10 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from api import models
 from api.auth import Principal
 from api.context import viewer
 from api.errors import ApiError
 from api.jsonbody import parse_json
+from api.models import errors
 from api.responses import JsonResponse
 from api.routing import StrictRoute
 from api.yamlbody import decode_text, load_yaml
@@ -50,6 +52,8 @@ endpoints:
             },
         }
     },
+    response_model=models.Validation,
+    responses=errors(413),
 )
 async def validate(request: Request, caller: Principal = Depends(viewer)) -> JsonResponse:
     """Every violation of the file, each with its level, JSON path and description.
@@ -85,7 +89,9 @@ async def validate(request: Request, caller: Principal = Depends(viewer)) -> Jso
     )
 
 
-@router.get("/config/templates", summary="Protocols with a template")
+@router.get(
+    "/config/templates", summary="Protocols with a template", response_model=models.TemplateList
+)
 async def templates(_: Principal = Depends(viewer)) -> JsonResponse:
     return JsonResponse({"data": sorted(protocols())})
 
@@ -108,7 +114,9 @@ async def template(protocol: str, _: Principal = Depends(viewer)) -> Response:
     return Response(spec.template, media_type="application/yaml")
 
 
-@router.get("/config/schema", summary="JSON Schema of commissioning files")
+@router.get(
+    "/config/schema", summary="JSON Schema of commissioning files", response_model=dict[str, Any]
+)
 async def schema(_: Principal = Depends(viewer)) -> JsonResponse:
     from connectors.schema import commissioning_json_schema
 

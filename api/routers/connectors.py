@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import ApiError
+from api.models import errors
 from api.responses import JsonResponse
 from api.routing import StrictRoute
 
 router = APIRouter(tags=["connectors"], route_class=StrictRoute)
 
 
-@router.get("/connectors", summary="Connectors and their metrics")
+@router.get(
+    "/connectors",
+    summary="Connectors and their metrics",
+    response_model=models.ConnectorList,
+)
 async def list_connectors(
     ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
@@ -23,7 +29,12 @@ async def list_connectors(
     return JsonResponse({"data": ctx.connectors()})
 
 
-@router.get("/connectors/{name}", summary="One connector")
+@router.get(
+    "/connectors/{name}",
+    summary="One connector",
+    response_model=models.ConnectorOut,
+    responses=errors(404),
+)
 async def get_connector(
     name: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:

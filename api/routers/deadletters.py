@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.responses import JsonResponse
@@ -18,7 +19,11 @@ from projections import queries
 router = APIRouter(tags=["deadletters"], route_class=StrictRoute)
 
 
-@router.get("/deadletters", summary="Events the pipeline could not decode or apply")
+@router.get(
+    "/deadletters",
+    summary="Events the pipeline could not decode or apply",
+    response_model=models.CountedPage[models.DeadLetterOut],
+)
 async def list_dead_letters(
     topic: Annotated[str | None, Query(description="source topic, e.g. telemetry")] = None,
     stage: Annotated[str | None, Query(description="decode, apply or a connector's stage")] = None,

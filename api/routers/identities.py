@@ -16,10 +16,12 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.responses import Response
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, operator, viewer
 from api.device_auth import CredentialError, check_password, new_token
 from api.errors import ApiError, bad_request
+from api.models import errors
 from api.registry import (
     check_attributes,
     check_identity,
@@ -222,7 +224,13 @@ def _timing_attrs(ctx: AppContext, window_s: int | None, timeout_s: int | None) 
     return attrs
 
 
-@router.post("/identities", status_code=201, summary="Create an identity")
+@router.post(
+    "/identities",
+    status_code=201,
+    summary="Create an identity",
+    response_model=models.IdentityCreated,
+    responses=errors(409, s409="the identity exists"),
+)
 async def create_identity(
     body: Annotated[IdentityCreate, Body()],
     ctx: AppContext = Depends(context),
@@ -258,7 +266,7 @@ async def create_identity(
     return JsonResponse(out, status_code=201)
 
 
-@router.get("/identities", summary="List identities")
+@router.get("/identities", summary="List identities", response_model=models.IdentityList)
 async def list_identities(
     f: IdentityFilter = Depends(query_filter),
     order: Annotated[
@@ -280,7 +288,11 @@ async def list_identities(
     )
 
 
-@router.get("/identities/count", summary="Count identities matching the list filters")
+@router.get(
+    "/identities/count",
+    summary="Count identities matching the list filters",
+    response_model=models.Count,
+)
 async def count_identities(
     f: IdentityFilter = Depends(query_filter),
     ctx: AppContext = Depends(context),
@@ -319,7 +331,11 @@ def _update_attrs(ctx: AppContext, u: IdentityUpdate) -> dict[str, str]:
     return attrs
 
 
-@router.post("/identities/bulk/update", summary="Update every identity a query matches")
+@router.post(
+    "/identities/bulk/update",
+    summary="Update every identity a query matches",
+    response_model=models.BulkUpdated,
+)
 async def bulk_update(
     body: BulkUpdate, ctx: AppContext = Depends(context), principal: Principal = Depends(operator)
 ) -> JsonResponse:
@@ -330,7 +346,11 @@ async def bulk_update(
     return JsonResponse({"matched": len(names), "updated": len(names)})
 
 
-@router.post("/identities/bulk/delete", summary="Delete every identity a query matches")
+@router.post(
+    "/identities/bulk/delete",
+    summary="Delete every identity a query matches",
+    response_model=models.BulkDeleted,
+)
 async def bulk_delete(
     body: BulkDelete, ctx: AppContext = Depends(context), principal: Principal = Depends(operator)
 ) -> JsonResponse:
@@ -339,14 +359,16 @@ async def bulk_delete(
     return JsonResponse({"deleted": len(names)})
 
 
-@router.get("/identities/{identity}", summary="Get an identity")
+@router.get("/identities/{identity}", summary="Get an identity", response_model=models.IdentityOut)
 async def get_identity(
     identity: IdentityPath, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
     return JsonResponse(public(await require_identity(ctx, identity)))
 
 
-@router.patch("/identities/{identity}", summary="Update an identity")
+@router.patch(
+    "/identities/{identity}", summary="Update an identity", response_model=models.IdentityOut
+)
 async def update_identity(
     identity: IdentityPath,
     body: IdentityUpdate,
@@ -360,7 +382,9 @@ async def update_identity(
     return JsonResponse(public(await require_identity(ctx, identity)))
 
 
-@router.delete("/identities/{identity}", status_code=204, summary="Delete an identity")
+@router.delete(
+    "/identities/{identity}", status_code=204, summary="Delete an identity", responses=errors(404)
+)
 async def delete_identity(
     identity: IdentityPath,
     ctx: AppContext = Depends(context),
@@ -381,7 +405,11 @@ async def _transition(
     return JsonResponse(public(await require_identity(ctx, identity)))
 
 
-@router.post("/identities/{identity}/lock", summary="Lock: refused at connect and ingest")
+@router.post(
+    "/identities/{identity}/lock",
+    summary="Lock: refused at connect and ingest",
+    response_model=models.IdentityOut,
+)
 async def lock_identity(
     identity: IdentityPath,
     ctx: AppContext = Depends(context),
@@ -390,7 +418,11 @@ async def lock_identity(
     return await _transition(ctx, identity, "LOCKED", principal)
 
 
-@router.post("/identities/{identity}/unlock", summary="Unlock: back to the status before")
+@router.post(
+    "/identities/{identity}/unlock",
+    summary="Unlock: back to the status before",
+    response_model=models.IdentityOut,
+)
 async def unlock_identity(
     identity: IdentityPath,
     ctx: AppContext = Depends(context),
@@ -408,7 +440,11 @@ class TagsIn(BaseModel):
     replace: bool = Field(False, description="replace the values of the tags given")
 
 
-@router.post("/identities/{identity}/tags", summary="Add tags (or replace their values)")
+@router.post(
+    "/identities/{identity}/tags",
+    summary="Add tags (or replace their values)",
+    response_model=models.TagsOut,
+)
 async def add_tags(
     identity: IdentityPath,
     body: TagsIn,
@@ -428,14 +464,20 @@ async def add_tags(
     return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
 
 
-@router.get("/identities/{identity}/tags", summary="Tags of an identity")
+@router.get(
+    "/identities/{identity}/tags", summary="Tags of an identity", response_model=models.TagsOut
+)
 async def identity_tags(
     identity: IdentityPath, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
     return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
 
 
-@router.get("/identities/{identity}/tags/{tag}", summary="Values of one tag of an identity")
+@router.get(
+    "/identities/{identity}/tags/{tag}",
+    summary="Values of one tag of an identity",
+    response_model=models.TagValues,
+)
 async def identity_tag_values(
     identity: IdentityPath,
     tag: str,
@@ -448,7 +490,11 @@ async def identity_tag_values(
     return JsonResponse({"tag": tag, "values": tags[tag]})
 
 
-@router.delete("/identities/{identity}/tags/{tag}", summary="Remove a tag or some values")
+@router.delete(
+    "/identities/{identity}/tags/{tag}",
+    summary="Remove a tag or some values",
+    response_model=models.TagsOut,
+)
 async def remove_tag(
     identity: IdentityPath,
     tag: str,
@@ -467,14 +513,18 @@ async def remove_tag(
     return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
 
 
-@router.get("/tags", summary="All tag names in use")
+@router.get("/tags", summary="All tag names in use", response_model=models.TagNames)
 async def tag_names(
     ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
     return JsonResponse({"tags": await asyncio.to_thread(ctx.queries.tag_names)})
 
 
-@router.get("/tags/{tag}", summary="All values of one tag, across identities")
+@router.get(
+    "/tags/{tag}",
+    summary="All values of one tag, across identities",
+    response_model=models.TagValues,
+)
 async def tag_values(
     tag: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
@@ -486,14 +536,23 @@ async def tag_values(
 # -- state --------------------------------------------------------------------------------
 
 
-@router.get("/identities/{identity}/state", summary="Desired (set) and reported state")
+@router.get(
+    "/identities/{identity}/state",
+    summary="Desired (set) and reported state",
+    response_model=dict[str, models.IdentityResourceState],
+)
 async def get_state(
     identity: IdentityPath, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
     return JsonResponse((await require_identity(ctx, identity))["state"])
 
 
-@router.post("/identities/{identity}/state", summary="Set desired values of settable resources")
+@router.post(
+    "/identities/{identity}/state",
+    summary="Set desired values of settable resources",
+    status_code=202,
+    response_model=models.StateSet,
+)
 async def set_state(
     identity: IdentityPath,
     body: Annotated[dict[str, Value], Body(description="resource -> desired value")],

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, bearer_scheme, context
 from api.device_auth import ip_allowed, parse_basic, parse_bearer
@@ -169,6 +170,7 @@ async def authenticate_device(request: Request, identity: str, ctx: AppContext) 
     "/identities/{identity}/data",
     status_code=202,
     summary="Ingest a batch of readings for one identity",
+    response_model=models.Ingested,
     responses={400: {"description": "invalid batch; the error names the field"}},
 )
 async def ingest(

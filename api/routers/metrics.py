@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import bad_request
@@ -27,7 +28,11 @@ Metric = Literal[
 ]
 
 
-@router.get("/metrics/devices", summary="Device metrics aggregated per 1m, 5m or 1h window")
+@router.get(
+    "/metrics/devices",
+    summary="Device metrics aggregated per 1m, 5m or 1h window",
+    response_model=models.DeviceMetrics,
+)
 async def device_metrics(
     metric_name: Annotated[Metric, Query(description="which metric")],
     aggregate_window: Annotated[Literal["1m", "5m", "1h"], Query()] = "1m",

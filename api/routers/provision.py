@@ -17,6 +17,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import models
 from api.context import AppContext, context
 from api.device_auth import ip_allowed
 from api.errors import ApiError, bad_request
@@ -40,7 +41,11 @@ class ProvisionIn(BaseModel):
     "/provision",
     status_code=201,
     summary="Provision a device (no API key; device-facing)",
-    responses={403: {"description": "provisioning off, address not allowed, locked, expired"}},
+    response_model=models.Provisioned,
+    responses={
+        403: {"description": "provisioning off, address not allowed, locked, expired"},
+        **models.errors(401, 409, s401="no verified client certificate (certificate auth)"),
+    },
 )
 async def provision(
     body: ProvisionIn, request: Request, ctx: AppContext = Depends(context)

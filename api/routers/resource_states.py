@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import bad_request
@@ -98,7 +99,11 @@ def _state_out(r: dict[str, Any], epoch: Epoch | None) -> dict[str, Any]:
     }
 
 
-@router.get("/resources/states", summary="Desired and current state of every resource")
+@router.get(
+    "/resources/states",
+    summary="Desired and current state of every resource",
+    response_model=models.NumberedPage[models.ResourceStateOut],
+)
 async def resource_states(
     service_ids: IdsQ = [],  # noqa: B006 - FastAPI reads the default, never mutates it
     resource_ids: Annotated[
@@ -120,7 +125,11 @@ async def resource_states(
     return _listing([_state_out(r, epoch) for r in rows], p, total)
 
 
-@router.get("/resources/states/deviations", summary="Resources whose state deviates")
+@router.get(
+    "/resources/states/deviations",
+    summary="Resources whose state deviates",
+    response_model=models.NumberedPage[models.ResourceStateOut],
+)
 async def deviations(
     service_ids: IdsQ = [],  # noqa: B006
     resource_ids: Annotated[
@@ -140,7 +149,11 @@ async def deviations(
     return _listing([_state_out(r, epoch) for r in rows], p, total)
 
 
-@router.get("/resources/states/deviations/count", summary="How many resources deviate, per service")
+@router.get(
+    "/resources/states/deviations/count",
+    summary="How many resources deviate, per service",
+    response_model=models.NumberedPage[models.DeviationCount],
+)
 async def deviation_count(
     service_ids: IdsQ = [],  # noqa: B006
     page: PageQ = 1,
@@ -155,7 +168,11 @@ async def deviation_count(
     return _listing(rows, p, total)
 
 
-@router.get("/resource-runners", summary="Runners and their heartbeats")
+@router.get(
+    "/resource-runners",
+    summary="Runners and their heartbeats",
+    response_model=models.NumberedPage[models.RunnerOut],
+)
 async def resource_runners(
     page: PageQ = 1,
     items_per_page: ItemsQ = 100,

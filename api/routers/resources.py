@@ -13,9 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 from starlette.responses import Response
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, admin, context, viewer
 from api.errors import ApiError
+from api.models import errors
 from api.registry import definition_event, emit
 from api.responses import JsonResponse
 from api.routers.identities import actor
@@ -40,7 +42,7 @@ async def _defs(ctx: AppContext) -> dict[str, dict[str, Any]]:
     return dict(await asyncio.to_thread(ctx.queries.definitions))
 
 
-@router.get("/resources", summary="List resource definitions")
+@router.get("/resources", summary="List resource definitions", response_model=models.ResourceList)
 async def list_resources(
     ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
@@ -48,7 +50,9 @@ async def list_resources(
     return JsonResponse({"items": [_out(n, defs[n]) for n in sorted(defs)]})
 
 
-@router.get("/resources/{name}", summary="Get a resource definition")
+@router.get(
+    "/resources/{name}", summary="Get a resource definition", response_model=models.ResourceOut
+)
 async def get_resource(
     name: NamePath, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
@@ -71,7 +75,13 @@ async def _put(
     return JsonResponse(body, status_code=201 if not exists else 200)
 
 
-@router.post("/resources/{name}", status_code=201, summary="Define a resource")
+@router.post(
+    "/resources/{name}",
+    status_code=201,
+    summary="Define a resource",
+    response_model=models.ResourceOut,
+    responses=errors(409, s409="the resource is defined"),
+)
 async def create_resource(
     name: NamePath,
     definition: Annotated[ResourceDefinition, Body()],
@@ -81,7 +91,12 @@ async def create_resource(
     return await _put(ctx, name, definition, principal, create=True)
 
 
-@router.put("/resources/{name}", summary="Define or replace a resource definition")
+@router.put(
+    "/resources/{name}",
+    summary="Define or replace a resource definition",
+    response_model=models.ResourceOut,
+    responses={201: {"model": models.ResourceOut, "description": "Defined (it was not)"}},
+)
 async def replace_resource(
     name: NamePath,
     definition: Annotated[ResourceDefinition, Body()],
@@ -91,7 +106,12 @@ async def replace_resource(
     return await _put(ctx, name, definition, principal, create=False)
 
 
-@router.delete("/resources/{name}", status_code=204, summary="Remove a resource definition")
+@router.delete(
+    "/resources/{name}",
+    status_code=204,
+    summary="Remove a resource definition",
+    responses=errors(404),
+)
 async def delete_resource(
     name: NamePath, ctx: AppContext = Depends(context), principal: Principal = Depends(admin)
 ) -> Response:

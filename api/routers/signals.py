@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import bad_request
@@ -153,7 +154,11 @@ SignalsQ = Annotated[str | None, Query(description="comma-separated signal names
 
 
 # registered before /signals/{signal} so that 'aggregates' is not taken for a signal
-@router.get("/identities/{identity}/signals/aggregates", summary="Aggregates of several signals")
+@router.get(
+    "/identities/{identity}/signals/aggregates",
+    summary="Aggregates of several signals",
+    response_model=models.SignalPage[models.SignalsAggregates],
+)
 async def signals_aggregates(
     identity: IdentityPath,
     signals: SignalsQ = None,
@@ -187,7 +192,11 @@ async def signals_aggregates(
     )
 
 
-@router.get("/identities/{identity}/signals/{signal}", summary="Raw readings of one signal")
+@router.get(
+    "/identities/{identity}/signals/{signal}",
+    summary="Raw readings of one signal",
+    response_model=models.SignalPage[models.SignalPoints],
+)
 async def raw_signal(
     identity: IdentityPath,
     signal: str,
@@ -208,7 +217,11 @@ async def raw_signal(
     )
 
 
-@router.get("/identities/{identity}/signals", summary="Raw readings of several signals")
+@router.get(
+    "/identities/{identity}/signals",
+    summary="Raw readings of several signals",
+    response_model=models.SignalPage[models.SignalsPoints],
+)
 async def raw_signals(
     identity: IdentityPath,
     signals: SignalsQ = None,
@@ -234,7 +247,9 @@ async def raw_signals(
 
 
 @router.get(
-    "/identities/{identity}/signals/{signal}/aggregates", summary="Aggregates of one signal"
+    "/identities/{identity}/signals/{signal}/aggregates",
+    summary="Aggregates of one signal",
+    response_model=models.SignalPage[models.SignalAggregates],
 )
 async def signal_aggregates(
     identity: IdentityPath,
@@ -275,7 +290,11 @@ async def signal_aggregates(
     )
 
 
-@router.get("/signals/latest", summary="Latest value per identity and signal")
+@router.get(
+    "/signals/latest",
+    summary="Latest value per identity and signal",
+    response_model=models.CountedPage[models.LatestValue],
+)
 async def latest_values(
     identities: Annotated[str | None, Query(description="comma-separated identities")] = None,
     signals: Annotated[str | None, Query(description="comma-separated signal names")] = None,

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import ApiError
@@ -62,7 +63,7 @@ def _run(ctx: AppContext, req: SqlRequest) -> dict[str, Any]:
     }
 
 
-@router.post("/sql", summary="Run read-only SQL")
+@router.post("/sql", summary="Run read-only SQL", response_model=models.SqlResult)
 async def run_sql(
     req: SqlRequest, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:

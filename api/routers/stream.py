@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from api import models
 from api.auth import Principal
 from api.context import AppContext, context, viewer
 from api.errors import ApiError, bad_request
@@ -117,7 +118,10 @@ async def open_stream(
 
 
 @router.post(
-    "/stream/{stream_id}/subscriptions", status_code=201, summary="Subscribe a stream to items"
+    "/stream/{stream_id}/subscriptions",
+    status_code=201,
+    summary="Subscribe a stream to items",
+    response_model=models.Data[models.SubscriptionOut],
 )
 async def create_subscription(
     stream_id: StreamId,
@@ -142,7 +146,11 @@ async def create_subscription(
     return JsonResponse({"data": sub.describe()}, status_code=201)
 
 
-@router.get("/stream/{stream_id}/subscriptions", summary="List a stream's subscriptions")
+@router.get(
+    "/stream/{stream_id}/subscriptions",
+    summary="List a stream's subscriptions",
+    response_model=models.Data[list[models.SubscriptionOut]],
+)
 async def list_subscriptions(
     stream_id: StreamId,
     ctx: AppContext = Depends(context),

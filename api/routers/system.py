@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from api import models
 from api.audit import audit_note
 from api.auth import Principal
 from api.context import AppContext, admin, context, viewer
@@ -18,7 +19,7 @@ from api.routing import StrictRoute
 router = APIRouter(tags=["system"], route_class=StrictRoute)
 
 
-@router.get("/status", summary="Pipeline status")
+@router.get("/status", summary="Pipeline status", response_model=models.EngineStatus)
 async def status(
     ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
@@ -26,7 +27,7 @@ async def status(
     return JsonResponse({"data": ctx.status()})
 
 
-@router.get("/me", summary="Who am I")
+@router.get("/me", summary="Who am I", response_model=models.Data[models.Me])
 async def me(principal: Principal = Depends(viewer)) -> JsonResponse:
     return JsonResponse(
         {"data": {"key_id": principal.key_id, "name": principal.name, "role": principal.role}}
@@ -39,7 +40,12 @@ class KeyRequest(BaseModel):
     role: Literal["viewer", "operator", "admin"]
 
 
-@router.post("/keys", status_code=201, summary="Create an API key")
+@router.post(
+    "/keys",
+    status_code=201,
+    summary="Create an API key",
+    response_model=models.Data[models.KeyCreated],
+)
 async def create_key(
     req: KeyRequest, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
 ) -> JsonResponse:
@@ -57,7 +63,7 @@ async def create_key(
     )
 
 
-@router.get("/keys", summary="List API keys")
+@router.get("/keys", summary="List API keys", response_model=models.Data[list[models.KeyOut]])
 async def list_keys(
     ctx: AppContext = Depends(context), _: Principal = Depends(admin)
 ) -> JsonResponse:
@@ -71,7 +77,12 @@ async def list_keys(
     )
 
 
-@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
+@router.delete(
+    "/keys/{key_id}",
+    status_code=204,
+    summary="Revoke an API key",
+    responses=models.errors(404),
+)
 async def delete_key(
     key_id: str, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
 ) -> Response:

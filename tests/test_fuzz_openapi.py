@@ -1,0 +1,153 @@
+"""Schemathesis over the whole OpenAPI document, against a real ``millrace run``.
+
+Every operation is called with generated input (valid and invalid), with an admin key
+so that every route is reached: no answer is a server error, and every answer has a
+documented status, content type and body (``api.models``). The stateful phase follows
+the document's links (create -> get / update -> delete of identities, resources and
+alarm rules). Without a key, only the device-facing routes answer anything but 401.
+
+The number of examples per operation is bounded (``EXAMPLES``) so that the module
+takes a few minutes of the suite; raise it locally to fuzz harder, e.g.
+``MILLRACE_FUZZ_EXAMPLES=200 pytest tests/test_fuzz_openapi.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from api.app import create_app
+from api.auth import KeyStore
+from api.context import AppContext
+from pipeline.log.memory import MemoryEventLog
+from pipeline.publisher import LogPublisher
+from projections.store.base import ProjectionStore
+from tests.connectors.test_run_config_e2e import free_port
+from tests.millrace_process import millrace_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEY = "fuzz-openapi-admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+EXAMPLES = int(os.environ.get("MILLRACE_FUZZ_EXAMPLES", "10"))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+#: the live stream never ends: a request for it would wait forever
+ENDLESS = ("GET", "/api/v1/stream")
+#: (method, path) of the operations a device reaches without an API key
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+DEVICE_ROUTES = {
+    ("POST", "/api/v1/provision"),
+    ("POST", "/api/v1/identities/{identity}/data"),
+}
+
+
+def config(port: int) -> str:
+    return f"""
+service: fuzz
+connections:
+  sim:
+    protocol: simulator
+    devices: 2
+    signals: 2
+    interval_ms: 250
+    identity_prefix: "fz-"
+alarms:
+  tick_s: 0.5
+  rules:
+    - {{id: fz-low, kind: limit, signal: temperature_0, identity: "fz-.*", low: -1000}}
+api:
+  port: {port}
+"""
+
+
+def _wait_up(client: httpx.Client, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/api/v1/status").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "millrace run did not answer"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``millrace run`` with a simulator, one resource, one identity and one alarm rule
+    of its own (so lists have rows), at a base URL."""
+    tmp: Path = tmp_path_factory.mktemp("fuzz")
+    port = free_port()
+    cfg = tmp / "fuzz.yaml"
+    cfg.write_text(config(port))
+    base = f"http://127.0.0.1:{port}"
+    with (
+        millrace_run(cfg, tmp / "data", KEY),
+        httpx.Client(base_url=base, headers=AUTH, timeout=30) as client,
+    ):
+        _wait_up(client)
+        assert client.put("/api/v1/resources/temperature_0", json={}).status_code in (200, 201)
+        assert client.post("/api/v1/identities", json={"identity": "fz-seed"}).status_code == 201
+        yield base
+
+
+@pytest.fixture(scope="module")
+def api_schema(engine: str) -> Any:
+    return schemathesis.openapi.from_url(f"{engine}/openapi.json")
+
+
+def _operations() -> list[tuple[str, str]]:
+    """(METHOD, path) of every operation, from the app itself (no engine needed to
+    collect the tests)."""
+    ctx = AppContext(
+        store=cast(ProjectionStore, None),
+        publisher=LogPublisher(MemoryEventLog()),
+        keys=KeyStore(None),
+    )
+    doc = create_app(ctx).openapi()
+    return sorted((m.upper(), p) for p, ops in doc["paths"].items() for m in ops)
+
+
+OPERATIONS = [op for op in _operations() if op != ENDLESS]
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_every_operation_answers_as_documented(api_schema: Any, method: str, path: str) -> None:
+    """Valid and invalid input, ``EXAMPLES`` cases each: no 5xx, every answer as the
+    document says (status, content type, headers, body)."""
+    operation = api_schema[path][method]
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @FUZZ_SETTINGS
+        def call(case: Any) -> None:
+            case.call_and_validate(headers=AUTH, checks=CHECKS, timeout=30)
+
+        call()
