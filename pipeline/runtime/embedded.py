@@ -3,8 +3,9 @@
 Each step reads up to ``max_records`` records from every partition of the
 processors' topics, decodes them, runs the processors, appends dead letters to the
 log, and hands the rows to the sink as one batch (see ``pipeline.sink`` for why that
-is exactly-once). CPU work and store inserts run in a worker thread so the API on the
-same event loop stays responsive.
+is exactly-once). CPU work and store inserts run on the runtime's own thread (see
+``pipeline.runtime.executors``) so the API on the same event loop stays responsive and
+no API or analyst work can take the thread ingest needs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.codec import AvroCodec, default_codec
 from pipeline.log.base import EventLog, Message, Record, TopicPartition
 from pipeline.processors.base import Outputs, Processor, StateReader
 from pipeline.processors.decoding import decode_and_process
+from pipeline.runtime.executors import OwnThreads
 from pipeline.runtime.loop import run_steps
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
@@ -73,6 +75,9 @@ class EmbeddedRuntime:
         self._state = sink if isinstance(sink, StateReader) else None
         self._progress: Progress | None = None
         self._wake = asyncio.Event()
+        # one thread: batches are sequential, and the sink's session is used by one
+        # thread at a time
+        self._threads = OwnThreads("millrace-runtime", 1)
 
     # -- positions ------------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class EmbeddedRuntime:
 
     async def _load_progress(self) -> Progress:
         if self._progress is None:
-            self._progress = await asyncio.to_thread(self.sink.progress, self.consumer)
+            self._progress = await self._threads.run(self.sink.progress, self.consumer)
         return self._progress
 
     def position(self, tp: TopicPartition) -> int:
@@ -135,11 +140,11 @@ class EmbeddedRuntime:
         if not ranges:
             return 0
         started = time.perf_counter()
-        outputs = await asyncio.to_thread(self._process, records)
+        outputs = await self._threads.run(self._process, records)
         if outputs.deadletters and self.publish_deadletters:
             await self._publish_deadletters(outputs.deadletters)
         batch = SinkBatch(seq=seq, ranges=ranges, tables=outputs.tables)
-        await asyncio.to_thread(self.sink.write, self.consumer, batch)
+        await self._threads.run(self.sink.write, self.consumer, batch)
         for tp, r in ranges.items():
             progress.positions[tp] = r.end
             self.stats.positions[f"{tp.topic}/{tp.partition}"] = r.end
@@ -191,14 +196,21 @@ class EmbeddedRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set; errors are logged and retried with backoff."""
-        await run_steps(
-            self.step,
-            stop,
-            self._wake,
-            idle_s=self.idle_sleep_s,
-            on_error=self._failed,
-            first_backoff_s=0.1,
-        )
+        try:
+            await run_steps(
+                self.step,
+                stop,
+                self._wake,
+                idle_s=self.idle_sleep_s,
+                on_error=self._failed,
+                first_backoff_s=0.1,
+            )
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the runtime's thread (a later step starts a new one)."""
+        self._threads.shutdown(wait=False)
 
     def _failed(self, exc: Exception, retry_in_s: float) -> None:
         self.stats.errors += 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import itertools
@@ -28,6 +27,7 @@ from pipeline.log.local.config import LocalLogConfig
 from pipeline.log.local.offsets import FileOffsetStore
 from pipeline.log.local.partition import Partition
 from pipeline.log.local.segment import fsync_dir
+from pipeline.runtime.executors import OwnThreads
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class LocalEventLog(EventLog):
         self._lock = threading.Lock()  # open/close and topic creation
         self._lock_fd: int | None = None
         self._state = "new"
+        # threads of the log's own (see pipeline.runtime.executors): an append waits
+        # for no API read or analyst query, and a slow fsync for no read
+        self._appends = OwnThreads("millrace-log-append", 2)
+        self._reads = OwnThreads("millrace-log-read", 2)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -129,7 +133,11 @@ class LocalEventLog(EventLog):
             if self._state == "closed":
                 return
             self._state = "closed"
-            self._release()
+            try:
+                self._release()
+            finally:
+                self._appends.shutdown(wait=False)
+                self._reads.shutdown(wait=False)
 
     def _release(self) -> None:
         errors: list[BaseException] = []
@@ -290,26 +298,35 @@ class LocalEventLog(EventLog):
 
     # --- the port ----------------------------------------------------------------
 
-    # Appends (with their fsync) and reads run in a worker thread so that the event
-    # loop, which also serves the API, is never blocked on disk. A cancelled append
-    # still completes in its thread: acknowledged or not, it is never half written.
+    # Appends (with their fsync) and reads run on the log's own threads so that the
+    # event loop, which also serves the API, is never blocked on disk, and no other
+    # part's blocking work delays them. A cancelled append still completes in its
+    # thread: acknowledged or not, it is never half written.
 
     async def append(self, topic: str, messages: Sequence[Message]) -> list[AppendResult]:
-        return await asyncio.to_thread(self.append_sync, topic, messages)
+        return await self._appends.run(self.append_sync, topic, messages)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000
     ) -> list[Record]:
-        return await asyncio.to_thread(self.read_sync, topic, partition, offset, max_records)
+        return await self._reads.run(self.read_sync, topic, partition, offset, max_records)
 
     async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
         return self.offsets_sync(topic, partition)
 
     async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
-        await asyncio.to_thread(self.commit_sync, group, offsets)
+        await self._reads.run(self.commit_sync, group, offsets)
 
     async def committed(self, group: str, tp: TopicPartition) -> int | None:
         return self.committed_sync(group, tp)
 
     async def close(self) -> None:
         self.close_sync()
+
+    async def flush_async(self) -> None:
+        """:meth:`flush` on the log's append threads (the ``interval`` policy's clock)."""
+        await self._appends.run(self.flush)
+
+    async def enforce_retention_async(self) -> int:
+        """:meth:`enforce_retention` on the log's append threads."""
+        return await self._appends.run(self.enforce_retention)
