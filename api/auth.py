@@ -5,23 +5,33 @@ Keys look like ``mr_<id>_<secret>``; only a SHA-256 of the secret is stored (key
 low-entropy secrets, and would put ~50 ms on every request). Roles are ordered
 viewer < operator < admin. ``MILLRACE_API_KEY``, when set, is an extra admin key held
 only in memory.
+
+A principal is identified by its key id (``Principal.key_id``): streams and other
+long-lived things a caller opens remember it, so revoking the key ends them
+(:meth:`KeyStore.still_valid`, :meth:`api.stream.StreamHub.close_owner`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
+#: the principal id of ``MILLRACE_API_KEY``
+ENV_KEY_ID = "env"
 
 
 def _digest(secret: str) -> str:
@@ -50,20 +60,89 @@ class Principal:
 
 
 class KeyStore:
-    """API keys in ``<data-dir>/api_keys.json`` (mode 0600), hashed."""
+    """API keys in ``<data-dir>/api_keys.json`` (mode 0600), hashed.
 
-    def __init__(self, path: Path | None, env_key: str | None = None) -> None:
+    Several processes may share the file (the distributed deployment runs several
+    ``millrace api``): a change is made under an exclusive lock on ``api_keys.lock``,
+    on the file as it is on disk then, and every store notices the file changed
+    (its size, time or inode) within ``reload_s`` of its next use, so a key created or
+    revoked through one process is accepted or refused by all of them within about a
+    second. :meth:`still_valid` is what open event streams ask every second.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        env_key: str | None = None,
+        *,
+        reload_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
+        self.reload_s = reload_s
+        self._clock = clock
         self._keys: dict[str, ApiKey] = {}
         self._lock = threading.Lock()
         self._env_digest = _digest(env_key) if env_key else None
-        if path is not None and path.exists():
-            for item in json.loads(path.read_text()):
-                k = ApiKey(**item)
-                self._keys[k.id] = k
+        self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime) loaded
+        self._checked = clock()
+        with self._lock:
+            self._load()
 
     def __len__(self) -> int:
+        self._refresh()
         return len(self._keys) + (1 if self._env_digest else 0)
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        assert self.path is not None
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _load(self) -> None:
+        """Read the file if it changed since it was last read (lock held)."""
+        if self.path is None:
+            return
+        seen = self._signature()
+        if seen == self._seen:
+            return
+        keys: dict[str, ApiKey] = {}
+        if seen is not None:
+            for item in json.loads(self.path.read_text()):
+                k = ApiKey(**item)
+                keys[k.id] = k
+        self._keys, self._seen = keys, seen
+
+    def _refresh(self) -> None:
+        """At most every ``reload_s``: take in changes other processes made."""
+        if self.path is None or self._clock() - self._checked < self.reload_s:
+            return
+        with self._lock:
+            self._checked = self._clock()
+            try:
+                self._load()
+            except (OSError, ValueError, TypeError):
+                # a file edited by hand into something unreadable: keep the keys last
+                # read (and try again later) rather than fail every request
+                logging.getLogger("millrace.api").exception("cannot read %s", self.path)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold this store's lock and the file lock, on the keys as they are on disk."""
+        with self._lock:
+            if self.path is None:
+                yield
+                return
+            lock_path = self.path.with_suffix(".lock")
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._load()
+                yield
+            finally:
+                os.close(fd)  # releases the lock
 
     def _save(self) -> None:
         if self.path is None:
@@ -75,6 +154,7 @@ class KeyStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._seen = self._signature()
 
     def create(self, name: str, role: str) -> tuple[ApiKey, str]:
         """Create a key; the plaintext is returned once and never stored."""
@@ -83,28 +163,38 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         key = ApiKey(key_id, name, role, _digest(secret), time.time_ns() // 1000)
-        with self._lock:
+        with self._changing():
             self._keys[key_id] = key
             self._save()
         return key, f"mr_{key_id}_{secret}"
 
     def delete(self, key_id: str) -> bool:
-        with self._lock:
+        with self._changing():
             found = self._keys.pop(key_id, None) is not None
             if found:
                 self._save()
         return found
 
     def list(self) -> list[ApiKey]:
+        self._refresh()
         return sorted(self._keys.values(), key=lambda k: k.created_us)
 
     def authenticate(self, presented: str) -> Principal | None:
         if self._env_digest and hmac.compare_digest(_digest(presented), self._env_digest):
-            return Principal("env", "MILLRACE_API_KEY", "admin")
+            return Principal(ENV_KEY_ID, "MILLRACE_API_KEY", "admin")
         parts = presented.split("_", 2)
         if len(parts) != 3 or parts[0] != "mr":
             return None
+        self._refresh()
         key = self._keys.get(parts[1])
         if key is None or not hmac.compare_digest(_digest(parts[2]), key.sha256):
             return None
         return Principal(key.id, key.name, key.role)
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether ``principal``'s key still exists (revoked keys, also those revoked
+        through another process, answer False within ``reload_s``)."""
+        if principal.key_id == ENV_KEY_ID:
+            return self._env_digest is not None
+        self._refresh()
+        return principal.key_id in self._keys

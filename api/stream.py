@@ -26,6 +26,7 @@ the resume point on when everything published so far was delivered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "Connection",
     "FilterError",
     "LogTail",
+    "OwnerStreamLimitError",
     "StreamHub",
     "StreamLimitError",
     "StreamNotFoundError",
@@ -61,6 +63,10 @@ class StreamNotFoundError(LookupError):
 
 class StreamLimitError(Exception):
     """Too many streams or subscriptions on one stream, or the hub is closed."""
+
+
+class OwnerStreamLimitError(StreamLimitError):
+    """The caller has as many connected streams as one principal may have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class _Stream:
     attached: bool = False
     detached_at: float = 0.0
     dropped: bool = False
+    #: why the stream was ended for good (its owner lost access); None while usable
+    revoked: str | None = None
 
     def matching(self, item: StreamItem) -> tuple[str, ...]:
         return tuple(
@@ -132,8 +140,10 @@ class StreamHub:
         grace_s: float = 120.0,
         heartbeat_s: float = 30.0,
         max_streams: int = 1000,
+        max_streams_per_owner: int = 20,
         max_subscriptions: int = 100,
         retry_ms: int = 3000,
+        recheck_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.retain_s = retain_s
@@ -142,8 +152,11 @@ class StreamHub:
         self.grace_s = grace_s
         self.heartbeat_s = heartbeat_s
         self.max_streams = max_streams
+        self.max_streams_per_owner = max_streams_per_owner
         self.max_subscriptions = max_subscriptions
         self.retry_ms = retry_ms
+        #: how often a connection asks whether its owner may still read it
+        self.recheck_s = recheck_s
         self.clock = clock
         self.seq = 0  # the last sequence number given out
         self.dropped = 0  # streams dropped for being too slow, since start
@@ -218,9 +231,18 @@ class StreamHub:
 
     # -- connections (the client side) ------------------------------------------------
 
-    def open(self, last_event_id: str | None = None, owner: str | None = None) -> Connection:
+    def open(
+        self,
+        last_event_id: str | None = None,
+        owner: str | None = None,
+        authorized: Callable[[], bool] | None = None,
+    ) -> Connection:
         """A connection to a new stream, or to the stream ``last_event_id`` names
-        (resumed from there). ``owner`` (the API key id) must match to resume."""
+        (resumed from there). ``owner`` (the principal's id, e.g. the API key id) must
+        match to resume; an owner has at most ``max_streams_per_owner`` streams
+        (:class:`OwnerStreamLimitError`). ``authorized`` is asked every ``recheck_s``
+        while the connection is open: once it answers False the stream ends for good,
+        as :meth:`close_owner` ends it."""
         if self.closed:
             raise StreamLimitError("the server is shutting down")
         self._sweep(self.clock())
@@ -237,7 +259,9 @@ class StreamHub:
         stream.queue.clear()
         stream.ready.set()  # wakes a connection this one supersedes
         stream.ready = asyncio.Event()
-        return Connection(self, stream, stream.generation, resume_from, resumed, backlog, notices)
+        conn = Connection(self, stream, stream.generation, resume_from, resumed, backlog, notices)
+        conn.authorized = authorized
+        return conn
 
     def _resumable(
         self, last_event_id: str | None, owner: str | None, notices: list[dict[str, Any]]
@@ -268,6 +292,8 @@ class StreamHub:
         return stream, int(found.group(2))
 
     def _new_stream(self, owner: str | None) -> _Stream:
+        if owner is not None:
+            self._make_room_for(owner)
         if len(self._streams) >= self.max_streams:
             idle = [s for s in self._streams.values() if not s.attached]
             if not idle:
@@ -278,6 +304,37 @@ class StreamHub:
         stream = _Stream(secrets.token_urlsafe(16), owner)
         self._streams[stream.id] = stream
         return stream
+
+    def _make_room_for(self, owner: str) -> None:
+        """Below ``max_streams_per_owner`` streams for ``owner``: its oldest
+        disconnected stream is forgotten if need be; if all are connected, refused."""
+        own = [s for s in self._streams.values() if s.owner == owner]
+        if len(own) < self.max_streams_per_owner:
+            return
+        idle = [s for s in own if not s.attached]
+        if not idle:
+            raise OwnerStreamLimitError(
+                f"too many open streams for this API key (at most "
+                f"{self.max_streams_per_owner} per key): close one or resume it with "
+                "Last-Event-ID"
+            )
+        del self._streams[min(idle, key=lambda s: s.detached_at).id]
+        self._reindex()
+
+    def close_owner(self, owner: str, message: str = "the API key was revoked") -> int:
+        """End every stream of ``owner`` for good: each connected one gets a final
+        ``notice`` ``revoked`` and ends, and none can be resumed. The number ended."""
+        ended = [s for s in self._streams.values() if s.owner == owner]
+        for stream in ended:
+            self._revoke(stream, message)
+        return len(ended)
+
+    def _revoke(self, stream: _Stream, message: str) -> None:
+        stream.revoked = message
+        stream.queue.clear()
+        stream.ready.set()
+        if self._streams.pop(stream.id, None) is not None:
+            self._reindex()
 
     def _backlog(
         self, stream: _Stream, after: int, notices: list[dict[str, Any]]
@@ -383,6 +440,8 @@ class Connection:
         self.resumed = resumed
         self.backlog = backlog
         self.notices = notices
+        #: asked every ``hub.recheck_s``; False ends the stream (owner lost access)
+        self.authorized: Callable[[], bool] | None = None
 
     @property
     def stream_id(self) -> str:
@@ -412,25 +471,38 @@ class Connection:
             backlog, self.backlog = self.backlog, []
             for delivery in backlog:
                 yield self._item(delivery)
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + hub.recheck_s
+            next_beat = loop.time() + hub.heartbeat_s
             while stream.generation == self.generation:
                 if hub.closed:
                     yield sse("notice", _notice("shutdown", "the server is shutting down"))
+                    return
+                if loop.time() >= next_check:
+                    next_check = loop.time() + hub.recheck_s
+                    if self.authorized is not None and not self.authorized():
+                        hub._revoke(stream, "the caller's access was revoked")
+                if stream.revoked is not None:
+                    yield sse("notice", _notice("revoked", stream.revoked))
                     return
                 if stream.dropped:
                     yield sse("dropped", self._dropped())
                     return
                 if stream.queue:
                     yield self._item(stream.queue.popleft())
+                    next_beat = loop.time() + hub.heartbeat_s  # heartbeats fill silence
+                    continue
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + hub.heartbeat_s
+                    # everything published so far was delivered: resume from here
+                    now = format_time(time.time_ns() // 1000, None)
+                    yield sse("heartbeat", {"time": now}, self._id(hub.seq))
                     continue
                 ready = stream.ready
                 ready.clear()
-                try:
-                    await asyncio.wait_for(ready.wait(), hub.heartbeat_s)
-                except TimeoutError:
-                    if not (stream.queue or hub.closed) and stream.generation == self.generation:
-                        # everything published so far was delivered: resume from here
-                        now = format_time(time.time_ns() // 1000, None)
-                        yield sse("heartbeat", {"time": now}, self._id(hub.seq))
+                wake = min(next_beat, next_check) if self.authorized else next_beat
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ready.wait(), max(0.0, wake - loop.time()))
         finally:
             self.close()
 

@@ -26,6 +26,7 @@ from api.routing import StrictRoute
 from api.stream import (
     Connection,
     FilterError,
+    OwnerStreamLimitError,
     StreamHub,
     StreamLimitError,
     StreamNotFoundError,
@@ -108,11 +109,25 @@ async def open_stream(
     ``deviation``, ``latest`` with ``{"subscriptions": [ids], "data": {...}}``;
     ``heartbeat`` when idle; ``dropped`` before the server closes a stream whose client
     fell too far behind. Ids are ``<stream_id>:<seq>``: reconnecting with the last one
-    (within a grace period) resumes the stream and delivers what was missed."""
+    (within a grace period) resumes the stream and delivers what was missed.
+
+    A key has at most ``max_streams_per_owner`` streams (429 beyond). Revoking the key
+    ends its streams within about a second, with a final ``notice`` ``revoked``."""
     hub = _hub(ctx)
     try:
-        conn = hub.open(last_event_id_header or last_event_id, owner=principal.key_id)
-    except StreamLimitError as exc:  # too many streams, or shutting down
+        conn = hub.open(
+            last_event_id_header or last_event_id,
+            owner=principal.key_id,
+            authorized=lambda: ctx.keys.still_valid(principal),
+        )
+    except OwnerStreamLimitError as exc:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            str(exc),
+            [{"field": "stream", "message": str(exc), "limit": hub.max_streams_per_owner}],
+        ) from None
+    except StreamLimitError as exc:  # too many streams on the server, or shutting down
         raise ApiError(503, "unavailable", str(exc)) from None
     return EventStreamResponse(conn)
 

@@ -98,4 +98,6 @@ async def delete_key(
             f"key_id: no key {key_id!r}",
             [{"field": "key_id", "message": "not found"}],
         )
+    if ctx.stream is not None:  # at once here; other processes within about a second
+        ctx.stream.close_owner(key_id)
     return Response(status_code=204)

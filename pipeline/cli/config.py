@@ -35,6 +35,12 @@ class ApiConfig(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     sql_max_rows: int = Field(100_000, ge=1)
     sql_timeout_s: float = Field(10.0, gt=0)
+    stream_max_connections: int = Field(
+        1000, ge=1, description="live streams (SSE) the server keeps at once (503 beyond)"
+    )
+    stream_max_per_key: int = Field(
+        20, ge=1, description="live streams one API key may have open (429 beyond)"
+    )
 
 
 class IngestConfig(BaseModel):

@@ -120,7 +120,10 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
     from api.stream import LogTail, StreamHub
     from pipeline.codec import default_codec
 
-    hub = StreamHub()
+    hub = StreamHub(
+        max_streams=cfg.api.stream_max_connections,
+        max_streams_per_owner=cfg.api.stream_max_per_key,
+    )
     # Kafka offset requests cross the network: poll the ends less often
     tail = LogTail(event_log, default_codec(), hub, poll_s=0.5)
     ctx = AppContext(

@@ -79,7 +79,10 @@ class Engine:
         self.codec = default_codec()
         self.publisher = LogPublisher(self.log, self.codec)
         # live streams (SSE): the hub, fed by a tail of the log's ends
-        self.stream_hub = StreamHub()
+        self.stream_hub = StreamHub(
+            max_streams=config.api.stream_max_connections,
+            max_streams_per_owner=config.api.stream_max_per_key,
+        )
         self.stream_tail = LogTail(self.log, self.codec, self.stream_hub)
         self.runtime = EmbeddedRuntime(
             self.log,
