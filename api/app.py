@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from api import errors, openapi
 from api.audit import AuditMiddleware
 from api.context import AppContext
+from api.limits import BodyLimitMiddleware
 from api.middleware import AuthenticationMiddleware
 from api.routers import (
     alarms,
@@ -59,6 +60,8 @@ def create_app(ctx: AppContext) -> FastAPI:
         alarms,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    # innermost: bodies are bounded where routes read them, and the audit sees the 413
+    app.add_middleware(BodyLimitMiddleware, limits=ctx.settings.limits)
     # inside authentication (added first = innermost): it sees the caller
     app.add_middleware(AuditMiddleware, publisher=ctx.publisher, clock=ctx.clock)
     app.add_middleware(

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import KeyStore, Principal
 from api.device_auth import CredentialHasher, FailureLimiter, VerifiedCache, parse_allowlist
 from api.errors import ApiError
+from api.limits import RequestLimits
 from pipeline.connector import EventPublisher
 from pipeline.identities.config import RegistryConfig
 from projections.store.base import ProjectionStore
@@ -31,6 +32,10 @@ def _now_us() -> int:
 @dataclass
 class ApiSettings:
     max_batch_samples: int = 10_000
+    #: readings (signal values) per ingest request, over all its samples
+    max_batch_readings: int = 100_000
+    #: request body limits per route (``api.limits``)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     max_future_us: int = 86_400 * 1_000_000
     max_past_us: int = 10 * 365 * 86_400 * 1_000_000 + 3 * 86_400 * 1_000_000
     strict_signals: bool = False

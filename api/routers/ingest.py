@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 
 from api import models
 from api.auth import Principal
 from api.context import AppContext, bearer_scheme, context
 from api.device_auth import ip_allowed, parse_basic, parse_bearer
 from api.errors import ApiError
+from api.jsonbody import parse_json
+from api.limits import body_schema, read_json
 from api.registry import definitions, identity_status
 from api.responses import JsonResponse
+from api.routing import StrictRoute
 from pipeline.identities.resources import check_values
 from pipeline.topics import TELEMETRY
 
-router = APIRouter(tags=["ingest"])
+#: StrictRoute checks the path and query; the body is read and parsed by the route
+router = APIRouter(tags=["ingest"], route_class=StrictRoute)
 
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 SIGNAL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
@@ -53,6 +67,12 @@ def validate_samples(samples: list[SampleIn], ctx: AppContext) -> int:
         raise _invalid("body", "empty batch: send at least one sample")
     if len(samples) > s.max_batch_samples:
         raise _invalid("body", f"{len(samples)} samples; at most {s.max_batch_samples} per request")
+    total = sum(len(sample.values) for sample in samples)
+    if total > s.max_batch_readings:
+        raise _invalid(
+            "body",
+            f"{total} readings; at most {s.max_batch_readings} per request (split the batch)",
+        )
     now = ctx.clock()
     readings = 0
     for i, sample in enumerate(samples):
@@ -166,23 +186,82 @@ async def authenticate_device(request: Request, identity: str, ctx: AppContext) 
         )
 
 
+def _finite_only_fault(node: Any) -> bool:
+    """Whether ``node`` holds a non-finite number and no string UTF-8 cannot encode."""
+    found = False
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            found = found or not math.isfinite(item)
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return found
+
+
+#: an integer literal of 19 digits or more: orjson reads one beyond 64 bits as a float
+_LONG_INT = re.compile(rb"(?<![\d.])-?\d{19,}(?![\d.eE])")
+
+
+def parse_samples(body: bytes) -> Any:
+    """The batch as :func:`api.jsonbody.parse_json` reads it, with two exceptions so
+    that a refusal names the field, as it did before orjson: ``NaN``, ``Infinity`` and
+    numbers beyond a double, which orjson refuses as a whole, are read as floats; and a
+    document with an integer literal that may be beyond 64 bits, which orjson turns
+    into a float, is read again with exact integers. Both are refused by validation
+    (every value of a batch is checked, and integers outside 64 bits are refused)."""
+    try:
+        document = parse_json(body)
+    except ApiError as exc:
+        try:
+            fallback = json.loads(body)
+        except (ValueError, RecursionError):
+            raise exc from None
+        if not _finite_only_fault(fallback):
+            raise exc from None
+        return fallback
+    if _LONG_INT.search(body):
+        try:
+            return json.loads(body)  # orjson accepted it: valid UTF-8, no surrogates
+        except (ValueError, RecursionError):
+            return document
+    return document
+
+
+#: the request body; read by the route after the caller is authenticated
+SAMPLES: TypeAdapter[list[SampleIn]] = TypeAdapter(list[SampleIn])
+
+
 @router.post(
     "/identities/{identity}/data",
     status_code=202,
     summary="Ingest a batch of readings for one identity",
     response_model=models.Ingested,
     responses={400: {"description": "invalid batch; the error names the field"}},
+    openapi_extra=body_schema(SAMPLES, "samples, oldest first or not"),
 )
 async def ingest(
     identity: Annotated[str, Path(pattern=IDENTITY_PATTERN)],
-    samples: Annotated[list[SampleIn], Body(description="samples, oldest first or not")],
     request: Request,
     ctx: AppContext = Depends(context),
     source: str = Depends(ingest_caller),
 ) -> JsonResponse:
     """Validate the batch and append it to the log as one TelemetryBatch; answer once
     the log has acknowledged it. Projections follow within the runtime's batch time.
-    Values that break their resource definition are refused (400 naming the resource)."""
+    Values that break their resource definition are refused (400 naming the resource).
+
+    The caller is authenticated from the headers before the body is read; the body is
+    read within the ingest limit (413 beyond it) and holds at most
+    ``max_batch_samples`` samples and ``max_batch_readings`` readings."""
+    samples = await read_json(request, SAMPLES, parse_samples)
     readings = validate_samples(samples, ctx)
     defs = await definitions(ctx)
     if defs:

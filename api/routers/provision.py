@@ -15,12 +15,13 @@ import asyncio
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from api import models
 from api.context import AppContext, context
 from api.device_auth import ip_allowed
 from api.errors import ApiError, bad_request
+from api.limits import body_schema, read_json
 from api.registry import check_identity, emit, event
 from api.responses import JsonResponse
 from api.routers.identities import AuthIn, credential_attrs
@@ -37,25 +38,31 @@ class ProvisionIn(BaseModel):
     password: str | None = Field(None, description="auth type password: at least 20 bytes")
 
 
+#: the request body; read after the switch and the allow-list let the caller in
+PROVISION_BODY: TypeAdapter[ProvisionIn] = TypeAdapter(ProvisionIn)
+
+
 @router.post(
     "/provision",
     status_code=201,
     summary="Provision a device (no API key; device-facing)",
+    openapi_extra=body_schema(PROVISION_BODY, "the identity and credential to provision"),
     response_model=models.Provisioned,
     responses={
         403: {"description": "provisioning off, address not allowed, locked, expired"},
         **models.errors(401, 409, s401="no verified client certificate (certificate auth)"),
     },
 )
-async def provision(
-    body: ProvisionIn, request: Request, ctx: AppContext = Depends(context)
-) -> JsonResponse:
+async def provision(request: Request, ctx: AppContext = Depends(context)) -> JsonResponse:
+    """Refused from the headers alone (switch, allow-list) before the body is read; the
+    body is small (``api.limits``: 413 beyond ``provision_max_body_bytes``)."""
     p = ctx.registry.provisioning
     ip = request.client.host if request.client else None
     if not p.enabled:
         raise ApiError(403, "provisioning_disabled", "provisioning is switched off")
     if not ip_allowed(ip, ctx.allowlist):
         raise ApiError(403, "address_not_allowed", f"{ip} may not provision")
+    body = await read_json(request, PROVISION_BODY)
     generated = body.identity is None
     if generated:
         if not p.generate_identity:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.server_limits import ServerLimits
 from connectors.simulator import SimulatorConfig
 from pipeline.alarms.config import AlarmsConfig
 from pipeline.errors import ConfigError
@@ -35,6 +36,13 @@ class ApiConfig(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     sql_max_rows: int = Field(100_000, ge=1)
     sql_timeout_s: float = Field(10.0, gt=0)
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="request body limit of every route but ingest"
+    )
+    provision_max_body_bytes: int = Field(16 * 1024, ge=1024)
+    server: ServerLimits = Field(
+        default_factory=ServerLimits, description="connection and timing limits (api.server)"
+    )
     stream_max_connections: int = Field(
         1000, ge=1, description="live streams (SSE) the server keeps at once (503 beyond)"
     )
@@ -46,6 +54,13 @@ class ApiConfig(BaseModel):
 class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_batch_samples: int = Field(10_000, ge=1)
+    max_batch_readings: int = Field(100_000, ge=1, description="signal values per request")
+    max_body_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="request body limit of ingest; default: what max_batch_samples "
+        "samples with max_batch_readings readings take as JSON (api.limits)",
+    )
     strict_signals: bool = False
     signals: list[str] = []
 

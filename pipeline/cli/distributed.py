@@ -15,6 +15,7 @@ from typing import Any
 
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
+from api.limits import RequestLimits
 from connectors.commissioning import Commissioning
 from connectors.manager import ConnectorManager, route_commands
 from connectors.simulator import SimulatorConnector
@@ -96,9 +97,8 @@ async def run_connect(
 
 async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> None:
     """The API over a ClickHouse server; ingest and other writes go to Kafka."""
-    import uvicorn
-
     from api.app import create_app
+    from api.server import build_server
     from projections.store.clickhouse import ClickHouseServerStore
 
     if not cfg.distributed.clickhouse_url:
@@ -133,6 +133,8 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
         keys=keys,
         settings=ApiSettings(
             max_batch_samples=cfg.ingest.max_batch_samples,
+            max_batch_readings=cfg.ingest.max_batch_readings,
+            limits=RequestLimits.of(cfg.api, cfg.ingest),
             strict_signals=cfg.ingest.strict_signals,
             known_signals=frozenset(cfg.ingest.signals),
             sql_max_rows=cfg.api.sql_max_rows,
@@ -141,17 +143,7 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
         status=status,
         registry=cfg.identities,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ctx),
-            host=cfg.api.host,
-            port=cfg.api.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-    )
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    server = build_server(create_app(ctx), cfg.api.host, cfg.api.port, cfg.api.server)
     task = asyncio.create_task(server.serve())
     tail_task = asyncio.create_task(tail.run(stop), name="stream-tail")
     try:

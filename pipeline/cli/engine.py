@@ -19,6 +19,7 @@ from typing import Any
 
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
+from api.limits import RequestLimits
 from api.stream import LogTail, StreamHub
 from connectors.commissioning import Commissioning
 from connectors.definitions import DefinitionCheckingPublisher, cached_definitions
@@ -162,6 +163,8 @@ class Engine:
             keys=self.keys,
             settings=ApiSettings(
                 max_batch_samples=ing.max_batch_samples,
+                max_batch_readings=ing.max_batch_readings,
+                limits=RequestLimits.of(self.config.api, ing),
                 strict_signals=ing.strict_signals,
                 known_signals=frozenset(ing.signals),
                 sql_max_rows=self.config.api.sql_max_rows,
@@ -197,9 +200,8 @@ class Engine:
 
     async def serve(self, stop: asyncio.Event, with_api: bool = True) -> None:
         """Run connectors, the runtime and (optionally) the API until ``stop``."""
-        import uvicorn
-
         from api.app import create_app
+        from api.server import build_server
 
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="runtime")
         alarms_task = asyncio.create_task(self._alarms(stop), name="alarms")
@@ -217,19 +219,14 @@ class Engine:
         server = None
         if with_api:
             app = create_app(self.app_context())
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=self.config.api.host,
-                    port=self.config.api.port,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                    timeout_graceful_shutdown=5,
-                )
-            )
             # the engine owns SIGINT/SIGTERM (it stops connectors and the runtime too)
-            server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+            server = build_server(
+                app,
+                self.config.api.host,
+                self.config.api.port,
+                self.config.api.server,
+                timeout_graceful_shutdown=5,
+            )
             api_task = asyncio.create_task(server.serve(), name="api")
         await stop.wait()
         self.stream_hub.close()  # ends open event streams, or uvicorn waits on them

@@ -126,7 +126,10 @@ async def test_query_parameters_are_documented(openapi: dict[str, Any]) -> None:
 
 
 async def test_ingest_documents_the_sample_schema(openapi: dict[str, Any]) -> None:
-    sample = openapi["components"]["schemas"]["SampleIn"]
+    op = openapi["paths"][f"{V1}/identities/{{identity}}/data"]["post"]
+    body = op["requestBody"]["content"]["application/json"]["schema"]
+    assert body["type"] == "array"
+    sample = body["items"]
     assert set(sample["properties"]) == {"timestamp", "values", "quality"}
     assert sample["required"] == ["timestamp", "values"]
     assert sample.get("additionalProperties") is False
