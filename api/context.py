@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import KeyStore, Principal
 from api.device_auth import CredentialHasher, FailureLimiter, VerifiedCache, parse_allowlist
 from api.errors import ApiError
+from api.slots import Slots
 from api.limits import RequestLimits
 from pipeline.connector import EventPublisher
 from pipeline.identities.config import RegistryConfig
@@ -40,8 +41,18 @@ class ApiSettings:
     max_past_us: int = 10 * 365 * 86_400 * 1_000_000 + 3 * 86_400 * 1_000_000
     strict_signals: bool = False
     known_signals: frozenset[str] = frozenset()
+    #: analyst SQL limits (``projections.sandbox.SqlLimits``): result rows, time,
+    #: memory, rows and bytes read, result bytes, threads per query
     sql_max_rows: int = 100_000
     sql_timeout_s: float = 10.0
+    sql_max_memory_bytes: int = 1 << 30
+    sql_max_rows_to_read: int = 1_000_000_000
+    sql_max_bytes_to_read: int = 10 << 30
+    sql_max_result_bytes: int = 32 << 20
+    sql_max_threads: int = 2
+    #: analyst queries running at once, in all and per caller (more: 429)
+    sql_max_concurrent: int = 4
+    sql_max_concurrent_per_principal: int = 2
 
 
 async def _no_wait(topic: str) -> bool:
@@ -81,6 +92,10 @@ class AppContext:
         #: writes of this process invalidate them at once, others within ``ttl_s``
         self.status_cache = TtlCache(1.0)
         self.defs_cache = TtlCache(1.0)
+        #: analyst queries running (``POST /api/v1/sql``), per API key and in all
+        self.sql_slots = Slots(
+            self.settings.sql_max_concurrent, self.settings.sql_max_concurrent_per_principal
+        )
 
     def lock(self, key: str) -> asyncio.Lock:
         """Serializes check-then-write on one identity (or resource) in this process."""

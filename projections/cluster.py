@@ -7,6 +7,9 @@ Every ``CREATE TABLE db.t (...) ENGINE = <X>MergeTree[(args)] ...`` becomes
 * ``db.t ON CLUSTER '<c>' AS db.t_local ENGINE = Distributed('<c>', db, t_local, key)``,
   the table that the writer and the queries name, as on a single server.
 
+``CREATE VIEW IF NOT EXISTS db.v AS SELECT ...`` becomes the same view ``ON CLUSTER``
+(over the Distributed tables, which keep the names the view's query uses).
+
 ``non_replicated_deduplication_window`` becomes ``replicated_deduplication_window``, so a
 retried insert with the same ``insert_deduplication_token`` is still dropped.
 
@@ -42,6 +45,10 @@ _IDENT = r"(?:`[^`]+`|[A-Za-z_][A-Za-z0-9_]*)"
 _CREATE_DB = re.compile(rf"^CREATE\s+DATABASE\s+IF\s+NOT\s+EXISTS\s+({_IDENT})$", re.I)
 _CREATE_TABLE = re.compile(
     rf"^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+({_IDENT})\.({_IDENT})\s*", re.I
+)
+_CREATE_VIEW = re.compile(
+    rf"^CREATE\s+VIEW\s+IF\s+NOT\s+EXISTS\s+({_IDENT})\.({_IDENT})\s+AS\s+(SELECT\s.*)$",
+    re.I | re.S,
 )
 _AS_TABLE = re.compile(rf"^AS\s+({_IDENT})\.({_IDENT})\s*", re.I)
 _ENGINE = re.compile(r"^ENGINE\s*=\s*([A-Za-z]+)\s*", re.I)
@@ -228,6 +235,11 @@ def cluster_statement(stmt: str, cluster: str, known: dict[str, _Table]) -> list
     text = stmt.strip().rstrip(";").strip()
     if (m := _CREATE_DB.match(text)) is not None:
         return [f"CREATE DATABASE IF NOT EXISTS {m.group(1)} {on_cluster(cluster)}"]
+    if (v := _CREATE_VIEW.match(text)) is not None:
+        if re.search(r"\bON\s+CLUSTER\b", text, re.I):
+            raise ClusterSqlError(f"{v.group(1)}.{v.group(2)} already names a cluster")
+        name = f"{v.group(1)}.{v.group(2)}"
+        return [f"CREATE VIEW IF NOT EXISTS {name} {on_cluster(cluster)} AS {v.group(3)}"]
     table = parse_create_table(text, known)
     known[f"{table.db}.{table.name}"] = table
     return cluster_create_table(table, cluster)

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 import pyarrow.compute as pc
 
-from pipeline.errors import StoreError
-from projections.store.base import ProjectionStore, QueryResult
+from projections.store.base import ProjectionStore
 
 KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
 AGG_FIELDS = ("count", "min", "max", "sum", "avg", "first", "last")
@@ -205,73 +204,6 @@ def _count_latest(store: ProjectionStore, where: list[str], params: dict[str, An
         "SELECT count() FROM millrace.latest FINAL WHERE " + " AND ".join(where), params
     )
     return int(res.rows[0][0]) if res.rows else 0
-
-
-#: leading keywords of the statements the read-only SQL path runs
-READ_KEYWORDS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "EXISTS", "EXPLAIN")
-_WRAPPABLE = ("SELECT", "WITH")
-_REFUSED_CLAUSES = (" INTO OUTFILE ", " FORMAT ")
-
-
-class QueryRejected(ValueError):
-    """Analyst SQL refused before it runs; ``status`` is 400 (malformed) or 403
-    (not read-only)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def normalize(store: ProjectionStore, sql: str) -> str:
-    """ClickHouse's own parser, given the text as a bound parameter (never spliced):
-    one statement, comments dropped, keywords upper-cased, on one line."""
-    try:
-        res = store.execute("SELECT formatQuerySingleLine({q:String})", {"q": sql})
-    except StoreError as exc:
-        text = str(exc)
-        if "Multi-statements" in text:
-            raise QueryRejected(400, "one statement per request") from None
-        raise QueryRejected(400, _first_line(text)) from None
-    return str(res.rows[0][0]) if res.rows else ""
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "invalid query"
-
-
-def check_read_only(stmt: str) -> str:
-    """The statement's leading keyword if the read-only path may run it."""
-    keyword = stmt.split(" ", 1)[0].upper()
-    if keyword not in READ_KEYWORDS:
-        raise QueryRejected(
-            403, f"{keyword or 'this statement'} is not allowed: the SQL endpoint is read-only"
-        )
-    padded = f" {stmt} "
-    for clause in _REFUSED_CLAUSES:
-        if clause in padded:
-            raise QueryRejected(
-                403 if clause == " INTO OUTFILE " else 400,
-                f"{clause.strip()} is not allowed here (the server sets output and limits)",
-            )
-    return keyword
-
-
-def readonly_query(
-    store: ProjectionStore, sql: str, max_rows: int, timeout_s: float
-) -> QueryResult:
-    """Run one analyst statement: parsed by :func:`normalize`, checked by
-    :func:`check_read_only`, executed under ClickHouse's own ``readonly = 1`` (no
-    writes, no file/url table functions) with a time and a result-row limit."""
-    stmt = normalize(store, sql)
-    keyword = check_read_only(stmt)
-    settings = {
-        "readonly": 1,
-        "max_execution_time": timeout_s,
-        "max_result_rows": max_rows,
-        "result_overflow_mode": "throw",
-    }
-    text = f"SELECT * FROM ({stmt})" if keyword in _WRAPPABLE else stmt
-    return store.execute(text, settings=settings)
 
 
 def dead_letters(

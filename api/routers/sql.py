@@ -1,4 +1,4 @@
-"""Read-only SQL for analysts, on the same ClickHouse the pipeline writes."""
+"""Read-only SQL for analysts, in the sandbox of ``projections.sandbox``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from api.context import AppContext, context, viewer
 from api.errors import ApiError
 from api.responses import JsonResponse
 from api.routing import StrictRoute
-from pipeline.errors import StoreError
-from projections import queries
+from projections import sandbox
+from projections.store.base import ProjectionStore
 
 router = APIRouter(tags=["sql"], route_class=StrictRoute)
 
@@ -32,26 +32,23 @@ def _rejected(status: int, code: str, message: str) -> ApiError:
     return ApiError(status, code, f"query: {message}", [{"field": "query", "message": message}])
 
 
-def _run(ctx: AppContext, req: SqlRequest) -> dict[str, Any]:
-    max_rows = min(req.max_rows or ctx.settings.sql_max_rows, ctx.settings.sql_max_rows)
-    try:
-        res = queries.readonly_query(ctx.store, req.query, max_rows, ctx.settings.sql_timeout_s)
-    except queries.QueryRejected as exc:
-        code = "read_only" if exc.status == 403 else "invalid_query"
-        raise _rejected(exc.status, code, str(exc)) from None
-    except StoreError as exc:
-        text = str(exc)
-        if "(READONLY)" in text:
-            raise _rejected(
-                403, "read_only", "not allowed: the SQL endpoint is read-only"
-            ) from None
-        if "(TOO_MANY_ROWS_OR_BYTES)" in text:
-            raise _rejected(400, "too_many_rows", f"the result exceeds {max_rows} rows") from None
-        if "(TIMEOUT_EXCEEDED)" in text:
-            raise _rejected(
-                400, "timeout", f"the query ran longer than {ctx.settings.sql_timeout_s} s"
-            ) from None
-        raise _rejected(400, "query_failed", text.strip().splitlines()[0]) from None
+def _limits(ctx: AppContext, req: SqlRequest) -> sandbox.SqlLimits:
+    s = ctx.settings
+    return sandbox.SqlLimits(
+        max_execution_time=s.sql_timeout_s,
+        max_memory_usage=s.sql_max_memory_bytes,
+        max_rows_to_read=s.sql_max_rows_to_read,
+        max_bytes_to_read=s.sql_max_bytes_to_read,
+        max_result_rows=min(req.max_rows or s.sql_max_rows, s.sql_max_rows),
+        max_result_bytes=s.sql_max_result_bytes,
+        max_threads=s.sql_max_threads,
+    )
+
+
+def _run(
+    store: ProjectionStore, query: str, limits: sandbox.SqlLimits, allowed: frozenset[str]
+) -> dict[str, Any]:
+    res = sandbox.readonly_query(store, query, limits, allowed)
     return {
         "columns": [{"name": n, "type": t} for n, t in zip(res.columns, res.types, strict=True)],
         "rows": res.rows,
@@ -63,11 +60,74 @@ def _run(ctx: AppContext, req: SqlRequest) -> dict[str, Any]:
     }
 
 
-@router.post("/sql", summary="Run read-only SQL", response_model=models.SqlResult)
+def _tables(names: frozenset[str]) -> str:
+    return ", ".join(f"`{t}`" for t in sorted(names))
+
+
+DESCRIPTION = f"""One statement — `SELECT` (with `WITH`, `UNION`, subqueries, joins),
+`DESCRIBE` or `EXPLAIN` of a `SELECT` — checked on ClickHouse's own parse tree before
+it runs (`projections.sandbox`).
+
+**Tables** (always `millrace.<table>`): {_tables(sandbox.ANALYST_TABLES)}; roles that may
+read audits (operator, admin) also {_tables(sandbox.AUDIT_TABLES)}. Any other table
+(`millrace.identities`, `millrace.deadletter`, `system.*`, …) answers 403
+`forbidden_table`.
+
+**Refused with 403**: table functions of any kind (`file`, `url`, `s3`, `numbers`,
+`remote`, …: `table_function_not_allowed`); dictionary, `joinGet`, `file`, settings,
+filesystem and `sleep` functions (`function_not_allowed`); `SETTINGS`, `FORMAT`,
+`INTO OUTFILE` (`clause_not_allowed`); `SHOW`, `EXISTS` (`statement_not_allowed`);
+writes, `SET`, `USE` (`read_only`).
+
+**Limits** (server configuration, `api.sql_*`): run time, memory, rows and bytes read,
+result rows (`max_rows` may lower it) and bytes, threads. A query over a limit answers
+400 `limit_exceeded` (memory, rows or bytes read), `result_too_large` or `timeout`,
+naming the limit. More than `sql_max_concurrent_per_principal` queries of one API key,
+or `sql_max_concurrent` in all, running at once: 429 `too_many_queries` with
+`Retry-After`. Every error names the field `query`."""
+
+
+@router.post(
+    "/sql",
+    summary="Run read-only SQL",
+    response_model=models.SqlResult,
+    description=DESCRIPTION,
+)
 async def run_sql(
-    req: SqlRequest, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+    req: SqlRequest, ctx: AppContext = Depends(context), principal: Principal = Depends(viewer)
 ) -> JsonResponse:
-    """One statement (SELECT, SHOW, DESCRIBE, EXISTS, EXPLAIN) under ClickHouse's
-    ``readonly = 1`` with a time limit and a row limit. Statements that write — or
-    read files and URLs — answer 403."""
-    return JsonResponse(await asyncio.to_thread(_run, ctx, req))
+    """Analyst SQL in the sandbox; see ``DESCRIPTION`` (the OpenAPI text)."""
+    key = principal.key_id
+    slots = ctx.sql_slots
+    if not slots.try_acquire(key):
+        raise ApiError(
+            429,
+            "too_many_queries",
+            "query: too many analyst queries running; retry later",
+            [{"field": "query", "message": "too many analyst queries running"}],
+            headers={"Retry-After": "1"},
+        )
+    store = getattr(ctx, "analyst_store", None) or ctx.store
+    allowed = sandbox.allowed_tables(read_audits=principal.has("operator"))
+    try:
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(
+            getattr(ctx, "sql_executor", None), _run, store, req.query, _limits(ctx, req), allowed
+        )
+    except BaseException:
+        slots.release(key)
+        raise
+
+    def finished(f: asyncio.Future[dict[str, Any]]) -> None:
+        # the slot is free when the query is, not when the request is (a client that
+        # went away leaves its query running on the thread until a limit stops it)
+        slots.release(key)
+        if not f.cancelled():
+            f.exception()
+
+    done.add_done_callback(finished)
+    try:
+        body = await asyncio.shield(done)
+    except sandbox.QueryRejected as exc:
+        raise _rejected(exc.status, exc.code, str(exc)) from None
+    return JsonResponse(body)

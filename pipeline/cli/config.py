@@ -36,6 +36,13 @@ class ApiConfig(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     sql_max_rows: int = Field(100_000, ge=1)
     sql_timeout_s: float = Field(10.0, gt=0)
+    sql_max_memory_bytes: int = Field(1 << 30, ge=1 << 20, description="per analyst query")
+    sql_max_rows_to_read: int = Field(1_000_000_000, ge=1)
+    sql_max_bytes_to_read: int = Field(10 << 30, ge=1)
+    sql_max_result_bytes: int = Field(32 << 20, ge=1)
+    sql_max_threads: int = Field(2, ge=1, le=64, description="threads per analyst query")
+    sql_max_concurrent: int = Field(4, ge=1, description="analyst queries at once (429 beyond)")
+    sql_max_concurrent_per_principal: int = Field(2, ge=1, description="per API key")
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="request body limit of every route but ingest"
     )
@@ -49,6 +56,24 @@ class ApiConfig(BaseModel):
     stream_max_per_key: int = Field(
         20, ge=1, description="live streams one API key may have open (429 beyond)"
     )
+
+
+    def sql_limits(self) -> dict[str, Any]:
+        """The analyst SQL limits, as ``api.context.ApiSettings`` names them."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "sql_max_rows",
+                "sql_timeout_s",
+                "sql_max_memory_bytes",
+                "sql_max_rows_to_read",
+                "sql_max_bytes_to_read",
+                "sql_max_result_bytes",
+                "sql_max_threads",
+                "sql_max_concurrent",
+                "sql_max_concurrent_per_principal",
+            )
+        }
 
 
 class IngestConfig(BaseModel):

@@ -145,13 +145,15 @@ def sql(
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     max_rows: Annotated[int, typer.Option(help="result row limit")] = 10_000,
 ) -> None:
-    """Query the projections of a data directory while the engine is stopped."""
-    from projections import queries
+    """Query the projections of a data directory while the engine is stopped, in the
+    analyst sandbox (``projections.sandbox``; the audit trail included)."""
+    from projections import sandbox
     from projections.store.chdb import ChdbStore
 
     store = ChdbStore((data_dir or Path("./data")) / "chdb")
+    limits = sandbox.SqlLimits(max_execution_time=60.0, max_result_rows=max_rows)
     try:
-        res = queries.readonly_query(store, query, max_rows, 60.0)
+        res = sandbox.readonly_query(store, query, limits, sandbox.allowed_tables(True))
     except (ValueError, MillraceError) as exc:
         _fail(exc)
         return

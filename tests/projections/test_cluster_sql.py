@@ -146,7 +146,7 @@ def test_bad_cluster_name_raises() -> None:
 
 
 def test_unknown_shape_in_a_migration_file_raises(tmp_path: Path) -> None:
-    (tmp_path / "0001_x.sql").write_text("CREATE VIEW IF NOT EXISTS db.v AS SELECT 1;\n")
+    (tmp_path / "0001_x.sql").write_text("CREATE FUNCTION f AS x -> x;\n")
     with pytest.raises(ClusterSqlError, match="unknown statement shape"):
         cluster_statements("c", tmp_path)
 
