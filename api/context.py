@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,10 @@ class AppContext:
     hasher: CredentialHasher = field(default_factory=CredentialHasher)
     #: the live stream's hub (``/api/v1/stream``); None: the stream routes answer 503
     stream: StreamHub | None = None
+    #: analyst SQL's own store (sessions no API read waits for); None: ``store``
+    analyst_store: ProjectionStore | None = None
+    #: analyst SQL's own threads (``POST /api/v1/sql``); None: the loop's default pool
+    sql_executor: Executor | None = None
 
     def __post_init__(self) -> None:
         from projections.registry import RegistryQueries

@@ -43,6 +43,12 @@ class ApiConfig(BaseModel):
     sql_max_threads: int = Field(2, ge=1, le=64, description="threads per analyst query")
     sql_max_concurrent: int = Field(4, ge=1, description="analyst queries at once (429 beyond)")
     sql_max_concurrent_per_principal: int = Field(2, ge=1, description="per API key")
+    read_sessions: int = Field(
+        3, ge=1, le=64, description="chDB sessions for API reads: reads that run at once"
+    )
+    sql_sessions: int = Field(
+        2, ge=1, le=16, description="chDB sessions and threads for analyst SQL: queries at once"
+    )
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="request body limit of every route but ingest"
     )

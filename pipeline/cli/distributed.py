@@ -24,6 +24,7 @@ from pipeline.connector import Connector
 from pipeline.errors import ConfigError
 from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 from pipeline.publisher import LogPublisher
+from pipeline.runtime.executors import OwnThreads
 
 log = logging.getLogger("millrace")
 
@@ -108,8 +109,17 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
     event_log = kafka_log(cfg)
     await event_log.start()
     store = ClickHouseServerStore(
-        cfg.distributed.clickhouse_url, cluster=cfg.distributed.clickhouse_cluster
+        cfg.distributed.clickhouse_url,
+        pool_size=cfg.api.read_sessions,
+        cluster=cfg.distributed.clickhouse_cluster,
     )
+    # analyst SQL on connections and threads of its own: no API read waits for them
+    analyst_store = ClickHouseServerStore(
+        cfg.distributed.clickhouse_url,
+        pool_size=cfg.api.sql_sessions,
+        cluster=cfg.distributed.clickhouse_cluster,
+    )
+    sql_threads = OwnThreads("millrace-sql", cfg.api.sql_sessions)
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     keys = KeyStore(Path(cfg.data_dir) / "api_keys.json", os.environ.get("MILLRACE_API_KEY"))
     publisher = LogPublisher(event_log)
@@ -141,6 +151,8 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
         ),
         status=status,
         registry=cfg.identities,
+        analyst_store=analyst_store,
+        sql_executor=sql_threads.executor,
     )
     server = build_server(create_app(ctx), cfg.api.host, cfg.api.port, cfg.api.server)
     task = asyncio.create_task(server.serve())
@@ -154,7 +166,9 @@ async def run_api(cfg: MillraceConfig, stop: asyncio.Event | None = None) -> Non
             await asyncio.wait_for(tail_task, 5)
         with contextlib.suppress(Exception):
             await task
+        sql_threads.shutdown(wait=False, cancel_futures=True)
         store.close()
+        analyst_store.close()
         await event_log.close()
 
 

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,13 @@ from pipeline.processors.status import StatusProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
+from pipeline.runtime.executors import OwnThreads
 from pipeline.topics import ALARMS
 from projections.alarms import AlarmQueries
 from projections.checkpoints import StoreCheckpoints
 from projections.migrations import migrate
 from projections.registry import RegistryQueries
-from projections.store.chdb import ChdbStore
+from projections.store.chdb import ANALYST_SETTINGS, PIPELINE_SETTINGS, ChdbStore
 from projections.watch import IdentityWatch, WatchSettings
 from projections.writer import ProjectionWriter
 
@@ -75,8 +77,17 @@ class Engine:
         self.config = config
         data = Path(config.data_dir)
         self.log = LocalEventLog(data / "log", config.log)
-        self.write_store = ChdbStore(data / "chdb")
-        self.read_store = ChdbStore(data / "chdb")
+        # chDB sessions (projections.store.chdb): the writer's; a pool for API reads;
+        # a pool for analyst SQL whose queries give way to the others' and use one
+        # thread each, run on threads of its own
+        self.write_store = ChdbStore(data / "chdb", settings=PIPELINE_SETTINGS)
+        self.read_store = ChdbStore(
+            data / "chdb", sessions=config.api.read_sessions, settings=PIPELINE_SETTINGS
+        )
+        self.analyst_store = ChdbStore(
+            data / "chdb", sessions=config.api.sql_sessions, settings=ANALYST_SETTINGS
+        )
+        self.sql_threads = OwnThreads("millrace-sql", config.api.sql_sessions)
         self.codec = default_codec()
         self.publisher = LogPublisher(self.log, self.codec)
         # live streams (SSE): the hub, fed by a tail of the log's ends
@@ -109,7 +120,7 @@ class Engine:
         # this process's heartbeat, under the runner name connectors report
         self.heartbeat = RunnerHeartbeat(self.publisher, socket.gethostname(), 10.0)
         # the alarm runner keeps its checkpoints through a session of its own
-        self.alarm_store = ChdbStore(data / "chdb")
+        self.alarm_store = ChdbStore(data / "chdb", settings=PIPELINE_SETTINGS)
         self.alarms = AlarmRunner(
             self.log,
             self.publisher,
@@ -175,6 +186,8 @@ class Engine:
             registry=self.config.identities,
             wait_applied=self.wait_applied,
             stream=self.stream_hub,
+            analyst_store=self.analyst_store,
+            sql_executor=self.sql_threads.executor,
         )
 
     async def wait_applied(self, topic: str, timeout_s: float = 5.0) -> bool:
@@ -202,6 +215,12 @@ class Engine:
         from api.app import create_app
         from api.server import build_server
 
+        # the loop's default pool (asyncio.to_thread) is left to the API's reads and the
+        # engine's small stages: the runtime, the log and analyst SQL have their own
+        threads = self.config.api.read_sessions + 4
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(threads, thread_name_prefix="millrace-api")
+        )
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="runtime")
         alarms_task = asyncio.create_task(self._alarms(stop), name="alarms")
         heartbeat_task = asyncio.create_task(self.heartbeat.run(stop), name="heartbeat")
@@ -309,19 +328,22 @@ class Engine:
             await asyncio.sleep(every_s)
             try:
                 if cfg.fsync == "interval":
-                    await asyncio.to_thread(self.log.flush)
+                    await self.log.flush_async()
                 if time.monotonic() - last_retention >= 60:
                     last_retention = time.monotonic()
                     if cfg.retention_ms is not None or cfg.retention_bytes is not None:
-                        await asyncio.to_thread(self.log.enforce_retention)
+                        await self.log.enforce_retention_async()
             except Exception:  # upkeep must not take the engine down
                 log.exception("log upkeep failed")
 
     async def close(self) -> None:
         await self.log.close()
+        self.runtime.close()
+        self.sql_threads.shutdown(wait=False, cancel_futures=True)
         self.alarm_store.close()
         self.write_store.close()
         self.read_store.close()
+        self.analyst_store.close()
 
 
 def _connector_stats(c: Connector) -> dict[str, Any]:

@@ -61,9 +61,10 @@ class OwnThreads:
         """Run ``fn(*args, **kwargs)`` on these threads and wait for it."""
         return await run_in(self.executor, fn, *args, **kwargs)
 
-    def shutdown(self, wait: bool = True) -> None:
-        """End the threads; with ``wait``, after the calls already submitted finish."""
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """End the threads; with ``wait``, after the calls already running finish (and
+        the queued ones, unless ``cancel_futures``)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait)
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -89,6 +89,14 @@ def _bind(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+#: session settings of the pipeline's and the API's stores: they take precedence (see
+#: ``priority`` above) over analyst queries
+PIPELINE_SETTINGS: dict[str, Any] = {"priority": 1}
+#: session settings of the analyst SQL store: paused while a pipeline or API query runs,
+#: one thread per query (a query's own SETTINGS may lower limits further)
+ANALYST_SETTINGS: dict[str, Any] = {"priority": 10, "max_threads": 1}
+
+
 class ChdbStore(ProjectionStore):
     """Projection store on chDB: ``path`` None = in memory (tests).
 
