@@ -106,9 +106,23 @@ NOTES: dict[str, str] = {
         "evaluate + the alarms it appends: no rule on telemetry (batches skipped "
         "undecoded), one limit rule on 1 signal in 25, one limit rule per signal."
     ),
+    "isolation": (
+        "bench/isolation.py: a real `millrace run` (simulator devices x 25 signals every "
+        "200 ms, at half of `e2e_loop_readings_per_s`; API on 127.0.0.1), measured for N s "
+        "idle, then for N s while seven viewer keys each send at once `POST /api/v1/sql` "
+        "with a query that runs into its 10 s limit (a cross join of `millrace.readings` "
+        "with 1000 of its values, hashing each pair). One client probes sequentially: an "
+        "ingest `POST /identities/probe-0/data` of one reading, then `GET /signals/latest"
+        "?limit=1000` (timed: `latest_1000_*`) and `GET /signals/latest?identities=probe-0` "
+        "until the reading shows (`queryable_*`: from before the POST until then; includes "
+        "the polls), 20 ms apart. `skipped_ticks`: ticks the simulator dropped because it "
+        "fell a whole interval behind. `sql_*`: how the analysts' queries ended (timeout: "
+        "ran its 10 s; 429: over the concurrency limit). `*_other_cores`: CPU of every "
+        "other process on the machine during the phase."
+    ),
 }
 
-ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "connectors", "alarms")
+ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "connectors", "alarms", "isolation")
 
 
 def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
@@ -122,6 +136,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "log": {"seconds": 1.5 if quick else 6.0},
         "connectors": {"seconds": 2 if quick else 10},
         "alarms": {"seconds": 2 if quick else 5},
+        "isolation": {"seconds": 4 if quick else 10},
     }
 
 
@@ -176,6 +191,10 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         from bench.alarm_bench import run as alarm_run
 
         return alarm_run(params["seconds"])
+    if group == "isolation":
+        from bench.isolation import measure as isolation_measure
+
+        return isolation_measure(params["seconds"], workdir, params.get("rate"))
     raise ValueError(f"unknown group {group!r}")
 
 
@@ -304,6 +323,10 @@ def main() -> None:
             e2e_rate = results.get("e2e", ({}, None, ""))[0].get("e2e_readings_per_s")
             half = 0.5 * e2e_rate[0] if e2e_rate else 100_000.0
             p["rate" if group == "latency" else "load_rate"] = half
+        if group == "isolation":
+            # millrace run: the connector on the engine's loop
+            loop_rate = results.get("e2e_loop", ({}, None, ""))[0].get("e2e_loop_readings_per_s")
+            p["rate"] = 0.5 * loop_rate[0] if loop_rate else 125_000.0
         print(f"# {group} ...", file=sys.stderr, flush=True)
         results[group] = _spawn(group, p, workdir)
         figs, load, err = results[group]
