@@ -74,10 +74,17 @@ def raise_nofile_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
+def accept_backlog(nofile: int) -> int:
+    """The listen backlog, which is also how many connections asyncio accepts in one go
+    (each an open file descriptor until refused): ``nofile / 8``, 16 to 2048."""
+    return min(2048, max(16, nofile // 8))
+
+
 def connection_cap(configured: int, nofile: int) -> int:
     """``configured``, lowered so that the connections leave file descriptors for the
-    rest of the process (log segments, the store, Kafka): ``min(1024, nofile / 2)``."""
-    reserve = min(1024, nofile // 2)
+    rest of the process (log segments, the store, Kafka: ``min(1024, nofile / 4)``) and
+    for two bursts of accepted connections not yet refused (``2 * accept_backlog``)."""
+    reserve = min(1024, nofile // 4) + 2 * accept_backlog(nofile)
     return max(1, min(configured, nofile - reserve))
 
 
@@ -168,6 +175,15 @@ REFUSED = _raw_response(
 )
 
 
+def head_too_large(limit: int) -> bytes:
+    return _raw_response(
+        431,
+        b"Request Header Fields Too Large",
+        "headers_too_large",
+        f"request line and headers larger than {limit} bytes",
+    )
+
+
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the timers, caps and discard bound of the module
     doc. :func:`protocol_class` makes a subclass carrying the limits."""
@@ -181,6 +197,9 @@ class LimitedH11Protocol(H11Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind: str | None = None
         self._discarded = 0
+        #: request head bytes seen so far, and the last 3 (a head end split over reads)
+        self._head_seen = 0
+        self._head_tail = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         peer = get_remote_addr(transport)
@@ -213,8 +232,25 @@ class LimitedH11Protocol(H11Protocol):
             if self._discarded > self.limits.linger_bytes:
                 self._close()
                 return
+        if self.conn.their_state is h11.IDLE and not self._head_fits(data):
+            self._answer_and_close(head_too_large(self.limits.max_header_bytes))
+            return
         super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._head_seen, self._head_tail = 0, b""
         self._watch()
+
+    def _head_fits(self, data: bytes) -> bool:
+        """Whether the request head (line and headers) stays within
+        ``max_header_bytes`` with ``data``: h11 bounds only a head that arrives in
+        pieces, not one that arrives whole in one read."""
+        joined = self._head_tail + data
+        end = joined.find(b"\r\n\r\n")
+        if end == -1:
+            self._head_seen += len(data)
+            self._head_tail = joined[-3:]
+            return self._head_seen <= self.limits.max_header_bytes
+        return self._head_seen - len(self._head_tail) + end + 4 <= self.limits.max_header_bytes
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -225,16 +261,15 @@ class LimitedH11Protocol(H11Protocol):
         else 400; JSON like every other error; the connection is closed."""
         buffered, _ = self.conn.trailing_data
         if len(buffered) > self.limits.max_header_bytes:
-            raw = _raw_response(
-                431,
-                b"Request Header Fields Too Large",
-                "headers_too_large",
-                f"request line and headers larger than {self.limits.max_header_bytes} bytes",
-            )
+            self._answer_and_close(head_too_large(self.limits.max_header_bytes))
         else:
-            raw = _raw_response(400, b"Bad Request", "invalid_http", msg)
-        self.transport.write(raw)
-        self.transport.close()
+            self._answer_and_close(_raw_response(400, b"Bad Request", "invalid_http", msg))
+
+    def _answer_and_close(self, raw: bytes) -> None:
+        self._cancel_timer()
+        if not self.transport.is_closing():
+            self.transport.write(raw)
+            self.transport.close()
 
     # -- timers ---------------------------------------------------------------------
 
@@ -349,6 +384,7 @@ def build_server(
         "access_log": False,
         "lifespan": "off",
         "ws": "none",
+        "backlog": accept_backlog(nofile),
         **config,
     }
     server = uvicorn.Server(
