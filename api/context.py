@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import KeyStore, Principal
 from api.device_auth import CredentialHasher, FailureLimiter, VerifiedCache, parse_allowlist
 from api.errors import ApiError
-from api.slots import Slots
 from api.limits import RequestLimits
+from api.slots import Slots
 from pipeline.connector import EventPublisher
 from pipeline.identities.config import RegistryConfig
 from projections.store.base import ProjectionStore
@@ -50,7 +50,7 @@ class ApiSettings:
     sql_max_rows_to_read: int = 1_000_000_000
     sql_max_bytes_to_read: int = 10 << 30
     sql_max_result_bytes: int = 32 << 20
-    sql_max_threads: int = 2
+    sql_max_threads: int = 1
     #: analyst queries running at once, in all and per caller (more: 429)
     sql_max_concurrent: int = 4
     sql_max_concurrent_per_principal: int = 2

@@ -154,7 +154,7 @@ class SqlLimits:
     max_bytes_to_read: int = 10 << 30
     max_result_rows: int = 100_000
     max_result_bytes: int = 32 << 20
-    max_threads: int = 2
+    max_threads: int = 1
 
     def settings(self) -> dict[str, Any]:
         return {

@@ -40,7 +40,7 @@ class ApiConfig(BaseModel):
     sql_max_rows_to_read: int = Field(1_000_000_000, ge=1)
     sql_max_bytes_to_read: int = Field(10 << 30, ge=1)
     sql_max_result_bytes: int = Field(32 << 20, ge=1)
-    sql_max_threads: int = Field(2, ge=1, le=64, description="threads per analyst query")
+    sql_max_threads: int = Field(1, ge=1, le=64, description="threads per analyst query")
     sql_max_concurrent: int = Field(4, ge=1, description="analyst queries at once (429 beyond)")
     sql_max_concurrent_per_principal: int = Field(2, ge=1, description="per API key")
     read_sessions: int = Field(
@@ -62,7 +62,6 @@ class ApiConfig(BaseModel):
     stream_max_per_key: int = Field(
         20, ge=1, description="live streams one API key may have open (429 beyond)"
     )
-
 
     def sql_limits(self) -> dict[str, Any]:
         """The analyst SQL limits, as ``api.context.ApiSettings`` names them."""
