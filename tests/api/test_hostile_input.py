@@ -27,7 +27,10 @@ from tests.api.conftest import NOW_US, V1, Api, error_of, uid
 
 SURROGATE = b'"\\ud800"'
 HUGE_INT = b"9" * 5000
-DEEP = b"[" * 100_000 + b"]" * 100_000
+#: deeper than orjson's 1024 and the stdlib's recursion limit, small enough for any route
+DEEP = b"[" * 2_000 + b"]" * 2_000
+#: the issue's 100,000 levels: 200 kB, over the body limit of most routes
+VERY_DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 def json_with(body: Any) -> bytes:
@@ -161,6 +164,16 @@ async def test_every_json_body_refuses_what_utf8_or_int64_cannot_hold(
         assert_body_refused(r, f"{method} {path}")
 
 
+async def test_every_json_body_refuses_100k_levels(api: Api) -> None:
+    """400 where the route takes a body that large, else 413 (its body limit)."""
+    for method, path in _json_operations(api):
+        r = await send(api, method, _fill(path), VERY_DEEP)
+        if r.status_code == 413:
+            assert error_of(r)["details"][0]["field"] == "body", r.text
+        else:
+            assert_body_refused(r, f"{method} {path}")
+
+
 async def test_json_subtypes_and_charset_are_parsed_strictly_too(api: Api) -> None:
     for ctype in ("application/json; charset=utf-8", "application/merge-patch+json"):
         r = await send(api, "POST", "/keys", b'{"name": ' + SURROGATE + b"}", ctype)
@@ -207,7 +220,7 @@ async def test_a_body_that_is_fine_still_works(api: Api) -> None:
         ("application/json", DEEP),
         ("application/yaml", b'connections:\n  "\\ud800": {protocol: modbus}\n'),
         ("application/yaml", b"connections:\n  plc: {protocol: modbus, port: " + HUGE_INT + b"}\n"),
-        ("application/yaml", b"connections: " + b"[" * 100_000 + b"]" * 100_000 + b"\n"),
+        ("application/yaml", b"connections: " + VERY_DEEP + b"\n"),
         ("application/yaml", b"connections: " + b"{a: " * 5_000 + b"1" + b"}" * 5_000 + b"\n"),
         ("text/plain", b"\xed\xa0\x80: 1\n"),
         ("application/yaml", b'connections: "\\UFFFFFFFF"\n'),
