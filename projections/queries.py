@@ -214,7 +214,10 @@ def dead_letters(
     limit: int,
     offset: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Dead letters, newest first, and the total matching."""
+    """Dead letters, newest first, and the total matching. Read through the
+    ``deadletter_public`` view, the one rule for every reader: the payloads of topics
+    that carry credential hashes or the audit trail are blanked (a rejected identity
+    event's payload holds its ``credential_hash``)."""
     params: dict[str, Any] = {}
     where = "1"
     if source_topic:
@@ -227,7 +230,7 @@ def dead_letters(
     res = store.execute(
         "SELECT toUnixTimestamp64Micro(ts), source_topic, source_partition, source_offset, "
         "stage, error_type, reason, key, substringUTF8(payload, 1, 4096), count() OVER () "
-        f"FROM millrace.deadletter FINAL WHERE {where} "
+        f"FROM millrace.deadletter_public WHERE {where} "
         f"ORDER BY ts DESC, source_offset DESC LIMIT {int(offset)}, {int(limit)}",
         params,
     )
