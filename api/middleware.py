@@ -20,8 +20,10 @@ from api.responses import JsonResponse
 
 PROTECTED_PREFIX = "/api/v1"
 #: device-facing routes: a device has no API key. Provisioning is open (guarded by
-#: the provisioning switch and IP allow-list); ingest authenticates the device's own
-#: credential in its route when the caller presents no valid API key.
+#: the provisioning switch and IP allow-list, checked before its body is read); ingest
+#: authenticates the device's own credential in its route when the caller presents no
+#: valid API key, from the headers too: neither route reads a body before deciding, and
+#: ``api.limits`` bounds the body once they do.
 DEVICE_ROUTES = re.compile(r"^/api/v1/(provision|identities/[^/]+/data)$")
 #: browsers' EventSource cannot set headers: the live stream also takes the key as
 #: ``?access_token=`` (when there is no Authorization header; never logged)
