@@ -9,6 +9,7 @@ measured, not assumed (httpx's ASGI transport pulls the body only when the app c
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -218,3 +219,27 @@ async def test_a_large_batch_is_parsed_off_the_loop_and_accepted(api: Api) -> No
     r = await api.ingest(uid(), [{"timestamp": NOW_US, "values": values}])
     assert r.status_code == 202, r.text
     assert r.json()["readings"] == 20_000
+
+
+async def test_every_write_route_refuses_a_bad_credential_before_reading_the_body(
+    api: Api,
+) -> None:
+    """Issue 12: on every route, authentication is decided from the headers (the
+    operations are taken from the app's OpenAPI document)."""
+    checked = 0
+    for template, operations in api.app.openapi()["paths"].items():
+        if template == f"{V1}/provision":
+            continue
+        path = re.sub(r"\{[^}]+\}", "x1", template)
+        for method in {"post", "put", "patch", "delete"} & set(operations):
+            body = Counted(HUGE)
+            r = await api.client.request(
+                method.upper(),
+                path,
+                content=body,
+                headers={"Authorization": "Bearer mr_wrong", "content-type": "application/json"},
+            )
+            assert r.status_code == 401, (method, path, r.text)
+            assert body.pulled <= MIB, (method, path)
+            checked += 1
+    assert checked >= 20
