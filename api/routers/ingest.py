@@ -176,7 +176,7 @@ async def authenticate_device(request: Request, identity: str, ctx: AppContext) 
     if not ok:
         ctx.failures.record_failure(identity, ip)
         raise _unauthorized("invalid API key or device credential")
-    ctx.failures.record_success(identity)
+    ctx.failures.record_success(identity, ip)
     status = await identity_status(ctx, identity)
     if status == "locked":
         raise ApiError(403, "identity_locked", f"identity {identity!r} is locked")

@@ -79,3 +79,18 @@ async def test_an_address_guessing_many_identities_is_blocked(api: Api) -> None:
             f"{V1}/identities/{victim}/data", json=sample, headers=_basic(victim, PASSWORD)
         )
         assert r.status_code == 202, r.text
+
+
+async def test_a_device_that_gets_its_password_right_starts_afresh(api: Api) -> None:
+    """A success clears that (identity, address) pair's failures at once, not after
+    they age out."""
+    name = await _device(api)
+    sample = [{"timestamp": NOW_US, "values": {"t": 1.0}}]
+    url = f"{V1}/identities/{name}/data"
+    async with _client(api, "10.0.0.9") as device:
+        for _ in range(2):
+            for _ in range(9):
+                r = await device.post(url, json=sample, headers=_basic(name, "a typo, long one"))
+                assert r.status_code == 401, r.text
+            r = await device.post(url, json=sample, headers=_basic(name, PASSWORD))
+            assert r.status_code == 202, r.text
