@@ -29,34 +29,35 @@ ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 AUTHENTICATED_ERRORS = (401, 403, 413, 429, 503)
 OPEN_ERRORS = (413, 503)
 
-#: (method, path) of a create -> the operations it links to, and the path parameter
-#: taken from the created object's JSON
-LINKS: dict[tuple[str, str], tuple[str, str, list[tuple[str, str, str]]]] = {
+#: (method, path) of a create -> the path parameter and where it is in the created
+#: object's JSON, and the links: (name, method, path, whether the created object is
+#: sent back as the body — a rule's JSON is a valid replacement of itself)
+LINKS: dict[tuple[str, str], tuple[str, str, list[tuple[str, str, str, bool]]]] = {
     ("post", "/api/v1/identities"): (
         "identity",
         "/identity",
         [
-            ("GetIdentity", "get", "/api/v1/identities/{identity}"),
-            ("UpdateIdentity", "patch", "/api/v1/identities/{identity}"),
-            ("DeleteIdentity", "delete", "/api/v1/identities/{identity}"),
+            ("GetIdentity", "get", "/api/v1/identities/{identity}", False),
+            ("UpdateIdentity", "patch", "/api/v1/identities/{identity}", False),
+            ("DeleteIdentity", "delete", "/api/v1/identities/{identity}", False),
         ],
     ),
     ("post", "/api/v1/resources/{name}"): (
         "name",
         "/name",
         [
-            ("GetResource", "get", "/api/v1/resources/{name}"),
-            ("ReplaceResource", "put", "/api/v1/resources/{name}"),
-            ("DeleteResource", "delete", "/api/v1/resources/{name}"),
+            ("GetResource", "get", "/api/v1/resources/{name}", False),
+            ("ReplaceResource", "put", "/api/v1/resources/{name}", False),
+            ("DeleteResource", "delete", "/api/v1/resources/{name}", False),
         ],
     ),
     ("post", "/api/v1/alarm-rules"): (
         "rule_id",
         "/id",
         [
-            ("GetAlarmRule", "get", "/api/v1/alarm-rules/{rule_id}"),
-            ("ReplaceAlarmRule", "put", "/api/v1/alarm-rules/{rule_id}"),
-            ("DeleteAlarmRule", "delete", "/api/v1/alarm-rules/{rule_id}"),
+            ("GetAlarmRule", "get", "/api/v1/alarm-rules/{rule_id}", False),
+            ("ReplaceAlarmRule", "put", "/api/v1/alarm-rules/{rule_id}", True),
+            ("DeleteAlarmRule", "delete", "/api/v1/alarm-rules/{rule_id}", False),
         ],
     ),
 }
@@ -103,7 +104,7 @@ def _add_links(doc: dict[str, Any]) -> None:
             continue
         created = next(s for s in op["responses"] if s.startswith("2"))
         links = op["responses"][created].setdefault("links", {})
-        for name, t_method, t_path in targets:
+        for name, t_method, t_path, send_back in targets:
             target = paths.get(t_path, {}).get(t_method)
             if target is None:
                 continue
@@ -111,6 +112,8 @@ def _add_links(doc: dict[str, Any]) -> None:
                 "operationId": target["operationId"],
                 "parameters": {param: f"$response.body#{pointer}"},
             }
+            if send_back:
+                links[name]["requestBody"] = "$response.body"
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

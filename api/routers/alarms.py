@@ -59,10 +59,40 @@ Note = Annotated[str | None, Field(max_length=4096)]
 MAX_BATCH = 1000
 #: rule JSON fields the API adds; ignored when sent back
 READ_ONLY_RULE_FIELDS = ("last_update_time", "updated_by")
+
+
 #: the rule body is parsed by hand (400 listing every violation); document it as a rule
+def _rule_body_schema() -> dict[str, Any]:
+    """AlarmRule's schema, with what each kind needs (its model validator) spelled out."""
+    schema = AlarmRule.model_json_schema()
+    for name in READ_ONLY_RULE_FIELDS:
+        schema["properties"][name] = {"description": "read-only: accepted and ignored"}
+    signal = {"type": "string", "minLength": 1, "maxLength": 128}
+
+    def kind(name: str, *needs: str, **extra: Any) -> dict[str, Any]:
+        props: dict[str, Any] = {"kind": {"const": name}}
+        required = list(needs)
+        if name != "resource_deviation":
+            props["signal"] = signal
+            required.append("signal")
+        for field in needs:
+            props.setdefault(field, {"not": {"type": "null"}})
+        return {"properties": props, "required": required, **extra}
+
+    schema["oneOf"] = [
+        kind("limit", anyOf=[{"required": ["high"]}, {"required": ["low"]}]),
+        kind("rate_of_change", "max_rate"),
+        kind("stale", "timeout_s"),
+        kind("equals", "value"),
+        kind("deviation"),
+        kind("resource_deviation"),
+    ]
+    return schema
+
+
 RULE_BODY = {
     "requestBody": {
-        "content": {"application/json": {"schema": AlarmRule.model_json_schema()}},
+        "content": {"application/json": {"schema": _rule_body_schema()}},
         "required": True,
     }
 }
