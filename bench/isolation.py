@@ -55,8 +55,14 @@ SLOW_SQL = (
 
 
 def config_yaml(
-    port: int, devices: int, signals: int, interval_ms: int, sql_timeout_s: float
+    port: int,
+    devices: int,
+    signals: int,
+    interval_ms: int,
+    sql_timeout_s: float,
+    api: dict[str, Any] | None = None,
 ) -> str:
+    extra = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in (api or {}).items())
     return f"""
 simulator:
   devices: {devices}
@@ -66,7 +72,7 @@ simulator:
 api:
   port: {port}
   sql_timeout_s: {sql_timeout_s}
-"""
+{extra}"""
 
 
 def free_port() -> int:
@@ -161,6 +167,12 @@ def _simulator(status: dict[str, Any]) -> dict[str, Any]:
     raise LookupError("no simulator in /status")
 
 
+def _shows(client: httpx.Client, value: int) -> bool:
+    r = client.get("/signals/latest", params={"identities": PROBE})
+    r.raise_for_status()
+    return any(row["value"] == value for row in r.json()["data"])
+
+
 def measure_phase(client: httpx.Client, pid: int, seconds: float, pause_s: float = 0.02) -> Phase:
     """Probe ingest and reads for ``seconds``; counters from ``/status`` around it."""
     phase = Phase()
@@ -183,18 +195,23 @@ def measure_phase(client: httpx.Client, pid: int, seconds: float, pause_s: float
         r = client.get("/signals/latest", params={"limit": 1000})
         phase.latest_ms.append((time.perf_counter() - started) * 1000)
         r.raise_for_status()
-        r = client.get("/signals/latest", params={"identities": PROBE})
-        r.raise_for_status()
-        if any(row["value"] == probe[0] for row in r.json()["data"]):
+        if _shows(client, probe[0]):
             phase.queryable_s.append(time.time() - probe[1])
             probe = None
         time.sleep(pause_s)
-    if probe is not None:
-        phase.unseen_probes = 1
     phase.wall_s = time.monotonic() - t0
     phase.millrace_cores = (_cpu_s(pid) - cpu0) / phase.wall_s
     phase.machine_cores = (_busy_jiffies() - busy0) / os.sysconf("SC_CLK_TCK") / phase.wall_s
     after = client.get("/status").json()["data"]
+    if probe is not None:
+        # the last probe is followed until it shows (or 10 s), outside the phase
+        while not _shows(client, probe[0]):
+            if time.time() - probe[1] > 10:
+                phase.unseen_probes = 1
+                break
+            time.sleep(pause_s)
+        else:
+            phase.queryable_s.append(time.time() - probe[1])
     b, a = _simulator(before), _simulator(after)
     phase.ticks = a["ticks"] - b["ticks"]
     phase.skipped_ticks = a["skipped_ticks"] - b["skipped_ticks"]
@@ -305,12 +322,13 @@ def run(
     warmup_s: float = 5.0,
     queries: int = 7,
     sql_timeout_s: float = 10.0,
+    api: dict[str, Any] | None = None,
     log: Any = None,
 ) -> Run:
     """Start ``millrace run`` in ``workdir``, warm up, measure idle then loaded."""
     port = free_port()
     cfg = workdir / "isolation.yaml"
-    cfg.write_text(config_yaml(port, devices, signals, interval_ms, sql_timeout_s))
+    cfg.write_text(config_yaml(port, devices, signals, interval_ms, sql_timeout_s, api))
     base = f"http://127.0.0.1:{port}/api/v1"
     say = log or (lambda msg: None)
     with (
@@ -354,6 +372,9 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=int, default=200)
     parser.add_argument("--queries", type=int, default=7)
     parser.add_argument("--sql-timeout-s", type=float, default=10.0)
+    parser.add_argument(
+        "--api", default="{}", help='api settings of the config, JSON: {"sql_max_threads": 1}'
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(
@@ -364,6 +385,7 @@ def main() -> None:
             seconds=args.seconds,
             queries=args.queries,
             sql_timeout_s=args.sql_timeout_s,
+            api=json.loads(args.api),
             log=lambda m: print(f"# {m}", file=sys.stderr, flush=True),
         )
     figs = result.figures()

@@ -8,6 +8,12 @@ viewer keys each send a query that runs into its 10 s limit. Before the isolatio
 seven such queries held an ingest POST for 50 s and GET latest for 10 s and the
 simulator skipped 165 ticks.
 
+Analyst queries run at the lowest OS priority where chDB may renice threads
+(CAP_SYS_NICE); without it they compete with the pipeline at equal priority, and on 2
+cores — where ingest at this rate takes 1.5 of them — only one analyst query on one
+thread at a time leaves ingest its share: the test then runs with the configuration
+the engine's warning recommends (api.sql_sessions: 1, api.sql_max_threads: 1).
+
 The comparison is generous on purpose (a shared machine): loaded figures must stay
 within max(2 x idle, idle + 200 ms) — a floor so that a 15 ms idle p99 does not make a
 40 ms loaded one a failure — and not one simulator tick may be skipped.
@@ -20,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from bench.isolation import Run, run
+from projections.store.chdb import can_renice_threads
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,6 +54,7 @@ def test_seven_slow_analyst_queries_do_not_stall_ingest_or_reads(tmp_path: Path)
         warmup_s=3.0,
         queries=7,
         sql_timeout_s=SQL_TIMEOUT_S,
+        api=None if can_renice_threads() else {"sql_sessions": 1, "sql_max_threads": 1},
     )
     report = _report(r)
     idle, load = r.idle, r.load

@@ -48,7 +48,12 @@ from projections.alarms import AlarmQueries
 from projections.checkpoints import StoreCheckpoints
 from projections.migrations import migrate
 from projections.registry import RegistryQueries
-from projections.store.chdb import ANALYST_SETTINGS, PIPELINE_SETTINGS, ChdbStore
+from projections.store.chdb import (
+    ANALYST_SETTINGS,
+    PIPELINE_SETTINGS,
+    ChdbStore,
+    can_renice_threads,
+)
 from projections.watch import IdentityWatch, WatchSettings
 from projections.writer import ProjectionWriter
 
@@ -138,6 +143,12 @@ class Engine:
         migrate(self.write_store)
         for c in self.connectors:
             c.init()
+        if not can_renice_threads() and self.config.api.sql_sessions > 1:
+            log.warning(
+                "no CAP_SYS_NICE: analyst SQL runs at the pipeline's OS priority; on a "
+                "small machine set api.sql_sessions: 1 and api.sql_max_threads: 1, or "
+                "grant the capability (docker run --cap-add SYS_NICE)"
+            )
 
     def ensure_admin_key(self) -> str | None:
         """Create an admin key on first start when none exists; return it (once)."""

@@ -14,10 +14,16 @@ pins the parts this module relies on):
   session keeps a query's parameters on itself, so two threads must never share one.
 - The work runs on chDB's own global thread pool, not on the calling thread, so the
   caller's thread priority does not matter; ``max_threads`` (default: the cores) is per
-  query, for every session alike. ``os_thread_priority`` needs CAP_SYS_NICE (a no-op
-  here). The ``priority`` setting works across sessions: a query with a higher value
-  is paused while queries with a lower one run (a 1-thread query next to seven busy
-  ones: 0.31 s with equal priorities, 0.11 s with priority 1 against 10; 0.08 alone).
+  query, for every session alike. The ``priority`` setting works across sessions: a
+  query with a higher value is paused while queries with a lower one run (a 1-thread
+  query next to seven busy ones: 0.31 s with equal priorities, 0.11 s with priority 1
+  against 10; 0.08 alone). It does nothing for the pipeline's Python work (decode,
+  process, the simulator), which is not a query.
+- ``os_thread_priority = 19`` renices the pool threads while they run that query and
+  restores them after (no later query ran on a reniced thread in 30 tries): a Python
+  loop next to three busy 1-thread queries on 2 cores got 0.37 of a core at equal
+  nice, 0.78 at 19. ClickHouse applies it only with CAP_SYS_NICE (root, or
+  ``--cap-add SYS_NICE`` in Docker), else silently not (:func:`can_renice_threads`).
 - A query that fails (``max_execution_time`` exceeded, among others) leaves its
   partial output on the session, and the session's next result comes with it in front
   ("unexpected content after document" when parsing it). Closing the session clears
@@ -93,8 +99,25 @@ def _bind(params: Mapping[str, Any] | None) -> dict[str, Any]:
 #: ``priority`` above) over analyst queries
 PIPELINE_SETTINGS: dict[str, Any] = {"priority": 1}
 #: session settings of the analyst SQL store: paused while a pipeline or API query runs,
-#: one thread per query (a query's own SETTINGS may lower limits further)
-ANALYST_SETTINGS: dict[str, Any] = {"priority": 10, "max_threads": 1}
+#: lowest OS priority (where chDB may renice), one thread per query unless the query's
+#: own SETTINGS say otherwise
+ANALYST_SETTINGS: dict[str, Any] = {"priority": 10, "os_thread_priority": 19, "max_threads": 1}
+
+_CAP_SYS_NICE = 23
+
+
+def can_renice_threads() -> bool:
+    """Whether this process has CAP_SYS_NICE, which chDB needs to apply
+    ``os_thread_priority`` (without it analyst queries compete with the pipeline's
+    threads at equal OS priority)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    except OSError:
+        pass
+    return False
 
 
 class ChdbStore(ProjectionStore):
