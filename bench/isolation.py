@@ -272,7 +272,7 @@ class Analysts:
                 "queries",
             ),
             "isolation_sql_other": (
-                float(len(codes) - codes.count("timeout") - codes.count("ok")),
+                float(sum(1 for c in codes if c not in ("timeout", "ok", "too_many_queries"))),
                 "queries",
             ),
             "isolation_sql_median_s": (
