@@ -52,8 +52,8 @@ class ApiSettings:
     sql_max_result_bytes: int = 32 << 20
     sql_max_threads: int = 1
     #: analyst queries running at once, in all and per caller (more: 429)
-    sql_max_concurrent: int = 4
-    sql_max_concurrent_per_principal: int = 2
+    sql_max_concurrent: int = 2
+    sql_max_concurrent_per_principal: int = 1
 
 
 async def _no_wait(topic: str) -> bool:

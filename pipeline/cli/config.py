@@ -41,8 +41,13 @@ class ApiConfig(BaseModel):
     sql_max_bytes_to_read: int = Field(10 << 30, ge=1)
     sql_max_result_bytes: int = Field(32 << 20, ge=1)
     sql_max_threads: int = Field(1, ge=1, le=64, description="threads per analyst query")
-    sql_max_concurrent: int = Field(4, ge=1, description="analyst queries at once (429 beyond)")
-    sql_max_concurrent_per_principal: int = Field(2, ge=1, description="per API key")
+    sql_max_concurrent: int = Field(
+        2,
+        ge=1,
+        description="analyst queries at once (429 beyond); at most sql_sessions, since a "
+        "query admitted beyond the sessions would only wait holding its slot",
+    )
+    sql_max_concurrent_per_principal: int = Field(1, ge=1, description="per API key")
     read_sessions: int = Field(
         3, ge=1, le=64, description="chDB sessions for API reads: reads that run at once"
     )
@@ -53,19 +58,19 @@ class ApiConfig(BaseModel):
         1024 * 1024, ge=1024, description="request body limit of every route but ingest"
     )
     provision_max_body_bytes: int = Field(16 * 1024, ge=1024)
-    server: ServerLimits = Field(
-        default_factory=ServerLimits, description="connection and timing limits (api.server)"
-    )
     stream_max_connections: int = Field(
         1000, ge=1, description="live streams (SSE) the server keeps at once (503 beyond)"
     )
     stream_max_per_key: int = Field(
         20, ge=1, description="live streams one API key may have open (429 beyond)"
     )
+    server: ServerLimits = Field(
+        default_factory=ServerLimits, description="connection and timing limits (api.server)"
+    )
 
     def sql_limits(self) -> dict[str, Any]:
         """The analyst SQL limits, as ``api.context.ApiSettings`` names them."""
-        return {
+        limits = {
             name: getattr(self, name)
             for name in (
                 "sql_max_rows",
@@ -79,6 +84,8 @@ class ApiConfig(BaseModel):
                 "sql_max_concurrent_per_principal",
             )
         }
+        limits["sql_max_concurrent"] = min(self.sql_max_concurrent, self.sql_sessions)
+        return limits
 
 
 class IngestConfig(BaseModel):

@@ -669,7 +669,9 @@ def _key_id(api: Api, role: str) -> str:
 
 
 async def test_too_many_queries_of_one_key_is_429(make_api: MakeApi) -> None:
-    api = await make_api(settings=ApiSettings(sql_max_concurrent_per_principal=2))
+    api = await make_api(
+        settings=ApiSettings(sql_max_concurrent=4, sql_max_concurrent_per_principal=2)
+    )
     slots = api.ctx.sql_slots
     viewer = _key_id(api, "viewer")
     assert slots.try_acquire(viewer) and slots.try_acquire(viewer)
