@@ -22,21 +22,8 @@ the signal None:
   clear condition starts a clear timer (``off_delay_s``; 0 for ``stale``) that any
   input breaking it cancels. "Held for d" means: no contrary input at a time before
   since + d; an input exactly at the deadline first fires the timer.
-* limit: raise when value > high (< low); the active side clears only when value <=
-  high - deadband (>= low + deadband); inside the deadband nothing changes, so a value
-  flapping there never raises again. A jump from above high to below low clears the high
-  alarm (after ``off_delay_s``) and then raises the low one (after ``on_delay_s`` counted
-  from the first sample below low, but never before the clear): two alarms, one after
-  the other, on the same key. Non-numeric, boolean and non-finite values are not judged.
-* rate_of_change: |Δvalue/Δt| of consecutive good numeric samples; the trigger value is
-  the rate (units/s). Two samples with the same time are not a pair (the later replaces
-  the earlier as reference).
-* equals: ``same_value(value, rule.value)`` (True is not 1; 1 == 1.0).
-* stale: identities that sent the signal at least once; raised at last_ts + timeout
-  (trigger value None), cleared by the next good sample (trigger value = that sample).
-* deviation: STATE_SET gives the desired value, telemetry of the signal (and
-  STATE_ACKNOWLEDGED) the reported one; deviated while a set value exists and no report
-  equals it. resource_deviation: ResourceStatus desired_state != current_state.
+* The kinds (when an input wants a side, when the clear condition holds) are described
+  in ``pipeline.alarms.kinds``.
 * Order: an input older than the last one judged for its key (or than a deadline fired
   for it) is ignored and counted in ``stats["out_of_order"]``, so per key the events are
   in time order and RAISED/CLEARED alternate. Identity and rule events are commands
@@ -54,232 +41,39 @@ the signal None:
   defined again later is a new *generation* (the time of its RULE_DEFINED), part of its
   alarm ids, so none repeats an id of the removed one.
 
-The timer is a heap of (deadline, rule, identity) holding at most one valid entry per
-key, no later than the key's deadline (a later deadline is found when the entry pops),
-so a sample costs no heap operation unless it moves a deadline earlier. The snapshot
-holds the rules and, per key, only the fields above; the heap and the match caches are
-rebuilt from it.
+The snapshot holds the rules and, per key, only the fields above; the timer's heap and
+the match caches are rebuilt from it. The parts: ``ids`` (alarm ids, the AlarmEvent),
+``tracks`` (a key's state), ``kinds`` (judging one input), ``timer`` (the state machine
+and its deadlines); this module routes inputs to keys and handles rule lifecycles. It
+is a little over 400 lines because this docstring carries the whole model in one place.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import json
-import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from pipeline.alarms import kinds
+from pipeline.alarms.ids import Event, alarm_event, alarm_id, avro_scalar
+from pipeline.alarms.kinds import SIGNAL_KINDS, Kind
 from pipeline.alarms.rules import AlarmRule, parse_rule
-from pipeline.identities.resources import same_value
+from pipeline.alarms.timer import AlarmTimer, cleared, deadline
+from pipeline.alarms.tracks import UNSET, CompiledRule, Track
 from pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
 
+__all__ = ["UNSET", "Evaluator", "alarm_event", "alarm_id", "avro_scalar"]
+
 SNAPSHOT_VERSION = 1
-_US = 1_000_000
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 #: identities whose rule matches are cached; past this the cache starts over
 _MATCH_CACHE_MAX = 200_000
-
-Event = dict[str, Any]
-
 
 #: readings are judged only inside the projections' time range (year 1970..2200) and
 #: at most this far past the batch's receive time
 MIN_TS_US = 0
 MAX_TS_US = 7_258_118_400_000_000
 FUTURE_SLACK_US = 86_400 * 1_000_000
-
-
-def alarm_id(
-    rule_id: str, generation: int, identity: str, signal: str | None, onset_us: int, n: int = 0
-) -> str:
-    """The id of the alarm of (rule, identity, signal) raised at ``onset_us``.
-
-    ``generation`` is the time of the RULE_DEFINED that created the rule (a rule removed
-    and defined again is a new generation: its alarms never reuse an old id); ``n``
-    counts earlier alarms of the same key raised at the very same time (almost always 0).
-    """
-    parts: list[Any] = [rule_id, generation, identity, signal, onset_us]
-    if n:
-        parts.append(n)
-    digest = hashlib.sha1(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
-    return "al_" + digest[:20]
-
-
-def alarm_event(
-    type_: str,
-    rule: AlarmRule,
-    identity: str,
-    alarm: str,
-    ts_us: int,
-    message: str,
-    trigger_value: Any,
-    note: str | None = None,
-) -> Event:
-    """A RAISED or CLEARED AlarmEvent (schemas/alarms.avsc, every field)."""
-    return {
-        "alarm_id": alarm,
-        "ts_us": ts_us,
-        "type": type_,
-        "rule_id": rule.id,
-        "rule_type": rule.type_name,
-        "identity": identity,
-        "signal": None if rule.kind == "resource_deviation" else rule.signal,
-        "priority": rule.priority,
-        "message": message,
-        "trigger_value": avro_scalar(trigger_value),
-        "user": None,
-        "note": note,
-        "requires_ack": rule.requires_ack,
-        "definition": None,
-    }
-
-
-def avro_scalar(value: Any) -> Any:
-    """``value`` as the trigger_value union (null, boolean, long, double, string):
-    lists, objects and integers beyond a long become JSON text."""
-    if value is None or isinstance(value, bool | str | float):
-        return value
-    if isinstance(value, int):
-        return value if _LONG_MIN <= value <= _LONG_MAX else str(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _number(v: Any) -> bool:
-    """A value the numeric kinds judge: int or finite float, not bool."""
-    t = v.__class__
-    return t is int or (t is float and math.isfinite(v))
-
-
-def _us(seconds: float) -> int:
-    return round(seconds * _US)
-
-
-class _Unset:
-    """No value (distinct from a reported JSON null)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-
-class _Rule:
-    """A rule with what evaluation needs precomputed."""
-
-    __slots__ = (
-        "db",
-        "gen",
-        "hi",
-        "id",
-        "kind",
-        "lo",
-        "max_rate",
-        "off_us",
-        "on_us",
-        "rule",
-        "timeout",
-    )
-
-    def __init__(self, rule: AlarmRule, gen: int) -> None:
-        self.rule = rule
-        self.gen = gen
-        self.id = rule.id
-        self.kind = rule.kind
-        deviation = rule.kind in ("deviation", "resource_deviation")
-        self.on_us = _us(rule.for_s if deviation else rule.on_delay_s)
-        self.off_us = 0 if rule.kind == "stale" else _us(rule.off_delay_s)
-        self.timeout = _us(rule.timeout_s or 0)
-        self.hi = math.inf if rule.high is None else rule.high
-        self.lo = -math.inf if rule.low is None else rule.low
-        self.db = rule.deadband
-        self.max_rate = rule.max_rate or 0
-
-
-class _Track:
-    """The state of one alarm key (see the module doc); bounded: no history."""
-
-    __slots__ = (
-        "alarm",
-        "clear_since",
-        "desired",
-        "due",
-        "n",
-        "onset",
-        "queued",
-        "raise_side",
-        "raise_since",
-        "seen",
-        "service",
-        "shown",
-        "side",
-        "ts",
-        "value",
-    )
-
-    def __init__(self, seen: int) -> None:
-        self.seen = seen  # time of the last input judged or deadline fired
-        self.ts: int | None = None  # time of the last sample (rate, stale)
-        self.value: Any = UNSET  # last sample / reported value
-        self.desired: Any = UNSET  # deviation kinds: the set / desired value
-        self.shown: Any = None  # what a timer-fired event reports (value, rate)
-        self.service = ""  # resource_deviation: the resource's service
-        self.side: str | None = None  # side of the active alarm
-        self.alarm: str | None = None  # id of the active alarm
-        self.onset: int | None = None  # ts of the last RAISED
-        self.n = 0  # alarms of this key raised at ``onset`` before the last one
-        self.raise_side: str | None = None
-        self.raise_since: int | None = None
-        self.clear_since: int | None = None
-        self.due: int | None = None  # next deadline (derived)
-        self.queued: int | None = None  # deadline of this key's valid timer entry
-
-    _SAVED = (
-        "seen",
-        "ts",
-        "value",
-        "desired",
-        "shown",
-        "service",
-        "side",
-        "alarm",
-        "onset",
-        "n",
-        "raise_side",
-        "raise_since",
-        "clear_since",
-    )
-
-    def dump(self) -> dict[str, Any]:
-        out = {}
-        for name in self._SAVED:
-            v = getattr(self, name)
-            if v is UNSET or (v is None and name not in ("value", "desired")):
-                continue  # value/desired: absent = unset, null = a JSON null
-            if (name == "service" and v == "") or (name == "n" and v == 0):
-                continue
-            out[name] = v
-        return out
-
-    def reset(self) -> None:
-        """Forget the alarm and the condition; keep what keeps ids unique and events in
-        order (``seen``, ``onset``, ``n``)."""
-        self.ts = self.raise_since = self.clear_since = self.due = None
-        self.value = self.desired = UNSET
-        self.shown = self.side = self.alarm = self.raise_side = None
-
-    @classmethod
-    def load(cls, data: Mapping[str, Any]) -> _Track:
-        tr = cls(int(data["seen"]))
-        for name in cls._SAVED:
-            if name in data:
-                setattr(tr, name, data[name])
-        return tr
-
-
-Handler = Callable[[_Rule, str, _Track, int, Any, list[Event]], None]
 
 
 class Evaluator:
@@ -292,27 +86,19 @@ class Evaluator:
     """
 
     def __init__(self, snapshot: str | None = None) -> None:
-        self._rules: dict[str, _Rule] = {}
+        self._rules: dict[str, CompiledRule] = {}
         self._models: dict[str, AlarmRule] = {}
         #: rule id -> generation of its latest definition, kept after removal
         self._gens: dict[str, int] = {}
         #: identity (or resource id) -> rule id -> state
-        self._tracks: dict[str, dict[str, _Track]] = {}
-        #: (deadline, rule id, identity); lazily invalidated (see _queue)
-        self._heap: list[tuple[int, str, str]] = []
+        self._tracks: dict[str, dict[str, Track]] = {}
+        self._timer = AlarmTimer()
         #: signal -> enabled rules watching it (every signal kind)
-        self._by_signal: dict[str, tuple[_Rule, ...]] = {}
-        self._resource_rules: tuple[_Rule, ...] = ()
+        self._by_signal: dict[str, tuple[CompiledRule, ...]] = {}
+        self._resource_rules: tuple[CompiledRule, ...] = ()
         #: identity -> signal -> (rule, handler) of the rules matching it (a cache)
-        self._matched: dict[str, dict[str, tuple[tuple[_Rule, Handler], ...]]] = {}
-        self._resource_matched: dict[tuple[str, str], tuple[_Rule, ...]] = {}
-        self._handlers: dict[str, Handler] = {
-            "limit": self._limit,
-            "rate_of_change": self._rate,
-            "equals": self._equals,
-            "stale": self._stale,
-            "deviation": self._report,
-        }
+        self._matched: dict[str, dict[str, tuple[tuple[CompiledRule, Kind], ...]]] = {}
+        self._resource_matched: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
         self.stats: dict[str, int] = {
             "out_of_order": 0,
             "bad_quality": 0,
@@ -348,22 +134,7 @@ class Evaluator:
     def advance(self, now_us: int) -> list[Event]:
         """Fire every deadline at or before ``now_us``, in (deadline, rule, identity)
         order; the events carry their deadline as ts_us."""
-        out: list[Event] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now_us:
-            deadline, rule_id, identity = heapq.heappop(heap)
-            tr = self._tracks.get(identity, {}).get(rule_id)
-            if tr is None or tr.queued != deadline:
-                continue  # superseded entry
-            tr.queued = None
-            if tr.due is None:
-                continue
-            if tr.due > deadline:  # the deadline moved on; wait for it in order
-                self._queue(rule_id, identity, tr)
-                continue
-            self._fire(self._rules[rule_id], identity, tr, out)
-            self._queue(rule_id, identity, tr)
-        return out
+        return self._timer.advance(now_us, self._tracks, self._rules)
 
     def snapshot(self) -> str:
         tracks = [
@@ -392,14 +163,14 @@ class Evaluator:
         for raw in data["rules"]:
             rule = parse_rule(raw)
             self._models[rule.id] = rule
-            self._rules[rule.id] = _Rule(rule, self._gens[rule.id])
+            self._rules[rule.id] = CompiledRule(rule, self._gens[rule.id])
         self._reindex()
         for identity, rule_id, fields in data["tracks"]:
             r = self._rules[rule_id]
-            tr = _Track.load(fields)
-            tr.due = self._deadline(r, tr)
+            tr = Track.load(fields)
+            tr.due = deadline(r, tr)
             self._tracks.setdefault(identity, {})[rule_id] = tr
-            self._queue(rule_id, identity, tr)
+            self._timer.queue(rule_id, identity, tr)
         self.stats.update(data.get("stats") or {})
 
     # -- rules -----------------------------------------------------------------------
@@ -434,7 +205,7 @@ class Evaluator:
         if old is None:
             prev = self._gens.get(rule.id)
             self._gens[rule.id] = ts if prev is None else max(ts, prev + 1)
-        new = _Rule(rule, self._gens[rule.id])
+        new = CompiledRule(rule, self._gens[rule.id])
         self._rules[rule.id] = new
         self._models[rule.id] = rule
         self._reindex()
@@ -447,7 +218,7 @@ class Evaluator:
             note = f"rule {rule.id} redefined: it watches another {what}"
             return self._clear_keys(old, ts, note, _every)
 
-        def gone(identity: str, tr: _Track) -> bool:
+        def gone(identity: str, tr: Track) -> bool:
             if rule.kind == "resource_deviation":
                 return not rule.matches_resource(identity, tr.service)
             return not rule.matches_identity(identity)
@@ -458,16 +229,16 @@ class Evaluator:
             if tr is not None:
                 if rule.kind != "stale":
                     tr.raise_side = tr.raise_since = tr.clear_since = None
-                tr.due = self._deadline(new, tr)
-                self._queue(rule.id, identity, tr)
+                tr.due = deadline(new, tr)
+                self._timer.queue(rule.id, identity, tr)
         return out
 
     def _clear_keys(
         self,
-        r: _Rule,
+        r: CompiledRule,
         ts: int,
         note: str,
-        which: Callable[[str, _Track], bool],
+        which: Callable[[str, Track], bool],
         forget: bool = False,
     ) -> list[Event]:
         """Clear the active alarms of the keys of ``r`` that ``which`` selects, with
@@ -486,17 +257,17 @@ class Evaluator:
                     del self._tracks[identity]
         return out
 
-    def _reset(self, r: _Rule, identity: str, tr: _Track, ts: int, note: str) -> list[Event]:
+    def _reset(self, r: CompiledRule, identity: str, tr: Track, ts: int, note: str) -> list[Event]:
         out = []
         if tr.alarm is not None:
             tr.seen = max(ts, tr.seen)  # nothing older may raise after this CLEARED
-            out.append(self._cleared(r, identity, tr, tr.seen, None, note))
+            out.append(cleared(r, identity, tr, tr.seen, None, note))
         tr.reset()
         return out
 
     def _reindex(self) -> None:
-        by_signal: dict[str, list[_Rule]] = {}
-        resource: list[_Rule] = []
+        by_signal: dict[str, list[CompiledRule]] = {}
+        resource: list[CompiledRule] = []
         for rule_id in sorted(self._rules):
             r = self._rules[rule_id]
             if not r.rule.enabled:
@@ -510,7 +281,7 @@ class Evaluator:
         self._matched.clear()
         self._resource_matched.clear()
 
-    def _watching(self, identity: str) -> dict[str, tuple[tuple[_Rule, Handler], ...]]:
+    def _watching(self, identity: str) -> dict[str, tuple[tuple[CompiledRule, Kind], ...]]:
         matched = self._matched.get(identity)
         if matched is None:
             if len(self._matched) >= _MATCH_CACHE_MAX:
@@ -519,10 +290,13 @@ class Evaluator:
         return matched
 
     def _match(
-        self, identity: str, signal: str, matched: dict[str, tuple[tuple[_Rule, Handler], ...]]
-    ) -> tuple[tuple[_Rule, Handler], ...]:
+        self,
+        identity: str,
+        signal: str,
+        matched: dict[str, tuple[tuple[CompiledRule, Kind], ...]],
+    ) -> tuple[tuple[CompiledRule, Kind], ...]:
         found = tuple(
-            (r, self._handlers[r.kind])
+            (r, SIGNAL_KINDS[r.kind])
             for r in self._by_signal.get(signal, ())
             if r.rule.matches_identity(identity)
         )
@@ -538,7 +312,8 @@ class Evaluator:
             return []
         out: list[Event] = []
         matched = self._watching(identity)
-        tracks: dict[str, _Track] | None = None
+        judge = self._timer.judge
+        tracks: dict[str, Track] | None = None
         received = batch.get("received_us")
         # a reading dated past the receive time (+ a day of clock skew) would hold
         # back every later reading of the device as "out of order": not judged
@@ -559,27 +334,29 @@ class Evaluator:
                 rules = matched.get(signal)
                 if rules is None:
                     rules = self._match(identity, signal, matched)
-                for r, handler in rules:
+                for r, kind in rules:
                     if tracks is None:
                         tracks = self._tracks.setdefault(identity, {})
                     tr = self._track_at(tracks, r, identity, ts, out)
                     if tr is not None:
-                        handler(r, identity, tr, ts, value, out)
+                        verdict = kind(r, tr, ts, value)
+                        if verdict is not None:
+                            judge(r, identity, tr, ts, verdict, out)
         return out
 
     def _track_at(
-        self, tracks: dict[str, _Track], r: _Rule, key: str, ts: int, out: list[Event]
-    ) -> _Track | None:
+        self, tracks: dict[str, Track], r: CompiledRule, key: str, ts: int, out: list[Event]
+    ) -> Track | None:
         """The key's track brought to event time ``ts`` (deadlines up to it fired into
         ``out``); None when ``ts`` is older than what the key has seen (ignored)."""
         tr = tracks.get(r.id)
         if tr is None:
-            tr = tracks[r.id] = _Track(ts)
+            tr = tracks[r.id] = Track(ts)
         elif ts < tr.seen:
             self.stats["out_of_order"] += 1
             return None
         if tr.due is not None and tr.due <= ts:
-            self._settle(r, key, tr, ts, out)
+            self._timer.settle(r, key, tr, ts, out)
         return tr
 
     def _identity(self, ev: Mapping[str, Any]) -> list[Event]:
@@ -621,15 +398,15 @@ class Evaluator:
             for r in deviation:
                 tr = tracks.get(r.id)
                 if tr is None:
-                    tr = tracks[r.id] = _Track(ts)
+                    tr = tracks[r.id] = Track(ts)
                 at = max(ts, tr.seen)
                 if tr.due is not None and tr.due <= at:
-                    self._settle(r, identity, tr, at, out)
+                    self._timer.settle(r, identity, tr, at, out)
                 if kind == "STATE_SET":
                     tr.desired = value
                 else:
                     tr.value = value
-                self._judge_deviation(r, identity, tr, at, out)
+                self._timer.judge(r, identity, tr, at, kinds.deviation(tr), out)
         return out
 
     def _status(self, ev: Mapping[str, Any]) -> list[Event]:
@@ -656,180 +433,9 @@ class Evaluator:
             tr.service = service
             tr.desired = ev.get("desired_state")
             tr.value = ev.get("current_state")
-            deviated = tr.desired != tr.value
-            side = "deviation" if deviated else None
-            self._judge(r, resource, tr, ts, side, not deviated, tr.value, out)
+            self._timer.judge(r, resource, tr, ts, kinds.resource_deviation(tr), out)
         return out
 
-    # -- the kinds -------------------------------------------------------------------
 
-    def _limit(
-        self, r: _Rule, identity: str, tr: _Track, ts: int, v: Any, out: list[Event]
-    ) -> None:
-        if not _number(v):
-            return
-        side = tr.side
-        if side is None and tr.raise_side is None and r.lo <= v <= r.hi:
-            tr.seen = ts  # the common case: nothing active, nothing pending, in range
-            tr.shown = v
-            return
-        want = "high" if v > r.hi else "low" if v < r.lo else None
-        if side == "high":
-            clear_ok = v <= r.hi - r.db
-        elif side == "low":
-            clear_ok = v >= r.lo + r.db
-        else:
-            clear_ok = False
-        self._judge(r, identity, tr, ts, want, clear_ok, v, out)
-
-    def _rate(self, r: _Rule, identity: str, tr: _Track, ts: int, v: Any, out: list[Event]) -> None:
-        if not _number(v):
-            return
-        prev_ts, prev = tr.ts, tr.value
-        tr.ts, tr.value = ts, v
-        if prev_ts is None or ts <= prev_ts:
-            tr.seen = ts
-            return
-        rate = (v - prev) * _US / (ts - prev_ts)
-        fast = abs(rate) > r.max_rate
-        self._judge(r, identity, tr, ts, "rate" if fast else None, not fast, rate, out)
-
-    def _equals(
-        self, r: _Rule, identity: str, tr: _Track, ts: int, v: Any, out: list[Event]
-    ) -> None:
-        hit = same_value(v, r.rule.value)
-        if not hit and tr.side is None and tr.raise_side is None:
-            tr.seen = ts
-            tr.shown = v
-            return
-        self._judge(r, identity, tr, ts, "equals" if hit else None, not hit, v, out)
-
-    def _stale(
-        self, r: _Rule, identity: str, tr: _Track, ts: int, v: Any, out: list[Event]
-    ) -> None:
-        tr.ts = ts
-        tr.value = v
-        self._judge(r, identity, tr, ts, None, True, v, out)
-
-    def _report(
-        self, r: _Rule, identity: str, tr: _Track, ts: int, v: Any, out: list[Event]
-    ) -> None:
-        tr.value = v
-        self._judge_deviation(r, identity, tr, ts, out)
-
-    def _judge_deviation(
-        self, r: _Rule, identity: str, tr: _Track, ts: int, out: list[Event]
-    ) -> None:
-        deviated = tr.desired is not UNSET and (
-            tr.value is UNSET or not same_value(tr.desired, tr.value)
-        )
-        shown = None if tr.value is UNSET else tr.value
-        self._judge(
-            r, identity, tr, ts, "deviation" if deviated else None, not deviated, shown, out
-        )
-
-    # -- the state machine -----------------------------------------------------------
-
-    def _judge(
-        self,
-        r: _Rule,
-        identity: str,
-        tr: _Track,
-        ts: int,
-        want: str | None,
-        clear_ok: bool,
-        shown: Any,
-        out: list[Event],
-    ) -> None:
-        """Apply one input at ``ts`` (due timers already fired): ``want`` is the side it
-        would raise, ``clear_ok`` whether the active alarm's clear condition holds."""
-        tr.seen = ts
-        tr.shown = shown
-        if tr.side is None or not clear_ok:
-            tr.clear_since = None
-        elif tr.clear_since is None:
-            tr.clear_since = ts
-        if want is None or want == tr.side:
-            tr.raise_side = tr.raise_since = None
-        elif want != tr.raise_side:
-            tr.raise_side, tr.raise_since = want, ts
-        tr.due = self._deadline(r, tr)
-        if tr.due is not None:
-            if tr.due <= ts:
-                self._settle(r, identity, tr, ts, out)
-            else:
-                self._queue(r.id, identity, tr)
-
-    @staticmethod
-    def _deadline(r: _Rule, tr: _Track) -> int | None:
-        if tr.side is not None:
-            return None if tr.clear_since is None else tr.clear_since + r.off_us
-        if r.kind == "stale":
-            return None if tr.ts is None else tr.ts + r.timeout
-        if tr.raise_side is not None and tr.raise_since is not None:
-            return max(tr.raise_since + r.on_us, tr.seen)
-        return None
-
-    def _settle(self, r: _Rule, identity: str, tr: _Track, now: int, out: list[Event]) -> None:
-        """Fire every transition of ``tr`` due at or before ``now``."""
-        while tr.due is not None and tr.due <= now:
-            self._fire(r, identity, tr, out)
-        self._queue(r.id, identity, tr)
-
-    def _queue(self, rule_id: str, identity: str, tr: _Track) -> None:
-        """Make sure the timer holds an entry no later than ``tr.due``: entries are only
-        added when the deadline moves earlier; a later one is found on pop (advance)."""
-        due = tr.due
-        if due is not None and (tr.queued is None or due < tr.queued):
-            tr.queued = due
-            heapq.heappush(self._heap, (due, rule_id, identity))
-
-    def _fire(self, r: _Rule, identity: str, tr: _Track, out: list[Event]) -> None:
-        """The transition due at ``tr.due``: clear the active alarm, or raise."""
-        at = tr.due
-        assert at is not None
-        if tr.side is not None:
-            out.append(self._cleared(r, identity, tr, at, tr.shown, None))
-            tr.side = tr.alarm = tr.clear_since = None
-        else:
-            side = "stale" if r.kind == "stale" else tr.raise_side
-            tr.n = tr.n + 1 if at == tr.onset else 0
-            tr.onset = at
-            signal = None if r.kind == "resource_deviation" else r.rule.signal
-            tr.alarm = alarm_id(r.id, r.gen, identity, signal, at, tr.n)
-            tr.side = side
-            tr.raise_side = tr.raise_since = tr.clear_since = None
-            trigger = None if r.kind == "stale" else tr.shown
-            message = self._message(r, identity, tr, side, tr.shown)
-            out.append(alarm_event("RAISED", r.rule, identity, tr.alarm, at, message, trigger))
-        if at > tr.seen:
-            tr.seen = at
-        tr.due = self._deadline(r, tr)
-
-    def _cleared(
-        self, r: _Rule, identity: str, tr: _Track, ts: int, trigger: Any, note: str | None
-    ) -> Event:
-        assert tr.alarm is not None
-        message = self._message(r, identity, tr, tr.side, tr.shown)
-        return alarm_event("CLEARED", r.rule, identity, tr.alarm, ts, message, trigger, note)
-
-    @staticmethod
-    def _message(r: _Rule, identity: str, tr: _Track, side: str | None, value: Any) -> str:
-        rule = r.rule
-        limit: Any
-        if r.kind == "limit":
-            limit = rule.high if side == "high" else rule.low
-        elif r.kind == "rate_of_change":
-            limit = rule.max_rate
-        elif r.kind == "stale":
-            limit = rule.timeout_s
-        elif r.kind == "equals":
-            limit = rule.value
-        else:
-            limit = None if tr.desired is UNSET else tr.desired
-        signal = None if r.kind == "resource_deviation" else rule.signal
-        return rule.render(identity, signal, avro_scalar(value), avro_scalar(limit))
-
-
-def _every(_identity: str, _tr: _Track) -> bool:
+def _every(_identity: str, _tr: Track) -> bool:
     return True
