@@ -86,7 +86,7 @@ class FilesConnector(ProtocolConnector):
         super().__init__(name, connection, endpoints, mappings, **kwargs)
         self.cfg = connection
         # files may overlap in time or arrive late, which is not a re-sent value
-        self.drop_repeated_times = connection.only_newer
+        self.batcher.drop_repeated_times = connection.only_newer
         self.ledger: Ledger | None = None
         # flush() is a barrier (the base's _flush_lock): a file is recorded as read only
         # after every reading batched so far was published, including a batch the
@@ -132,7 +132,7 @@ class FilesConnector(ProtocolConnector):
             raise ConnectorError(f"State or done directory not usable: {exc}") from exc
         if c.only_newer:
             for key, ts in ledger.load_watermarks().items():
-                self._last_ts[key] = max(ts, self._last_ts.get(key, ts))
+                self.batcher.last_ts[key] = max(ts, self.batcher.last_ts.get(key, ts))
         self.ledger = ledger
         self._watch.clear()
 
@@ -338,7 +338,7 @@ class FilesConnector(ProtocolConnector):
                     else:
                         self.emit_reading(r.identity, r.signal, r.value, item.ts_us)
                 stats.readings += len(item.readings)
-            if n >= self.chunk_rows or self._pending_n >= self.connection.max_batch_readings:
+            if n >= self.chunk_rows or self.batcher.full:
                 return False, item.end, item.next_line
             if n % 256 == 0:
                 await asyncio.sleep(0)  # let the loop breathe on a large file
@@ -347,13 +347,13 @@ class FilesConnector(ProtocolConnector):
     def _save_progress(self, key: FileKey, offset: int, line: int) -> None:
         assert self.ledger is not None
         if self.cfg.only_newer:
-            self.ledger.save_watermarks(self._last_ts)
+            self.ledger.save_watermarks(self.batcher.last_ts)
         self.ledger.save_progress(key, offset, line)
 
     def _commit(self, key: FileKey, stats: _Stats) -> None:
         assert self.ledger is not None
         if self.cfg.only_newer:
-            self.ledger.save_watermarks(self._last_ts)
+            self.ledger.save_watermarks(self.batcher.last_ts)
         self.ledger.record(
             Record(key, "done", self.now_us(), stats.rows, stats.readings, stats.bad_lines)
         )

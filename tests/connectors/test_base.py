@@ -135,7 +135,7 @@ def test_mapping_renames_and_scales() -> None:
         ],
     )
     c.emit(EP, 1.0, ts_us=5)
-    assert c._pending == {"press-1": {(5, 0): {"t": 30.0}}}
+    assert c.batcher.pending == {"press-1": {(5, 0): {"t": 30.0}}}
 
 
 def test_command_is_unscaled_and_written() -> None:

@@ -27,7 +27,8 @@ from hypothesis.stateful import (
 )
 
 from connectors._common.backoff import Backoff
-from connectors._common.spool import BufferedPublisher, Spool, _Entry
+from connectors._common.buffered import BufferedPublisher
+from connectors._common.spool import Spool, _Entry
 from pipeline.connector import Event, EventPublisher
 
 Events = list[tuple[str, bytes]]
