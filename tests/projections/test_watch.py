@@ -19,20 +19,18 @@ from hypothesis import strategies as st
 
 from pipeline.connector import Event, EventPublisher, MemoryEventPublisher
 from pipeline.errors import StoreError
+from pipeline.identities.watch import WatchSettings, WatchSettingsError, reported_value
 from pipeline.log.memory import MemoryEventLog
 from pipeline.processors.identity import IdentityProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
-from projections import watch as watch_module
 from projections.store.base import ProjectionStore, QueryResult
 from projections.store.chdb import ChdbStore
-from projections.watch import (
+from projections.watch_queries import (
     IdentityWatch,
-    WatchSettings,
-    WatchSettingsError,
     quote_literal,
-    reported_value,
+    remove_ttl_sql,
     retention_sql,
 )
 from projections.writer import ProjectionWriter
@@ -243,9 +241,7 @@ async def test_provisioning_window_and_credentials_expire_once(store: ChdbStore)
     assert await env.tick(T0 + 300 * S, env.new_watch()) == []
 
 
-async def test_the_memory_of_emitted_events_is_bounded(
-    store: ChdbStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_memory_of_emitted_events_is_bounded(store: ChdbStore) -> None:
     """Forgotten after 10 minutes or beyond the key limit: a condition the log did not
     change (here: events never applied) is then reported again."""
     env = Env(store)
@@ -262,7 +258,7 @@ async def test_the_memory_of_emitted_events_is_bounded(
         event("w1", "EXPIRED", attributes=expired),
         event("w2", "EXPIRED", attributes=expired),
     ]
-    monkeypatch.setattr(watch_module, "MAX_REMEMBERED", 1)
+    env.watch.memory.max_remembered = 1
     assert await env.tick(T0 + 602 * S) == [event("w1", "EXPIRED", attributes=expired)]
 
 
@@ -531,6 +527,19 @@ def test_retention_sql() -> None:
         ValueError, match=re.escape("retention of 'x': months must be 1..1200, got 0")
     ):
         retention_sql([("x", 0)])
+
+
+def test_retention_on_a_cluster_alters_the_local_tables() -> None:
+    """The Distributed ``readings`` holds no rows: the TTL goes on every shard's
+    replicated table, ON CLUSTER."""
+    assert retention_sql([("t", 3)], cluster="plant") == (
+        "ALTER TABLE millrace.readings_local ON CLUSTER 'plant' MODIFY TTL "
+        "toDateTime(ts) + INTERVAL 3 MONTH DELETE WHERE signal = 't'"
+    )
+    assert remove_ttl_sql("plant") == (
+        "ALTER TABLE millrace.readings_local ON CLUSTER 'plant' REMOVE TTL"
+    )
+    assert remove_ttl_sql() == "ALTER TABLE millrace.readings REMOVE TTL"
 
 
 def test_reported_values_decode_by_kind() -> None:
