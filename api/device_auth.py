@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import Argon2Error
 
+from pipeline.errors import MillraceError
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: passwords are typed by people; 20 bytes is the floor the product promises (issue 5)
@@ -46,7 +48,7 @@ TOKEN_PREFIX = "dt_"
 TOKEN_BYTES = 32
 
 
-class CredentialError(ValueError):
+class CredentialError(MillraceError, ValueError):
     """A credential or auth setting that cannot be accepted; ``field`` names the request
     field, ``message`` says what is wrong in words a user can act on."""
 

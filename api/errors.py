@@ -10,10 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.responses import JsonResponse
+from pipeline.errors import MillraceError
 
 
-class ApiError(Exception):
-    """An error with an HTTP status, a stable code and the offending field(s)."""
+class ApiError(MillraceError):
+    """An error with an HTTP status, a stable code and the offending field(s): an answer
+    the API decides to give (why it is in the tree: ``pipeline/errors.py``)."""
 
     def __init__(
         self,

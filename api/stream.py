@@ -41,6 +41,7 @@ import orjson
 from api.stream_filters import KINDS, FilterError, compile_filters
 from api.stream_tail import LogTail
 from api.timeparams import format_time
+from pipeline.errors import MillraceError
 
 __all__ = [
     "KINDS",
@@ -57,11 +58,11 @@ __all__ = [
 _EVENT_ID = re.compile(r"([A-Za-z0-9_-]{8,64}):([0-9]{1,18})")
 
 
-class StreamNotFoundError(LookupError):
+class StreamNotFoundError(MillraceError, LookupError):
     """No such stream (never opened, expired, or opened with another key)."""
 
 
-class StreamLimitError(Exception):
+class StreamLimitError(MillraceError):
     """Too many streams or subscriptions on one stream, or the hub is closed."""
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import MillraceError
+
 KINDS = ("alarm", "activity", "deviation", "latest")
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -26,7 +28,7 @@ Parser = Callable[[str, Any], Any]
 MAX_VALUES = 1000
 
 
-class FilterError(ValueError):
+class FilterError(MillraceError, ValueError):
     """A subscription that cannot be created; ``field`` names the culprit."""
 
     def __init__(self, field: str, message: str) -> None:

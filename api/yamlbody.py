@@ -17,6 +17,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from api.errors import ApiError
+from pipeline.errors import MillraceError
 
 #: commissioning files are a few levels deep; PyYAML recurses about three frames a level
 MAX_DEPTH = 100
@@ -27,7 +28,7 @@ MAX_INT_CHARS = 100
 INT64_MIN, UINT64_END = -(2**63), 2**64
 
 
-class _RefusedError(Exception):
+class _RefusedError(MillraceError):
     def __init__(self, message: str, mark: yaml.Mark | None) -> None:
         super().__init__(message)
         self.message = message

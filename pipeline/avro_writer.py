@@ -22,7 +22,9 @@ _Schema = Schema
 _Writer = Writer
 
 
-class Invalid(Exception):
+class InvalidDatumError(SchemaError):
+    """A datum its schema cannot encode; ``path`` is where (``.values[3].value``)."""
+
     def __init__(self, problem: str, path: str = "") -> None:
         super().__init__(problem)
         self.path = path
@@ -49,7 +51,7 @@ def _write_str(out: bytearray, d: str) -> None:
     try:
         b = d.encode()
     except UnicodeEncodeError as exc:
-        raise Invalid(f"not encodable as UTF-8: {exc.reason}") from None
+        raise InvalidDatumError(f"not encodable as UTF-8: {exc.reason}") from None
     out += _long(len(b))
     out += b
 
@@ -119,7 +121,7 @@ def _primitives(kinds: list[str]) -> _Writer:
         if hit is None:
             hit = next((b for b in branches if b[1](d)), None)
             if hit is None:
-                raise Invalid(f"{expected}, {_got(d)}")
+                raise InvalidDatumError(f"{expected}, {_got(d)}")
         out += hit[0]
         hit[2](out, d)
 
@@ -150,7 +152,7 @@ def _record(schema: _Schema, named: dict[str, _Writer]) -> _Writer:
 
     def write_record(out: bytearray, d: Any) -> None:
         if not isinstance(d, Mapping):
-            raise Invalid(f"expected record {name}, {_got(d)}")
+            raise InvalidDatumError(f"expected record {name}, {_got(d)}")
         present = 0
         for field, field_writer, default in fields:
             value = d.get(field, absent)
@@ -158,16 +160,16 @@ def _record(schema: _Schema, named: dict[str, _Writer]) -> _Writer:
                 present += 1
                 try:
                     field_writer(out, value)
-                except Invalid as exc:
+                except InvalidDatumError as exc:
                     exc.path = f".{field}{exc.path}"
                     raise
             elif default is None:
-                raise Invalid("missing", f".{field}")
+                raise InvalidDatumError("missing", f".{field}")
             else:
                 out += default
         if present != len(d):
             unknown = sorted(map(str, set(d) - {f[0] for f in fields}))[0]
-            raise Invalid(f"not a field of {name}", f".{unknown}")
+            raise InvalidDatumError(f"not a field of {name}", f".{unknown}")
 
     return write_record
 
@@ -175,13 +177,13 @@ def _record(schema: _Schema, named: dict[str, _Writer]) -> _Writer:
 def _array(item: _Writer) -> _Writer:
     def write_array(out: bytearray, d: Any) -> None:
         if not isinstance(d, list | tuple):
-            raise Invalid(f"expected array, {_got(d)}")
+            raise InvalidDatumError(f"expected array, {_got(d)}")
         if d:  # one block of len(d) items, then the empty block that ends the array
             out += _long(len(d))
             for i, x in enumerate(d):
                 try:
                     item(out, x)
-                except Invalid as exc:
+                except InvalidDatumError as exc:
                     exc.path = f"[{i}]{exc.path}"
                     raise
         out.append(0)
@@ -192,22 +194,22 @@ def _array(item: _Writer) -> _Writer:
 def _map(value: _Writer) -> _Writer:
     def write_map(out: bytearray, d: Any) -> None:
         if not isinstance(d, Mapping):
-            raise Invalid(f"expected map, {_got(d)}")
+            raise InvalidDatumError(f"expected map, {_got(d)}")
         if d:
             out += _long(len(d))
             for k, v in d.items():
                 try:
                     if not isinstance(k, str):
-                        raise Invalid("map keys must be strings")
+                        raise InvalidDatumError("map keys must be strings")
                     key = k.encode()  # inlined _write_str: this is the hottest loop
                     out += _long(len(key))
                     out += key
                     value(out, v)
-                except Invalid as exc:
+                except InvalidDatumError as exc:
                     exc.path = f"[{k!r}]{exc.path}"
                     raise
                 except UnicodeEncodeError:
-                    raise Invalid("key not encodable as UTF-8", f"[{k!r}]") from None
+                    raise InvalidDatumError("key not encodable as UTF-8", f"[{k!r}]") from None
         out.append(0)
 
     return write_map
@@ -220,7 +222,7 @@ def _enum(schema: _Schema) -> _Writer:
     def write_enum(out: bytearray, d: Any) -> None:
         tag = index.get(d) if isinstance(d, str) else None
         if tag is None:
-            raise Invalid(f"{expected}, {_got(d)}")
+            raise InvalidDatumError(f"{expected}, {_got(d)}")
         out += tag
 
     return write_enum

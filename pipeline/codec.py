@@ -24,7 +24,7 @@ from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from pipeline.avro_writer import Invalid, Writer, compile_writer
+from pipeline.avro_writer import InvalidDatumError, Writer, compile_writer
 from pipeline.errors import DecodeError, SchemaError
 from pipeline.topics import TOPIC_SCHEMAS
 from schemas import HISTORY_DIR, SCHEMA_DIR
@@ -188,7 +188,7 @@ def _encode(t: _Topic, topic: str, event: Mapping[str, Any], header: bytes) -> b
     out = bytearray(header)
     try:
         t.write(out, event)
-    except Invalid as exc:
+    except InvalidDatumError as exc:
         raise SchemaError(f"{topic}: {t.record.rsplit('.', 1)[-1]}{exc.path}: {exc}") from None
     except Exception as exc:  # e.g. an int too large even for a double
         raise SchemaError(f"{topic}: {t.record}: {exc!r}") from exc

@@ -1,17 +1,57 @@
 """The millrace exception tree.
 
-    MillraceError
-     ├── ConfigError            invalid configuration or commissioning file
-     ├── SchemaError            an event does not match its Avro schema
-     │    └── DecodeError       bytes that cannot be decoded into an event
-     ├── LogError               the event log failed
-     │    ├── CorruptRecordError  a record whose CRC or framing is wrong
-     │    └── LogClosedError    the log was used after close()
-     ├── StoreError             a projection store failed
-     │    └── ReadOnlyViolation a write attempted through the read-only SQL path
-     └── ConnectorError         a connector could not reach or decode its device
+Every exception millrace defines ends in ``Error`` and descends from :class:`MillraceError`
+(``tests/pipeline/test_errors.py`` walks every module of the five packages and checks).
+Where existing callers — or pydantic, which turns only ``ValueError`` raised in a
+validator into a validation error — rely on a builtin base, the class keeps it as a
+second base (marked ``+ValueError`` and so on below).
 
-Library errors are mapped at the edge with ``raise ... from exc``.
+    MillraceError
+     ├── ConfigError                 invalid configuration or commissioning file
+     │    ├── RuleError              an alarm rule that cannot be accepted   (+ValueError)
+     │    └── WatchSettingsError     projections.watch: bad watch settings   (+ValueError)
+     ├── SchemaError                 an event does not match its Avro schema
+     │    ├── DecodeError            bytes that cannot be decoded into an event
+     │    └── InvalidDatumError      avro_writer: a datum its schema cannot encode
+     ├── FoldError                   an event a fold refuses; the processor dead-letters it
+     │    ├── IdentityRejectedError  pipeline.identities.state             (+ValueError)
+     │    ├── AlarmRefusedError      pipeline.processors.alarms            (+ValueError)
+     │    └── InvalidStatusError     pipeline.processors.status            (+ValueError)
+     ├── LogError                    the event log failed
+     │    ├── CorruptRecordError     a record whose CRC or framing is wrong
+     │    │    └── FrameError        pipeline.log.local.segment
+     │    └── LogClosedError         the log was used after close()
+     ├── NotOwnedError               faust runtime: the partition was lost  (+RuntimeError)
+     ├── RebalancingError            faust runtime: between assignments     (+RuntimeError)
+     ├── StoreError                  a projection store failed (ClickHouse ``code``/``name``)
+     │    ├── ReadOnlyViolationError a write attempted through the read-only SQL path
+     │    └── ClusterSqlError        projections.cluster: DDL it cannot make ON CLUSTER
+     ├── QueryError                  projections.registry: a bad filter field (+ValueError)
+     ├── QueryRejectedError          projections.sandbox: analyst SQL refused (+ValueError)
+     ├── ConnectorError              a connector could not reach or decode its device
+     ├── connector input errors      (+ValueError; not ConnectorError: a status line shows
+     │                                their class name, a ConnectorError's text stands alone)
+     │    FileFormatError (files.csvparse), CodecError (modbus.codec),
+     │    JsonPathError (mqtt.jsonpath), PathNotFoundError (mqtt.jsonpath, +LookupError),
+     │    DecodeError (mqtt.payload: a payload, not an Avro record), TopicError (mqtt.topics),
+     │    WriteError (opcua.values)
+     ├── CredentialError             api.device_auth: a device credential refused (+ValueError)
+     ├── FilterError                 api.stream_filters: a bad live-stream filter (+ValueError)
+     ├── StreamNotFoundError         api.stream: no such live stream        (+LookupError)
+     ├── StreamLimitError            api.stream: too many live streams
+     │    └── OwnerStreamLimitError  ... for one API key
+     ├── _RefusedError               api.yamlbody: a YAML body refused (private, caught there)
+     └── ApiError                    api.errors: an HTTP answer (status, code, message)
+
+``ApiError`` is in the tree on purpose. It is not a failure of the engine but an answer
+the API layer decides to give; it is still raised deliberately, carries a stable code
+and a message for the user, and is exactly what ``except MillraceError`` at an edge means
+("an error we raised on purpose, show its message"). Keeping it out would make the
+rule "every exception" need an allow-list, the first crack in it. Code below ``api``
+never raises it, and ``api`` code that catches ``MillraceError`` must let it through.
+
+Library errors are mapped at the edge with ``raise ... from exc``. Nothing decides an
+HTTP status or a retry by matching message text: store errors carry ClickHouse's code.
 """
 
 import re
@@ -31,6 +71,11 @@ class SchemaError(MillraceError):
 
 class DecodeError(SchemaError):
     pass
+
+
+class FoldError(MillraceError, ValueError):
+    """An event a fold (identity, alarm, status) refuses in the state it finds; the
+    processor dead-letters it. Also a ``ValueError`` for callers that catch that."""
 
 
 class LogError(MillraceError):
@@ -69,7 +114,7 @@ def clickhouse_code(message: str) -> tuple[int | None, str | None]:
     return (int(code.group(1)) if code else None, name.group(1) if name else None)
 
 
-class ReadOnlyViolation(StoreError):
+class ReadOnlyViolationError(StoreError):
     pass
 
 

@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import StoreError
+from pipeline.errors import MillraceError, StoreError
 from pipeline.identities.resources import ResourceDefinition
 from pipeline.identities.state import STATUSES
 from pipeline.processors.telemetry import KIND_BOOL, KIND_STRING
@@ -91,7 +91,11 @@ Names = list[str]
 Dicts = list[dict[str, Any]]
 
 
-class QueryError(ValueError):
+#: ClickHouse's error code (ErrorCodes.cpp) for a pattern RE2 cannot compile
+CANNOT_COMPILE_REGEXP = 427
+
+
+class QueryError(MillraceError, ValueError):
     """A registry query that cannot run as asked; ``field`` names the request field
     (``status``, ``identity``, ``order``, ``tags``, ``limit``, ...)."""
 
@@ -269,10 +273,9 @@ class RegistryQueries:
         try:
             self.store.execute("SELECT match('', {re:String})", {"re": pattern})
         except StoreError as exc:
-            text = str(exc)
-            if "Code: 427." not in text and "re2" not in text.lower():
-                raise  # not the pattern's fault (CANNOT_COMPILE_REGEXP is 427)
-            reason = text.split(", error: ", 1)[-1].split(". Look at", 1)[0]
+            if exc.code != CANNOT_COMPILE_REGEXP:
+                raise  # not the pattern's fault
+            reason = str(exc).split(", error: ", 1)[-1].split(". Look at", 1)[0]
             raise QueryError(
                 "identity", f"not a valid regular expression (RE2): {reason[:200]}"
             ) from None

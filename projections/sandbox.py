@@ -50,7 +50,7 @@ How a statement is checked (nothing of the user's text is ever spliced unchecked
    slipped through fails ``READONLY``), ``max_execution_time``,
    ``max_memory_usage``, ``max_rows_to_read``, ``max_bytes_to_read``,
    ``max_result_rows``, ``max_result_bytes`` (all ``throw``) and ``max_threads``
-   (:class:`SqlLimits`). Failures map to :class:`QueryRejected` by ClickHouse's
+   (:class:`SqlLimits`). Failures map to :class:`QueryRejectedError` by ClickHouse's
    error code, never by message text (:func:`rejection`).
 
 ClickHouse users, grants and settings profiles as a second wall: chDB 4.4
@@ -72,7 +72,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.errors import StoreError
+from pipeline.errors import MillraceError, StoreError
 from projections.store.base import ProjectionStore, QueryResult
 
 #: what every analyst may query (``millrace.<table>``); the secrets stay out:
@@ -172,7 +172,7 @@ class SqlLimits:
         }
 
 
-class QueryRejected(ValueError):
+class QueryRejectedError(MillraceError, ValueError):
     """Analyst SQL refused before it ran, or stopped by a limit. ``status``: 400 (the
     query is malformed, failed or hit a limit) or 403 (it reaches for something the
     sandbox does not allow); ``code``: the API's error code; the message names the
@@ -194,7 +194,7 @@ def normalize(store: ProjectionStore, sql: str) -> str:
     try:
         res = store.execute("SELECT formatQuerySingleLine({q:String})", {"q": sql})
     except StoreError as exc:
-        raise QueryRejected(400, "invalid_query", _first_line(str(exc))) from None
+        raise QueryRejectedError(400, "invalid_query", _first_line(str(exc))) from None
     return str(res.rows[0][0]) if res.rows else ""
 
 
@@ -263,7 +263,7 @@ def _parse(lines: list[str]) -> list[_Node]:
         depth = len(m.group(1)) if m else -1
         if m is None or (nodes and not 0 < depth <= stack[-1].depth + 1) or (not nodes and depth):
             # only a line break inside an identifier or alias prints such a line
-            raise QueryRejected(400, "invalid_query", "line breaks in names are not allowed")
+            raise QueryRejectedError(400, "invalid_query", "line breaks in names are not allowed")
         rest = m.group(3) or ""
         declared = _CHILDREN.search(rest)
         node = _Node(depth, m.group(2), rest, int(declared.group(1)) if declared else 0)
@@ -274,7 +274,7 @@ def _parse(lines: list[str]) -> list[_Node]:
         stack.append(node)
         nodes.append(node)
     if not nodes:
-        raise QueryRejected(400, "invalid_query", "empty query")
+        raise QueryRejectedError(400, "invalid_query", "empty query")
     return nodes
 
 
@@ -283,7 +283,7 @@ def _refuse_clauses(select: _Node) -> None:
     ``INTO OUTFILE`` (a literal), ``FORMAT`` (an identifier) and ``SETTINGS``."""
     for extra in select.children[1:]:
         clause = {"Literal": "INTO OUTFILE", "Identifier": "FORMAT"}.get(extra.kind, "SETTINGS")
-        raise QueryRejected(
+        raise QueryRejectedError(
             403, "clause_not_allowed", f"{clause} is not allowed: the server sets output and limits"
         )
 
@@ -301,15 +301,17 @@ def _statement(root: _Node) -> Kind:
             _refuse_clauses(selects[0])
             return "explain"
     if root.kind == "DescribeQuery":
-        raise QueryRejected(403, "clause_not_allowed", "SETTINGS is not allowed on DESCRIBE")
+        raise QueryRejectedError(403, "clause_not_allowed", "SETTINGS is not allowed on DESCRIBE")
     what = root.kind.removesuffix("Query") or "this statement"
     if root.kind.startswith(("Show", "Exists", "Explain", "Describe")):
-        raise QueryRejected(
+        raise QueryRejectedError(
             403,
             "statement_not_allowed",
             f"{what} is not allowed: only SELECT, DESCRIBE and EXPLAIN of a SELECT run here",
         )
-    raise QueryRejected(403, "read_only", f"{what} is not allowed: the SQL endpoint is read-only")
+    raise QueryRejectedError(
+        403, "read_only", f"{what} is not allowed: the SQL endpoint is read-only"
+    )
 
 
 def _name(rest: str) -> str:
@@ -338,8 +340,8 @@ def _check_name(node: _Node, catalog: Catalog, allowed: Collection[str]) -> None
             raise _forbidden(f"{catalog.database}.{table}", allowed)
 
 
-def _forbidden(table: str, allowed: Collection[str]) -> QueryRejected:
-    return QueryRejected(
+def _forbidden(table: str, allowed: Collection[str]) -> QueryRejectedError:
+    return QueryRejectedError(
         403,
         "forbidden_table",
         f"table {table} is not allowed; allowed: {', '.join(sorted(allowed))}",
@@ -350,24 +352,24 @@ def _check_function(node: _Node, catalog: Catalog, table_position: bool) -> None
     name = _name(node.rest)
     low = name.lower()
     if table_position or (low in catalog.table_functions and low not in catalog.also_functions):
-        raise QueryRejected(
+        raise QueryRejectedError(
             403, "table_function_not_allowed", f"table function {name} is not allowed"
         )
     udf = any(node.rest == f or node.rest.startswith(f + " ") for f in catalog.udfs)
     if low in DENIED_FUNCTIONS or low.startswith(_DENIED_PREFIXES) or udf:
-        raise QueryRejected(403, "function_not_allowed", f"function {name} is not allowed")
+        raise QueryRejectedError(403, "function_not_allowed", f"function {name} is not allowed")
 
 
 def check_tree(lines: list[str], catalog: Catalog, allowed: Collection[str]) -> Kind:
     """The kind of statement ``lines`` (``EXPLAIN AST`` output) is, if the sandbox may
-    run it with ``allowed`` tables; :class:`QueryRejected` naming the offender if
+    run it with ``allowed`` tables; :class:`QueryRejectedError` naming the offender if
     not."""
     nodes = _parse(lines)
     kind = _statement(nodes[0])
     after_table_expression = False
     for node in nodes[1:]:
         if node.kind == "Set" and not (kind == "explain" and node.depth == 1):
-            raise QueryRejected(
+            raise QueryRejectedError(
                 403, "clause_not_allowed", "SETTINGS is not allowed: the server sets the limits"
             )
         if node.kind in ("TableIdentifier", "Identifier"):
@@ -385,7 +387,7 @@ def readonly_query(
     allowed: Collection[str] = ANALYST_TABLES,
 ) -> QueryResult:
     """Run one analyst statement in the sandbox: parsed, checked against the
-    allow-list, run under ``limits``. Raises :class:`QueryRejected`."""
+    allow-list, run under ``limits``. Raises :class:`QueryRejectedError`."""
     stmt = normalize(store, sql)
     kind = check_tree(explain_ast(store, stmt), load_catalog(store), allowed)
     text = f"SELECT * FROM ({stmt})" if kind == "select" else stmt
@@ -401,7 +403,7 @@ READONLY, MEMORY_LIMIT_EXCEEDED, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES = 164, 2
 UNKNOWN_QUERY_PARAMETER, ACCESS_DENIED = 456, 497
 
 
-def rejection(exc: StoreError, limits: SqlLimits) -> QueryRejected:
+def rejection(exc: StoreError, limits: SqlLimits) -> QueryRejectedError:
     """What a failed analyst query answers, decided by ClickHouse's error code."""
     first = _first_line(str(exc))
     limit_messages: Mapping[int, tuple[str, str]] = {
@@ -430,15 +432,15 @@ def rejection(exc: StoreError, limits: SqlLimits) -> QueryRejected:
     }
     limit = limit_messages.get(exc.code) if exc.code is not None else None
     if limit is not None:
-        return QueryRejected(400, *limit)
+        return QueryRejectedError(400, *limit)
     if exc.code in (READONLY, ACCESS_DENIED):
-        return QueryRejected(
+        return QueryRejectedError(
             403, "read_only", f"not allowed: the SQL endpoint is read-only ({first})"
         )
     if exc.code == UNKNOWN_QUERY_PARAMETER:
-        return QueryRejected(
+        return QueryRejectedError(
             400, "invalid_query", "query parameters ({name:Type}) are not supported"
         )
     if exc.code == SYNTAX_ERROR:
-        return QueryRejected(400, "invalid_query", first)
-    return QueryRejected(400, "query_failed", first)
+        return QueryRejectedError(400, "invalid_query", first)
+    return QueryRejectedError(400, "query_failed", first)

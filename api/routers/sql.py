@@ -128,6 +128,6 @@ async def run_sql(
     done.add_done_callback(finished)
     try:
         body = await asyncio.shield(done)
-    except sandbox.QueryRejected as exc:
+    except sandbox.QueryRejectedError as exc:
         raise _rejected(exc.status, exc.code, str(exc)) from None
     return JsonResponse(body)

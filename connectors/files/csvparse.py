@@ -31,6 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors._common.models import EndpointBase
+from pipeline.errors import MillraceError
 
 from .config import EPOCH_FORMATS, CsvOptions
 
@@ -53,7 +54,7 @@ _EPOCH_FACTOR = {"epoch_s": 1_000_000, "epoch_ms": 1000, "epoch_us": 1}
 _INT64_MAX = 2**63 - 1
 
 
-class FileFormatError(ValueError):
+class FileFormatError(MillraceError, ValueError):
     """The file as a whole cannot be read with the configuration (e.g. a missing column)."""
 
     def __init__(self, line: int, raw: bytes, reason: str) -> None:

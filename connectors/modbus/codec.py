@@ -17,6 +17,8 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 
+from pipeline.errors import MillraceError
+
 #: data type -> (struct format, registers); bool and string are handled apart
 _STRUCT: dict[str, tuple[str, int]] = {
     "int16": ("h", 1),
@@ -39,7 +41,7 @@ DATA_TYPES = frozenset({*_STRUCT, "bool", "string"})
 Value = bool | int | float | str
 
 
-class CodecError(ValueError):
+class CodecError(MillraceError, ValueError):
     """Registers that do not decode, or a value that does not encode, to the type."""
 
 

@@ -22,17 +22,19 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import MillraceError
+
 _NAME = re.compile(r"[A-Za-z0-9_\-$@\u0080-\U0010ffff]+")
 _INDEX = re.compile(r"-?(0|[1-9][0-9]*)")
 
 Step = str | int
 
 
-class JsonPathError(ValueError):
+class JsonPathError(MillraceError, ValueError):
     """A path that is not valid in the supported subset."""
 
 
-class PathNotFound(LookupError):
+class PathNotFoundError(MillraceError, LookupError):
     """The document has no value at the path (the message says where it stopped)."""
 
 
@@ -48,7 +50,7 @@ class JsonPath:
         for i, step in enumerate(self.steps):
             if isinstance(step, str):
                 if not isinstance(node, dict):
-                    raise PathNotFound(
+                    raise PathNotFoundError(
                         f"{format_path(self.steps[:i])} is {_kind(node)}, not an object "
                         f"(looking for {self.text})"
                     )
@@ -58,16 +60,16 @@ class JsonPath:
                         if i == len(self.steps) - 1
                         else f" (no {format_path(self.steps[: i + 1])})"
                     )
-                    raise PathNotFound(f"{self.text} not found{where}")
+                    raise PathNotFoundError(f"{self.text} not found{where}")
                 node = node[step]
             else:
                 if not isinstance(node, list):
-                    raise PathNotFound(
+                    raise PathNotFoundError(
                         f"{format_path(self.steps[:i])} is {_kind(node)}, not an array "
                         f"(looking for {self.text})"
                     )
                 if not -len(node) <= step < len(node):
-                    raise PathNotFound(
+                    raise PathNotFoundError(
                         f"{self.text} not found ({format_path(self.steps[:i])} has "
                         f"{len(node)} elements)"
                     )

@@ -27,7 +27,9 @@ from typing import Any, Literal
 
 import orjson
 
-from .jsonpath import JsonPath, PathNotFound
+from pipeline.errors import MillraceError
+
+from .jsonpath import JsonPath, PathNotFoundError
 
 TimestampFormat = Literal["epoch_s", "epoch_ms", "epoch_us", "iso8601"]
 Scalar = bool | int | float | str
@@ -51,7 +53,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 MAX_IDENTITY = 256
 
 
-class DecodeError(ValueError):
+class DecodeError(MillraceError, ValueError):
     """A payload (or a part of it) that cannot become a reading; the text is the reason."""
 
 
@@ -226,7 +228,7 @@ def endpoint_reading(payload: bytes, spec: ValueSpec) -> tuple[Scalar, int | Non
 def _at(doc: Any, path: JsonPath, what: str) -> Any:
     try:
         return path.get(doc)
-    except PathNotFound as exc:
+    except PathNotFoundError as exc:
         raise DecodeError(f"{what} missing: {exc}") from None
 
 
@@ -275,7 +277,7 @@ def mapping_readings(payload: bytes, spec: MappingSpec) -> MappingResult:
     for signal, path in spec.values.items():
         try:
             value = path.get(doc)
-        except PathNotFound:
+        except PathNotFoundError:
             continue
         if value is None:
             continue

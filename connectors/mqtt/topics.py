@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pipeline.errors import MillraceError
+
 T = TypeVar("T")
 
 _LEVEL_REF = re.compile(r"\{(-?\d+)\}")
@@ -27,7 +29,7 @@ COMMAND_PLACEHOLDERS = ("identity", "signal")
 MAX_TOPIC_BYTES = 65535
 
 
-class TopicError(ValueError):
+class TopicError(MillraceError, ValueError):
     """A topic filter, template or rendered topic that cannot be used."""
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from asyncua import ua
 
+from pipeline.errors import MillraceError
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -129,7 +131,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-class WriteError(ValueError):
+class WriteError(MillraceError, ValueError):
     """A command value that does not fit the node's type (the message says why)."""
 
 

@@ -49,6 +49,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.errors import ConfigError
+
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 Kind = Literal["limit", "rate_of_change", "stale", "equals", "deviation", "resource_deviation"]
 KINDS: tuple[str, ...] = (
@@ -67,7 +69,7 @@ RULE_KEY_PREFIX = "rule:"
 Number = StrictInt | StrictFloat
 
 
-class RuleError(ValueError):
+class RuleError(ConfigError, ValueError):
     """A rule that cannot be accepted; ``field`` is its JSON path (``high``, ``identity``)."""
 
     def __init__(self, field: str, message: str) -> None:

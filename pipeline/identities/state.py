@@ -4,7 +4,7 @@ Pure and deterministic: the same events in the same order give the same state, w
 is what lets the identity projection be rebuilt by replay. The state is a plain dict
 with the columns of ``millrace.identities`` (see projections/sql/0007_identities.sql).
 An event that cannot apply (unknown identity, a lock in the way, a malformed field)
-raises :class:`Rejected`; the processor turns it into a dead letter and the state is
+raises :class:`IdentityRejectedError`; the processor turns it into a dead letter and the state is
 unchanged — concurrent API writes are resolved by log order, and the later one of two
 conflicting writes is the one refused, visibly.
 
@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.errors import FoldError
 from pipeline.identities.resources import same_value
 
 STATUSES = ("whitelisted", "provisioned", "reprovision", "expired", "locked")
@@ -32,7 +33,7 @@ CONTROL = (*CONTROL_INT, "status", "auth_type", "credential_hash", "unset", "rep
 State = dict[str, Any]
 
 
-class Rejected(ValueError):
+class IdentityRejectedError(FoldError):
     """The event cannot apply to the identity's current state."""
 
 
@@ -78,10 +79,10 @@ def _int(attrs: Mapping[str, str], key: str) -> int:
     try:
         value = int(attrs[key])
     except ValueError:
-        raise Rejected(f"attributes.{key}: not an integer: {attrs[key]!r}") from None
+        raise IdentityRejectedError(f"attributes.{key}: not an integer: {attrs[key]!r}") from None
     low, high = _INT_RANGE[key]
     if not low <= value <= high:
-        raise Rejected(f"attributes.{key}: {value} outside {low}..{high}")
+        raise IdentityRejectedError(f"attributes.{key}: {value} outside {low}..{high}")
     return value
 
 
@@ -96,9 +97,9 @@ def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
     if "status" in attrs:
         status = attrs["status"]
         if status not in ("whitelisted", "reprovision", "provisioned"):
-            raise Rejected(f"attributes.status: cannot set {status!r} directly")
+            raise IdentityRejectedError(f"attributes.status: cannot set {status!r} directly")
         if status == "provisioned" and not attrs.get("credential_hash", s["credential_hash"]):
-            raise Rejected("attributes.status: provisioned needs a credential")
+            raise IdentityRejectedError("attributes.status: provisioned needs a credential")
         if s["status"] == "locked":
             s["locked_from"] = status
         else:
@@ -106,7 +107,9 @@ def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
     if "credential_hash" in attrs:
         after = s["locked_from"] if s["status"] == "locked" else s["status"]
         if not attrs["credential_hash"] and after == "provisioned":
-            raise Rejected("attributes.credential_hash: a provisioned identity needs one")
+            raise IdentityRejectedError(
+                "attributes.credential_hash: a provisioned identity needs one"
+            )
         s["auth_type"] = attrs.get("auth_type", s["auth_type"])
         s["credential_hash"] = attrs["credential_hash"]
     free = {k: v for k, v in attrs.items() if k not in CONTROL}
@@ -121,7 +124,7 @@ def _values(ev: Mapping[str, Any]) -> dict[str, Any]:
         try:
             out[resource] = json.loads(text, parse_constant=_reject_constant)
         except ValueError:
-            raise Rejected(f"state.{resource}: not JSON: {text[:60]!r}") from None
+            raise IdentityRejectedError(f"state.{resource}: not JSON: {text[:60]!r}") from None
     return out
 
 
@@ -134,20 +137,20 @@ def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
     s = empty(identity) if prev is None else _copy(prev)
     if kind == "CREATED":
         if s["present"]:
-            raise Rejected(f"identity {identity!r} already exists")
+            raise IdentityRejectedError(f"identity {identity!r} already exists")
         s = empty(identity)
         s.update(present=1, created_us=ts, status="whitelisted")
         _apply_control(s, attrs)
         _tags_set(s, ev.get("tags") or {}, replace=True)
     elif not s["present"]:
-        raise Rejected(f"identity {identity!r} does not exist")
+        raise IdentityRejectedError(f"identity {identity!r} does not exist")
     elif kind == "UPDATED":
         _apply_control(s, attrs)
     elif kind == "DELETED":
         s = empty(identity)
     elif kind == "CONNECTED":
         if s["status"] == "locked":
-            raise Rejected(f"identity {identity!r} is locked")
+            raise IdentityRejectedError(f"identity {identity!r} is locked")
         s.update(connected=1, connected_us=ts)
         if ev.get("ip"):
             s["lastip"] = ev["ip"]
@@ -155,9 +158,9 @@ def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
         s.update(connected=0, disconnected_us=ts)
     elif kind in ("PROVISIONED", "REPROVISIONED"):
         if s["status"] not in PROVISIONABLE:
-            raise Rejected(f"identity {identity!r} is {s['status']}; cannot provision")
+            raise IdentityRejectedError(f"identity {identity!r} is {s['status']}; cannot provision")
         if not attrs.get("credential_hash"):
-            raise Rejected("attributes.credential_hash: missing")
+            raise IdentityRejectedError("attributes.credential_hash: missing")
         _apply_control(s, {k: v for k, v in attrs.items() if k != "status"})
         s.update(status="provisioned", provisioned_us=ts)
         if ev.get("ip"):
@@ -169,7 +172,9 @@ def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
         elif what == "credentials" and s["status"] == "provisioned":
             s["status"] = "reprovision"
         else:
-            raise Rejected(f"identity {identity!r} is {s['status']}; {what} cannot expire")
+            raise IdentityRejectedError(
+                f"identity {identity!r} is {s['status']}; {what} cannot expire"
+            )
     elif kind == "LOCKED":
         if s["status"] != "locked":
             s.update(locked_from=s["status"], status="locked")
@@ -208,7 +213,7 @@ def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
         for resource in ev.get("state") or {}:
             s["stale_ts"][resource] = ts
     else:
-        raise Rejected(f"type {kind!r} does not apply to an identity")
+        raise IdentityRejectedError(f"type {kind!r} does not apply to an identity")
     s["version"] = version
     if kind != "DELETED":
         s["updated_us"] = max(s["updated_us"], ts)

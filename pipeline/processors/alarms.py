@@ -42,6 +42,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.alarms.rules import RuleError, parse_rule
+from pipeline.errors import FoldError
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
 from pipeline.topics import ALARMS
 
@@ -108,7 +109,7 @@ RULES_SCHEMA = pa.schema(
 State = dict[str, Any]
 
 
-class Refused(ValueError):
+class AlarmRefusedError(FoldError):
     """An alarm step that cannot be applied to the alarm as it is."""
 
 
@@ -128,7 +129,7 @@ def _annotation_key(ts_us: int, user: str, text: str) -> str:
 def _raised(value: Mapping[str, Any], version: int) -> State:
     priority = int(value["priority"])
     if not 0 <= priority <= 255:
-        raise Refused(f"priority: {priority} is outside 0..255")
+        raise AlarmRefusedError(f"priority: {priority} is outside 0..255")
     ts = int(value["ts_us"])
     return {
         "alarm_id": str(value["alarm_id"]),
@@ -162,20 +163,20 @@ def apply(
     prev: State | None, value: Mapping[str, Any], version: int
 ) -> tuple[State | None, dict[str, Any] | None]:
     """The alarm after one event (None: unchanged) and the annotation row it adds, if
-    any. :class:`Refused` when the step does not apply (see the module doc)."""
+    any. :class:`AlarmRefusedError` when the step does not apply (see the module doc)."""
     kind = value.get("type")
     alarm_id = value.get("alarm_id")
     if not isinstance(alarm_id, str) or not alarm_id:
-        raise Refused("alarm_id: must be a non-empty string")
+        raise AlarmRefusedError("alarm_id: must be a non-empty string")
     ts = int(value["ts_us"])
     user = _text(value.get("user"))
     note = _text(value.get("note"))
     if kind == "RAISED":
         return (_raised(value, version) if prev is None else None), None
     if kind not in ("CLEARED", "ACKNOWLEDGED", "DISCARDED", "ANNOTATED"):
-        raise Refused(f"type: {kind!r} is not an alarm step")
+        raise AlarmRefusedError(f"type: {kind!r} is not an alarm step")
     if prev is None:
-        raise Refused(f"alarm {alarm_id!r} is unknown: no RAISED before its {kind}")
+        raise AlarmRefusedError(f"alarm {alarm_id!r} is unknown: no RAISED before its {kind}")
     new = dict(prev)
     new["version"] = version
     new["updated_us"] = ts
@@ -193,19 +194,19 @@ def apply(
         ):
             return None, None  # the same step again
         if status != PENDING:
-            raise Refused(f"alarm {alarm_id!r} is {status}: it cannot be acknowledged")
+            raise AlarmRefusedError(f"alarm {alarm_id!r} is {status}: it cannot be acknowledged")
         new.update(mgmt_status=ACKNOWLEDGED, ack_user=user, ack_us=ts, ack_note=note)
         return new, None
     if kind == "DISCARDED":
         if status == DISCARDED:
             if (prev["discard_us"], prev["discard_user"], prev["discard_note"]) == (ts, user, note):
                 return None, None
-            raise Refused(f"alarm {alarm_id!r} is already discarded")
+            raise AlarmRefusedError(f"alarm {alarm_id!r} is already discarded")
         new.update(mgmt_status=DISCARDED, discard_user=user, discard_us=ts, discard_note=note)
         return new, None
     # ANNOTATED
     if value.get("note") is None:
-        raise Refused("note: an annotation needs its text")
+        raise AlarmRefusedError("note: an annotation needs its text")
     key = _annotation_key(ts, user, note)
     if key == prev["last_annotation"]:
         return None, None
@@ -218,7 +219,7 @@ def rule_row(value: Mapping[str, Any], version: int) -> dict[str, Any]:
     """The ``alarm_rules`` row of a RULE_DEFINED / RULE_REMOVED event."""
     rule_id = value.get("rule_id") or value.get("alarm_id")
     if not isinstance(rule_id, str) or not rule_id:
-        raise Refused("rule_id: must be a non-empty string")
+        raise AlarmRefusedError("rule_id: must be a non-empty string")
     row = {
         "rule_id": rule_id,
         "version": version,
@@ -236,9 +237,9 @@ def rule_row(value: Mapping[str, Any], version: int) -> dict[str, Any]:
     try:
         rule = parse_rule(value.get("definition") or "")
     except RuleError as exc:
-        raise Refused(f"definition.{exc.field}: {exc.message}") from None
+        raise AlarmRefusedError(f"definition.{exc.field}: {exc.message}") from None
     if rule.id != rule_id:
-        raise Refused(f"definition.id: {rule.id!r} is not the rule id {rule_id!r}")
+        raise AlarmRefusedError(f"definition.id: {rule.id!r} is not the rule id {rule_id!r}")
     row.update(
         present=1,
         kind=rule.kind,
@@ -280,7 +281,7 @@ class AlarmProcessor(StatefulProcessor):
                 if prev is not None and ev.offset < int(prev["version"]):
                     continue  # already in the state row (a redone batch)
                 new, note = apply(prev, value, ev.offset + 1)
-            except (Refused, ValueError, KeyError, TypeError) as exc:
+            except (AlarmRefusedError, ValueError, KeyError, TypeError) as exc:
                 out.deadletters.append(
                     dead_letter(
                         ev,

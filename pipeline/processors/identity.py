@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.identities.resources import REGISTRY_KEY, ResourceDefinition
-from pipeline.identities.state import Rejected, State, apply
+from pipeline.identities.state import IdentityRejectedError, State, apply
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
 from pipeline.topics import IDENTITY
 
@@ -124,12 +124,12 @@ class IdentityProcessor(StatefulProcessor):
                     defs.append(self._definition(ev))
                     continue
                 if not isinstance(identity, str) or not identity:
-                    raise Rejected("identity: must be a non-empty string")
+                    raise IdentityRejectedError("identity: must be a non-empty string")
                 prev = current.get(identity)
                 if prev is not None and ev.offset < prev["version"]:
                     continue  # already in the state row (a redone batch)
                 new = apply(prev, value, ev.offset + 1)
-            except (Rejected, ValueError, KeyError, TypeError) as exc:
+            except (IdentityRejectedError, ValueError, KeyError, TypeError) as exc:
                 out.deadletters.append(
                     dead_letter(
                         ev,
@@ -156,7 +156,7 @@ class IdentityProcessor(StatefulProcessor):
         attrs = value.get("attributes") or {}
         name = attrs.get("name", "")
         if not name:
-            raise Rejected("attributes.name: missing resource name")
+            raise IdentityRejectedError("attributes.name: missing resource name")
         if value["type"] == "RESOURCE_DEFINED":
             text = attrs.get("definition", "")
             ResourceDefinition.model_validate_json(text)  # ValueError -> dead letter
@@ -164,7 +164,9 @@ class IdentityProcessor(StatefulProcessor):
         elif value["type"] == "RESOURCE_REMOVED":
             text, present = "", 0
         else:
-            raise Rejected(f"type {value['type']!r} does not apply to the registry key")
+            raise IdentityRejectedError(
+                f"type {value['type']!r} does not apply to the registry key"
+            )
         return {
             "name": name,
             "version": ev.offset + 1,

@@ -41,6 +41,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.errors import FoldError
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
 from pipeline.processors.identity import metric_rows
 from pipeline.topics import STATUS
@@ -94,7 +95,7 @@ RUNNERS_SCHEMA = pa.schema(
 State = dict[str, Any]
 
 
-class InvalidStatus(ValueError):
+class InvalidStatusError(FoldError):
     """A ResourceStatus that cannot be folded."""
 
 
@@ -143,7 +144,7 @@ def fold(prev: State | None, ev: Mapping[str, Any], version: int, base: Base) ->
     than the row's leaves it as it is (only ``version`` moves on)."""
     resource = ev.get("resource_id")
     if not isinstance(resource, str) or not resource:
-        raise InvalidStatus("resource_id: must be a non-empty string")
+        raise InvalidStatusError("resource_id: must be a non-empty string")
     ts = int(ev["ts_us"])
     bases = {
         "base_version": base[0],
@@ -286,7 +287,7 @@ class StatusProcessor(StatefulProcessor):
             try:
                 resource = value.get("resource_id")
                 if not isinstance(resource, str) or not resource:
-                    raise InvalidStatus("resource_id: must be a non-empty string")
+                    raise InvalidStatusError("resource_id: must be a non-empty string")
                 walk = walks.get(resource)
                 if walk is None:
                     prev = state.get(resource)
@@ -297,7 +298,7 @@ class StatusProcessor(StatefulProcessor):
                 failures = walk.step(ev)
                 if ev.offset >= walk.applied_below and walk.state is not None:
                     changed[resource] = walk.state
-            except (InvalidStatus, ValueError, KeyError, TypeError) as exc:
+            except (InvalidStatusError, ValueError, KeyError, TypeError) as exc:
                 out.deadletters.append(
                     dead_letter(
                         ev,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.codec import AvroCodec, default_codec
+from pipeline.errors import MillraceError
 from pipeline.log.base import TopicPartition
 from pipeline.processors.base import Outputs, Processor, StateReader
 from pipeline.processors.decoding import decode_and_process
@@ -180,7 +181,7 @@ DeadletterPublisher = Callable[[list[dict[str, Any]]], Any]
 Fence = Callable[[TopicPartition, int], Coroutine[Any, Any, None]]
 
 
-class NotOwnedError(RuntimeError):
+class NotOwnedError(MillraceError, RuntimeError):
     """The worker lost the partition (rebalance or fenced); its batch is abandoned."""
 
 
@@ -307,7 +308,7 @@ class FaustTakeHandler:
                 self.records += len(recs)
 
 
-class RebalancingError(RuntimeError):
+class RebalancingError(MillraceError, RuntimeError):
     """The worker is between assignments: no write can be fenced now."""
 
 

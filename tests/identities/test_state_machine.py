@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 )
 
 from pipeline.identities.events import identity_event
-from pipeline.identities.state import Rejected, State, apply
+from pipeline.identities.state import IdentityRejectedError, State, apply
 from pipeline.log.base import TopicPartition
 from pipeline.processors.base import Event
 from pipeline.processors.identity import IdentityProcessor
@@ -285,7 +285,7 @@ class IdentityLifecycle(RuleBasedStateMachine):
         before = copy.deepcopy(prev)
         try:
             got: State | None = apply(prev, ev, version)
-        except Rejected as exc:
+        except IdentityRejectedError as exc:
             assert str(exc), "a rejection names its reason"
             got = None
         assert prev == before, "apply changed the state it was given"
@@ -778,7 +778,7 @@ def test_provisioned_never_without_credential() -> None:
     s = _fold(
         event("d", "CREATED", T0, attributes={"status": "provisioned", "credential_hash": "h"})
     )
-    with pytest.raises(Rejected):
+    with pytest.raises(IdentityRejectedError):
         apply(
             s,
             event(
@@ -807,7 +807,7 @@ def test_clearing_the_credential_of_a_provisioned_identity(locked: bool) -> None
     s = _fold(*events)
     try:
         s = apply(s, event("d", "UPDATED", T0 + 3, attributes={"credential_hash": ""}), 9)
-    except Rejected:
+    except IdentityRejectedError:
         return  # refusing the event is one way out
     s = apply(s, event("d", "UNLOCKED", T0 + 4), 10)
     # the other: no longer provisioned (e.g. reprovision)
@@ -816,7 +816,7 @@ def test_clearing_the_credential_of_a_provisioned_identity(locked: bool) -> None
 
 def test_nan_is_not_json() -> None:
     s = _fold(event("d", "CREATED", T0))
-    with pytest.raises(Rejected):
+    with pytest.raises(IdentityRejectedError):
         apply(s, event("d", "STATE_SET", T0 + 1, state={"setpoint": "NaN"}), 2)
 
 
@@ -944,7 +944,7 @@ def _one_pass(events: Sequence[Mapping[str, Any]]) -> tuple[dict[str, State], se
             continue
         try:
             states[identity] = apply(states.get(identity), ev, offset + 1)
-        except Rejected:
+        except IdentityRejectedError:
             rejected.add(offset)
     return states, rejected
 

@@ -16,7 +16,7 @@ from projections.sandbox import (
     ANALYST_TABLES,
     AUDIT_TABLES,
     Catalog,
-    QueryRejected,
+    QueryRejectedError,
     SqlLimits,
     check_tree,
     readonly_query,
@@ -42,8 +42,10 @@ def table_functions(db: ChdbStore) -> list[str]:
     return sorted(r[0] for r in db.execute("SELECT name FROM system.table_functions").rows)
 
 
-def refused(db: ChdbStore, sql: str, allowed: frozenset[str] = ANALYST_TABLES) -> QueryRejected:
-    with pytest.raises(QueryRejected) as info:
+def refused(
+    db: ChdbStore, sql: str, allowed: frozenset[str] = ANALYST_TABLES
+) -> QueryRejectedError:
+    with pytest.raises(QueryRejectedError) as info:
         readonly_query(db, sql, LIMITS, allowed)
     return info.value
 
@@ -198,7 +200,7 @@ def _select_from(line: str) -> list[str]:
     ],
 )
 def test_tree_refusals(line: str, code: str) -> None:
-    with pytest.raises(QueryRejected) as info:
+    with pytest.raises(QueryRejectedError) as info:
         check_tree(_select_from(line), CATALOG, ANALYST_TABLES)
     assert info.value.code == code
 
@@ -220,9 +222,9 @@ def test_forged_lines_only_add_refusals() -> None:
     # an alias with a line break can add lines, never hide one: a second root or a
     # jump in depth is refused, and a forged node is checked like a real one
     lines = _select_from("TableIdentifier millrace.readings (alias a")
-    with pytest.raises(QueryRejected, match="line breaks"):
+    with pytest.raises(QueryRejectedError, match="line breaks"):
         check_tree([*lines, "TableIdentifier x)"], CATALOG, ANALYST_TABLES)
-    with pytest.raises(QueryRejected, match="line breaks"):
+    with pytest.raises(QueryRejectedError, match="line breaks"):
         check_tree([*lines, "           Literal 1)"], CATALOG, ANALYST_TABLES)
     # a forged sibling that looks harmless does not hide the real lines after it
     real = [
@@ -231,7 +233,7 @@ def test_forged_lines_only_add_refusals() -> None:
         "      TableIdentifier millrace.identities",
     ]
     lines = [*lines[:5], "   TablesInSelectQuery (children 2)", *lines[6:]]
-    with pytest.raises(QueryRejected) as info:
+    with pytest.raises(QueryRejectedError) as info:
         check_tree([*lines, "      Literal 1)", *real], CATALOG, ANALYST_TABLES)
     assert info.value.code == "forbidden_table"
 
@@ -240,7 +242,7 @@ def test_explain_options_are_allowed_query_settings_are_not() -> None:
     inner = ["  " + ln for ln in _select_from("TableIdentifier millrace.readings")]
     explain = ["Explain EXPLAIN (children 2)", " Set", *[ln[1:] for ln in inner]]
     assert check_tree(explain, CATALOG, ANALYST_TABLES) == "explain"
-    with pytest.raises(QueryRejected) as info:
+    with pytest.raises(QueryRejectedError) as info:
         check_tree([*explain, "    Set"], CATALOG, ANALYST_TABLES)
     assert info.value.code == "clause_not_allowed"
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.mqtt.jsonpath import JsonPathError, PathNotFound, compile_path, format_path
+from connectors.mqtt.jsonpath import JsonPathError, PathNotFoundError, compile_path, format_path
 from connectors.mqtt.payload import (
     DecodeError,
     MappingSpec,
@@ -106,11 +106,11 @@ def test_bad_paths_are_rejected_with_the_reason(text: str, why: str) -> None:
 
 
 def test_missing_path_says_where() -> None:
-    with pytest.raises(PathNotFound, match=r"\$\.a\.b\.c not found \(no \$\.a\.b\)"):
+    with pytest.raises(PathNotFoundError, match=r"\$\.a\.b\.c not found \(no \$\.a\.b\)"):
         compile_path("$.a.b.c").get({"a": {}})
-    with pytest.raises(PathNotFound, match="has 1 elements"):
+    with pytest.raises(PathNotFoundError, match="has 1 elements"):
         compile_path("$.a[3]").get({"a": [1]})
-    with pytest.raises(PathNotFound, match="is a number, not an object"):
+    with pytest.raises(PathNotFoundError, match="is a number, not an object"):
         compile_path("$.a.b").get({"a": 5})
 
 

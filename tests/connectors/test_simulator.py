@@ -105,7 +105,7 @@ def test_config_rejects(fields: dict[str, Any]) -> None:
 
 
 def test_sample_yaml_validates() -> None:
-    path = Path(__file__).parents[3] / "connectors" / "simulator" / "section.yaml"
+    path = Path(__file__).parents[2] / "connectors" / "simulator" / "sample.yaml"
     section = yaml.safe_load(path.read_text())["simulator"]
     assert SimulatorConfig.model_validate(section) == SimulatorConfig()
 
