@@ -1,0 +1,1 @@
+"""Live-stream folds: log events in, stream items out (``api.stream_tail`` drives them)."""
