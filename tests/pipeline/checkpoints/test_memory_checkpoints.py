@@ -1,0 +1,12 @@
+"""MemoryCheckpoints passes the Checkpoints contract."""
+
+from __future__ import annotations
+
+from pipeline.alarms.runner import Checkpoints, MemoryCheckpoints
+
+from .contract import CheckpointsContract
+
+
+class TestMemoryCheckpoints(CheckpointsContract):
+    def make(self) -> Checkpoints:
+        return MemoryCheckpoints()
