@@ -161,8 +161,8 @@ class Phase:
 
 def _simulator(status: dict[str, Any]) -> dict[str, Any]:
     for c in status["connectors"]:
-        if c["name"] == "simulator":
-            stats: dict[str, Any] = c["stats"]
+        if c["name"] == "simulator":  # the simulator: section's connection
+            stats: dict[str, Any] = c["metrics"]
             return stats
     raise LookupError("no simulator in /status")
 

@@ -1,14 +1,15 @@
 """The protocols a commissioning file can name, and what each one provides.
 
 Each protocol package (``connectors/opcua``, ``connectors/modbus``, ...) exports
-``SPEC``; validation only needs the models and the template, so importing a
-protocol's config never imports its network library — the connector class is loaded
-when a connection is started.
+``SPEC``; validation only needs the models and the template (the folder's
+``sample.yaml``, read when asked for), so importing a protocol's config never imports
+its network library — the connector class is loaded when a connection is started.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -33,8 +34,13 @@ class ProtocolSpec:
     connection_model: type[ConnectionBase]
     endpoint_model: type[EndpointBase]
     connector_path: str  # "package.module:Class", a ProtocolConnector subclass
-    template: str  # a commented YAML commissioning file using this protocol
     check: Checker | None = None  # semantic checks beyond the models
+
+    @property
+    def template(self) -> str:
+        """A commented YAML commissioning file using this protocol: the protocol
+        folder's ``sample.yaml``."""
+        return (importlib.resources.files(f"connectors.{self.name}") / "sample.yaml").read_text()
 
     def connector_class(self) -> type[ProtocolConnector]:
         module, _, name = self.connector_path.partition(":")

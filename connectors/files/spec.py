@@ -19,58 +19,6 @@ from connectors.registry import ProtocolSpec
 from .config import EPOCH_FORMATS, FilesConnection, FilesEndpoint
 from .csvparse import check_timestamp_format
 
-TEMPLATE = """\
-# millrace commissioning file: CSV files dropped by a plant's data logger.
-# Validate with `millrace validate FILE`.
-version: 1
-service: plant-a
-connections:
-  line1-drop:
-    protocol: files
-    # Directory the logger (or an SMB/NFS share) drops its files in.
-    directory: ${MILLRACE_DROP_DIR}/line1
-    include: ["*.csv"]              # glob patterns, case-insensitive
-    exclude: ["*_summary.csv"]
-    # temp_patterns (never read) default to *.tmp, *.part, .*, ~* ...
-    recursive: false
-    order: name                     # or mtime
-    poll_ms: 1000                   # directory scan interval
-    settle_ms: 2000                 # read a file once size and mtime are stable this long
-    after: move                     # mark (keep, remember) | delete | move
-    done_directory: ${MILLRACE_DROP_DIR}/line1-done
-    # state_dir: ledger of read files; default <directory>/.millrace
-    csv:
-      separator: ";"
-      decimal_comma: true           # 21,5
-      encoding: utf-8-sig
-      header: true
-      timestamp: [Datum, Zeit]      # one column, or a date and a time column
-      timestamp_format: "%d.%m.%Y %H:%M:%S"   # or iso8601, epoch_s, epoch_ms, epoch_us
-      timezone: Europe/Berlin       # for times written without a UTC offset
-      identity_column: Maschine     # or `identity: press-1` for every row
-
-# One endpoint per column read; with identity_column, only the rows of `identity`.
-# Without endpoints every other column becomes a signal named after its header.
-# interval_ms does not apply: every row carries its own time.
-endpoints:
-  - connection: line1-drop
-    identity: press-1
-    signal: temperature
-    column: "Temp [°C]"
-    unit: °C
-  - connection: line1-drop
-    identity: press-1
-    signal: pressure
-    column: "Druck [bar]"
-    scale: 100000                   # bar -> Pa
-    unit: Pa
-  - connection: line1-drop
-    identity: press-1
-    signal: state
-    column: Status
-    data_type: string
-"""
-
 
 def _ancestor(p: Path) -> Path:
     p = p.absolute()
@@ -191,6 +139,5 @@ SPEC = ProtocolSpec(
     connection_model=FilesConnection,
     endpoint_model=FilesEndpoint,
     connector_path="connectors.files.connector:FilesConnector",
-    template=TEMPLATE,
     check=check,
 )

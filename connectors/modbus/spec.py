@@ -11,91 +11,6 @@ from connectors.registry import ProtocolSpec
 from .codec import register_count, resolve
 from .config import BIT_KINDS, KIND_NAMES, ModbusConnection, ModbusEndpoint
 
-TEMPLATE = """\
-# A Modbus TCP connection: one PLC polled every second, a few values of each kind.
-# Addresses are zero-based protocol addresses: "40001" in a device manual is
-# register: holding, address: 0; "30011" is register: input, address: 10.
-version: 1
-service: plant-1
-connections:
-  plc1:
-    protocol: modbus
-    host: ${MODBUS_HOST}          # set in the environment of the machine that runs it
-    port: 502
-    timeout_ms: 3000
-    unit_id: 1                    # default unit (slave) id; endpoints may override it
-    max_registers_per_read: 125   # lower it for devices that refuse long reads
-    max_gap_registers: 8          # read across gaps of up to 8 unused registers
-endpoints:
-  # a 32-bit float in two holding registers, word-swapped ("CDAB") as many PLCs store it
-  - connection: plc1
-    identity: press-7
-    signal: oil_temperature
-    register: holding
-    address: 100
-    data_type: float32
-    word_order: little
-    unit: degC
-    interval_ms: 1000
-    deadband: 0.1
-  # a raw 0..4000 count scaled to bar: value = raw * 0.0025 + 0
-  - connection: plc1
-    identity: press-7
-    signal: pressure
-    register: input
-    address: 10
-    data_type: uint16
-    scale: 0.0025
-    unit: bar
-  # a 32-bit counter
-  - connection: plc1
-    identity: press-7
-    signal: strokes
-    register: input
-    address: 12
-    data_type: uint32
-  # a setpoint operators may change: Commands for press-7/setpoint are written back
-  - connection: plc1
-    identity: press-7
-    signal: setpoint
-    register: holding
-    address: 102
-    data_type: int16
-    scale: 0.1
-    writable: true
-  # a coil that can be switched, and a discrete input read every 200 ms
-  - connection: plc1
-    identity: press-7
-    signal: pump_on
-    register: coil
-    address: 0
-    writable: true
-  - connection: plc1
-    identity: press-7
-    signal: door_open
-    register: discrete
-    address: 3
-    interval_ms: 200
-  # ten registers of text (20 characters), trailing NULs removed
-  - connection: plc1
-    identity: press-7
-    signal: recipe
-    register: holding
-    address: 200
-    data_type: string
-    length: 10
-  # a value of another unit behind the same gateway
-  - connection: plc1
-    identity: meter-2
-    signal: energy
-    register: holding
-    address: 0
-    data_type: float64
-    unit_id: 2
-    unit: kWh
-    interval_ms: 5000
-"""
-
 
 def _err(path: str, text: str) -> Violation:
     return Violation(level="error", json_path=path, description=text)
@@ -183,6 +98,5 @@ SPEC = ProtocolSpec(
     connection_model=ModbusConnection,
     endpoint_model=ModbusEndpoint,
     connector_path="connectors.modbus.connector:ModbusConnector",
-    template=TEMPLATE,
     check=check,
 )

@@ -16,66 +16,6 @@ from .config import MqttConnection, MqttEndpoint
 from .jsonpath import path_problem
 from .topics import command_topic_problem, filter_problem, ref_problem
 
-TEMPLATE = """\
-# MQTT: subscribe to a broker's topics and turn the payloads into readings.
-# Topic filters take the wildcards + (one level) and # (any levels, last only).
-# identity/signal may use topic levels: {1} is the 2nd level of the message's topic,
-# {-1} the last one. Quote them in YAML ("{1}"), braces start a YAML mapping.
-# JSON paths select one value: $.a.b, $['key with.dot'], $.list[0].
-version: 1
-service: plant-a
-connections:
-  broker:
-    protocol: mqtt
-    host: mqtt.plant.example
-    port: 8883                       # default 1883, or 8883 with tls
-    client_id: millrace-plant-a      # a fixed id, needed for clean_session: false
-    clean_session: false             # the broker queues QoS 1 messages while we are away
-    username: millrace
-    password: ${MQTT_PASSWORD}       # never inline: an environment reference
-    tls:
-      ca_file: /etc/millrace/mqtt-ca.pem
-    keepalive: 30                    # seconds
-    command_topic: plant/{identity}/set/{signal}   # where writable endpoints are written
-    command_format: json             # {"value": ..., ...}; plain: the bare value
-endpoints:
-  # plant/press-7/temp  {"v": 81.5, "ts": 1714564800000}
-  - connection: broker
-    topic: plant/+/temp
-    identity: "{1}"
-    signal: temperature
-    value_path: $.v
-    timestamp_path: $.ts
-    timestamp_format: epoch_ms       # epoch_s, epoch_ms, epoch_us or iso8601
-    data_type: float64
-    unit: degC
-  # plant/press-7/setpoint  21.5   (the whole payload is the value; writable)
-  - connection: broker
-    topic: plant/+/setpoint
-    identity: "{1}"
-    signal: setpoint
-    data_type: float64
-    writable: true
-  # site/hall-2/door/north  true
-  - connection: broker
-    topic: site/+/door/+
-    qos: 0
-    identity: "{1}"
-    signal: "door-{3}"
-    data_type: bool
-mappings:
-  # one payload, many signals:
-  # meters/m-12/state  {"id": "m-12", "time": "2024-05-01T12:00:00Z", "p": {"w": 1200}, "e": [5.1]}
-  - connection: broker
-    topic: meters/+/state
-    identity_path: $.id              # or a literal identity: "meter-{1}"
-    timestamp_path: $.time
-    timestamp_format: iso8601
-    values:
-      power: $.p.w
-      energy: $.e[0]
-"""
-
 _GLOB = set("*?[")
 
 
@@ -194,6 +134,5 @@ SPEC = ProtocolSpec(
     connection_model=MqttConnection,
     endpoint_model=MqttEndpoint,
     connector_path="connectors.mqtt.connector:MqttConnector",
-    template=TEMPLATE,
     check=check,
 )

@@ -10,26 +10,6 @@ from connectors.registry import ProtocolSpec
 
 from .protocol import SimulatorConnection, SimulatorEndpoint
 
-TEMPLATE = """\
-# Simulated devices: try millrace without a plant, or test dashboards and alarms.
-service: demo
-connections:
-  sim:
-    protocol: simulator
-    devices: 10            # identities sim-0 .. sim-9
-    signals: 5             # temperature_0, pressure_1, setpoint_2, counter_3, running_4
-    interval_ms: 1000
-    identity_prefix: "sim-"
-endpoints:
-  # Endpoints are optional for the simulator: every signal is published. List one to
-  # scale it, give it a unit, or to document that Commands may write it.
-  - connection: sim
-    identity: sim-0
-    signal: setpoint_2
-    unit: degC
-    writable: true
-"""
-
 
 def check(
     name: str,
@@ -57,6 +37,5 @@ SPEC = ProtocolSpec(
     connection_model=SimulatorConnection,
     endpoint_model=SimulatorEndpoint,
     connector_path="connectors.simulator.protocol:SimulatorProtocolConnector",
-    template=TEMPLATE,
     check=check,
 )

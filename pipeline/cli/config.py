@@ -170,8 +170,16 @@ def commissioning_of(cfg: MillraceConfig, base: Path | None = None) -> Commissio
     """The connectors to run: the file's own sections, or the file they name.
 
     Every violation is reported at once (ConfigError); ``${ENV}`` references must be
-    set. ``base`` resolves a relative ``commissioning`` path (the config's folder).
+    set. ``base`` resolves a relative ``commissioning`` path (the config's folder). The
+    ``simulator:`` section, when it has devices, is one more connection, ``simulator``
+    (shorthand for ``protocol: simulator``; see ``connectors.simulator.section``).
     """
+    from connectors.simulator.section import with_simulator
+
+    return with_simulator(_commissioning_file(cfg, base), cfg.simulator)
+
+
+def _commissioning_file(cfg: MillraceConfig, base: Path | None) -> Commissioning | None:
     from connectors.commissioning import load_commissioning, validate_document
 
     if cfg.commissioning is not None:

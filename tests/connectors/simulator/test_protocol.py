@@ -1,0 +1,175 @@
+"""``protocol: simulator`` and the ``simulator:`` section that is shorthand for it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+
+from connectors.commissioning import Commissioning
+from connectors.simulator import SimulatorConfig, SimulatorConnector
+from connectors.simulator.protocol import (
+    SimulatorConnection,
+    SimulatorEndpoint,
+    SimulatorProtocolConnector,
+)
+from connectors.simulator.section import NAME, simulator_connection, with_simulator
+from pipeline.cli.config import commissioning_of, load_config
+from pipeline.connector import MemoryEventPublisher
+from pipeline.errors import ConfigError
+from pipeline.topics import TELEMETRY
+
+T0 = 1_700_000_000_000_000
+
+
+def connection(**kw: object) -> SimulatorConnection:
+    fields: dict[str, object] = {
+        "protocol": "simulator",
+        "devices": 3,
+        "signals": 4,
+        "interval_ms": 1000,
+        "start_us": T0,
+        "realtime": False,
+        "max_ticks": 5,
+        "batch_ms": 10,
+    }
+    fields.update(kw)
+    return SimulatorConnection.model_validate(fields)
+
+
+async def run_ticks(c: SimulatorProtocolConnector, ticks: int) -> MemoryEventPublisher:
+    pub = MemoryEventPublisher()
+    await c.start(pub)
+    async with asyncio.timeout(20):
+        while c.counters["ticks"] < ticks:
+            await asyncio.sleep(0.01)
+    await c.stop()
+    return pub
+
+
+def samples(pub: MemoryEventPublisher) -> dict[tuple[str, int], dict[str, object]]:
+    out: dict[tuple[str, int], dict[str, object]] = {}
+    for identity, batch in pub.published[TELEMETRY]:
+        for s in batch["samples"]:
+            out.setdefault((identity, s["ts_us"]), {}).update(s["values"])
+    return out
+
+
+async def test_publishes_what_the_device_model_generates() -> None:
+    c = SimulatorProtocolConnector("sim", connection())
+    got = samples(await run_ticks(c, 5))
+    model = SimulatorConnector(SimulatorConfig(devices=3, signals=4, start_us=T0))
+    want = {
+        (identity, T0 + tick * 1_000_000): batch["samples"][0]["values"]
+        for tick in range(5)
+        for identity, batch in model.generate_tick(tick, T0 + tick * 1_000_000)
+    }
+    assert got == want
+    assert c.counters["readings"] == 5 * 3 * 4 and c.counters["ticks"] == 5
+    batches = (await run_ticks(SimulatorProtocolConnector("sim", connection()), 5)).published
+    assert {b["source"] for _, b in batches[TELEMETRY]} == {"simulator:sim"}
+
+
+async def test_endpoints_and_mappings_take_the_reading_by_reading_path() -> None:
+    from connectors._common.models import MappingConfig
+
+    ep = SimulatorEndpoint(connection="sim", identity="sim-1", signal="temperature_0", scale=10.0)
+    mapping = MappingConfig(connection="sim", identity="sim-2", signal="*", rename_identity="oven")
+    c = SimulatorProtocolConnector("sim", connection(max_ticks=2), [ep], [mapping])
+    got = samples(await run_ticks(c, 2))
+    model = SimulatorConnector(SimulatorConfig(devices=3, signals=4, start_us=T0))
+    tick0 = dict(model.generate_tick(0, T0))
+    assert got[("sim-1", T0)]["temperature_0"] == pytest.approx(
+        10 * tick0["sim-1"]["samples"][0]["values"]["temperature_0"]
+    )
+    assert got[("oven", T0)] == tick0["sim-2"]["samples"][0]["values"]
+    assert ("sim-2", T0) not in got
+    assert got[("sim-0", T0)] == tick0["sim-0"]["samples"][0]["values"]
+
+
+async def test_realtime_ticks_that_fall_behind_are_skipped_and_counted() -> None:
+    c = SimulatorProtocolConnector("sim", connection(interval_ms=20, realtime=True, max_ticks=None))
+    pub = MemoryEventPublisher()
+    await c.start(pub)
+    await c.wait_connected()
+    await asyncio.sleep(0.05)
+    # block the loop for several intervals: the ticks due meanwhile are skipped
+    import time
+
+    time.sleep(0.2)
+    async with asyncio.timeout(10):
+        while c.counters["skipped_ticks"] == 0:
+            await asyncio.sleep(0.01)
+    await c.stop()
+    assert c.counters["skipped_ticks"] >= 5
+    assert c.metrics()["skipped_ticks"] == c.counters["skipped_ticks"]
+
+
+async def test_a_written_value_is_reported_from_the_next_tick() -> None:
+    c = SimulatorProtocolConnector("sim", connection(max_ticks=None, realtime=True, interval_ms=20))
+    pub = MemoryEventPublisher()
+    await c.start(pub)
+    await c.wait_connected()
+    await c.execute({"identity": "sim-0", "resource": "setpoint_2", "value": 55.5})
+    async with asyncio.timeout(10):
+        while not any(
+            s["values"].get("setpoint_2") == 55.5
+            for i, b in pub.published.get(TELEMETRY, [])
+            if i == "sim-0"
+            for s in b["samples"]
+        ):
+            await asyncio.sleep(0.02)
+    await c.stop()
+    assert c.counters["commands_written"] == 1
+
+
+# -- the simulator: section --------------------------------------------------------------
+
+
+def test_the_section_is_a_simulator_connection() -> None:
+    section = SimulatorConfig(devices=7, signals=3, interval_ms=250, identity_prefix="d-", seed=4)
+    conn = simulator_connection(section)
+    assert conn is not None
+    assert (conn.devices, conn.signals, conn.interval_ms, conn.identity_prefix, conn.seed) == (
+        7,
+        3,
+        250,
+        "d-",
+        4,
+    )
+    assert simulator_connection(SimulatorConfig(devices=0)) is None
+    folded = with_simulator(None, section)
+    assert folded is not None and list(folded.connections) == [NAME]
+
+
+def test_the_section_joins_a_commissioning_and_refuses_a_name_clash() -> None:
+    base = Commissioning(service="plant", connections={"other": connection()})
+    folded = with_simulator(base, SimulatorConfig(devices=2))
+    assert folded is not None
+    assert set(folded.connections) == {"other", NAME} and folded.service == "plant"
+    assert set(base.connections) == {"other"}  # not changed in place
+    with pytest.raises(ConfigError, match=r"\$\.simulator"):
+        with_simulator(Commissioning(connections={NAME: connection()}), SimulatorConfig())
+    with pytest.raises(ConfigError, match=r"\$\.simulator\.devices"):
+        with_simulator(None, SimulatorConfig(devices=200_000))
+
+
+def test_millrace_run_config_folds_the_section(tmp_path: Path) -> None:
+    path = tmp_path / "millrace.yaml"
+    path.write_text("simulator:\n  devices: 5\n  signals: 3\n  interval_ms: 100\n")
+    folded = commissioning_of(load_config(path))
+    assert folded is not None
+    conn = folded.connections[NAME]
+    assert isinstance(conn, SimulatorConnection)
+    assert (conn.devices, conn.signals, conn.interval_ms) == (5, 3, 100)
+    # a plant's file without the section runs only its own connections
+    plant = yaml.safe_dump(
+        {"connections": {"sim": {"protocol": "simulator", "devices": 2}}, "service": "p"}
+    )
+    path.write_text(plant)
+    folded = commissioning_of(load_config(path))
+    assert folded is not None and list(folded.connections) == ["sim"]
+    path.write_text("simulator:\n  devices: 0\n")
+    assert commissioning_of(load_config(path)) is None
