@@ -9,6 +9,7 @@ import pyarrow as pa
 from pipeline.alarms.runner import Checkpoint, Checkpoints
 from pipeline.log.base import TopicPartition
 from projections.store.base import ProjectionStore
+from projections.tables import TABLES
 
 
 class StoreCheckpoints(Checkpoints):
@@ -41,7 +42,7 @@ class StoreCheckpoints(Checkpoints):
         positions = json.dumps(
             sorted([tp.topic, tp.partition, off] for tp, off in checkpoint.positions.items())
         )
-        table = pa.table(
+        table = pa.Table.from_pydict(
             {
                 "name": [name],
                 "version": pa.array([checkpoint.version], pa.uint64()),
@@ -49,11 +50,11 @@ class StoreCheckpoints(Checkpoints):
                 "state": [checkpoint.state],
                 "outbox": [checkpoint.outbox],
                 "updated_us": pa.array([now_us], pa.int64()),
-            }
+            },
+            schema=TABLES["checkpoints"].rows.schema,
         )
         self.store.insert_arrow(
-            "INSERT INTO millrace.checkpoints SELECT name, version, positions, state, "
-            "outbox, updated_us FROM {input}",
+            TABLES["checkpoints"].insert,
             table,
             settings={"insert_deduplication_token": f"{name}:{checkpoint.version}"},
         )

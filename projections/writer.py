@@ -4,7 +4,7 @@ One ``INSERT ... SELECT ... FROM <arrow>`` per table per batch, each carrying th
 batch's ``insert_deduplication_token``; every MergeTree table has a
 ``non_replicated_deduplication_window``, so an insert repeated after a crash is
 dropped by ClickHouse. Progress rows go to ``millrace.progress`` in the same store.
-See ``pipeline.sink`` for the protocol.
+See ``pipeline.sink`` for the protocol; every insert is declared in ``projections.tables``.
 """
 
 from __future__ import annotations
@@ -15,96 +15,13 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.log.base import TopicPartition
-from pipeline.processors.alarms import ALARMS_SCHEMA, ANNOTATIONS_SCHEMA, RULES_SCHEMA
 from pipeline.processors.base import StateReader
-from pipeline.processors.identity import IDENTITIES_SCHEMA
-from pipeline.processors.status import STATES_SCHEMA
 from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from projections.store.base import ProjectionStore
+from projections.tables import INSERTS, STATE_TABLES, TABLES
 
-_AGG_INSERT = """INSERT INTO millrace.{table}
-SELECT identity, signal, toDateTime(bucket, 'UTC'), kind, count, num_count,
-       ifNull(sum, 0), ifNull(min, inf), ifNull(max, -inf),
-       tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text)
-FROM {{input}}"""
-
-INSERTS: dict[str, str] = {
-    "readings": """INSERT INTO millrace.readings
-SELECT identity, signal, fromUnixTimestamp64Micro(ts, 'UTC'), value, text, kind, quality
-FROM {input}""",
-    "latest": """INSERT INTO millrace.latest
-SELECT identity, signal, fromUnixTimestamp64Micro(ts, 'UTC'), value, text, kind, quality,
-       fromUnixTimestamp64Micro(received, 'UTC')
-FROM {input}""",
-    "agg_1m": _AGG_INSERT.format(table="agg_1m"),
-    "agg_5m": _AGG_INSERT.format(table="agg_5m"),
-    "agg_1h": _AGG_INSERT.format(table="agg_1h"),
-    "deadletter": """INSERT INTO millrace.deadletter
-SELECT fromUnixTimestamp64Micro(ts_us, 'UTC'), source_topic, source_partition,
-       source_offset, dedup_key, stage, error_type, reason, key, payload,
-       dl_partition, dl_offset
-FROM {input}""",
-}
-
-INSERTS["identities"] = (
-    "INSERT INTO millrace.identities ({cols}) SELECT {cols} FROM {{input}}".format(
-        cols=", ".join(f.name for f in IDENTITIES_SCHEMA)
-    )
-)
-INSERTS["resource_defs"] = """INSERT INTO millrace.resource_defs
-SELECT name, version, present, definition, updated_us, updated_by FROM {input}"""
-INSERTS["device_metrics"] = """INSERT INTO millrace.device_metrics
-SELECT metric, toStartOfMinute(fromUnixTimestamp64Micro(t, 'UTC')) AS b,
-       count(), sum(v), min(v), max(v)
-FROM (SELECT assumeNotNull(metric) AS metric, assumeNotNull(ts) AS t,
-             assumeNotNull(value) AS v FROM {input})
-GROUP BY metric, b"""
-INSERTS["identity_seen"] = """INSERT INTO millrace.identity_seen
-SELECT identity, max(r), min(r), argMaxState(i, r), count()
-FROM (SELECT assumeNotNull(identity) AS identity, assumeNotNull(received) AS r,
-             ifNull(ip, '') AS i FROM {input})
-GROUP BY identity"""
-
-INSERTS["audits"] = """INSERT INTO millrace.audits
-SELECT fromUnixTimestamp64Micro(ts_us, 'UTC'), audit_id, actor, actor_role, action,
-       target_type, target_id, before, after, status, request_id, source_ip, log_offset
-FROM {input}"""
-
-INSERTS["resource_states"] = (
-    "INSERT INTO millrace.resource_states ({cols}) SELECT {cols} FROM {{input}}".format(
-        cols=", ".join(f.name for f in STATES_SCHEMA)
-    )
-)
-INSERTS["resource_runners"] = """INSERT INTO millrace.resource_runners
-SELECT runner, max(t), min(t), argMaxState(tuple(iv, st), hb), groupUniqArray(sid)
-FROM (SELECT assumeNotNull(runner) AS runner, assumeNotNull(ts_us) AS t,
-             assumeNotNull(heartbeat_ts) AS hb, assumeNotNull(interval_s) AS iv,
-             ifNull(state, '') AS st, ifNull(service_id, '') AS sid FROM {input})
-GROUP BY runner"""
-
-for _name, _schema in (
-    ("alarms", ALARMS_SCHEMA),
-    ("alarm_annotations", ANNOTATIONS_SCHEMA),
-    ("alarm_rules", RULES_SCHEMA),
-):
-    INSERTS[_name] = "INSERT INTO millrace.{t} ({cols}) SELECT {cols} FROM {{input}}".format(
-        t=_name, cols=", ".join(f.name for f in _schema)
-    )
-
-#: state tables a StatefulProcessor may read (table -> its columns)
-STATE_TABLES: dict[str, tuple[str, ...]] = {
-    "identities": tuple(f.name for f in IDENTITIES_SCHEMA),
-    "resource_states": tuple(f.name for f in STATES_SCHEMA),
-    "alarms": tuple(f.name for f in ALARMS_SCHEMA),
-}
-
-_PROGRESS_INSERT = """INSERT INTO millrace.progress
-(consumer, topic, partition, batch_seq, start_offset, end_offset, committed, version)
-SELECT consumer, topic, partition, batch_seq, start_offset, end_offset, committed, version
-FROM {input}"""
-
-
-_MAP_COLUMNS = {f.name for f in IDENTITIES_SCHEMA if isinstance(f.type, pa.MapType)}
+_PROGRESS_INSERT = TABLES["progress"].insert
+_MAP_COLUMNS = {f.name for f in TABLES["identities"].rows.schema if isinstance(f.type, pa.MapType)}
 
 
 class ProjectionWriter(ProjectionSink, StateReader):
@@ -154,7 +71,7 @@ class ProjectionWriter(ProjectionSink, StateReader):
     def _progress_rows(self, consumer: str, batch: SinkBatch, committed: int) -> pa.Table:
         items = sorted(batch.ranges.items(), key=lambda kv: (kv[0].topic, kv[0].partition))
         n = len(items)
-        return pa.table(
+        return pa.Table.from_pydict(
             {
                 "consumer": [consumer] * n,
                 "topic": [tp.topic for tp, _ in items],
@@ -164,7 +81,8 @@ class ProjectionWriter(ProjectionSink, StateReader):
                 "end_offset": pa.array([r.end for _, r in items], pa.int64()),
                 "committed": pa.array([committed] * n, pa.uint8()),
                 "version": pa.array([batch.seq * 2 + committed] * n, pa.uint64()),
-            }
+            },
+            schema=TABLES["progress"].rows.schema,
         )
 
     def write(

@@ -12,25 +12,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from pipeline.processors.base import Event, Outputs, Processor
+from pipeline.tables import AUDITS_SCHEMA
 from pipeline.topics import AUDIT
 
-AUDITS_SCHEMA = pa.schema(
-    [
-        ("ts_us", pa.int64()),
-        ("audit_id", pa.string()),
-        ("actor", pa.string()),
-        ("actor_role", pa.string()),
-        ("action", pa.string()),
-        ("target_type", pa.string()),
-        ("target_id", pa.string()),
-        ("before", pa.string()),
-        ("after", pa.string()),
-        ("status", pa.string()),
-        ("request_id", pa.string()),
-        ("source_ip", pa.string()),
-        ("log_offset", pa.int64()),
-    ]
-)
 _TEXT = [f.name for f in AUDITS_SCHEMA if f.name not in ("ts_us", "log_offset")]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from pipeline.processors.base import Event, Outputs, Processor
+from pipeline.tables import DEADLETTER_SCHEMA
 from pipeline.topics import DEADLETTER
 
 
@@ -57,12 +58,5 @@ class DeadLetterProcessor(Processor):
             rows["dl_offset"].append(ev.offset)
         out = Outputs()
         if events:
-            out.tables["deadletter"] = pa.table(
-                {
-                    **{k: rows[k] for k in rows},
-                    "source_partition": pa.array(rows["source_partition"], pa.int32()),
-                    "dl_partition": pa.array(rows["dl_partition"], pa.int32()),
-                    "ts_us": pa.array(rows["ts_us"], pa.int64()),
-                }
-            )
+            out.tables["deadletter"] = pa.Table.from_pydict(rows, schema=DEADLETTER_SCHEMA)
         return out

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.processors.base import Event, Outputs, Processor, dead_letter
-from pipeline.processors.identity import METRICS_SCHEMA
+from pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
 from pipeline.topics import TELEMETRY
 
 KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
@@ -29,19 +29,6 @@ BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_
 #: readings must fall in [1970, 2200): DateTime64(6) range and sane for telemetry
 MIN_TS_US = 0
 MAX_TS_US = 7_258_118_400_000_000
-
-READINGS_SCHEMA = pa.schema(
-    [
-        ("identity", pa.string()),
-        ("signal", pa.string()),
-        ("ts", pa.int64()),
-        ("value", pa.float64()),
-        ("text", pa.string()),
-        ("kind", pa.uint8()),
-        ("quality", pa.int32()),
-        ("received", pa.int64()),
-    ]
-)
 
 
 def _check_batch(value: Any) -> str | None:
@@ -65,9 +52,6 @@ def _empty_strings(n: int) -> pa.Array:
     return pa.StringArray.from_buffers(
         n, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b"")
     )
-
-
-SEEN_SCHEMA = pa.schema([("identity", pa.string()), ("received", pa.int64()), ("ip", pa.string())])
 
 
 @dataclass(slots=True)
@@ -210,23 +194,7 @@ def latest(readings: pa.Table) -> pa.Table:
     return ordered.take(pa.array(last))
 
 
-AGG_COLUMNS = [
-    "identity",
-    "signal",
-    "bucket",
-    "kind",
-    "count",
-    "num_count",
-    "sum",
-    "min",
-    "max",
-    "first_ts",
-    "first_value",
-    "first_text",
-    "last_ts",
-    "last_value",
-    "last_text",
-]
+AGG_COLUMNS = AGG_SCHEMA.names
 
 
 def sorted_good(readings: pa.Table) -> pa.Table:
