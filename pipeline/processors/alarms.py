@@ -44,6 +44,7 @@ import pyarrow as pa
 from pipeline.alarms.rules import RuleError, parse_rule
 from pipeline.errors import FoldError
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from pipeline.tables import ALARMS_SCHEMA, ANNOTATIONS_SCHEMA, RULES_SCHEMA
 from pipeline.topics import ALARMS
 
 #: event types that define or remove a rule rather than step an alarm
@@ -51,60 +52,6 @@ RULE_TYPES = frozenset({"RULE_DEFINED", "RULE_REMOVED"})
 ACTIVE, CLEARED = "active", "cleared"
 PENDING, ACKNOWLEDGED, DISCARDED = "pending", "acknowledged", "discarded"
 MAX_TEXT = 65_536
-
-ALARMS_SCHEMA = pa.schema(
-    [
-        ("alarm_id", pa.string()),
-        ("version", pa.uint64()),
-        ("rule_id", pa.string()),
-        ("type", pa.string()),
-        ("identity", pa.string()),
-        ("signal", pa.string()),
-        ("priority", pa.uint8()),
-        ("message", pa.string()),
-        ("trigger_value", pa.string()),
-        ("state", pa.string()),
-        ("raised_us", pa.int64()),
-        ("cleared_us", pa.int64()),
-        ("clear_value", pa.string()),
-        ("requires_ack", pa.uint8()),
-        ("mgmt_status", pa.string()),
-        ("ack_user", pa.string()),
-        ("ack_us", pa.int64()),
-        ("ack_note", pa.string()),
-        ("discard_user", pa.string()),
-        ("discard_us", pa.int64()),
-        ("discard_note", pa.string()),
-        ("annotation_count", pa.uint32()),
-        ("last_annotation", pa.string()),
-        ("updated_us", pa.int64()),
-    ]
-)
-
-ANNOTATIONS_SCHEMA = pa.schema(
-    [
-        ("alarm_id", pa.string()),
-        ("seq", pa.uint64()),
-        ("ts_us", pa.int64()),
-        ("user", pa.string()),
-        ("text", pa.string()),
-    ]
-)
-
-RULES_SCHEMA = pa.schema(
-    [
-        ("rule_id", pa.string()),
-        ("version", pa.uint64()),
-        ("present", pa.uint8()),
-        ("kind", pa.string()),
-        ("type", pa.string()),
-        ("priority", pa.uint8()),
-        ("enabled", pa.uint8()),
-        ("definition", pa.string()),
-        ("updated_us", pa.int64()),
-        ("updated_by", pa.string()),
-    ]
-)
 
 State = dict[str, Any]
 

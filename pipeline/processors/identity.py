@@ -20,53 +20,8 @@ import pyarrow as pa
 from pipeline.identities.resources import REGISTRY_KEY, ResourceDefinition
 from pipeline.identities.state import IdentityRejectedError, State, apply
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from pipeline.tables import IDENTITIES_SCHEMA, METRICS_SCHEMA, RESOURCE_DEFS_SCHEMA
 from pipeline.topics import IDENTITY
-
-_MAP_S = pa.map_(pa.string(), pa.string())
-_MAP_I = pa.map_(pa.string(), pa.int64())
-
-IDENTITIES_SCHEMA = pa.schema(
-    [
-        ("identity", pa.string()),
-        ("version", pa.uint64()),
-        ("present", pa.uint8()),
-        ("created_us", pa.int64()),
-        ("updated_us", pa.int64()),
-        ("status", pa.string()),
-        ("locked_from", pa.string()),
-        ("auth_type", pa.string()),
-        ("credential_hash", pa.string()),
-        ("credential_expires_us", pa.int64()),
-        ("provision_until_us", pa.int64()),
-        ("provisioned_us", pa.int64()),
-        ("lastip", pa.string()),
-        ("connected", pa.uint8()),
-        ("connected_us", pa.int64()),
-        ("disconnected_us", pa.int64()),
-        ("inactivity_timeout_s", pa.uint32()),
-        ("attributes", _MAP_S),
-        ("tags", pa.map_(pa.string(), pa.list_(pa.string()))),
-        ("set_values", _MAP_S),
-        ("set_ts", _MAP_I),
-        ("set_by", _MAP_S),
-        ("acked_ts", _MAP_I),
-        ("timed_out_ts", _MAP_I),
-        ("stale_ts", _MAP_I),
-    ]
-)
-
-RESOURCE_DEFS_SCHEMA = pa.schema(
-    [
-        ("name", pa.string()),
-        ("version", pa.uint64()),
-        ("present", pa.uint8()),
-        ("definition", pa.string()),
-        ("updated_us", pa.int64()),
-        ("updated_by", pa.string()),
-    ]
-)
-
-METRICS_SCHEMA = pa.schema([("metric", pa.string()), ("ts", pa.int64()), ("value", pa.float64())])
 
 #: identity event type -> device metric it counts
 COUNTED = {

@@ -44,6 +44,7 @@ import pyarrow as pa
 from pipeline.errors import FoldError
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
 from pipeline.processors.identity import metric_rows
+from pipeline.tables import RUNNERS_SCHEMA, STATES_SCHEMA
 from pipeline.topics import STATUS
 
 #: resource type of an explicit runner heartbeat (pipeline.heartbeat)
@@ -58,39 +59,6 @@ MAX_ERRORS_PER_EVENT = 100_000
 #: explicit heartbeat carries it as its heartbeat time, so it never wins the argMax of
 #: the heartbeat fields
 NOT_SEEN = -(2**63)
-
-STATES_SCHEMA = pa.schema(
-    [
-        ("resource_id", pa.string()),
-        ("version", pa.uint64()),
-        ("service_id", pa.string()),
-        ("resource_type", pa.string()),
-        ("desired_state", pa.string()),
-        ("current_state", pa.string()),
-        ("deviated", pa.uint8()),
-        ("info", pa.string()),
-        ("runner", pa.string()),
-        ("ts_us", pa.int64()),
-        ("since_us", pa.int64()),
-        ("deviated_since_us", pa.int64()),
-        ("metrics", pa.map_(pa.string(), pa.float64())),
-        ("connect_errors", pa.float64()),
-        ("base_version", pa.uint64()),
-        ("base_connect_errors", pa.float64()),
-        ("base_ts_us", pa.int64()),
-    ]
-)
-
-RUNNERS_SCHEMA = pa.schema(
-    [
-        ("runner", pa.string()),
-        ("ts_us", pa.int64()),
-        ("service_id", pa.string()),
-        ("heartbeat_ts", pa.int64()),
-        ("interval_s", pa.float64()),
-        ("state", pa.string()),
-    ]
-)
 
 State = dict[str, Any]
 
