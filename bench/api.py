@@ -31,9 +31,9 @@ from typing import Any
 from api.app import create_app
 from api.auth import KeyStore
 from api.context import AppContext
+from bench.e2e import Figures, Pipeline, append_from_child
 from bench.latency import percentile
 from connectors.simulator import SimulatorConfig, SimulatorConnector
-from pipeline.cli.bench import Figures, Pipeline, append_from_child
 from pipeline.topics import TELEMETRY
 from projections.store.chdb import ChdbStore
 

@@ -1,6 +1,6 @@
 """Ingest-to-queryable latency at a paced load.
 
-The producer of :mod:`pipeline.cli.bench` appends one simulator tick (one
+The producer of :mod:`bench.e2e` appends one simulator tick (one
 TelemetryBatch per device) at a fixed rate while the runtime runs. A poller on a
 second chDB session (as the API reads) asks every ``poll_s`` for the newest reading
 of one probe device per log partition::
@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.e2e import Figures, Pipeline, Producer, drive
 from connectors.simulator.shapes import signal_names
-from pipeline.cli.bench import Figures, Pipeline, Producer, drive
 from pipeline.log.base import partition_for
 from pipeline.topics import TELEMETRY
 from projections.store.chdb import ChdbStore

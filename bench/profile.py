@@ -20,8 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.e2e import START_US, TICK_US, Pipeline
 from connectors.simulator import SimulatorConfig, SimulatorConnector
-from pipeline.cli.bench import START_US, TICK_US, Pipeline
 from pipeline.log.base import Message, Record, TopicPartition
 from pipeline.processors import telemetry as tp
 from pipeline.processors.base import Event

@@ -143,7 +143,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
 def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
     """Run one group in this process (called in a fresh child by :func:`main`)."""
     if group in ("e2e", "e2e_loop"):
-        from pipeline.cli.bench import e2e
+        from bench.e2e import e2e
 
         figs, run = e2e(
             params["seconds"],

@@ -306,8 +306,15 @@ def bench(
 ) -> None:
     """Measure end-to-end throughput on a scratch data directory; one figure per line
     as ``name: value unit``."""
-    from pipeline.cli.bench import run_bench
-
+    # bench/ sits beside the packages in a source checkout and is not installed
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "bench" / "e2e.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    try:
+        from bench.e2e import run_bench
+    except ImportError:
+        _fail(RuntimeError("millrace bench runs from a source checkout (its bench/ folder)"))
+        return
     for name, (value, unit) in run_bench(seconds, devices, signals).items():
         typer.echo(f"{name}: {value:.6g} {unit}")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.cli.config import load_config
-from pipeline.cli.engine import processors
 from pipeline.log.base import EventLog
 from pipeline.log.local import LocalEventLog
+from pipeline.processors.catalog import processors
 from pipeline.runtime.embedded import EmbeddedRuntime
 from projections.migrations import drop_projections, migrate
 from projections.store.chdb import ChdbStore

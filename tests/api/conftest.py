@@ -26,12 +26,12 @@ from api.app import create_app
 from api.auth import KeyStore
 from api.context import ApiSettings, AppContext
 from api.device_auth import CredentialHasher
-from pipeline.cli.engine import processors
 from pipeline.codec import default_codec
 from pipeline.errors import StoreError
 from pipeline.identities.config import RegistryConfig
 from pipeline.log.base import AppendResult, Message
 from pipeline.log.memory import MemoryEventLog
+from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from pipeline.topics import TELEMETRY

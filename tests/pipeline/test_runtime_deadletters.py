@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.cli.engine import processors
 from pipeline.codec import default_codec
 from pipeline.log.base import Message
 from pipeline.log.memory import MemoryEventLog
+from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from projections import queries

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli.engine import processors
 from pipeline.errors import StoreError
 from pipeline.log.memory import MemoryEventLog
+from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from projections.migrations import drop_projections, migrate

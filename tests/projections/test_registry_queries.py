@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli.engine import processors
 from pipeline.identities.events import identity_event
 from pipeline.identities.resources import ResourceDefinition
 from pipeline.log.memory import MemoryEventLog
+from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from projections.migrations import drop_projections, migrate

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli.engine import processors
 from pipeline.log.local import LocalEventLog
+from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from pipeline.runtime.executors import OwnThreads, run_in

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Literal
 
 from connectors.simulator import SimulatorConfig, SimulatorConnector
-from pipeline.cli.engine import processors
 from pipeline.codec import default_codec
 from pipeline.connector import Event, EventPublisher
 from pipeline.log.base import Message, TopicPartition
 from pipeline.log.local import LocalEventLog, LocalLogConfig
+from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
 from pipeline.topics import TELEMETRY
