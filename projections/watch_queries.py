@@ -69,11 +69,13 @@ def remove_ttl_sql(cluster: str | None = None) -> str:
 
 REMOVE_TTL_SQL = remove_ttl_sql()
 
-_EXPIRY_SQL = """SELECT identity, status, provision_until_us, credential_expires_us
+# a locked identity expires underneath its lock: judged by the status it returns to
+_EXPIRY_SQL = """SELECT identity, if(status = 'locked', locked_from, status) AS base,
+       provision_until_us, credential_expires_us
 FROM millrace.identities FINAL
 WHERE present = 1 AND (
-    (status = 'whitelisted' AND provision_until_us > 0 AND provision_until_us < {now:Int64})
- OR (status = 'provisioned' AND credential_expires_us > 0 AND credential_expires_us < {now:Int64}))
+    (base = 'whitelisted' AND provision_until_us > 0 AND provision_until_us < {now:Int64})
+ OR (base = 'provisioned' AND credential_expires_us > 0 AND credential_expires_us < {now:Int64}))
 ORDER BY identity"""
 
 # pending = a set value with neither an ack nor a timeout (STATE_SET clears both); only

@@ -47,6 +47,15 @@ from api.routers.signals import EndTime, EpochQ, StartTime, _time_range
 from api.routing import StrictRoute
 from api.timeparams import Epoch, format_time
 from pipeline.alarms.rules import RULE_ID_RE, RULE_KEY_PREFIX, AlarmRule, rule_event, rule_problems
+from pipeline.alarms.steps import (
+    ACKNOWLEDGE,
+    ANNOTATE,
+    DISCARD,
+    STATUS_AFTER,
+    landed,
+    refusal,
+    step_event,
+)
 from pipeline.topics import ALARMS
 from projections.alarms import AlarmFilter, AlarmQueries
 
@@ -97,8 +106,6 @@ RULE_BODY = {
     }
 }
 
-ACKNOWLEDGE, DISCARD, ANNOTATE = "ACKNOWLEDGED", "DISCARDED", "ANNOTATED"
-_STATUS_AFTER = {ACKNOWLEDGE: "acknowledged", DISCARD: "discarded"}
 _ACTION = {ACKNOWLEDGE: "acknowledge", DISCARD: "discard", ANNOTATE: "annotate"}
 
 
@@ -269,47 +276,6 @@ def not_found(alarm_id: str) -> ApiError:
     return ApiError(404, "not_found", f"alarm {alarm_id!r} not found")
 
 
-def refusal(alarm: dict[str, Any], kind: str) -> str | None:
-    """Why ``kind`` cannot be applied to ``alarm`` now (the fold's rules), or None."""
-    status = alarm["mgmt_status"]
-    if kind == ACKNOWLEDGE and status != "pending":
-        return f"alarm {alarm['alarm_id']!r} is {status}: it cannot be acknowledged"
-    if kind == DISCARD and status == "discarded":
-        return f"alarm {alarm['alarm_id']!r} is already discarded"
-    return None
-
-
-def step_event(
-    alarm: dict[str, Any], kind: str, ts_us: int, user: str, note: str | None
-) -> dict[str, Any]:
-    """The AlarmEvent of a user's step on ``alarm``."""
-    return {
-        "alarm_id": alarm["alarm_id"],
-        "ts_us": ts_us,
-        "type": kind,
-        "rule_id": alarm["rule_id"],
-        "rule_type": alarm["type"],
-        "identity": alarm["identity"],
-        "signal": alarm["signal"],
-        "priority": alarm["priority"],
-        "message": alarm["message"],
-        "trigger_value": None,
-        "user": user,
-        "note": note,
-        "requires_ack": alarm["requires_ack"],
-        "definition": None,
-    }
-
-
-def landed(alarm: dict[str, Any] | None, kind: str, ts_us: int, user: str) -> bool:
-    """Whether ``alarm`` shows the acknowledge/discard made at ``ts_us`` by ``user``."""
-    if alarm is None or alarm["mgmt_status"] != _STATUS_AFTER[kind]:
-        return False
-    if kind == ACKNOWLEDGE:
-        return alarm["ack_us"] == ts_us and alarm["ack_user"] == user
-    return alarm["discard_us"] == ts_us and alarm["discard_user"] == user
-
-
 def _lock_key(alarm_id: str) -> str:
     return f"alarm:{alarm_id}"
 
@@ -349,7 +315,7 @@ async def _step(
         ts = ctx.clock()
         applied = await append(ctx, [(alarm_id, step_event(before, kind, ts, user, note))])
         after = await require_alarm(ctx, alarm_id)
-    if kind in _STATUS_AFTER and applied and not landed(after, kind, ts, user):
+    if kind in STATUS_AFTER and applied and not landed(after, kind, ts, user):
         raise ApiError(409, "conflict", f"alarm {alarm_id!r} was changed by another request")
     audit_note(
         request,
@@ -385,7 +351,7 @@ async def _batch(
                 results.append({"id": alarm_id, "status": 409, "error": problem})
                 continue
             events.append((alarm_id, step_event(alarm, kind, ts, user, body.note)))
-            current[alarm_id] = {**alarm, "mgmt_status": _STATUS_AFTER[kind]}
+            current[alarm_id] = {**alarm, "mgmt_status": STATUS_AFTER[kind]}
             results.append({"id": alarm_id, "status": 200, "error": None})
         applied = await append(ctx, events)
         done = [r["id"] for r in results if r["status"] == 200]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
@@ -36,8 +35,8 @@ from api.responses import JsonResponse
 from api.routers.ingest import IDENTITY_PATTERN
 from api.routing import StrictRoute
 from api.timeparams import Epoch, parse_time
+from pipeline.identities import requests
 from pipeline.identities.formats import generate
-from pipeline.identities.resources import check_values
 from pipeline.identities.state import CONTROL
 from pipeline.topics import COMMANDS, TELEMETRY
 from projections.registry import TAG_OPS, IdentityFilter, Order, QueryError, TagCriterion
@@ -188,7 +187,9 @@ class IdentityUpdate(BaseModel):
 def credential_attrs(
     ctx: AppContext, auth: AuthIn, field: str
 ) -> tuple[dict[str, str], str | None]:
-    """Attributes of a new credential (hashed) and the token to show once, if any."""
+    """Attributes of a new credential (hashed) and the token to show once, if any;
+    ``field`` names the body's auth object in errors (``auth.password``)."""
+    field = f"{field}." if field else ""
     if auth.type not in ctx.registry.provisioning.auth_types:
         raise bad_request(f"{field}type", f"auth type {auth.type!r} is not enabled")
     token = None
@@ -206,22 +207,13 @@ def credential_attrs(
         secret = auth.password
     else:
         secret = ""  # certificate: the verified CN is the credential
-    if field:
-        field += "."
-    attrs = {"auth_type": auth.type, "credential_hash": ctx.hasher.hash(secret) if secret else "-"}
-    ttl = ctx.registry.provisioning.credential_ttl_s
-    if ttl is not None:
-        attrs["credential_expires_us"] = str(ctx.clock() + ttl * 1_000_000)
+    attrs = requests.credential_attrs(
+        auth.type,
+        ctx.hasher.hash(secret) if secret else "",
+        ctx.clock(),
+        ctx.registry.provisioning.credential_ttl_s,
+    )
     return attrs, token
-
-
-def _timing_attrs(ctx: AppContext, window_s: int | None, timeout_s: int | None) -> dict[str, str]:
-    attrs = {}
-    if window_s is not None:
-        attrs["provision_until_us"] = str(ctx.clock() + window_s * 1_000_000)
-    if timeout_s is not None:
-        attrs["inactivity_timeout_s"] = str(timeout_s)
-    return attrs
 
 
 @router.post(
@@ -242,16 +234,13 @@ async def create_identity(
     check_identity(ctx, identity)
     check_attributes(body.attributes, CONTROL)
     check_tags(body.tags)
-    attrs = dict(body.attributes)
     window = body.provision_window_s or ctx.registry.provisioning.window_s
-    attrs.update(
-        _timing_attrs(ctx, window if body.auth is None else None, body.inactivity_timeout_s)
-    )
-    token = None
+    token, cred = None, None
     if body.auth is not None:
         cred, token = await asyncio.to_thread(credential_attrs, ctx, body.auth, "auth")
-        attrs.update(cred)
-        attrs["status"] = "provisioned"
+    attrs = requests.creation_attrs(
+        body.attributes, ctx.clock(), window, body.inactivity_timeout_s, cred
+    )
     async with ctx.lock(identity):
         if await asyncio.to_thread(ctx.queries.get, identity, ctx.clock()) is not None:
             raise ApiError(409, "conflict", f"identity {identity!r} already exists")
@@ -322,13 +311,14 @@ async def _bulk_names(ctx: AppContext, q: FilterIn, everything: bool) -> list[st
 
 def _update_attrs(ctx: AppContext, u: IdentityUpdate) -> dict[str, str]:
     check_attributes(u.attributes, CONTROL)
-    attrs = dict(u.attributes)
-    if u.unset:
-        attrs["unset"] = ",".join(u.unset)
-    if u.status is not None:
-        attrs["status"] = u.status
-    attrs.update(_timing_attrs(ctx, u.provision_window_s, u.inactivity_timeout_s))
-    return attrs
+    return requests.update_attrs(
+        u.attributes,
+        u.unset,
+        u.status,
+        ctx.clock(),
+        u.provision_window_s,
+        u.inactivity_timeout_s,
+    )
 
 
 @router.post(
@@ -562,46 +552,31 @@ async def set_state(
     """With sync on, each value becomes a Command for the identity's connector and stays
     pending until the device reports it; with sync off, set and reported change
     together."""
-    if not body:
-        raise bad_request("body", "give at least one resource")
-    defs = await definitions(ctx)
-    for name in body:
-        d = defs.get(name)
-        if d is None:
-            raise bad_request(name, "unknown resource (define it under /resources)")
-        if not d.settable:
-            raise bad_request(name, "resource is not settable")
-    bad = check_values(defs, dict(body))
+    defs = await definitions(ctx) if body else {}
+    bad = requests.state_set_problem(defs, body)
     if bad is not None:
         raise bad_request(bad[0], bad[1])
     who = actor(principal)
     async with ctx.lock(identity):
         row = await require_identity(ctx, identity)
-        if row["status"] == "locked":
-            raise ApiError(403, "identity_locked", f"identity {identity!r} is locked")
+        refused = requests.locked_refusal(row)
+        if refused is not None:
+            raise ApiError(403, "identity_locked", refused)
         set_event = event(
             ctx, identity, "STATE_SET", who, state={k: to_json(v) for k, v in body.items()}
         )
         await emit(ctx, [set_event])
         now = ctx.clock()
-        commands = []
-        unsynced: dict[str, Any] = {}
-        for name, value in body.items():
-            if defs[name].sync:
-                commands.append(
-                    {
-                        "command_id": uuid.uuid4().hex,
-                        "identity": identity,
-                        "resource": name,
-                        "value": value,
-                        "ts_us": now,
-                        "issued_by": who,
-                        "expires_us": now + ctx.registry.command_timeout_s * 1_000_000,
-                        "correlation_id": set_event["event_id"],
-                    }
-                )
-            else:
-                unsynced[name] = value
+        plan = requests.plan_state_set(
+            identity,
+            body,
+            defs,
+            now,
+            who,
+            ctx.registry.command_timeout_s,
+            set_event["event_id"],
+        )
+        commands, unsynced = plan.commands, plan.unsynced
         if commands:
             await ctx.publisher.publish(COMMANDS, [(identity, c) for c in commands])
         if unsynced:

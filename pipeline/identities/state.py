@@ -12,6 +12,29 @@ Statuses: ``whitelisted`` (created, may provision) -> ``provisioned`` (has a
 credential); ``expired`` (the provisioning window passed before it provisioned);
 ``reprovision`` (its credential expired, or an operator asked for a new one);
 ``locked`` (refused at connect and ingest; unlocking restores the previous status).
+
+Settled rules (each pinned by a test in tests/identities/test_state_machine.py):
+
+- A CREATED that carries a credential (``status: provisioned`` with a
+  ``credential_hash``) is a provisioning: ``provisioned_us`` is its time and the
+  processor counts it in the ``provisioning`` metric, as it counts a PROVISIONED.
+  The device has not shown up, though: ``provisioned_us == created_us`` marks an
+  operator's provisioning, which the registry's ``lastseen``/``online`` ignore.
+- A tag holds at least one value, whichever way it is written: TAGS_SET (or CREATED)
+  with an empty list adds nothing to that tag, and with ``replace`` removes it (its
+  values replaced by none), just as TAGS_REMOVED of its last values removes it. A tag
+  with no values is never stored, so "has tag t" always means "has some value of t".
+- ``auth_type`` names how a credential was made, so it only changes with one: an
+  UPDATED or CREATED carrying ``auth_type`` without ``credential_hash`` is refused
+  (it used to be dropped silently).
+- Time does not stop for a lock: EXPIRED of a locked identity applies to the status it
+  returns to (``locked_from``: a window expires a whitelisted one, credentials a
+  provisioned one); it stays locked and unlocking lands on ``expired`` /
+  ``reprovision``. (Refusing it left a window to provision between unlock and the
+  watch's next tick.)
+- Metrics count what happened: the processor counts a CONNECTED, DISCONNECTED or
+  (RE)PROVISIONED only when the fold applied it; a refused one (say, CONNECTED of a
+  locked identity) is a dead letter and no connection.
 """
 
 from __future__ import annotations
@@ -104,6 +127,8 @@ def _apply_control(s: State, attrs: Mapping[str, str]) -> None:
             s["locked_from"] = status
         else:
             s["status"] = status
+    if "auth_type" in attrs and "credential_hash" not in attrs:
+        raise IdentityRejectedError("attributes.auth_type: only with a credential_hash")
     if "credential_hash" in attrs:
         after = s["locked_from"] if s["status"] == "locked" else s["status"]
         if not attrs["credential_hash"] and after == "provisioned":
@@ -141,6 +166,8 @@ def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
         s = empty(identity)
         s.update(present=1, created_us=ts, status="whitelisted")
         _apply_control(s, attrs)
+        if s["status"] == "provisioned":
+            s["provisioned_us"] = ts  # created with a credential: provisioned now
         _tags_set(s, ev.get("tags") or {}, replace=True)
     elif not s["present"]:
         raise IdentityRejectedError(f"identity {identity!r} does not exist")
@@ -167,10 +194,12 @@ def apply(prev: State | None, ev: Mapping[str, Any], version: int) -> State:
             s["lastip"] = ev["ip"]
     elif kind == "EXPIRED":
         what = attrs.get("what", "window")
-        if what == "window" and s["status"] == "whitelisted":
-            s["status"] = "expired"
-        elif what == "credentials" and s["status"] == "provisioned":
-            s["status"] = "reprovision"
+        # a locked identity expires underneath its lock (see the module doc)
+        column = "locked_from" if s["status"] == "locked" else "status"
+        if what == "window" and s[column] == "whitelisted":
+            s[column] = "expired"
+        elif what == "credentials" and s[column] == "provisioned":
+            s[column] = "reprovision"
         else:
             raise IdentityRejectedError(
                 f"identity {identity!r} is {s['status']}; {what} cannot expire"
@@ -224,7 +253,10 @@ def _tags_set(s: State, tags: Mapping[str, list[str]], replace: bool) -> None:
     for tag, values in tags.items():
         old = [] if replace else s["tags"].get(tag, [])
         merged = list(dict.fromkeys([*old, *values]))
-        s["tags"][tag] = merged
+        if merged:
+            s["tags"][tag] = merged
+        else:  # a tag holds at least one value
+            s["tags"].pop(tag, None)
 
 
 def _copy(s: State) -> State:

@@ -14,9 +14,10 @@ acknowledges it (Metasys-like), whether or not its rule requires an acknowledgem
 ``open`` in ``projections.alarms``). ``discarded`` is final: nothing but annotations
 is accepted afterwards.
 
-Refused steps — a step of an unknown alarm, acknowledging a discarded or an already
-acknowledged alarm, discarding twice, an unknown event type, a rule definition that
-does not validate — become dead letters with the reason. Repeats that cannot be
+Refused steps — a step of an unknown alarm, a user step :func:`pipeline.alarms.steps.
+refusal` refuses (acknowledging a discarded or an already acknowledged alarm,
+discarding twice; the API asks the same function), an unknown event type, a rule
+definition that does not validate — become dead letters with the reason. Repeats that cannot be
 told from a retried append are no-ops instead: a RAISED of an alarm that exists, a
 CLEARED of a cleared alarm, an ACKNOWLEDGED/DISCARDED equal (time, user, note) to the
 one applied, an annotation equal to the last one applied.
@@ -42,6 +43,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.alarms.rules import RuleError, parse_rule
+from pipeline.alarms.steps import ACKNOWLEDGED, DISCARDED, PENDING, refusal
 from pipeline.errors import FoldError
 from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
 from pipeline.tables import ALARMS_SCHEMA, ANNOTATIONS_SCHEMA, RULES_SCHEMA
@@ -50,7 +52,6 @@ from pipeline.topics import ALARMS
 #: event types that define or remove a rule rather than step an alarm
 RULE_TYPES = frozenset({"RULE_DEFINED", "RULE_REMOVED"})
 ACTIVE, CLEARED = "active", "cleared"
-PENDING, ACKNOWLEDGED, DISCARDED = "pending", "acknowledged", "discarded"
 MAX_TEXT = 65_536
 
 State = dict[str, Any]
@@ -140,15 +141,16 @@ def apply(
             note,
         ):
             return None, None  # the same step again
-        if status != PENDING:
-            raise AlarmRefusedError(f"alarm {alarm_id!r} is {status}: it cannot be acknowledged")
+        if (problem := refusal(prev, kind)) is not None:
+            raise AlarmRefusedError(problem)
         new.update(mgmt_status=ACKNOWLEDGED, ack_user=user, ack_us=ts, ack_note=note)
         return new, None
     if kind == "DISCARDED":
-        if status == DISCARDED:
-            if (prev["discard_us"], prev["discard_user"], prev["discard_note"]) == (ts, user, note):
-                return None, None
-            raise AlarmRefusedError(f"alarm {alarm_id!r} is already discarded")
+        same = (prev["discard_us"], prev["discard_user"], prev["discard_note"]) == (ts, user, note)
+        if status == DISCARDED and same:
+            return None, None  # the same step again
+        if (problem := refusal(prev, kind)) is not None:
+            raise AlarmRefusedError(problem)
         new.update(mgmt_status=DISCARDED, discard_user=user, discard_us=ts, discard_note=note)
         return new, None
     # ANNOTATED

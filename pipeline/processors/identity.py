@@ -7,7 +7,14 @@ rows of the identities in a batch. Rows carry ``version`` = log offset + 1 of th
 event they include, so an event at or below it is skipped and a redone batch changes
 nothing. Events of the registry key ``"*"`` define or remove resources (one full
 definition per event: no fold needed). Connections, disconnections and provisionings
-are counted into ``device_metrics``.
+the fold applied are counted into ``device_metrics`` (a refused one is a dead letter,
+not a connection; a CREATED with a credential is a provisioning).
+
+Exactly-once across tables: a metric row is only made when the event applies, which
+depends on the state before it, so the state table must land last. Every output lists
+``resource_defs`` and ``device_metrics`` (possibly empty) before ``identities``
+(``Outputs.merge`` keeps the first order it sees); a crash between them redoes the
+batch from the old state (same rows, same tokens), a crash after all skips every event.
 """
 
 from __future__ import annotations
@@ -30,6 +37,14 @@ COUNTED = {
     "PROVISIONED": "provisioning",
     "REPROVISIONED": "provisioning",
 }
+
+
+def counted(ev: Mapping[str, Any], after: State) -> str | None:
+    """The device metric an applied event counts, if any."""
+    kind = str(ev.get("type"))
+    if kind == "CREATED":
+        return "provisioning" if after["status"] == "provisioned" else None
+    return COUNTED.get(kind)
 
 
 def state_rows(states: Sequence[State]) -> pa.Table:
@@ -69,10 +84,6 @@ class IdentityProcessor(StatefulProcessor):
         metrics: list[tuple[str, int, float]] = []
         for ev in events:
             value = ev.value
-            kind = value.get("type")
-            metric = COUNTED.get(str(kind))
-            if metric is not None:
-                metrics.append((metric, int(value["ts_us"]), 1.0))
             identity = value.get("identity")
             try:
                 if identity == REGISTRY_KEY:
@@ -97,12 +108,15 @@ class IdentityProcessor(StatefulProcessor):
                 )
                 continue
             current[identity] = changed[identity] = new
-        if changed:
-            out.tables["identities"] = state_rows(list(changed.values()))
-        if defs:
-            out.tables["resource_defs"] = pa.Table.from_pylist(defs, schema=RESOURCE_DEFS_SCHEMA)
-        if metrics:
-            out.tables["device_metrics"] = metric_rows(metrics)
+            metric = counted(value, new)
+            if metric is not None:
+                metrics.append((metric, int(value["ts_us"]), 1.0))
+        if not (changed or defs or metrics):
+            return out
+        # the order matters: the state table last (see the module doc)
+        out.tables["resource_defs"] = pa.Table.from_pylist(defs, schema=RESOURCE_DEFS_SCHEMA)
+        out.tables["device_metrics"] = metric_rows(metrics)
+        out.tables["identities"] = state_rows(list(changed.values()))
         return out
 
     @staticmethod

@@ -446,3 +446,17 @@ async def test_device_metrics_count_publishes(api: Api) -> None:
     assert max(p["value"] for p in r.json()["points"]) >= 3
     r = await api.get("/metrics/devices", metric_name="volume", **params)
     assert_bad_field(r, "metric_name")
+
+
+async def test_created_with_a_credential_is_provisioned_but_not_seen(api: Api) -> None:
+    """The operator provisioned it: it records the time and counts as a provisioning,
+    but the device has not shown up (not online, no lastseen)."""
+    name = uid("cred")
+    out = await create(api, name, auth={"type": "token"})
+    assert out["status"] == "provisioned" and out["token"]
+    row = (await api.get(f"/identities/{name}")).json()
+    assert row["online"] is False
+    assert row["lastseen_us"] is None
+    assert row["provisioned_us"] == row["created_us"]
+    r = await post(api, "/identities", {"identity": uid("pw"), "auth": {"type": "password"}})
+    assert_bad_field(r, "auth.password")

@@ -345,7 +345,8 @@ class IdentityLifecycle(RuleBasedStateMachine):
         ts = self._ts(dt)
         sent = dict(attrs)
         d = Device(present=True, created_us=ts, status="whitelisted", attributes=dict(attrs))
-        d.tags = {tag: unique(values) for tag, values in tags.items()}
+        # a tag holds at least one value: an empty list adds no tag
+        d.tags = {tag: unique(values) for tag, values in tags.items() if values}
         ok = not self.devices[identity].present
         if window is not None:
             sent["provision_until_us"] = str(window)
@@ -353,6 +354,7 @@ class IdentityLifecycle(RuleBasedStateMachine):
         if start == "provisioned":
             sent.update(status="provisioned", credential_hash=HASHES[0], auth_type="token")
             d.status, d.credential_hash, d.auth_type = "provisioned", HASHES[0], "token"
+            d.provisioned_us = ts  # created with a credential: provisioned now
         elif start == "provisioned_without_credential":
             sent["status"] = "provisioned"
             ok = False
@@ -509,12 +511,21 @@ class IdentityLifecycle(RuleBasedStateMachine):
     def expire(self, identity: str, dt: int, what: str | None) -> None:
         d = self._live(identity)
         if d is not None:
-            if (what or "window") == "window" and d.status == "whitelisted":
-                d.status = "expired"
-            elif what == "credentials" and d.status == "provisioned":
-                d.status = "reprovision"
+            # time does not stop for a lock: the status it returns to expires
+            locked = d.status == "locked"
+            base = d.locked_from if locked else d.status
+            if (what or "window") == "window" and base == "whitelisted":
+                after = "expired"
+            elif what == "credentials" and base == "provisioned":
+                after = "reprovision"
             else:
+                after = None
+            if after is None:
                 d = None
+            elif locked:
+                d.locked_from = after
+            else:
+                d.status = after
         sent = {} if what is None else {"what": what}
         self._send(event(identity, "EXPIRED", self._ts(dt), attributes=sent), d)
 
@@ -546,7 +557,11 @@ class IdentityLifecycle(RuleBasedStateMachine):
             for tag, values in tags.items():
                 # replace concerns the tags named; the others are left as they are
                 base = [] if replace == "true" else d.tags.get(tag, [])
-                d.tags[tag] = unique([*base, *values])
+                merged = unique([*base, *values])
+                if merged:
+                    d.tags[tag] = merged
+                else:  # no values: no tag
+                    d.tags.pop(tag, None)
         sent = {} if replace is None else {"replace": replace}
         ev = event(identity, "TAGS_SET", self._ts(dt), tags=tags, attributes=sent)
         self._send(ev, d)
@@ -814,6 +829,79 @@ def test_clearing_the_credential_of_a_provisioned_identity(locked: bool) -> None
     assert not (s["status"] == "provisioned" and s["credential_hash"] == "")
 
 
+def test_created_with_a_credential_is_provisioned_then() -> None:
+    ev = event("d", "CREATED", T0, attributes={"status": "provisioned", "credential_hash": "h"})
+    assert _fold(ev)["provisioned_us"] == T0
+    assert _fold(event("d", "CREATED", T0))["provisioned_us"] == 0
+    out = IdentityProcessor().process_with_state([Event("identity", 0, 0, T0, b"d", ev)], {})
+    assert out.tables["device_metrics"].to_pylist() == [
+        {"metric": "provisioning", "ts": T0, "value": 1.0}
+    ]
+
+
+def test_refused_events_count_in_no_metric() -> None:
+    created = event("d", "CREATED", T0)
+    lock = event("d", "LOCKED", T0 + 1)
+    refused = [
+        event("d", "CONNECTED", T0 + 2),  # locked
+        event("d", "PROVISIONED", T0 + 3, attributes={"credential_hash": "h"}),  # locked
+        event("nobody", "DISCONNECTED", T0 + 4),  # unknown identity
+    ]
+    evs = [Event("identity", 0, o, T0, b"d", e) for o, e in enumerate([created, lock, *refused])]
+    out = IdentityProcessor().process_with_state(evs, {})
+    assert [dl["source_offset"] for dl in out.deadletters] == [2, 3, 4]
+    assert out.tables["device_metrics"].num_rows == 0
+    # the state table comes last: metrics depend on the state before the event
+    assert list(out.tables)[-1] == "identities"
+
+
+def test_auth_type_changes_only_with_a_credential() -> None:
+    s = _fold(
+        event("d", "CREATED", T0, attributes={"status": "provisioned", "credential_hash": "h"})
+    )
+    with pytest.raises(IdentityRejectedError, match="auth_type"):
+        apply(s, event("d", "UPDATED", T0 + 1, attributes={"auth_type": "password"}), 2)
+    with pytest.raises(IdentityRejectedError, match="auth_type"):
+        apply(None, event("e", "CREATED", T0, attributes={"auth_type": "password"}), 1)
+    s = apply(
+        s,
+        event("d", "UPDATED", T0 + 1, attributes={"auth_type": "password", "credential_hash": "p"}),
+        2,
+    )
+    assert (s["auth_type"], s["credential_hash"]) == ("password", "p")
+
+
+@pytest.mark.parametrize(
+    ("created", "what", "after"),
+    [
+        ({}, "window", "expired"),
+        ({"status": "provisioned", "credential_hash": "h"}, "credentials", "reprovision"),
+    ],
+)
+def test_a_locked_identity_expires_underneath_its_lock(
+    created: dict[str, str], what: str, after: str
+) -> None:
+    s = _fold(
+        event("d", "CREATED", T0, attributes=created),
+        event("d", "LOCKED", T0 + 1),
+        event("d", "EXPIRED", T0 + 2, attributes={"what": what}),
+    )
+    assert (s["status"], s["locked_from"]) == ("locked", after)
+    s = apply(s, event("d", "UNLOCKED", T0 + 3), 4)
+    assert (s["status"], s["locked_from"]) == (after, "")
+    with pytest.raises(IdentityRejectedError):  # once is enough
+        apply(s, event("d", "EXPIRED", T0 + 4, attributes={"what": what}), 5)
+
+
+@pytest.mark.parametrize("replace", [{}, {"replace": "true"}])
+def test_a_tag_holds_at_least_one_value(replace: dict[str, str]) -> None:
+    s = _fold(
+        event("d", "CREATED", T0, tags={"room": ["1"], "empty": []}),
+        event("d", "TAGS_SET", T0 + 1, tags={"room": [], "new": []}, attributes=replace),
+    )
+    assert s["tags"] == ({"room": ["1"]} if not replace else {})
+
+
 def test_nan_is_not_json() -> None:
     s = _fold(event("d", "CREATED", T0))
     with pytest.raises(IdentityRejectedError):
@@ -1028,14 +1116,27 @@ def test_processor_exactly_once_over_batches_and_redos(
     assert sorted(defs) == [
         o + 1 for o, ev in enumerate(log) if ev["identity"] == "*" and o not in expected_rejected
     ]
-    # metrics: one count per connect/disconnect/provisioning event of the log, once each
+    # metrics: one count per connect/disconnect/provisioning event the fold applied
+    # (a CREATED with a credential provisions), once each; refused events count nothing
     counted = {
         "CONNECTED": "connection",
         "DISCONNECTED": "disconnection",
         "PROVISIONED": "provisioning",
         "REPROVISIONED": "provisioning",
     }
-    want = Counter((counted[ev["type"]], ev["ts_us"]) for ev in log if ev["type"] in counted)
+    want = Counter(
+        (
+            counted.get(ev["type"])
+            or ("provisioning" if ev["attributes"].get("status") == "provisioned" else ""),
+            ev["ts_us"],
+        )
+        for o, ev in enumerate(log)
+        if o not in expected_rejected
+        and (
+            ev["type"] in counted
+            or (ev["type"] == "CREATED" and ev["attributes"].get("status") == "provisioned")
+        )
+    )
     have = Counter((r["metric"], r["ts"]) for r in sink.rows.get("device_metrics", []))
     assert have == want
 

@@ -241,6 +241,22 @@ async def test_provisioning_window_and_credentials_expire_once(store: ChdbStore)
     assert await env.tick(T0 + 300 * S, env.new_watch()) == []
 
 
+async def test_a_locked_identity_expires_underneath_its_lock(store: ChdbStore) -> None:
+    """Unlocked after its window passed, an identity is expired at once (no tick in
+    which it could still provision)."""
+    env = Env(store)
+    await env.ev("w1", "CREATED", T0, attributes={"provision_until_us": str(T0 + 10 * S)})
+    await env.ev("w1", "LOCKED", T0 + S)
+    await env.sync()
+    assert await env.tick(T0 + 10 * S) == []
+    assert await env.tick(T0 + 10 * S + 1) == [
+        event("w1", "EXPIRED", attributes={"what": "window"})
+    ]
+    await env.apply()
+    assert env.identity("w1", "status", "locked_from") == ["locked", "expired"]
+    assert await env.tick(T0 + 20 * S, env.new_watch()) == []
+
+
 async def test_the_memory_of_emitted_events_is_bounded(store: ChdbStore) -> None:
     """Forgotten after 10 minutes or beyond the key limit: a condition the log did not
     change (here: events never applied) is then reported again."""
