@@ -9,7 +9,7 @@ second base (marked ``+ValueError`` and so on below).
     MillraceError
      ├── ConfigError                 invalid configuration or commissioning file
      │    ├── RuleError              an alarm rule that cannot be accepted   (+ValueError)
-     │    └── WatchSettingsError     projections.watch: bad watch settings   (+ValueError)
+     │    └── WatchSettingsError     pipeline.identities.watch: bad settings (+ValueError)
      ├── SchemaError                 an event does not match its Avro schema
      │    ├── DecodeError            bytes that cannot be decoded into an event
      │    └── InvalidDatumError      avro_writer: a datum its schema cannot encode

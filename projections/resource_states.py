@@ -11,7 +11,7 @@ that filters, paging and counts stay in the store:
   ``current_state`` the reported value (``millrace.latest``) rendered as JSON, or ""
   when nothing was reported. They deviate unless equal as JSON values, as the control
   loop compares them (``pipeline.identities.resources.same_value`` with the reported
-  value read as ``projections.watch.reported_value``: 1 == 1.0, true is not 1, a
+  value read as ``pipeline.identities.watch.reported_value``: 1 == 1.0, true is not 1, a
   non-finite number is null). ``info`` is the command's progress as
   ``GET /api/v1/identities/{identity}/state`` shows it: pending, acknowledged or timed
   out. Only the latest report is kept, so ``since_us`` is the last report's time (the

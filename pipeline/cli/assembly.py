@@ -53,6 +53,7 @@ from pipeline.codec import default_codec
 from pipeline.connector import Connector, EventPublisher
 from pipeline.errors import ConfigError
 from pipeline.heartbeat import RunnerHeartbeat
+from pipeline.identities.watch import WatchSettings
 from pipeline.log.base import EventLog
 from pipeline.log.local import LocalEventLog
 from pipeline.log.local.upkeep import LogUpkeep
@@ -66,7 +67,7 @@ from projections.alarms import AlarmQueries
 from projections.checkpoints import StoreCheckpoints
 from projections.registry import RegistryQueries
 from projections.store.base import ProjectionStore
-from projections.watch import IdentityWatch, WatchSettings
+from projections.watch_queries import IdentityWatch
 from projections.writer import ProjectionWriter
 
 log = logging.getLogger("millrace")
@@ -352,6 +353,8 @@ class Assembly:
                 default_inactivity_timeout_s=cfg.identities.inactivity_timeout_s,
                 command_timeout_s=cfg.identities.command_timeout_s,
             ),
+            # the readings TTL goes ON CLUSTER to the shards' tables
+            cluster=cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None,
         )
         watch = self.watch
         return [
