@@ -15,12 +15,8 @@ from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 from pipeline.processors.deadletter import DeadLetterProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
-from pipeline.runtime.faust_runtime import (
-    FaustRuntimeConfig,
-    PartitionBatcher,
-    _Rec,
-    build_app,
-)
+from pipeline.runtime.faust_batcher import PartitionBatcher, _Rec
+from pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
 from pipeline.sink import MemoryProjectionSink, Range
 from projections.store.chdb import ChdbStore
 from projections.writer import ProjectionWriter
