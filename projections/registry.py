@@ -164,11 +164,11 @@ def _base_sql(restrict: str, order_resource: bool) -> str:
     # ifNull: a server profile may set join_use_nulls, making unmatched columns NULL
     return (
         f"SELECT {cols}, "
-        # provisioned at creation (by an operator, with a credential) is no contact
+        # provisioned at creation by an operator (no address: not the device) is no contact
         "greatest(ifNull(s.seen, 0), i.connected_us, "
-        "if(i.provisioned_us = i.created_us, 0, i.provisioned_us)) AS act, "
+        "if(i.provisioned_us = i.created_us AND i.lastip = '', 0, i.provisioned_us)) AS act, "
         "if(ifNull(s.seen, 0) > greatest(i.connected_us, "
-        "if(i.provisioned_us = i.created_us, 0, i.provisioned_us)) "
+        "if(i.provisioned_us = i.created_us AND i.lastip = '', 0, i.provisioned_us)) "
         "AND ifNull(s.seen_ip, '') != '', s.seen_ip, i.lastip) AS ip, "
         "(act > i.disconnected_us AND {now:Int64} - act < toInt64(if(i.inactivity_timeout_s "
         "> 0, i.inactivity_timeout_s, {dflt:UInt32})) * 1000000) AS onl"

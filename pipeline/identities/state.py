@@ -18,8 +18,10 @@ Settled rules (each pinned by a test in tests/identities/test_state_machine.py):
 - A CREATED that carries a credential (``status: provisioned`` with a
   ``credential_hash``) is a provisioning: ``provisioned_us`` is its time and the
   processor counts it in the ``provisioning`` metric, as it counts a PROVISIONED.
-  The device has not shown up, though: ``provisioned_us == created_us`` marks an
-  operator's provisioning, which the registry's ``lastseen``/``online`` ignore.
+  The device has not shown up, though: ``provisioned_us == created_us`` with no
+  ``lastip`` marks an operator's provisioning, which the registry's ``lastseen`` /
+  ``online`` ignore (a device that creates and provisions itself in one request
+  carries its address).
 - A tag holds at least one value, whichever way it is written: TAGS_SET (or CREATED)
   with an empty list adds nothing to that tag, and with ``replace`` removes it (its
   values replaced by none), just as TAGS_REMOVED of its last values removes it. A tag

@@ -406,6 +406,10 @@ async def test_provisioning_policy(make_api: MakeApi) -> None:
     generated = r.json()["identity"]
     row = (await open_api.get(f"/identities/{generated}")).json()
     assert row["status"] == "provisioned"
+    # created and provisioned by the device itself, at one instant of a frozen clock:
+    # that is contact (unlike an operator's create with a credential)
+    assert row["provisioned_us"] == row["created_us"]
+    assert row["lastseen_us"] == row["provisioned_us"] and row["online"] is True
 
 
 # -- metrics ------------------------------------------------------------------------------
