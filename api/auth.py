@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from pipeline.clock import now_us
+
 Role = Literal["viewer", "operator", "admin"]
 ROLES: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 #: the principal id of ``MILLRACE_API_KEY``
@@ -162,7 +164,7 @@ class KeyStore:
             raise ValueError(f"role must be one of {sorted(ROLES)}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        key = ApiKey(key_id, name, role, _digest(secret), time.time_ns() // 1000)
+        key = ApiKey(key_id, name, role, _digest(secret), now_us())
         with self._changing():
             self._keys[key_id] = key
             self._save()

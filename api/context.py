@@ -17,18 +17,13 @@ from api.device_auth import CredentialHasher, FailureLimiter, VerifiedCache, par
 from api.errors import ApiError
 from api.limits import RequestLimits
 from api.slots import Slots
+from pipeline.clock import now_us
 from pipeline.connector import EventPublisher
 from pipeline.identities.config import RegistryConfig
 from projections.store.base import ProjectionStore
 
 if TYPE_CHECKING:
     from api.stream import StreamHub
-
-
-def _now_us() -> int:
-    import time
-
-    return time.time_ns() // 1000
 
 
 @dataclass
@@ -68,7 +63,7 @@ class AppContext:
     publisher: EventPublisher
     keys: KeyStore
     settings: ApiSettings = field(default_factory=ApiSettings)
-    clock: Callable[[], int] = _now_us
+    clock: Callable[[], int] = now_us
     status: Callable[[], dict[str, Any]] = dict
     on_ingest: Callable[[], None] = lambda: None
     connectors: Callable[[], list[dict[str, Any]]] = list

@@ -41,6 +41,7 @@ import orjson
 from api.stream_filters import KINDS, FilterError, compile_filters
 from api.stream_tail import LogTail
 from api.timeparams import format_time
+from pipeline.clock import now_us
 from pipeline.errors import MillraceError
 
 __all__ = [
@@ -496,7 +497,7 @@ class Connection:
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + hub.heartbeat_s
                     # everything published so far was delivered: resume from here
-                    now = format_time(time.time_ns() // 1000, None)
+                    now = format_time(now_us(), None)
                     yield sse("heartbeat", {"time": now}, self._id(hub.seq))
                     continue
                 ready = stream.ready

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.clock import now_us
 from pipeline.connector import EventPublisher
 from pipeline.processors.status import RUNNER_TYPE
 from pipeline.topics import STATUS
@@ -27,10 +27,6 @@ from pipeline.topics import STATUS
 log = logging.getLogger("millrace.heartbeat")
 
 RUNNER_PREFIX = "runner:"
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class RunnerHeartbeat:
@@ -43,7 +39,7 @@ class RunnerHeartbeat:
         interval_s: float = 10.0,
         *,
         service_id: str = "millrace",
-        clock: Callable[[], int] = _now_us,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         if not name:
             raise ValueError("name: a runner needs a name")

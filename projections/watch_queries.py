@@ -12,12 +12,12 @@ table: the ALTER names ``millrace.readings_local ON CLUSTER '<c>'`` (the Distrib
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline.clock import now_us
 from pipeline.connector import EventPublisher
 from pipeline.identities.resources import ResourceDefinition
 from pipeline.identities.watch import (
@@ -208,10 +208,6 @@ class StoreWatchQueries(WatchQueries):
             self._rows(remove_ttl_sql(self.cluster))
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class IdentityWatch(IdentityWatchStage):
     """The identity watch stage reading ``store`` (see ``pipeline.identities.watch``)."""
 
@@ -220,7 +216,7 @@ class IdentityWatch(IdentityWatchStage):
         store: ProjectionStore,
         publisher: EventPublisher,
         settings: WatchSettings | None = None,
-        clock: Callable[[], int] = _now_us,
+        clock: Callable[[], int] = now_us,
         *,
         cluster: str | None = None,
     ) -> None:

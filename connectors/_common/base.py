@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pipeline.clock import now_us
 from pipeline.connector import Connector, EventPublisher
 from pipeline.errors import ConnectorError
 from pipeline.processors.base import dead_letter
@@ -42,15 +43,11 @@ from .spool import Spool
 from .status import OVERFLOW_REPORT_S, ReadingRate, StatusReport, status_event
 from .supervisor import describe, supervise
 
-__all__ = ["OVERFLOW_REPORT_S", "ProtocolConnector", "describe", "wall_clock_us"]
+__all__ = ["OVERFLOW_REPORT_S", "ProtocolConnector", "describe"]
 
 log = logging.getLogger("millrace.connectors")
 
 Clock = Callable[[], int]
-
-
-def wall_clock_us() -> int:
-    return time.time_ns() // 1000
 
 
 class ProtocolConnector(Connector):
@@ -79,7 +76,7 @@ class ProtocolConnector(Connector):
         self.mappings = list(mappings)
         self.service = service
         self.spool_dir = spool_dir
-        self.clock = clock or wall_clock_us
+        self.clock = clock or now_us
         self.runner = runner or socket.gethostname()
         self.status_interval_s = status_interval_s
         self.resource_id = f"{self.protocol}:{name}"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.clock import now_us
 from pipeline.connector import Connector, EventPublisher
 from pipeline.errors import ConnectorError
 from pipeline.topics import TELEMETRY
@@ -69,10 +69,6 @@ def schedule(tick: int, origin: float, interval_s: float, now: float) -> tuple[i
     return tick + skipped, skipped, 0.0
 
 
-def _wall_clock_us() -> int:
-    return time.time_ns() // 1000
-
-
 class SimulatorConnector(Connector):
     """Simulated devices ``<identity_prefix><n>`` whose signals follow the shapes of
     :mod:`connectors.simulator.shapes`.
@@ -87,7 +83,7 @@ class SimulatorConnector(Connector):
 
     def __init__(self, config: SimulatorConfig, clock: Callable[[], int] | None = None) -> None:
         self.config = config
-        self._clock = clock or _wall_clock_us
+        self._clock = clock or now_us
         self._model: ShapeModel | None = None
         self._identities: list[str] = []
         self._index: dict[str, int] = {}

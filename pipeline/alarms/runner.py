@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline.clock import now_us
 from pipeline.codec import AvroCodec
 from pipeline.connector import EventPublisher
 from pipeline.errors import DecodeError
@@ -104,10 +105,6 @@ class RunnerStats:
     last_error: str = ""
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class AlarmRunner:
     """Runs an evaluator over the log (see the module doc)."""
 
@@ -120,7 +117,7 @@ class AlarmRunner:
         evaluator_factory: Callable[[str | None], AlarmEvaluator],
         *,
         name: str = "alarms",
-        clock: Callable[[], int] = _now_us,
+        clock: Callable[[], int] = now_us,
         max_records: int = 5000,
         tick_s: float = 1.0,
         checkpoint_every_s: float = 1.0,

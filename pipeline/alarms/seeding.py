@@ -12,20 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from pipeline.alarms.rules import AlarmRule, parse_rule, rule_event
+from pipeline.clock import now_us
 from pipeline.connector import EventPublisher
 from pipeline.runtime.stage import Stage
 from pipeline.topics import ALARMS
 
 log = logging.getLogger("millrace.alarms")
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class ConfigRuleSeeder(Stage):
@@ -43,7 +39,7 @@ class ConfigRuleSeeder(Stage):
         wait_applied: Callable[[str, float], Awaitable[bool]],
         *,
         on_published: Callable[[], None] | None = None,
-        clock: Callable[[], int] = _now_us,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self.rules = list(rules)
         self.publisher = publisher

@@ -31,7 +31,6 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from pipeline.alarms.evaluator import Evaluator
 from pipeline.alarms.runner import AlarmRunner
 from pipeline.alarms.seeding import ConfigRuleSeeder
 from pipeline.cli.config import MillraceConfig
+from pipeline.clock import now_us
 from pipeline.codec import default_codec
 from pipeline.connector import Connector, EventPublisher
 from pipeline.errors import ConfigError
@@ -239,7 +239,7 @@ class Assembly:
         self.keys: KeyStore | None = None
         self.stages: list[Stage] = []
         self._waiter: AppliedWaiter | None = None
-        self.started_us = time.time_ns() // 1000
+        self.started_us = now_us()
 
     # -- stores ------------------------------------------------------------------------
 

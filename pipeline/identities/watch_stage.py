@@ -12,10 +12,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from pipeline.clock import now_us
 from pipeline.connector import EventPublisher
 from pipeline.identities import watch as rules
 from pipeline.identities.resources import ResourceDefinition
@@ -70,10 +70,6 @@ class WatchQueries(abc.ABC):
         """Keep each resource's readings ``months`` months; an empty set removes the TTL."""
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class IdentityWatchStage:
     """Evaluates the time rules every ``interval_s`` and publishes what they find."""
 
@@ -82,7 +78,7 @@ class IdentityWatchStage:
         queries: WatchQueries,
         publisher: EventPublisher,
         settings: WatchSettings | None = None,
-        clock: Callable[[], int] = _now_us,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self.queries = queries
         self.publisher = publisher

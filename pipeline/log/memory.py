@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator, Mapping, Sequence
 
+from pipeline.clock import now_us
 from pipeline.errors import LogClosedError, LogError
 from pipeline.log.base import (
     AppendResult,
@@ -58,7 +58,7 @@ class MemoryEventLog(EventLog):
             else:
                 rr = self._round_robin.setdefault(topic, itertools.count())
                 numbers.append(partition_for(None, count, next(rr)))
-        now = time.time_ns() // 1000
+        now = now_us()
         results = []
         for msg, number in zip(messages, numbers, strict=True):
             records = self._partition(topic, number)

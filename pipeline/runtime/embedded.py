@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.clock import now_us
 from pipeline.codec import AvroCodec, default_codec
 from pipeline.log.base import EventLog, Message, Record, TopicPartition
 from pipeline.processors.base import Outputs, Processor, StateReader
@@ -27,10 +28,6 @@ from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 from pipeline.topics import DEADLETTER
 
 log = logging.getLogger("millrace.runtime")
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass
@@ -58,7 +55,7 @@ class EmbeddedRuntime:
         codec: AvroCodec | None = None,
         max_records: int = 5000,
         idle_sleep_s: float = 0.05,
-        clock: Callable[[], int] = _now_us,
+        clock: Callable[[], int] = now_us,
         publish_deadletters: bool = True,
     ) -> None:
         self.log = log

@@ -9,11 +9,11 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from pipeline.clock import now_us
 from pipeline.errors import LogClosedError, LogError
 from pipeline.log.base import (
     AppendResult,
@@ -36,10 +36,6 @@ LOCK_FILE = ".lock"
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
-def epoch_us() -> int:
-    return time.time_ns() // 1000
-
-
 class LocalEventLog(EventLog):
     """Embedded, durable event log in ``directory``::
 
@@ -58,7 +54,7 @@ class LocalEventLog(EventLog):
         self,
         directory: str | Path,
         config: LocalLogConfig | None = None,
-        clock: Callable[[], int] = epoch_us,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self.directory = Path(directory)
         self.config = config if config is not None else LocalLogConfig()
