@@ -10,16 +10,10 @@ typed (regular expressions, tags, addresses, resource names) are bound as query
 parameters; only fixed fragments chosen from whitelists (order keys, comparison
 operators, windows, aggregate functions) become SQL text.
 
-Derived columns, defined once here so that the status filter, the ordering and the
-returned dicts agree:
-
-* ``lastseen``: the latest of telemetry received (``identity_seen``), connected and
-  provisioned; none when the device never showed up.
-* ``lastip``: the address of the latest telemetry when telemetry is the most recent
-  contact and carried one, else the address of the latest connect/provision event.
-* ``online``: seen after its last disconnect, and less than its inactivity timeout ago
-  (its own ``inactivity_timeout_s``, or the deployment's default when 0). ``now`` is a
-  parameter so the API passes its clock and tests pass theirs.
+Which identities a query selects and their derived columns (lastseen, lastip, online)
+are built in ``projections.identity_filter``; tags, definitions and device metrics have
+modules of their own (``tags``, ``definitions``, ``device_metrics``), reached through
+:class:`RegistryQueries` too.
 
 ``credential_hash`` is selected by :meth:`RegistryQueries.credential` only, for device
 authentication; no dict this module returns holds it.
@@ -28,50 +22,46 @@ authentication; no dict this module returns holds it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import MillraceError, StoreError
-from pipeline.identities.resources import ResourceDefinition
-from pipeline.identities.state import STATUSES
+from pipeline.errors import StoreError
 from pipeline.processors.telemetry import KIND_BOOL, KIND_STRING
+from projections import definitions, device_metrics, tags
+from projections.device_metrics import METRIC_FNS, METRIC_WINDOWS
+from projections.errors import QueryError
+from projections.identity_filter import (
+    COLUMNS,
+    FILTER_STATUSES,
+    MAX_ROWS,
+    ORDER_KEYS,
+    STATE_ORDER_PREFIX,
+    TAG_OPS,
+    IdentityFilter,
+    Order,
+    TagCriterion,
+    base_sql,
+    int64,
+    order_by,
+    where_sql,
+)
 from projections.store.base import ProjectionStore
 
-TAG_OPS = ("gt", "gte", "lt", "lte", "eq", "ne")
-FILTER_STATUSES = (*STATUSES, "online", "offline")
-#: order key -> the derived column it sorts on before the identity
-_ORDER_COLUMNS = {"identity": "", "lastseen": "act", "lastip": "ip"}
-ORDER_KEYS = tuple(_ORDER_COLUMNS)
-STATE_ORDER_PREFIX = "state."
-METRIC_WINDOWS: dict[str, int] = {"1m": 1, "5m": 5, "1h": 60}  # minutes
-METRIC_FNS = ("count", "max", "min", "sum", "avg")
-#: the most rows one call returns (a page, or the names of a bulk operation)
-MAX_ROWS = 10_000_000
+__all__ = [
+    "FILTER_STATUSES",
+    "MAX_ROWS",
+    "METRIC_FNS",
+    "METRIC_WINDOWS",
+    "ORDER_KEYS",
+    "STATE_ORDER_PREFIX",
+    "TAG_OPS",
+    "IdentityFilter",
+    "Order",
+    "QueryError",
+    "RegistryQueries",
+    "TagCriterion",
+]
 
-_OP_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=", "ne": "!="}
-#: the identities columns a dict is built from (never credential_hash)
-_COLUMNS = (
-    "identity",
-    "status",
-    "created_us",
-    "updated_us",
-    "auth_type",
-    "credential_expires_us",
-    "provision_until_us",
-    "provisioned_us",
-    "connected_us",
-    "disconnected_us",
-    "inactivity_timeout_s",
-    "attributes",
-    "tags",
-    "set_values",
-    "set_ts",
-    "set_by",
-    "acked_ts",
-    "timed_out_ts",
-    "stale_ts",
-)
-_ROW_NAMES = (*_COLUMNS, "act", "ip", "onl")
+_ROW_NAMES = (*COLUMNS, "act", "ip", "onl")
 _ROW = ", ".join(_ROW_NAMES)
 _OPTIONAL_TIMES = (
     "connected_us",
@@ -90,117 +80,8 @@ Rows = list[Row]
 Names = list[str]
 Dicts = list[dict[str, Any]]
 
-
 #: ClickHouse's error code (ErrorCodes.cpp) for a pattern RE2 cannot compile
 CANNOT_COMPILE_REGEXP = 427
-
-
-class QueryError(MillraceError, ValueError):
-    """A registry query that cannot run as asked; ``field`` names the request field
-    (``status``, ``identity``, ``order``, ``tags``, ``limit``, ...)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-@dataclass(frozen=True)
-class TagCriterion:
-    """``tag op value``: holds when any of the identity's values of ``name`` satisfies
-    it; compared as numbers when both sides parse as numbers, else as strings."""
-
-    name: str
-    op: str  # one of TAG_OPS
-    value: str
-
-
-@dataclass
-class IdentityFilter:
-    """What to select; every given part must hold (statuses are alternatives)."""
-
-    status: list[str] = field(default_factory=list)
-    identity: str | None = None  # RE2 regular expression
-    ipaddress: str | None = None  # exact lastip
-    tag: str | None = None
-    tag_value: str | None = None
-    tags: list[TagCriterion] = field(default_factory=list)
-    before_us: int | None = None  # lastseen < before
-    after_us: int | None = None  # lastseen > after
-    identities: list[str] | None = None  # restrict to these names (bulk operations)
-
-
-@dataclass(frozen=True)
-class Order:
-    """``identity``, ``lastseen``, ``lastip`` or ``state.<resource>`` (the reported
-    value: numbers and booleans by value, then strings; identities without it last in
-    both directions). Ties break on the identity, in the same direction."""
-
-    key: str = "identity"
-    descending: bool = False
-
-
-def _base_sql(restrict: str, order_resource: bool) -> str:
-    """One row per present identity with the derived columns (see the module doc);
-    ``act`` is the last activity in µs (0: never), ``ip`` the derived lastip.
-    ``restrict``: a condition on ``identity`` applied before the joins, or ""."""
-    where = f" WHERE {restrict}" if restrict else ""
-    also = f" AND {restrict}" if restrict else ""
-    cols = ", ".join(f"i.{c} AS {c}" for c in _COLUMNS)
-    order_join = ""
-    order_cols = ""
-    if order_resource:
-        # the reported value of one resource, for ORDER BY state.<resource>
-        order_join = (
-            " LEFT JOIN (SELECT toString(identity) AS oid, 1 AS o_has, "
-            f"if(kind = {KIND_STRING}, 1, 0) AS o_rank, "
-            f"if(kind = {KIND_STRING}, 0, value) AS o_num, "
-            f"if(kind = {KIND_STRING}, text, '') AS o_txt FROM millrace.latest FINAL "
-            "WHERE signal = {ores:String}) AS o ON o.oid = i.identity"
-        )
-        order_cols = (
-            ", ifNull(o.o_has, 0) AS o_has, o.o_rank AS o_rank, o.o_num AS o_num, o.o_txt AS o_txt"
-        )
-    # ifNull: a server profile may set join_use_nulls, making unmatched columns NULL
-    return (
-        f"SELECT {cols}, "
-        # provisioned at creation by an operator (no address: not the device) is no contact
-        "greatest(ifNull(s.seen, 0), i.connected_us, "
-        "if(i.provisioned_us = i.created_us AND i.lastip = '', 0, i.provisioned_us)) AS act, "
-        "if(ifNull(s.seen, 0) > greatest(i.connected_us, "
-        "if(i.provisioned_us = i.created_us AND i.lastip = '', 0, i.provisioned_us)) "
-        "AND ifNull(s.seen_ip, '') != '', s.seen_ip, i.lastip) AS ip, "
-        "(act > i.disconnected_us AND {now:Int64} - act < toInt64(if(i.inactivity_timeout_s "
-        "> 0, i.inactivity_timeout_s, {dflt:UInt32})) * 1000000) AS onl"
-        f"{order_cols} "
-        f"FROM (SELECT {', '.join(_COLUMNS)}, lastip FROM millrace.identities FINAL "
-        f"WHERE present = 1{also}) AS i "
-        "LEFT JOIN (SELECT identity, max(lastseen) AS seen, argMaxMerge(lastip) AS seen_ip "
-        f"FROM millrace.identity_seen{where} GROUP BY identity) AS s ON s.identity = i.identity"
-        f"{order_join}"
-    )
-
-
-def _tag_criterion_sql(i: int, op: str) -> str:
-    """Any value of tag ``tn{i}`` compared with ``tv{i}``: numerically when both parse
-    as numbers, as strings otherwise."""
-    sym = _OP_SQL[op]
-    v, c = "toFloat64OrNull(v)", f"toFloat64OrNull({{tv{i}:String}})"
-    return (
-        f"arrayExists(v -> multiIf(isNotNull({v}) AND isNotNull({c}), "
-        f"ifNull({v} {sym} {c}, 0), v {sym} {{tv{i}:String}}), tags[{{tn{i}:String}}])"
-    )
-
-
-def _int64(name: str, v: int) -> int:
-    """``v`` when ClickHouse can bind it as Int64; a QueryError naming ``name`` else."""
-    if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
-        raise QueryError(name, f"must be an integer of at most 64 bits, got {v!r}")
-    return v
-
-
-def _clamp_s(seconds: int) -> int:
-    return min(max(seconds, 0), 2**32 - 1)
 
 
 def _number(v: Any) -> int | None:
@@ -219,56 +100,9 @@ class RegistryQueries:
     # -- identities ------------------------------------------------------------------
 
     def _where(self, f: IdentityFilter, params: dict[str, Any]) -> list[str]:
-        conds: list[str] = []
-        if f.status:
-            alts: list[str] = []
-            for i, status in enumerate(f.status):
-                if status == "online":
-                    alts.append("onl")
-                elif status == "offline":
-                    alts.append("NOT onl")
-                elif status in STATUSES:
-                    params[f"st{i}"] = status
-                    alts.append(f"status = {{st{i}:String}}")
-                else:
-                    raise QueryError(
-                        "status",
-                        f"unknown status {status!r}; expected any of {', '.join(FILTER_STATUSES)}",
-                    )
-            conds.append("(" + " OR ".join(alts) + ")")
         if f.identity is not None:
             self._check_regex(f.identity)
-            params["re"] = f.identity
-            conds.append("match(identity, {re:String})")
-        if f.ipaddress is not None:
-            params["ip"] = f.ipaddress
-            conds.append("ip = {ip:String}")
-        if f.tag is not None:
-            params["tag"] = f.tag
-            if f.tag_value is not None:
-                params["tagv"] = f.tag_value
-                conds.append("has(tags[{tag:String}], {tagv:String})")
-            else:
-                conds.append("mapContains(tags, {tag:String})")
-        elif f.tag_value is not None:
-            params["tagv"] = f.tag_value
-            conds.append("arrayExists(vs -> has(vs, {tagv:String}), mapValues(tags))")
-        for i, crit in enumerate(f.tags):
-            if crit.op not in TAG_OPS:
-                raise QueryError(
-                    "tags", f"unknown operator {crit.op!r}; expected one of {', '.join(TAG_OPS)}"
-                )
-            params[f"tn{i}"] = crit.name
-            params[f"tv{i}"] = crit.value
-            conds.append(_tag_criterion_sql(i, crit.op))
-        # an identity never seen has no lastseen: it is neither before nor after anything
-        if f.before_us is not None:
-            params["before"] = _int64("before", f.before_us)
-            conds.append("act > 0 AND act < {before:Int64}")
-        if f.after_us is not None:
-            params["after"] = _int64("after", f.after_us)
-            conds.append("act > 0 AND act > {after:Int64}")
-        return conds
+        return where_sql(f, params)
 
     def _check_regex(self, pattern: str) -> None:
         """ClickHouse compiles a pattern only when it meets a row: check it on its own
@@ -285,7 +119,7 @@ class RegistryQueries:
 
     def _params(self, f: IdentityFilter, now_us: int) -> dict[str, Any]:
         params: dict[str, Any] = {
-            "now": _int64("now", now_us),
+            "now": int64("now", now_us),
             "dflt": self.default_inactivity_timeout_s,
         }
         if f.identities is not None:
@@ -298,7 +132,7 @@ class RegistryQueries:
         """``SELECT columns`` of the identities matching ``f``; adds its parameters."""
         conds = self._where(f, params)
         restrict = "identity IN {ids:Array(String)}" if f.identities is not None else ""
-        return f"SELECT {columns} FROM ({_base_sql(restrict, order_resource)})" + (
+        return f"SELECT {columns} FROM ({base_sql(restrict, order_resource)})" + (
             " WHERE " + " AND ".join(conds) if conds else ""
         )
 
@@ -306,26 +140,6 @@ class RegistryQueries:
         params = self._params(f, now_us)
         sql = self._matching_sql(f, params, columns, False) + tail
         return self.store.execute(sql, params).rows
-
-    def _order_by(self, order: Order) -> tuple[str, str | None]:
-        """ORDER BY text and the resource whose reported value orders, if any."""
-        d = "DESC" if order.descending else "ASC"
-        if order.key in _ORDER_COLUMNS:
-            first = _ORDER_COLUMNS[order.key]
-            return (f"{first} {d}, " if first else "") + f"identity {d}", None
-        if order.key.startswith(STATE_ORDER_PREFIX) and len(order.key) > len(STATE_ORDER_PREFIX):
-            resource = order.key[len(STATE_ORDER_PREFIX) :]
-            # o_has first and always ascending-inverted: identities without a reported
-            # value go last whichever the direction
-            return (
-                f"o_has DESC, o_rank {d}, o_num {d}, o_txt {d}, identity {d}",
-                resource,
-            )
-        raise QueryError(
-            "order",
-            f"cannot order by {order.key!r}; expected {', '.join(ORDER_KEYS)} "
-            f"or {STATE_ORDER_PREFIX}<resource>",
-        )
 
     def list(
         self, f: IdentityFilter, order: Order, limit: int, offset: int, now_us: int
@@ -336,7 +150,7 @@ class RegistryQueries:
             raise QueryError("limit", f"must be between 0 and {MAX_ROWS - 1}, got {limit}")
         if not 0 <= offset < 2**63:
             raise QueryError("offset", f"must be 0 or more, got {offset}")
-        order_by, resource = self._order_by(order)
+        sort, resource = order_by(order)
         params = self._params(f, now_us)
         params.update(lim=limit + 1, off=offset)
         if resource is not None:
@@ -346,7 +160,7 @@ class RegistryQueries:
         # deleted between the two reads drops out of the page.
         sql = (
             self._matching_sql(f, params, "identity", resource is not None)
-            + f" ORDER BY {order_by} LIMIT {{lim:UInt64}} OFFSET {{off:UInt64}}"
+            + f" ORDER BY {sort} LIMIT {{lim:UInt64}} OFFSET {{off:UInt64}}"
         )
         page = [str(r[0]) for r in self.store.execute(sql, params).rows]
         more = len(page) > limit
@@ -438,76 +252,20 @@ class RegistryQueries:
     # -- tags and definitions --------------------------------------------------------
 
     def tag_names(self) -> Names:
-        rows = self.store.execute(
-            "SELECT DISTINCT arrayJoin(mapKeys(tags)) AS t "
-            "FROM millrace.identities FINAL WHERE present = 1 ORDER BY t"
-        ).rows
-        return [str(r[0]) for r in rows]
+        return tags.tag_names(self.store)
 
     def tag_values(self, tag: str) -> Names:
-        rows = self.store.execute(
-            "SELECT DISTINCT arrayJoin(tags[{tag:String}]) AS v "
-            "FROM millrace.identities FINAL WHERE present = 1 ORDER BY v",
-            {"tag": tag},
-        ).rows
-        return [str(r[0]) for r in rows]
+        return tags.tag_values(self.store, tag)
 
     def definitions(self) -> dict[str, dict[str, Any]]:
-        """name -> {definition, updated_us, updated_by} of the present definitions.
-        Each was validated by the identity processor before it was stored."""
-        rows = self.store.execute(
-            "SELECT name, definition, updated_us, updated_by "
-            "FROM millrace.resource_defs FINAL WHERE present = 1 ORDER BY name"
-        ).rows
-        return {
-            str(name): {
-                "definition": ResourceDefinition.model_validate_json(text),
-                "updated_us": int(updated),
-                "updated_by": str(by),
-            }
-            for name, text, updated, by in rows
-        }
+        """name -> {definition, updated_us, updated_by} of the present definitions."""
+        return definitions.definitions(self.store)
 
     # -- device metrics --------------------------------------------------------------
 
     def metrics(self, metric: str, window: str, fn: str, start_us: int, end_us: int) -> Dicts:
-        """``fn`` of ``metric`` per ``window`` bucket whose start is in
-        [start_us, end_us), ascending; buckets without data are absent. 5m and 1h
-        buckets merge the stored 1m buckets; avg is total sum over total count (not an
-        average of averages)."""
-        minutes = METRIC_WINDOWS.get(window)
-        if minutes is None:
-            raise QueryError(
-                "aggregate_window", f"unknown window {window!r}; expected 1m, 5m or 1h"
-            )
-        if fn not in METRIC_FNS:
-            raise QueryError(
-                "aggregate_fn", f"unknown function {fn!r}; expected one of {', '.join(METRIC_FNS)}"
-            )
-        agg = {
-            "count": "sum(count)",
-            "sum": "sum(sum)",
-            "min": "min(min)",
-            "max": "max(max)",
-            "avg": "sum(sum) / sum(count)",
-        }[fn]
-        # buckets start on whole seconds: b * 1e6 >= start <=> b >= ceil(start / 1e6), and
-        # likewise for end; clamped to the range of DateTime so any Int64 is a valid bound
-        start_s = _clamp_s(-(-_int64("start_time", start_us) // 1_000_000))
-        end_s = _clamp_s(-(-_int64("end_time", end_us) // 1_000_000))
-        b = f"toStartOfInterval(bucket, INTERVAL {minutes} MINUTE)"
-        rows = self.store.execute(
-            f"SELECT toInt64(toUnixTimestamp(b)) * 1000000 AS t, {agg} AS v FROM "
-            f"(SELECT {b} AS b, count, sum, min, max FROM millrace.device_metrics "
-            "WHERE metric = {m:String} "
-            f"AND {b} >= toDateTime({{s:UInt32}}, 'UTC') "
-            f"AND {b} < toDateTime({{e:UInt32}}, 'UTC')) "
-            "GROUP BY t ORDER BY t",
-            {"m": metric, "s": start_s, "e": end_s},
-        ).rows
-        return [
-            {"time_us": int(t), "value": int(v) if fn == "count" else float(v)} for t, v in rows
-        ]
+        """See :func:`projections.device_metrics.metrics`."""
+        return device_metrics.metrics(self.store, metric, window, fn, start_us, end_us)
 
 
 def _typed(kind: int, value: Any, text: str) -> Any:

@@ -19,6 +19,7 @@ from pipeline.log.memory import MemoryEventLog
 from pipeline.processors.catalog import processors
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
+from projections.identity_filter import _tag_criterion_sql
 from projections.migrations import drop_projections, migrate
 from projections.registry import (
     IdentityFilter,
@@ -26,7 +27,6 @@ from projections.registry import (
     QueryError,
     RegistryQueries,
     TagCriterion,
-    _tag_criterion_sql,
 )
 from projections.store.chdb import ChdbStore
 from projections.writer import ProjectionWriter
