@@ -26,8 +26,8 @@ second base (marked ``+ValueError`` and so on below).
      ├── StoreError                  a projection store failed (ClickHouse ``code``/``name``)
      │    ├── ReadOnlyViolationError a write attempted through the read-only SQL path
      │    └── ClusterSqlError        projections.cluster: DDL it cannot make ON CLUSTER
-     ├── QueryError                  projections.registry: a bad filter field (+ValueError)
-     ├── QueryRejectedError          projections.sandbox: analyst SQL refused (+ValueError)
+     ├── QueryError                  projections.errors: a bad filter field (+ValueError)
+     ├── QueryRejectedError          projections.sandbox_catalog: analyst SQL refused (+ValueError)
      ├── ConnectorError              a connector could not reach or decode its device
      ├── connector input errors      (+ValueError; not ConnectorError: a status line shows
      │                                their class name, a ConnectorError's text stands alone)
