@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
 from api.errors import bad_request
+from pipeline.timestamps import MAX_QUERY_US, MIN_QUERY_US
 
 
 class Epoch(StrEnum):
@@ -22,8 +23,7 @@ _FACTOR = {Epoch.s: 1_000_000, Epoch.ms: 1_000, Epoch.us: 1}
 
 
 #: accepted times: years 1900 to 2299, the range of ClickHouse's DateTime64
-MIN_US = -2_208_988_800_000_000
-MAX_US = 10_413_792_000_000_000
+MIN_US, MAX_US = MIN_QUERY_US, MAX_QUERY_US
 
 
 def parse_time(field: str, raw: str | None, epoch: Epoch | None) -> int | None:

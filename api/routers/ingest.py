@@ -32,6 +32,7 @@ from api.registry import definitions, identity_status
 from api.responses import JsonResponse
 from api.routing import StrictRoute
 from pipeline.identities.resources import check_values
+from pipeline.timestamps import ts_problem
 from pipeline.topics import TELEMETRY
 
 #: StrictRoute checks the path and query; the body is read and parsed by the route
@@ -77,6 +78,9 @@ def validate_samples(samples: list[SampleIn], ctx: AppContext) -> int:
     readings = 0
     for i, sample in enumerate(samples):
         ts = sample.timestamp
+        problem = ts_problem(ts)
+        if problem is not None:
+            raise _invalid(f"body[{i}].timestamp", problem)
         if ts > now + s.max_future_us:
             raise _invalid(
                 f"body[{i}].timestamp", "more than 1 day in the future (expects epoch microseconds)"

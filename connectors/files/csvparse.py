@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from connectors._common.models import EndpointBase
 from pipeline.errors import MillraceError
+from pipeline.timestamps import ts_problem
 
 from .config import EPOCH_FORMATS, CsvOptions
 
@@ -506,6 +507,9 @@ class CsvFile:
         if not ts_text.strip():
             raise ValueError("empty timestamp")
         ts = self.timestamps(ts_text)
+        problem = ts_problem(ts)
+        if problem is not None:
+            raise ValueError(f"time {ts_text!r}: {problem}")
         plan = lay.plan
         if lay.identity_idx is not None:
             identity = row[lay.identity_idx].strip()

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from pipeline.errors import MillraceError
+from pipeline.timestamps import MAX_TS_US, MIN_TS_US, TS_RANGE_TEXT
 
 from .jsonpath import JsonPath, PathNotFoundError
 
@@ -37,8 +38,6 @@ Scalar = bool | int | float | str
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _EPOCH_FACTOR = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
-#: latest accepted source time: 9999-12-31T23:59:59.999999Z
-MAX_TS_US = 253_402_300_799_999_999
 INT64 = (-(2**63), 2**63 - 1)
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "int16": (-(2**15), 2**15 - 1),
@@ -193,8 +192,8 @@ def timestamp_us(raw: Any, fmt: str) -> int:
             ts = round(number * factor)
         else:
             ts = number * factor
-    if not 0 <= ts <= MAX_TS_US:
-        raise DecodeError(f"timestamp {_show(raw)} ({fmt}) is outside 1970-01-01..9999-12-31")
+    if not MIN_TS_US <= ts < MAX_TS_US:
+        raise DecodeError(f"timestamp {_show(raw)} ({fmt}) is outside {TS_RANGE_TEXT}")
     return int(ts)
 
 

@@ -61,6 +61,7 @@ from pipeline.alarms.kinds import SIGNAL_KINDS, Kind
 from pipeline.alarms.rules import AlarmRule, parse_rule
 from pipeline.alarms.timer import AlarmTimer, cleared, deadline
 from pipeline.alarms.tracks import UNSET, CompiledRule, Track
+from pipeline.timestamps import MAX_TS_US, MIN_TS_US
 from pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
 
 __all__ = ["UNSET", "Evaluator", "alarm_event", "alarm_id", "avro_scalar"]
@@ -69,10 +70,8 @@ SNAPSHOT_VERSION = 1
 #: identities whose rule matches are cached; past this the cache starts over
 _MATCH_CACHE_MAX = 200_000
 
-#: readings are judged only inside the projections' time range (year 1970..2200) and
+#: readings are judged only inside the events' time range (``pipeline.timestamps``) and
 #: at most this far past the batch's receive time
-MIN_TS_US = 0
-MAX_TS_US = 7_258_118_400_000_000
 FUTURE_SLACK_US = 86_400 * 1_000_000
 
 

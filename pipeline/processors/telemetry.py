@@ -19,16 +19,13 @@ import pyarrow.compute as pc
 
 from pipeline.processors.base import Event, Outputs, Processor, dead_letter
 from pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
+from pipeline.timestamps import MAX_TS_US, MIN_TS_US, ts_problem
 from pipeline.topics import TELEMETRY
 
 KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
 
 #: bucket name -> width in microseconds
 BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_000}
-
-#: readings must fall in [1970, 2200): DateTime64(6) range and sane for telemetry
-MIN_TS_US = 0
-MAX_TS_US = 7_258_118_400_000_000
 
 
 def _check_batch(value: Any) -> str | None:
@@ -38,8 +35,8 @@ def _check_batch(value: Any) -> str | None:
         return "identity: must be a non-empty string"
     for i, sample in enumerate(value.get("samples") or ()):
         ts = sample.get("ts_us")
-        if not isinstance(ts, int) or not MIN_TS_US <= ts < MAX_TS_US:
-            return f"samples[{i}].ts_us: {ts!r} outside [1970, 2200)"
+        if not (ts.__class__ is int and MIN_TS_US <= ts < MAX_TS_US):  # pipeline.timestamps
+            return f"samples[{i}].ts_us: {ts_problem(ts)}"
         if "" in sample.get("values", {}):
             return f"samples[{i}].values: empty signal name"
     return None

@@ -23,6 +23,7 @@ from connectors.files.csvparse import (
     parse_number,
     parse_value,
 )
+from pipeline.timestamps import MAX_TS_US, MIN_TS_US
 
 
 def opts(**kw: Any) -> CsvOptions:
@@ -105,7 +106,10 @@ cell_text = (
     decimal_comma=st.booleans(),
     rows=st.lists(
         st.tuples(
-            st.integers(-(2**53), 2**53), cell_text, st.lists(finite_or_inf, min_size=2, max_size=2)
+            # times an event may carry (pipeline.timestamps); others are bad lines
+            st.integers(MIN_TS_US, MAX_TS_US - 1),
+            cell_text,
+            st.lists(finite_or_inf, min_size=2, max_size=2),
         ),
         max_size=8,
     ),
