@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.identities.state import STATUSES
-from pipeline.processors.telemetry import KIND_STRING
+from pipeline.values import KIND_STRING
 from projections.errors import QueryError
 
 TAG_OPS = ("gt", "gte", "lt", "lte", "eq", "ne")

@@ -12,19 +12,11 @@ from typing import Any, Literal
 
 import pyarrow.compute as pc
 
+from pipeline.values import KIND_NUMBER, typed_value
 from projections.store.base import ProjectionStore
 
-KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
 AGG_FIELDS = ("count", "min", "max", "sum", "avg", "first", "last")
 BUCKET_TABLES = {"1m": "agg_1m", "5m": "agg_5m", "1h": "agg_1h"}
-
-
-def typed_value(kind: int, value: float | None, text: str) -> Any:
-    if kind == KIND_BOOL:
-        return bool(value)
-    if kind == KIND_STRING:
-        return text
-    return value
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import json
 from typing import Any
 
 from pipeline.errors import StoreError
-from pipeline.processors.telemetry import KIND_BOOL, KIND_STRING
+from pipeline.values import typed_value
 from projections import definitions, device_metrics, tags
 from projections.device_metrics import METRIC_FNS, METRIC_WINDOWS
 from projections.errors import QueryError
@@ -238,7 +238,7 @@ class RegistryQueries:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for identity, signal, ts, value, text, kind, quality in rows:
             out.setdefault(identity, {})[signal] = {
-                "value": _typed(int(kind), value, text),
+                "value": typed_value(int(kind), value, text),
                 "ts_us": int(ts),
                 "quality": int(quality),
             }
@@ -266,15 +266,6 @@ class RegistryQueries:
     def metrics(self, metric: str, window: str, fn: str, start_us: int, end_us: int) -> Dicts:
         """See :func:`projections.device_metrics.metrics`."""
         return device_metrics.metrics(self.store, metric, window, fn, start_us, end_us)
-
-
-def _typed(kind: int, value: Any, text: str) -> Any:
-    if kind == KIND_BOOL:
-        return bool(value)
-    if kind == KIND_STRING:
-        return text
-    # ClickHouse writes NaN and infinities as JSON null
-    return float(value) if value is not None else None
 
 
 def _state(r: dict[str, Any], reported: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

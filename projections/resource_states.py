@@ -11,7 +11,7 @@ that filters, paging and counts stay in the store:
   ``current_state`` the reported value (``millrace.latest``) rendered as JSON, or ""
   when nothing was reported. They deviate unless equal as JSON values, as the control
   loop compares them (``pipeline.identities.resources.same_value`` with the reported
-  value read as ``pipeline.identities.watch.reported_value``: 1 == 1.0, true is not 1, a
+  value read as ``pipeline.values.typed_value``: 1 == 1.0, true is not 1, a
   non-finite number is null). ``info`` is the command's progress as
   ``GET /api/v1/identities/{identity}/state`` shows it: pending, acknowledged or timed
   out. Only the latest report is kept, so ``since_us`` is the last report's time (the
@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.processors.telemetry import KIND_BOOL, KIND_NUMBER, KIND_STRING
+from pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING
 from projections.registry import QueryError
 from projections.store.base import ProjectionStore
 

@@ -32,7 +32,6 @@ log refused to change is simply reported again.
 from __future__ import annotations
 
 import json
-import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import Any, NamedTuple
 from pipeline.errors import ConfigError
 from pipeline.identities.events import identity_event
 from pipeline.identities.resources import ResourceDefinition, same_value
+from pipeline.values import typed_value
 
 ACTOR = "millrace:watch"
 #: how long an emitted key is remembered (the projections catch up well within it)
@@ -50,8 +50,6 @@ MAX_REMEMBERED = 100_000
 #: event types whose per-resource findings of one identity share one event
 GROUPED = ("STATE_ACKNOWLEDGED", "STATE_TIMED_OUT", "RESOURCE_STALE")
 CONNECTIVITY = ("CONNECTED", "DISCONNECTED")
-
-KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
 
 Key = tuple[str, str, str, int]
 IdentityEventPair = tuple[str, dict[str, Any]]
@@ -129,17 +127,6 @@ class ConnectivityRow(NamedTuple):
     active_us: int
 
 
-def reported_value(kind: int, value: float | None, text: str) -> Any:
-    """A latest reading as JSON would carry it (non-finite numbers: None)."""
-    if kind == KIND_BOOL:
-        return bool(value)
-    if kind == KIND_STRING:
-        return text
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=False)
 
@@ -191,7 +178,7 @@ def control(
             unreadable.append(r)
             continue
         if r.found and int(r.ts_us) >= r.set_us:
-            reported = reported_value(int(r.kind), r.value, r.text)
+            reported = typed_value(int(r.kind), r.value, r.text)
             if same_value(desired, reported):
                 state = {r.resource: _json(reported)}
                 out.append(Finding(r.identity, "STATE_ACKNOWLEDGED", key, state=state))
@@ -214,7 +201,7 @@ def stale(rows: Iterable[StaleRow]) -> list[Finding]:
     reading: stale_ts records that it was reported)."""
     out = []
     for r in rows:
-        last = reported_value(int(r.kind), r.value, r.text)
+        last = typed_value(int(r.kind), r.value, r.text)
         key: Key = (r.identity, "RESOURCE_STALE", r.signal, int(r.ts_us))
         out.append(Finding(r.identity, "RESOURCE_STALE", key, state={r.signal: _json(last)}))
     return out

@@ -21,8 +21,7 @@ from pipeline.processors.base import Event, Outputs, Processor, dead_letter
 from pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
 from pipeline.timestamps import MAX_TS_US, MIN_TS_US, ts_problem
 from pipeline.topics import TELEMETRY
-
-KIND_NUMBER, KIND_BOOL, KIND_STRING = 0, 1, 2
+from pipeline.values import KIND_NUMBER, KIND_OF_TYPE, KIND_STRING
 
 #: bucket name -> width in microseconds
 BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_000}
@@ -40,9 +39,6 @@ def _check_batch(value: Any) -> str | None:
         if "" in sample.get("values", {}):
             return f"samples[{i}].values: empty signal name"
     return None
-
-
-_KIND_OF_TYPE: dict[type, int] = {float: KIND_NUMBER, int: KIND_NUMBER, bool: KIND_BOOL}
 
 
 def _empty_strings(n: int) -> pa.Array:
@@ -138,7 +134,7 @@ def flatten_all(events: Sequence[Event]) -> Flat:
     if n == 0:
         return Flat(READINGS_SCHEMA.empty_table(), dead, seen, metrics)
     repeat = np.array(counts, dtype=np.int64)
-    kind_of = _KIND_OF_TYPE.get
+    kind_of = KIND_OF_TYPE.get
     kinds = np.fromiter((kind_of(type(v), KIND_STRING) for v in raw), dtype=np.uint8, count=n)
     strings = kinds == KIND_STRING
     if strings.any():

@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 
 from pipeline.connector import Event, EventPublisher, MemoryEventPublisher
 from pipeline.errors import StoreError
-from pipeline.identities.watch import WatchSettings, WatchSettingsError, reported_value
+from pipeline.identities.watch import WatchSettings, WatchSettingsError
 from pipeline.log.memory import MemoryEventLog
 from pipeline.processors.identity import IdentityProcessor
 from pipeline.processors.telemetry import TelemetryProcessor
 from pipeline.publisher import LogPublisher
 from pipeline.runtime.embedded import EmbeddedRuntime
+from pipeline.values import typed_value
 from projections.store.base import ProjectionStore, QueryResult
 from projections.store.chdb import ChdbStore
 from projections.watch_queries import (
@@ -559,11 +560,11 @@ def test_retention_on_a_cluster_alters_the_local_tables() -> None:
 
 
 def test_reported_values_decode_by_kind() -> None:
-    assert reported_value(0, 2.5, "") == 2.5
-    assert reported_value(0, None, "") is None  # NaN/inf come back as null
-    assert reported_value(1, 0.0, "") is False
-    assert reported_value(1, 1.0, "") is True
-    assert reported_value(2, 0.0, "on") == "on"
+    assert typed_value(0, 2.5, "") == 2.5
+    assert typed_value(0, None, "") is None  # NaN/inf come back as null
+    assert typed_value(1, 0.0, "") is False
+    assert typed_value(1, 1.0, "") is True
+    assert typed_value(2, 0.0, "on") == "on"
 
 
 @pytest.mark.parametrize(
