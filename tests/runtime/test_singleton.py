@@ -1,0 +1,247 @@
+"""SingletonStage over the memory election: the stage runs on the leader only, stops
+when leadership goes, starts on the member that gets it, and is cancelled when it will
+not stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline.runtime.election import MemoryLeaderGroup
+from pipeline.runtime.singleton import SingletonStage, run_directly, singleton_wrapper
+from pipeline.runtime.stage import Stage
+
+
+class Probe(Stage):
+    """A stage recording its runs; ``stubborn`` ignores its stop event, ``one_off``
+    returns at once."""
+
+    def __init__(
+        self,
+        name: str = "probe",
+        stubborn: bool = False,
+        fail: bool = False,
+        one_off: bool = False,
+    ) -> None:
+        self.name = name
+        self.stubborn = stubborn
+        self.fail = fail
+        self.one_off = one_off
+        self.active = 0
+        self.prepared = 0
+        self.starts = 0
+        self.stops = 0
+        self.cancelled = 0
+
+    async def start(self) -> None:
+        self.prepared += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.starts += 1
+        self.active += 1
+        try:
+            if self.fail:
+                raise RuntimeError("boom")
+            if self.one_off:
+                return
+            if self.stubborn:
+                await asyncio.Event().wait()
+            await stop.wait()
+            self.stops += 1
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+
+async def until(cond: object, what: str) -> None:
+    for _ in range(1000):
+        if cond():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never: {what}")
+
+
+def test_two_members_run_the_stage_once_and_fail_over() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        a, b = Probe(), Probe()
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        ea, eb = group.member("a"), group.member("b")
+        ta = asyncio.create_task(SingletonStage(a, ea).run(stop_a))
+        await until(lambda: a.active == 1, "a runs")
+        tb = asyncio.create_task(SingletonStage(b, eb).run(stop_b))
+        await until(lambda: eb.joined, "b joined")
+        await asyncio.sleep(0.05)
+        assert (a.active, b.active) == (1, 0)
+        # the leader's process stops: it leaves the group, b takes over
+        stop_a.set()
+        await ta
+        assert (a.active, a.stops, ea.closes) == (0, 1, 1)
+        await until(lambda: b.active == 1, "b takes over")
+        stop_b.set()
+        await tb
+        assert (b.active, b.stops) == (0, 1)
+        assert group.elections == 2
+
+    asyncio.run(scenario())
+
+
+def test_revoked_leadership_stops_the_stage_and_regained_starts_it_again() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        probe = Probe()
+        stop = asyncio.Event()
+        e = group.member()
+        task = asyncio.create_task(SingletonStage(probe, e).run(stop))
+        await until(lambda: probe.active == 1, "runs")
+        group.cut_off(e)  # the group moved on; e has not noticed yet
+        await asyncio.sleep(0.02)
+        assert probe.active == 1
+        e.notice()  # its lease ran out
+        await until(lambda: probe.active == 0, "stopped")
+        assert probe.stops == 1
+        group.restore(e)
+        await until(lambda: probe.active == 1, "runs again")
+        await group.revoke()  # a rebalance: lost for a moment, then won again
+        await until(lambda: probe.starts == 3, "restarted after the rebalance")
+        stop.set()
+        await task
+        assert (probe.active, probe.stops, probe.cancelled) == (0, 3, 0)
+
+    asyncio.run(scenario())
+
+
+def test_cut_off_leader_and_new_leader_overlap_only_until_the_old_one_notices() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        a, b = Probe(), Probe()
+        stop = asyncio.Event()
+        ea, eb = group.member("a"), group.member("b")
+        tasks = [
+            asyncio.create_task(SingletonStage(a, ea).run(stop)),
+            asyncio.create_task(SingletonStage(b, eb).run(stop)),
+        ]
+        await until(lambda: a.active == 1 and eb.joined, "a leads, b joined")
+        group.cut_off(ea)
+        await until(lambda: b.active == 1, "b leads")
+        assert a.active == 1  # the overlap the module docstring bounds
+        ea.notice()
+        await until(lambda: a.active == 0, "a stopped")
+        assert b.active == 1
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+
+
+def test_a_stage_that_will_not_stop_is_cancelled() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        probe = Probe(stubborn=True)
+        stop = asyncio.Event()
+        e = group.member()
+        task = asyncio.create_task(SingletonStage(probe, e, stop_timeout_s=0.05).run(stop))
+        await until(lambda: probe.active == 1, "runs")
+        e.notice()
+        await until(lambda: probe.active == 0, "cancelled")
+        assert probe.cancelled == 1
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_stage_is_restarted_while_leading() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        probe = Probe(fail=True)
+        stop = asyncio.Event()
+        stage = SingletonStage(probe, group.member(), restart_backoff_s=0.01)
+        task = asyncio.create_task(stage.run(stop))
+        await until(lambda: probe.starts >= 3, "restarted")
+        stop.set()
+        await task
+        assert stage.runs == probe.starts
+        assert stage.health()["running"] is False
+
+    asyncio.run(scenario())
+
+
+def test_not_leading_waits_without_running_and_stops_on_stop() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        group.member("leader").joined = True  # someone else leads
+        group.rebalance()
+        probe = Probe()
+        stop = asyncio.Event()
+        e = group.member()
+        task = asyncio.create_task(SingletonStage(probe, e).run(stop))
+        await until(lambda: e.joined, "joined")
+        await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        assert probe.starts == 0 and e.closes == 1
+
+    asyncio.run(scenario())
+
+
+def test_wrappers() -> None:
+    probe = Probe("alarms")
+    assert run_directly(probe) is probe
+    group = MemoryLeaderGroup()
+    wrapped = singleton_wrapper(lambda name: group.member(name), stop_timeout_s=1.0)(probe)
+    assert wrapped.name == "alarms" and group.members[0].name == "alarms"
+    assert isinstance(wrapped, SingletonStage)
+    assert wrapped.inner_stop_timeout_s == 1.0 and wrapped.singleton
+    assert wrapped.health() == {"leader": False, "running": False, "runs": 0}
+
+
+def test_a_one_off_runs_once_per_term() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        probe = Probe(one_off=True)
+        stop = asyncio.Event()
+        e = group.member()
+        task = asyncio.create_task(SingletonStage(probe, e, restart_backoff_s=0.01).run(stop))
+        await until(lambda: probe.starts == 1, "ran")
+        await asyncio.sleep(0.05)
+        assert probe.starts == 1  # done for this term, not repeated
+        await group.revoke()
+        await until(lambda: probe.starts == 2, "ran in the new term")
+        stop.set()
+        await task
+        assert probe.prepared == probe.starts == 2
+
+    asyncio.run(scenario())
+
+
+def test_an_inner_stop_timeout_of_zero_cancels_at_once() -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        probe = Probe()
+        probe.stop_timeout_s = 0.0
+        stop = asyncio.Event()
+        task = asyncio.create_task(SingletonStage(probe, group.member()).run(stop))
+        await until(lambda: probe.active == 1, "runs")
+        stop.set()
+        await task
+        assert (probe.cancelled, probe.stops) == (1, 0)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_memory_group_has_at_most_one_leader(members: int) -> None:
+    async def scenario() -> None:
+        group = MemoryLeaderGroup()
+        es = [group.member() for _ in range(members)]
+        for e in es:
+            await e.start()
+        assert sum(e.is_leader() for e in es) == 1
+        await es[0].close()
+        assert sum(e.is_leader() for e in es) == (1 if members > 1 else 0)
+
+    asyncio.run(scenario())
