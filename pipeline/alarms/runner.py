@@ -247,7 +247,10 @@ class AlarmRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop``: at once when there is more to read, else every ``tick_s``
         (the timer of time-based rules). Errors are logged and retried from the last
-        checkpoint."""
+        checkpoint. Each run resumes from the last checkpoint, not from this object's
+        memory: a singleton runner leading again after another process led meanwhile
+        must not go on from where it stopped."""
+        self.evaluator = None
         await run_steps(
             self.step,
             stop,

@@ -245,3 +245,64 @@ def test_memory_group_has_at_most_one_leader(members: int) -> None:
         assert sum(e.is_leader() for e in es) == (1 if members > 1 else 0)
 
     asyncio.run(scenario())
+
+
+def test_alarm_runners_under_one_election_raise_each_alarm_once() -> None:
+    """Two alarm runners on one log and one checkpoint store, leadership moving A -> B
+    -> A: every crossing raised once, and A's second term resumes from B's checkpoint
+    (not from its own memory, which would append B's alarms again)."""
+    from pipeline.alarms.runner import MemoryCheckpoints
+    from pipeline.log.memory import MemoryEventLog
+    from pipeline.publisher import LogPublisher
+    from pipeline.runtime.stage import LoopStage
+    from pipeline.topics import TELEMETRY
+    from tests.pipeline.test_alarm_runner import CODEC, T0, S, alarm_events, batch, define, runner
+
+    async def scenario() -> None:
+        log = MemoryEventLog()
+        await define(log, high=80, deadband=5)
+        cps = MemoryCheckpoints()
+        group = MemoryLeaderGroup()
+        ea, eb = group.member("a"), group.member("b")
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                SingletonStage(LoopStage("alarms", runner(log, cps, tick_s=0.01).run), e).run(stop)
+            )
+            for e in (ea, eb)
+        ]
+        pub = LogPublisher(log, CODEC)
+        fed = 0
+
+        async def raised() -> list[str]:
+            return [str(e["alarm_id"]) for e in await alarm_events(log) if e["type"] == "RAISED"]
+
+        async def crossings(want: int) -> None:
+            nonlocal fed
+            for v in (70.0, 90.0, 70.0, 95.0, 60.0):  # two crossings of 80
+                await pub.publish(TELEMETRY, [("oven-1", batch("oven-1", T0 + fed * S, v))])
+                fed += 1
+            for _ in range(500):
+                if len(await raised()) >= want:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"never {want} alarms")
+
+        await until(lambda: ea.is_leader(), "a leads")
+        await crossings(2)
+        group.cut_off(ea)
+        ea.notice()
+        await until(lambda: eb.is_leader(), "b leads")
+        await crossings(4)
+        group.cut_off(eb)
+        eb.notice()
+        group.restore(ea)
+        await until(lambda: ea.is_leader(), "a leads again")
+        await crossings(6)
+        await asyncio.sleep(0.1)  # a re-emission from a's memory would land now
+        stop.set()
+        await asyncio.gather(*tasks)
+        ids = await raised()
+        assert len(ids) == 6 and len(set(ids)) == 6, ids
+
+    asyncio.run(scenario())
