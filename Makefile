@@ -22,8 +22,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): $(BIN)/python pyproject.toml setup.py
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,10 +32,15 @@ run: $(STAMP)
 	$(BIN)/millrace run --data-dir $(DATA) --host $(HOST) --port $(PORT) $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline connectors projections api tests bench
-	$(BIN)/ruff format --check pipeline connectors projections api tests bench
+	$(BIN)/ruff check pipeline connectors projections api tests bench setup.py
+	$(BIN)/ruff format --check pipeline connectors projections api tests bench setup.py
 
+# mypy cannot follow setuptools' editable finder: it checks the millrace package
+# through build/typecheck/millrace/<folder> -> <folder> (mypy_path in pyproject)
 typecheck: $(STAMP)
+	@mkdir -p build/typecheck/millrace
+	@for d in pipeline connectors projections api schemas; do \
+	  ln -sfn ../../../$$d build/typecheck/millrace/$$d; done
 	$(BIN)/mypy
 
 test: $(STAMP) peers lint typecheck
@@ -45,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench-data
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .bench-data

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors, openapi
-from api.audit import AuditMiddleware
-from api.context import AppContext
-from api.limits import BodyLimitMiddleware
-from api.middleware import AuthenticationMiddleware
-from api.routers import (
+from millrace.api import errors, openapi
+from millrace.api.audit import AuditMiddleware
+from millrace.api.context import AppContext
+from millrace.api.limits import BodyLimitMiddleware
+from millrace.api.middleware import AuthenticationMiddleware
+from millrace.api.routers import (
     alarms,
     audits,
     config,

@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.connector import EventPublisher
-from pipeline.topics import AUDIT
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.topics import AUDIT
 
 log = logging.getLogger("millrace.audit")
 

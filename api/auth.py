@@ -8,7 +8,7 @@ only in memory.
 
 A principal is identified by its key id (``Principal.key_id``): streams and other
 long-lived things a caller opens remember it, so revoking the key ends them
-(:meth:`KeyStore.still_valid`, :meth:`api.stream.StreamHub.close_owner`).
+(:meth:`KeyStore.still_valid`, :meth:`millrace.api.stream.StreamHub.close_owner`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.clock import now_us
+from millrace.pipeline.clock import now_us
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}

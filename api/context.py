@@ -12,18 +12,23 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import KeyStore, Principal
-from api.device_auth import CredentialHasher, FailureLimiter, VerifiedCache, parse_allowlist
-from api.errors import ApiError
-from api.limits import RequestLimits
-from api.slots import Slots
-from pipeline.clock import now_us
-from pipeline.connector import EventPublisher
-from pipeline.identities.config import RegistryConfig
-from projections.store.base import ProjectionStore
+from millrace.api.auth import KeyStore, Principal
+from millrace.api.device_auth import (
+    CredentialHasher,
+    FailureLimiter,
+    VerifiedCache,
+    parse_allowlist,
+)
+from millrace.api.errors import ApiError
+from millrace.api.limits import RequestLimits
+from millrace.api.slots import Slots
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.identities.config import RegistryConfig
+from millrace.projections.store.base import ProjectionStore
 
 if TYPE_CHECKING:
-    from api.stream import StreamHub
+    from millrace.api.stream import StreamHub
 
 
 @dataclass
@@ -80,7 +85,7 @@ class AppContext:
     sql_executor: Executor | None = None
 
     def __post_init__(self) -> None:
-        from projections.registry import RegistryQueries
+        from millrace.projections.registry import RegistryQueries
 
         self.queries = RegistryQueries(self.store, self.registry.inactivity_timeout_s)
         self.verified = VerifiedCache(self.hasher)

@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import Argon2Error
 
-from api.device_guards import FailureLimiter, VerifiedCache
-from api.device_headers import IPNetwork, ip_allowed, parse_basic, parse_bearer
-from api.device_headers import utf8_or_none as _utf8
-from pipeline.errors import MillraceError
+from millrace.api.device_guards import FailureLimiter, VerifiedCache
+from millrace.api.device_headers import IPNetwork, ip_allowed, parse_basic, parse_bearer
+from millrace.api.device_headers import utf8_or_none as _utf8
+from millrace.pipeline.errors import MillraceError
 
 __all__ = [
     "MAX_PASSWORD_BYTES",

@@ -13,10 +13,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from api.device_headers import utf8_or_none as _utf8
+from millrace.api.device_headers import utf8_or_none as _utf8
 
 if TYPE_CHECKING:
-    from api.device_auth import CredentialHasher
+    from millrace.api.device_auth import CredentialHasher
 
 
 class VerifiedCache:

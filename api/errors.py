@@ -9,8 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.responses import JsonResponse
-from pipeline.errors import MillraceError
+from millrace.api.responses import JsonResponse
+from millrace.pipeline.errors import MillraceError
 
 
 class ApiError(MillraceError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from api.errors import ApiError
+from millrace.api.errors import ApiError
 
 
 def parse_json(body: bytes) -> Any:

@@ -30,12 +30,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
-from api.jsonbody import parse_json
-from api.responses import JsonResponse
+from millrace.api.errors import error_body
+from millrace.api.jsonbody import parse_json
+from millrace.api.responses import JsonResponse
 
 if TYPE_CHECKING:
-    from pipeline.cli.config import ApiConfig, IngestConfig
+    from millrace.pipeline.cli.config import ApiConfig, IngestConfig
 
 T = TypeVar("T")
 
@@ -196,7 +196,7 @@ async def read_json(
     request: Request, adapter: TypeAdapter[T], parse: Callable[[bytes], Any] = parse_json
 ) -> T:
     """The request's JSON body, read within the route's limit, parsed with ``parse``
-    (:func:`api.jsonbody.parse_json`) and validated by ``adapter``; 400 naming the
+    (:func:`millrace.api.jsonbody.parse_json`) and validated by ``adapter``; 400 naming the
     field otherwise. For routes that authenticate from the headers before reading."""
     body = await request.body()
     if not body:

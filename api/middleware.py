@@ -14,9 +14,9 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import KeyStore
-from api.errors import error_body
-from api.responses import JsonResponse
+from millrace.api.auth import KeyStore
+from millrace.api.errors import error_body
+from millrace.api.responses import JsonResponse
 
 PROTECTED_PREFIX = "/api/v1"
 #: device-facing routes: a device has no API key. Provisioning is open (guarded by

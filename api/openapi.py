@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api.models import ERROR_DESCRIPTIONS
+from millrace.api.models import ERROR_DESCRIPTIONS
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 AUTHENTICATED_ERRORS = (401, 403, 413, 429, 503)
@@ -134,7 +134,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     if "ErrorBody" not in schemas:
-        from api.models import ErrorBody
+        from millrace.api.models import ErrorBody
 
         defs = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(defs.pop("$defs", {}))

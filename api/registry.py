@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from api.audit import audit_active, audit_note
-from api.context import AppContext
-from api.errors import ApiError, bad_request
-from pipeline.identities.events import identity_event
-from pipeline.identities.formats import check, describe
-from pipeline.identities.resources import NAME_RE, REGISTRY_KEY, ResourceDefinition
-from pipeline.topics import IDENTITY
+from millrace.api.audit import audit_active, audit_note
+from millrace.api.context import AppContext
+from millrace.api.errors import ApiError, bad_request
+from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.identities.formats import check, describe
+from millrace.pipeline.identities.resources import NAME_RE, REGISTRY_KEY, ResourceDefinition
+from millrace.pipeline.topics import IDENTITY
 
 MAX_TAG_NAME = 128
 MAX_TAG_VALUE = 4096

@@ -23,14 +23,14 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from api.errors import ApiError, bad_request
-from api.jsonbody import parse_json
+from millrace.api.errors import ApiError, bad_request
+from millrace.api.jsonbody import parse_json
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class StrictJsonRequest(Request):
-    """A request whose ``json()`` is :func:`api.jsonbody.parse_json`."""
+    """A request whose ``json()`` is :func:`millrace.api.jsonbody.parse_json`."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -88,7 +88,7 @@ def check_path(raw_path: bytes, template: str) -> None:
 
 class StrictRoute(APIRoute):
     """An ``APIRoute`` that checks the query and the path for invalid UTF-8 and parses a
-    JSON body with :func:`api.jsonbody.parse_json` (400 naming ``body`` and the
+    JSON body with :func:`millrace.api.jsonbody.parse_json` (400 naming ``body`` and the
     position), before FastAPI validates anything."""
 
     def get_route_handler(self) -> Handler:

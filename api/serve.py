@@ -9,9 +9,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from api.server import build_server
-from api.server_limits import ServerLimits
-from pipeline.runtime.stage import Stage
+from millrace.api.server import build_server
+from millrace.api.server_limits import ServerLimits
+from millrace.pipeline.runtime.stage import Stage
 
 
 class ApiServerStage(Stage):

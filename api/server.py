@@ -41,9 +41,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import get_remote_addr
 
-from api.errors import error_body
-from api.responses import JsonResponse
-from api.server_limits import ServerLimits
+from millrace.api.errors import error_body
+from millrace.api.responses import JsonResponse
+from millrace.api.server_limits import ServerLimits
 
 __all__ = ["ServerLimits", "build_server"]
 

@@ -1,9 +1,9 @@
 """The live stream: a hub that fans stream items out to Server-Sent-Events clients.
 
-A :class:`~api.stream_tail.LogTail` follows the end of the log and publishes items
+A :class:`~millrace.api.stream_tail.LogTail` follows the end of the log and publishes items
 (``alarm``, ``activity``, ``deviation``, ``latest``) to the :class:`StreamHub`. A
 client opens a *stream* (``GET /api/v1/stream``) and adds *subscriptions* to it (a kind
-and the filters of its list endpoint, see :mod:`api.stream_filters`).
+and the filters of its list endpoint, see :mod:`millrace.api.stream_filters`).
 
 The pipeline must never wait for a client: :meth:`StreamHub.publish` is synchronous, and
 each stream has a bounded queue; a stream whose queue is full is *dropped* (its
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from api.stream_connection import Connection, notice, sse
-from api.stream_filters import KINDS, FilterError, compile_filters
-from api.stream_tail import LogTail
-from pipeline.errors import MillraceError
+from millrace.api.stream_connection import Connection, notice, sse
+from millrace.api.stream_filters import KINDS, FilterError, compile_filters
+from millrace.api.stream_tail import LogTail
+from millrace.pipeline.errors import MillraceError
 
 __all__ = [
     "KINDS",

@@ -1,6 +1,6 @@
 """One client's connection to a live stream, and the text/event-stream encoding.
 
-A :class:`Connection` is what :meth:`api.stream.StreamHub.open` hands the route: its
+A :class:`Connection` is what :meth:`millrace.api.stream.StreamHub.open` hands the route: its
 :meth:`Connection.events` is the SSE response body (hello, notices, backlog, then live
 items and heartbeats), and closing it detaches it from its stream.
 """
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.timeparams import format_time
-from pipeline.clock import now_us
+from millrace.api.timeparams import format_time
+from millrace.pipeline.clock import now_us
 
 if TYPE_CHECKING:
-    from api.stream import Delivery, StreamHub, _Stream
+    from millrace.api.stream import Delivery, StreamHub, _Stream
 
 
 def sse(event: str, data: Any, event_id: str | None = None, retry_ms: int | None = None) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 KINDS = ("alarm", "activity", "deviation", "latest")
 

@@ -2,8 +2,8 @@
 
 :class:`LogTail` reads every partition of the followed topics from their end offsets at
 startup on, decodes each record and hands it to the pure
-:class:`~pipeline.stream.items.ItemBuilder` (which says what each item is), then gives
-the items to the hub (:class:`~api.stream.StreamHub`). Undecodable or malformed records
+:class:`~millrace.pipeline.stream.items.ItemBuilder` (which says what each item is), then gives
+the items to the hub (:class:`~millrace.api.stream.StreamHub`). Undecodable or malformed records
 are skipped (the pipeline dead-letters them).
 """
 
@@ -15,11 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pipeline.codec import AvroCodec
-from pipeline.errors import DecodeError
-from pipeline.log.base import EventLog, TopicPartition
-from pipeline.stream.items import KINDS, STATEFUL, Item, ItemBuilder
-from pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
+from millrace.pipeline.codec import AvroCodec
+from millrace.pipeline.errors import DecodeError
+from millrace.pipeline.log.base import EventLog, TopicPartition
+from millrace.pipeline.stream.items import KINDS, STATEFUL, Item, ItemBuilder
+from millrace.pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
 
 log = logging.getLogger("millrace.api.stream")
 

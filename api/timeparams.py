@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
-from api.errors import bad_request
-from pipeline.timestamps import MAX_QUERY_US, MIN_QUERY_US
+from millrace.api.errors import bad_request
+from millrace.pipeline.timestamps import MAX_QUERY_US, MIN_QUERY_US
 
 
 class Epoch(StrEnum):

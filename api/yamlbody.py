@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from api.errors import ApiError
-from pipeline.errors import MillraceError
+from millrace.api.errors import ApiError
+from millrace.pipeline.errors import MillraceError
 
 #: commissioning files are a few levels deep; PyYAML recurses about three frames a level
 MAX_DEPTH = 100

@@ -24,14 +24,14 @@ import random
 import time
 from typing import Any
 
-from pipeline.alarms.evaluator import Evaluator
-from pipeline.alarms.rules import parse_rule, rule_event
-from pipeline.alarms.runner import AlarmRunner, MemoryCheckpoints
-from pipeline.codec import default_codec
-from pipeline.connector import EventPublisher
-from pipeline.log.base import Message
-from pipeline.log.memory import MemoryEventLog
-from pipeline.topics import ALARMS, TELEMETRY
+from millrace.pipeline.alarms.evaluator import Evaluator
+from millrace.pipeline.alarms.rules import parse_rule, rule_event
+from millrace.pipeline.alarms.runner import AlarmRunner, MemoryCheckpoints
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.topics import ALARMS, TELEMETRY
 
 DEVICES = 1000
 SIGNALS = 25

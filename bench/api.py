@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api.app import create_app
-from api.auth import KeyStore
-from api.context import AppContext
 from bench.e2e import Figures, Pipeline, append_from_child
 from bench.latency import percentile
-from connectors.simulator import SimulatorConfig, SimulatorConnector
-from pipeline.topics import TELEMETRY
-from projections.store.chdb import ChdbStore
+from millrace.api.app import create_app
+from millrace.api.auth import KeyStore
+from millrace.api.context import AppContext
+from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.store.chdb import ChdbStore
 
 API_KEY = "k"
 IDENTITY = "plant-0"

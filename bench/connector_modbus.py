@@ -25,14 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from connectors.modbus import ModbusConnection, ModbusEndpoint
-from connectors.modbus.connector import ModbusConnector
-from pipeline.codec import default_codec
-from pipeline.log.base import EventLog
-from pipeline.log.local import LocalEventLog, LocalLogConfig
-from pipeline.log.memory import MemoryEventLog
-from pipeline.publisher import LogPublisher
-from pipeline.topics import TELEMETRY
+from millrace.connectors.modbus import ModbusConnection, ModbusEndpoint
+from millrace.connectors.modbus.connector import ModbusConnector
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.base import EventLog
+from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.topics import TELEMETRY
 
 REGISTERS = 2000
 U16 = 1000  # uint16 endpoints at 0..999

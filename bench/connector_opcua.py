@@ -2,10 +2,10 @@
 
 An asyncua Server in a child process changes ``--variables`` Double variables as fast
 as it can (each write a new value with a new source timestamp); the parent runs an
-:class:`~connectors.opcua.connector.OpcuaConnector` monitoring all of them (one
+:class:`~millrace.connectors.opcua.connector.OpcuaConnector` monitoring all of them (one
 subscription, ``--interval-ms`` publishing/sampling interval, a queue per monitored
 item so that no change is lost between publishes) and publishing TelemetryBatch
-events through :class:`~pipeline.publisher.LogPublisher` (Avro) into a
+events through :class:`~millrace.pipeline.publisher.LogPublisher` (Avro) into a
 ``LocalEventLog`` (``fsync=batch``, the embedded default; ``--log memory`` for the
 in-memory log). The figure counts readings emitted by the connector during the measured
 window after a warm-up; the server's own write rate and both processes' CPU are
@@ -93,9 +93,9 @@ async def _measure(
 ) -> dict[str, float]:
     import logging
 
-    from connectors.opcua.config import OpcuaConnection, OpcuaEndpoint
-    from connectors.opcua.connector import OpcuaConnector
-    from pipeline.publisher import LogPublisher
+    from millrace.connectors.opcua.config import OpcuaConnection, OpcuaEndpoint
+    from millrace.connectors.opcua.connector import OpcuaConnector
+    from millrace.pipeline.publisher import LogPublisher
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     conn = OpcuaConnection(
@@ -143,8 +143,8 @@ def run(
     workdir: Path | None = None,
     log_kind: str = "local",
 ) -> dict[str, tuple[float, str]]:
-    from pipeline.log.local import LocalEventLog, LocalLogConfig
-    from pipeline.log.memory import MemoryEventLog
+    from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
+    from millrace.pipeline.log.memory import MemoryEventLog
 
     port = _free_port()
     ctx = mp.get_context("spawn")

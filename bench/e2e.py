@@ -34,18 +34,18 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from connectors.simulator import SimulatorConfig, SimulatorConnector
-from pipeline.codec import default_codec
-from pipeline.connector import Event, EventPublisher
-from pipeline.log.base import Message, TopicPartition
-from pipeline.log.local import LocalEventLog, LocalLogConfig
-from pipeline.processors.catalog import processors
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from pipeline.topics import TELEMETRY
-from projections.migrations import migrate
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.connector import Event, EventPublisher
+from millrace.pipeline.log.base import Message, TopicPartition
+from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.migrations import migrate
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 Figures = dict[str, tuple[float, str]]
 Producer = Literal["loop", "process"]

@@ -87,7 +87,7 @@ def millrace(config: Path, data_dir: Path) -> Iterator[subprocess.Popen[str]]:
     """``millrace run`` with the bench's admin key; stopped (SIGTERM) on leaving."""
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "pipeline.cli.main", "run"),
+            *(sys.executable, "-m", "millrace.pipeline.cli.main", "run"),
             *("--config", str(config), "--data-dir", str(data_dir)),
         ],
         cwd=ROOT,

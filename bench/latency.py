@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from bench.e2e import Figures, Pipeline, Producer, drive
-from connectors.simulator.shapes import signal_names
-from pipeline.log.base import partition_for
-from pipeline.topics import TELEMETRY
-from projections.store.chdb import ChdbStore
+from millrace.connectors.simulator.shapes import signal_names
+from millrace.pipeline.log.base import partition_for
+from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.store.chdb import ChdbStore
 
 
 def probes(devices: int, partitions: int, prefix: str = "sim-") -> list[str]:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pipeline.log.base import Message
-from pipeline.log.local import LocalEventLog, LocalLogConfig
+from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
 
 RECORD_BYTES = 2048
 BATCH = 100

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.e2e import START_US, TICK_US, Pipeline
-from connectors.simulator import SimulatorConfig, SimulatorConnector
-from pipeline.log.base import Message, Record, TopicPartition
-from pipeline.processors import telemetry as tp
-from pipeline.processors.base import Event
-from pipeline.sink import Range, SinkBatch
-from pipeline.topics import TELEMETRY
+from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.pipeline.log.base import Message, Record, TopicPartition
+from millrace.pipeline.processors import telemetry as tp
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.sink import Range, SinkBatch
+from millrace.pipeline.topics import TELEMETRY
 
 
 class Stages:

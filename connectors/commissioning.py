@@ -25,9 +25,14 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig, Violation
-from connectors.registry import protocols
-from pipeline.errors import ConfigError
+from millrace.connectors._common.models import (
+    ConnectionBase,
+    EndpointBase,
+    MappingConfig,
+    Violation,
+)
+from millrace.connectors.registry import protocols
+from millrace.pipeline.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -253,6 +258,16 @@ def validate_document(
                 )
             )
             continue
+        missing = specs[proto].missing()
+        if missing:
+            violations.append(
+                Violation(
+                    level="error",
+                    json_path=f"{path}.protocol",
+                    description=f"protocol {proto!r} needs {', '.join(missing)}, not installed "
+                    f"here: pip install 'millrace[{specs[proto].extra or proto}]'",
+                )
+            )
         model = specs[proto].connection_model
         conn: ConnectionBase | None
         try:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pipeline.connector import Event, EventPublisher
-from pipeline.identities.resources import ResourceDefinition
-from pipeline.processors.base import dead_letter
-from pipeline.topics import DEADLETTER, TELEMETRY
+from millrace.pipeline.connector import Event, EventPublisher
+from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.processors.base import dead_letter
+from millrace.pipeline.topics import DEADLETTER, TELEMETRY
 
 Definitions = Callable[[], Awaitable[dict[str, ResourceDefinition]]]
 

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from connectors._common.base import ProtocolConnector
-from connectors.commissioning import Commissioning
-from connectors.registry import protocols
-from pipeline.connector import EventPublisher
-from pipeline.errors import ConnectorError
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.connectors.commissioning import Commissioning
+from millrace.connectors.registry import protocols
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.errors import ConnectorError
 
 log = logging.getLogger("millrace.connectors")
 
@@ -99,11 +99,11 @@ async def route_commands(
     resumes after the last routed command; a replayed one is ignored by its id. A
     Command that cannot be decoded goes to ``deadletter``.
     """
-    from pipeline.codec import default_codec
-    from pipeline.errors import DecodeError
-    from pipeline.log.base import TopicPartition
-    from pipeline.processors.base import dead_letter
-    from pipeline.topics import COMMANDS, DEADLETTER
+    from millrace.pipeline.codec import default_codec
+    from millrace.pipeline.errors import DecodeError
+    from millrace.pipeline.log.base import TopicPartition
+    from millrace.pipeline.processors.base import dead_letter
+    from millrace.pipeline.topics import COMMANDS, DEADLETTER
 
     codec = default_codec()
     tps = [TopicPartition(COMMANDS, p) for p in range(event_log.partitions(COMMANDS))]

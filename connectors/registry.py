@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig, Violation
+from millrace.connectors._common.models import (
+    ConnectionBase,
+    EndpointBase,
+    MappingConfig,
+    Violation,
+)
 
 if TYPE_CHECKING:
-    from connectors._common.base import ProtocolConnector
+    from millrace.connectors._common.base import ProtocolConnector
 
 # check(connection name, connection, [(index in $.endpoints, endpoint)], [(index, mapping)])
 Checker = Callable[
@@ -35,12 +41,29 @@ class ProtocolSpec:
     endpoint_model: type[EndpointBase]
     connector_path: str  # "package.module:Class", a ProtocolConnector subclass
     check: Checker | None = None  # semantic checks beyond the models
+    # modules the connector imports, and the extra that installs them
+    requires: tuple[str, ...] = ()
+    extra: str = ""
+
+    def missing(self) -> list[str]:
+        """The required modules that cannot be imported here (no import happens)."""
+        out = []
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                out.append(module)
+        return out
 
     @property
     def template(self) -> str:
         """A commented YAML commissioning file using this protocol: the protocol
         folder's ``sample.yaml``."""
-        return (importlib.resources.files(f"connectors.{self.name}") / "sample.yaml").read_text()
+        return (
+            importlib.resources.files(f"millrace.connectors.{self.name}") / "sample.yaml"
+        ).read_text()
 
     def connector_class(self) -> type[ProtocolConnector]:
         module, _, name = self.connector_path.partition(":")
@@ -54,9 +77,9 @@ def protocols() -> dict[str, ProtocolSpec]:
     out: dict[str, ProtocolSpec] = {}
     for pkg in PACKAGES:
         try:
-            mod = importlib.import_module(f"connectors.{pkg}.spec")
+            mod = importlib.import_module(f"millrace.connectors.{pkg}.spec")
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith(f"connectors.{pkg}"):
+            if exc.name and exc.name.startswith(f"millrace.connectors.{pkg}"):
                 continue  # not built yet
             raise
         spec: ProtocolSpec = mod.SPEC

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from connectors._common.models import MappingConfig
-from connectors.registry import protocols
+from millrace.connectors._common.models import MappingConfig
+from millrace.connectors.registry import protocols
 
 
 def _schema(models: list[type[BaseModel]]) -> tuple[dict[str, Any], dict[str, Any]]:

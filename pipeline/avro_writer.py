@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from numbers import Integral, Real
 from typing import Any
 
-from pipeline.errors import SchemaError
+from millrace.pipeline.errors import SchemaError
 
 Schema = dict[str, Any]
 Writer = Callable[[bytearray, Any], None]

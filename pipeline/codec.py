@@ -24,10 +24,10 @@ from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from pipeline.avro_writer import InvalidDatumError, Writer, compile_writer
-from pipeline.errors import DecodeError, SchemaError
-from pipeline.topics import TOPIC_SCHEMAS
-from schemas import HISTORY_DIR, SCHEMA_DIR
+from millrace.pipeline.avro_writer import InvalidDatumError, Writer, compile_writer
+from millrace.pipeline.errors import DecodeError, SchemaError
+from millrace.pipeline.topics import TOPIC_SCHEMAS
+from millrace.schemas import HISTORY_DIR, SCHEMA_DIR
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"

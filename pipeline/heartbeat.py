@@ -19,10 +19,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.clock import now_us
-from pipeline.connector import EventPublisher
-from pipeline.processors.status import RUNNER_TYPE
-from pipeline.topics import STATUS
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.processors.status import RUNNER_TYPE
+from millrace.pipeline.topics import STATUS
 
 log = logging.getLogger("millrace.heartbeat")
 

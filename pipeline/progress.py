@@ -24,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
 
-from pipeline.log.base import EventLog, TopicPartition
-from pipeline.sink import ProjectionSink
+from millrace.pipeline.log.base import EventLog, TopicPartition
+from millrace.pipeline.sink import ProjectionSink
 
 #: committed positions (next offset to process) of ``topic``'s partitions
 Positions = Callable[[str], Awaitable[Mapping[int, int]]]

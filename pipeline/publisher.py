@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.codec import AvroCodec, default_codec
-from pipeline.connector import Event, EventPublisher
-from pipeline.log.base import EventLog, Message
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.connector import Event, EventPublisher
+from millrace.pipeline.log.base import EventLog, Message
 
 
 class LogPublisher(EventPublisher):

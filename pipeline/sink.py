@@ -32,8 +32,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.log.base import TopicPartition
-from pipeline.processors.base import StateReader
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.processors.base import StateReader
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections.alarms import AlarmFilter, AlarmQueries, filter_conditions
-from projections.audits import AuditFilter, audit_where, get_audits
-from projections.queries import TimeRange
-from projections.registry import QueryError
-from projections.store.base import ProjectionStore
+from millrace.projections.alarms import AlarmFilter, AlarmQueries, filter_conditions
+from millrace.projections.audits import AuditFilter, audit_where, get_audits
+from millrace.projections.queries import TimeRange
+from millrace.projections.registry import QueryError
+from millrace.projections.store.base import ProjectionStore
 
 ACTIVITY_TYPES = ("alarm", "audit")
 SORTS: dict[str, tuple[str, str]] = {

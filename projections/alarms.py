@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections.registry import QueryError
-from projections.store.base import ProjectionStore
+from millrace.projections.registry import QueryError
+from millrace.projections.store.base import ProjectionStore
 
 #: sort name -> (column, descending)
 SORTS: dict[str, tuple[str, bool]] = {

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from projections.queries import TimeRange, _time_where
-from projections.store.base import ProjectionStore
+from millrace.projections.queries import TimeRange, _time_where
+from millrace.projections.store.base import ProjectionStore
 
 COLUMNS = (
     "toUnixTimestamp64Micro(ts) AS ts_us, audit_id, actor, actor_role, action, target_type, "

@@ -6,10 +6,10 @@ import json
 
 import pyarrow as pa
 
-from pipeline.alarms.runner import Checkpoint, Checkpoints
-from pipeline.log.base import TopicPartition
-from projections.store.base import ProjectionStore
-from projections.tables import TABLES
+from millrace.pipeline.alarms.runner import Checkpoint, Checkpoints
+from millrace.pipeline.log.base import TopicPartition
+from millrace.projections.store.base import ProjectionStore
+from millrace.projections.tables import TABLES
 
 
 class StoreCheckpoints(Checkpoints):

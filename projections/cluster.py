@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import StoreError
-from projections.migrations import SQL_DIR, load_migrations
+from millrace.pipeline.errors import StoreError
+from millrace.projections.migrations import SQL_DIR, load_migrations
 
 MERGE_TREES = (
     "MergeTree",

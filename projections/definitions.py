@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.identities.resources import ResourceDefinition
-from projections.store.base import ProjectionStore
+from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.projections.store.base import ProjectionStore
 
 
 def definitions(store: ProjectionStore) -> dict[str, dict[str, Any]]:

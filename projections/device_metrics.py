@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.errors import QueryError
-from projections.identity_filter import int64
-from projections.store.base import ProjectionStore
+from millrace.projections.errors import QueryError
+from millrace.projections.identity_filter import int64
+from millrace.projections.store.base import ProjectionStore
 
 METRIC_WINDOWS: dict[str, int] = {"1m": 1, "5m": 5, "1h": 60}  # minutes
 METRIC_FNS = ("count", "max", "min", "sum", "avg")

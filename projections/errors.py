@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 
 class QueryError(MillraceError, ValueError):

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.identities.state import STATUSES
-from pipeline.values import KIND_STRING
-from projections.errors import QueryError
+from millrace.pipeline.identities.state import STATUSES
+from millrace.pipeline.values import KIND_STRING
+from millrace.projections.errors import QueryError
 
 TAG_OPS = ("gt", "gte", "lt", "lte", "eq", "ne")
 FILTER_STATUSES = (*STATUSES, "online", "offline")

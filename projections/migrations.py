@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import StoreError
-from projections.store.base import ProjectionStore
+from millrace.pipeline.errors import StoreError
+from millrace.projections.store.base import ProjectionStore
 
 SQL_DIR = Path(__file__).parent / "sql"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -96,7 +96,7 @@ def migrate(
     done = applied_versions(store)
     variants: dict[int, list[str]] = {}
     if cluster is not None:
-        from projections.cluster import cluster_statements
+        from millrace.projections.cluster import cluster_statements
 
         variants = {v: stmts for v, _, stmts in cluster_statements(cluster, directory)}
     ran = []
@@ -121,7 +121,7 @@ def drop_projections(store: ProjectionStore, cluster: str | None = None) -> None
     """
     names = [f"millrace.{t}" for t in (*PROJECTION_TABLES, "schema_migrations")]
     if cluster is not None:
-        from projections.cluster import on_cluster
+        from millrace.projections.cluster import on_cluster
 
         on = f" {on_cluster(cluster)}"
         names = [f"{n}{suffix}{on}" for n in names for suffix in ("", "_local")]

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import pyarrow.compute as pc
 
-from pipeline.values import KIND_NUMBER, typed_value
-from projections.store.base import ProjectionStore
+from millrace.pipeline.values import KIND_NUMBER, typed_value
+from millrace.projections.store.base import ProjectionStore
 
 AGG_FIELDS = ("count", "min", "max", "sum", "avg", "first", "last")
 BUCKET_TABLES = {"1m": "agg_1m", "5m": "agg_5m", "1h": "agg_1h"}

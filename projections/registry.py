@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.errors import StoreError
-from pipeline.values import typed_value
-from projections import definitions, device_metrics, tags
-from projections.device_metrics import METRIC_FNS, METRIC_WINDOWS
-from projections.errors import QueryError
-from projections.identity_filter import (
+from millrace.pipeline.errors import StoreError
+from millrace.pipeline.values import typed_value
+from millrace.projections import definitions, device_metrics, tags
+from millrace.projections.device_metrics import METRIC_FNS, METRIC_WINDOWS
+from millrace.projections.errors import QueryError
+from millrace.projections.identity_filter import (
     COLUMNS,
     FILTER_STATUSES,
     MAX_ROWS,
@@ -44,7 +44,7 @@ from projections.identity_filter import (
     order_by,
     where_sql,
 )
-from projections.store.base import ProjectionStore
+from millrace.projections.store.base import ProjectionStore
 
 __all__ = [
     "FILTER_STATUSES",
@@ -264,7 +264,7 @@ class RegistryQueries:
     # -- device metrics --------------------------------------------------------------
 
     def metrics(self, metric: str, window: str, fn: str, start_us: int, end_us: int) -> Dicts:
-        """See :func:`projections.device_metrics.metrics`."""
+        """See :func:`millrace.projections.device_metrics.metrics`."""
         return device_metrics.metrics(self.store, metric, window, fn, start_us, end_us)
 
 

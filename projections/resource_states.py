@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING
-from projections.registry import QueryError
-from projections.store.base import ProjectionStore
+from millrace.pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING
+from millrace.projections.registry import QueryError
+from millrace.projections.store.base import ProjectionStore
 
 IDENTITY_SERVICE = "identities"
 IDENTITY_STATE_TYPE = "identity_state"

@@ -75,8 +75,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.errors import StoreError
-from projections.sandbox_catalog import (
+from millrace.pipeline.errors import StoreError
+from millrace.projections.sandbox_catalog import (
     ANALYST_TABLES,
     AUDIT_TABLES,
     DENIED_FUNCTIONS,
@@ -87,7 +87,7 @@ from projections.sandbox_catalog import (
     allowed_tables,
     load_catalog,
 )
-from projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.base import ProjectionStore, QueryResult
 
 Kind = Literal["select", "describe", "explain"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import MillraceError
-from projections.store.base import ProjectionStore
+from millrace.pipeline.errors import MillraceError
+from millrace.projections.store.base import ProjectionStore
 
 #: what every analyst may query (``millrace.<table>``); the secrets stay out:
 #: ``identities`` (credential hashes) is reached through ``identities_public`` and

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.tables import TABLES as ROWS
-from pipeline.tables import TableRows
+from millrace.pipeline.tables import TABLES as ROWS
+from millrace.pipeline.tables import TableRows
 
 Columns = tuple[tuple[str, str], ...]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from projections.store.base import ProjectionStore
+from millrace.projections.store.base import ProjectionStore
 
 
 def tag_names(store: ProjectionStore) -> list[str]:

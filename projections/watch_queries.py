@@ -17,19 +17,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.clock import now_us
-from pipeline.connector import EventPublisher
-from pipeline.identities.resources import ResourceDefinition
-from pipeline.identities.watch import (
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.identities.watch import (
     ConnectivityRow,
     ExpiryRow,
     PendingRow,
     StaleRow,
     WatchSettings,
 )
-from pipeline.identities.watch_stage import IdentityWatchStage, WatchQueries
-from projections.cluster import on_cluster
-from projections.store.base import ProjectionStore
+from millrace.pipeline.identities.watch_stage import IdentityWatchStage, WatchQueries
+from millrace.projections.cluster import on_cluster
+from millrace.projections.store.base import ProjectionStore
 
 log = logging.getLogger("millrace.watch")
 

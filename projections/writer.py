@@ -14,11 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.log.base import TopicPartition
-from pipeline.processors.base import StateReader
-from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
-from projections.store.base import ProjectionStore
-from projections.tables import INSERTS, STATE_TABLES, TABLES
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.processors.base import StateReader
+from millrace.pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
+from millrace.projections.store.base import ProjectionStore
+from millrace.projections.tables import INSERTS, STATE_TABLES, TABLES
 
 _PROGRESS_INSERT = TABLES["progress"].insert
 _MAP_COLUMNS = {f.name for f in TABLES["identities"].rows.schema if isinstance(f.type, pa.MapType)}

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from projections.migrations import drop_projections, migrate
-from projections.store.chdb import ChdbStore
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.store.chdb import ChdbStore
 from tests.kafka_mock import MockKafkaCluster, MockKafkaError
 
 
@@ -45,3 +45,15 @@ def kafka_bootstrap() -> Iterator[str]:
         yield cluster.bootstrap
     finally:
         cluster.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The repository root is on sys.path here, so ``import pipeline`` would work and load
+    a second copy of every module (its classes unequal to millrace.pipeline's): fail."""
+    import sys as _sys
+
+    folders = ("pipeline", "connectors", "projections", "api", "schemas")  # not modules
+    stray = sorted(n for n in _sys.modules if n.split(".")[0] in folders)
+    if stray:
+        print(f"\nimported under their folder names, not millrace.<folder>: {stray[:20]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import projections.store.clickhouse as clickhouse
+import millrace.projections.store.clickhouse as clickhouse
 import tests.runtime.worker_main  # noqa: F401 - the mock's group workarounds
-from pipeline.cli.main import main
+from millrace.pipeline.cli.main import main
 from tests.store_server import RemoteStore
 
 

@@ -20,7 +20,7 @@ def millrace_run(config: Path, data_dir: Path, api_key: str) -> Iterator[subproc
         [
             sys.executable,
             "-m",
-            "pipeline.cli.main",
+            "millrace.pipeline.cli.main",
             "run",
             "--config",
             str(config),

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.base import ProjectionStore, QueryResult
 
 
 class StoreServer:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration]
 
 def millrace(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", *args],
+        [sys.executable, "-m", "millrace.pipeline.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -36,7 +36,7 @@ def test_replay_rebuilds_the_same_projections_and_sql_reads_them(tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "pipeline.cli.main",
+            "millrace.pipeline.cli.main",
             "run",
             "--data-dir",
             str(data),

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.codec import default_codec
-from pipeline.log.local import LocalEventLog
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.local import LocalEventLog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ class Engine:
             [
                 sys.executable,
                 "-m",
-                "pipeline.cli.main",
+                "millrace.pipeline.cli.main",
                 "run",
                 "--data-dir",
                 str(self.data),

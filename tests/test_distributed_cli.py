@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.codec import default_codec
-from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 
 pytestmark = [pytest.mark.integration]
 
@@ -28,7 +28,7 @@ def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_p
         "MILLRACE_TOPIC_PREFIX": prefix,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "connect", "--config", str(config)],
+        [sys.executable, "-m", "millrace.pipeline.cli.main", "connect", "--config", str(config)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -73,7 +73,7 @@ def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_p
 def test_api_without_a_clickhouse_url_says_what_to_set(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MILLRACE_")}
     r = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "api"],
+        [sys.executable, "-m", "millrace.pipeline.cli.main", "api"],
         env=env,
         capture_output=True,
         text=True,
@@ -87,7 +87,7 @@ def test_api_without_a_clickhouse_url_says_what_to_set(tmp_path: Path) -> None:
 def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_path: Path) -> None:
     """`millrace process` (a faust worker, chDB in --data-dir) projects what is on
     Kafka; counts and sums compared with what the test produced."""
-    from pipeline.publisher import LogPublisher
+    from millrace.pipeline.publisher import LogPublisher
 
     prefix = f"process-{os.getpid()}-"
     t0 = 1_767_225_600_000_000
@@ -121,7 +121,7 @@ def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_p
     }
     env.pop("MILLRACE_CLICKHOUSE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "process", "--data-dir", str(data)],
+        [sys.executable, "-m", "millrace.pipeline.cli.main", "process", "--data-dir", str(data)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -137,7 +137,7 @@ def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_p
         [
             sys.executable,
             "-m",
-            "pipeline.cli.main",
+            "millrace.pipeline.cli.main",
             "sql",
             "SELECT count(), sum(value) FROM millrace.readings",
             "--data-dir",

@@ -32,12 +32,12 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.alarms.evaluator import Evaluator
-from pipeline.alarms.runner import AlarmRunner, MemoryCheckpoints
-from pipeline.codec import default_codec
-from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
-from pipeline.topics import ALARMS
-from projections.store.chdb import ChdbStore
+from millrace.pipeline.alarms.evaluator import Evaluator
+from millrace.pipeline.alarms.runner import AlarmRunner, MemoryCheckpoints
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from millrace.pipeline.topics import ALARMS
+from millrace.projections.store.chdb import ChdbStore
 from tests.connectors.test_run_config_e2e import free_port
 from tests.kafka_mock import MockKafkaCluster, MockKafkaError
 from tests.store_server import StoreServer

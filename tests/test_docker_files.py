@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.cli.config import ENV_OVERRIDES
-from pipeline.cli.main import app
+from millrace.pipeline.cli.config import ENV_OVERRIDES
+from millrace.pipeline.cli.main import app
 
 DOCKER = Path(__file__).parent.parent / "docker"
 

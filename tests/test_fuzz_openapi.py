@@ -33,12 +33,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.app import create_app
-from api.auth import KeyStore
-from api.context import AppContext
-from pipeline.log.memory import MemoryEventLog
-from pipeline.publisher import LogPublisher
-from projections.store.base import ProjectionStore
+from millrace.api.app import create_app
+from millrace.api.auth import KeyStore
+from millrace.api.context import AppContext
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.publisher import LogPublisher
+from millrace.projections.store.base import ProjectionStore
 from tests.connectors.test_run_config_e2e import free_port
 from tests.millrace_process import millrace_run
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from bench.isolation import Run, run
-from projections.store.chdb import can_renice_threads
+from millrace.projections.store.chdb import can_renice_threads
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

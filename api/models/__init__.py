@@ -14,7 +14,7 @@ The models are grouped by domain in the modules of this package; every name is
 re-exported here, so routers use ``models.<Name>``.
 """
 
-from api.models.alarms import (
+from millrace.api.models.alarms import (
     ActivityOut,
     AlarmManagement,
     AlarmOut,
@@ -27,7 +27,7 @@ from api.models.alarms import (
     BatchMeta,
     BatchResult,
 )
-from api.models.common import (
+from millrace.api.models.common import (
     ERROR_DESCRIPTIONS,
     AggregateValue,
     CountedPage,
@@ -45,7 +45,7 @@ from api.models.common import (
     Time,
     errors,
 )
-from api.models.identities import (
+from millrace.api.models.identities import (
     BulkDeleted,
     BulkUpdated,
     Count,
@@ -66,7 +66,7 @@ from api.models.identities import (
     TagsOut,
     TagValues,
 )
-from api.models.signals import (
+from millrace.api.models.signals import (
     AggregatePoint,
     DeadLetterOut,
     DeviceMetrics,
@@ -79,7 +79,7 @@ from api.models.signals import (
     SignalsAggregates,
     SignalsPoints,
 )
-from api.models.system import (
+from millrace.api.models.system import (
     ConnectorList,
     ConnectorOut,
     EngineStatus,

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.common import PageMeta, Time
-from pipeline.alarms.rules import AlarmRule
+from millrace.api.models.common import PageMeta, Time
+from millrace.pipeline.alarms.rules import AlarmRule
 
 # -- alarms, audit ----------------------------------------------------------------------------
 

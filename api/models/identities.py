@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.common import Reading, Time
-from pipeline.identities.resources import ResourceDefinition
+from millrace.api.models.common import Reading, Time
+from millrace.pipeline.identities.resources import ResourceDefinition
 
 # -- identities -----------------------------------------------------------------------------
 

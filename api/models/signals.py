@@ -7,7 +7,7 @@ from typing import Generic, Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.common import PageMeta, Reading, T, Time
+from millrace.api.models.common import PageMeta, Reading, T, Time
 
 # -- signals --------------------------------------------------------------------------------
 

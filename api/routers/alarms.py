@@ -35,19 +35,25 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from api import models
-from api.audit import audit_note
-from api.auth import Principal
-from api.context import AppContext, admin, context, operator, viewer
-from api.errors import ApiError, bad_request
-from api.models import errors
-from api.responses import JsonResponse
-from api.routers.identities import actor, run_query
-from api.routers.signals import EndTime, EpochQ, StartTime, _time_range
-from api.routing import StrictRoute
-from api.timeparams import Epoch, format_time
-from pipeline.alarms.rules import RULE_ID_RE, RULE_KEY_PREFIX, AlarmRule, rule_event, rule_problems
-from pipeline.alarms.steps import (
+from millrace.api import models
+from millrace.api.audit import audit_note
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, admin, context, operator, viewer
+from millrace.api.errors import ApiError, bad_request
+from millrace.api.models import errors
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.identities import actor, run_query
+from millrace.api.routers.signals import EndTime, EpochQ, StartTime, _time_range
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import Epoch, format_time
+from millrace.pipeline.alarms.rules import (
+    RULE_ID_RE,
+    RULE_KEY_PREFIX,
+    AlarmRule,
+    rule_event,
+    rule_problems,
+)
+from millrace.pipeline.alarms.steps import (
     ACKNOWLEDGE,
     ANNOTATE,
     DISCARD,
@@ -56,8 +62,8 @@ from pipeline.alarms.steps import (
     refusal,
     step_event,
 )
-from pipeline.topics import ALARMS
-from projections.alarms import AlarmFilter, AlarmQueries
+from millrace.pipeline.topics import ALARMS
+from millrace.projections.alarms import AlarmFilter, AlarmQueries
 
 router = APIRouter(tags=["alarms"], route_class=StrictRoute)
 

@@ -7,20 +7,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, operator
-from api.errors import ApiError, bad_request
-from api.models import errors
-from api.responses import JsonResponse
-from api.routers.alarms import alarm_filter, alarm_json
-from api.routers.identities import run_query
-from api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
-from api.routing import StrictRoute
-from api.timeparams import Epoch, format_time
-from projections.activities import ActivityFilter, list_activities
-from projections.alarms import AlarmFilter
-from projections.audits import AuditFilter, get_audit, list_audits
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, operator
+from millrace.api.errors import ApiError, bad_request
+from millrace.api.models import errors
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.alarms import alarm_filter, alarm_json
+from millrace.api.routers.identities import run_query
+from millrace.api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import Epoch, format_time
+from millrace.projections.activities import ActivityFilter, list_activities
+from millrace.projections.alarms import AlarmFilter
+from millrace.projections.audits import AuditFilter, get_audit, list_audits
 
 router = APIRouter(tags=["audit"], route_class=StrictRoute)
 

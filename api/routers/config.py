@@ -9,24 +9,24 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from api import models
-from api.auth import Principal
-from api.context import viewer
-from api.errors import ApiError
-from api.jsonbody import parse_json
-from api.models import errors
-from api.responses import JsonResponse
-from api.routing import StrictRoute
-from api.yamlbody import decode_text, load_yaml
-from connectors.commissioning import validate_document, validate_text
-from connectors.registry import protocols
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import viewer
+from millrace.api.errors import ApiError
+from millrace.api.jsonbody import parse_json
+from millrace.api.models import errors
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
+from millrace.api.yamlbody import decode_text, load_yaml
+from millrace.connectors.commissioning import validate_document, validate_text
+from millrace.connectors.registry import protocols
 
 router = APIRouter(tags=["config"], route_class=StrictRoute)
 
 
 def _host() -> type[BaseModel]:
     """The engine's configuration model: a `millrace run --config` file validates whole."""
-    from pipeline.cli.config import MillraceConfig
+    from millrace.pipeline.cli.config import MillraceConfig
 
     return MillraceConfig
 
@@ -118,6 +118,6 @@ async def template(protocol: str, _: Principal = Depends(viewer)) -> Response:
     "/config/schema", summary="JSON Schema of commissioning files", response_model=dict[str, Any]
 )
 async def schema(_: Principal = Depends(viewer)) -> JsonResponse:
-    from connectors.schema import commissioning_json_schema
+    from millrace.connectors.schema import commissioning_json_schema
 
     return JsonResponse(commissioning_json_schema())

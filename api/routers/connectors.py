@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.errors import ApiError
-from api.models import errors
-from api.responses import JsonResponse
-from api.routing import StrictRoute
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.errors import ApiError
+from millrace.api.models import errors
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
 
 router = APIRouter(tags=["connectors"], route_class=StrictRoute)
 

@@ -7,14 +7,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.responses import JsonResponse
-from api.routers.signals import EndTime, EpochQ, Limit, Page, StartTime, _pagination, _time_range
-from api.routing import StrictRoute
-from api.timeparams import format_time
-from projections import queries
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.signals import (
+    EndTime,
+    EpochQ,
+    Limit,
+    Page,
+    StartTime,
+    _pagination,
+    _time_range,
+)
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import format_time
+from millrace.projections import queries
 
 router = APIRouter(tags=["deadletters"], route_class=StrictRoute)
 

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.responses import Response
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, operator, viewer
-from api.device_auth import CredentialError, check_password, new_token
-from api.errors import ApiError, bad_request
-from api.models import errors
-from api.registry import (
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, operator, viewer
+from millrace.api.device_auth import CredentialError, check_password, new_token
+from millrace.api.errors import ApiError, bad_request
+from millrace.api.models import errors
+from millrace.api.registry import (
     check_attributes,
     check_identity,
     check_tags,
@@ -31,15 +31,15 @@ from api.registry import (
     require_identity,
     to_json,
 )
-from api.responses import JsonResponse
-from api.routers.ingest import IDENTITY_PATTERN
-from api.routing import StrictRoute
-from api.timeparams import Epoch, parse_time
-from pipeline.identities import requests
-from pipeline.identities.formats import generate
-from pipeline.identities.state import CONTROL
-from pipeline.topics import COMMANDS, TELEMETRY
-from projections.registry import TAG_OPS, IdentityFilter, Order, QueryError, TagCriterion
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.ingest import IDENTITY_PATTERN
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import Epoch, parse_time
+from millrace.pipeline.identities import requests
+from millrace.pipeline.identities.formats import generate
+from millrace.pipeline.identities.state import CONTROL
+from millrace.pipeline.topics import COMMANDS, TELEMETRY
+from millrace.projections.registry import TAG_OPS, IdentityFilter, Order, QueryError, TagCriterion
 
 router = APIRouter(tags=["identities"], route_class=StrictRoute)
 

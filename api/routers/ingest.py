@@ -21,19 +21,19 @@ from pydantic import (
     TypeAdapter,
 )
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, bearer_scheme, context
-from api.device_auth import ip_allowed, parse_basic, parse_bearer
-from api.errors import ApiError
-from api.jsonbody import parse_json
-from api.limits import body_schema, read_json
-from api.registry import definitions, identity_status
-from api.responses import JsonResponse
-from api.routing import StrictRoute
-from pipeline.identities.resources import check_values
-from pipeline.timestamps import ts_problem
-from pipeline.topics import TELEMETRY
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, bearer_scheme, context
+from millrace.api.device_auth import ip_allowed, parse_basic, parse_bearer
+from millrace.api.errors import ApiError
+from millrace.api.jsonbody import parse_json
+from millrace.api.limits import body_schema, read_json
+from millrace.api.registry import definitions, identity_status
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
+from millrace.pipeline.identities.resources import check_values
+from millrace.pipeline.timestamps import ts_problem
+from millrace.pipeline.topics import TELEMETRY
 
 #: StrictRoute checks the path and query; the body is read and parsed by the route
 router = APIRouter(tags=["ingest"], route_class=StrictRoute)
@@ -216,7 +216,7 @@ _LONG_INT = re.compile(rb"(?<![\d.])-?\d{19,}(?![\d.eE])")
 
 
 def parse_samples(body: bytes) -> Any:
-    """The batch as :func:`api.jsonbody.parse_json` reads it, with two exceptions so
+    """The batch as :func:`millrace.api.jsonbody.parse_json` reads it, with two exceptions so
     that a refusal names the field, as it did before orjson: ``NaN``, ``Infinity`` and
     numbers beyond a double, which orjson refuses as a whole, are read as floats; and a
     document with an integer literal that may be beyond 64 bits, which orjson turns

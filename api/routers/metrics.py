@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.errors import bad_request
-from api.responses import JsonResponse
-from api.routing import StrictRoute
-from api.timeparams import Epoch, format_time, parse_time
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.errors import bad_request
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import Epoch, format_time, parse_time
 
 router = APIRouter(tags=["metrics"], route_class=StrictRoute)
 

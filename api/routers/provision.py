@@ -17,16 +17,16 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from api import models
-from api.context import AppContext, context
-from api.device_auth import ip_allowed
-from api.errors import ApiError, bad_request
-from api.limits import body_schema, read_json
-from api.registry import check_identity, emit, event
-from api.responses import JsonResponse
-from api.routers.identities import AuthIn, credential_attrs
-from api.routing import StrictRoute
-from pipeline.identities.formats import generate
+from millrace.api import models
+from millrace.api.context import AppContext, context
+from millrace.api.device_auth import ip_allowed
+from millrace.api.errors import ApiError, bad_request
+from millrace.api.limits import body_schema, read_json
+from millrace.api.registry import check_identity, emit, event
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.identities import AuthIn, credential_attrs
+from millrace.api.routing import StrictRoute
+from millrace.pipeline.identities.formats import generate
 
 router = APIRouter(tags=["provisioning"], route_class=StrictRoute)
 

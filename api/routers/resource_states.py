@@ -15,15 +15,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.errors import bad_request
-from api.responses import JsonResponse
-from api.routers.identities import run_query
-from api.routing import StrictRoute
-from api.timeparams import Epoch, format_time
-from projections.resource_states import (
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.errors import bad_request
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.identities import run_query
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import Epoch, format_time
+from millrace.projections.resource_states import (
     MAX_PAGE_ROWS,
     Page,
     ResourceFilter,

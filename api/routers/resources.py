@@ -13,16 +13,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 from starlette.responses import Response
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, admin, context, viewer
-from api.errors import ApiError
-from api.models import errors
-from api.registry import definition_event, emit
-from api.responses import JsonResponse
-from api.routers.identities import actor
-from api.routing import StrictRoute
-from pipeline.identities.resources import ResourceDefinition
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, admin, context, viewer
+from millrace.api.errors import ApiError
+from millrace.api.models import errors
+from millrace.api.registry import definition_event, emit
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.identities import actor
+from millrace.api.routing import StrictRoute
+from millrace.pipeline.identities.resources import ResourceDefinition
 
 router = APIRouter(tags=["resources"], route_class=StrictRoute)
 

@@ -9,16 +9,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.errors import bad_request
-from api.responses import JsonResponse
-from api.routers.ingest import IDENTITY_PATTERN
-from api.routing import StrictRoute
-from api.timeparams import Epoch, format_time, parse_time
-from projections import queries
-from projections.queries import AGG_FIELDS, TimeRange
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.errors import bad_request
+from millrace.api.responses import JsonResponse
+from millrace.api.routers.ingest import IDENTITY_PATTERN
+from millrace.api.routing import StrictRoute
+from millrace.api.timeparams import Epoch, format_time, parse_time
+from millrace.projections import queries
+from millrace.projections.queries import AGG_FIELDS, TimeRange
 
 router = APIRouter(tags=["signals"], route_class=StrictRoute)
 

@@ -8,14 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.errors import ApiError
-from api.responses import JsonResponse
-from api.routing import StrictRoute
-from projections import sandbox
-from projections.store.base import ProjectionStore
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.errors import ApiError
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
+from millrace.projections import sandbox
+from millrace.projections.store.base import ProjectionStore
 
 router = APIRouter(tags=["sql"], route_class=StrictRoute)
 

@@ -3,9 +3,9 @@
 ``GET /stream`` opens a stream (first event ``hello`` with its id); subscriptions are
 added to it with ``POST /stream/{stream_id}/subscriptions``. Browsers' EventSource
 cannot set headers, so ``GET /stream`` also takes the API key as ``?access_token=``
-(see :mod:`api.middleware`) and the resume point as ``?last_event_id=`` (the
+(see :mod:`millrace.api.middleware`) and the resume point as ``?last_event_id=`` (the
 ``Last-Event-ID`` header, which EventSource sends when it reconnects, wins). How items
-are matched, buffered and resumed: :mod:`api.stream`.
+are matched, buffered and resumed: :mod:`millrace.api.stream`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api import models
-from api.auth import Principal
-from api.context import AppContext, context, viewer
-from api.errors import ApiError, bad_request
-from api.responses import JsonResponse
-from api.routing import StrictRoute
-from api.stream import (
+from millrace.api import models
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, context, viewer
+from millrace.api.errors import ApiError, bad_request
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
+from millrace.api.stream import (
     Connection,
     FilterError,
     OwnerStreamLimitError,

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from api import models
-from api.audit import audit_note
-from api.auth import Principal
-from api.context import AppContext, admin, context, viewer
-from api.errors import ApiError
-from api.responses import JsonResponse
-from api.routing import StrictRoute
+from millrace.api import models
+from millrace.api.audit import audit_note
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, admin, context, viewer
+from millrace.api.errors import ApiError
+from millrace.api.responses import JsonResponse
+from millrace.api.routing import StrictRoute
 
 router = APIRouter(tags=["system"], route_class=StrictRoute)
 

@@ -5,15 +5,15 @@ the session lives and raises or returns when it is lost), :meth:`disconnect` and
 where the protocol can write, :meth:`write` — and calls :meth:`emit` for each value it
 reads. The base class wires the shared parts together:
 
-* :func:`~connectors._common.supervisor.supervise` reconnects with exponential backoff
+* :func:`~millrace.connectors._common.supervisor.supervise` reconnects with exponential backoff
   and jitter, forever;
-* :class:`~connectors._common.status.StatusReport` decides when the connection and each
+* :class:`~millrace.connectors._common.status.StatusReport` decides when the connection and each
   endpoint publish a ResourceStatus event (every change of state or info, store-and-
   forward overflows); a heartbeat every ``status_interval_s`` carries the metrics;
-* :class:`~connectors._common.batcher.Batcher` applies scale/offset, deadband, mappings,
+* :class:`~millrace.connectors._common.batcher.Batcher` applies scale/offset, deadband, mappings,
   drops readings whose source time does not advance, and groups them into TelemetryBatch
   events (one per identity every ``batch_ms`` or when ``max_batch_readings`` wait);
-* :class:`~connectors._common.buffered.BufferedPublisher` stores and forwards while the
+* :class:`~millrace.connectors._common.buffered.BufferedPublisher` stores and forwards while the
   log is unreachable;
 * dead letters for input that cannot be decoded (:meth:`dead_letter`);
 * Command write-back: :meth:`execute` finds the writable endpoint and calls write().
@@ -30,11 +30,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.clock import now_us
-from pipeline.connector import Connector, EventPublisher
-from pipeline.errors import ConnectorError
-from pipeline.processors.base import dead_letter
-from pipeline.topics import DEADLETTER, STATUS, TELEMETRY
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import Connector, EventPublisher
+from millrace.pipeline.errors import ConnectorError
+from millrace.pipeline.processors.base import dead_letter
+from millrace.pipeline.topics import DEADLETTER, STATUS, TELEMETRY
 
 from .batcher import Batcher, numeric
 from .buffered import BufferedPublisher

@@ -2,7 +2,7 @@
 
 While the spool is empty a publish goes straight through; when it fails (or the spool
 is not empty, to keep the order) the events are Avro-encoded into the
-:class:`~connectors._common.spool.Spool` and a drain task replays them oldest first,
+:class:`~millrace.connectors._common.spool.Spool` and a drain task replays them oldest first,
 with backoff, as soon as the log answers again.
 """
 
@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from pipeline.codec import AvroCodec, default_codec
-from pipeline.connector import Event, EventPublisher
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.connector import Event, EventPublisher
 
 from .backoff import Backoff
 from .spool import Spool

@@ -2,7 +2,7 @@
 
 A protocol package subclasses :class:`ConnectionBase` and :class:`EndpointBase` with
 its own fields (``extra="forbid"`` everywhere, so a misspelt key is a violation, not a
-silent default) and registers them in a :class:`connectors.registry.ProtocolSpec`.
+silent default) and registers them in a :class:`millrace.connectors.registry.ProtocolSpec`.
 """
 
 from __future__ import annotations

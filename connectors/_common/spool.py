@@ -18,7 +18,7 @@ to :meth:`Spool.settle`) is counted as dropped only if an overflow removed it an
 publish then failed: one that was delivered is not counted (a crash before the publish
 settled counts it, as it may not have been delivered).
 
-:class:`~connectors._common.buffered.BufferedPublisher` publishes through a spool.
+:class:`~millrace.connectors._common.buffered.BufferedPublisher` publishes through a spool.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import Protocol
 
-from pipeline.errors import ConnectorError
+from millrace.pipeline.errors import ConnectorError
 
 from .backoff import Backoff
 from .models import BackoffConfig

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from connectors._common.models import ConnectionBase, DataType, EndpointBase, Strict
+from millrace.connectors._common.models import ConnectionBase, DataType, EndpointBase, Strict
 
 #: a CSV column: its header name, or its 0-based position (the only way without a header)
 ColumnRef = str | Annotated[int, Field(ge=0)]

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors._common.base import ProtocolConnector
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
-from pipeline.errors import ConnectorError
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from millrace.pipeline.errors import ConnectorError
 
 from .config import FilesConnection
 from .csvparse import BadLine, CsvFile, FileFormatError, Row, check_timestamp_format

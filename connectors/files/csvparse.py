@@ -30,9 +30,9 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors._common.models import EndpointBase
-from pipeline.errors import MillraceError
-from pipeline.timestamps import ts_problem
+from millrace.connectors._common.models import EndpointBase
+from millrace.pipeline.errors import MillraceError
+from millrace.pipeline.timestamps import ts_problem
 
 from .config import EPOCH_FORMATS, CsvOptions
 

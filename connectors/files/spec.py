@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from connectors._common.models import MappingConfig, Violation
-from connectors.commissioning import json_path
-from connectors.registry import ProtocolSpec
+from millrace.connectors._common.models import MappingConfig, Violation
+from millrace.connectors.commissioning import json_path
+from millrace.connectors.registry import ProtocolSpec
 
 from .config import EPOCH_FORMATS, FilesConnection, FilesEndpoint
 from .csvparse import check_timestamp_format
@@ -138,6 +138,6 @@ SPEC = ProtocolSpec(
     name="files",
     connection_model=FilesConnection,
     endpoint_model=FilesEndpoint,
-    connector_path="connectors.files.connector:FilesConnector",
+    connector_path="millrace.connectors.files.connector:FilesConnector",
     check=check,
 )

@@ -17,7 +17,7 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 #: data type -> (struct format, registers); bool and string are handled apart
 _STRUCT: dict[str, tuple[str, int]] = {

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from connectors._common.models import ConnectionBase, EndpointBase
+from millrace.connectors._common.models import ConnectionBase, EndpointBase
 
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
 ModbusDataType = Literal[

@@ -38,9 +38,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from connectors._common.base import ProtocolConnector, describe
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
-from pipeline.errors import ConfigError, ConnectorError
+from millrace.connectors._common.base import ProtocolConnector, describe
+from millrace.connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from millrace.pipeline.errors import ConfigError, ConnectorError
 
 from . import codec
 from .config import BIT_KINDS, KIND_NAMES, ModbusConnection, ModbusEndpoint

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from connectors._common.models import MappingConfig, Violation
-from connectors.registry import ProtocolSpec
+from millrace.connectors._common.models import MappingConfig, Violation
+from millrace.connectors.registry import ProtocolSpec
 
 from .codec import register_count, resolve
 from .config import BIT_KINDS, KIND_NAMES, ModbusConnection, ModbusEndpoint
@@ -97,6 +97,8 @@ SPEC = ProtocolSpec(
     name="modbus",
     connection_model=ModbusConnection,
     endpoint_model=ModbusEndpoint,
-    connector_path="connectors.modbus.connector:ModbusConnector",
+    connector_path="millrace.connectors.modbus.connector:ModbusConnector",
+    requires=("pymodbus",),
+    extra="modbus",
     check=check,
 )

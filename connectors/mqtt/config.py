@@ -2,7 +2,8 @@
 
 These models are imported to validate commissioning files, so they never import the
 MQTT client library. Syntax of topic filters, ``{N}`` topic-level templates and JSON
-paths: :mod:`connectors.mqtt.topics`, :mod:`connectors.mqtt.jsonpath` (and README.md).
+paths: :mod:`millrace.connectors.mqtt.topics`, :mod:`millrace.connectors.mqtt.jsonpath` (and
+README.md).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from connectors._common.models import ConnectionBase, EndpointBase, Strict
+from millrace.connectors._common.models import ConnectionBase, EndpointBase, Strict
 
 from .jsonpath import path_problem
 from .payload import TimestampFormat

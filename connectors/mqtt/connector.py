@@ -28,9 +28,9 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.client import MQTT_LOG_ERR
 from paho.mqtt.reasoncodes import ReasonCode
 
-from connectors._common.base import ProtocolConnector
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
-from pipeline.errors import ConnectorError
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from millrace.pipeline.errors import ConnectorError
 
 from .config import MqttConnection, MqttEndpoint
 from .jsonpath import JsonPathError, compile_path

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 _NAME = re.compile(r"[A-Za-z0-9_\-$@\u0080-\U0010ffff]+")
 _INDEX = re.compile(r"-?(0|[1-9][0-9]*)")

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import orjson
 
-from pipeline.errors import MillraceError
-from pipeline.timestamps import MAX_TS_US, MIN_TS_US, TS_RANGE_TEXT
+from millrace.pipeline.errors import MillraceError
+from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US, TS_RANGE_TEXT
 
 from .jsonpath import JsonPath, PathNotFoundError
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from connectors._common.models import MappingConfig, Violation
-from connectors.commissioning import json_path
-from connectors.registry import ProtocolSpec
+from millrace.connectors._common.models import MappingConfig, Violation
+from millrace.connectors.commissioning import json_path
+from millrace.connectors.registry import ProtocolSpec
 
 from .config import MqttConnection, MqttEndpoint
 from .jsonpath import path_problem
@@ -133,6 +133,8 @@ SPEC = ProtocolSpec(
     name="mqtt",
     connection_model=MqttConnection,
     endpoint_model=MqttEndpoint,
-    connector_path="connectors.mqtt.connector:MqttConnector",
+    connector_path="millrace.connectors.mqtt.connector:MqttConnector",
+    requires=("aiomqtt",),
+    extra="mqtt",
     check=check,
 )

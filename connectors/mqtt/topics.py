@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
 
-from pipeline.errors import ConnectorError
+from millrace.pipeline.errors import ConnectorError
 
 from .config import OpcuaConnection, parse_url
 from .values import status_name

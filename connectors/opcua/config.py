@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig, Violation
+from millrace.connectors._common.models import (
+    ConnectionBase,
+    EndpointBase,
+    MappingConfig,
+    Violation,
+)
 
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
 SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
@@ -266,7 +271,9 @@ class OpcuaEndpoint(EndpointBase):
 
 
 def _path(*loc: int | str) -> str:
-    from connectors.commissioning import json_path  # lazily: commissioning imports the registry
+    from millrace.connectors.commissioning import (
+        json_path,  # lazily: commissioning imports the registry
+    )
 
     return json_path(loc)
 

@@ -24,9 +24,9 @@ from typing import Any, cast
 from asyncua import Client, Node, ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
 
-from connectors._common.base import ProtocolConnector, describe
-from connectors._common.models import EndpointBase
-from pipeline.errors import ConnectorError
+from millrace.connectors._common.base import ProtocolConnector, describe
+from millrace.connectors._common.models import EndpointBase
+from millrace.pipeline.errors import ConnectorError
 
 from .client import close_quietly, connect_error, make_client
 from .config import OpcuaConnection, OpcuaEndpoint, parse_node_ref

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.registry import ProtocolSpec
+from millrace.connectors.registry import ProtocolSpec
 
 from .config import OpcuaConnection, OpcuaEndpoint, check
 
@@ -10,6 +10,8 @@ SPEC = ProtocolSpec(
     name="opcua",
     connection_model=OpcuaConnection,
     endpoint_model=OpcuaEndpoint,
-    connector_path="connectors.opcua.connector:OpcuaConnector",
+    connector_path="millrace.connectors.opcua.connector:OpcuaConnector",
+    requires=("asyncua", "cryptography"),
+    extra="opcua",
     check=check,
 )

@@ -20,7 +20,7 @@ from typing import Any
 
 from asyncua import ua
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

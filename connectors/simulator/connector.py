@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.clock import now_us
-from pipeline.connector import Connector, EventPublisher
-from pipeline.errors import ConnectorError
-from pipeline.topics import TELEMETRY
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import Connector, EventPublisher
+from millrace.pipeline.errors import ConnectorError
+from millrace.pipeline.topics import TELEMETRY
 
 from .config import SimulatorConfig
 from .shapes import ShapeModel, signal_kind
@@ -71,7 +71,7 @@ def schedule(tick: int, origin: float, interval_s: float, now: float) -> tuple[i
 
 class SimulatorConnector(Connector):
     """Simulated devices ``<identity_prefix><n>`` whose signals follow the shapes of
-    :mod:`connectors.simulator.shapes`.
+    :mod:`millrace.connectors.simulator.shapes`.
 
     Time stamps advance by exactly one interval per tick from ``config.start_us`` (or
     the clock at start), and a batch's ``received_us`` equals its sample time, so a

@@ -5,9 +5,9 @@ It drives :class:`SimulatorConnector`'s device model through the
 store-and-forward, batching, mappings and Command write-back as real ones: a write
 makes the device report the written value from its next tick on. The ``simulator:``
 section of ``millrace run`` is shorthand for one such connection (named
-``simulator``; see :func:`connectors.simulator.section.simulator_connection`).
+``simulator``; see :func:`millrace.connectors.simulator.section.simulator_connection`).
 
-Ticks follow a schedule fixed at start (:func:`~connectors.simulator.connector.schedule`):
+Ticks follow a schedule fixed at start (:func:`~millrace.connectors.simulator.connector.schedule`):
 a tick late by a whole interval is skipped and counted (``skipped_ticks``), never
 burst. A device without endpoints and a connection without mappings take the fast path:
 a tick's sample goes to the batcher whole (its times advance and its values are storable
@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from connectors._common.base import ProtocolConnector
-from connectors._common.models import ConnectionBase, EndpointBase
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.connectors._common.models import ConnectionBase, EndpointBase
 
 from .config import SimulatorConfig
 from .connector import SimulatorConnector, schedule

@@ -2,7 +2,7 @@
 
 ``simulator: {devices: 100, signals: 10}`` runs exactly what a commissioning file with
 ``connections: {simulator: {protocol: simulator, devices: 100, signals: 10}}`` runs: a
-:class:`~connectors.simulator.protocol.SimulatorProtocolConnector` named ``simulator``
+:class:`~millrace.connectors.simulator.protocol.SimulatorProtocolConnector` named ``simulator``
 (resource ``simulator:simulator``), with status, store-and-forward and batching like
 every connector. ``devices: 0`` turns it off.
 """
@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from pydantic import ValidationError
 
-from connectors.commissioning import Commissioning
-from pipeline.errors import ConfigError
+from millrace.connectors.commissioning import Commissioning
+from millrace.pipeline.errors import ConfigError
 
 from .config import SimulatorConfig
 from .protocol import SimulatorConnection

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from connectors._common.models import MappingConfig, Violation
-from connectors.registry import ProtocolSpec
+from millrace.connectors._common.models import MappingConfig, Violation
+from millrace.connectors.registry import ProtocolSpec
 
 from .protocol import SimulatorConnection, SimulatorEndpoint
 
@@ -36,6 +36,6 @@ SPEC = ProtocolSpec(
     name="simulator",
     connection_model=SimulatorConnection,
     endpoint_model=SimulatorEndpoint,
-    connector_path="connectors.simulator.protocol:SimulatorProtocolConnector",
+    connector_path="millrace.connectors.simulator.protocol:SimulatorProtocolConnector",
     check=check,
 )

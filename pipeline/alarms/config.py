@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.alarms.rules import AlarmRule
+from millrace.pipeline.alarms.rules import AlarmRule
 
 
 class AlarmsConfig(BaseModel):

@@ -55,14 +55,14 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pipeline.alarms import kinds
-from pipeline.alarms.ids import Event, alarm_event, alarm_id, avro_scalar
-from pipeline.alarms.kinds import SIGNAL_KINDS, Kind
-from pipeline.alarms.rules import AlarmRule, parse_rule
-from pipeline.alarms.timer import AlarmTimer, cleared, deadline
-from pipeline.alarms.tracks import UNSET, CompiledRule, Track
-from pipeline.timestamps import MAX_TS_US, MIN_TS_US
-from pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
+from millrace.pipeline.alarms import kinds
+from millrace.pipeline.alarms.ids import Event, alarm_event, alarm_id, avro_scalar
+from millrace.pipeline.alarms.kinds import SIGNAL_KINDS, Kind
+from millrace.pipeline.alarms.rules import AlarmRule, parse_rule
+from millrace.pipeline.alarms.timer import AlarmTimer, cleared, deadline
+from millrace.pipeline.alarms.tracks import UNSET, CompiledRule, Track
+from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US
+from millrace.pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
 
 __all__ = ["UNSET", "Evaluator", "alarm_event", "alarm_id", "avro_scalar"]
 

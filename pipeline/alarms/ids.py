@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from pipeline.alarms.rules import AlarmRule
+from millrace.pipeline.alarms.rules import AlarmRule
 
 Event = dict[str, Any]
 

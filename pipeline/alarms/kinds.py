@@ -30,9 +30,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.alarms.ids import avro_scalar
-from pipeline.alarms.tracks import UNSET, US, CompiledRule, Track
-from pipeline.identities.resources import same_value
+from millrace.pipeline.alarms.ids import avro_scalar
+from millrace.pipeline.alarms.tracks import UNSET, US, CompiledRule, Track
+from millrace.pipeline.identities.resources import same_value
 
 Verdict = tuple[str | None, bool, Any]
 #: judges one sample value of a signal the rule watches

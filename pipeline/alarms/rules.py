@@ -49,7 +49,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import ConfigError
+from millrace.pipeline.errors import ConfigError
 
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 Kind = Literal["limit", "rate_of_change", "stale", "equals", "deviation", "resource_deviation"]

@@ -34,13 +34,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.clock import now_us
-from pipeline.codec import AvroCodec
-from pipeline.connector import EventPublisher
-from pipeline.errors import DecodeError
-from pipeline.log.base import EventLog, TopicPartition
-from pipeline.runtime.loop import run_steps
-from pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.codec import AvroCodec
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.errors import DecodeError
+from millrace.pipeline.log.base import EventLog, TopicPartition
+from millrace.pipeline.runtime.loop import run_steps
+from millrace.pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
 
 log = logging.getLogger("millrace.alarms")
 

@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from pipeline.alarms.rules import AlarmRule, parse_rule, rule_event
-from pipeline.clock import now_us
-from pipeline.connector import EventPublisher
-from pipeline.runtime.stage import Stage
-from pipeline.topics import ALARMS
+from millrace.pipeline.alarms.rules import AlarmRule, parse_rule, rule_event
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.runtime.stage import Stage
+from millrace.pipeline.topics import ALARMS
 
 log = logging.getLogger("millrace.alarms")
 

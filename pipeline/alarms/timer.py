@@ -17,9 +17,9 @@ import heapq
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.alarms.ids import Event, alarm_event, alarm_id
-from pipeline.alarms.kinds import Verdict, message
-from pipeline.alarms.tracks import CompiledRule, Track
+from millrace.pipeline.alarms.ids import Event, alarm_event, alarm_id
+from millrace.pipeline.alarms.kinds import Verdict, message
+from millrace.pipeline.alarms.tracks import CompiledRule, Track
 
 
 def deadline(r: CompiledRule, tr: Track) -> int | None:

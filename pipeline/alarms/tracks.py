@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.alarms.rules import AlarmRule
+from millrace.pipeline.alarms.rules import AlarmRule
 
 US = 1_000_000
 

@@ -36,39 +36,45 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from api.auth import KeyStore
-from api.context import ApiSettings, AppContext
-from api.limits import RequestLimits
-from api.serve import ApiServerStage
-from api.stream import LogTail, StreamHub
-from connectors.commissioning import Commissioning
-from connectors.definitions import DefinitionCheckingPublisher, cached_definitions
-from connectors.manager import ConnectorManager, route_commands
-from pipeline.alarms.evaluator import Evaluator
-from pipeline.alarms.runner import AlarmRunner
-from pipeline.alarms.seeding import ConfigRuleSeeder
-from pipeline.cli.config import MillraceConfig
-from pipeline.clock import now_us
-from pipeline.codec import default_codec
-from pipeline.connector import Connector, EventPublisher
-from pipeline.errors import ConfigError
-from pipeline.heartbeat import RunnerHeartbeat
-from pipeline.identities.watch import WatchSettings
-from pipeline.log.base import EventLog
-from pipeline.log.local import LocalEventLog
-from pipeline.log.local.upkeep import LogUpkeep
-from pipeline.processors.catalog import processors
-from pipeline.progress import AppliedWaiter, Positions, behind, runtime_positions, sink_positions
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from pipeline.runtime.executors import OwnThreads
-from pipeline.runtime.stage import LoopStage, ServiceStage, Stage
-from projections.alarms import AlarmQueries
-from projections.checkpoints import StoreCheckpoints
-from projections.registry import RegistryQueries
-from projections.store.base import ProjectionStore
-from projections.watch_queries import IdentityWatch
-from projections.writer import ProjectionWriter
+from millrace.api.auth import KeyStore
+from millrace.api.context import ApiSettings, AppContext
+from millrace.api.limits import RequestLimits
+from millrace.api.serve import ApiServerStage
+from millrace.api.stream import LogTail, StreamHub
+from millrace.connectors.commissioning import Commissioning
+from millrace.connectors.definitions import DefinitionCheckingPublisher, cached_definitions
+from millrace.connectors.manager import ConnectorManager, route_commands
+from millrace.pipeline.alarms.evaluator import Evaluator
+from millrace.pipeline.alarms.runner import AlarmRunner
+from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
+from millrace.pipeline.cli.config import MillraceConfig
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.connector import Connector, EventPublisher
+from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.heartbeat import RunnerHeartbeat
+from millrace.pipeline.identities.watch import WatchSettings
+from millrace.pipeline.log.base import EventLog
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.log.local.upkeep import LogUpkeep
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.progress import (
+    AppliedWaiter,
+    Positions,
+    behind,
+    runtime_positions,
+    sink_positions,
+)
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.runtime.executors import OwnThreads
+from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
+from millrace.projections.alarms import AlarmQueries
+from millrace.projections.checkpoints import StoreCheckpoints
+from millrace.projections.registry import RegistryQueries
+from millrace.projections.store.base import ProjectionStore
+from millrace.projections.watch_queries import IdentityWatch
+from millrace.projections.writer import ProjectionWriter
 
 log = logging.getLogger("millrace")
 
@@ -110,7 +116,7 @@ def local_adapters(cfg: MillraceConfig) -> Adapters:
 def chdb_stores(cfg: MillraceConfig) -> StoreFactory:
     """chDB sessions in ``data_dir/chdb``: the writer's, a pool for API reads, a pool
     for analyst SQL whose queries give way to the others' (see projections.store.chdb)."""
-    from projections.store.chdb import ANALYST_SETTINGS, PIPELINE_SETTINGS, ChdbStore
+    from millrace.projections.store.chdb import ANALYST_SETTINGS, PIPELINE_SETTINGS, ChdbStore
 
     path = Path(cfg.data_dir) / "chdb"
 
@@ -126,7 +132,7 @@ def chdb_stores(cfg: MillraceConfig) -> StoreFactory:
 
 def clickhouse_stores(cfg: MillraceConfig) -> StoreFactory:
     """Connection pools to the ClickHouse server of ``distributed.clickhouse_url``."""
-    from projections.store.clickhouse import ClickHouseServerStore
+    from millrace.projections.store.clickhouse import ClickHouseServerStore
 
     d = cfg.distributed
     if not d.clickhouse_url:
@@ -143,7 +149,7 @@ def clickhouse_stores(cfg: MillraceConfig) -> StoreFactory:
 
 
 def kafka_log(cfg: MillraceConfig) -> EventLog:
-    from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+    from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 
     d = cfg.distributed
     if not d.kafka_bootstrap:
@@ -371,7 +377,7 @@ class Assembly:
         ]
 
     def _faust_stage(self) -> Stage:
-        from pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
+        from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
 
         cfg = self.config
         bootstrap = self.adapters.kafka_bootstrap
@@ -473,7 +479,7 @@ class Assembly:
         )
 
     def _api_stage(self) -> Stage:
-        from api.app import create_app
+        from millrace.api.app import create_app
 
         hub = self.stream_hub
         return ApiServerStage(

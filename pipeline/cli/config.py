@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.server_limits import ServerLimits
-from connectors.simulator import SimulatorConfig
-from pipeline.alarms.config import AlarmsConfig
-from pipeline.errors import ConfigError
-from pipeline.identities.config import RegistryConfig
+from millrace.api.server_limits import ServerLimits
+from millrace.connectors.simulator import SimulatorConfig
+from millrace.pipeline.alarms.config import AlarmsConfig
+from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.identities.config import RegistryConfig
 
 if TYPE_CHECKING:
-    from connectors.commissioning import Commissioning
-from pipeline.log.local import LocalLogConfig
+    from millrace.connectors.commissioning import Commissioning
+from millrace.pipeline.log.local import LocalLogConfig
 
 
 class ApiConfig(BaseModel):
@@ -174,13 +174,13 @@ def commissioning_of(cfg: MillraceConfig, base: Path | None = None) -> Commissio
     ``simulator:`` section, when it has devices, is one more connection, ``simulator``
     (shorthand for ``protocol: simulator``; see ``connectors.simulator.section``).
     """
-    from connectors.simulator.section import with_simulator
+    from millrace.connectors.simulator.section import with_simulator
 
     return with_simulator(_commissioning_file(cfg, base), cfg.simulator)
 
 
 def _commissioning_file(cfg: MillraceConfig, base: Path | None) -> Commissioning | None:
-    from connectors.commissioning import load_commissioning, validate_document
+    from millrace.connectors.commissioning import load_commissioning, validate_document
 
     if cfg.commissioning is not None:
         path = cfg.commissioning

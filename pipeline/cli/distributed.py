@@ -12,11 +12,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from connectors.commissioning import Commissioning
-from pipeline.cli.assembly import Adapters, Assembly, Role, distributed_adapters, kafka_log
-from pipeline.cli.config import MillraceConfig
-from pipeline.log.kafka import KafkaEventLog
-from pipeline.runtime.stage import Stage, run_stages
+from millrace.connectors.commissioning import Commissioning
+from millrace.pipeline.cli.assembly import Adapters, Assembly, Role, distributed_adapters, kafka_log
+from millrace.pipeline.cli.config import MillraceConfig
+from millrace.pipeline.log.kafka import KafkaEventLog
+from millrace.pipeline.runtime.stage import Stage, run_stages
 
 log = logging.getLogger("millrace")
 
@@ -54,7 +54,7 @@ async def run_role(
         await adapters.log.start()
     try:
         if role == "process":
-            from projections.migrations import migrate
+            from millrace.projections.migrations import migrate
 
             cluster = cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None
             await asyncio.to_thread(migrate, assembly.store("pipeline"), cluster=cluster)
@@ -108,8 +108,8 @@ async def run_process(
     failover: ``pipeline.runtime.singleton``)."""
     adapters = distributed_adapters(cfg, store="chdb")
     if wrap_singleton is None:
-        from pipeline.log.kafka import KafkaEventLog
-        from pipeline.runtime.singleton import kafka_singleton_wrapper
+        from millrace.pipeline.log.kafka import KafkaEventLog
+        from millrace.pipeline.runtime.singleton import kafka_singleton_wrapper
 
         assert isinstance(adapters.log, KafkaEventLog)
         wrap_singleton = kafka_singleton_wrapper(adapters.log.config)

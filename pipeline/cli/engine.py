@@ -14,14 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from api.context import AppContext
-from connectors.commissioning import Commissioning
-from pipeline.cli.assembly import ROLES, Assembly, local_adapters
-from pipeline.cli.config import MillraceConfig
-from pipeline.log.local import LocalEventLog
-from pipeline.runtime.stage import run_stages
-from projections.migrations import migrate
-from projections.store.chdb import can_renice_threads
+from millrace.api.context import AppContext
+from millrace.connectors.commissioning import Commissioning
+from millrace.pipeline.cli.assembly import ROLES, Assembly, local_adapters
+from millrace.pipeline.cli.config import MillraceConfig
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.runtime.stage import run_stages
+from millrace.projections.migrations import migrate
+from millrace.projections.store.chdb import can_renice_threads
 
 log = logging.getLogger("millrace")
 

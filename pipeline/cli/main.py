@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.errors import MillraceError
+from millrace.pipeline.errors import MillraceError
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="millrace: event-sourced telemetry pipeline"
@@ -48,8 +48,8 @@ def run(
     config: ConfigFile = None,
 ) -> None:
     """Run everything in one process: log, connectors, processors and the API."""
-    from pipeline.cli.config import commissioning_of, load_config
-    from pipeline.cli.engine import Engine, announce_key
+    from millrace.pipeline.cli.config import commissioning_of, load_config
+    from millrace.pipeline.cli.engine import Engine, announce_key
 
     _logging()
     try:
@@ -93,8 +93,8 @@ def run(
 def connect(config: ConfigFile = None) -> None:
     """Distributed mode: run the configured connectors, producing to Kafka
     (MILLRACE_KAFKA_BOOTSTRAP)."""
-    from pipeline.cli.config import commissioning_of, load_config
-    from pipeline.cli.distributed import run_connect
+    from millrace.pipeline.cli.config import commissioning_of, load_config
+    from millrace.pipeline.cli.distributed import run_connect
 
     _logging()
     try:
@@ -109,8 +109,8 @@ def connect(config: ConfigFile = None) -> None:
 def process(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Distributed mode: a faust worker folding Kafka (MILLRACE_KAFKA_BOOTSTRAP) into a
     ClickHouse server (MILLRACE_CLICKHOUSE_URL) or, without one, chDB in --data-dir."""
-    from pipeline.cli.config import load_config
-    from pipeline.cli.distributed import run_process
+    from millrace.pipeline.cli.config import load_config
+    from millrace.pipeline.cli.distributed import run_process
 
     _logging()
     try:
@@ -127,8 +127,8 @@ def api_command(
 ) -> None:
     """Distributed mode: the API over a ClickHouse server (MILLRACE_CLICKHOUSE_URL);
     ingest goes to Kafka (MILLRACE_KAFKA_BOOTSTRAP)."""
-    from pipeline.cli.config import load_config
-    from pipeline.cli.distributed import run_api
+    from millrace.pipeline.cli.config import load_config
+    from millrace.pipeline.cli.distributed import run_api
 
     _logging()
     try:
@@ -147,8 +147,8 @@ def sql(
 ) -> None:
     """Query the projections of a data directory while the engine is stopped, in the
     analyst sandbox (``projections.sandbox``; the audit trail included)."""
-    from projections import sandbox
-    from projections.store.chdb import ChdbStore
+    from millrace.projections import sandbox
+    from millrace.projections.store.chdb import ChdbStore
 
     store = ChdbStore((data_dir or Path("./data")) / "chdb")
     limits = sandbox.SqlLimits(max_execution_time=60.0, max_result_rows=max_rows)
@@ -180,7 +180,7 @@ def sql(
 @app.command()
 def replay(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Drop every projection and rebuild it from the log (engine stopped)."""
-    from pipeline.cli.replay import replay_all
+    from millrace.pipeline.cli.replay import replay_all
 
     try:
         replay_all(config, data_dir)
@@ -195,8 +195,8 @@ def validate(
 ) -> None:
     """Check a commissioning file: every violation as `level json_path: description`;
     exit 1 when there are errors (warnings alone pass)."""
-    from connectors.commissioning import validate_text
-    from pipeline.cli.config import MillraceConfig
+    from millrace.connectors.commissioning import validate_text
+    from millrace.pipeline.cli.config import MillraceConfig
 
     try:
         text = file.read_text()
@@ -233,7 +233,7 @@ def template(
     protocol: Annotated[str, typer.Argument(help="opcua, modbus, mqtt, files or simulator")],
 ) -> None:
     """Print a commented commissioning file for PROTOCOL."""
-    from connectors.registry import protocols
+    from millrace.connectors.registry import protocols
 
     spec = protocols().get(protocol)
     if spec is None:
@@ -245,7 +245,7 @@ def template(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of commissioning files (for editors)."""
-    from connectors.schema import commissioning_json_schema
+    from millrace.connectors.schema import commissioning_json_schema
 
     typer.echo(json.dumps(commissioning_json_schema(), indent=2))
 
@@ -261,7 +261,11 @@ def browse(
     """List the variables of an OPC UA server (password from MILLRACE_OPCUA_PASSWORD)."""
     import os
 
-    from connectors.opcua.browse import browse as opcua_browse
+    try:
+        from millrace.connectors.opcua.browse import browse as opcua_browse
+    except ImportError as exc:  # the opcua extra is not installed
+        _fail(RuntimeError(f"{exc.name} is not installed: pip install 'millrace[opcua]'"))
+        return
 
     try:
         nodes = asyncio.run(

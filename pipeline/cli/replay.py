@@ -7,14 +7,14 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pipeline.cli.config import load_config
-from pipeline.log.base import EventLog
-from pipeline.log.local import LocalEventLog
-from pipeline.processors.catalog import processors
-from pipeline.runtime.embedded import EmbeddedRuntime
-from projections.migrations import drop_projections, migrate
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.cli.config import load_config
+from millrace.pipeline.log.base import EventLog
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 
 async def _total(log: EventLog, runtime: EmbeddedRuntime) -> int:

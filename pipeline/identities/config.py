@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.identities.formats import IdentityFormat
+from millrace.pipeline.identities.formats import IdentityFormat
 
 AuthType = Literal["token", "password", "certificate"]
 _DEFAULT_AUTH: tuple[AuthType, ...] = ("token", "password")

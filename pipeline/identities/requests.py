@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.identities.resources import ResourceDefinition, check_values
+from millrace.pipeline.identities.resources import ResourceDefinition, check_values
 
 SECOND_US = 1_000_000
 

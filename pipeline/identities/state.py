@@ -45,8 +45,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.errors import FoldError
-from pipeline.identities.resources import same_value
+from millrace.pipeline.errors import FoldError
+from millrace.pipeline.identities.resources import same_value
 
 STATUSES = ("whitelisted", "provisioned", "reprovision", "expired", "locked")
 #: statuses from which a device may (re)provision

@@ -3,7 +3,7 @@
 Processors are pure and have no clock, so nothing in the identity fold can notice that
 a provisioning window passed, a credential expired, a command was never reported back,
 a resource went silent or a device stopped sending. The watch stage
-(:mod:`pipeline.identities.watch_stage`) reads what the projections show every
+(:mod:`millrace.pipeline.identities.watch_stage`) reads what the projections show every
 ``interval_s`` and hands it, with the time, to the functions here; they decide which
 IdentityEvents that is. Pure: no I/O, no clock (``now`` is passed in), the memory of
 what was emitted is an explicit :class:`WatchMemory`. The IdentityProcessor folds the
@@ -37,10 +37,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pipeline.errors import ConfigError
-from pipeline.identities.events import identity_event
-from pipeline.identities.resources import ResourceDefinition, same_value
-from pipeline.values import typed_value
+from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.identities.resources import ResourceDefinition, same_value
+from millrace.pipeline.values import typed_value
 
 ACTOR = "millrace:watch"
 #: how long an emitted key is remembered (the projections catch up well within it)

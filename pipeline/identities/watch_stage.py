@@ -1,5 +1,5 @@
 """The identity watch stage: reads the projections, asks the pure rules of
-:mod:`pipeline.identities.watch` what that means at this time, and appends the
+:mod:`millrace.pipeline.identities.watch` what that means at this time, and appends the
 events they decide on; also keeps the readings retention in step with the definitions.
 
 The stage does the I/O through a :class:`WatchQueries` port (one query per rule, and the
@@ -15,11 +15,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from pipeline.clock import now_us
-from pipeline.connector import EventPublisher
-from pipeline.identities import watch as rules
-from pipeline.identities.resources import ResourceDefinition
-from pipeline.identities.watch import (
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.identities import watch as rules
+from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.identities.watch import (
     ConnectivityRow,
     ExpiryRow,
     Finding,
@@ -28,7 +28,7 @@ from pipeline.identities.watch import (
     WatchMemory,
     WatchSettings,
 )
-from pipeline.topics import IDENTITY
+from millrace.pipeline.topics import IDENTITY
 
 log = logging.getLogger("millrace.watch")
 

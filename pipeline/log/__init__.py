@@ -1,7 +1,7 @@
 """Event log port and adapters: ``local`` (embedded segment log), ``memory`` (tests),
 ``kafka`` (distributed)."""
 
-from pipeline.log.base import (
+from millrace.pipeline.log.base import (
     AppendResult,
     EventLog,
     Message,

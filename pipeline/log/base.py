@@ -2,8 +2,8 @@
 
 An event log is a set of topics, each split into numbered partitions; a partition is
 an append-only sequence of records addressed by a dense offset starting at 0.  The
-embedded :class:`~pipeline.log.local.LocalEventLog`, the in-memory
-:class:`~pipeline.log.memory.MemoryEventLog` and the Kafka adapter implement this one
+embedded :class:`~millrace.pipeline.log.local.LocalEventLog`, the in-memory
+:class:`~millrace.pipeline.log.memory.MemoryEventLog` and the Kafka adapter implement this one
 interface and pass the same contract tests (``tests/pipeline/log/contract.py``).
 
 Consumer groups store a committed offset per (topic, partition): the offset of the

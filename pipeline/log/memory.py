@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 
-from pipeline.clock import now_us
-from pipeline.errors import LogClosedError, LogError
-from pipeline.log.base import (
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.errors import LogClosedError, LogError
+from millrace.pipeline.log.base import (
     AppendResult,
     EventLog,
     Message,

@@ -1,5 +1,5 @@
 """Pure processors: decoded events in, rows and dead letters out. No I/O, no clock."""
 
-from pipeline.processors.base import Event, Outputs, Processor
+from millrace.pipeline.processors.base import Event, Outputs, Processor
 
 __all__ = ["Event", "Outputs", "Processor"]

@@ -14,7 +14,7 @@ acknowledges it (Metasys-like), whether or not its rule requires an acknowledgem
 ``open`` in ``projections.alarms``). ``discarded`` is final: nothing but annotations
 is accepted afterwards.
 
-Refused steps — a step of an unknown alarm, a user step :func:`pipeline.alarms.steps.
+Refused steps — a step of an unknown alarm, a user step :func:`millrace.pipeline.alarms.steps.
 refusal` refuses (acknowledging a discarded or an already acknowledged alarm,
 discarding twice; the API asks the same function), an unknown event type, a rule
 definition that does not validate — become dead letters with the reason. Repeats that cannot be
@@ -42,12 +42,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.alarms.rules import RuleError, parse_rule
-from pipeline.alarms.steps import ACKNOWLEDGED, DISCARDED, PENDING, refusal
-from pipeline.errors import FoldError
-from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
-from pipeline.tables import ALARMS_SCHEMA, ANNOTATIONS_SCHEMA, RULES_SCHEMA
-from pipeline.topics import ALARMS
+from millrace.pipeline.alarms.rules import RuleError, parse_rule
+from millrace.pipeline.alarms.steps import ACKNOWLEDGED, DISCARDED, PENDING, refusal
+from millrace.pipeline.errors import FoldError
+from millrace.pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from millrace.pipeline.tables import ALARMS_SCHEMA, ANNOTATIONS_SCHEMA, RULES_SCHEMA
+from millrace.pipeline.topics import ALARMS
 
 #: event types that define or remove a rule rather than step an alarm
 RULE_TYPES = frozenset({"RULE_DEFINED", "RULE_REMOVED"})

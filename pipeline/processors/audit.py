@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from pipeline.processors.base import Event, Outputs, Processor
-from pipeline.tables import AUDITS_SCHEMA
-from pipeline.topics import AUDIT
+from millrace.pipeline.processors.base import Event, Outputs, Processor
+from millrace.pipeline.tables import AUDITS_SCHEMA
+from millrace.pipeline.topics import AUDIT
 
 _TEXT = [f.name for f in AUDITS_SCHEMA if f.name not in ("ts_us", "log_offset")]
 

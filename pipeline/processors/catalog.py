@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pipeline.processors.alarms import AlarmProcessor
-from pipeline.processors.audit import AuditProcessor
-from pipeline.processors.base import Processor
-from pipeline.processors.deadletter import DeadLetterProcessor
-from pipeline.processors.identity import IdentityProcessor
-from pipeline.processors.status import StatusProcessor
-from pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.processors.alarms import AlarmProcessor
+from millrace.pipeline.processors.audit import AuditProcessor
+from millrace.pipeline.processors.base import Processor
+from millrace.pipeline.processors.deadletter import DeadLetterProcessor
+from millrace.pipeline.processors.identity import IdentityProcessor
+from millrace.pipeline.processors.status import StatusProcessor
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
 
 
 def processors() -> list[Processor]:

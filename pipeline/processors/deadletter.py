@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from pipeline.processors.base import Event, Outputs, Processor
-from pipeline.tables import DEADLETTER_SCHEMA
-from pipeline.topics import DEADLETTER
+from millrace.pipeline.processors.base import Event, Outputs, Processor
+from millrace.pipeline.tables import DEADLETTER_SCHEMA
+from millrace.pipeline.topics import DEADLETTER
 
 
 class DeadLetterProcessor(Processor):

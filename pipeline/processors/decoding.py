@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from pipeline.codec import AvroCodec
-from pipeline.errors import DecodeError
-from pipeline.processors.base import (
+from millrace.pipeline.codec import AvroCodec
+from millrace.pipeline.errors import DecodeError
+from millrace.pipeline.processors.base import (
     Event,
     Outputs,
     Processor,

@@ -24,11 +24,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.identities.resources import REGISTRY_KEY, ResourceDefinition
-from pipeline.identities.state import IdentityRejectedError, State, apply
-from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
-from pipeline.tables import IDENTITIES_SCHEMA, METRICS_SCHEMA, RESOURCE_DEFS_SCHEMA
-from pipeline.topics import IDENTITY
+from millrace.pipeline.identities.resources import REGISTRY_KEY, ResourceDefinition
+from millrace.pipeline.identities.state import IdentityRejectedError, State, apply
+from millrace.pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from millrace.pipeline.tables import IDENTITIES_SCHEMA, METRICS_SCHEMA, RESOURCE_DEFS_SCHEMA
+from millrace.pipeline.topics import IDENTITY
 
 #: identity event type -> device metric it counts
 COUNTED = {

@@ -41,11 +41,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.errors import FoldError
-from pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
-from pipeline.processors.identity import metric_rows
-from pipeline.tables import RUNNERS_SCHEMA, STATES_SCHEMA
-from pipeline.topics import STATUS
+from millrace.pipeline.errors import FoldError
+from millrace.pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from millrace.pipeline.processors.identity import metric_rows
+from millrace.pipeline.tables import RUNNERS_SCHEMA, STATES_SCHEMA
+from millrace.pipeline.topics import STATUS
 
 #: resource type of an explicit runner heartbeat (pipeline.heartbeat)
 RUNNER_TYPE = "runner"

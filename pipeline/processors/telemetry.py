@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.processors.base import Event, Outputs, Processor, dead_letter
-from pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
-from pipeline.timestamps import MAX_TS_US, MIN_TS_US, ts_problem
-from pipeline.topics import TELEMETRY
-from pipeline.values import KIND_NUMBER, KIND_OF_TYPE, KIND_STRING
+from millrace.pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from millrace.pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
+from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US, ts_problem
+from millrace.pipeline.topics import TELEMETRY
+from millrace.pipeline.values import KIND_NUMBER, KIND_OF_TYPE, KIND_STRING
 
 #: bucket name -> width in microseconds
 BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_000}

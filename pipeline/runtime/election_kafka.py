@@ -8,7 +8,7 @@ broker's auto-creation, like millrace's other topics; librdkafka's mock cluster 
 it with 4 partitions, a real cluster with its default), since every assignor gives
 partition 0 to exactly one member.
 
-Leadership is a lease (see :mod:`pipeline.runtime.singleton` for why):
+Leadership is a lease (see :mod:`millrace.pipeline.runtime.singleton` for why):
 
 * gained when a rebalance assigns partition 0 (the SyncGroup answer is the first
   confirmation);
@@ -33,8 +33,8 @@ import logging
 import time
 from typing import Any
 
-from pipeline.log.kafka.config import KafkaLogConfig
-from pipeline.runtime.election import LeaderElection, Leadership
+from millrace.pipeline.log.kafka.config import KafkaLogConfig
+from millrace.pipeline.runtime.election import LeaderElection, Leadership
 
 log = logging.getLogger("millrace.election")
 
@@ -81,7 +81,7 @@ class KafkaLeaderElection(LeaderElection):
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        from pipeline.log.kafka.log import KafkaEventLog
+        from millrace.pipeline.log.kafka.log import KafkaEventLog
 
         kwargs = KafkaEventLog(self.config)._client_kwargs()
         consumer = AIOKafkaConsumer(

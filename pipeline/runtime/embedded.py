@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.clock import now_us
-from pipeline.codec import AvroCodec, default_codec
-from pipeline.log.base import EventLog, Message, Record, TopicPartition
-from pipeline.processors.base import Outputs, Processor, StateReader
-from pipeline.processors.decoding import decode_and_process
-from pipeline.runtime.executors import OwnThreads
-from pipeline.runtime.loop import run_steps
-from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
-from pipeline.topics import DEADLETTER
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.log.base import EventLog, Message, Record, TopicPartition
+from millrace.pipeline.processors.base import Outputs, Processor, StateReader
+from millrace.pipeline.processors.decoding import decode_and_process
+from millrace.pipeline.runtime.executors import OwnThreads
+from millrace.pipeline.runtime.loop import run_steps
+from millrace.pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
+from millrace.pipeline.topics import DEADLETTER
 
 log = logging.getLogger("millrace.runtime")
 

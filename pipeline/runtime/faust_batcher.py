@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.codec import AvroCodec, default_codec
-from pipeline.log.base import TopicPartition
-from pipeline.processors.base import Outputs, Processor, StateReader
-from pipeline.processors.decoding import decode_and_process
-from pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.processors.base import Outputs, Processor, StateReader
+from millrace.pipeline.processors.decoding import decode_and_process
+from millrace.pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,13 +28,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.codec import AvroCodec, default_codec
-from pipeline.errors import MillraceError
-from pipeline.log.base import TopicPartition
-from pipeline.processors.base import Processor
-from pipeline.runtime.faust_batcher import PartitionBatcher, _Rec
-from pipeline.sink import ProjectionSink, SinkBatch
-from pipeline.topics import DEADLETTER
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.errors import MillraceError
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.processors.base import Processor
+from millrace.pipeline.runtime.faust_batcher import PartitionBatcher, _Rec
+from millrace.pipeline.sink import ProjectionSink, SinkBatch
+from millrace.pipeline.topics import DEADLETTER
 
 __all__ = [
     "FaustRuntimeConfig",

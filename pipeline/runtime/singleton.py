@@ -10,7 +10,7 @@ stage's election, and stops it as soon as leadership is lost or may have been.
 Which election (the issue leaves the choice open): a consumer group on a dedicated
 Kafka topic, ``<prefix>millrace-leader``, one group per singleton
 (``<prefix>millrace-leader-<stage>``); the member assigned partition 0 leads
-(:class:`~pipeline.runtime.election_kafka.KafkaLeaderElection`). Against faust's
+(:class:`~millrace.pipeline.runtime.election_kafka.KafkaLeaderElection`). Against faust's
 ``on_leader=True``:
 
 * faust's leader is the member that computes its group's assignment. It only exists
@@ -57,9 +57,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pipeline.log.kafka.config import KafkaLogConfig
-from pipeline.runtime.election import LeaderElection
-from pipeline.runtime.stage import Stage
+from millrace.pipeline.log.kafka.config import KafkaLogConfig
+from millrace.pipeline.runtime.election import LeaderElection
+from millrace.pipeline.runtime.stage import Stage
 
 log = logging.getLogger("millrace.singleton")
 
@@ -207,7 +207,7 @@ def kafka_singleton_wrapper(
     config: KafkaLogConfig, *, session_timeout_s: float = 10.0, heartbeat_s: float = 1.0
 ) -> Callable[[Stage], Stage]:
     """The distributed deployment's ``wrap_singleton``: a Kafka leader group per stage."""
-    from pipeline.runtime.election_kafka import KafkaLeaderElection
+    from millrace.pipeline.runtime.election_kafka import KafkaLeaderElection
 
     def election_for(name: str) -> LeaderElection:
         return KafkaLeaderElection(

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
+from millrace.pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
 
 Item = tuple[str, dict[str, Any]]
 #: topics whose events the builder must see even when nobody wants their items

@@ -1,5 +1,5 @@
 """Projection stores: a small port over ClickHouse and its adapters."""
 
-from projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.base import ProjectionStore, QueryResult
 
 __all__ = ["ProjectionStore", "QueryResult"]

@@ -47,8 +47,8 @@ from typing import Any, TypeVar
 import orjson
 import pyarrow as pa
 
-from pipeline.errors import StoreError
-from projections.store.base import ProjectionStore, QueryResult, settings_clause
+from millrace.pipeline.errors import StoreError
+from millrace.projections.store.base import ProjectionStore, QueryResult, settings_clause
 
 T = TypeVar("T")
 

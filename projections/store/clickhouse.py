@@ -29,8 +29,8 @@ from uuid import UUID
 
 import pyarrow as pa
 
-from pipeline.errors import StoreError
-from projections.store.base import ProjectionStore, QueryResult, settings_clause
+from millrace.pipeline.errors import StoreError
+from millrace.projections.store.base import ProjectionStore, QueryResult, settings_clause
 
 INSTALL_HINT = "pip install 'millrace[clickhouse]'"
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.alarms.evaluator import Evaluator, alarm_id
-from pipeline.alarms.rules import parse_rule, rule_event
-from pipeline.codec import default_codec
+from millrace.pipeline.alarms.evaluator import Evaluator, alarm_id
+from millrace.pipeline.alarms.rules import parse_rule, rule_event
+from millrace.pipeline.codec import default_codec
 
 CODEC = default_codec()
 S = 1_000_000

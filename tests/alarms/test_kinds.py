@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.alarms import kinds
-from pipeline.alarms.rules import parse_rule
-from pipeline.alarms.tracks import UNSET, CompiledRule, Track
+from millrace.pipeline.alarms import kinds
+from millrace.pipeline.alarms.rules import parse_rule
+from millrace.pipeline.alarms.tracks import UNSET, CompiledRule, Track
 
 T = 1_000_000
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.alarms.rules import (
+from millrace.pipeline.alarms.rules import (
     KINDS,
     AlarmRule,
     RuleError,
@@ -16,7 +16,7 @@ from pipeline.alarms.rules import (
     rule_event,
     rule_problems,
 )
-from pipeline.codec import default_codec
+from millrace.pipeline.codec import default_codec
 
 CODEC = default_codec()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.alarms.steps import (
+from millrace.pipeline.alarms.steps import (
     ACKNOWLEDGE,
     ANNOTATE,
     DISCARD,
@@ -18,7 +18,7 @@ from pipeline.alarms.steps import (
     refusal,
     step_event,
 )
-from pipeline.processors.alarms import AlarmRefusedError, apply
+from millrace.pipeline.processors.alarms import AlarmRefusedError, apply
 
 T0 = 1_760_000_000_000_000
 

@@ -22,22 +22,22 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.auth import KeyStore
-from api.context import ApiSettings, AppContext
-from api.device_auth import CredentialHasher
-from pipeline.codec import default_codec
-from pipeline.errors import StoreError
-from pipeline.identities.config import RegistryConfig
-from pipeline.log.base import AppendResult, Message
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.catalog import processors
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from pipeline.topics import TELEMETRY
-from projections.migrations import migrate
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.api.app import create_app
+from millrace.api.auth import KeyStore
+from millrace.api.context import ApiSettings, AppContext
+from millrace.api.device_auth import CredentialHasher
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.errors import StoreError
+from millrace.pipeline.identities.config import RegistryConfig
+from millrace.pipeline.log.base import AppendResult, Message
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.migrations import migrate
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 #: the injected "now" of the tests: 2025-06-01T12:00:00Z
 NOW_US = 1_748_779_200_000_000

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.topics import ALARMS
+from millrace.pipeline.topics import ALARMS
 from tests.api.conftest import NOW_US, V1, Api, assert_bad_field, error_of, uid
 
 SECOND = 1_000_000

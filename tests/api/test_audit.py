@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.topics import ALARMS, AUDIT
+from millrace.pipeline.topics import ALARMS, AUDIT
 from tests.api.conftest import NOW_US, V1, Api, assert_bad_field, uid
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from api.app import create_app
-from api.auth import KeyStore
-from api.context import AppContext
-from pipeline.log.memory import MemoryEventLog
-from pipeline.publisher import LogPublisher
-from projections.store.chdb import ChdbStore
+from millrace.api.app import create_app
+from millrace.api.auth import KeyStore
+from millrace.api.context import AppContext
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.publisher import LogPublisher
+from millrace.projections.store.chdb import ChdbStore
 from tests.api.conftest import ENV_KEY, NOW_US, V1, Api, MakeApi, error_of, uid
 
 _PATH_VALUES = {"identity": "dev-1", "signal": "temp", "key_id": "0123456789ab"}

@@ -8,7 +8,7 @@ import random
 
 import pyarrow as pa
 
-from projections.store.chdb import ChdbStore
+from millrace.projections.store.chdb import ChdbStore
 from tests.api.conftest import Api
 
 HASH = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"

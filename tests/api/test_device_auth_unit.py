@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from api.device_auth import (
+from millrace.api.device_auth import (
     MAX_PASSWORD_BYTES,
     MIN_PASSWORD_BYTES,
     CredentialError,

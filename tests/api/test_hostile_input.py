@@ -3,8 +3,8 @@ lone surrogates (``"\\ud800"``: valid JSON escapes, but no UTF-8 can carry them)
 of thousands of digits, JSON nested 100,000 deep, and invalid UTF-8 percent-encoded in a
 query or a path.
 
-Every JSON body goes through :func:`api.jsonbody.parse_json` (the route class
-:class:`api.routing.StrictRoute`); the walks below take the operations from the app's
+Every JSON body goes through :func:`millrace.api.jsonbody.parse_json` (the route class
+:class:`millrace.api.routing.StrictRoute`); the walks below take the operations from the app's
 own OpenAPI, so a route added later is covered without being named here.
 """
 
@@ -20,9 +20,9 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from api.routers import ingest
-from api.routing import StrictRoute
-from pipeline.topics import ALARMS
+from millrace.api.routers import ingest
+from millrace.api.routing import StrictRoute
+from millrace.pipeline.topics import ALARMS
 from tests.api.conftest import NOW_US, V1, Api, error_of, uid
 
 SURROGATE = b'"\\ud800"'
@@ -183,11 +183,11 @@ async def test_json_subtypes_and_charset_are_parsed_strictly_too(api: Api) -> No
 def test_every_api_route_parses_json_strictly() -> None:
     """A router created without ``route_class=StrictRoute`` would parse its bodies with
     the stdlib again (FastAPI keeps each route's own class when including a router)."""
-    import api.routers
+    import millrace.api.routers
 
     routers = [
-        importlib.import_module(f"api.routers.{m.name}").router
-        for m in pkgutil.iter_modules(api.routers.__path__)
+        importlib.import_module(f"millrace.api.routers.{m.name}").router
+        for m in pkgutil.iter_modules(millrace.api.routers.__path__)
     ]
     assert len(routers) >= 15
     for router in routers:

@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 
-from pipeline.codec import default_codec
-from pipeline.identities.config import ProvisioningConfig, RegistryConfig
-from pipeline.identities.formats import IdentityFormat
-from pipeline.topics import COMMANDS, IDENTITY, TELEMETRY
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.identities.config import ProvisioningConfig, RegistryConfig
+from millrace.pipeline.identities.formats import IdentityFormat
+from millrace.pipeline.topics import COMMANDS, IDENTITY, TELEMETRY
 from tests.api.conftest import NOW_US, V1, Api, MakeApi, assert_bad_field, error_of, uid
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.context import ApiSettings
+from millrace.api.context import ApiSettings
 from tests.api.conftest import NOW_US, Api, MakeApi, assert_bad_field, error_of, uid
 
 SETTINGS = ApiSettings(max_batch_samples=5)

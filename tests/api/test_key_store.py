@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from api.auth import ENV_KEY_ID, KeyStore, Principal
+from millrace.api.auth import ENV_KEY_ID, KeyStore, Principal
 
 
 class Clock:

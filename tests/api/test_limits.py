@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from api.context import ApiSettings
-from api.limits import (
+from millrace.api.context import ApiSettings
+from millrace.api.limits import (
     DEFAULT_MAX_BODY,
     READING_BYTES,
     SAMPLE_BYTES,
     RequestLimits,
     ingest_body_limit,
 )
-from pipeline.identities.config import ProvisioningConfig, RegistryConfig
-from pipeline.topics import AUDIT
+from millrace.pipeline.identities.config import ProvisioningConfig, RegistryConfig
+from millrace.pipeline.topics import AUDIT
 from tests.api.conftest import NOW_US, V1, Api, MakeApi, assert_bad_field, error_of, uid
 
 MIB = 1024 * 1024

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from projections.store.chdb import ChdbStore
+from millrace.projections.store.chdb import ChdbStore
 from tests.api.conftest import HOUR_US, NOW_US, Api, assert_bad_field, build_api, uid
 
 NUMERIC = ("temp", "pressure", "flow", "line.speed")

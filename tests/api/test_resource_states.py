@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pymodbus.simulator import DataType, SimData
 
-from connectors.modbus import ModbusConnection, ModbusEndpoint
-from connectors.modbus.connector import ModbusConnector
-from pipeline.heartbeat import RunnerHeartbeat
-from pipeline.topics import STATUS
+from millrace.connectors.modbus import ModbusConnection, ModbusEndpoint
+from millrace.connectors.modbus.connector import ModbusConnector
+from millrace.pipeline.heartbeat import RunnerHeartbeat
+from millrace.pipeline.topics import STATUS
 from tests.api.conftest import NOW_US, V1, Api, assert_bad_field, uid
 from tests.connectors.modbus.peer import ModbusPeer
 

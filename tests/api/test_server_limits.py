@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from api.server import (
+from millrace.api.server import (
     FLOOD_MESSAGES,
     ConnectionCounter,
     RateLimitFilter,
@@ -29,8 +29,8 @@ from api.server import (
     connection_cap,
     install_log_filters,
 )
-from api.server_limits import ServerLimits
-from pipeline.identities.config import ProvisioningConfig, RegistryConfig
+from millrace.api.server_limits import ServerLimits
+from millrace.pipeline.identities.config import ProvisioningConfig, RegistryConfig
 from tests.api.conftest import V1, Api, MakeApi, uid
 from tests.api.test_limits import provisioned
 
@@ -308,8 +308,8 @@ async def test_accept_errors_of_the_event_loop_are_rate_limited(
 SERVER = textwrap.dedent(
     """
     import asyncio, resource, socket, sys
-    from api.server import build_server
-    from api.server_limits import ServerLimits
+    from millrace.api.server import build_server
+    from millrace.api.server_limits import ServerLimits
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})

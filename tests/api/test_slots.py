@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.slots import Slots
+from millrace.api.slots import Slots
 
 
 def test_per_key_and_total() -> None:

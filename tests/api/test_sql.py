@@ -21,9 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from api.context import ApiSettings
-from projections.store.base import ProjectionStore, QueryResult
-from projections.store.chdb import ChdbStore
+from millrace.api.context import ApiSettings
+from millrace.projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.chdb import ChdbStore
 from tests.api.conftest import NOW_US, Api, MakeApi, assert_bad_field, error_of, uid
 
 TABLES = ("readings", "agg_1m", "agg_5m", "agg_1h", "latest", "progress", "deadletter")

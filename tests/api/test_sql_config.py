@@ -3,7 +3,7 @@ sessions can run (one admitted beyond them would only wait, holding its slot).""
 
 from __future__ import annotations
 
-from pipeline.cli.config import ApiConfig
+from millrace.pipeline.cli.config import ApiConfig
 
 
 def test_admitted_queries_never_exceed_the_analyst_sessions() -> None:

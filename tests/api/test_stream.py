@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.stream import Connection, StreamHub, StreamLimitError, StreamNotFoundError
-from api.stream_filters import FilterError, compile_filters
+from millrace.api.stream import Connection, StreamHub, StreamLimitError, StreamNotFoundError
+from millrace.api.stream_filters import FilterError, compile_filters
 
 
 def parse(raw: bytes) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.auth import KeyStore
-from api.stream import OwnerStreamLimitError, StreamHub, StreamLimitError
+from millrace.api.auth import KeyStore
+from millrace.api.stream import OwnerStreamLimitError, StreamHub, StreamLimitError
 from tests.api.conftest import ENV_KEY, V1, Api, MakeApi, error_of
 from tests.api.test_stream_routes import AsgiStream, open_stream, parse_events
 

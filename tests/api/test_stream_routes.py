@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from starlette.types import Message
 
-from api.stream import StreamHub
+from millrace.api.stream import StreamHub
 from tests.api.conftest import V1, Api, MakeApi, assert_bad_field, error_of
 
 

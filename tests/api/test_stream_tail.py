@@ -7,13 +7,13 @@ import asyncio
 import json
 from typing import Any
 
-from api.stream import StreamHub
-from api.stream_filters import KINDS
-from api.stream_tail import LogTail
-from pipeline.codec import default_codec
-from pipeline.log.base import Message
-from pipeline.log.memory import MemoryEventLog
-from pipeline.topics import ALARMS, AUDIT, STATUS, TELEMETRY
+from millrace.api.stream import StreamHub
+from millrace.api.stream_filters import KINDS
+from millrace.api.stream_tail import LogTail
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.topics import ALARMS, AUDIT, STATUS, TELEMETRY
 
 #: 2025-06-01T12:00:00.123456Z
 T0 = 1_748_779_200_123_456
@@ -291,8 +291,8 @@ async def test_run_follows_until_stopped_and_wakes_on_demand() -> None:
 
 
 async def test_identities_desired_state_deviates_until_acknowledged() -> None:
-    from pipeline.identities.events import identity_event
-    from pipeline.topics import IDENTITY
+    from millrace.pipeline.identities.events import identity_event
+    from millrace.pipeline.topics import IDENTITY
 
     log, rec = MemoryEventLog(), Recorder()
     tail = LogTail(log, default_codec(), rec)
@@ -316,7 +316,7 @@ async def test_identities_desired_state_deviates_until_acknowledged() -> None:
 
 
 def test_activity_identity_filter_matches_audit_targets_like_the_list() -> None:
-    from api.stream_filters import compile_filters
+    from millrace.api.stream_filters import compile_filters
 
     f = compile_filters("activity", {"identity": ["press-1"]})
     assert f.match({"activity_type": "alarm", "identity": "press-1"})

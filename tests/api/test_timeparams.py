@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from api.errors import ApiError
-from api.timeparams import MAX_US, MIN_US, Epoch, format_time, parse_time
+from millrace.api.errors import ApiError
+from millrace.api.timeparams import MAX_US, MIN_US, Epoch, format_time, parse_time
 from tests.api.conftest import NOW_US, Api, assert_bad_field, uid
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli.assembly import (
+from millrace.pipeline.cli.assembly import (
     ROLES,
     Adapters,
     Assembly,
@@ -20,13 +20,13 @@ from pipeline.cli.assembly import (
     build_stages,
     distributed_adapters,
 )
-from pipeline.cli.config import MillraceConfig
-from pipeline.log.kafka import KafkaEventLog
-from pipeline.log.local import LocalEventLog
-from pipeline.runtime.stage import Stage
-from projections.store.base import ProjectionStore
-from projections.store.chdb import ChdbStore
-from projections.store.clickhouse import ClickHouseServerStore
+from millrace.pipeline.cli.config import MillraceConfig
+from millrace.pipeline.log.kafka import KafkaEventLog
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.runtime.stage import Stage
+from millrace.projections.store.base import ProjectionStore
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.store.clickhouse import ClickHouseServerStore
 
 
 def _closed_port() -> int:
@@ -138,7 +138,7 @@ def test_singleton_stages_are_wrapped_in_either_deployment(
 
 
 def test_unknown_role_is_refused(config: MillraceConfig, embedded: Adapters) -> None:
-    from pipeline.errors import ConfigError
+    from millrace.pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown role"):
         Assembly(config, embedded).build(["everything"])  # type: ignore[list-item]
@@ -147,7 +147,7 @@ def test_unknown_role_is_refused(config: MillraceConfig, embedded: Adapters) -> 
 def test_connect_without_a_store_publishes_unchecked(config: MillraceConfig) -> None:
     """``millrace connect`` without a ClickHouse URL has no store: it still runs, with
     connector data unchecked (logged); with one, it checks definitions."""
-    from connectors.definitions import DefinitionCheckingPublisher
+    from millrace.connectors.definitions import DefinitionCheckingPublisher
 
     config.distributed.clickhouse_url = None
     bare = Assembly(config, distributed_adapters(config, store="optional"))

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors._common.base import ProtocolConnector
-from connectors.commissioning import Commissioning, validate_document
-from connectors.registry import ProtocolSpec, protocols
-from pipeline.connector import MemoryEventPublisher
-from pipeline.topics import STATUS, TELEMETRY
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.connectors.commissioning import Commissioning, validate_document
+from millrace.connectors.registry import ProtocolSpec, protocols
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.topics import STATUS, TELEMETRY
 
 CONNECTION = "contract"
 

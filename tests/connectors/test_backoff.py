@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors._common.backoff import Backoff
+from millrace.connectors._common.backoff import Backoff
 
 
 @given(

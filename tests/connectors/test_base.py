@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from connectors._common.backoff import Backoff
-from connectors._common.base import ProtocolConnector
-from connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import ConnectorError
+from millrace.connectors._common.backoff import Backoff
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import ConnectorError
 
 
 class Scripted(ProtocolConnector):

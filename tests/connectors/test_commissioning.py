@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from connectors.commissioning import load_commissioning, validate_text
-from connectors.manager import ConnectorManager, route_commands
-from connectors.registry import protocols
-from pipeline.cli.main import app
-from pipeline.codec import default_codec
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import ConfigError
-from pipeline.log.base import Message
-from pipeline.log.memory import MemoryEventLog
+from millrace.connectors.commissioning import load_commissioning, validate_text
+from millrace.connectors.manager import ConnectorManager, route_commands
+from millrace.connectors.registry import protocols
+from millrace.pipeline.cli.main import app
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.memory import MemoryEventLog
 
 SIM = """
 service: line-1
@@ -124,7 +124,7 @@ def test_manager_runs_the_simulator_and_routes_commands() -> None:
 
 
 def _tp(log: MemoryEventLog) -> Any:
-    from pipeline.log.base import TopicPartition, partition_for
+    from millrace.pipeline.log.base import TopicPartition, partition_for
 
     return TopicPartition("commands", partition_for(b"sim-0", log.partitions("commands")))
 

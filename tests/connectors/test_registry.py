@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from connectors.registry import PACKAGES, protocols
+from millrace.connectors.registry import PACKAGES, protocols
 from tests.connectors.contract import ConnectorContract, registered_folders
 
 ROOT = Path(__file__).resolve().parents[2]

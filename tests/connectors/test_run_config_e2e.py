@@ -135,7 +135,7 @@ def test_every_protocol_under_millrace_run(tmp_path: Path, broker: Broker) -> No
         cfg.write_text(text)
         port = int(text.rsplit("port: ", 1)[1].strip())
         check = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli.main", "validate", str(cfg)],
+            [sys.executable, "-m", "millrace.pipeline.cli.main", "validate", str(cfg)],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -211,7 +211,7 @@ def _exercise(port: int, peers: Peers, broker: Broker) -> None:
 def test_millrace_browse_lists_the_servers_variables() -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli.main import app
+    from millrace.pipeline.cli.main import app
 
     with Peers() as peers:
         r = CliRunner().invoke(app, ["browse", peers.opc.url, "--format", "json"])

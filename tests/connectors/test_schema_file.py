@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from connectors.registry import protocols
-from connectors.schema import commissioning_json_schema
+from millrace.connectors.registry import protocols
+from millrace.connectors.schema import commissioning_json_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "connectors" / "commissioning.schema.json"
 

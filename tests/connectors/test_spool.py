@@ -26,10 +26,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from connectors._common.backoff import Backoff
-from connectors._common.buffered import BufferedPublisher
-from connectors._common.spool import Spool, _Entry
-from pipeline.connector import Event, EventPublisher
+from millrace.connectors._common.backoff import Backoff
+from millrace.connectors._common.buffered import BufferedPublisher
+from millrace.connectors._common.spool import Spool, _Entry
+from millrace.pipeline.connector import Event, EventPublisher
 
 Events = list[tuple[str, bytes]]
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipeline.identities.formats import IdentityFormat, check, describe, generate
+from millrace.pipeline.identities.formats import IdentityFormat, check, describe, generate
 
 # the HTTP ingest path pattern (api/routers/ingest.py), written out independently
 INGEST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")

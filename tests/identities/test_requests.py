@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.identities import requests as rq
-from pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.identities import requests as rq
+from millrace.pipeline.identities.resources import ResourceDefinition
 
 T0 = 1_760_000_000_000_000
 S = 1_000_000

@@ -33,12 +33,12 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pipeline.identities.events import identity_event
-from pipeline.identities.state import IdentityRejectedError, State, apply
-from pipeline.log.base import TopicPartition
-from pipeline.processors.base import Event
-from pipeline.processors.identity import IdentityProcessor
-from pipeline.sink import MemoryProjectionSink, Range, SinkBatch
+from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.identities.state import IdentityRejectedError, State, apply
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.processors.identity import IdentityProcessor
+from millrace.pipeline.sink import MemoryProjectionSink, Range, SinkBatch
 
 T0 = 1_750_000_000_000_000
 SECOND = 1_000_000

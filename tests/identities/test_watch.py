@@ -7,17 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from pipeline.connector import MemoryEventPublisher
-from pipeline.identities import watch as w
-from pipeline.identities.resources import ResourceDefinition
-from pipeline.identities.watch import (
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.identities import watch as w
+from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.identities.watch import (
     ConnectivityRow,
     ExpiryRow,
     PendingRow,
     StaleRow,
     WatchMemory,
 )
-from pipeline.identities.watch_stage import IdentityWatchStage, WatchQueries
+from millrace.pipeline.identities.watch_stage import IdentityWatchStage, WatchQueries
 
 T0 = 1_760_000_000_000_000
 S = 1_000_000

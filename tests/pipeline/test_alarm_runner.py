@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from pipeline.alarms.evaluator import Evaluator
-from pipeline.alarms.rules import parse_rule, rule_event
-from pipeline.alarms.runner import AlarmRunner, Checkpoint, MemoryCheckpoints
-from pipeline.codec import default_codec
-from pipeline.log.base import TopicPartition
-from pipeline.log.memory import MemoryEventLog
-from pipeline.publisher import LogPublisher
-from pipeline.topics import ALARMS, TELEMETRY
+from millrace.pipeline.alarms.evaluator import Evaluator
+from millrace.pipeline.alarms.rules import parse_rule, rule_event
+from millrace.pipeline.alarms.runner import AlarmRunner, Checkpoint, MemoryCheckpoints
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.topics import ALARMS, TELEMETRY
 
 T0 = 1_750_000_000_000_000
 S = 1_000_000
@@ -200,7 +200,7 @@ async def test_a_reading_dated_in_the_future_does_not_silence_the_device() -> No
 
 
 async def test_store_checkpoints_round_trip(store: Any) -> None:
-    from projections.checkpoints import StoreCheckpoints
+    from millrace.projections.checkpoints import StoreCheckpoints
 
     cps = StoreCheckpoints(store)
     assert cps.load("t-runner") is None

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from pipeline.clock import now_us
+from millrace.pipeline.clock import now_us
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "connectors", "projections", "api")

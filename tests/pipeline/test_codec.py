@@ -14,16 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import (
+from millrace.pipeline.codec import (
     CONFLUENT_MAGIC,
     SINGLE_OBJECT_MAGIC,
     AvroCodec,
     default_codec,
     fingerprint,
 )
-from pipeline.errors import DecodeError, SchemaError
-from pipeline.topics import ALL_TOPICS, TOPIC_SCHEMAS
-from schemas import HISTORY_DIR, SCHEMA_DIR
+from millrace.pipeline.errors import DecodeError, SchemaError
+from millrace.pipeline.topics import ALL_TOPICS, TOPIC_SCHEMAS
+from millrace.schemas import HISTORY_DIR, SCHEMA_DIR
 
 CODEC = default_codec()
 CURRENT = {

@@ -13,10 +13,16 @@ import re
 
 import pytest
 
-from pipeline import errors
-from pipeline.errors import MillraceError, StoreError
+from millrace.pipeline import errors
+from millrace.pipeline.errors import MillraceError, StoreError
 
-PACKAGES = ("pipeline", "connectors", "projections", "api", "schemas")
+PACKAGES = (
+    "millrace.pipeline",
+    "millrace.connectors",
+    "millrace.projections",
+    "millrace.api",
+    "millrace.schemas",
+)
 
 #: modules that import an optional protocol library (asyncua, pymodbus, aiomqtt) are
 #: still walked: ``make test`` installs every extra, so none is skipped here

@@ -7,16 +7,16 @@ import asyncio
 
 import pytest
 
-from pipeline.codec import default_codec
-from pipeline.log.base import EventLog
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.catalog import processors
-from pipeline.progress import AppliedWaiter, behind, runtime_positions, sink_positions
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from pipeline.topics import TELEMETRY
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.base import EventLog
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.progress import AppliedWaiter, behind, runtime_positions, sink_positions
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 T0 = 1_767_225_600_000_000
 
@@ -86,9 +86,9 @@ def test_waiter_on_kafka_reads_progress_committed_by_another_process(
     worker (here: this test, as the faust worker would) committed to the store."""
     import os
 
-    from pipeline.log.base import TopicPartition
-    from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
-    from pipeline.sink import Range, SinkBatch
+    from millrace.pipeline.log.base import TopicPartition
+    from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+    from millrace.pipeline.sink import Range, SinkBatch
 
     consumer = "millrace-projections"
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.codec import default_codec
-from pipeline.log.base import Message
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.catalog import processors
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from projections import queries
-from projections.queries import TimeRange
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.projections import queries
+from millrace.projections.queries import TimeRange
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 T0 = 1_760_000_000_000_000
 

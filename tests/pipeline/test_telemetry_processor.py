@@ -11,8 +11,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.processors.base import Event
-from pipeline.processors.telemetry import BUCKETS, TelemetryProcessor
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.processors.telemetry import BUCKETS, TelemetryProcessor
 
 T0 = 1_700_000_000_000_000
 

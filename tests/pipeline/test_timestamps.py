@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.files.config import CsvOptions
-from connectors.files.csvparse import BadLine, CsvFile, Row
-from connectors.mqtt.payload import DecodeError, timestamp_us
-from pipeline.alarms.evaluator import Evaluator
-from pipeline.alarms.rules import parse_rule, rule_event
-from pipeline.processors.telemetry import _check_batch
-from pipeline.timestamps import (
+from millrace.connectors.files.config import CsvOptions
+from millrace.connectors.files.csvparse import BadLine, CsvFile, Row
+from millrace.connectors.mqtt.payload import DecodeError, timestamp_us
+from millrace.pipeline.alarms.evaluator import Evaluator
+from millrace.pipeline.alarms.rules import parse_rule, rule_event
+from millrace.pipeline.processors.telemetry import _check_batch
+from millrace.pipeline.timestamps import (
     MAX_QUERY_US,
     MAX_TS_US,
     MIN_QUERY_US,

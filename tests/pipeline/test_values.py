@@ -1,5 +1,5 @@
 """One value-kind codec (issue 13, item 3): what the telemetry processor writes in
-``kind``/``value``/``text``, :func:`pipeline.values.typed_value` reads back as the
+``kind``/``value``/``text``, :func:`millrace.pipeline.values.typed_value` reads back as the
 value that was sent, and no other module defines the kinds or a decoder."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.processors.base import Event
-from pipeline.processors.telemetry import TelemetryProcessor
-from pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING, kind_of, typed_value
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING, kind_of, typed_value
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600_000_000

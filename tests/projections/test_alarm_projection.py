@@ -13,14 +13,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.alarms.rules import parse_rule, rule_event
-from pipeline.log.base import TopicPartition
-from pipeline.processors.alarms import AlarmProcessor
-from pipeline.processors.base import Event
-from pipeline.sink import MemoryProjectionSink, Range, SinkBatch
-from projections.alarms import AlarmFilter, AlarmQueries
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.alarms.rules import parse_rule, rule_event
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.processors.alarms import AlarmProcessor
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.sink import MemoryProjectionSink, Range, SinkBatch
+from millrace.projections.alarms import AlarmFilter, AlarmQueries
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 TP = TopicPartition("alarms", 0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from projections.store.chdb import ChdbStore
+from millrace.projections.store.chdb import ChdbStore
 
 
 def test_threads_never_see_each_others_parameters(store: ChdbStore) -> None:

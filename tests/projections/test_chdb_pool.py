@@ -11,8 +11,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import StoreError
-from projections.store.chdb import ChdbStore
+from millrace.pipeline.errors import StoreError
+from millrace.projections.store.chdb import ChdbStore
 
 # ~10^10 rows: never finishes inside the test's time limits
 SLOW = (

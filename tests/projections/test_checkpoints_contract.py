@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.alarms.runner import Checkpoints
-from projections.checkpoints import StoreCheckpoints
-from projections.store.chdb import ChdbStore
+from millrace.pipeline.alarms.runner import Checkpoints
+from millrace.projections.checkpoints import StoreCheckpoints
+from millrace.projections.store.chdb import ChdbStore
 from tests.pipeline.checkpoints.contract import CheckpointsContract
 
 

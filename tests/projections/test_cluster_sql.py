@@ -9,21 +9,21 @@ from typing import Any
 
 import pytest
 
-from projections.cluster import (
+from millrace.projections.cluster import (
     ClusterSqlError,
     cluster_statement,
     cluster_statements,
     render_cluster_sql,
 )
-from projections.migrations import (
+from millrace.projections.migrations import (
     PROJECTION_TABLES,
     SQL_DIR,
     drop_projections,
     load_migrations,
     migrate,
 )
-from projections.store.base import ProjectionStore, QueryResult
-from projections.store.chdb import ChdbStore
+from millrace.projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.chdb import ChdbStore
 
 CLUSTER = "millrace_cluster"
 ON = f"ON CLUSTER '{CLUSTER}'"
@@ -248,7 +248,7 @@ def test_drop_on_a_cluster_drops_both_tables_on_every_node() -> None:
 
 def test_server_store_on_a_cluster_inserts_synchronously() -> None:
     pytest.importorskip("clickhouse_driver")
-    from projections.store.clickhouse import ClickHouseServerStore
+    from millrace.projections.store.clickhouse import ClickHouseServerStore
 
     on = ClickHouseServerStore("clickhouse://u:p@127.0.0.1:9000/default", cluster=CLUSTER)
     off = ClickHouseServerStore("clickhouse://u:p@127.0.0.1:9000/default")

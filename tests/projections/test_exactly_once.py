@@ -15,15 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import StoreError
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.catalog import processors
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from projections.migrations import drop_projections, migrate
-from projections.store.base import ProjectionStore, QueryResult
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.errors import StoreError
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 T0 = 1_750_000_000_000_000
 MINUTE = 60_000_000

@@ -13,23 +13,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.identities.events import identity_event
-from pipeline.identities.resources import ResourceDefinition
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.catalog import processors
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from projections.identity_filter import _tag_criterion_sql
-from projections.migrations import drop_projections, migrate
-from projections.registry import (
+from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.projections.identity_filter import _tag_criterion_sql
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.registry import (
     IdentityFilter,
     Order,
     QueryError,
     RegistryQueries,
     TagCriterion,
 )
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 S = 1_000_000
 MIN = 60 * S

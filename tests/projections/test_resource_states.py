@@ -16,29 +16,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import StoreError
-from pipeline.heartbeat import RunnerHeartbeat
-from pipeline.identities.events import identity_event
-from pipeline.identities.resources import same_value
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.base import Event
-from pipeline.processors.identity import IdentityProcessor
-from pipeline.processors.status import StatusProcessor
-from pipeline.processors.telemetry import TelemetryProcessor
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from projections.migrations import drop_projections, migrate
-from projections.registry import RegistryQueries
-from projections.resource_states import (
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import StoreError
+from millrace.pipeline.heartbeat import RunnerHeartbeat
+from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.identities.resources import same_value
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.processors.identity import IdentityProcessor
+from millrace.pipeline.processors.status import StatusProcessor
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.registry import RegistryQueries
+from millrace.projections.resource_states import (
     DEFAULT_INTERVAL_S,
     Page,
     QueryError,
     ResourceFilter,
     ResourceStateQueries,
 )
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 from tests.projections.test_exactly_once import CrashingStore
 
 S = 1_000_000

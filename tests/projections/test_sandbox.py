@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections import sandbox
-from projections.cluster import cluster_statements
-from projections.sandbox import (
+from millrace.projections import sandbox
+from millrace.projections.cluster import cluster_statements
+from millrace.projections.sandbox import (
     ANALYST_TABLES,
     AUDIT_TABLES,
     Catalog,
@@ -21,7 +21,7 @@ from projections.sandbox import (
     check_tree,
     readonly_query,
 )
-from projections.store.chdb import ChdbStore
+from millrace.projections.store.chdb import ChdbStore
 
 LIMITS = SqlLimits(max_execution_time=5.0, max_memory_usage=200 << 20, max_result_rows=1000)
 SECRET = "default.sandbox_secret"

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import StoreError
-from projections.migrations import drop_projections, migrate
-from projections.store.base import ProjectionStore
-from projections.store.chdb import ChdbStore
-from projections.store.clickhouse import (
+from millrace.pipeline.errors import StoreError
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.store.base import ProjectionStore
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.store.clickhouse import (
     ClickHouseServerStore,
     input_structure,
     render_insert,

@@ -10,8 +10,8 @@ import re
 import pyarrow as pa
 import pytest
 
-from projections.store.chdb import ChdbStore
-from projections.tables import TABLES
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.tables import TABLES
 
 #: created by the migrations but not written by the pipeline
 UNDECLARED = {"schema_migrations"}

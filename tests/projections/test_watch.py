@@ -17,24 +17,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.connector import Event, EventPublisher, MemoryEventPublisher
-from pipeline.errors import StoreError
-from pipeline.identities.watch import WatchSettings, WatchSettingsError
-from pipeline.log.memory import MemoryEventLog
-from pipeline.processors.identity import IdentityProcessor
-from pipeline.processors.telemetry import TelemetryProcessor
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from pipeline.values import typed_value
-from projections.store.base import ProjectionStore, QueryResult
-from projections.store.chdb import ChdbStore
-from projections.watch_queries import (
+from millrace.pipeline.connector import Event, EventPublisher, MemoryEventPublisher
+from millrace.pipeline.errors import StoreError
+from millrace.pipeline.identities.watch import WatchSettings, WatchSettingsError
+from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.identity import IdentityProcessor
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.values import typed_value
+from millrace.projections.store.base import ProjectionStore, QueryResult
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.watch_queries import (
     IdentityWatch,
     quote_literal,
     remove_ttl_sql,
     retention_sql,
 )
-from projections.writer import ProjectionWriter
+from millrace.projections.writer import ProjectionWriter
 
 T0 = 1_760_000_000_000_000
 S = 1_000_000

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.sink import ProjectionSink
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.sink import ProjectionSink
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 from tests.pipeline.sink.contract import ProjectionSinkContract
 
 

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from pipeline.log.base import Message, TopicPartition
-from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
-from pipeline.processors.deadletter import DeadLetterProcessor
-from pipeline.processors.telemetry import TelemetryProcessor
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.faust_batcher import PartitionBatcher, _Rec
-from pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
-from pipeline.sink import MemoryProjectionSink, Range
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.log.base import Message, TopicPartition
+from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from millrace.pipeline.processors.deadletter import DeadLetterProcessor
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.faust_batcher import PartitionBatcher, _Rec
+from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
+from millrace.pipeline.sink import MemoryProjectionSink, Range
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 pytest.importorskip("faust")
 
@@ -126,7 +126,7 @@ def test_worker_projects_exactly_once_and_skips_committed(
 
 
 def recs(events: list[tuple[str, dict[str, Any]]], start: int) -> list[_Rec]:
-    from pipeline.codec import default_codec
+    from millrace.pipeline.codec import default_codec
 
     codec = default_codec()
     return [
@@ -168,7 +168,7 @@ def test_pending_intent_is_redone_over_exactly_its_range() -> None:
 
 
 def test_failed_fence_inserts_nothing_and_a_gap_seeks_back() -> None:
-    from pipeline.runtime.faust_runtime import FaustTakeHandler
+    from millrace.pipeline.runtime.faust_runtime import FaustTakeHandler
 
     sink = MemoryProjectionSink()
     tp = TopicPartition("telemetry", 0)

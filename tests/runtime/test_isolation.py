@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.log.local import LocalEventLog
-from pipeline.processors.catalog import processors
-from pipeline.publisher import LogPublisher
-from pipeline.runtime.embedded import EmbeddedRuntime
-from pipeline.runtime.executors import OwnThreads, run_in
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.runtime.executors import OwnThreads, run_in
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 
 T0 = 1_760_000_000_000_000
 

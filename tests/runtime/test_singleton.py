@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from pipeline.runtime.election import MemoryLeaderGroup
-from pipeline.runtime.singleton import SingletonStage, run_directly, singleton_wrapper
-from pipeline.runtime.stage import Stage
+from millrace.pipeline.runtime.election import MemoryLeaderGroup
+from millrace.pipeline.runtime.singleton import SingletonStage, run_directly, singleton_wrapper
+from millrace.pipeline.runtime.stage import Stage
 
 
 class Probe(Stage):
@@ -251,11 +251,11 @@ def test_alarm_runners_under_one_election_raise_each_alarm_once() -> None:
     """Two alarm runners on one log and one checkpoint store, leadership moving A -> B
     -> A: every crossing raised once, and A's second term resumes from B's checkpoint
     (not from its own memory, which would append B's alarms again)."""
-    from pipeline.alarms.runner import MemoryCheckpoints
-    from pipeline.log.memory import MemoryEventLog
-    from pipeline.publisher import LogPublisher
-    from pipeline.runtime.stage import LoopStage
-    from pipeline.topics import TELEMETRY
+    from millrace.pipeline.alarms.runner import MemoryCheckpoints
+    from millrace.pipeline.log.memory import MemoryEventLog
+    from millrace.pipeline.publisher import LogPublisher
+    from millrace.pipeline.runtime.stage import LoopStage
+    from millrace.pipeline.topics import TELEMETRY
     from tests.pipeline.test_alarm_runner import CODEC, T0, S, alarm_events, batch, define, runner
 
     async def scenario() -> None:

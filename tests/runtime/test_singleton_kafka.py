@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.log.kafka.config import KafkaLogConfig
-from pipeline.runtime.election_kafka import KafkaLeaderElection
-from pipeline.runtime.singleton import SingletonStage
+from millrace.pipeline.log.kafka.config import KafkaLogConfig
+from millrace.pipeline.runtime.election_kafka import KafkaLeaderElection
+from millrace.pipeline.runtime.singleton import SingletonStage
 from tests.runtime.test_singleton import Probe
 
 pytest.importorskip("aiokafka")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.runtime.stage import LoopStage, ServiceStage, Stage, run_stages
+from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage, run_stages
 
 
 class Recorder:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.log.base import TopicPartition
-from projections.migrations import drop_projections, migrate
-from projections.store.chdb import ChdbStore
-from projections.writer import ProjectionWriter
+from millrace.pipeline.log.base import TopicPartition
+from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.writer import ProjectionWriter
 from tests.kafka_mock import MockKafkaCluster
 from tests.runtime.test_faust_runtime import produce, telemetry
 from tests.store_server import RemoteStore, StoreServer

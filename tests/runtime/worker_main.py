@@ -14,10 +14,10 @@ from typing import Any
 from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
 from aiokafka.protocol.commit import OffsetCommitRequest
 
-from pipeline.processors.deadletter import DeadLetterProcessor
-from pipeline.processors.telemetry import TelemetryProcessor
-from pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
-from projections.writer import ProjectionWriter
+from millrace.pipeline.processors.deadletter import DeadLetterProcessor
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
+from millrace.projections.writer import ProjectionWriter
 from tests.store_server import RemoteStore
 
 # librdkafka's mock group coordinator sets the group Up as soon as the leader's

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.errors import LogError
+from millrace.pipeline.errors import LogError
 
 INSTALL_HINT = "topic administration needs kafka-python: pip install 'millrace[kafka]'"
 

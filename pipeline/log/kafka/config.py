@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class KafkaLogConfig(BaseModel):
-    """Settings of :class:`~pipeline.log.kafka.KafkaEventLog`.
+    """Settings of :class:`~millrace.pipeline.log.kafka.KafkaEventLog`.
 
-    ``partitions`` and ``replication_factor`` are what :func:`~pipeline.log.kafka.admin.
+    ``partitions`` and ``replication_factor`` are what :func:`~millrace.pipeline.log.kafka.admin.
     ensure_topics` creates topics with; the log itself reads partition counts from the
     cluster.  Every millrace topic name is prefixed with ``topic_prefix`` on the wire, so
     several deployments (or tests) can share one cluster.  Secrets are ``SecretStr`` and

@@ -12,7 +12,7 @@ Differences from the embedded log that callers may notice:
 * an ``append`` of several messages is not atomic: on a broker error some may have been
   written (the idempotent producer still never writes one twice).
 * partition counts come from the cluster (``partitions``/``replication_factor`` of the
-  config apply only to :func:`~pipeline.log.kafka.admin.ensure_topics`).
+  config apply only to :func:`~millrace.pipeline.log.kafka.admin.ensure_topics`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pipeline.errors import LogClosedError, LogError
-from pipeline.log.base import AppendResult, EventLog, Message, Record, TopicPartition
-from pipeline.log.kafka.config import KafkaLogConfig
-from pipeline.topics import ALL_TOPICS
+from millrace.pipeline.errors import LogClosedError, LogError
+from millrace.pipeline.log.base import AppendResult, EventLog, Message, Record, TopicPartition
+from millrace.pipeline.log.kafka.config import KafkaLogConfig
+from millrace.pipeline.topics import ALL_TOPICS
 
 INSTALL_HINT = "the Kafka event log needs aiokafka: pip install 'millrace[kafka]'"
 

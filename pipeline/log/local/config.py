@@ -10,7 +10,7 @@ MiB = 1024 * 1024
 
 
 class LocalLogConfig(BaseModel):
-    """Settings of :class:`~pipeline.log.local.LocalEventLog`.
+    """Settings of :class:`~millrace.pipeline.log.local.LocalEventLog`.
 
     ``fsync`` decides when an append is acknowledged: ``batch`` fsyncs the segment before
     every append returns (no acknowledged record is lost on power failure), ``interval``

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from pipeline.clock import now_us
-from pipeline.errors import LogClosedError, LogError
-from pipeline.log.base import (
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.errors import LogClosedError, LogError
+from millrace.pipeline.log.base import (
     AppendResult,
     EventLog,
     Message,
@@ -23,11 +23,11 @@ from pipeline.log.base import (
     TopicPartition,
     partition_for,
 )
-from pipeline.log.local.config import LocalLogConfig
-from pipeline.log.local.offsets import FileOffsetStore
-from pipeline.log.local.partition import Partition
-from pipeline.log.local.segment import fsync_dir
-from pipeline.runtime.executors import OwnThreads
+from millrace.pipeline.log.local.config import LocalLogConfig
+from millrace.pipeline.log.local.offsets import FileOffsetStore
+from millrace.pipeline.log.local.partition import Partition
+from millrace.pipeline.log.local.segment import fsync_dir
+from millrace.pipeline.runtime.executors import OwnThreads
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.errors import LogError
-from pipeline.log.base import TopicPartition
-from pipeline.log.local.segment import fsync_dir
+from millrace.pipeline.errors import LogError
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.log.local.segment import fsync_dir
 
 _TMP_SUFFIX = ".json.tmp"
 

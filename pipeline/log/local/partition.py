@@ -9,11 +9,11 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import LogClosedError, LogError
-from pipeline.log.base import Message, Record
-from pipeline.log.local import records
-from pipeline.log.local.config import LocalLogConfig
-from pipeline.log.local.segment import Segment, fsync_dir, segment_name
+from millrace.pipeline.errors import LogClosedError, LogError
+from millrace.pipeline.log.base import Message, Record
+from millrace.pipeline.log.local import records
+from millrace.pipeline.log.local.config import LocalLogConfig
+from millrace.pipeline.log.local.segment import Segment, fsync_dir, segment_name
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 
-from pipeline.log.base import Record
+from millrace.pipeline.log.base import Record
 
 MAGIC = 1
 HEADER = struct.Struct("<IIBqqiiH")

@@ -20,9 +20,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import CorruptRecordError
-from pipeline.log.base import Record
-from pipeline.log.local import records
+from millrace.pipeline.errors import CorruptRecordError
+from millrace.pipeline.log.base import Record
+from millrace.pipeline.log.local import records
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import logging
 import time
 from typing import Any
 
-from pipeline.log.local.config import LocalLogConfig
-from pipeline.log.local.log import LocalEventLog
-from pipeline.runtime.stage import Stage
+from millrace.pipeline.log.local.config import LocalLogConfig
+from millrace.pipeline.log.local.log import LocalEventLog
+from millrace.pipeline.runtime.stage import Stage
 
 log = logging.getLogger("millrace.log")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors.files.config import FilesConnection, FilesEndpoint
-from connectors.files.connector import FilesConnector
-from pipeline.connector import Event, MemoryEventPublisher
+from millrace.connectors.files.config import FilesConnection, FilesEndpoint
+from millrace.connectors.files.connector import FilesConnector
+from millrace.pipeline.connector import Event, MemoryEventPublisher
 
 Reading = tuple[str, str, int, Any]
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.files.config import CsvOptions, FilesEndpoint
-from connectors.files.csvparse import (
+from millrace.connectors.files.config import CsvOptions, FilesEndpoint
+from millrace.connectors.files.csvparse import (
     BadLine,
     CsvFile,
     FileFormatError,
@@ -23,7 +23,7 @@ from connectors.files.csvparse import (
     parse_number,
     parse_value,
 )
-from pipeline.timestamps import MAX_TS_US, MIN_TS_US
+from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US
 
 
 def opts(**kw: Any) -> CsvOptions:

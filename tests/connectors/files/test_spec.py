@@ -8,10 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from connectors.commissioning import validate_document, validate_text
-from connectors.files.config import FilesConnection
-from connectors.files.spec import SPEC
-from connectors.registry import protocols
+from millrace.connectors.commissioning import validate_document, validate_text
+from millrace.connectors.files.config import FilesConnection
+from millrace.connectors.files.spec import SPEC
+from millrace.connectors.registry import protocols
 
 
 def test_registered_without_importing_the_connector() -> None:
@@ -110,8 +110,8 @@ def test_identity_is_needed_without_endpoints(tmp_path: Path) -> None:
 
 def test_validation_does_not_load_the_connector() -> None:
     code = (
-        "import sys; from connectors.registry import protocols; protocols(); "
-        "assert 'connectors.files.spec' in sys.modules; "
-        "assert 'connectors.files.connector' not in sys.modules"
+        "import sys; from millrace.connectors.registry import protocols; protocols(); "
+        "assert 'millrace.connectors.files.spec' in sys.modules; "
+        "assert 'millrace.connectors.files.connector' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])

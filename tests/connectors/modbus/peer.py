@@ -11,8 +11,8 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from connectors._common.base import ProtocolConnector
-from pipeline.connector import MemoryEventPublisher
+from millrace.connectors._common.base import ProtocolConnector
+from millrace.pipeline.connector import MemoryEventPublisher
 
 #: function code -> register kind, to count the requests the server received
 FUNCTION_KINDS = {

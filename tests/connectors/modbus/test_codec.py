@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.modbus import codec
-from connectors.modbus.codec import CodecError, decode, encode
+from millrace.connectors.modbus import codec
+from millrace.connectors.modbus.codec import CodecError, decode, encode
 
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]
 orders = st.sampled_from(ORDERS)

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from connectors.commissioning import validate_document, validate_text
-from connectors.modbus import SPEC, ModbusConnection, ModbusEndpoint
-from connectors.registry import protocols
+from millrace.connectors.commissioning import validate_document, validate_text
+from millrace.connectors.modbus import SPEC, ModbusConnection, ModbusEndpoint
+from millrace.connectors.registry import protocols
 
 
 def test_template_is_valid_and_complete() -> None:
@@ -32,8 +32,8 @@ def test_template_is_valid_and_complete() -> None:
 
 def test_validation_does_not_import_pymodbus() -> None:
     code = (
-        "import sys; from connectors.commissioning import validate_text; "
-        "from connectors.modbus.spec import SPEC; "
+        "import sys; from millrace.connectors.commissioning import validate_text; "
+        "from millrace.connectors.modbus.spec import SPEC; "
         "r, v = validate_text(SPEC.template, env={'MODBUS_HOST': 'h'}); "
         "assert r is not None, v; assert 'pymodbus' not in sys.modules, 'imported'"
     )

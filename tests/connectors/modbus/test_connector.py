@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from pymodbus.simulator import DataType, SimData
 
-from connectors.modbus import ModbusConnection, ModbusEndpoint
-from connectors.modbus.connector import ModbusConnector
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import ConnectorError
+from millrace.connectors.modbus import ModbusConnection, ModbusEndpoint
+from millrace.connectors.modbus.connector import ModbusConnector
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import ConnectorError
 
 from .peer import ModbusPeer, endpoint_state, latest, readings, statuses, until
 

@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.modbus.planner import Read, Span, plan, split
+from millrace.connectors.modbus.planner import Read, Span, plan, split
 
 KINDS = ["holding", "input", "coil", "discrete"]
 

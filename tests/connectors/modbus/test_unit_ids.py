@@ -11,8 +11,8 @@ from __future__ import annotations
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from connectors.modbus.connector import ModbusConnector
-from pipeline.connector import MemoryEventPublisher
+from millrace.connectors.modbus.connector import ModbusConnector
+from millrace.pipeline.connector import MemoryEventPublisher
 
 from .peer import endpoint_state, latest, until
 from .test_connector import conn, ep

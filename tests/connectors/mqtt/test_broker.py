@@ -15,11 +15,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from connectors._common.models import MappingConfig
-from connectors.mqtt.config import MqttConnection, MqttEndpoint
-from connectors.mqtt.connector import MqttConnector
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import ConnectorError
+from millrace.connectors._common.models import MappingConfig
+from millrace.connectors.mqtt.config import MqttConnection, MqttEndpoint
+from millrace.connectors.mqtt.connector import MqttConnector
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import ConnectorError
 
 from .conftest import PASSWORD, TLS_HOST, USERNAME, Broker
 

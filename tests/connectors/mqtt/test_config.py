@@ -9,10 +9,10 @@ import textwrap
 
 import pytest
 
-from connectors.commissioning import validate_text
-from connectors.mqtt.config import MqttConnection, MqttEndpoint
-from connectors.mqtt.spec import SPEC
-from connectors.registry import protocols
+from millrace.connectors.commissioning import validate_text
+from millrace.connectors.mqtt.config import MqttConnection, MqttEndpoint
+from millrace.connectors.mqtt.spec import SPEC
+from millrace.connectors.registry import protocols
 
 from .conftest import _binary
 
@@ -146,7 +146,7 @@ def test_valid_file_with_templates_and_a_command_topic() -> None:
 
 def test_spec_does_not_import_the_mqtt_library() -> None:
     code = (
-        "import sys, connectors.mqtt.spec, connectors.mqtt\n"
+        "import sys, millrace.connectors.mqtt.spec, millrace.connectors.mqtt\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('aiomqtt', 'paho')]\n"
         "assert not bad, bad\n"
     )

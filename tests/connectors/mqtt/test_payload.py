@@ -13,8 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.mqtt.jsonpath import JsonPathError, PathNotFoundError, compile_path, format_path
-from connectors.mqtt.payload import (
+from millrace.connectors.mqtt.jsonpath import (
+    JsonPathError,
+    PathNotFoundError,
+    compile_path,
+    format_path,
+)
+from millrace.connectors.mqtt.payload import (
     DecodeError,
     MappingSpec,
     ValueSpec,
@@ -25,7 +30,7 @@ from connectors.mqtt.payload import (
     timestamp_us,
     whole_payload,
 )
-from connectors.mqtt.topics import (
+from millrace.connectors.mqtt.topics import (
     TemplatePattern,
     TopicError,
     TopicRouter,
@@ -36,7 +41,7 @@ from connectors.mqtt.topics import (
     ref_problem,
     render,
 )
-from pipeline.timestamps import MAX_TS_US, MIN_TS_US
+from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

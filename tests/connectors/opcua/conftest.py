@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import DNSName, UniformResourceIdentifier
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.connector import MemoryEventPublisher
 
 NS_URI = "urn:millrace:test"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

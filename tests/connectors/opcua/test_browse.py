@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from asyncua import ua
 
-from connectors.opcua.browse import browse
-from connectors.opcua.config import parse_node_ref
-from pipeline.errors import ConnectorError
+from millrace.connectors.opcua.browse import browse
+from millrace.connectors.opcua.config import parse_node_ref
+from millrace.pipeline.errors import ConnectorError
 
 from .conftest import OpcServer, Users, free_port, nid
 

@@ -12,9 +12,9 @@ from asyncua import ua
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from connectors.commissioning import validate_text
-from connectors.opcua.config import OpcuaConnection, escape_name, parse_node_ref
-from connectors.opcua.spec import SPEC
+from millrace.connectors.commissioning import validate_text
+from millrace.connectors.opcua.config import OpcuaConnection, escape_name, parse_node_ref
+from millrace.connectors.opcua.spec import SPEC
 
 ENV = {"OPCUA_USER": "operator", "OPCUA_PASSWORD": "secret"}
 
@@ -32,8 +32,8 @@ def test_template_is_valid() -> None:
 
 def test_validation_does_not_import_asyncua() -> None:
     code = (
-        "import sys; from connectors.registry import protocols; "
-        "from connectors.commissioning import validate_text; "
+        "import sys; from millrace.connectors.registry import protocols; "
+        "from millrace.connectors.commissioning import validate_text; "
         "s = protocols()['opcua']; validate_text(s.template, env={}); "
         "print('asyncua' in sys.modules)"
     )

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from connectors.opcua.config import OpcuaConnection, OpcuaEndpoint
-from connectors.opcua.connector import OpcuaConnector
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import ConnectorError
+from millrace.connectors.opcua.config import OpcuaConnection, OpcuaEndpoint
+from millrace.connectors.opcua.connector import OpcuaConnector
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import ConnectorError
 
 from .conftest import BlackHoleProxy, OpcServer, Users, free_port, of, readings, states, until
 

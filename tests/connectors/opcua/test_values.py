@@ -12,7 +12,7 @@ from asyncua import ua
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.opcua.values import (
+from millrace.connectors.opcua.values import (
     WriteError,
     coerce,
     datetime_us,

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from connectors.simulator import SimulatorConfig, SimulatorConnector
-from connectors.simulator.connector import schedule
-from connectors.simulator.shapes import KINDS, MODES, SCALES, signal_names
-from pipeline.connector import Event, EventPublisher, MemoryEventPublisher
-from pipeline.errors import ConnectorError
+from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.connectors.simulator.connector import schedule
+from millrace.connectors.simulator.shapes import KINDS, MODES, SCALES, signal_names
+from millrace.pipeline.connector import Event, EventPublisher, MemoryEventPublisher
+from millrace.pipeline.errors import ConnectorError
 
 START_US = 1_700_000_000_000_000
 

@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connectors.commissioning import Commissioning
-from connectors.simulator import SimulatorConfig, SimulatorConnector
-from connectors.simulator.protocol import (
+from millrace.connectors.commissioning import Commissioning
+from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.connectors.simulator.protocol import (
     SimulatorConnection,
     SimulatorEndpoint,
     SimulatorProtocolConnector,
 )
-from connectors.simulator.section import NAME, simulator_connection, with_simulator
-from pipeline.cli.config import commissioning_of, load_config
-from pipeline.connector import MemoryEventPublisher
-from pipeline.errors import ConfigError
-from pipeline.topics import TELEMETRY
+from millrace.connectors.simulator.section import NAME, simulator_connection, with_simulator
+from millrace.pipeline.cli.config import commissioning_of, load_config
+from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.topics import TELEMETRY
 
 T0 = 1_700_000_000_000_000
 
@@ -73,7 +73,7 @@ async def test_publishes_what_the_device_model_generates() -> None:
 
 
 async def test_endpoints_and_mappings_take_the_reading_by_reading_path() -> None:
-    from connectors._common.models import MappingConfig
+    from millrace.connectors._common.models import MappingConfig
 
     ep = SimulatorEndpoint(connection="sim", identity="sim-1", signal="temperature_0", scale=10.0)
     mapping = MappingConfig(connection="sim", identity="sim-2", signal="*", rename_identity="oven")

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from pipeline.alarms.runner import Checkpoint, Checkpoints
-from pipeline.log.base import TopicPartition
+from millrace.pipeline.alarms.runner import Checkpoint, Checkpoints
+from millrace.pipeline.log.base import TopicPartition
 
 TP0 = TopicPartition("alarms", 0)
 TP1 = TopicPartition("telemetry", 3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.alarms.runner import Checkpoints, MemoryCheckpoints
+from millrace.pipeline.alarms.runner import Checkpoints, MemoryCheckpoints
 
 from .contract import CheckpointsContract
 

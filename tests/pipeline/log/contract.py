@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import LogClosedError, LogError
-from pipeline.log.base import EventLog, Message, TopicPartition, partition_for
+from millrace.pipeline.errors import LogClosedError, LogError
+from millrace.pipeline.log.base import EventLog, Message, TopicPartition, partition_for
 
 
 class EventLogContract:

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipeline.codec import default_codec
-from pipeline.errors import LogError
-from pipeline.log.base import EventLog, Message, TopicPartition
-from pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
-from pipeline.log.kafka.admin import ensure_topics
-from schemas import SCHEMA_DIR
+from millrace.pipeline.codec import default_codec
+from millrace.pipeline.errors import LogError
+from millrace.pipeline.log.base import EventLog, Message, TopicPartition
+from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from millrace.pipeline.log.kafka.admin import ensure_topics
+from millrace.schemas import SCHEMA_DIR
 from tests.pipeline.log.contract import EventLogContract
 
 with warnings.catch_warnings():

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipeline.errors import CorruptRecordError, LogError
-from pipeline.log.base import EventLog, Message, TopicPartition
-from pipeline.log.local import LocalEventLog, LocalLogConfig
+from millrace.pipeline.errors import CorruptRecordError, LogError
+from millrace.pipeline.log.base import EventLog, Message, TopicPartition
+from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
 from tests.pipeline.log.contract import EventLogContract
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -370,8 +370,8 @@ def test_recovery_keeps_exactly_the_records_before_a_cut(
 
 CRASHING_WRITER = """
 import sys
-from pipeline.log.base import Message
-from pipeline.log.local import LocalEventLog, LocalLogConfig
+from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
 
 config = LocalLogConfig(partitions=2, fsync="batch", segment_bytes=32 * 1024)
 log = LocalEventLog(sys.argv[1], config)

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from pipeline.log.base import EventLog
-from pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.log.base import EventLog
+from millrace.pipeline.log.memory import MemoryEventLog
 from tests.pipeline.log.contract import EventLogContract
 
 

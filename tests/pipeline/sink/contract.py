@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline.log.base import TopicPartition
-from pipeline.sink import ProjectionSink, Range, SinkBatch
-from projections.tables import TABLES
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.sink import ProjectionSink, Range, SinkBatch
+from millrace.projections.tables import TABLES
 
 TABLE = "alarm_annotations"
 TP0 = TopicPartition("alarms", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.sink import MemoryProjectionSink, ProjectionSink
+from millrace.pipeline.sink import MemoryProjectionSink, ProjectionSink
 
 from .contract import ProjectionSinkContract
 

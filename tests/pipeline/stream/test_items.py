@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.timeparams import format_time
-from pipeline.stream.items import ItemBuilder, _time
-from pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
+from millrace.api.timeparams import format_time
+from millrace.pipeline.stream.items import ItemBuilder, _time
+from millrace.pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
 
 T0 = 1_748_779_200_123_456
 ISO0 = "2025-06-01T12:00:00.123456Z"
