@@ -13,8 +13,8 @@ reverse order:
     ``stream-tail`` (live streams) and ``api-server``.
 ``connect``
     ``runner-heartbeat`` (this process's sign of life, where connectors run),
-    ``simulator`` (the ``simulator:`` section, when it has devices),
-    ``connector-manager`` (the commissioning file's connections) and
+    ``connector-manager`` (the commissioning file's connections, the ``simulator:``
+    section among them as a ``protocol: simulator`` connection) and
     ``command-router``. Connector data is checked against the resource definitions in
     the store (``DefinitionCheckingPublisher``) whenever the role has a store: always in
     ``millrace run``, with ``distributed.clickhouse_url`` in ``millrace connect``.
@@ -50,7 +50,7 @@ from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
 from millrace.pipeline.cli.config import MillraceConfig
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.codec import default_codec
-from millrace.pipeline.connector import Connector, EventPublisher
+from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.heartbeat import RunnerHeartbeat
 from millrace.pipeline.identities.watch import WatchSettings
@@ -186,24 +186,8 @@ def distributed_adapters(
     )
 
 
-def simulator_connectors(cfg: MillraceConfig) -> list[Connector]:
-    """None: the ``simulator:`` section is a connection of the commissioning now
-    (``commissioning_of`` folds it in; the connector manager runs it)."""
-    return []
-
-
 def _identity(stage: Stage) -> Stage:
     return stage
-
-
-def _connector_stats(c: Connector) -> dict[str, Any]:
-    stats = getattr(c, "stats", None)
-    if stats is None:
-        return {}
-    try:
-        return asdict(stats)
-    except TypeError:
-        return dict(vars(stats))
 
 
 class Assembly:
@@ -236,7 +220,6 @@ class Assembly:
         self.alarms: AlarmRunner | None = None
         self.seeder: ConfigRuleSeeder | None = None
         self.watch: IdentityWatch | None = None
-        self.connectors: list[Connector] = []
         self.manager: ConnectorManager | None = None
         self.heartbeat: RunnerHeartbeat | None = None
         self.stream_hub: StreamHub | None = None
@@ -424,19 +407,6 @@ class Assembly:
                 health=lambda: {"sent": heartbeat.sent},
             )
         ]
-        self.connectors = simulator_connectors(self.config)
-        connectors = self.connectors
-
-        async def start_connectors() -> None:
-            for c in connectors:
-                await c.start(checked)
-
-        async def stop_connectors() -> None:
-            for c in connectors:
-                await c.stop()
-
-        if connectors:
-            stages.append(ServiceStage("simulator", start_connectors, stop_connectors))
         spool = Path(self.config.data_dir) / "spool"
         self.manager = manager = ConnectorManager(self.commissioning, spool_root=spool)
 
@@ -511,8 +481,7 @@ class Assembly:
             "runtime": asdict(self.runtime.stats),
             "alarms": asdict(self.alarms.stats),
             "published": self.publisher.published,
-            "connectors": [{"name": c.name, "stats": _connector_stats(c)} for c in self.connectors]
-            + manager,
+            "connectors": manager,
         }
 
     def app_context(self) -> AppContext:
@@ -575,5 +544,4 @@ __all__ = [
     "distributed_adapters",
     "kafka_log",
     "local_adapters",
-    "simulator_connectors",
 ]

@@ -60,8 +60,6 @@ async def run_role(
             await asyncio.to_thread(migrate, assembly.store("pipeline"), cluster=cluster)
         if role == "api":
             Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        for c in assembly.connectors:
-            c.init()
         log.info("millrace %s: %s", role, ", ".join(s.name for s in stages))
         await run_stages(stages, stop)
     finally:

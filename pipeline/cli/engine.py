@@ -42,8 +42,6 @@ class Engine:
         Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
         self.log.open()
         migrate(self.assembly.store("pipeline"))
-        for c in self.assembly.connectors:
-            c.init()
         if not can_renice_threads() and self.config.api.sql_sessions > 1:
             log.warning(
                 "no CAP_SYS_NICE: analyst SQL runs at the pipeline's OS priority; on a "
