@@ -148,14 +148,15 @@ def test_connect_without_a_store_publishes_unchecked(config: MillraceConfig) -> 
     """``millrace connect`` without a ClickHouse URL has no store: it still runs, with
     connector data unchecked (logged); with one, it checks definitions."""
     from millrace.connectors.definitions import DefinitionCheckingPublisher
+    from millrace.pipeline.cli.assembly.connect import connector_publisher
 
     config.distributed.clickhouse_url = None
     bare = Assembly(config, distributed_adapters(config, store="optional"))
     bare.build(["connect"])
-    assert not isinstance(bare._connector_publisher(), DefinitionCheckingPublisher)
+    assert not isinstance(connector_publisher(bare), DefinitionCheckingPublisher)
     bare.close()
     config.distributed.clickhouse_url = "clickhouse://default@127.0.0.1:1/default"
     checked = Assembly(config, distributed_adapters(config, store="optional"))
     checked.build(["connect"])
-    assert isinstance(checked._connector_publisher(), DefinitionCheckingPublisher)
+    assert isinstance(connector_publisher(checked), DefinitionCheckingPublisher)
     checked.close()

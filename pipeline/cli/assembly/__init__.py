@@ -1,0 +1,61 @@
+"""One assembly for both deployments: the stages of a set of roles, built from the
+chosen adapters. Part of the composition root (it may import every package).
+
+Roles and their stages (``pipeline.runtime.stage``), in start order; they stop in
+reverse order:
+
+``process``
+    ``runtime`` (asyncio: ``EmbeddedRuntime``; faust: a faust worker app),
+    ``alarms`` (the alarm runner), ``alarm-rule-seeding`` (the file's rules),
+    ``identity-watch``. The last three are *singleton* stages: the assembly passes them
+    to ``wrap_singleton`` (identity unless the deployment gives a leadership wrapper).
+``api``
+    ``stream-tail`` (live streams) and ``api-server``.
+``connect``
+    ``runner-heartbeat`` (this process's sign of life, where connectors run),
+    ``connector-manager`` (the commissioning file's connections, the ``simulator:``
+    section among them as a ``protocol: simulator`` connection) and
+    ``command-router``. Connector data is checked against the resource definitions in
+    the store (``DefinitionCheckingPublisher``) whenever the role has a store: always in
+    ``millrace run``, with ``distributed.clickhouse_url`` in ``millrace connect``.
+
+Adapters add stages of their own: the local log its ``log-upkeep``.
+``millrace run`` = every role, local log, chDB, asyncio runtime, one process;
+``millrace connect`` / ``process`` / ``api`` = one role each on Kafka and a ClickHouse
+server (``process`` also on chDB in ``data_dir``), faust for ``process``.
+
+Modules: ``adapters`` (the log, stores and runtime a deployment chooses), ``process``,
+``connect`` and ``api`` (each role's stage builders; a new stage of a role goes in its
+module), ``facade`` (``Assembly``: the parts, the stores, read-your-writes, status).
+"""
+
+from millrace.pipeline.cli.assembly.adapters import (
+    CONSUMERS,
+    ROLES,
+    Adapters,
+    Purpose,
+    Role,
+    StoreFactory,
+    chdb_stores,
+    clickhouse_stores,
+    distributed_adapters,
+    kafka_log,
+    local_adapters,
+)
+from millrace.pipeline.cli.assembly.facade import Assembly, build_stages
+
+__all__ = [
+    "CONSUMERS",
+    "ROLES",
+    "Adapters",
+    "Assembly",
+    "Purpose",
+    "Role",
+    "StoreFactory",
+    "build_stages",
+    "chdb_stores",
+    "clickhouse_stores",
+    "distributed_adapters",
+    "kafka_log",
+    "local_adapters",
+]

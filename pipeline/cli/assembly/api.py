@@ -1,0 +1,87 @@
+"""The ``api`` role's stages: the live-stream tail and the API server, and the API's
+context (``AppContext``) built from the assembly's parts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from millrace.api.auth import KeyStore
+from millrace.api.context import ApiSettings, AppContext
+from millrace.api.limits import RequestLimits
+from millrace.api.serve import ApiServerStage
+from millrace.api.stream import LogTail, StreamHub
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.runtime.executors import OwnThreads
+from millrace.pipeline.runtime.stage import LoopStage, Stage
+
+if TYPE_CHECKING:
+    from millrace.pipeline.cli.assembly.facade import Assembly
+
+
+def stream_stage(asm: Assembly) -> Stage:
+    """The tail that feeds live streams; sets the assembly's stream hub and tail."""
+    api = asm.config.api
+    asm.stream_hub = StreamHub(
+        max_streams=api.stream_max_connections, max_streams_per_owner=api.stream_max_per_key
+    )
+    # Kafka offset requests cross the network: poll its ends less often
+    poll_s = 0.1 if isinstance(asm.log, LocalEventLog) else 0.5
+    asm.stream_tail = tail = LogTail(asm.log, asm.codec, asm.stream_hub, poll_s=poll_s)
+    return LoopStage(
+        "stream-tail", tail.run, stop_timeout_s=5.0, health=lambda: {"skipped": tail.skipped}
+    )
+
+
+def api_stage(asm: Assembly) -> Stage:
+    """The HTTP server; its app is created at start from :func:`app_context`."""
+    from millrace.api.app import create_app
+
+    hub = asm.stream_hub
+    return ApiServerStage(
+        lambda: create_app(app_context(asm)),
+        asm.config.api.host,
+        asm.config.api.port,
+        asm.config.api.server,
+        on_stop=hub.close if hub is not None else None,  # ends open event streams
+        timeout_graceful_shutdown=5,
+    )
+
+
+def key_store(asm: Assembly) -> KeyStore:
+    """The API keys in ``data_dir`` (opened once)."""
+    if asm.keys is None:
+        data = Path(asm.config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        asm.keys = KeyStore(data / "api_keys.json", os.environ.get("MILLRACE_API_KEY") or None)
+    return asm.keys
+
+
+def app_context(asm: Assembly) -> AppContext:
+    """The API's view of this process: its stores, publisher, keys, limits and parts."""
+    cfg = asm.config
+    ing = cfg.ingest
+    asm.sql_threads = asm.sql_threads or OwnThreads("millrace-sql", cfg.api.sql_sessions)
+    manager = asm.manager
+    return AppContext(
+        store=asm.store("read"),
+        publisher=asm.publisher,
+        keys=key_store(asm),
+        settings=ApiSettings(
+            max_batch_samples=ing.max_batch_samples,
+            max_batch_readings=ing.max_batch_readings,
+            limits=RequestLimits.of(cfg.api, ing),
+            strict_signals=ing.strict_signals,
+            known_signals=frozenset(ing.signals),
+            **cfg.api.sql_limits(),
+        ),
+        status=asm.status,
+        on_ingest=asm.runtime.wake if asm.runtime is not None else (lambda: None),
+        connectors=manager.snapshot if manager is not None else list,
+        registry=cfg.identities,
+        wait_applied=asm.wait_applied,
+        stream=asm.stream_hub,
+        analyst_store=asm.store("analyst"),
+        sql_executor=asm.sql_threads.executor,
+    )

@@ -1,0 +1,114 @@
+"""The ``process`` role's stages: the processor runtime (asyncio or faust), the alarm
+runner, the rule seeding and the identity watch (the last three are singletons)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from millrace.pipeline.alarms.evaluator import Evaluator
+from millrace.pipeline.alarms.runner import AlarmRunner
+from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
+from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.identities.watch import WatchSettings
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
+from millrace.projections.alarms import AlarmQueries
+from millrace.projections.checkpoints import StoreCheckpoints
+from millrace.projections.watch_queries import IdentityWatch
+from millrace.projections.writer import ProjectionWriter
+
+if TYPE_CHECKING:
+    from millrace.pipeline.cli.assembly.facade import Assembly
+
+
+def process_stages(asm: Assembly) -> list[Stage]:
+    """The role's stages, in start order; sets the assembly's runtime, alarms, seeder
+    and watch."""
+    cfg = asm.config
+    runtime: Stage
+    if asm.adapters.runtime == "asyncio":
+        asm.runtime = EmbeddedRuntime(
+            asm.log,
+            ProjectionWriter(asm.store("pipeline")),
+            processors(),
+            codec=asm.codec,
+            max_records=cfg.runtime.max_records,
+            idle_sleep_s=cfg.runtime.idle_sleep_ms / 1000,
+        )
+        runtime = LoopStage(
+            "runtime",
+            asm.runtime.run,
+            stop_timeout_s=30.0,  # it notices the stop after its current batch
+            health=lambda: asdict(asm.runtime.stats) if asm.runtime else {},
+        )
+    else:
+        runtime = faust_stage(asm)
+    asm.alarms = alarms = AlarmRunner(
+        asm.log,
+        asm.publisher,
+        StoreCheckpoints(asm.store("checkpoints")),
+        asm.codec,
+        Evaluator,
+        tick_s=cfg.alarms.tick_s,
+    )
+    read = asm.store("read")
+
+    def in_force() -> dict[str, Any]:
+        current, _ = AlarmQueries(read).rules(10_000, 0)
+        return {r["rule_id"]: r["definition"] for r in current}
+
+    def published() -> None:
+        if asm.runtime is not None:
+            asm.runtime.wake()
+        alarms.wake()
+
+    asm.seeder = ConfigRuleSeeder(
+        cfg.alarms.rules, asm.publisher, in_force, asm.wait_applied, on_published=published
+    )
+    asm.watch = watch = IdentityWatch(
+        read,
+        asm.publisher,
+        WatchSettings(
+            default_inactivity_timeout_s=cfg.identities.inactivity_timeout_s,
+            command_timeout_s=cfg.identities.command_timeout_s,
+        ),
+        # the readings TTL goes ON CLUSTER to the shards' tables
+        cluster=cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None,
+    )
+    return [
+        runtime,
+        LoopStage("alarms", alarms.run, singleton=True, health=lambda: asdict(alarms.stats)),
+        asm.seeder,
+        LoopStage(
+            "identity-watch",
+            watch.run,
+            singleton=True,
+            stop_timeout_s=0.0,  # cancelled at stop: a tick is redone by the next start
+            health=lambda: dict(watch.stats),
+        ),
+    ]
+
+
+def faust_stage(asm: Assembly) -> Stage:
+    """The distributed runtime: a faust worker app writing through the projection writer."""
+    from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
+
+    cfg = asm.config
+    bootstrap = asm.adapters.kafka_bootstrap
+    if not bootstrap:
+        raise ConfigError("set MILLRACE_KAFKA_BOOTSTRAP (or distributed.kafka_bootstrap)")
+    writer = ProjectionWriter(asm.store("pipeline"))
+    asm.faust_app = build_app(
+        FaustRuntimeConfig(
+            bootstrap=bootstrap,
+            topic_prefix=asm.adapters.topic_prefix,
+            max_records=cfg.runtime.max_records,
+            datadir=str(Path(cfg.data_dir) / "faust"),
+        ),
+        lambda: writer,
+        processors(),
+    )
+    return ServiceStage("runtime", asm.faust_app.start, asm.faust_app.stop)
