@@ -21,6 +21,9 @@ second base (marked ``+ValueError`` and so on below).
      │    ├── CorruptRecordError     a record whose CRC or framing is wrong
      │    │    └── FrameError        pipeline.log.local.segment
      │    └── LogClosedError         the log was used after close()
+     ├── ArchiveError                pipeline.archive: an archive file or store failed
+     │    ├── ArchiveFormatError     not an archive, a wrong checksum, an unknown schema
+     │    └── ArchiveStoreError      the archive store unreachable or refusing a write
      ├── NotOwnedError               faust runtime: the partition was lost  (+RuntimeError)
      ├── RebalancingError            faust runtime: between assignments     (+RuntimeError)
      ├── StoreError                  a projection store failed (ClickHouse ``code``/``name``)
