@@ -10,16 +10,13 @@ sync``, each compressed with the file's codec. Readers are any Avro implementati
 from __future__ import annotations
 
 import hashlib
+import importlib
 import zlib
-from typing import IO
+from functools import cache
+from typing import IO, Any
 
 from millrace.pipeline.archive.errors import ArchiveError
 from millrace.pipeline.archive.format import CODECS, FORMAT_VERSION, TopicSchema
-
-try:  # Python 3.14 ships it; before, the backport fastavro also uses
-    from compression import zstd  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - depends on the interpreter
-    from backports import zstd  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 MAGIC = b"Obj\x01"
 BLOCK_BYTES = 4 << 20  # larger blocks compress better; readers hold one at a time
@@ -45,9 +42,19 @@ def _bytes(b: bytes) -> bytes:
     return _long(len(b)) + b
 
 
+@cache
+def _zstd() -> Any:
+    try:  # Python 3.14 ships it; before, the backport (which fastavro reads with too)
+        return importlib.import_module("compression.zstd")
+    except ImportError:
+        from backports import zstd
+
+        return zstd
+
+
 def compress(codec: str, data: bytes) -> bytes:
     if codec == "zstandard":
-        return bytes(zstd.compress(data, level=ZSTD_LEVEL))
+        return bytes(_zstd().compress(data, level=ZSTD_LEVEL))
     if codec == "deflate":
         c = zlib.compressobj(6, zlib.DEFLATED, -15)
         return c.compress(data) + c.flush()
