@@ -22,9 +22,11 @@ from millrace.api.device_auth import (
 from millrace.api.errors import ApiError
 from millrace.api.limits import RequestLimits
 from millrace.api.slots import Slots
+from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.identities.config import RegistryConfig
+from millrace.pipeline.identities.resources import ResourceDefinition
 from millrace.projections.store.base import ProjectionStore
 
 if TYPE_CHECKING:
@@ -96,7 +98,7 @@ class AppContext:
         #: short-lived caches of what every ingest request checks (status, definitions);
         #: writes of this process invalidate them at once, others within ``ttl_s``
         self.status_cache = TtlCache(1.0)
-        self.defs_cache = TtlCache(1.0)
+        self.defs_cache = definitions_cache(self.store)
         #: analyst queries running (``POST /api/v1/sql``), per API key and in all
         self.sql_slots = Slots(
             self.settings.sql_max_concurrent, self.settings.sql_max_concurrent_per_principal
@@ -111,6 +113,17 @@ class AppContext:
                     del self._locks[k]
             lk = self._locks[key] = asyncio.Lock()
         return lk
+
+
+def definitions_cache(store: ProjectionStore) -> LastGoodCache[dict[str, ResourceDefinition]]:
+    """The resource definitions, read at most once a second; a failed refresh keeps the
+    last ones (``pipeline.cache``)."""
+    from millrace.projections.definitions import definition_map
+
+    async def load() -> dict[str, ResourceDefinition]:
+        return await asyncio.to_thread(definition_map, store)
+
+    return LastGoodCache(load, 1.0)
 
 
 class TtlCache:

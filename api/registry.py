@@ -155,16 +155,9 @@ async def require_identity(ctx: AppContext, identity: str) -> dict[str, Any]:
 
 
 async def definitions(ctx: AppContext) -> dict[str, ResourceDefinition]:
-    """Current definitions (cached for a second; this process's writes invalidate)."""
-    import asyncio
-
-    hit, value = ctx.defs_cache.get("")
-    if hit:
-        return dict(value)
-    defs = await asyncio.to_thread(ctx.queries.definitions)
-    out = {name: d["definition"] for name, d in defs.items()}
-    ctx.defs_cache.put("", out)
-    return out
+    """Current definitions (cached for a second, the last ones kept while the store does
+    not answer; this process's writes invalidate)."""
+    return dict(await ctx.defs_cache.get())
 
 
 async def identity_status(ctx: AppContext, identity: str) -> str | None:

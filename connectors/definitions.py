@@ -3,15 +3,15 @@
 Readings a connector brings that break their resource's definition (wrong format, a
 value outside ``allowed``) are not published as telemetry: each goes to
 ``deadletter`` with the resource and the reason, and the rest of the batch goes on.
-This wraps the publisher the connectors are given, so every protocol gets it.
+This wraps the publisher the connectors are given, so every protocol gets it. The
+definitions come through ``pipeline.cache.LastGoodCache`` (the composition root reads
+them with ``projections.definitions``: connectors do not import projections).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from millrace.pipeline.connector import Event, EventPublisher
 from millrace.pipeline.identities.resources import ResourceDefinition
@@ -79,23 +79,3 @@ class DefinitionCheckingPublisher(EventPublisher):
             await self.inner.publish(DEADLETTER, dead)
         if good:
             await self.inner.publish(TELEMETRY, good)
-
-
-def cached_definitions(
-    load: Callable[[], Awaitable[dict[str, ResourceDefinition]]], ttl_s: float = 2.0
-) -> Definitions:
-    """``load`` at most once per ``ttl_s``; on a failure the last known definitions stay."""
-    state: dict[str, Any] = {"at": float("-inf"), "defs": {}}
-
-    async def get() -> dict[str, ResourceDefinition]:
-        now = time.monotonic()
-        if now - state["at"] >= ttl_s:
-            state["at"] = now
-            try:
-                state["defs"] = await load()
-            except Exception:  # the store may be busy or migrating: keep the last ones
-                pass
-        defs: dict[str, ResourceDefinition] = state["defs"]
-        return defs
-
-    return get

@@ -11,11 +11,8 @@ table: the ALTER names ``millrace.readings_local ON CLUSTER '<c>'`` (the Distrib
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-
-from pydantic import ValidationError
 
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
@@ -29,9 +26,8 @@ from millrace.pipeline.identities.watch import (
 )
 from millrace.pipeline.identities.watch_stage import IdentityWatchStage, WatchQueries
 from millrace.projections.cluster import on_cluster
+from millrace.projections.definitions import definition_map
 from millrace.projections.store.base import ProjectionStore
-
-log = logging.getLogger("millrace.watch")
 
 READINGS = "millrace.readings"
 
@@ -131,9 +127,6 @@ WHERE (i.connected = 1 AND greatest(s.lastseen, i.connected_us) < {now:Int64} - 
        AND {now:Int64} - s.lastseen < i.timeout_us)
 ORDER BY i.identity"""
 
-_DEFINITIONS_SQL = """SELECT name, definition FROM millrace.resource_defs FINAL
-WHERE present = 1 ORDER BY name"""
-
 
 class StoreWatchQueries(WatchQueries):
     """The watch's queries on ``store``; ``cluster`` names the ClickHouse cluster the
@@ -147,15 +140,8 @@ class StoreWatchQueries(WatchQueries):
         return self.store.execute(sql, params).rows
 
     def definitions(self) -> dict[str, ResourceDefinition]:
-        out: dict[str, ResourceDefinition] = {}
-        for name, text in self._rows(_DEFINITIONS_SQL):
-            try:
-                out[str(name)] = ResourceDefinition.model_validate_json(text)
-            except ValidationError as exc:
-                # the processor validated it; a definition this version cannot read is
-                # skipped rather than stopping every rule
-                log.warning("identity watch: resource %r: unreadable definition: %s", name, exc)
-        return out
+        # unreadable definitions are skipped (logged) rather than stopping every rule
+        return definition_map(self.store)
 
     def expiring(self, now: int) -> list[ExpiryRow]:
         return [

@@ -8,14 +8,16 @@ import asyncio
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from millrace.connectors.definitions import DefinitionCheckingPublisher, cached_definitions
+from millrace.connectors.definitions import DefinitionCheckingPublisher
 from millrace.connectors.manager import ConnectorManager, route_commands
+from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.heartbeat import RunnerHeartbeat
+from millrace.pipeline.identities.resources import ResourceDefinition
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
-from millrace.projections.registry import RegistryQueries
+from millrace.projections.definitions import definition_map
 
 if TYPE_CHECKING:
     from millrace.pipeline.cli.assembly.facade import Assembly
@@ -31,13 +33,14 @@ def connector_publisher(asm: Assembly) -> EventPublisher:
             "against resource definitions"
         )
         return asm.publisher
-    queries = RegistryQueries(asm.store("read"), asm.config.identities.inactivity_timeout_s)
+    store = asm.store("read")
 
-    async def definitions() -> dict[str, Any]:
-        defs = await asyncio.to_thread(queries.definitions)
-        return {name: d["definition"] for name, d in defs.items()}
+    async def load() -> dict[str, ResourceDefinition]:
+        return await asyncio.to_thread(definition_map, store)
 
-    return DefinitionCheckingPublisher(asm.publisher, cached_definitions(definitions))
+    # no definitions until the store answers once: connector data flows unchecked
+    cache: LastGoodCache[dict[str, ResourceDefinition]] = LastGoodCache(load, 2.0, default={})
+    return DefinitionCheckingPublisher(asm.publisher, cache.get)
 
 
 def connect_stages(asm: Assembly) -> list[Stage]:
