@@ -1,4 +1,4 @@
-"""Alarms and alarm rules: list, acknowledge, discard, annotate; define rules.
+"""Alarms: list, acknowledge, discard, annotate (the rules: ``alarm_rules``).
 
 Alarms are raised and cleared by the engine (``pipeline.alarms``); what users do to
 them — acknowledge, discard, annotate — is an AlarmEvent appended to the ``alarms``
@@ -19,10 +19,9 @@ id given, in order (``status`` 200, 404 or 409, with ``error``), and is 200 when
 item succeeded, 207 (Multi-Status) when any failed. An id given twice is acted on once;
 the repeat reports 409 like a second request would.
 
-Rules are stored as RULE_DEFINED / RULE_REMOVED events (key ``rule:<id>``). An invalid
-rule answers 400 listing every violation with its field (``low`` when low >= high).
-Rule JSON is the definition plus the read-only ``last_update_time`` and
-``updated_by``, which a PUT may send back (they are ignored).
+The rule routes are ``alarm_rules`` (included in this router, listed after the alarm
+routes); what both share (queries, append, JSON shapes, the list filter) is
+``alarm_common``.
 """
 
 from __future__ import annotations
@@ -33,26 +32,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
 
 from millrace.api import models
 from millrace.api.audit import audit_note
 from millrace.api.auth import Principal
-from millrace.api.context import AppContext, admin, context, operator, viewer
-from millrace.api.errors import ApiError, bad_request
+from millrace.api.context import AppContext, context, operator, viewer
+from millrace.api.errors import ApiError
 from millrace.api.models import errors
 from millrace.api.responses import JsonResponse
-from millrace.api.routers.identities import actor, run_query
-from millrace.api.routers.signals import EndTime, EpochQ, StartTime, _time_range
-from millrace.api.routing import StrictRoute
-from millrace.api.timeparams import Epoch, format_time
-from millrace.pipeline.alarms.rules import (
-    RULE_ID_RE,
-    RULE_KEY_PREFIX,
-    AlarmRule,
-    rule_event,
-    rule_problems,
+from millrace.api.routers import alarm_rules
+from millrace.api.routers.alarm_common import (
+    _pagination,
+    alarm_filter,
+    alarm_json,
+    annotation_json,
+    append,
+    queries,
 )
+from millrace.api.routers.identities import actor, run_query
+from millrace.api.routers.signals import EpochQ
+from millrace.api.routing import StrictRoute
 from millrace.pipeline.alarms.steps import (
     ACKNOWLEDGE,
     ANNOTATE,
@@ -62,55 +61,15 @@ from millrace.pipeline.alarms.steps import (
     refusal,
     step_event,
 )
-from millrace.pipeline.topics import ALARMS
-from millrace.projections.alarms import AlarmFilter, AlarmQueries
+from millrace.projections.alarms import AlarmFilter
 
 router = APIRouter(tags=["alarms"], route_class=StrictRoute)
 
 ALARM_ID_PATTERN = r"^[^/]{1,256}$"
 AlarmIdPath = Annotated[str, Path(pattern=ALARM_ID_PATTERN, description="alarm id")]
-RuleIdPath = Annotated[str, Path(pattern=RULE_ID_RE.pattern, description="rule id")]
 Note = Annotated[str | None, Field(max_length=4096)]
 MAX_BATCH = 1000
-#: rule JSON fields the API adds; ignored when sent back
-READ_ONLY_RULE_FIELDS = ("last_update_time", "updated_by")
 
-
-#: the rule body is parsed by hand (400 listing every violation); document it as a rule
-def _rule_body_schema() -> dict[str, Any]:
-    """AlarmRule's schema, with what each kind needs (its model validator) spelled out."""
-    schema = AlarmRule.model_json_schema()
-    for name in READ_ONLY_RULE_FIELDS:
-        schema["properties"][name] = {"description": "read-only: accepted and ignored"}
-    signal = {"type": "string", "minLength": 1, "maxLength": 128}
-
-    def kind(name: str, *needs: str, **extra: Any) -> dict[str, Any]:
-        props: dict[str, Any] = {"kind": {"const": name}}
-        required = list(needs)
-        if name != "resource_deviation":
-            props["signal"] = signal
-            required.append("signal")
-        for field in needs:
-            props.setdefault(field, {"not": {"type": "null"}})
-        return {"properties": props, "required": required, **extra}
-
-    schema["oneOf"] = [
-        kind("limit", anyOf=[{"required": ["high"]}, {"required": ["low"]}]),
-        kind("rate_of_change", "max_rate"),
-        kind("stale", "timeout_s"),
-        kind("equals", "value"),
-        kind("deviation"),
-        kind("resource_deviation"),
-    ]
-    return schema
-
-
-RULE_BODY = {
-    "requestBody": {
-        "content": {"application/json": {"schema": _rule_body_schema()}},
-        "required": True,
-    }
-}
 
 _ACTION = {ACKNOWLEDGE: "acknowledge", DISCARD: "discard", ANNOTATE: "annotate"}
 
@@ -120,11 +79,6 @@ class Sort(StrEnum):
     creation_time_desc = "-creation_time"
     priority = "priority"
     priority_desc = "-priority"
-
-
-class AlarmState(StrEnum):
-    active = "active"
-    cleared = "cleared"
 
 
 class NoteIn(BaseModel):
@@ -145,136 +99,6 @@ class BatchIn(BaseModel):
     note: Note = None
 
 
-def queries(ctx: AppContext) -> AlarmQueries:
-    return AlarmQueries(ctx.store)
-
-
-# -- JSON ---------------------------------------------------------------------------------
-
-
-def _time(us: int | None, epoch: Epoch | None) -> int | float | str | None:
-    return None if us is None else format_time(us, epoch)
-
-
-def alarm_json(a: dict[str, Any], epoch: Epoch | None = None) -> dict[str, Any]:
-    """An alarm of ``projections.alarms`` as the API shows it."""
-    return {
-        "alarm_id": a["alarm_id"],
-        "rule_id": a["rule_id"],
-        "type": a["type"],
-        "identity": a["identity"],
-        "signal": a["signal"],
-        "priority": a["priority"],
-        "message": a["message"],
-        "trigger_value": a["trigger_value"],
-        "state": a["state"],
-        "creation_time": _time(a["raised_us"], epoch),
-        "clear_time": _time(a["cleared_us"], epoch),
-        "clear_value": a["clear_value"],
-        "requires_ack": a["requires_ack"],
-        "open": a["open"],
-        "management": {
-            "status": a["mgmt_status"],
-            "acknowledged_by": a["ack_user"],
-            "acknowledged_time": _time(a["ack_us"], epoch),
-            "acknowledge_note": a["ack_note"],
-            "discarded_by": a["discard_user"],
-            "discarded_time": _time(a["discard_us"], epoch),
-            "discard_note": a["discard_note"],
-        },
-        "annotation_count": a["annotation_count"],
-        "last_update_time": _time(a["updated_us"], epoch),
-    }
-
-
-def annotation_json(n: dict[str, Any], epoch: Epoch | None = None) -> dict[str, Any]:
-    return {
-        "alarm_id": n["alarm_id"],
-        "seq": n["seq"],
-        "time": _time(n["ts_us"], epoch),
-        "user": n["user"],
-        "text": n["text"],
-    }
-
-
-def rule_json(r: dict[str, Any], epoch: Epoch | None = None) -> dict[str, Any]:
-    return {
-        **r["definition"],
-        "last_update_time": _time(r["updated_us"], epoch),
-        "updated_by": r["updated_by"],
-    }
-
-
-def _pagination(page: int | None, limit: int, rows: int, total: int, more: bool) -> dict[str, Any]:
-    return {
-        "page": page,
-        "limit": limit,
-        "rows_in_page": rows,
-        "next_page": page + 1 if page is not None and more else None,
-        "total_rows": total,
-        "total_pages": (total + limit - 1) // limit,
-    }
-
-
-# -- filters ------------------------------------------------------------------------------
-
-
-def _split(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(v.strip() for raw in values for v in raw.split(",") if v.strip()))
-
-
-def _priority_range(raw: str | None) -> tuple[int, int] | None:
-    if raw is None or raw == "":
-        return None
-    parts = raw.split(",")
-    try:
-        lo, hi = (int(p.strip()) for p in parts) if len(parts) == 2 else (None, None)
-    except ValueError:
-        lo = hi = None
-    if lo is None or hi is None:
-        raise bad_request("priority_range", f"expected lo,hi (integers 0..255), got {raw!r}")
-    if not 0 <= lo <= hi <= 255:
-        raise bad_request("priority_range", f"need 0 <= lo <= hi <= 255, got {lo},{hi}")
-    return lo, hi
-
-
-def alarm_filter(
-    identity: Annotated[
-        list[str], Query(description="device identity, exact (repeat or comma separated)")
-    ] = [],  # noqa: B006 - FastAPI reads the default, never mutates it
-    signal: Annotated[list[str], Query(description="signal name (repeat or comma)")] = [],  # noqa: B006
-    type: Annotated[list[str], Query(description="alarm type name (repeat or comma)")] = [],  # noqa: B006
-    priority_range: Annotated[
-        str | None, Query(description="lo,hi: priorities from lo to hi inclusive (0..255)")
-    ] = None,
-    state: Annotated[AlarmState | None, Query(description="active or cleared")] = None,
-    include_acknowledged: Annotated[
-        bool | None,
-        Query(description="true: only acknowledged alarms; false: none of them; absent: all"),
-    ] = None,
-    include_discarded: Annotated[
-        bool | None,
-        Query(description="true: only discarded alarms; false: none of them; absent: all"),
-    ] = None,
-    start_time: StartTime = None,
-    end_time: EndTime = None,
-    epoch: EpochQ = None,
-) -> AlarmFilter:
-    """The list filters of alarms (raised time between start_time and end_time)."""
-    tr = _time_range(start_time, end_time, epoch)
-    return AlarmFilter(
-        identities=_split(identity),
-        signals=_split(signal),
-        types=_split(type),
-        priority_range=_priority_range(priority_range),
-        state=state.value if state is not None else None,
-        acknowledged=include_acknowledged,
-        discarded=include_discarded,
-        start_us=tr.start_us,
-        end_us=tr.end_us,
-    )
-
-
 # -- writes -------------------------------------------------------------------------------
 
 
@@ -284,15 +108,6 @@ def not_found(alarm_id: str) -> ApiError:
 
 def _lock_key(alarm_id: str) -> str:
     return f"alarm:{alarm_id}"
-
-
-async def append(ctx: AppContext, events: list[tuple[str, dict[str, Any]]]) -> bool:
-    """Append ``(key, event)`` pairs to the alarms topic and wait until the projections
-    hold them; False when that could not be confirmed in time."""
-    if not events:
-        return True
-    await ctx.publisher.publish(ALARMS, events)
-    return await ctx.wait_applied(ALARMS)
 
 
 async def require_alarm(ctx: AppContext, alarm_id: str) -> dict[str, Any]:
@@ -572,175 +387,5 @@ async def list_annotations(
     )
 
 
-# -- rule routes --------------------------------------------------------------------------
-
-
-def parse_rule_body(body: dict[str, Any], rule_id: str | None = None) -> AlarmRule:
-    """The rule in a request body, or 400 listing every violation with its field."""
-    data = {k: v for k, v in body.items() if k not in READ_ONLY_RULE_FIELDS}
-    if rule_id is not None:
-        if "id" in data and data["id"] != rule_id:
-            raise bad_request("id", f"{data['id']!r} is not the rule id of the path {rule_id!r}")
-        data["id"] = rule_id
-    problems = rule_problems(data)
-    if problems:
-        field, message = problems[0]
-        raise ApiError(
-            400,
-            "invalid_rule",
-            f"{field}: {message}",
-            [{"field": f, "message": m} for f, m in problems],
-        )
-    return AlarmRule.model_validate(data)
-
-
-async def _require_rule(ctx: AppContext, rule_id: str) -> dict[str, Any]:
-    rule = await run_query(queries(ctx).rule, rule_id)
-    if rule is None:
-        raise ApiError(404, "not_found", f"alarm rule {rule_id!r} not found")
-    return dict(rule)
-
-
-async def _write_rule(
-    ctx: AppContext, rule_id: str, rule: AlarmRule | None, principal: Principal
-) -> dict[str, Any] | None:
-    """Append the definition (or removal) and return the stored rule after it."""
-    ts = ctx.clock()
-    event = rule_event(rule, rule_id, ts, actor(principal))
-    await append(ctx, [(RULE_KEY_PREFIX + rule_id, event)])
-    stored = await run_query(queries(ctx).rule, rule_id)
-    if rule is not None and stored is None:  # not applied yet (wait timed out)
-        stored = {
-            "rule_id": rule_id,
-            "definition": rule.model_dump(mode="json"),
-            "updated_us": ts,
-            "updated_by": actor(principal),
-        }
-    return stored
-
-
-@router.get(
-    "/alarm-rules", summary="List alarm rules", response_model=models.Page[models.AlarmRuleOut]
-)
-async def list_rules(
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    epoch: EpochQ = None,
-    ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
-) -> JsonResponse:
-    rows, total = await run_query(queries(ctx).rules, limit, (page - 1) * limit)
-    return JsonResponse(
-        {
-            "data": [rule_json(r, epoch) for r in rows],
-            "meta": {
-                "pagination": _pagination(page, limit, len(rows), total, page * limit < total)
-            },
-        }
-    )
-
-
-@router.post(
-    "/alarm-rules",
-    status_code=201,
-    summary="Create an alarm rule",
-    response_model=models.AlarmRuleOut,
-    responses=errors(409, s409="the rule id is taken"),
-    openapi_extra=RULE_BODY,
-)
-async def create_rule(
-    request: Request,
-    body: Annotated[dict[str, Any], Body(description="an alarm rule (pipeline.alarms.rules)")],
-    epoch: EpochQ = None,
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(admin),
-) -> JsonResponse:
-    """Define a new rule; 409 when the id is taken, 400 naming every bad field."""
-    rule = parse_rule_body(body)
-    async with ctx.lock(RULE_KEY_PREFIX + rule.id):
-        if await run_query(queries(ctx).rule, rule.id) is not None:
-            raise ApiError(409, "conflict", f"alarm rule {rule.id!r} already exists")
-        stored = await _write_rule(ctx, rule.id, rule, principal)
-    assert stored is not None
-    out = rule_json(stored, epoch)
-    audit_note(
-        request,
-        action="create",
-        target_type="alarm_rule",
-        target_id=rule.id,
-        before=None,
-        after=rule_json(stored),
-    )
-    return JsonResponse(out, status_code=201)
-
-
-@router.get(
-    "/alarm-rules/{rule_id}",
-    summary="Get an alarm rule",
-    response_model=models.AlarmRuleOut,
-    responses=errors(404),
-)
-async def get_rule(
-    rule_id: RuleIdPath,
-    epoch: EpochQ = None,
-    ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
-) -> JsonResponse:
-    return JsonResponse(rule_json(await _require_rule(ctx, rule_id), epoch))
-
-
-@router.put(
-    "/alarm-rules/{rule_id}",
-    summary="Replace an alarm rule",
-    response_model=models.AlarmRuleOut,
-    responses=errors(404),
-    openapi_extra=RULE_BODY,
-)
-async def replace_rule(
-    request: Request,
-    rule_id: RuleIdPath,
-    body: Annotated[dict[str, Any], Body(description="the whole rule; id may be omitted")],
-    epoch: EpochQ = None,
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(admin),
-) -> JsonResponse:
-    """Replace the definition of an existing rule (404 when there is none: create
-    with POST)."""
-    rule = parse_rule_body(body, rule_id)
-    async with ctx.lock(RULE_KEY_PREFIX + rule_id):
-        before = await _require_rule(ctx, rule_id)
-        stored = await _write_rule(ctx, rule_id, rule, principal)
-    assert stored is not None
-    audit_note(
-        request,
-        action="update",
-        target_type="alarm_rule",
-        target_id=rule_id,
-        before=rule_json(before),
-        after=rule_json(stored),
-    )
-    return JsonResponse(rule_json(stored, epoch))
-
-
-@router.delete(
-    "/alarm-rules/{rule_id}", status_code=204, summary="Remove an alarm rule", responses=errors(404)
-)
-async def delete_rule(
-    request: Request,
-    rule_id: RuleIdPath,
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(admin),
-) -> Response:
-    """Remove the rule; the alarms it raised keep their history."""
-    async with ctx.lock(RULE_KEY_PREFIX + rule_id):
-        before = await _require_rule(ctx, rule_id)
-        await _write_rule(ctx, rule_id, None, principal)
-    audit_note(
-        request,
-        action="delete",
-        target_type="alarm_rule",
-        target_id=rule_id,
-        before=rule_json(before),
-        after=None,
-    )
-    return Response(status_code=204)
+# the rule routes, after the alarm routes as they always were listed
+router.include_router(alarm_rules.router)
