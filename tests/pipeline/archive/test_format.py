@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-import chdb
+
 import fastavro
 import pytest
 from hypothesis import given
@@ -28,6 +28,7 @@ from millrace.pipeline.archive.format import (
 )
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.log.base import Record
+from millrace.projections.store.chdb import ChdbStore
 from tests.pipeline.archive.helpers import batch, old_version_payload, telemetry, write_file
 
 T0 = 1_764_000_000_000_000  # 2025-11-24T16:00:00Z
@@ -150,15 +151,18 @@ def test_a_corrupt_block_raises_archive_format_error() -> None:
         list(records)
 
 
-def test_clickhouse_reads_the_file_with_its_avro_input(tmp_path: Path) -> None:
+def test_clickhouse_reads_the_file_with_its_avro_input(
+    tmp_path: Path, chdb_store: ChdbStore
+) -> None:
+    # through the session's chDB (one embedded server per process: a second chdb.query
+    # on ':memory:' fails once the shared store is open)
     path = tmp_path / "0-00000000000000000010.avro"
     path.write_bytes(write_file(mixed_records()))
-    out = chdb.query(
+    out = chdb_store.execute(
         f"SELECT offset, value.identity, length(value.samples) FROM file('{path}', 'Avro') "
-        "WHERE value IS NOT NULL ORDER BY offset",
-        "CSV",
+        "WHERE value IS NOT NULL ORDER BY offset"
     )
-    assert str(out).split() == ['10,"dev-1",1', '11,"dev-2",1', '13,"dev-3",1']
+    assert [list(r) for r in out.rows] == [[10, "dev-1", 1], [11, "dev-2", 1], [13, "dev-3", 1]]
 
 
 def test_manifest_round_trip_and_refusals() -> None:
