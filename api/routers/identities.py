@@ -3,16 +3,20 @@
 Writes append IdentityEvents (and Commands) to the log and answer once the
 projections hold them (see ``api.registry``). Credentials are hashed with argon2 and
 never returned; a generated token is shown once, in the answer that created it.
+
+The registry routes are here; the tag routes are ``identity_tags`` and the state routes
+``identity_state`` (included at the end of this router, in that order, so paths, order and
+the OpenAPI document are unchanged); what they share (filters, order, ``actor``,
+``public``, ``run_query``) is ``identity_common``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from millrace.api import models
@@ -25,134 +29,31 @@ from millrace.api.registry import (
     check_attributes,
     check_identity,
     check_tags,
-    definitions,
     emit,
     event,
     require_identity,
-    to_json,
 )
 from millrace.api.responses import JsonResponse
-from millrace.api.routers.ingest import IDENTITY_PATTERN
+from millrace.api.routers import identity_state, identity_tags
+from millrace.api.routers.identity_common import (
+    FilterIn,
+    IdentityPath,
+    actor,
+    build_filter,
+    parse_order,
+    public,
+    query_filter,
+    run_query,
+)
 from millrace.api.routing import StrictRoute
-from millrace.api.timeparams import Epoch, parse_time
 from millrace.pipeline.identities import requests
 from millrace.pipeline.identities.formats import generate
 from millrace.pipeline.identities.state import CONTROL
-from millrace.pipeline.topics import COMMANDS, TELEMETRY
-from millrace.projections.registry import TAG_OPS, IdentityFilter, Order, QueryError, TagCriterion
+from millrace.projections.registry import IdentityFilter
+
+__all__ = ["AuthIn", "actor", "credential_attrs", "public", "router", "run_query"]
 
 router = APIRouter(tags=["identities"], route_class=StrictRoute)
-
-IdentityPath = Annotated[str, Path(pattern=IDENTITY_PATTERN)]
-Value = StrictBool | StrictInt | StrictFloat | StrictStr
-STATUSES = ("whitelisted", "provisioned", "reprovision", "expired", "locked", "online", "offline")
-_TAG_CRITERION = re.compile(r"^(.+?):(gte|gt|lte|lt|eq|ne):(.*)$", re.S)
-
-
-def actor(p: Principal) -> str:
-    return f"key:{p.key_id}:{p.name}"
-
-
-def public(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    row.pop("credential_hash", None)
-    return row
-
-
-# -- filters ------------------------------------------------------------------------------
-
-
-class FilterIn(BaseModel):
-    """The list filters, as a JSON body (bulk operations)."""
-
-    model_config = ConfigDict(extra="forbid")
-    status: list[str] = Field(default_factory=list)
-    identity: str | None = Field(None, description="regular expression (RE2)")
-    ipaddress: str | None = None
-    tag: str | None = None
-    tag_value: str | None = None
-    tags: list[str] = Field(default_factory=list, description="criteria name:op:value")
-    before: str | None = None
-    after: str | None = None
-    identities: list[str] | None = Field(None, max_length=10_000)
-
-
-def build_filter(f: FilterIn, epoch: Epoch | None = None, prefix: str = "") -> IdentityFilter:
-    for i, s in enumerate(f.status):
-        if s not in STATUSES:
-            raise bad_request(f"{prefix}status[{i}]", f"{s!r} is not one of {', '.join(STATUSES)}")
-    criteria = []
-    for i, raw in enumerate(f.tags):
-        m = _TAG_CRITERION.match(raw)
-        if m is None:
-            raise bad_request(
-                f"{prefix}tags[{i}]", f"expected name:op:value with op one of {', '.join(TAG_OPS)}"
-            )
-        criteria.append(TagCriterion(m.group(1), m.group(2), m.group(3)))
-    return IdentityFilter(
-        status=list(f.status),
-        identity=f.identity or None,
-        ipaddress=f.ipaddress or None,
-        tag=f.tag or None,
-        tag_value=f.tag_value,
-        tags=criteria,
-        before_us=parse_time(f"{prefix}before", f.before, epoch),
-        after_us=parse_time(f"{prefix}after", f.after, epoch),
-        identities=f.identities,
-    )
-
-
-def _split(values: list[str]) -> list[str]:
-    return [v for raw in values for v in raw.split(",") if v]
-
-
-def query_filter(
-    status: Annotated[
-        list[str], Query(description="any of: " + ", ".join(STATUSES) + " (repeat or comma)")
-    ] = [],  # noqa: B006 - FastAPI reads the default, never mutates it
-    identity: Annotated[str | None, Query(description="regular expression (RE2)")] = None,
-    ipaddress: Annotated[str | None, Query(description="last IP address")] = None,
-    tag: Annotated[str | None, Query(description="has this tag")] = None,
-    tag_value: Annotated[str | None, Query(description="with this value")] = None,
-    tags: Annotated[
-        list[str], Query(description="criteria name:op:value, op gt|gte|lt|lte|eq|ne; all hold")
-    ] = [],  # noqa: B006
-    before: Annotated[str | None, Query(description="lastseen before (ISO-8601/epoch)")] = None,
-    after: Annotated[str | None, Query(description="lastseen after")] = None,
-    epoch: Annotated[Epoch | None, Query(description="unit of epoch numbers")] = None,
-) -> IdentityFilter:
-    f = FilterIn(
-        status=_split(status),
-        identity=identity,
-        ipaddress=ipaddress,
-        tag=tag,
-        tag_value=tag_value,
-        tags=tags,
-        before=before,
-        after=after,
-    )
-    return build_filter(f, epoch)
-
-
-def parse_order(raw: str) -> Order:
-    key, _, direction = raw.rpartition(".") if raw.endswith((".asc", ".desc")) else (raw, "", "")
-    if direction not in ("", "asc", "desc"):
-        raise bad_request("order", "direction must be asc or desc")
-    if key not in ("identity", "lastseen", "lastip") and not (
-        key.startswith("state.") and len(key) > 6
-    ):
-        raise bad_request("order", "order by identity, lastseen, lastip or state.<resource>")
-    return Order(key, direction == "desc")
-
-
-async def run_query(fn: Any, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except QueryError as exc:
-        raise bad_request(exc.field, exc.message) from None
-
-
-# -- registry -----------------------------------------------------------------------------
 
 
 class AuthIn(BaseModel):
@@ -421,182 +322,5 @@ async def unlock_identity(
     return await _transition(ctx, identity, "UNLOCKED", principal)
 
 
-# -- tags ---------------------------------------------------------------------------------
-
-
-class TagsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tags: dict[str, list[str]] = Field(description="tag -> values to add")
-    replace: bool = Field(False, description="replace the values of the tags given")
-
-
-@router.post(
-    "/identities/{identity}/tags",
-    summary="Add tags (or replace their values)",
-    response_model=models.TagsOut,
-)
-async def add_tags(
-    identity: IdentityPath,
-    body: TagsIn,
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(operator),
-) -> JsonResponse:
-    check_tags(body.tags)
-    if not body.tags:
-        raise bad_request("tags", "give at least one tag")
-    attrs = {"replace": "true"} if body.replace else {}
-    async with ctx.lock(identity):
-        await require_identity(ctx, identity)
-        await emit(
-            ctx,
-            [event(ctx, identity, "TAGS_SET", actor(principal), tags=body.tags, attributes=attrs)],
-        )
-    return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
-
-
-@router.get(
-    "/identities/{identity}/tags", summary="Tags of an identity", response_model=models.TagsOut
-)
-async def identity_tags(
-    identity: IdentityPath, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
-) -> JsonResponse:
-    return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
-
-
-@router.get(
-    "/identities/{identity}/tags/{tag}",
-    summary="Values of one tag of an identity",
-    response_model=models.TagValues,
-)
-async def identity_tag_values(
-    identity: IdentityPath,
-    tag: str,
-    ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
-) -> JsonResponse:
-    tags = (await require_identity(ctx, identity))["tags"]
-    if tag not in tags:
-        raise ApiError(404, "not_found", f"identity {identity!r} has no tag {tag!r}")
-    return JsonResponse({"tag": tag, "values": tags[tag]})
-
-
-@router.delete(
-    "/identities/{identity}/tags/{tag}",
-    summary="Remove a tag or some values",
-    response_model=models.TagsOut,
-)
-async def remove_tag(
-    identity: IdentityPath,
-    tag: str,
-    values: Annotated[list[str], Query(description="values to remove; none: the tag")] = [],  # noqa: B006
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(operator),
-) -> JsonResponse:
-    check_tags({tag: values})
-    async with ctx.lock(identity):
-        tags = (await require_identity(ctx, identity))["tags"]
-        if tag not in tags:
-            raise ApiError(404, "not_found", f"identity {identity!r} has no tag {tag!r}")
-        await emit(
-            ctx, [event(ctx, identity, "TAGS_REMOVED", actor(principal), tags={tag: values})]
-        )
-    return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
-
-
-@router.get("/tags", summary="All tag names in use", response_model=models.TagNames)
-async def tag_names(
-    ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
-) -> JsonResponse:
-    return JsonResponse({"tags": await asyncio.to_thread(ctx.queries.tag_names)})
-
-
-@router.get(
-    "/tags/{tag}",
-    summary="All values of one tag, across identities",
-    response_model=models.TagValues,
-)
-async def tag_values(
-    tag: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
-) -> JsonResponse:
-    return JsonResponse(
-        {"tag": tag, "values": await asyncio.to_thread(ctx.queries.tag_values, tag)}
-    )
-
-
-# -- state --------------------------------------------------------------------------------
-
-
-@router.get(
-    "/identities/{identity}/state",
-    summary="Desired (set) and reported state",
-    response_model=dict[str, models.IdentityResourceState],
-)
-async def get_state(
-    identity: IdentityPath, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
-) -> JsonResponse:
-    return JsonResponse((await require_identity(ctx, identity))["state"])
-
-
-@router.post(
-    "/identities/{identity}/state",
-    summary="Set desired values of settable resources",
-    status_code=202,
-    response_model=models.StateSet,
-)
-async def set_state(
-    identity: IdentityPath,
-    body: Annotated[dict[str, Value], Body(description="resource -> desired value")],
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(operator),
-) -> JsonResponse:
-    """With sync on, each value becomes a Command for the identity's connector and stays
-    pending until the device reports it; with sync off, set and reported change
-    together."""
-    defs = await definitions(ctx) if body else {}
-    bad = requests.state_set_problem(defs, body)
-    if bad is not None:
-        raise bad_request(bad[0], bad[1])
-    who = actor(principal)
-    async with ctx.lock(identity):
-        row = await require_identity(ctx, identity)
-        refused = requests.locked_refusal(row)
-        if refused is not None:
-            raise ApiError(403, "identity_locked", refused)
-        set_event = event(
-            ctx, identity, "STATE_SET", who, state={k: to_json(v) for k, v in body.items()}
-        )
-        await emit(ctx, [set_event])
-        now = ctx.clock()
-        plan = requests.plan_state_set(
-            identity,
-            body,
-            defs,
-            now,
-            who,
-            ctx.registry.command_timeout_s,
-            set_event["event_id"],
-        )
-        commands, unsynced = plan.commands, plan.unsynced
-        if commands:
-            await ctx.publisher.publish(COMMANDS, [(identity, c) for c in commands])
-        if unsynced:
-            batch = {
-                "identity": identity,
-                "source": "state",
-                "received_us": now,
-                "samples": [{"ts_us": now, "values": unsynced, "quality": 0}],
-                "ip": None,
-            }
-            await emit(ctx, [batch], TELEMETRY)
-            ack = event(
-                ctx,
-                identity,
-                "STATE_ACKNOWLEDGED",
-                who,
-                state={k: to_json(v) for k, v in unsynced.items()},
-            )
-            await emit(ctx, [ack])
-    state = (await require_identity(ctx, identity))["state"]
-    return JsonResponse(
-        {"state": state, "commands": [c["command_id"] for c in commands]}, status_code=202
-    )
+router.include_router(identity_tags.router)
+router.include_router(identity_state.router)
