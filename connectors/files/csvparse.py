@@ -16,53 +16,39 @@ An empty cell is no reading (not an error); blank lines are skipped.
 Lines are split on ``\\n`` in the raw bytes, so that a line that is not valid in the
 file's encoding is reported with its exact bytes. Encodings in which ``\\n`` is not
 the byte 0x0A (UTF-16/32) are decoded whole and re-encoded as UTF-8 first.
+
+The parts: ``csvlines`` (encoding, physical lines, undecodable lines), ``csvvalues``
+(cells → values), ``csvtime`` (timestamps); here the header, the column layout and the
+rows.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from millrace.connectors._common.models import EndpointBase
-from millrace.pipeline.errors import MillraceError
 from millrace.pipeline.timestamps import ts_problem
 
-from .config import EPOCH_FORMATS, CsvOptions
+from .config import CsvOptions
+from .csvlines import BadLine, FileFormatError, Lines, prepare
+from .csvtime import TimestampParser, check_timestamp_format
+from .csvvalues import parse_number, parse_value
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_SPECIAL = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-_INT_RANGE = {
-    "int16": (-(2**15), 2**15 - 1),
-    "uint16": (0, 2**16 - 1),
-    "int32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
-}
-_EPOCH_FACTOR = {"epoch_s": 1_000_000, "epoch_ms": 1000, "epoch_us": 1}
-_INT64_MAX = 2**63 - 1
-
-
-class FileFormatError(MillraceError, ValueError):
-    """The file as a whole cannot be read with the configuration (e.g. a missing column)."""
-
-    def __init__(self, line: int, raw: bytes, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.raw = raw
-        self.reason = reason
+__all__ = [
+    "BadLine",
+    "CsvFile",
+    "FileFormatError",
+    "Layout",
+    "Reading",
+    "Row",
+    "TimestampParser",
+    "check_timestamp_format",
+    "parse_number",
+    "parse_value",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,225 +66,6 @@ class Row:
     readings: list[Reading]
     end: int  # byte offset after the record
     next_line: int
-
-
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    line: int
-    raw: bytes  # the record's bytes, line ends removed
-    reason: str
-    end: int
-    next_line: int
-
-
-# -- values -----------------------------------------------------------------------------
-def parse_number(text: str, decimal_comma: bool = False) -> float:
-    """A float from CSV text: ``12.5`` (or ``12,5`` with ``decimal_comma``), exponent,
-    nan, inf. Anything else raises ValueError: no thousands separators, no ``_``."""
-    t = text.strip()
-    if decimal_comma:
-        if "." in t:
-            raise ValueError(f"not a number with a decimal comma: {text!r}")
-        t = t.replace(",", ".")
-    if _NUMBER.fullmatch(t) or t.lower() in _SPECIAL:
-        return float(t)
-    raise ValueError(f"not a number: {text!r}")
-
-
-def _parse_decimal(text: str, decimal_comma: bool) -> Decimal:
-    t = text.strip()
-    if decimal_comma:
-        if "." in t:
-            raise ValueError(f"not a number with a decimal comma: {text!r}")
-        t = t.replace(",", ".")
-    if not _NUMBER.fullmatch(t):
-        raise ValueError(f"not a number: {text!r}")
-    return Decimal(t)
-
-
-def parse_value(text: str, data_type: str, decimal_comma: bool = False) -> Any:
-    """``text`` (a stripped, non-empty cell) read as ``data_type``; ValueError if it is not."""
-    if data_type == "string":
-        return text
-    if data_type in ("float64", "float32"):
-        return parse_number(text, decimal_comma)
-    if data_type == "bool":
-        low = text.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"not a boolean: {text!r}")
-    if data_type in _INT_RANGE:
-        if _INTEGER.fullmatch(text):
-            n = int(text)
-        else:
-            d = _parse_decimal(text, decimal_comma)
-            if d != d.to_integral_value():
-                raise ValueError(f"not an integer: {text!r}")
-            n = int(d)
-        lo, hi = _INT_RANGE[data_type]
-        if not lo <= n <= hi:
-            raise ValueError(f"{n} is out of the {data_type} range")
-        return n if n <= _INT64_MAX else float(n)  # events carry signed 64-bit integers
-    # auto: integer, number, boolean word, else text
-    if _INTEGER.fullmatch(text):
-        n = int(text)
-        return n if -_INT64_MAX - 1 <= n <= _INT64_MAX else float(n)
-    try:
-        return parse_number(text, decimal_comma)
-    except ValueError:
-        pass
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    return text
-
-
-# -- time -------------------------------------------------------------------------------
-def to_us(dt: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime, exactly."""
-    return (dt - _EPOCH) // _US
-
-
-_MIN_US = to_us(datetime(1, 1, 2, tzinfo=UTC))
-_MAX_US = to_us(datetime(9999, 12, 30, tzinfo=UTC))
-
-
-def check_timestamp_format(fmt: str) -> str | None:
-    """Why ``fmt`` is not a usable timestamp_format, or None if it is."""
-    if fmt in EPOCH_FORMATS or fmt == "iso8601":
-        return None
-    if "%" not in fmt:
-        return (
-            f"{fmt!r} is neither iso8601, epoch_s, epoch_ms, epoch_us nor a strptime format "
-            "(e.g. %Y-%m-%d %H:%M:%S)"
-        )
-    sample = datetime(2001, 11, 22, 13, 14, 15, 123456, tzinfo=UTC)
-    try:
-        datetime.strptime(sample.strftime(fmt), fmt)
-    except ValueError as exc:
-        return f"invalid strptime format {fmt!r}: {exc}"
-    return None
-
-
-class TimestampParser:
-    """Text of the timestamp column(s) → epoch microseconds.
-
-    A time without a UTC offset is in ``timezone``. In the hour repeated when daylight
-    saving time ends, a time is taken as its first occurrence unless that would go back
-    before the previous row's time: a file written in time order then reads the second
-    pass through the hour correctly. Times in the hour skipped in spring are shifted by
-    the DST offset (PEP 495).
-    """
-
-    def __init__(self, fmt: str, timezone: str, decimal_comma: bool = False) -> None:
-        self.fmt = fmt
-        self.zone = ZoneInfo(timezone)
-        self.decimal_comma = decimal_comma
-        self.previous: int | None = None
-
-    def __call__(self, text: str) -> int:
-        fmt = self.fmt
-        if fmt in _EPOCH_FACTOR:
-            try:
-                d = _parse_decimal(text, self.decimal_comma) * _EPOCH_FACTOR[fmt]
-                ts = int(d.to_integral_value(ROUND_HALF_EVEN))
-            except (ValueError, InvalidOperation, OverflowError) as exc:
-                raise ValueError(f"time {text!r} is not an {fmt} number") from exc
-        else:
-            try:
-                if fmt == "iso8601":
-                    dt = datetime.fromisoformat(text)
-                else:
-                    dt = datetime.strptime(text, fmt)
-            except ValueError as exc:
-                want = "an ISO 8601 time" if fmt == "iso8601" else f"format {fmt!r}"
-                raise ValueError(f"time {text!r} does not match {want}") from exc
-            ts = self._local(dt) if dt.tzinfo is None else to_us(dt)
-        if not _MIN_US <= ts <= _MAX_US:
-            raise ValueError(f"time {text!r} is out of range")
-        self.previous = ts
-        return ts
-
-    def _local(self, dt: datetime) -> int:
-        first = to_us(dt.replace(tzinfo=self.zone, fold=0))
-        second = to_us(dt.replace(tzinfo=self.zone, fold=1))
-        if second > first and self.previous is not None and first < self.previous:
-            return second  # the repeated hour, second pass
-        return first
-
-
-# -- files ------------------------------------------------------------------------------
-def _prepare(data: bytes, encoding: str) -> tuple[bytes, str]:
-    """The bytes to split into lines and the codec to decode each line with."""
-    name = codecs.lookup(encoding).name
-    if name in ("utf-8", "utf-8-sig"):
-        return (data[3:] if data.startswith(codecs.BOM_UTF8) else data), "utf-8"
-    if "\n,a".encode(encoding) == b"\n,a":
-        return data, encoding
-    try:  # UTF-16/32: decoded whole; lines are then UTF-8
-        return data.decode(encoding).encode("utf-8"), "utf-8"
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(1, data[:256], f"not {encoding}: {exc.reason}") from exc
-
-
-class _Lines:
-    """Decoded physical lines for csv.reader, remembering the raw lines of the record
-    being read and the lines that could not be decoded."""
-
-    def __init__(self, data: bytes, encoding: str) -> None:
-        self.data = data
-        self.encoding = encoding
-        self.pos = 0
-        self.line_no = 0  # lines consumed so far
-        self.record: list[bytes] = []
-        self.record_line = 1
-        self.bad: list[BadLine] = []
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def skip(self, n: int) -> None:
-        for _ in range(n):
-            if self.pos >= len(self.data):
-                return
-            self._next_raw()
-
-    def _next_raw(self) -> bytes:
-        end = self.data.find(b"\n", self.pos)
-        nxt = len(self.data) if end < 0 else end + 1
-        raw = self.data[self.pos : nxt]
-        self.pos = nxt
-        self.line_no += 1
-        return raw
-
-    def __next__(self) -> str:
-        while self.pos < len(self.data):
-            raw = self._next_raw()
-            try:
-                text = raw.decode(self.encoding)
-            except UnicodeDecodeError as exc:
-                self.bad.append(
-                    BadLine(
-                        self.line_no,
-                        raw.rstrip(b"\r\n"),
-                        f"not {self.encoding}: {exc.reason} at byte {exc.start}",
-                        self.pos,
-                        self.line_no + 1,
-                    )
-                )
-                continue
-            if not self.record:
-                self.record_line = self.line_no
-            self.record.append(raw)
-            return text
-        raise StopIteration
-
-    def take_record(self) -> bytes:
-        raw = b"".join(self.record).rstrip(b"\r\n")
-        self.record = []
-        return raw
 
 
 @dataclass
@@ -332,11 +99,11 @@ class CsvFile:
     ) -> None:
         self.options = options
         self.endpoints = list(endpoints)
-        self.data, self.encoding = _prepare(data, options.encoding)
+        self.data, self.encoding = prepare(data, options.encoding)
         self.timestamps = TimestampParser(
             options.timestamp_format, options.timezone, options.decimal_comma
         )
-        self._lines = _Lines(self.data, self.encoding)
+        self._lines = Lines(self.data, self.encoding)
         self._layout: Layout | None = None
         self._header_line = 0
         self._header_raw = b""
