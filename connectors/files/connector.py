@@ -5,7 +5,7 @@ inotify (watchfiles): drop directories are often network shares (SMB/NFS) on whi
 changes made by another host raise no events, the ``settle_ms`` rule needs a timer
 anyway (a file is complete only once it has *stopped* changing), and a restart must
 scan the whole directory regardless. A scan is cheap (one stat per entry), so polling
-costs little and behaves the same on every file system.
+costs little and behaves the same on every file system. The scan is :mod:`.scan`.
 
 A file is read when its size and modification time have been stable for
 ``settle_ms`` and its name matches neither ``exclude`` nor ``temp_patterns``. Complete
@@ -26,11 +26,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import fnmatch
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,20 +41,10 @@ from millrace.pipeline.errors import ConnectorError
 
 from .config import FilesConnection
 from .csvparse import BadLine, CsvFile, FileFormatError, Row, check_timestamp_format
-from .ledger import FileKey, Ledger, Record, digest, digest_file
+from .ledger import FileKey, Ledger, Record, digest
+from .scan import DropScanner, Ready
 
 log = logging.getLogger("millrace.connectors.files")
-
-
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    """A complete file found by a scan."""
-
-    rel: str
-    path: Path
-    size: int
-    mtime_ns: int
-    done: bool  # already in the ledger: only the `after` action is left
 
 
 @dataclass
@@ -91,8 +79,7 @@ class FilesConnector(ProtocolConnector):
         # flush() is a barrier (the base's _flush_lock): a file is recorded as read only
         # after every reading batched so far was published, including a batch the
         # flusher task took; a chunk is read and flushed under that lock
-        self._watch: dict[str, tuple[int, int, float]] = {}  # rel -> size, mtime, since
-        self._skip: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime) not to read
+        self.scanner = DropScanner(connection, self.resource_id)
         self._after_failed: set[str] = set()
         for k in ("files_read", "files_failed", "rows", "bad_lines"):
             self.counters[k] = 0.0
@@ -134,19 +121,20 @@ class FilesConnector(ProtocolConnector):
             for key, ts in ledger.load_watermarks().items():
                 self.batcher.last_ts[key] = max(ts, self.batcher.last_ts.get(key, ts))
         self.ledger = ledger
-        self._watch.clear()
+        self.scanner.watch.clear()
 
     async def serve(self) -> None:
         period = self.cfg.poll_ms / 1000
         while True:
             _honour_cancel()
-            for item in await asyncio.to_thread(self._scan):
+            assert self.ledger is not None
+            for item in await asyncio.to_thread(self.scanner.scan, self.ledger):
                 await self._handle(item)
                 _honour_cancel()
             await asyncio.sleep(period)
 
     async def disconnect(self) -> None:
-        self._watch.clear()
+        self.scanner.watch.clear()
 
     # -- readings -----------------------------------------------------------------------
     async def flush(self) -> None:
@@ -157,119 +145,14 @@ class FilesConnector(ProtocolConnector):
         await super()._publish_status(resource, rtype, current, info)
         _honour_cancel()  # the heartbeat loop would otherwise outlive stop()
 
-    # -- scanning (in a worker thread) ----------------------------------------------------
-    def _matches(self, patterns: Sequence[str], rel: str, name: str) -> bool:
-        # case-insensitive: plant PCs write DATA.CSV as often as data.csv
-        return any(
-            fnmatch.fnmatchcase((rel if "/" in p else name).lower(), p.lower()) for p in patterns
-        )
-
-    def _wanted(self, rel: str, name: str) -> bool:
-        c = self.cfg
-        return (
-            self._matches(c.include, rel, name)
-            and not self._matches(c.exclude, rel, name)
-            and not self._matches(c.temp_patterns, name, name)
-        )
-
-    def _walk(self) -> Iterator[tuple[str, Path, os.stat_result]]:
-        c = self.cfg
-        root = c.directory_path()
-        skip_dirs = {os.path.realpath(c.state_path()), os.path.realpath(c.done_path())}
-        stack: list[tuple[Path, str]] = [(root, "")]
-        while stack:
-            d, prefix = stack.pop()
-            try:
-                it = os.scandir(d)
-            except OSError as exc:
-                if d == root:
-                    if isinstance(exc, FileNotFoundError | NotADirectoryError):
-                        raise ConnectorError(f"Directory not found: {root}") from exc
-                    raise ConnectorError(f"Directory not readable: {root}: {exc}") from exc
-                log.warning("%s: %s skipped: %s", self.resource_id, d, exc)
-                continue
-            with it:
-                for e in it:
-                    rel = prefix + e.name
-                    try:
-                        if e.is_dir():
-                            if (
-                                c.recursive
-                                and os.path.realpath(e.path) not in skip_dirs
-                                and not self._matches(c.temp_patterns, e.name, e.name)
-                                and not self._matches(c.exclude, rel, e.name)
-                            ):
-                                stack.append((Path(e.path), rel + "/"))
-                            continue
-                        if not e.is_file() or not self._wanted(rel, e.name):
-                            continue
-                        st = e.stat()
-                    except OSError:
-                        continue  # gone while scanning
-                    yield rel, Path(e.path), st
-
-    def _scan(self) -> list[_Ready]:
-        """The files complete and not read yet (or read, with their `after` action left)."""
-        assert self.ledger is not None
-        now = time.monotonic()
-        settle_s = self.cfg.settle_ms / 1000
-        seen: set[str] = set()
-        ready: list[_Ready] = []
-        for rel, path, st in self._walk():
-            seen.add(rel)
-            size, mtime = st.st_size, st.st_mtime_ns
-            prev = self._watch.get(rel)
-            if prev is None or prev[:2] != (size, mtime):
-                self._watch[rel] = (size, mtime, now)
-                if settle_s > 0:
-                    continue  # changed since the last scan: not complete yet
-            elif now - prev[2] < settle_s:
-                continue
-            if self._skip.get(rel) == (size, mtime):
-                continue
-            done = False
-            rec = self.ledger.get(rel)
-            if rec is not None and (rec.key.size, rec.key.mtime_ns) == (size, mtime):
-                try:
-                    same = digest_file(path, size) == rec.key.digest
-                except OSError:
-                    continue
-                if same and rec.status == "done":
-                    if self.cfg.after == "mark":
-                        self._skip[rel] = (size, mtime)
-                        continue
-                    done = True  # read before a crash or restart; still to delete/move
-            ready.append(_Ready(rel, path, size, mtime, done))
-        for rel in list(self._watch):
-            if rel not in seen:
-                del self._watch[rel]
-                self._skip.pop(rel, None)
-        if self.cfg.order == "mtime":
-            ready.sort(key=lambda r: (r.mtime_ns, r.rel))
-        else:
-            ready.sort(key=lambda r: r.rel)
-        return ready
-
-    def _read(self, item: _Ready) -> bytes | None:
-        """The file's bytes, or None if it changed or went away meanwhile."""
-        try:
-            data = item.path.read_bytes()
-            st = os.stat(item.path)
-        except FileNotFoundError:
-            return None
-        if (st.st_size, st.st_mtime_ns, len(data)) != (item.size, item.mtime_ns, item.size):
-            self._watch.pop(item.rel, None)  # still being written: wait for it to settle
-            return None
-        return data
-
     # -- one file -------------------------------------------------------------------------
-    async def _handle(self, item: _Ready) -> None:
+    async def _handle(self, item: Ready) -> None:
         assert self.ledger is not None
         if item.done:
             await self._after(item)
             return
         try:
-            data = await asyncio.to_thread(self._read, item)
+            data = await asyncio.to_thread(self.scanner.read, item)
         except OSError as exc:
             if item.rel not in self._after_failed:
                 self._after_failed.add(item.rel)
@@ -283,7 +166,7 @@ class FilesConnector(ProtocolConnector):
             return
         await self._ingest(item, key, data)
 
-    async def _ingest(self, item: _Ready, key: FileKey, data: bytes) -> None:
+    async def _ingest(self, item: Ready, key: FileKey, data: bytes) -> None:
         assert self.ledger is not None
         ledger = self.ledger
         try:
@@ -360,7 +243,7 @@ class FilesConnector(ProtocolConnector):
         self.ledger.clear_progress()
         self.counters["files_read"] += 1
 
-    async def _fail(self, item: _Ready, key: FileKey, exc: FileFormatError) -> None:
+    async def _fail(self, item: Ready, key: FileKey, exc: FileFormatError) -> None:
         """A file the configuration cannot read: dead-lettered, left where it is, and not
         tried again until it changes or the connector restarts (the configuration may
         have been fixed)."""
@@ -369,11 +252,11 @@ class FilesConnector(ProtocolConnector):
         await self.dead_letter(
             exc.raw, f"{key.path}{where}: {exc.reason}", "FileFormatError", key=key.path
         )
-        self._skip[item.rel] = (item.size, item.mtime_ns)
+        self.scanner.skip_until_changed(item)
         self.counters["files_failed"] += 1
         await _durably(self.ledger.record, Record(key, "failed", self.now_us(), reason=exc.reason))
 
-    async def _after(self, item: _Ready) -> None:
+    async def _after(self, item: Ready) -> None:
         """Delete or move a file that is in the ledger (for `mark`: remember it)."""
         c = self.cfg
         try:
@@ -386,13 +269,13 @@ class FilesConnector(ProtocolConnector):
             if item.rel not in self._after_failed:
                 self._after_failed.add(item.rel)
                 log.warning("%s: could not %s %s: %s", self.resource_id, c.after, item.rel, exc)
-            self._skip[item.rel] = (item.size, item.mtime_ns)  # retried after a restart
+            self.scanner.skip_until_changed(item)  # retried after a restart
             return
         self._after_failed.discard(item.rel)
         if c.after == "mark":
-            self._skip[item.rel] = (item.size, item.mtime_ns)
+            self.scanner.skip_until_changed(item)
         else:
-            self._watch.pop(item.rel, None)
+            self.scanner.watch.pop(item.rel, None)
 
 
 def _honour_cancel() -> None:
