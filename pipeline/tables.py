@@ -265,6 +265,39 @@ CHECKPOINTS_SCHEMA = pa.schema(
     ]
 )
 
+TASKS_SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("version", pa.uint64()),
+        ("kind", pa.string()),
+        ("status", pa.string()),
+        ("actor", pa.string()),
+        ("params", pa.string()),
+        ("created_us", pa.int64()),
+        ("started_us", pa.int64()),
+        ("updated_us", pa.int64()),
+        ("finished_us", pa.int64()),
+        ("attempts", pa.uint32()),
+        ("error", pa.string()),
+        ("counts", _MAP_I),
+        ("progress", _MAP_I),
+        ("files_done", _MAP_S),
+        ("files_failed", _MAP_S),
+    ]
+)
+
+#: batch ids the telemetry fold applied (pipeline/batches.py): partition, id, origin
+APPLIED_BATCHES_SCHEMA = pa.schema(
+    [
+        ("partition", pa.uint32()),
+        ("batch_key", pa.string()),
+        ("origin", pa.string()),
+        ("identity", pa.string()),
+        ("applied_us", pa.int64()),
+        ("expires_us", pa.int64()),
+    ]
+)
+
 _AGG_KEY = ("identity", "signal", "bucket")
 
 #: every projection table the pipeline writes, by name
@@ -293,5 +326,7 @@ TABLES: dict[str, TableRows] = {
         TableRows("resource_runners", RUNNERS_SCHEMA, ("runner",)),
         TableRows("audits", AUDITS_SCHEMA, ("toDate(ts)", "audit_id")),
         TableRows("checkpoints", CHECKPOINTS_SCHEMA, ("name",), "version"),
+        TableRows("applied_batches", APPLIED_BATCHES_SCHEMA, ("partition", "batch_key")),
+        TableRows("tasks", TASKS_SCHEMA, ("task_id",), "version", state=True),
     )
 }

@@ -6,6 +6,7 @@ COMMANDS = "commands"
 STATUS = "status"
 ALARMS = "alarms"
 AUDIT = "audit"
+TASKS = "tasks"
 DEADLETTER = "deadletter"
 
 #: topic -> full name of the Avro record its values carry
@@ -16,6 +17,7 @@ TOPIC_SCHEMAS: dict[str, str] = {
     STATUS: "io.millrace.events.ResourceStatus",
     ALARMS: "io.millrace.events.AlarmEvent",
     AUDIT: "io.millrace.events.AuditEvent",
+    TASKS: "io.millrace.events.TaskEvent",
     DEADLETTER: "io.millrace.events.DeadLetter",
 }
 

@@ -10,7 +10,7 @@ SQL and column lists from here; no other module builds an insert for these table
 Reading the value-kind columns (value, text, kind) back is the value-kind codec's job
 (``TableRows.value_kind`` marks the tables that hold them).
 
-Longer than 400 lines on purpose: it is data, one declaration per table for 18 tables,
+Longer than 400 lines on purpose: it is data, one declaration per table for 19 tables,
 and reading them side by side is the point.
 """
 
@@ -404,6 +404,44 @@ TABLES: dict[str, ProjectionTable] = {
                 """
             ),
             _by_name("checkpoints"),
+        ),
+        ProjectionTable(
+            ROWS["applied_batches"],
+            _columns(
+                """
+                partition  UInt32
+                batch_key  String
+                origin     String
+                identity   LowCardinality(String)
+                applied_us Int64
+                expires_us Int64
+                """
+            ),
+            _by_name("applied_batches"),
+        ),
+        ProjectionTable(
+            ROWS["tasks"],
+            _columns(
+                """
+                task_id      String
+                version      UInt64
+                kind         LowCardinality(String)
+                status       LowCardinality(String)
+                actor        String
+                params       String
+                created_us   Int64
+                started_us   Int64
+                updated_us   Int64
+                finished_us  Int64
+                attempts     UInt32
+                error        String
+                counts       Map(String, Int64)
+                progress     Map(String, Int64)
+                files_done   Map(String, String)
+                files_failed Map(String, String)
+                """
+            ),
+            _by_name("tasks"),
         ),
     )
 }

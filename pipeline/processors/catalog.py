@@ -8,6 +8,7 @@ from millrace.pipeline.processors.base import Processor
 from millrace.pipeline.processors.deadletter import DeadLetterProcessor
 from millrace.pipeline.processors.identity import IdentityProcessor
 from millrace.pipeline.processors.status import StatusProcessor
+from millrace.pipeline.processors.tasks import TaskProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 
 
@@ -20,4 +21,5 @@ def processors() -> list[Processor]:
         AuditProcessor(),
         StatusProcessor(),
         AlarmProcessor(),
+        TaskProcessor(),
     ]

@@ -61,7 +61,7 @@ def embedded(config: MillraceConfig, chdb_store: ChdbStore) -> Adapters:
     return Adapters(LocalEventLog(Path(config.data_dir) / "log", config.log), stores)
 
 
-SINGLETONS = {"alarms", "alarm-rule-seeding", "identity-watch"}
+SINGLETONS = {"alarms", "alarm-rule-seeding", "identity-watch", "tasks"}
 ROLE_SETS: list[tuple[Role, ...]] = [("connect",), ("process",), ("api",), ROLES]
 
 
@@ -98,7 +98,7 @@ def test_both_deployments_build_the_same_stages_for_the_same_roles(
 
 def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) -> None:
     expected = {
-        "process": {"runtime", "alarms", "alarm-rule-seeding", "identity-watch"},
+        "process": {"runtime", "alarms", "alarm-rule-seeding", "identity-watch", "tasks"},
         "api": {"stream-tail", "api-server"},
         "connect": {"runner-heartbeat", "connector-manager", "command-router"},
     }

@@ -7,7 +7,8 @@ reverse order:
 ``process``
     ``runtime`` (asyncio: ``EmbeddedRuntime``; faust: a faust worker app),
     ``alarms`` (the alarm runner), ``alarm-rule-seeding`` (the file's rules),
-    ``identity-watch``. The last three are *singleton* stages: the assembly passes them
+    ``identity-watch``, ``tasks`` (the task runner: restores, replays). The last four
+    are *singleton* stages: the assembly passes them
     to ``wrap_singleton`` (identity unless the deployment gives a leadership wrapper).
 ``api``
     ``stream-tail`` (live streams) and ``api-server``.

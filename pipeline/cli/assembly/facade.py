@@ -35,6 +35,7 @@ from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.executors import OwnThreads
 from millrace.pipeline.runtime.stage import Stage
+from millrace.pipeline.tasks import TaskRunner
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.watch_queries import IdentityWatch
 from millrace.projections.writer import ProjectionWriter
@@ -74,6 +75,7 @@ class Assembly:
         self.alarms: AlarmRunner | None = None
         self.seeder: ConfigRuleSeeder | None = None
         self.watch: IdentityWatch | None = None
+        self.tasks: TaskRunner | None = None
         self.manager: ConnectorManager | None = None
         self.heartbeat: RunnerHeartbeat | None = None
         self.stream_hub: StreamHub | None = None

@@ -1,5 +1,6 @@
 """The ``process`` role's stages: the processor runtime (asyncio or faust), the alarm
-runner, the rule seeding and the identity watch (the last three are singletons)."""
+runner, the rule seeding, the identity watch and the task runner (the last four are
+singletons)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from millrace.pipeline.identities.watch import WatchSettings
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
+from millrace.pipeline.tasks import TaskRunner
 from millrace.projections.alarms import AlarmQueries
 from millrace.projections.checkpoints import StoreCheckpoints
 from millrace.projections.watch_queries import IdentityWatch
@@ -25,8 +27,8 @@ if TYPE_CHECKING:
 
 
 def process_stages(asm: Assembly) -> list[Stage]:
-    """The role's stages, in start order; sets the assembly's runtime, alarms, seeder
-    and watch."""
+    """The role's stages, in start order; sets the assembly's runtime, alarms, seeder,
+    watch and task runner."""
     cfg = asm.config
     runtime: Stage
     if asm.adapters.runtime == "asyncio":
@@ -78,6 +80,7 @@ def process_stages(asm: Assembly) -> list[Stage]:
         # the readings TTL goes ON CLUSTER to the shards' tables
         cluster=cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None,
     )
+    asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
     return [
         runtime,
         LoopStage("alarms", alarms.run, singleton=True, health=lambda: asdict(alarms.stats)),
@@ -89,6 +92,7 @@ def process_stages(asm: Assembly) -> list[Stage]:
             stop_timeout_s=0.0,  # cancelled at stop: a tick is redone by the next start
             health=lambda: dict(watch.stats),
         ),
+        asm.tasks,
     ]
 
 
