@@ -122,6 +122,41 @@ async def _write_rule(
     return stored
 
 
+async def _define(
+    request: Request, ctx: AppContext, rule: AlarmRule, principal: Principal, *, replace: bool
+) -> dict[str, Any]:
+    """Create (409 when the id is taken) or replace (404 when there is no such rule)
+    ``rule``, audited; the stored rule after it."""
+    async with ctx.lock(RULE_KEY_PREFIX + rule.id):
+        if replace:
+            before: dict[str, Any] | None = await _require_rule(ctx, rule.id)
+        elif await run_query(queries(ctx).rule, rule.id) is not None:
+            raise ApiError(409, "conflict", f"alarm rule {rule.id!r} already exists")
+        else:
+            before = None
+        stored = await _write_rule(ctx, rule.id, rule, principal)
+    assert stored is not None
+    _audit(request, "update" if replace else "create", rule.id, before, stored)
+    return stored
+
+
+def _audit(
+    request: Request,
+    action: str,
+    rule_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    audit_note(
+        request,
+        action=action,
+        target_type="alarm_rule",
+        target_id=rule_id,
+        before=None if before is None else rule_json(before),
+        after=None if after is None else rule_json(after),
+    )
+
+
 @router.get(
     "/alarm-rules", summary="List alarm rules", response_model=models.Page[models.AlarmRuleOut]
 )
@@ -159,22 +194,8 @@ async def create_rule(
     principal: Principal = Depends(admin),
 ) -> JsonResponse:
     """Define a new rule; 409 when the id is taken, 400 naming every bad field."""
-    rule = parse_rule_body(body)
-    async with ctx.lock(RULE_KEY_PREFIX + rule.id):
-        if await run_query(queries(ctx).rule, rule.id) is not None:
-            raise ApiError(409, "conflict", f"alarm rule {rule.id!r} already exists")
-        stored = await _write_rule(ctx, rule.id, rule, principal)
-    assert stored is not None
-    out = rule_json(stored, epoch)
-    audit_note(
-        request,
-        action="create",
-        target_type="alarm_rule",
-        target_id=rule.id,
-        before=None,
-        after=rule_json(stored),
-    )
-    return JsonResponse(out, status_code=201)
+    stored = await _define(request, ctx, parse_rule_body(body), principal, replace=False)
+    return JsonResponse(rule_json(stored, epoch), status_code=201)
 
 
 @router.get(
@@ -209,19 +230,7 @@ async def replace_rule(
 ) -> JsonResponse:
     """Replace the definition of an existing rule (404 when there is none: create
     with POST)."""
-    rule = parse_rule_body(body, rule_id)
-    async with ctx.lock(RULE_KEY_PREFIX + rule_id):
-        before = await _require_rule(ctx, rule_id)
-        stored = await _write_rule(ctx, rule_id, rule, principal)
-    assert stored is not None
-    audit_note(
-        request,
-        action="update",
-        target_type="alarm_rule",
-        target_id=rule_id,
-        before=rule_json(before),
-        after=rule_json(stored),
-    )
+    stored = await _define(request, ctx, parse_rule_body(body, rule_id), principal, replace=True)
     return JsonResponse(rule_json(stored, epoch))
 
 
@@ -238,12 +247,5 @@ async def delete_rule(
     async with ctx.lock(RULE_KEY_PREFIX + rule_id):
         before = await _require_rule(ctx, rule_id)
         await _write_rule(ctx, rule_id, None, principal)
-    audit_note(
-        request,
-        action="delete",
-        target_type="alarm_rule",
-        target_id=rule_id,
-        before=rule_json(before),
-        after=None,
-    )
+    _audit(request, "delete", rule_id, before, None)
     return Response(status_code=204)

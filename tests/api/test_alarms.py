@@ -473,3 +473,14 @@ async def test_rule_crud(api: Api) -> None:
     # a removed rule can be defined again
     r = await post(api, "/alarm-rules", rule, key="admin")
     assert r.status_code == 201
+
+    # each definition is audited with the rule before and after
+    await api.sync()
+    r = await api.get("/audits", key="operator", target_id=rid, sort="creation_time")
+    assert r.status_code == 200, r.text
+    rows = [a for a in r.json()["data"] if a["status"] == "ok"]
+    assert [a["action"] for a in rows] == ["create", "update", "delete", "create"]
+    assert {a["target_type"] for a in rows} == {"alarm_rule"}
+    assert rows[0]["before"] is None and rows[0]["after"]["high"] == 80
+    assert rows[1]["before"]["high"] == 80 and rows[1]["after"]["high"] == 90
+    assert rows[2]["before"]["high"] == 90 and rows[2]["after"] is None
