@@ -71,6 +71,7 @@ class LocalEventLog(EventLog):
         # for no API read or analyst query, and a slow fsync for no read
         self._appends = OwnThreads("millrace-log-append", 2)
         self._reads = OwnThreads("millrace-log-read", 2)
+        self._retention_hold: Callable[[str, int], int] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class LocalEventLog(EventLog):
         partitions = [Partition(topic, n, directory / str(n), self.config) for n in range(count)]
         self._topics[topic] = partitions
         for partition in partitions:
+            partition.retention_hold = self._retention_hold
             partition.directory.mkdir(exist_ok=True)
             partition.recover()
 
@@ -203,6 +205,7 @@ class LocalEventLog(EventLog):
             ]
             try:
                 for partition in partitions:
+                    partition.retention_hold = self._retention_hold
                     partition.directory.mkdir(parents=True, exist_ok=True)
                 if self.config.fsync != "never":
                     fsync_dir(directory)
@@ -277,6 +280,15 @@ class LocalEventLog(EventLog):
                     partition.flush()
         except OSError as exc:
             raise LogError(f"flushing {self.directory}: {exc}") from exc
+
+    def hold_retention(self, hold: Callable[[str, int], int] | None) -> None:
+        """Retention deletes a segment of (topic, partition) only when every record in
+        it lies below ``hold(topic, partition)`` (the archiver's position: a segment
+        goes only once it is archived); None lifts the hold."""
+        self._retention_hold = hold
+        for partitions in list(self._topics.values()):
+            for partition in partitions:
+                partition.retention_hold = hold
 
     def enforce_retention(self) -> int:
         """Delete whole segments past ``retention_ms``/``retention_bytes``; returns how

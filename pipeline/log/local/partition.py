@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from millrace.pipeline.errors import LogClosedError, LogError
@@ -37,6 +37,9 @@ class Partition:
         self._retired: list[Segment] = []
         self._last_sync = time.monotonic()
         self._closed = False
+        #: (topic, partition) -> the offset below which segments may go (the archiver's
+        #: position when an archive is configured); None: retention alone decides
+        self.retention_hold: Callable[[str, int], int] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -168,7 +171,10 @@ class Partition:
         segments = self._view[0]
         total = sum(s.size for s in segments)
         drop = 0
-        for segment in segments[:-1]:
+        hold = self._hold()
+        for i, segment in enumerate(segments[:-1]):
+            if hold is not None and segments[i + 1].base > hold:
+                break  # a record of it is not archived yet
             by_bytes = max_bytes is not None and total - segment.size >= max_bytes
             by_age = max_ms is not None and now_us - segment.newest_timestamp() > max_ms * 1000
             if not (by_bytes or by_age):
@@ -184,6 +190,15 @@ class Partition:
             with self._meta_lock:
                 self._close_retired()
         return drop
+
+    def _hold(self) -> int | None:
+        if self.retention_hold is None:
+            return None
+        try:
+            return self.retention_hold(self.topic, self.number)
+        except Exception:  # when in doubt, keep the segments
+            log.exception("retention hold of %s/%d failed", self.topic, self.number)
+            return 0
 
     # --- read --------------------------------------------------------------------
 

@@ -73,7 +73,8 @@ def test_listing_filters_by_time_topic_and_partition(tmp_path: Path) -> None:
 
 
 def test_crash_between_data_and_manifest_leaves_nothing_visible(memory_url: str) -> None:
-    fs = CrashAfterData()
+    fs = CrashAfterData(skip_instance_cache=True)
+    fs.crash = True
     store = ArchiveStore(memory_url, fs=fs)
     with pytest.raises(Exception, match="killed between"):
         store.write_window(records(0, 4), T0, T0 + HOUR_US)
