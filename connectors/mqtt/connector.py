@@ -11,14 +11,15 @@ Message routing: a message goes to every endpoint and mapping whose filter match
 topic (the broker delivers it once even when several subscriptions match it, as
 Mosquitto does by default; MQTT 3.1.1 lets other brokers deliver it once per matching
 subscription, so overlapping filters on those brokers may repeat a reading).
+
+What a failed session means in words (a refused CONNACK, a TLS handshake, a timeout)
+and the TLS context are :mod:`.session`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from .payload import (
     endpoint_reading,
     mapping_readings,
 )
+from .session import connect_failure, refusal, tls_context
 from .topics import (
     TemplatePattern,
     TopicError,
@@ -54,14 +56,6 @@ from .topics import (
 )
 
 log = logging.getLogger("millrace.connectors.mqtt")
-
-# CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes onto them)
-_REFUSAL_HINTS = {
-    133: " (client_id rejected)",
-    134: " (check username and password)",
-    135: " (check username and password, and the broker's access rules)",
-    136: " (broker unavailable)",
-}
 
 
 @dataclass
@@ -181,7 +175,7 @@ class MqttConnector(ProtocolConnector):
                 clean_session=c.clean_session,
                 keepalive=c.keepalive,
                 timeout=c.connect_timeout_s,
-                tls_context=self._tls_context() if c.tls is not None else None,
+                tls_context=tls_context(c.tls) if c.tls is not None else None,
                 logger=log,
             )
         except ValueError as exc:  # paho rejects the settings
@@ -205,9 +199,9 @@ class MqttConnector(ProtocolConnector):
                 )
             enter.result()
         except MqttConnectError as exc:
-            raise ConnectorError(_refusal(exc)) from exc
+            raise ConnectorError(refusal(exc)) from exc
         except aiomqtt.MqttError as exc:
-            raise _connect_failure(exc, c.connect_timeout_s) from exc
+            raise connect_failure(exc, c.connect_timeout_s) from exc
         finally:
             watch.cancel()
             if not enter.done():
@@ -297,25 +291,6 @@ class MqttConnector(ProtocolConnector):
                 client._client._reset_sockets()
             except Exception:  # pragma: no cover - private API of paho changed
                 log.debug("%s: closing the MQTT socket failed", self.resource_id, exc_info=True)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        tls = self.connection.tls
-        assert tls is not None
-        try:
-            ctx = ssl.create_default_context(cafile=tls.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectorError(
-                f"TLS: cannot load ca_file {tls.ca_file}: {_os_text(exc)}"
-            ) from exc
-        if tls.cert_file:
-            try:
-                ctx.load_cert_chain(tls.cert_file, tls.key_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConnectorError(
-                    f"TLS: cannot load cert_file/key_file {tls.cert_file}: {_os_text(exc)}"
-                ) from exc
-        ctx.check_hostname = not tls.insecure
-        return ctx
 
     # -- messages -------------------------------------------------------------------------
     async def _handle(self, topic: str, payload: bytes) -> None:
@@ -434,60 +409,3 @@ def _name(text: str) -> str:
     if not 0 < len(text) <= MAX_IDENTITY:
         raise TopicError(f"identity/signal {text[:40]!r} must be 1-{MAX_IDENTITY} characters")
     return text
-
-
-def _refusal(exc: MqttConnectError) -> str:
-    rc = exc.rc
-    value = rc.value if isinstance(rc, ReasonCode) else rc
-    reason = str(rc) if isinstance(rc, ReasonCode) else str(exc)
-    hint = _REFUSAL_HINTS.get(value, "") if isinstance(value, int) else ""
-    return f"{reason}: the broker refused the connection{hint}"
-
-
-def _connect_failure(exc: aiomqtt.MqttError, timeout_s: float) -> Exception:
-    """A clear error for a failed connect: aiomqtt hides the socket error (raised
-    ``from None``) but keeps it as the context."""
-    ctx = exc.__context__
-    if str(exc) == "Operation timed out":
-        return ConnectorError(f"no answer from the broker within {timeout_s:g} s (CONNACK)")
-    if isinstance(ctx, OSError):
-        _close_sockets_of(ctx)
-    if isinstance(ctx, ssl.SSLCertVerificationError):
-        return ConnectorError(f"TLS: broker certificate not accepted: {ctx.verify_message}")
-    if isinstance(ctx, ssl.SSLError):
-        return ConnectorError(f"TLS handshake failed: {ctx.reason or ctx}")
-    if isinstance(ctx, ConnectionError) and _in_tls_handshake(ctx):
-        return ConnectorError(
-            f"TLS handshake failed: {_os_text(ctx).lower()} (is the port a TLS listener?)"
-        )
-    if isinstance(ctx, OSError):
-        return ctx  # ConnectionRefusedError, socket.gaierror...: worded by the base
-    return ConnectorError(f"MQTT connect failed: {exc}")
-
-
-def _in_tls_handshake(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "do_handshake":
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _close_sockets_of(exc: BaseException) -> None:
-    """Close the sockets held by the frames ``exc`` went through.
-
-    paho does not close its socket when the TLS handshake fails: the SSLSocket is then
-    only referenced by the failed frame, and would leak until collected."""
-    tb = exc.__traceback__
-    while tb is not None:
-        for value in list(tb.tb_frame.f_locals.values()):
-            if isinstance(value, socket.socket):
-                value.close()
-        tb = tb.tb_next
-
-
-def _os_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
