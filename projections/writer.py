@@ -9,11 +9,12 @@ See ``pipeline.sink`` for the protocol; every insert is declared in ``projection
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from millrace.pipeline.batches import Applied, AppliedBatches
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import StateReader
 from millrace.pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
@@ -24,18 +25,31 @@ _PROGRESS_INSERT = TABLES["progress"].insert
 _MAP_COLUMNS = {f.name for f in TABLES["identities"].rows.schema if isinstance(f.type, pa.MapType)}
 
 
-class ProjectionWriter(ProjectionSink, StateReader):
+class ProjectionWriter(ProjectionSink, StateReader, AppliedBatches):
     """Writes processor output to ClickHouse, exactly once per log record."""
 
-    def __init__(self, store: ProjectionStore) -> None:
+    def __init__(self, store: ProjectionStore, targets: Mapping[str, str] | None = None) -> None:
+        """``targets`` (projection -> the table it goes to; a replay's shadow tables):
+        when given, projections left out are not written and state is read from the
+        targets; progress rows always go to ``millrace.progress``."""
         self.store = store
+        self.targets = None if targets is None else dict(targets)
+        self._inserts = dict(INSERTS)
+        if self.targets is not None:
+            self._inserts = {
+                name: INSERTS[name].replace(f"INTO millrace.{name}", f"INTO millrace.{to}", 1)
+                for name, to in self.targets.items()
+            }
+
+    def _table(self, name: str) -> str:
+        return name if self.targets is None else self.targets.get(name, name)
 
     def load_state(self, table: str, key: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         columns = STATE_TABLES.get(table)
         if columns is None or key not in columns:
             raise KeyError(f"no state table {table!r} keyed by {key!r}")
         res = self.store.query_arrow(
-            f"SELECT {', '.join(columns)} FROM millrace.{table} FINAL "
+            f"SELECT {', '.join(columns)} FROM millrace.{self._table(table)} FINAL "
             f"WHERE {key} IN {{keys:Array(String)}}",
             params={"keys": list(keys)},
         )
@@ -46,6 +60,32 @@ class ProjectionWriter(ProjectionSink, StateReader):
                     row[name] = dict(v)
             out[row[key]] = row
         return out
+
+    def applied_batches(
+        self, partition: int, since_us: int, keys: Sequence[str] | None = None
+    ) -> dict[str, Applied]:
+        """The first origin of each id (a race of two origins resolves the same way
+        for every reader), one query; ``keys`` narrows it to the ids asked."""
+        where = "partition = {p:UInt32} AND expires_us > {since:Int64}"
+        params: dict[str, Any] = {"p": partition, "since": since_us}
+        if keys is not None:
+            where += " AND batch_key IN {keys:Array(String)}"
+            params["keys"] = list(keys)
+        res = self.store.query_arrow(
+            "SELECT batch_key, argMin(origin, applied_us) AS origin, max(expires_us) AS exp "
+            f"FROM millrace.{self._table('applied_batches')} WHERE {where} "
+            "GROUP BY batch_key ORDER BY min(applied_us)",
+            params=params,
+        )
+        return {
+            k: Applied(o, e)
+            for k, o, e in zip(
+                res["batch_key"].to_pylist(),
+                res["origin"].to_pylist(),
+                res["exp"].to_pylist(),
+                strict=True,
+            )
+        }
 
     def progress(self, consumer: str) -> Progress:
         res = self.store.execute(
@@ -94,9 +134,9 @@ class ProjectionWriter(ProjectionSink, StateReader):
         if fence is not None:
             fence()
         for name, table in batch.tables.items():
-            if table.num_rows == 0:
+            if table.num_rows == 0 or (self.targets is not None and name not in self.targets):
                 continue
-            sql = INSERTS.get(name)
+            sql = self._inserts.get(name)
             if sql is None:
                 raise KeyError(f"no projection table {name!r}")
             self.store.insert_arrow(

@@ -11,9 +11,10 @@ no API or analyst work can take the thread ingest needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,10 @@ class EmbeddedRuntime:
         self._state = sink if isinstance(sink, StateReader) else None
         self._progress: Progress | None = None
         self._wake = asyncio.Event()
+        # held by a step, and by ``paused()``: a replay swaps tables between two steps
+        self._hold = asyncio.Lock()
+        #: positions not to read past (a replay's shadow fold stops at the live runtime's)
+        self.until: Mapping[TopicPartition, int] | None = None
         # one thread: batches are sequential, and the sink's session is used by one
         # thread at a time
         self._threads = OwnThreads("millrace-runtime", 1)
@@ -114,8 +119,20 @@ class EmbeddedRuntime:
             offset = got[-1].offset + 1
         return out
 
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[dict[TopicPartition, int]]:
+        """Hold the runtime between two batches (no intent pending) and yield its
+        committed positions; it goes on when the block ends (``projections.replay``)."""
+        async with self._hold:
+            progress = await self._load_progress()
+            yield {tp: progress.positions.get(tp, 0) for tp in self.topic_partitions()}
+
     async def step(self) -> int:
         """Process one batch; return how many records it covered (0 = nothing new)."""
+        async with self._hold:
+            return await self._step()
+
+    async def _step(self) -> int:
         progress = await self._load_progress()
         records: dict[TopicPartition, list[Record]] = {}
         if progress.pending:
@@ -129,7 +146,14 @@ class EmbeddedRuntime:
             ranges = {}
             for tp in self.topic_partitions():
                 pos = progress.positions.get(tp, 0)
-                got = await self.log.read(tp.topic, tp.partition, pos, self.max_records)
+                count = self.max_records
+                if self.until is not None:
+                    count = min(count, self.until.get(tp, 0) - pos)
+                    if count <= 0:
+                        continue
+                got = await self.log.read(tp.topic, tp.partition, pos, count)
+                if self.until is not None:
+                    got = [rec for rec in got if rec.offset < self.until.get(tp, 0)]
                 if got:
                     records[tp] = got
                     # a position below the first retained offset starts there

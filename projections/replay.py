@@ -1,0 +1,268 @@
+"""Replay while running: rebuild projections from the log beside the live ones, swap.
+
+Why shadow tables and a held fold, rather than rebuilding in place: queries must answer
+throughout and never see a half-built projection, and the live fold must go on with
+ingest. So a replay
+
+1. creates shadows of the tables it rebuilds (``projections.shadow``: same DDL, another
+   name) and folds the log into them with a second :class:`EmbeddedRuntime` whose sink
+   writes only to the shadows and keeps its own progress (consumer ``replay:<tag>`` in
+   ``millrace.progress``). The same exactly-once protocol holds for it: a crash resumes
+   the shadow fold where its progress says, with the same dedup tokens;
+2. catches up with the live runtime, never reading past the live positions, so the
+   shadow is always at or behind what the live tables hold;
+3. holds the live fold between two batches (:meth:`EmbeddedRuntime.paused`: no intent
+   pending), folds the shadow up to exactly the live positions, and exchanges the
+   tables (``EXCHANGE TABLES``: atomic per pair; the comment protocol in
+   ``projections.shadow`` finishes an interrupted exchange at the next start). Old and
+   new tables are at the very same log position, so the live progress row is right for
+   both: no progress moves, and a crash before, during or after the swap leaves all old
+   or all new tables. The hold lasts one bounded fold and one DDL statement;
+4. lets the live fold go on and drops the shadows (now the old tables).
+
+Named projections: only those are swapped. Stateful processors read their state from
+their own table (identities, alarms, resource_states, tasks); a shadow fold must read
+state at the shadow's position, so the state tables are always built into shadows too
+and, when not named, dropped afterwards instead of swapped.
+
+``start_time``: the fold starts, in each partition, at the first record the log
+appended at or after it (the rebuilt projections then hold what came since). Ranges the
+log no longer holds are not read from the archive yet (the archive store is not there).
+
+Distributed deployment: the live fold runs in several ``millrace process`` workers
+(faust) and ClickHouse holds Distributed tables over replicated ones; there is no hold
+of every worker at one position yet, so a replay there is refused (the API answers 409)
+and ``millrace replay`` rebuilds offline with the workers stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from millrace.pipeline.codec import AvroCodec
+from millrace.pipeline.errors import MillraceError
+from millrace.pipeline.log.base import EventLog, TopicPartition
+from millrace.pipeline.processors.base import StatefulProcessor
+from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.sink import Range, SinkBatch
+from millrace.projections import shadow
+from millrace.projections.migrations import PROJECTION_TABLES
+from millrace.projections.store.base import ProjectionStore
+from millrace.projections.tables import TABLES
+from millrace.projections.writer import ProjectionWriter
+
+if TYPE_CHECKING:
+    from millrace.pipeline.tasks import Handler, TaskContext
+
+log = logging.getLogger("millrace.replay")
+
+#: the projections a replay may rebuild (progress is the sink's bookkeeping, not one)
+REPLAYABLE: tuple[str, ...] = tuple(t for t in PROJECTION_TABLES if t != "progress")
+
+
+class ReplayError(MillraceError):
+    """A replay cannot run (its reason ends the task as failed)."""
+
+
+class UnknownProjectionError(ReplayError):
+    """A named projection does not exist."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown projection {name!r}; known: {', '.join(REPLAYABLE)}")
+        self.name = name
+
+
+def state_tables() -> list[str]:
+    """The tables stateful processors read their state from."""
+    found = {p.state_table for p in processors() if isinstance(p, StatefulProcessor)}
+    return sorted(t for t in found if t in TABLES)
+
+
+def plan(names: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(tables swapped, tables built): the named projections (all when none are named)
+    and, besides, the state tables the fold reads."""
+    swapped = list(REPLAYABLE) if not names else []
+    for name in names or ():
+        if name not in REPLAYABLE:
+            raise UnknownProjectionError(name)
+        if name not in swapped:
+            swapped.append(name)
+    built = swapped + [t for t in state_tables() if t not in swapped]
+    return swapped, built
+
+
+Report = Callable[[dict[str, int]], Awaitable[None]]
+
+
+@dataclass
+class ReplayParts:
+    """What a replay works with: the log, the store, the live runtime (held at the swap)."""
+
+    log: EventLog
+    store: ProjectionStore
+    live: EmbeddedRuntime
+    codec: AvroCodec | None = None
+    max_records: int = 20_000
+
+
+class Replay:
+    """One replay (see the module doc); :meth:`run` is resumable under the same id."""
+
+    def __init__(
+        self,
+        parts: ReplayParts,
+        replay_id: str,
+        projections: Sequence[str] | None = None,
+        start_time_us: int | None = None,
+    ) -> None:
+        self.parts = parts
+        self.replay_id = replay_id
+        self.swapped, self.built = plan(projections)
+        self.start_time_us = start_time_us
+        #: test hook: called (with the phase name) before each phase's store work
+        self.before: Callable[[str], None] = lambda phase: None
+
+    async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, self.parts.store, *args)
+
+    async def run(self, report: Report, stop: asyncio.Event) -> dict[str, int] | None:
+        """Build, catch up, swap; the counts when done, None when ``stop`` came first
+        (the shadows and their progress stay; the next run resumes them)."""
+        prefix = f"{self.replay_id}."
+        if await self._store(shadow.swapped, self.swapped, prefix) is not None:
+            await self._store(shadow.drop, self.built)  # swapped before a crash
+            return {"records": 0}
+        tag = await self._store(shadow.building, self.built)
+        fresh = tag is None or not tag.startswith(prefix)
+        if fresh:
+            tag = prefix + secrets.token_hex(4)
+            self.before("create")
+            await self._store(shadow.create, self.built, tag)
+        assert tag is not None
+        fold = EmbeddedRuntime(
+            self.parts.log,
+            ProjectionWriter(self.parts.store, {t: shadow.shadow_name(t) for t in self.built}),
+            processors(),
+            consumer=f"replay:{tag}",
+            codec=self.parts.codec,
+            max_records=self.parts.max_records,
+            publish_deadletters=False,  # published by the live fold the first time
+        )
+        try:
+            if fresh and self.start_time_us is not None:
+                await self._start_at(fold, self.start_time_us)
+            counts = await self._fold(fold, tag, report, stop)
+        finally:
+            fold.close()
+        if counts is not None:
+            self.before("drop")
+            await self._store(shadow.drop, self.built)
+        return counts
+
+    async def _fold(
+        self, fold: EmbeddedRuntime, tag: str, report: Report, stop: asyncio.Event
+    ) -> dict[str, int] | None:
+        live = self.parts.live
+        total = await self._total(fold)
+
+        def counts() -> dict[str, int]:
+            return {
+                "records": fold.stats.records,
+                "records_total": max(total, fold.stats.records),
+                "readings": fold.stats.rows.get("readings", 0),
+            }
+
+        while not stop.is_set():
+            # never past the live fold: the shadow stays at or behind the live tables
+            fold.until = {tp: live.position(tp) for tp in fold.topic_partitions()}
+            self.before("fold")
+            n = await fold.step()
+            await report(counts())
+            behind = sum(max(0, end - fold.position(tp)) for tp, end in fold.until.items())
+            if n == 0 or behind <= self.parts.max_records:
+                break
+        if stop.is_set():
+            return None
+        async with live.paused() as positions:
+            fold.until = positions
+            while True:
+                self.before("fold")
+                if not await fold.step():
+                    break
+            short = {tp: p for tp, p in positions.items() if fold.position(tp) < p}
+            if short:
+                raise ReplayError(f"the shadow fold stopped short of the live one: {short}")
+            self.before("swap")
+            await self._store(shadow.swap, self.swapped, tag)
+        await report(counts())
+        return counts()
+
+    async def _total(self, fold: EmbeddedRuntime) -> int:
+        total = 0
+        for tp in fold.topic_partitions():
+            first, end = await self.parts.log.offsets(tp.topic, tp.partition)
+            total += end - max(first, fold.position(tp))
+        return total
+
+    async def _start_at(self, fold: EmbeddedRuntime, start_us: int) -> None:
+        """Commit the shadow's first positions: the first record at or after ``start_us``."""
+        ranges: dict[TopicPartition, Range] = {}
+        for tp in fold.topic_partitions():
+            offset = await first_at(self.parts.log, tp, start_us)
+            ranges[tp] = Range(offset, offset)
+        await asyncio.to_thread(fold.sink.write, fold.consumer, SinkBatch(seq=1, ranges=ranges))
+
+
+async def first_at(log: EventLog, tp: TopicPartition, start_us: int) -> int:
+    """The first offset of ``tp`` appended at or after ``start_us`` (binary search over
+    the log's append times, which grow with the offset)."""
+    low, high = await log.offsets(tp.topic, tp.partition)
+    while low < high:
+        mid = (low + high) // 2
+        got = await log.read(tp.topic, tp.partition, mid, 1)
+        if got and got[0].timestamp_us < start_us:
+            low = got[0].offset + 1
+        else:
+            high = mid
+    return low
+
+
+def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
+    """The ``replay`` task kind (params: ``projections``, a list of names or empty for
+    all; ``start_time_us``, optional). ``parts`` gives None where no in-process runtime
+    can be held (the distributed deployment): the task then fails saying so."""
+
+    async def handle(ctx: TaskContext) -> None:
+        got = parts()
+        if got is None:
+            raise ReplayError(DISTRIBUTED)
+        start = ctx.params.get("start_time_us")
+        replay = Replay(
+            got,
+            ctx.task_id,
+            ctx.params.get("projections") or None,
+            None if start is None else int(start),
+        )
+
+        async def report(counts: dict[str, int]) -> None:
+            await ctx.progress(**counts)
+
+        counts = await replay.run(report, ctx.stop)
+        await ctx.flush()
+        if counts is not None:
+            log.info("replay %s: %s rebuilt (%s)", ctx.task_id, replay.swapped, counts)
+
+    return handle
+
+
+#: why a replay is refused in the distributed deployment
+DISTRIBUTED = (
+    "replay while running needs the embedded runtime (millrace run); in the distributed "
+    "deployment stop the millrace process workers and run 'millrace replay' offline"
+)
