@@ -36,6 +36,10 @@ PROJECTION_TABLES = (
     "alarms",
     "alarm_annotations",
     "alarm_rules",
+    # the telemetry fold's applied batch ids go with the readings they describe: a
+    # rebuild (or a restore into dropped projections) must not find stale ids
+    "applied_batches",
+    "tasks",
     "progress",
 )
 

@@ -1,0 +1,82 @@
+"""Which restored telemetry batches to apply: each batch id once, across the live fold,
+earlier restores and this restore's own redone chunks.
+
+The live fold (``pipeline.batches.BatchLedger``) treats an id applied at the *same*
+origin (log position) as a batch redone after a crash, and applies it again. A restored
+record keeps its original log position, so a restore must not use that origin: it
+would re-apply every batch the live fold already holds. A restore's origin is
+``restore:<scope>/<topic>/<partition>/<offset>`` (scope: the task id), so:
+
+* an id applied by the live fold, by an earlier restore or by another task has another
+  origin: the batch is dropped (restoring a range twice, or one the projections still
+  hold, doubles nothing);
+* an id applied at this restore's own origin is this task's chunk redone after a crash
+  (the sink's intent protocol): applied again, with the same rows and tokens.
+
+Ids are named by the one rule, :func:`millrace.pipeline.batches.batch_key`. The
+``applied_batches`` rows a restore writes expire one window after the restore ran (not
+after the records' old log time), so a second restore within the window finds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from millrace.pipeline.batches import DEFAULT_WINDOW_US, AppliedBatches, batch_key
+from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
+from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
+from millrace.pipeline.topics import TELEMETRY
+
+
+def restore_origin(scope: str, ev: Event) -> str:
+    return f"restore:{scope}/{ev.topic}/{ev.partition}/{ev.offset}"
+
+
+class RestoredTelemetry(ReadingProcessor):
+    """The telemetry fold for restored records: batches whose id was applied at another
+    origin are dropped, the rest folded by :meth:`TelemetryProcessor.fold`. The
+    ``applied_batches`` rows come first in the output, so the sink inserts them before
+    the readings: a chunk whose readings landed has its ids recorded too."""
+
+    topics = (TELEMETRY,)
+
+    def __init__(self, scope: str, now_us: int, window_us: int = DEFAULT_WINDOW_US) -> None:
+        self.scope = scope
+        self.expires_us = now_us + window_us
+        self.inner = TelemetryProcessor(window_us=window_us)
+        self.dropped = 0
+
+    def process_reading(self, events: Sequence[Event], reader: object | None) -> Outputs:
+        keys = [batch_key(ev.value, ev.raw) for ev in events]
+        applied: dict[str, Any] = {}
+        if isinstance(reader, AppliedBatches):
+            for part in sorted({ev.partition for ev in events}):
+                wanted = [k for k, ev in zip(keys, events, strict=True) if ev.partition == part]
+                applied.update(reader.applied_batches(part, 0, wanted))
+        keep: list[Event] = []
+        cols: dict[str, list[Any]] = {f.name: [] for f in APPLIED_BATCHES_SCHEMA}
+        seen: set[str] = set()
+        for ev, key in zip(events, keys, strict=True):
+            where = restore_origin(self.scope, ev)
+            prior = applied.get(key)
+            if key in seen or (prior is not None and prior.origin != where):
+                self.dropped += 1
+                continue
+            seen.add(key)
+            keep.append(ev)
+            cols["partition"].append(ev.partition)
+            cols["batch_key"].append(key)
+            cols["origin"].append(where)
+            cols["identity"].append(str(ev.value.get("identity", "")))
+            cols["applied_us"].append(ev.timestamp_us)
+            cols["expires_us"].append(self.expires_us)
+        out = Outputs()
+        if keep:
+            schema = APPLIED_BATCHES_SCHEMA
+            out.tables["applied_batches"] = pa.Table.from_pydict(cols, schema=schema)
+            out.merge(self.inner.fold(keep))
+        return out

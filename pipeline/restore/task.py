@@ -1,0 +1,135 @@
+"""The ``restore`` task kind: every file of the restore folded once, each on its own.
+
+A file that is missing, not an archive, has a wrong checksum or an unknown schema fails
+with the reason (``TaskContext.file_failed``); the task goes on with the others and
+ends failed naming them. A retry runs the task again: completed files are skipped (the
+task's events say which), failed ones are redone, and a file a crash left half-folded
+goes on from its sink consumer's committed position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from millrace.pipeline.archive.errors import ArchiveError
+from millrace.pipeline.archive.format import ArchivedRecord
+from millrace.pipeline.archive.store import ArchiveStore
+from millrace.pipeline.clock import now_us
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.errors import DecodeError
+from millrace.pipeline.restore.fold import ChunkResult, FileFold, consumer_name, restore_processors
+from millrace.pipeline.restore.sources import (
+    RestoreError,
+    RestoreFile,
+    RestoreParams,
+    check_url,
+    files_by_time,
+    files_by_url,
+    open_file,
+)
+from millrace.pipeline.sink import ProjectionSink
+from millrace.pipeline.tasks import TaskContext
+from millrace.pipeline.topics import DEADLETTER
+
+KIND = "restore"
+log = logging.getLogger("millrace.restore")
+
+
+class RestoreTask:
+    """The handler of ``restore`` tasks (``register_kind(KIND, RestoreTask(...))``).
+
+    ``sink`` is the projection sink (a ``ProjectionWriter`` on its own store session:
+    its writes block, they run in a thread); ``store`` the archive store (None: only
+    URL restores); ``allowed_prefixes`` the URL allow-list."""
+
+    def __init__(
+        self,
+        sink: ProjectionSink,
+        store: ArchiveStore | None,
+        publisher: EventPublisher,
+        *,
+        allowed_prefixes: tuple[str, ...] = (),
+        codec: AvroCodec | None = None,
+        chunk: int = 20_000,
+        clock: Callable[[], int] = now_us,
+        on_chunk: Callable[[], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.store = store
+        self.publisher = publisher
+        self.allowed = allowed_prefixes
+        self.codec = codec or default_codec()
+        self.chunk = chunk
+        self.clock = clock
+        self.on_chunk = on_chunk  # tests: a hook between chunks
+
+    def files(self, params: RestoreParams) -> list[RestoreFile]:
+        if params.urls:
+            archive_url = self.store.url if self.store is not None else None
+            for url in params.urls:
+                check_url(url, self.allowed, archive_url)
+            return files_by_url(self.store, params)
+        if self.store is None:
+            raise RestoreError("no archive store is configured (archive.url)")
+        return files_by_time(self.store, params)
+
+    async def __call__(self, ctx: TaskContext) -> None:
+        params = RestoreParams.from_json(ctx.params)
+        params.check()
+        files = await asyncio.to_thread(self.files, params)
+        processors = restore_processors(ctx.task_id, self.clock())
+        for f in files:
+            if ctx.stop.is_set():
+                return
+            if f.name in ctx.done:
+                continue
+            try:
+                counts = await self._file(ctx, f, params, processors)
+            except (ArchiveError, DecodeError, RestoreError) as exc:
+                log.warning("restore %s: %s failed: %s", ctx.task_id, f.name, exc)
+                await ctx.file_failed(f.name, str(exc))
+                continue
+            if counts is None:
+                return  # stopped: the file goes on after the restart
+            await ctx.file_completed(f.name, counts)
+
+    async def _file(
+        self, ctx: TaskContext, f: RestoreFile, params: RestoreParams, processors: list[Any]
+    ) -> dict[str, int] | None:
+        def start() -> tuple[FileFold, int]:
+            records, size = open_file(f, self.store, self.codec)
+            kept: Iterator[ArchivedRecord] = (r for r in records if params.keeps(r))
+            fold = FileFold(
+                kept, self.sink, consumer_name(ctx.task_id, f.name), processors, chunk=self.chunk
+            )
+            return fold, size
+
+        fold, size = await asyncio.to_thread(start)
+        counts = {"files": 1, "events": 0, "readings": 0, "skipped": 0, "bytes": 0}
+        while True:
+            if ctx.stop.is_set():
+                return None
+            res: ChunkResult = await asyncio.to_thread(fold.step)
+            if res.deadletters:
+                await self.publisher.publish(DEADLETTER, [(_key(d), d) for d in res.deadletters])
+            if res.done:
+                break
+            counts["events"] += res.events
+            counts["readings"] += res.readings
+            counts["skipped"] += res.skipped
+            await ctx.progress(file=f.name, **counts)
+            if self.on_chunk is not None:
+                self.on_chunk()
+        counts["bytes"] = size
+        return counts
+
+
+def _key(dead: dict[str, Any]) -> str:
+    key = dead.get("key")
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key or dead.get("source_topic") or "")
