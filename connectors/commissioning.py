@@ -5,8 +5,9 @@ violation with its JSON path (``$.endpoints[3].port``) so that a plant engineer 
 a file in one pass. :func:`load_commissioning` raises ConfigError listing them all.
 A connection that fails its model is still checked as far as it can be: its
 protocol's semantic checks see it validated again without its keys in error (see
-:func:`_repaired`), with its valid endpoints and mappings; and every endpoint with a
-string identity and signal takes part in the duplicate check.
+:func:`millrace.connectors.violations.repaired`), with its valid endpoints and
+mappings; and every endpoint with a string identity and signal takes part in the
+duplicate check.
 
 ``${NAME}`` references in strings are replaced by environment variables when a file
 is loaded for running; validation reports unset ones as warnings (the environment of
@@ -20,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,19 +33,18 @@ from millrace.connectors._common.models import (
     Violation,
 )
 from millrace.connectors.registry import protocols
+from millrace.connectors.violations import NAME, covered, pydantic_violations, repaired
+from millrace.connectors.violations import json_path as json_path
 from millrace.pipeline.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Top(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(1, ge=1, le=1)
     service: str = Field(
-        "default", pattern=_NAME.pattern, description="Service id of the resources."
+        "default", pattern=NAME.pattern, description="Service id of the resources."
     )
     description: str = ""
     connections: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -66,88 +66,6 @@ class Commissioning:
 
     def mappings_of(self, connection: str) -> list[MappingConfig]:
         return [m for m in self.mappings if m.connection == connection]
-
-
-def json_path(loc: tuple[int | str, ...], base: str = "$") -> str:
-    out = base
-    for p in loc:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif _NAME.match(str(p)) and "." not in str(p):
-            out += f".{p}"
-        else:
-            out += "[" + repr(str(p)) + "]"
-    return out
-
-
-def _pydantic_violations(exc: ValidationError, base: str) -> list[Violation]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        out.append(Violation(level="error", json_path=json_path(loc, base), description=msg))
-    return out
-
-
-def _without_errors(
-    raw: Any, exc: ValidationError
-) -> tuple[dict[str, Any], set[tuple[str, ...]]] | None:
-    """``raw`` without the keys ``exc`` reports (the innermost mapping key of each
-    error's location, so a bad ``csv.timezone`` drops only that key) and the dropped
-    keys' locations; None when an error is not at a key of ``raw`` (a required key is
-    missing, ``raw`` is not a mapping)."""
-    if not isinstance(raw, Mapping):
-        return None
-    targets: set[tuple[str, ...]] = set()
-    for err in exc.errors():
-        node: Any = raw
-        target: tuple[str, ...] = ()
-        for p in err["loc"]:
-            if not (isinstance(node, Mapping) and isinstance(p, str) and p in node):
-                break
-            target, node = (*target, p), node[p]
-        if not target:
-            return None
-        targets.add(target)
-
-    def drop(d: Mapping[str, Any], prefix: tuple[str, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            key = (*prefix, k)
-            if key in targets:
-                continue
-            nested = isinstance(v, Mapping) and any(t[: len(key)] == key for t in targets)
-            out[k] = drop(v, key) if nested else v
-        return out
-
-    return drop(raw, ()), targets
-
-
-def _repaired(
-    model: type[_M], raw: Any, exc: ValidationError, path: str, dropped: set[str]
-) -> _M | None:
-    """``raw`` (at ``path``, failing ``model`` with ``exc``) validated again without the
-    keys in error, whose defaults stand in (their paths go to ``dropped``), so that the
-    semantic checks still see the rest of it; None when no such model exists (a
-    required key is in error or missing)."""
-    repair = _without_errors(raw, exc)
-    while repair is not None:  # each round drops at least one key
-        rest, keys = repair
-        dropped.update(json_path(k, path) for k in keys)
-        try:
-            return model.model_validate(rest)
-        except ValidationError as again:  # e.g. a default that contradicts a kept key
-            repair = _without_errors(rest, again)
-    return None
-
-
-def _covered(path: str, roots: set[str]) -> bool:
-    """``path`` is one of ``roots`` or lies under one of them."""
-    if not roots:
-        return False
-    return path in roots or any(path[:i] in roots for i, c in enumerate(path) if c in ".[")
 
 
 def _env_refs(doc: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], str]]:
@@ -200,7 +118,7 @@ def validate_document(
         try:
             host_model.model_validate(rest)
         except ValidationError as exc:
-            violations.extend(_pydantic_violations(exc, "$"))
+            violations.extend(pydantic_violations(exc, "$"))
     for loc, name in _env_refs(doc):
         if name not in env:
             violations.append(
@@ -214,7 +132,7 @@ def validate_document(
     try:
         top = _Top.model_validate(doc)
     except ValidationError as exc:
-        violations.extend(_pydantic_violations(exc, "$"))
+        violations.extend(pydantic_violations(exc, "$"))
         # go on with what can be read, so that every section is checked
         top = _Top.model_construct(
             connections=doc.get("connections") if isinstance(doc.get("connections"), dict) else {},
@@ -235,7 +153,7 @@ def validate_document(
 
     for name, raw in top.connections.items():
         path = json_path(("connections", name))
-        if not _NAME.match(str(name)):
+        if not NAME.match(str(name)):
             violations.append(
                 Violation(
                     level="error",
@@ -273,8 +191,8 @@ def validate_document(
         try:
             conn = result.connections[str(name)] = model.model_validate(raw)
         except ValidationError as exc:
-            violations.extend(_pydantic_violations(exc, path))
-            conn = _repaired(model, raw, exc, path, dropped)
+            violations.extend(pydantic_violations(exc, path))
+            conn = repaired(model, raw, exc, path, dropped)
         if conn is not None:
             checked[str(name)] = conn
 
@@ -306,7 +224,7 @@ def validate_document(
             try:
                 ep = specs[proto].endpoint_model.model_validate(raw)
             except ValidationError as exc:
-                violations.extend(_pydantic_violations(exc, path))
+                violations.extend(pydantic_violations(exc, path))
             else:
                 if ep.connection in checked:
                     checked_endpoints.append((i, ep))
@@ -334,7 +252,7 @@ def validate_document(
         try:
             m = MappingConfig.model_validate(raw)
         except ValidationError as exc:
-            violations.extend(_pydantic_violations(exc, path))
+            violations.extend(pydantic_violations(exc, path))
             continue
         if m.connection not in top.connections:
             violations.append(
@@ -354,7 +272,7 @@ def validate_document(
             eps = [(i, e) for i, e in checked_endpoints if e.connection == name]
             maps = [(i, m) for i, m in checked_mappings if m.connection == name]
             violations.extend(
-                v for v in spec.check(name, c, eps, maps) if not _covered(v.json_path, dropped)
+                v for v in spec.check(name, c, eps, maps) if not covered(v.json_path, dropped)
             )
 
     if any(v.level == "error" for v in violations):
