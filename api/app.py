@@ -19,6 +19,7 @@ from millrace.api.routers import (
     ingest,
     metrics,
     provision,
+    replay,
     resource_states,
     resources,
     signals,
@@ -58,6 +59,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         audits,
         stream,
         alarms,
+        replay,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     # innermost: bodies are bounded where routes read them, and the audit sees the 413

@@ -21,6 +21,10 @@ Events: ``hello`` (``{"stream_id", "resumed"}``; its id is the resume point), th
 ``notice``s, then items as ``event: <kind>``, ``id: <stream_id>:<seq>``, ``data:
 {"subscriptions": [ids], "data": {...}}``, and a ``heartbeat`` when idle (its id moves
 the resume point on when everything published so far was delivered).
+
+The connection, the filters and the tail are modules of their own; this one is the hub
+alone (streams, ring buffer, resume, limits: one state read together), a few lines over
+400.
 """
 
 from __future__ import annotations

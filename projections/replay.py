@@ -21,9 +21,10 @@ ingest. So a replay
 4. lets the live fold go on and drops the shadows (now the old tables).
 
 Named projections: only those are swapped. Stateful processors read their state from
-their own table (identities, alarms, resource_states, tasks); a shadow fold must read
-state at the shadow's position, so the state tables are always built into shadows too
-and, when not named, dropped afterwards instead of swapped.
+their own table (identities, alarms, resource_states, tasks) and the telemetry fold its
+applied batch ids; a shadow fold must read them at the shadow's position, so these
+tables are always built into shadows too and, when not named, dropped afterwards
+instead of swapped.
 
 ``start_time``: the fold starts, in each partition, at the first record the log
 appended at or after it (the rebuilt projections then hold what came since). Ranges the
@@ -78,10 +79,15 @@ class UnknownProjectionError(ReplayError):
         self.name = name
 
 
+#: tables the fold reads besides the stateful processors' own: the telemetry fold's
+#: applied batch ids (``pipeline.batches``)
+READ_BY_FOLD = ("applied_batches",)
+
+
 def state_tables() -> list[str]:
-    """The tables stateful processors read their state from."""
+    """The tables the fold reads: stateful processors' state, applied batch ids."""
     found = {p.state_table for p in processors() if isinstance(p, StatefulProcessor)}
-    return sorted(t for t in found if t in TABLES)
+    return sorted(t for t in found | set(READ_BY_FOLD) if t in TABLES)
 
 
 def plan(names: Sequence[str] | None) -> tuple[list[str], list[str]]:

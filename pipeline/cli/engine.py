@@ -20,6 +20,7 @@ from millrace.pipeline.cli.assembly import ROLES, Assembly, local_adapters
 from millrace.pipeline.cli.config import MillraceConfig
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.runtime.stage import run_stages
+from millrace.projections import shadow
 from millrace.projections.migrations import migrate
 from millrace.projections.store.chdb import can_renice_threads
 
@@ -42,6 +43,8 @@ class Engine:
         Path(self.config.data_dir).mkdir(parents=True, exist_ok=True)
         self.log.open()
         migrate(self.assembly.store("pipeline"))
+        # an exchange of shadow tables a crash interrupted is finished before any fold
+        shadow.recover(self.assembly.store("pipeline"))
         if not can_renice_threads() and self.config.api.sql_sessions > 1:
             log.warning(
                 "no CAP_SYS_NICE: analyst SQL runs at the pipeline's OS priority; on a "

@@ -18,14 +18,17 @@ from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.tasks import TaskContext, TaskKinds, TaskRunner, create_task, register_kind
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections import shadow
 from millrace.projections.replay import (
     REPLAYABLE,
     Replay,
+    ReplayError,
     ReplayParts,
     UnknownProjectionError,
     plan,
+    replay_handler,
 )
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -349,3 +352,47 @@ async def test_start_time_folds_from_the_first_record_appended_after_it(
     assert counts is not None
     got = readings_by_series(store)
     assert sum(c for c, _ in got.values()) == sum(later.count.values())
+
+
+async def test_replay_task_runs_through_the_task_runner(
+    clean: ChdbStore, log: LocalEventLog
+) -> None:
+    store = clean
+    sent = Sent()
+    live = EmbeddedRuntime(log, ProjectionWriter(store), processors())
+    await ingest(log, sent, 0, 30, live)
+    await drain(live)
+    store.execute(
+        "ALTER TABLE millrace.readings UPDATE value = -1 WHERE 1 SETTINGS mutations_sync = 1"
+    )
+    kinds = TaskKinds()
+    register_kind("replay", replay_handler(lambda: ReplayParts(log, store, live)), kinds)
+    publisher = LogPublisher(log)
+    task_id = await create_task(publisher, "replay", {"projections": ["readings"]})
+    runner = TaskRunner(log, publisher, kinds, poll_s=0.01, progress_interval_s=0.0)
+    stop = asyncio.Event()
+    running = [asyncio.create_task(live.run(stop)), asyncio.create_task(runner.run(stop))]
+    status = ""
+    for _ in range(3000):  # bounded wait, not a timed assertion
+        rows = store.execute(
+            "SELECT status, progress FROM millrace.tasks FINAL WHERE task_id = {t:String}",
+            params={"t": task_id},
+        ).rows
+        status = str(rows[0][0]) if rows else ""
+        if status in ("completed", "failed"):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.gather(*running)
+    assert status == "completed", rows
+    assert dict(rows[0][1])["readings"] == sum(sent.count.values())
+    check_equal_to_sent(store, sent)
+
+
+async def test_replay_task_without_a_live_runtime_fails_saying_why(
+    clean: ChdbStore, log: LocalEventLog
+) -> None:
+    handler = replay_handler(lambda: None)
+    ctx = TaskContext("t6", "replay", {}, LogPublisher(log), asyncio.Event())
+    with pytest.raises(ReplayError, match="millrace replay"):
+        await handler(ctx)

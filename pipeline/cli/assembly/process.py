@@ -16,9 +16,10 @@ from millrace.pipeline.identities.watch import WatchSettings
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
-from millrace.pipeline.tasks import TaskRunner
+from millrace.pipeline.tasks import TaskRunner, register_kind
 from millrace.projections.alarms import AlarmQueries
 from millrace.projections.checkpoints import StoreCheckpoints
+from millrace.projections.replay import ReplayParts, replay_handler
 from millrace.projections.watch_queries import IdentityWatch
 from millrace.projections.writer import ProjectionWriter
 
@@ -79,6 +80,15 @@ def process_stages(asm: Assembly) -> list[Stage]:
         ),
         # the readings TTL goes ON CLUSTER to the shards' tables
         cluster=cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None,
+    )
+    # replay while running holds the in-process runtime; without one it fails, saying why
+    register_kind(
+        "replay",
+        replay_handler(
+            lambda: None
+            if asm.runtime is None
+            else ReplayParts(asm.log, asm.store("replay"), asm.runtime, asm.codec)
+        ),
     )
     asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
     return [
