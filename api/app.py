@@ -11,6 +11,7 @@ from millrace.api.limits import BodyLimitMiddleware
 from millrace.api.middleware import AuthenticationMiddleware
 from millrace.api.routers import (
     alarms,
+    archive,
     audits,
     config,
     connectors,
@@ -19,7 +20,6 @@ from millrace.api.routers import (
     ingest,
     metrics,
     provision,
-    replay,
     resource_states,
     resources,
     signals,
@@ -59,7 +59,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         audits,
         stream,
         alarms,
-        replay,
+        archive,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     # innermost: bodies are bounded where routes read them, and the audit sees the 413

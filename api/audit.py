@@ -23,6 +23,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.events import audit_event
 from millrace.pipeline.topics import AUDIT
 
 log = logging.getLogger("millrace.audit")
@@ -162,20 +163,19 @@ def audit_events(
     out = []
     for note in notes:
         out.append(
-            {
-                "audit_id": uuid.uuid4().hex,
-                "ts_us": ts_us,
-                "actor": actor[:256],
-                "actor_role": role,
-                "action": str(note["action"])[:128],
-                "target_type": str(note["target_type"])[:128],
-                "target_id": str(note["target_id"])[:1024],
-                "before": _json(note["before"]),
-                "after": _json(note["after"]),
-                "status": note.get("status") or status,
-                "request_id": request_id,
-                "source_ip": source_ip,
-            }
+            audit_event(
+                ts_us=ts_us,
+                actor=actor[:256],
+                actor_role=role,
+                action=str(note["action"])[:128],
+                target_type=str(note["target_type"])[:128],
+                target_id=str(note["target_id"])[:1024],
+                before=_json(note["before"]),
+                after=_json(note["after"]),
+                status=note.get("status") or status,
+                request_id=request_id,
+                source_ip=source_ip,
+            )
         )
     return out
 

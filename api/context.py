@@ -31,6 +31,7 @@ from millrace.projections.store.base import ProjectionStore
 
 if TYPE_CHECKING:
     from millrace.api.stream import StreamHub
+    from millrace.pipeline.archive.store import ArchiveStore
 
 
 @dataclass
@@ -85,6 +86,8 @@ class AppContext:
     analyst_store: ProjectionStore | None = None
     #: analyst SQL's own threads (``POST /api/v1/sql``); None: the loop's default pool
     sql_executor: Executor | None = None
+    #: the archive store (``GET /api/v1/archive``); None: no archive configured (409)
+    archive: ArchiveStore | None = None
 
     def __post_init__(self) -> None:
         from millrace.projections.registry import RegistryQueries

@@ -16,7 +16,7 @@ from typing import Any
 from millrace.api.audit import audit_active, audit_note
 from millrace.api.context import AppContext
 from millrace.api.errors import ApiError, bad_request
-from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.events import identity_event
 from millrace.pipeline.identities.formats import check, describe
 from millrace.pipeline.identities.resources import NAME_RE, REGISTRY_KEY, ResourceDefinition
 from millrace.pipeline.topics import IDENTITY

@@ -29,6 +29,7 @@ from millrace.pipeline.alarms.rules import parse_rule, rule_event
 from millrace.pipeline.alarms.runner import AlarmRunner, MemoryCheckpoints
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.events import sample, telemetry_batch
 from millrace.pipeline.log.base import Message
 from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.topics import ALARMS, TELEMETRY
@@ -45,12 +46,10 @@ def _batches(ticks: int) -> list[tuple[bytes, bytes]]:
     for t in range(ticks):
         for d in range(DEVICES):
             values = {f"s{i}": 50.0 + rnd.random() * 40 for i in range(SIGNALS)}
-            batch = {
-                "identity": f"dev-{d}",
-                "source": "bench",
-                "received_us": T0 + t * 1_000_000,
-                "samples": [{"ts_us": T0 + t * 1_000_000, "values": values, "quality": 0}],
-            }
+            at = T0 + t * 1_000_000
+            batch = telemetry_batch(
+                f"dev-{d}", [sample(at, values)], received_us=at, source="bench"
+            )
             out.append((f"dev-{d}".encode(), codec.encode(TELEMETRY, batch)))
     return out
 

@@ -34,6 +34,7 @@ from millrace.api.app import create_app
 from millrace.api.auth import KeyStore
 from millrace.api.context import AppContext
 from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.pipeline.events import telemetry_batch
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.store.chdb import ChdbStore
 
@@ -77,12 +78,7 @@ async def backfill(pipeline: Pipeline, start_us: int, days: int, signals: int = 
         for minute in range(day * DAY_MINUTES, (day + 1) * DAY_MINUTES):
             ((_, batch),) = sim.generate_tick(minute, start_us + minute * MINUTE_US)
             samples.extend(batch["samples"])
-        event = {
-            "identity": IDENTITY,
-            "source": "backfill",
-            "received_us": start_us,
-            "samples": samples,
-        }
+        event = telemetry_batch(IDENTITY, samples, received_us=start_us, source="backfill")
         await pipeline.publisher.publish(TELEMETRY, [(IDENTITY, event)])
         pipeline.appended += 1
     await pipeline.runtime.run_until_idle()

@@ -14,8 +14,8 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from millrace.pipeline.connector import Event, EventPublisher
+from millrace.pipeline.events import dead_letter
 from millrace.pipeline.identities.resources import ResourceDefinition
-from millrace.pipeline.processors.base import dead_letter
 from millrace.pipeline.topics import DEADLETTER, TELEMETRY
 
 Definitions = Callable[[], Awaitable[dict[str, ResourceDefinition]]]
@@ -59,14 +59,13 @@ class DefinitionCheckingPublisher(EventPublisher):
                         (
                             key,
                             dead_letter(
-                                None,
+                                source_topic=TELEMETRY,
+                                key=key.encode(),
+                                payload=json.dumps(payload, default=str).encode(),
                                 reason=f"{signal}: {problem}",
                                 error_type="DefinitionViolation",
                                 stage=f"connector:{batch.get('source', '')}",
                                 ts_us=int(batch.get("received_us", 0)),
-                                payload=json.dumps(payload, default=str).encode(),
-                                topic=TELEMETRY,
-                                key=key.encode(),
                             ),
                         )
                     )

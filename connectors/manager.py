@@ -101,8 +101,8 @@ async def route_commands(
     """
     from millrace.pipeline.codec import default_codec
     from millrace.pipeline.errors import DecodeError
+    from millrace.pipeline.events import dead_letter
     from millrace.pipeline.log.base import TopicPartition
-    from millrace.pipeline.processors.base import dead_letter
     from millrace.pipeline.topics import COMMANDS, DEADLETTER
 
     codec = default_codec()
@@ -122,16 +122,15 @@ async def route_commands(
                     log.warning("undecodable command at %s/%d@%d", tp.topic, tp.partition, r.offset)
                     if publisher is not None:
                         dl = dead_letter(
-                            None,
+                            source_topic=tp.topic,
+                            source_partition=tp.partition,
+                            source_offset=r.offset,
+                            key=r.key,
+                            payload=r.value,
                             reason=str(exc),
                             error_type=type(exc).__name__,
                             stage="command",
                             ts_us=r.timestamp_us,
-                            payload=r.value,
-                            topic=tp.topic,
-                            partition=tp.partition,
-                            offset=r.offset,
-                            key=r.key,
                         )
                         await publisher.publish(DEADLETTER, [(str(r.key or b""), dl)])
                     continue

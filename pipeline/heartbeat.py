@@ -21,6 +21,7 @@ from typing import Any
 
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.events import status_event
 from millrace.pipeline.processors.status import RUNNER_TYPE
 from millrace.pipeline.topics import STATUS
 
@@ -55,17 +56,16 @@ class RunnerHeartbeat:
 
     def event(self, state: str) -> dict[str, Any]:
         """The ResourceStatus of this runner in ``state`` (desired = current)."""
-        return {
-            "resource_id": self.resource_id,
-            "service_id": self.service_id,
-            "resource_type": RUNNER_TYPE,
-            "desired_state": state,
-            "current_state": state,
-            "info": "",
-            "runner": self.name,
-            "ts_us": self.clock(),
-            "metrics": {"interval_s": self.interval_s},
-        }
+        return status_event(
+            self.resource_id,
+            service_id=self.service_id,
+            resource_type=RUNNER_TYPE,
+            desired_state=state,
+            current_state=state,
+            runner=self.name,
+            ts_us=self.clock(),
+            metrics={"interval_s": self.interval_s},
+        )
 
     async def beat(self, state: str = "running") -> bool:
         """Publish one heartbeat; False (logged) when the log did not take it."""

@@ -25,6 +25,7 @@ from millrace.api.registry import (
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.identity_common import IdentityPath, actor
 from millrace.api.routing import StrictRoute
+from millrace.pipeline.events import sample, telemetry_batch
 from millrace.pipeline.identities import requests
 from millrace.pipeline.topics import COMMANDS, TELEMETRY
 
@@ -87,13 +88,9 @@ async def set_state(
         if commands:
             await ctx.publisher.publish(COMMANDS, [(identity, c) for c in commands])
         if unsynced:
-            batch = {
-                "identity": identity,
-                "source": "state",
-                "received_us": now,
-                "samples": [{"ts_us": now, "values": unsynced, "quality": 0}],
-                "ip": None,
-            }
+            batch = telemetry_batch(
+                identity, [sample(now, unsynced)], received_us=now, source="state"
+            )
             await emit(ctx, [batch], TELEMETRY)
             ack = event(
                 ctx,

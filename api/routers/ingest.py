@@ -31,6 +31,7 @@ from millrace.api.limits import body_schema, read_json
 from millrace.api.registry import definitions, identity_status
 from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
+from millrace.pipeline import events
 from millrace.pipeline.identities.resources import check_values
 from millrace.pipeline.timestamps import ts_problem
 from millrace.pipeline.topics import TELEMETRY
@@ -273,15 +274,13 @@ async def ingest(
             bad = check_values(defs, sample.values)
             if bad is not None:
                 raise _invalid(f"body[{i}].values.{bad[0]}", bad[1])
-    batch: dict[str, Any] = {
-        "identity": identity,
-        "source": source,
-        "received_us": ctx.clock(),
-        "samples": [
-            {"ts_us": s.timestamp, "values": s.values, "quality": s.quality} for s in samples
-        ],
-        "ip": request.client.host if request.client else None,
-    }
+    batch = events.telemetry_batch(
+        identity,
+        [events.sample(s.timestamp, s.values, s.quality) for s in samples],
+        received_us=ctx.clock(),
+        source=source,
+        ip=request.client.host if request.client else None,
+    )
     await ctx.publisher.publish(TELEMETRY, [(identity, batch)])
     ctx.on_ingest()
     return JsonResponse(

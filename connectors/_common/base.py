@@ -33,14 +33,14 @@ from typing import Any, ClassVar
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import Connector, EventPublisher
 from millrace.pipeline.errors import ConnectorError
-from millrace.pipeline.processors.base import dead_letter
+from millrace.pipeline.events import dead_letter, status_event
 from millrace.pipeline.topics import DEADLETTER, STATUS, TELEMETRY
 
 from .batcher import Batcher, numeric
 from .buffered import BufferedPublisher
 from .models import ConnectionBase, EndpointBase, MappingConfig
 from .spool import Spool
-from .status import OVERFLOW_REPORT_S, ReadingRate, StatusReport, status_event
+from .status import OVERFLOW_REPORT_S, ReadingRate, StatusReport
 from .supervisor import describe, supervise
 
 __all__ = ["OVERFLOW_REPORT_S", "ProtocolConnector", "describe"]
@@ -190,13 +190,12 @@ class ProtocolConnector(Connector):
         self.counters["deadletters"] += 1
         self.counters["errors"] += 1
         event = dead_letter(
-            None,
+            source_topic="",
+            payload=payload,
             reason=reason,
             error_type=error_type,
             stage=f"connector:{self.source}",
             ts_us=self.now_us(),
-            payload=payload,
-            topic="",
             key=key.encode() if key is not None else None,
         )
         if self.publisher is not None:
@@ -267,10 +266,11 @@ class ProtocolConnector(Connector):
             return
         event = status_event(
             resource,
-            service=self.service,
+            service_id=self.service,
             resource_type=rtype,
-            desired="running" if self._tasks else "stopped",
-            state=(current, info),
+            desired_state="running" if self._tasks else "stopped",
+            current_state=current,
+            info=info,
             runner=self.runner,
             ts_us=self.now_us(),
             metrics=self.metrics() if rtype == "connection" else None,

@@ -16,6 +16,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from millrace.pipeline.events import sample, telemetry_batch
+
 from .models import MappingConfig
 
 #: (time, quality) -> signal -> value
@@ -104,15 +106,12 @@ class Batcher:
         return [
             (
                 identity,
-                {
-                    "identity": identity,
-                    "source": source,
-                    "received_us": received_us,
-                    "samples": [
-                        {"ts_us": ts, "values": values, "quality": q}
-                        for (ts, q), values in sorted(samples.items())
-                    ],
-                },
+                telemetry_batch(
+                    identity,
+                    [sample(ts, values, q) for (ts, q), values in sorted(samples.items())],
+                    received_us=received_us,
+                    source=source,
+                ),
             )
             for identity, samples in pending.items()
         ]

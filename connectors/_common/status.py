@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from .spool import Spool
 
@@ -106,31 +105,6 @@ class StatusReport:
             return False
         self._buffer_info = text
         return True
-
-
-def status_event(
-    resource: str,
-    *,
-    service: str,
-    resource_type: str,
-    desired: str,
-    state: State,
-    runner: str,
-    ts_us: int,
-    metrics: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """A ResourceStatus event."""
-    return {
-        "resource_id": resource,
-        "service_id": service,
-        "resource_type": resource_type,
-        "desired_state": desired,
-        "current_state": state[0],
-        "info": state[1],
-        "runner": runner,
-        "ts_us": ts_us,
-        "metrics": metrics or {},
-    }
 
 
 class ReadingRate:

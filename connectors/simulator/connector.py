@@ -18,6 +18,7 @@ from typing import Any
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import Connector, EventPublisher
 from millrace.pipeline.errors import ConnectorError
+from millrace.pipeline.events import sample, telemetry_batch
 from millrace.pipeline.topics import TELEMETRY
 
 from .config import SimulatorConfig
@@ -137,14 +138,12 @@ class SimulatorConnector(Connector):
         events: list[tuple[str, dict[str, Any]]] = [
             (
                 identity,
-                {
-                    "identity": identity,
-                    "source": SOURCE,
-                    "received_us": ts_us,
-                    "samples": [
-                        {"ts_us": ts_us, "values": dict(zip(names, row, strict=True)), "quality": 0}
-                    ],
-                },
+                telemetry_batch(
+                    identity,
+                    [sample(ts_us, dict(zip(names, row, strict=True)))],
+                    received_us=ts_us,
+                    source=SOURCE,
+                ),
             )
             for identity, row in zip(self._identities, self._model.values(tick_index), strict=True)
         ]

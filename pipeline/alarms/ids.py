@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any
 
+from millrace.pipeline import events
 from millrace.pipeline.alarms.rules import AlarmRule
 
 Event = dict[str, Any]
@@ -45,22 +46,20 @@ def alarm_event(
     note: str | None = None,
 ) -> Event:
     """A RAISED or CLEARED AlarmEvent (schemas/alarms.avsc, every field)."""
-    return {
-        "alarm_id": alarm,
-        "ts_us": ts_us,
-        "type": type_,
-        "rule_id": rule.id,
-        "rule_type": rule.type_name,
-        "identity": identity,
-        "signal": None if rule.kind == "resource_deviation" else rule.signal,
-        "priority": rule.priority,
-        "message": message,
-        "trigger_value": avro_scalar(trigger_value),
-        "user": None,
-        "note": note,
-        "requires_ack": rule.requires_ack,
-        "definition": None,
-    }
+    return events.alarm_event(
+        alarm,
+        type_,
+        ts_us=ts_us,
+        rule_id=rule.id,
+        rule_type=rule.type_name,
+        identity=identity,
+        signal=None if rule.kind == "resource_deviation" else rule.signal,
+        priority=rule.priority,
+        message=message,
+        trigger_value=avro_scalar(trigger_value),
+        note=note,
+        requires_ack=rule.requires_ack,
+    )
 
 
 def avro_scalar(value: Any) -> Any:

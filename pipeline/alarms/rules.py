@@ -50,6 +50,7 @@ from pydantic import (
 )
 
 from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.events import alarm_event
 
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 Kind = Literal["limit", "rate_of_change", "stale", "equals", "deviation", "resource_deviation"]
@@ -298,19 +299,29 @@ def rule_event(
     rule: AlarmRule | None, rule_id: str, ts_us: int, user: str | None
 ) -> dict[str, Any]:
     """The AlarmEvent defining ``rule`` (or removing ``rule_id`` when ``rule`` is None)."""
-    return {
-        "alarm_id": rule_id,
-        "ts_us": ts_us,
-        "type": "RULE_DEFINED" if rule is not None else "RULE_REMOVED",
-        "rule_id": rule_id,
-        "rule_type": rule.type_name if rule is not None else "",
-        "identity": "*",
-        "signal": rule.signal if rule is not None else None,
-        "priority": rule.priority if rule is not None else 0,
-        "message": rule.description if rule is not None else "",
-        "trigger_value": None,
-        "user": user,
-        "note": None,
-        "requires_ack": rule.requires_ack if rule is not None else False,
-        "definition": rule.to_json() if rule is not None else None,
-    }
+    if rule is None:
+        return alarm_event(
+            rule_id,
+            "RULE_REMOVED",
+            ts_us=ts_us,
+            rule_id=rule_id,
+            rule_type="",
+            identity="*",
+            priority=0,
+            message="",
+            user=user,
+        )
+    return alarm_event(
+        rule_id,
+        "RULE_DEFINED",
+        ts_us=ts_us,
+        rule_id=rule_id,
+        rule_type=rule.type_name,
+        identity="*",
+        signal=rule.signal,
+        priority=rule.priority,
+        message=rule.description,
+        user=user,
+        requires_ack=rule.requires_ack,
+        definition=rule.to_json(),
+    )

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from millrace.pipeline.events import alarm_event
+
 ACKNOWLEDGE, DISCARD, ANNOTATE = "ACKNOWLEDGED", "DISCARDED", "ANNOTATED"
 USER_STEPS = (ACKNOWLEDGE, DISCARD, ANNOTATE)
 PENDING, ACKNOWLEDGED, DISCARDED = "pending", "acknowledged", "discarded"
@@ -49,19 +51,17 @@ def step_event(
     alarm: Mapping[str, Any], kind: str, ts_us: int, user: str, note: str | None
 ) -> dict[str, Any]:
     """The AlarmEvent of a user's step on ``alarm`` (an ``millrace.alarms`` row)."""
-    return {
-        "alarm_id": alarm["alarm_id"],
-        "ts_us": ts_us,
-        "type": kind,
-        "rule_id": alarm["rule_id"],
-        "rule_type": alarm["type"],
-        "identity": alarm["identity"],
-        "signal": alarm["signal"],
-        "priority": alarm["priority"],
-        "message": alarm["message"],
-        "trigger_value": None,
-        "user": user,
-        "note": note,
-        "requires_ack": alarm["requires_ack"],
-        "definition": None,
-    }
+    return alarm_event(
+        alarm["alarm_id"],
+        kind,
+        ts_us=ts_us,
+        rule_id=alarm["rule_id"],
+        rule_type=alarm["type"],
+        identity=alarm["identity"],
+        signal=alarm["signal"],
+        priority=alarm["priority"],
+        message=alarm["message"],
+        user=user,
+        note=note,
+        requires_ack=alarm["requires_ack"],
+    )

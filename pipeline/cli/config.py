@@ -7,6 +7,8 @@ ingest: {max_batch_samples: 10000, strict_signals: false, signals: []}
 log: {fsync: batch, partitions: 4, retention_ms: null, retention_bytes: null}
 runtime: {max_records: 5000}
 simulator: {devices: 100, signals: 10, interval_ms: 1000}
+archive: {url: s3://bucket/millrace, window: 1h, codec: zstandard, storage_options: {}}
+restore: {allowed_url_prefixes: [s3://bucket/exports/], chunk_records: 20000}
 ```
 """
 
@@ -22,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from millrace.api.server_limits import ServerLimits
 from millrace.connectors.simulator import SimulatorConfig
 from millrace.pipeline.alarms.config import AlarmsConfig
+from millrace.pipeline.archive.config import ArchiveConfig
 from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.identities.config import RegistryConfig
+from millrace.pipeline.restore.config import RestoreConfig
 
 if TYPE_CHECKING:
     from millrace.connectors.commissioning import Commissioning
@@ -152,6 +156,8 @@ class MillraceConfig(BaseModel):
     simulator: SimulatorConfig = SimulatorConfig()
     identities: RegistryConfig = RegistryConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    restore: RestoreConfig = RestoreConfig()
 
 
 ENV_OVERRIDES = {
@@ -163,6 +169,7 @@ ENV_OVERRIDES = {
     "MILLRACE_TOPIC_PREFIX": ("distributed", "topic_prefix"),
     "MILLRACE_CLICKHOUSE_URL": ("distributed", "clickhouse_url"),
     "MILLRACE_CLICKHOUSE_CLUSTER": ("distributed", "clickhouse_cluster"),
+    "MILLRACE_ARCHIVE_URL": ("archive", "url"),
 }
 
 

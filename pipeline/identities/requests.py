@@ -6,11 +6,11 @@ and shapes the answer; the rules live here (``now`` is passed in, no I/O).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from millrace.pipeline.events import command_event
 from millrace.pipeline.identities.resources import ResourceDefinition, check_values
 
 SECOND_US = 1_000_000
@@ -119,16 +119,15 @@ def plan_state_set(
     for name, value in values.items():
         if definitions[name].sync:
             plan.commands.append(
-                {
-                    "command_id": uuid.uuid4().hex,
-                    "identity": identity,
-                    "resource": name,
-                    "value": value,
-                    "ts_us": now,
-                    "issued_by": who,
-                    "expires_us": now + command_timeout_s * SECOND_US,
-                    "correlation_id": correlation_id,
-                }
+                command_event(
+                    identity,
+                    name,
+                    value,
+                    ts_us=now,
+                    issued_by=who,
+                    expires_us=now + command_timeout_s * SECOND_US,
+                    correlation_id=correlation_id,
+                )
             )
         else:
             plan.unsynced[name] = value

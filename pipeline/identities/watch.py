@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from millrace.pipeline.errors import ConfigError
-from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.events import identity_event
 from millrace.pipeline.identities.resources import ResourceDefinition, same_value
 from millrace.pipeline.values import typed_value
 

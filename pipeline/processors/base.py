@@ -17,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from millrace.pipeline.events import dead_letter as dead_letter_event
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -60,20 +62,21 @@ def dead_letter(
     offset: int | None = None,
     key: bytes | None = None,
 ) -> dict[str, Any]:
-    """A DeadLetter event (schemas/deadletter.avsc)."""
+    """The DeadLetter (``pipeline.events.dead_letter``) of ``event``, which a processor
+    could not use; without an event, of the record at ``topic``/``partition``/``offset``."""
     if event is not None:
         topic, partition, offset, key = event.topic, event.partition, event.offset, event.key
-    return {
-        "ts_us": ts_us,
-        "source_topic": topic,
-        "source_partition": partition,
-        "source_offset": offset,
-        "key": key,
-        "payload": payload,
-        "reason": reason,
-        "error_type": error_type,
-        "stage": stage,
-    }
+    return dead_letter_event(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        key=key,
+        payload=payload,
+        reason=reason,
+        error_type=error_type,
+        stage=stage,
+        ts_us=ts_us,
+    )
 
 
 class Processor(ABC):

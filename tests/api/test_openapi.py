@@ -22,6 +22,8 @@ ENDPOINTS = {
     ("post", f"{V1}/keys"),
     ("delete", f"{V1}/keys/{{key_id}}"),
     ("get", f"{V1}/deadletters"),
+    ("get", f"{V1}/archive"),
+    ("post", f"{V1}/archive/flush"),
     ("post", f"{V1}/config/validate"),
     ("get", f"{V1}/config/templates"),
     ("get", f"{V1}/config/templates/{{protocol}}"),

@@ -291,7 +291,7 @@ async def test_run_follows_until_stopped_and_wakes_on_demand() -> None:
 
 
 async def test_identities_desired_state_deviates_until_acknowledged() -> None:
-    from millrace.pipeline.identities.events import identity_event
+    from millrace.pipeline.events import identity_event
     from millrace.pipeline.topics import IDENTITY
 
     log, rec = MemoryEventLog(), Recorder()

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.events import identity_event
 from millrace.pipeline.identities.state import IdentityRejectedError, State, apply
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import Event

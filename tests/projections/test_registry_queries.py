@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from millrace.pipeline.identities.events import identity_event
+from millrace.pipeline.events import identity_event
 from millrace.pipeline.identities.resources import ResourceDefinition
 from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.catalog import processors

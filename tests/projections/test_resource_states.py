@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from millrace.pipeline.connector import MemoryEventPublisher
 from millrace.pipeline.errors import StoreError
+from millrace.pipeline.events import identity_event
 from millrace.pipeline.heartbeat import RunnerHeartbeat
-from millrace.pipeline.identities.events import identity_event
 from millrace.pipeline.identities.resources import same_value
 from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.base import Event

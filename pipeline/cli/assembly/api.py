@@ -12,6 +12,7 @@ from millrace.api.context import ApiSettings, AppContext
 from millrace.api.limits import RequestLimits
 from millrace.api.serve import ApiServerStage
 from millrace.api.stream import LogTail, StreamHub
+from millrace.api.users.access import AccessControl, announce_admin_password
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.runtime.executors import OwnThreads
 from millrace.pipeline.runtime.stage import LoopStage, Stage
@@ -58,6 +59,19 @@ def key_store(asm: Assembly) -> KeyStore:
     return asm.keys
 
 
+def access_control(asm: Assembly) -> AccessControl:
+    """Users, sessions, signing keys and roles in ``data_dir`` (opened once); the first
+    start creates the ``admin`` user (``MILLRACE_ADMIN_PASSWORD``, or a password printed
+    once)."""
+    if asm.access is None:
+        keys = key_store(asm)
+        asm.access = AccessControl(keys, Path(asm.config.data_dir))
+        generated = asm.access.first_admin(os.environ.get("MILLRACE_ADMIN_PASSWORD") or None)
+        if generated is not None:
+            announce_admin_password(generated)
+    return asm.access
+
+
 def app_context(asm: Assembly) -> AppContext:
     """The API's view of this process: its stores, publisher, keys, limits and parts."""
     cfg = asm.config
@@ -68,12 +82,14 @@ def app_context(asm: Assembly) -> AppContext:
         store=asm.store("read"),
         publisher=asm.publisher,
         keys=key_store(asm),
+        access=access_control(asm),
         settings=ApiSettings(
             max_batch_samples=ing.max_batch_samples,
             max_batch_readings=ing.max_batch_readings,
             limits=RequestLimits.of(cfg.api, ing),
             strict_signals=ing.strict_signals,
             known_signals=frozenset(ing.signals),
+            restore_url_prefixes=tuple(cfg.restore.allowed_url_prefixes),
             **cfg.api.sql_limits(),
         ),
         status=asm.status,
@@ -84,4 +100,5 @@ def app_context(asm: Assembly) -> AppContext:
         stream=asm.stream_hub,
         analyst_store=asm.store("analyst"),
         sql_executor=asm.sql_threads.executor,
+        archive=asm.archive_store(),
     )

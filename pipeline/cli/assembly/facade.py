@@ -11,10 +11,13 @@ from typing import Any
 from millrace.api.auth import KeyStore
 from millrace.api.context import AppContext
 from millrace.api.stream import LogTail, StreamHub
+from millrace.api.users.access import AccessControl
 from millrace.connectors.commissioning import Commissioning
 from millrace.connectors.manager import ConnectorManager
 from millrace.pipeline.alarms.runner import AlarmRunner
 from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
+from millrace.pipeline.archive.archiver import Archiver
+from millrace.pipeline.archive.store import ArchiveStore
 from millrace.pipeline.cli.assembly import api, connect, process
 from millrace.pipeline.cli.assembly.adapters import CONSUMERS, ROLES, Adapters, Purpose, Role
 from millrace.pipeline.cli.config import MillraceConfig
@@ -76,12 +79,15 @@ class Assembly:
         self.seeder: ConfigRuleSeeder | None = None
         self.watch: IdentityWatch | None = None
         self.tasks: TaskRunner | None = None
+        self.archiver: Archiver | None = None
+        self._archive_store: ArchiveStore | None = None
         self.manager: ConnectorManager | None = None
         self.heartbeat: RunnerHeartbeat | None = None
         self.stream_hub: StreamHub | None = None
         self.stream_tail: LogTail | None = None
         self.sql_threads: OwnThreads | None = None
         self.keys: KeyStore | None = None
+        self.access: AccessControl | None = None
         self.stages: list[Stage] = []
         self._waiter: AppliedWaiter | None = None
         self.started_us = now_us()
@@ -95,6 +101,13 @@ class Assembly:
                 raise ConfigError(f"this process has no store (needed for {purpose})")
             self._stores[purpose] = self.adapters.stores(purpose)
         return self._stores[purpose]
+
+    def archive_store(self) -> ArchiveStore | None:
+        """The archive store of ``archive.url`` (opened once; no I/O), or None."""
+        cfg = self.config.archive
+        if self._archive_store is None and cfg.url:
+            self._archive_store = ArchiveStore(cfg.url, cfg.storage_options)
+        return self._archive_store
 
     # -- read-your-writes --------------------------------------------------------------
 
@@ -155,10 +168,12 @@ class Assembly:
 
     def status(self) -> dict[str, Any]:
         """``GET /status``: the in-process runtime's figures, or the distributed ones."""
+        archive = {"archive": self.archiver.health()} if self.archiver is not None else {}
         if self.runtime is None or self.alarms is None:
-            return {"mode": "distributed", "published": self.publisher.published}
+            return {"mode": "distributed", "published": self.publisher.published, **archive}
         manager = self.manager.snapshot() if self.manager is not None else []
         return {
+            **archive,
             "started_us": self.started_us,
             "lag_records": self.lag(),
             "runtime": asdict(self.runtime.stats),

@@ -1,6 +1,6 @@
 """The ``process`` role's stages: the processor runtime (asyncio or faust), the alarm
-runner, the rule seeding, the identity watch and the task runner (the last four are
-singletons)."""
+runner, the rule seeding, the identity watch, the task runner and, with an archive
+configured, the archiver (the last five are singletons)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from millrace.pipeline.alarms.runner import AlarmRunner
 from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
 from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.identities.watch import WatchSettings
+from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.restore import KIND as RESTORE
+from millrace.pipeline.restore import RestoreTask
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
 from millrace.pipeline.tasks import TaskRunner, register_kind
@@ -81,13 +84,26 @@ def process_stages(asm: Assembly) -> list[Stage]:
         # the readings TTL goes ON CLUSTER to the shards' tables
         cluster=cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None,
     )
+    register_kind(
+        RESTORE,
+        RestoreTask(
+            ProjectionWriter(asm.store("tasks")),
+            asm.archive_store(),
+            asm.publisher,
+            allowed_prefixes=tuple(cfg.restore.allowed_url_prefixes),
+            codec=asm.codec,
+            chunk=cfg.restore.chunk_records,
+        ),
+    )
     # replay while running holds the in-process runtime; without one it fails, saying why
     register_kind(
         "replay",
         replay_handler(
-            lambda: None
-            if asm.runtime is None
-            else ReplayParts(asm.log, asm.store("replay"), asm.runtime, asm.codec)
+            lambda: (
+                None
+                if asm.runtime is None
+                else ReplayParts(asm.log, asm.store("replay"), asm.runtime, asm.codec)
+            )
         ),
     )
     asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
@@ -103,7 +119,24 @@ def process_stages(asm: Assembly) -> list[Stage]:
             health=lambda: dict(watch.stats),
         ),
         asm.tasks,
+        *archiver_stages(asm),
     ]
+
+
+def archiver_stages(asm: Assembly) -> list[Stage]:
+    """The archiver when ``archive.url`` is set (sets ``asm.archiver``); the local log's
+    retention then waits for it."""
+    cfg = asm.config.archive
+    if not cfg.enabled:
+        return []
+    from millrace.pipeline.archive.archiver import Archiver
+
+    store = asm.archive_store()
+    assert store is not None  # cfg.enabled
+    asm.archiver = Archiver(asm.log, store, cfg, publisher=asm.publisher, codec=asm.codec)
+    if isinstance(asm.log, LocalEventLog):
+        asm.log.hold_retention(asm.archiver.archived_end)
+    return [asm.archiver]
 
 
 def faust_stage(asm: Assembly) -> Stage:
