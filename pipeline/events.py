@@ -5,7 +5,7 @@ Each builder returns the dict :mod:`millrace.pipeline.codec` encodes for its rec
 An argument left out takes the schema's default (``tests/pipeline/test_events.py`` reads
 the ``.avsc`` files and checks), a time left out is :func:`~millrace.pipeline.clock.now_us`,
 an id left out is a random one (uuid4 hex). Producers (connectors, API routers, the
-alarm evaluator, the identity watch, the sink and the processors' dead letters) call
+alarm evaluator, the identity watch, the task runner, the processors' dead letters) call
 these and never write an event's dict literal: a test walks the source tree's syntax
 and fails on a dict literal carrying a record's fields elsewhere.
 
@@ -251,6 +251,36 @@ def dead_letter(
     }
 
 
+def task_event(
+    task_id: str,
+    kind: str,
+    type_: str,
+    *,
+    ts_us: int | None = None,
+    actor: str = "",
+    params: Mapping[str, Any] | str | None = None,
+    counts: Mapping[str, int] | None = None,
+    file: str | None = None,
+    error: str | None = None,
+) -> Event:
+    """A TaskEvent (schemas/tasks.avsc): step ``type_`` (created, progress, completed,
+    ...) of task ``task_id`` of ``kind``; ``params`` as JSON text, or a mapping (then
+    encoded as JSON with sorted keys)."""
+    if params is not None and not isinstance(params, str):
+        params = json.dumps(params, sort_keys=True)
+    return {
+        "task_id": task_id,
+        "kind": kind,
+        "type": type_,
+        "ts_us": now_us() if ts_us is None else ts_us,
+        "actor": actor,
+        "params": params,
+        "counts": {str(k): int(v) for k, v in (counts or {}).items()},
+        "file": file,
+        "error": error,
+    }
+
+
 __all__ = [
     "Event",
     "Reading",
@@ -261,5 +291,6 @@ __all__ = [
     "identity_event",
     "sample",
     "status_event",
+    "task_event",
     "telemetry_batch",
 ]

@@ -1,42 +1,16 @@
-"""Building and appending TaskEvents: creating a task, retrying it, and the runner's
-own steps. Every change to a task is one event on the ``tasks`` topic (key: task id)."""
+"""Appending TaskEvents: creating a task, retrying it, and the runner's own steps.
+Every change to a task is one event on the ``tasks`` topic (key: task id), built by
+:func:`millrace.pipeline.events.task_event` (re-exported here)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
+from millrace.pipeline.events import task_event as task_event
 from millrace.pipeline.topics import TASKS
-
-
-def task_event(
-    task_id: str,
-    kind: str,
-    type_: str,
-    *,
-    ts_us: int | None = None,
-    actor: str = "",
-    params: Mapping[str, Any] | None = None,
-    counts: Mapping[str, int] | None = None,
-    file: str | None = None,
-    error: str | None = None,
-) -> dict[str, Any]:
-    """A TaskEvent (schemas/tasks.avsc)."""
-    return {
-        "task_id": task_id,
-        "kind": kind,
-        "type": type_,
-        "ts_us": now_us() if ts_us is None else ts_us,
-        "actor": actor,
-        "params": None if params is None else json.dumps(params, sort_keys=True),
-        "counts": {str(k): int(v) for k, v in (counts or {}).items()},
-        "file": file,
-        "error": error,
-    }
 
 
 def new_task_id() -> str:

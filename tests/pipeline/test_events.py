@@ -24,6 +24,7 @@ from millrace.pipeline.topics import (
     DEADLETTER,
     IDENTITY,
     STATUS,
+    TASKS,
     TELEMETRY,
     TOPIC_SCHEMAS,
 )
@@ -48,6 +49,7 @@ BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
     ALARMS: events.alarm_event,
     AUDIT: events.audit_event,
     DEADLETTER: events.dead_letter,
+    TASKS: events.task_event,
 }
 TIMES = {"ts_us", "received_us"}  # defaulted to the clock
 IDS = {"event_id", "command_id", "audit_id"}  # defaulted to a random id
