@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from millrace.pipeline.cli.archive import archive_app
 from millrace.pipeline.errors import MillraceError
 
 app = typer.Typer(
@@ -186,6 +187,9 @@ def replay(data_dir: DataDir = None, config: ConfigFile = None) -> None:
         replay_all(config, data_dir)
     except MillraceError as exc:
         _fail(exc)
+
+
+app.add_typer(archive_app, name="archive")
 
 
 @app.command()
