@@ -18,14 +18,17 @@ from millrace.api.routers import (
     deadletters,
     identities,
     ingest,
+    login,
     metrics,
     provision,
     resource_states,
     resources,
+    roles,
     signals,
     sql,
     stream,
     system,
+    users,
 )
 
 API_PREFIX = "/api/v1"
@@ -60,6 +63,9 @@ def create_app(ctx: AppContext) -> FastAPI:
         stream,
         alarms,
         archive,
+        login,
+        users,
+        roles,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     # innermost: bodies are bounded where routes read them, and the audit sees the 413
@@ -67,6 +73,6 @@ def create_app(ctx: AppContext) -> FastAPI:
     # inside authentication (added first = innermost): it sees the caller
     app.add_middleware(AuditMiddleware, publisher=ctx.publisher, clock=ctx.clock)
     app.add_middleware(
-        AuthenticationMiddleware, keys=ctx.keys, cn_header=ctx.registry.provisioning.cn_header
+        AuthenticationMiddleware, keys=ctx.access, cn_header=ctx.registry.provisioning.cn_header
     )
     return app

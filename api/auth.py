@@ -22,12 +22,13 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from millrace.api.permissions import BUILTIN_ROLES
 from millrace.pipeline.clock import now_us
 
 Role = Literal["viewer", "operator", "admin"]
@@ -51,14 +52,30 @@ class ApiKey:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling."""
+    """Who is calling: an API key (``key_id``) or a signed-in user (``key_id`` is
+    ``user:<username>``, ``session`` the sign-in session). ``permissions`` are the
+    role's (``api.permissions``); None: the built-in role's."""
 
     key_id: str
     name: str
     role: str
+    permissions: frozenset[str] | None = None
+    session: str | None = None
+    #: when the credential stops being valid (an access token's ``exp``)
+    expires_us: int | None = None
+
+    @property
+    def granted(self) -> frozenset[str]:
+        if self.permissions is not None:
+            return self.permissions
+        return BUILTIN_ROLES.get(self.role, frozenset())
+
+    def can(self, permission: str) -> bool:
+        return permission in self.granted
 
     def has(self, role: str) -> bool:
-        return ROLES[self.role] >= ROLES[role]
+        """Holds every permission of the built-in ``role``."""
+        return BUILTIN_ROLES[role] <= self.granted
 
 
 class KeyStore:
@@ -158,10 +175,13 @@ class KeyStore:
         os.replace(tmp, self.path)
         self._seen = self._signature()
 
-    def create(self, name: str, role: str) -> tuple[ApiKey, str]:
-        """Create a key; the plaintext is returned once and never stored."""
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {sorted(ROLES)}")
+    def create(
+        self, name: str, role: str, *, known_roles: Collection[str] = ROLES
+    ) -> tuple[ApiKey, str]:
+        """Create a key; the plaintext is returned once and never stored. ``role`` is a
+        built-in role or, when the caller passes ``known_roles``, a custom one."""
+        if role not in known_roles:
+            raise ValueError(f"role must be one of {sorted(known_roles)}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         key = ApiKey(key_id, name, role, _digest(secret), now_us())

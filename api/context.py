@@ -21,7 +21,9 @@ from millrace.api.device_auth import (
 )
 from millrace.api.errors import ApiError
 from millrace.api.limits import RequestLimits
+from millrace.api.permissions import AUTHENTICATED, CATALOG, PUBLIC, ROUTE_PERMISSIONS
 from millrace.api.slots import Slots
+from millrace.api.users.access import AccessControl
 from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
@@ -88,10 +90,14 @@ class AppContext:
     sql_executor: Executor | None = None
     #: the archive store (``GET /api/v1/archive``); None: no archive configured (409)
     archive: ArchiveStore | None = None
+    #: users, sessions, tokens and roles (``api.users``); None: in memory, over ``keys``
+    access: AccessControl | None = None
 
     def __post_init__(self) -> None:
         from millrace.projections.registry import RegistryQueries
 
+        if self.access is None:
+            self.access = AccessControl(self.keys, hasher=self.hasher)
         self.queries = RegistryQueries(self.store, self.registry.inactivity_timeout_s)
         self.verified = VerifiedCache(self.hasher)
         self.failures = FailureLimiter()
@@ -168,8 +174,58 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _templates(request: Request) -> dict[tuple[str, Any], str]:
+    """(method, endpoint) -> the route's full path template, for this app (a route of a
+    router included in another router knows only its own part of the path)."""
+    found: dict[tuple[str, Any], str] | None = getattr(request.app.state, "route_templates", None)
+    if found is None:
+        try:
+            from fastapi.routing import iter_route_contexts
+
+            routes: list[Any] = list(iter_route_contexts(request.app.routes))
+        except ImportError:  # pragma: no cover - older FastAPI: app.routes is flat
+            routes = list(request.app.routes)
+        found = {}
+        for route in routes:
+            endpoint, path = getattr(route, "endpoint", None), getattr(route, "path", None)
+            for method in getattr(route, "methods", None) or ():
+                if endpoint is not None and path:
+                    found[(method, endpoint)] = path
+        request.app.state.route_templates = found
+    return found
+
+
+def route_permission(request: Request) -> str | None:
+    """What the route serving ``request`` needs (``api.permissions``); None: not in the
+    table."""
+    path = _templates(request).get((request.method, request.scope.get("endpoint")))
+    return ROUTE_PERMISSIONS.get((request.method, str(path)))
+
+
+def authorize(principal: Principal, permission: str | None, role: str) -> None:
+    """403 unless ``principal`` holds ``permission`` (None: all of built-in ``role``)."""
+    if permission in (PUBLIC, AUTHENTICATED):
+        return
+    if permission is None:
+        if not principal.has(role):
+            raise ApiError(
+                403, "forbidden", f"role '{principal.role}' cannot do this; needs '{role}'"
+            )
+        return
+    if not principal.can(permission):
+        lowest = CATALOG.get(permission, (role, ""))[0]
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role '{principal.role}' cannot do this; needs permission '{permission}'"
+            f" (built-in role '{lowest}' has it)",
+        )
+
+
 def require(role: str) -> Callable[..., Principal]:
-    """Dependency: an authenticated caller with at least ``role``."""
+    """Dependency: an authenticated caller holding the permission the route declares in
+    ``api.permissions.ROUTE_PERMISSIONS`` (a route not there: every permission of the
+    built-in ``role``)."""
 
     def dependency(
         request: Request,
@@ -181,18 +237,18 @@ def require(role: str) -> Callable[..., Principal]:
             token = creds.credentials if creds is not None else None
             if not token:
                 raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-            principal = context(request).keys.authenticate(token)
+            access = context(request).access
+            assert access is not None
+            principal = access.authenticate(token)
             if principal is None:
                 raise _unauthorized("invalid API key")
-        if not principal.has(role):
-            raise ApiError(
-                403, "forbidden", f"role '{principal.role}' cannot do this; needs '{role}'"
-            )
+        authorize(principal, route_permission(request), role)
         return principal
 
     return dependency
 
 
+#: shorthands every router uses; what a route really needs is in ``ROUTE_PERMISSIONS``
 viewer = require("viewer")
 operator = require("operator")
 admin = require("admin")

@@ -9,13 +9,14 @@ found here.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from millrace.api.auth import KeyStore
+from millrace.api.auth import Principal
 from millrace.api.errors import error_body
+from millrace.api.permissions import SIGN_IN_PATHS
 from millrace.api.responses import JsonResponse
 
 PROTECTED_PREFIX = "/api/v1"
@@ -54,14 +55,26 @@ def query_token(scope: Scope) -> str | None:
     return None
 
 
+class Authenticator(Protocol):
+    def authenticate(self, token: str) -> Principal | None: ...
+
+
 class AuthenticationMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyStore, cn_header: str = "x-ssl-client-cn") -> None:
+    def __init__(
+        self, app: ASGIApp, keys: Authenticator, cn_header: str = "x-ssl-client-cn"
+    ) -> None:
         self.app = app
         self.keys = keys
         self.device_headers = (b"authorization", cn_header.lower().encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PROTECTED_PREFIX):
+        path = str(scope.get("path", ""))
+        if (
+            scope["type"] != "http"
+            or not path.startswith(PROTECTED_PREFIX)
+            or path in SIGN_IN_PATHS
+        ):
+            # login, refresh, logout: the credential is in the body; provision: below
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope.get("headers", [])) or query_token(scope)

@@ -43,6 +43,7 @@ from millrace.api.responses import JsonResponse
 from millrace.api.server_limits import ServerLimits
 from millrace.api.server_protocol import ConnectionCounter as ConnectionCounter
 from millrace.api.server_protocol import protocol_class
+from millrace.api.users.redact import install_redaction
 
 __all__ = ["ServerLimits", "build_server"]
 
@@ -177,6 +178,7 @@ def build_server(
     cap = connection_cap(limits.max_connections, nofile)
     counter = ConnectionCounter(cap, limits.max_connections_per_client)
     install_log_filters(limits.log_interval_s)
+    install_redaction()  # no token or key in uvicorn's lines, access log included
     settings: dict[str, Any] = {
         "log_level": "warning",
         "access_log": False,

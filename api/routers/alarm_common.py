@@ -10,6 +10,7 @@ from fastapi import Query
 
 from millrace.api.context import AppContext
 from millrace.api.errors import bad_request
+from millrace.api.pagination import page_meta
 from millrace.api.routers.signals import EndTime, EpochQ, StartTime, _time_range
 from millrace.api.timeparams import Epoch, format_time
 from millrace.pipeline.topics import ALARMS
@@ -90,15 +91,8 @@ def rule_json(r: dict[str, Any], epoch: Epoch | None = None) -> dict[str, Any]:
     }
 
 
-def _pagination(page: int | None, limit: int, rows: int, total: int, more: bool) -> dict[str, Any]:
-    return {
-        "page": page,
-        "limit": limit,
-        "rows_in_page": rows,
-        "next_page": page + 1 if page is not None and more else None,
-        "total_rows": total,
-        "total_pages": (total + limit - 1) // limit,
-    }
+#: the old name, still imported by routers elsewhere (``millrace.api.pagination``)
+_pagination = page_meta
 
 
 # -- filters ------------------------------------------------------------------------------

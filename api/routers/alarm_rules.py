@@ -19,8 +19,9 @@ from millrace.api.auth import Principal
 from millrace.api.context import AppContext, admin, context, viewer
 from millrace.api.errors import ApiError, bad_request
 from millrace.api.models import errors
+from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
-from millrace.api.routers.alarm_common import _pagination, append, queries, rule_json
+from millrace.api.routers.alarm_common import append, queries, rule_json
 from millrace.api.routers.identities import actor, run_query
 from millrace.api.routers.signals import EpochQ
 from millrace.api.routing import StrictRoute
@@ -171,9 +172,7 @@ async def list_rules(
     return JsonResponse(
         {
             "data": [rule_json(r, epoch) for r in rows],
-            "meta": {
-                "pagination": _pagination(page, limit, len(rows), total, page * limit < total)
-            },
+            "meta": {"pagination": page_meta(page, limit, len(rows), total, page * limit < total)},
         }
     )
 

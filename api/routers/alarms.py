@@ -39,10 +39,10 @@ from millrace.api.auth import Principal
 from millrace.api.context import AppContext, context, operator, viewer
 from millrace.api.errors import ApiError
 from millrace.api.models import errors
+from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routers import alarm_rules
 from millrace.api.routers.alarm_common import (
-    _pagination,
     alarm_filter,
     alarm_json,
     annotation_json,
@@ -237,7 +237,7 @@ async def list_alarms(
         {
             "data": [alarm_json(a, epoch) for a in res.rows],
             "meta": {
-                "pagination": _pagination(
+                "pagination": page_meta(
                     None if token else page, limit, len(res.rows), res.total, res.more
                 ),
                 "continuation_token": res.token,
@@ -380,9 +380,7 @@ async def list_annotations(
     return JsonResponse(
         {
             "data": [annotation_json(n, epoch) for n in rows],
-            "meta": {
-                "pagination": _pagination(page, limit, len(rows), total, page * limit < total)
-            },
+            "meta": {"pagination": page_meta(page, limit, len(rows), total, page * limit < total)},
         }
     )
 

@@ -12,10 +12,11 @@ from millrace.api.auth import Principal
 from millrace.api.context import AppContext, context, operator
 from millrace.api.errors import ApiError, bad_request
 from millrace.api.models import errors
+from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.alarms import alarm_filter, alarm_json
 from millrace.api.routers.identities import run_query
-from millrace.api.routers.signals import EndTime, EpochQ, Page, StartTime, _pagination, _time_range
+from millrace.api.routers.signals import EndTime, EpochQ, Page, StartTime, _time_range
 from millrace.api.routing import StrictRoute
 from millrace.api.timeparams import Epoch, format_time
 from millrace.projections.activities import ActivityFilter, list_activities
@@ -89,7 +90,7 @@ async def list_audit_records(
     )
     data = [audit_json(r, epoch) for r in rows]
     return JsonResponse(
-        {"data": data, "meta": {"pagination": _pagination(page, limit, len(data), total)}}
+        {"data": data, "meta": {"pagination": page_meta(page, limit, len(data), total)}}
     )
 
 
@@ -161,5 +162,5 @@ async def list_activities_route(
             item["audit"] = audit_json(r["audit"], epoch)
         data.append(item)
     return JsonResponse(
-        {"data": data, "meta": {"pagination": _pagination(page, limit, len(data), total)}}
+        {"data": data, "meta": {"pagination": page_meta(page, limit, len(data), total)}}
     )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from millrace.api import models
 from millrace.api.auth import Principal
 from millrace.api.context import AppContext, context, viewer
+from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.signals import (
     EndTime,
@@ -17,7 +18,6 @@ from millrace.api.routers.signals import (
     Limit,
     Page,
     StartTime,
-    _pagination,
     _time_range,
 )
 from millrace.api.routing import StrictRoute
@@ -54,6 +54,6 @@ async def list_dead_letters(
         {
             "data": data,
             "total": total,
-            "meta": {"pagination": _pagination(page, limit, len(data), total)},
+            "meta": {"pagination": page_meta(page, limit, len(data), total)},
         }
     )

@@ -23,7 +23,13 @@ from pydantic import (
 
 from millrace.api import models
 from millrace.api.auth import Principal
-from millrace.api.context import AppContext, bearer_scheme, context
+from millrace.api.context import (
+    AppContext,
+    authorize,
+    bearer_scheme,
+    context,
+    route_permission,
+)
 from millrace.api.device_auth import ip_allowed, parse_basic, parse_bearer
 from millrace.api.errors import ApiError
 from millrace.api.jsonbody import parse_json
@@ -126,10 +132,7 @@ async def ingest_caller(
     trusted TLS front end. Returns the batch's ``source``."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:
-        if not principal.has("operator"):
-            raise ApiError(
-                403, "forbidden", f"role '{principal.role}' cannot do this; needs 'operator'"
-            )
+        authorize(principal, route_permission(request), "operator")
         source = f"http:{principal.key_id}"
     else:
         await authenticate_device(request, identity, ctx)

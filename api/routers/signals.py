@@ -13,6 +13,7 @@ from millrace.api import models
 from millrace.api.auth import Principal
 from millrace.api.context import AppContext, context, viewer
 from millrace.api.errors import bad_request
+from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.ingest import IDENTITY_PATTERN
 from millrace.api.routing import StrictRoute
@@ -84,18 +85,8 @@ def _fields(raw: str | None) -> list[str]:
     return names
 
 
-def _pagination(page: int, limit: int, rows: int, total: int | None = None) -> dict[str, Any]:
-    more = rows >= limit if total is None else page * limit < total
-    p: dict[str, Any] = {
-        "page": page,
-        "limit": limit,
-        "rows_in_page": rows,
-        "next_page": page + 1 if more else None,
-    }
-    if total is not None:
-        p["total_rows"] = total
-        p["total_pages"] = (total + limit - 1) // limit
-    return p
+#: the old name, still imported by routers elsewhere (``millrace.api.pagination``)
+_pagination = page_meta
 
 
 def _points(rows: list[dict[str, Any]], epoch: Epoch | None) -> list[dict[str, Any]]:
@@ -132,7 +123,7 @@ class Window:
         return _time_format(self.epoch)
 
     def pagination(self, rows: int, total: int | None = None) -> dict[str, Any]:
-        return _pagination(self.page, self.limit, rows, total)
+        return page_meta(self.page, self.limit, rows, total)
 
 
 def window(
@@ -329,6 +320,6 @@ async def latest_values(
         {
             "data": data,
             "total": total,
-            "meta": {"pagination": _pagination(page, limit, len(data), total)},
+            "meta": {"pagination": page_meta(page, limit, len(data), total)},
         }
     )

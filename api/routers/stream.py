@@ -118,7 +118,7 @@ async def open_stream(
         conn = hub.open(
             last_event_id_header or last_event_id,
             owner=principal.key_id,
-            authorized=lambda: ctx.keys.still_valid(principal),
+            authorized=lambda: ctx.access is not None and ctx.access.still_valid(principal),
         )
     except OwnerStreamLimitError as exc:
         raise ApiError(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -29,15 +27,27 @@ async def status(
 
 @router.get("/me", summary="Who am I", response_model=models.Data[models.Me])
 async def me(principal: Principal = Depends(viewer)) -> JsonResponse:
-    return JsonResponse(
-        {"data": {"key_id": principal.key_id, "name": principal.name, "role": principal.role}}
-    )
+    """The caller: an API key (id, name, role) or a signed-in user (also its username,
+    roles and permissions)."""
+    data: dict[str, object] = {
+        "key_id": principal.key_id,
+        "name": principal.name,
+        "role": principal.role,
+    }
+    if principal.session is not None:
+        data.update(
+            username=principal.name,
+            roles=principal.role.split(","),
+            permissions=sorted(principal.granted),
+        )
+    return JsonResponse({"data": data})
 
 
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    role: Literal["viewer", "operator", "admin"]
+    #: a built-in role (viewer, operator, admin) or a custom one (``/roles``)
+    role: str = Field(min_length=1, max_length=64)
 
 
 @router.post(
@@ -50,7 +60,14 @@ async def create_key(
     req: KeyRequest, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
 ) -> JsonResponse:
     """The key is in this response only; millrace keeps a hash."""
-    key, plaintext = ctx.keys.create(req.name, req.role)
+    assert ctx.access is not None
+    known = ctx.access.users.roles(fresh=True)
+    if req.role not in known:
+        message = f"body.role: unknown role {req.role!r}; one of {', '.join(sorted(known))}"
+        raise ApiError(
+            400, "invalid_parameter", message, [{"field": "body.role", "message": message}]
+        )
+    key, plaintext = ctx.keys.create(req.name, req.role, known_roles=known)
     audit_note(
         action="create",
         target_type="api_key",

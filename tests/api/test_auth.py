@@ -15,6 +15,7 @@ import pytest
 from millrace.api.app import create_app
 from millrace.api.auth import KeyStore
 from millrace.api.context import AppContext
+from millrace.api.permissions import PUBLIC, ROUTE_PERMISSIONS
 from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.publisher import LogPublisher
 from millrace.projections.store.chdb import ChdbStore
@@ -46,7 +47,8 @@ def _routes() -> list[tuple[str, str]]:
 #: device-facing and open by design: a device has no API key before it provisions
 #: (guarded by the provisioning switch, the IP allow-list and the identity's status;
 #: see tests/api/test_identities.py)
-OPEN_ROUTES = {("POST", f"{V1}/provision")}
+#: and the sign-in routes (the credential is in the body: tests/api/test_login.py)
+OPEN_ROUTES = {r for r, perm in ROUTE_PERMISSIONS.items() if perm == PUBLIC}
 ROUTES = [r for r in _routes() if r not in OPEN_ROUTES]
 
 

@@ -23,6 +23,7 @@ from millrace.api.limits import (
     RequestLimits,
     ingest_body_limit,
 )
+from millrace.api.permissions import SIGN_IN_PATHS
 from millrace.pipeline.identities.config import ProvisioningConfig, RegistryConfig
 from millrace.pipeline.topics import AUDIT
 from tests.api.conftest import NOW_US, V1, Api, MakeApi, assert_bad_field, error_of, uid
@@ -228,8 +229,8 @@ async def test_every_write_route_refuses_a_bad_credential_before_reading_the_bod
     operations are taken from the app's OpenAPI document)."""
     checked = 0
     for template, operations in api.app.openapi()["paths"].items():
-        if template == f"{V1}/provision":
-            continue
+        if template == f"{V1}/provision" or template in SIGN_IN_PATHS:
+            continue  # open: the credential is in the body (bounded: 413)
         path = re.sub(r"\{[^}]+\}", "x1", template)
         for method in {"post", "put", "patch", "delete"} & set(operations):
             body = Counted(HUGE)

@@ -79,9 +79,29 @@ ENDPOINTS = {
     ("post", f"{V1}/stream/{{stream_id}}/subscriptions"),
     ("get", f"{V1}/stream/{{stream_id}}/subscriptions"),
     ("delete", f"{V1}/stream/{{stream_id}}/subscriptions/{{subscription_id}}"),
+    ("post", f"{V1}/login"),
+    ("post", f"{V1}/refresh"),
+    ("post", f"{V1}/logout"),
+    ("put", f"{V1}/me/password"),
+    ("get", f"{V1}/users"),
+    ("post", f"{V1}/users"),
+    ("get", f"{V1}/users/{{username}}"),
+    ("patch", f"{V1}/users/{{username}}"),
+    ("delete", f"{V1}/users/{{username}}"),
+    ("get", f"{V1}/permissions"),
+    ("get", f"{V1}/roles"),
+    ("post", f"{V1}/roles"),
+    ("get", f"{V1}/roles/{{name}}"),
+    ("put", f"{V1}/roles/{{name}}"),
+    ("delete", f"{V1}/roles/{{name}}"),
 }
 #: device-facing, open by design (see tests/api/test_auth.py OPEN_ROUTES)
-OPEN = {("post", f"{V1}/provision")}
+OPEN = {
+    ("post", f"{V1}/provision"),
+    ("post", f"{V1}/login"),
+    ("post", f"{V1}/refresh"),
+    ("post", f"{V1}/logout"),
+}
 
 QUERY_PARAMS = {"start_time", "end_time", "epoch", "limit", "page", "order"}
 

@@ -1,0 +1,167 @@
+"""Permissions, built-in roles, and the one table of what each route needs.
+
+A permission is ``<area>:<action>``. Each has the lowest built-in role that holds it
+(:data:`CATALOG`); the built-in roles are the sets this gives (``viewer`` ⊂
+``operator`` ⊂ ``admin``), and admins define custom roles as any other set of known
+permissions (``api.users.store``).
+
+Every ``/api/v1`` route declares what it needs in ONE place, :data:`ROUTE_PERMISSIONS`,
+keyed by method and path template. ``api.context.require`` — the dependency behind the
+``viewer``/``operator``/``admin`` shorthands every router uses — looks the route up
+there; a route not (yet) in the table falls back to "every permission of that built-in
+role", so a router added later is never more open than its shorthand, and the test that
+walks the OpenAPI (``tests/api/test_permissions.py``) names it until it is added here.
+Two markers are not permissions: :data:`PUBLIC` (login, refresh, logout, device
+routes: no caller identity) and :data:`AUTHENTICATED` (any signed-in caller: ``/me``,
+one's own password).
+"""
+
+from __future__ import annotations
+
+PUBLIC = "public"
+AUTHENTICATED = "authenticated"
+
+#: permission -> (lowest built-in role holding it, what it allows)
+CATALOG: dict[str, tuple[str, str]] = {
+    "status:read": ("viewer", "engine status"),
+    "identities:read": ("viewer", "identities, their tags, counts and device metrics"),
+    "signals:read": ("viewer", "readings: raw, aggregates, latest"),
+    "state:read": ("viewer", "desired/reported resource states and deviations"),
+    "resources:read": ("viewer", "resource definitions and runners"),
+    "alarms:read": ("viewer", "alarms, annotations and alarm rules"),
+    "config:read": ("viewer", "configuration schema, templates, validation"),
+    "connectors:read": ("viewer", "connector status"),
+    "deadletters:read": ("viewer", "dead-lettered events"),
+    "stream:read": ("viewer", "the live stream (SSE)"),
+    "sql:query": ("viewer", "read-only analyst SQL"),
+    "telemetry:write": ("operator", "ingest readings through the API"),
+    "identities:write": ("operator", "create, update, lock, tag and delete identities"),
+    "state:set": ("operator", "set desired state on identities"),
+    "alarms:acknowledge": ("operator", "acknowledge, discard and annotate alarms"),
+    "audits:read": ("operator", "the audit trail and activities"),
+    "archive:read": ("operator", "the archive's windows"),
+    "resources:manage": ("admin", "define, change and remove resources"),
+    "alarms:manage": ("admin", "define, change and remove alarm rules"),
+    "keys:manage": ("admin", "create, list, rotate and revoke API keys"),
+    "users:manage": ("admin", "create, change, disable and delete users"),
+    "roles:manage": ("admin", "define custom roles"),
+    "services:manage": ("admin", "commissioning services"),
+    "archive:manage": ("admin", "archive runs and retention"),
+    "restore:run": ("admin", "restore archived streams"),
+    "replay:run": ("admin", "replay the log into projections"),
+}
+
+BUILTIN_LEVELS = ("viewer", "operator", "admin")
+
+
+def _builtin(level: str) -> frozenset[str]:
+    upto = BUILTIN_LEVELS[: BUILTIN_LEVELS.index(level) + 1]
+    return frozenset(p for p, (lowest, _) in CATALOG.items() if lowest in upto)
+
+
+#: built-in role -> its permissions
+BUILTIN_ROLES: dict[str, frozenset[str]] = {name: _builtin(name) for name in BUILTIN_LEVELS}
+
+
+def unknown_permissions(names: list[str] | set[str] | frozenset[str]) -> list[str]:
+    """The names in ``names`` that are not permissions (sorted)."""
+    return sorted(n for n in set(names) if n not in CATALOG)
+
+
+_V = "/api/v1"
+
+#: (method, path template) -> permission, PUBLIC or AUTHENTICATED
+ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
+    # device-facing: the device's own credential, or an API key with telemetry:write
+    ("POST", f"{_V}/identities/{{identity}}/data"): "telemetry:write",
+    ("POST", f"{_V}/provision"): PUBLIC,
+    ("POST", f"{_V}/identities"): "identities:write",
+    ("GET", f"{_V}/identities"): "identities:read",
+    ("GET", f"{_V}/identities/count"): "identities:read",
+    ("POST", f"{_V}/identities/bulk/update"): "identities:write",
+    ("POST", f"{_V}/identities/bulk/delete"): "identities:write",
+    ("GET", f"{_V}/identities/{{identity}}"): "identities:read",
+    ("PATCH", f"{_V}/identities/{{identity}}"): "identities:write",
+    ("DELETE", f"{_V}/identities/{{identity}}"): "identities:write",
+    ("POST", f"{_V}/identities/{{identity}}/lock"): "identities:write",
+    ("POST", f"{_V}/identities/{{identity}}/unlock"): "identities:write",
+    ("POST", f"{_V}/identities/{{identity}}/tags"): "identities:write",
+    ("GET", f"{_V}/identities/{{identity}}/tags"): "identities:read",
+    ("GET", f"{_V}/identities/{{identity}}/tags/{{tag}}"): "identities:read",
+    ("DELETE", f"{_V}/identities/{{identity}}/tags/{{tag}}"): "identities:write",
+    ("GET", f"{_V}/tags"): "identities:read",
+    ("GET", f"{_V}/tags/{{tag}}"): "identities:read",
+    ("GET", f"{_V}/identities/{{identity}}/state"): "state:read",
+    ("POST", f"{_V}/identities/{{identity}}/state"): "state:set",
+    ("GET", f"{_V}/resources/states"): "state:read",
+    ("GET", f"{_V}/resources/states/deviations"): "state:read",
+    ("GET", f"{_V}/resources/states/deviations/count"): "state:read",
+    ("GET", f"{_V}/resource-runners"): "resources:read",
+    ("GET", f"{_V}/resources"): "resources:read",
+    ("GET", f"{_V}/resources/{{name}}"): "resources:read",
+    ("POST", f"{_V}/resources/{{name}}"): "resources:manage",
+    ("PUT", f"{_V}/resources/{{name}}"): "resources:manage",
+    ("DELETE", f"{_V}/resources/{{name}}"): "resources:manage",
+    ("GET", f"{_V}/metrics/devices"): "identities:read",
+    ("GET", f"{_V}/identities/{{identity}}/signals/aggregates"): "signals:read",
+    ("GET", f"{_V}/identities/{{identity}}/signals/{{signal}}"): "signals:read",
+    ("GET", f"{_V}/identities/{{identity}}/signals"): "signals:read",
+    ("GET", f"{_V}/identities/{{identity}}/signals/{{signal}}/aggregates"): "signals:read",
+    ("GET", f"{_V}/signals/latest"): "signals:read",
+    ("POST", f"{_V}/sql"): "sql:query",
+    ("GET", f"{_V}/status"): "status:read",
+    ("GET", f"{_V}/me"): AUTHENTICATED,
+    ("POST", f"{_V}/keys"): "keys:manage",
+    ("GET", f"{_V}/keys"): "keys:manage",
+    ("DELETE", f"{_V}/keys/{{key_id}}"): "keys:manage",
+    ("POST", f"{_V}/keys/{{key_id}}/rotate"): "keys:manage",
+    ("GET", f"{_V}/deadletters"): "deadletters:read",
+    ("POST", f"{_V}/config/validate"): "config:read",
+    ("GET", f"{_V}/config/templates"): "config:read",
+    ("GET", f"{_V}/config/templates/{{protocol}}"): "config:read",
+    ("GET", f"{_V}/config/schema"): "config:read",
+    ("GET", f"{_V}/connectors"): "connectors:read",
+    ("GET", f"{_V}/connectors/{{name}}"): "connectors:read",
+    ("GET", f"{_V}/audits"): "audits:read",
+    ("GET", f"{_V}/audits/{{audit_id}}"): "audits:read",
+    ("GET", f"{_V}/activities"): "audits:read",
+    ("GET", f"{_V}/stream"): "stream:read",
+    ("POST", f"{_V}/stream/{{stream_id}}/subscriptions"): "stream:read",
+    ("GET", f"{_V}/stream/{{stream_id}}/subscriptions"): "stream:read",
+    ("DELETE", f"{_V}/stream/{{stream_id}}/subscriptions/{{subscription_id}}"): "stream:read",
+    ("GET", f"{_V}/alarms"): "alarms:read",
+    ("POST", f"{_V}/alarms/batch/acknowledge"): "alarms:acknowledge",
+    ("POST", f"{_V}/alarms/batch/discard"): "alarms:acknowledge",
+    ("GET", f"{_V}/alarms/{{alarm_id}}"): "alarms:read",
+    ("POST", f"{_V}/alarms/{{alarm_id}}/acknowledge"): "alarms:acknowledge",
+    ("POST", f"{_V}/alarms/{{alarm_id}}/discard"): "alarms:acknowledge",
+    ("POST", f"{_V}/alarms/{{alarm_id}}/annotations"): "alarms:acknowledge",
+    ("GET", f"{_V}/alarms/{{alarm_id}}/annotations"): "alarms:read",
+    ("GET", f"{_V}/alarm-rules"): "alarms:read",
+    ("POST", f"{_V}/alarm-rules"): "alarms:manage",
+    ("GET", f"{_V}/alarm-rules/{{rule_id}}"): "alarms:read",
+    ("PUT", f"{_V}/alarm-rules/{{rule_id}}"): "alarms:manage",
+    ("DELETE", f"{_V}/alarm-rules/{{rule_id}}"): "alarms:manage",
+    ("GET", f"{_V}/archive"): "archive:read",
+    ("POST", f"{_V}/archive/flush"): "archive:manage",
+    # users, login, roles (api/routers/users.py, login.py, roles.py)
+    ("POST", f"{_V}/login"): PUBLIC,
+    ("POST", f"{_V}/refresh"): PUBLIC,
+    ("POST", f"{_V}/logout"): PUBLIC,
+    ("PUT", f"{_V}/me/password"): AUTHENTICATED,
+    ("GET", f"{_V}/users"): "users:manage",
+    ("POST", f"{_V}/users"): "users:manage",
+    ("GET", f"{_V}/users/{{username}}"): "users:manage",
+    ("PATCH", f"{_V}/users/{{username}}"): "users:manage",
+    ("DELETE", f"{_V}/users/{{username}}"): "users:manage",
+    ("GET", f"{_V}/permissions"): AUTHENTICATED,
+    ("GET", f"{_V}/roles"): "roles:manage",
+    ("POST", f"{_V}/roles"): "roles:manage",
+    ("GET", f"{_V}/roles/{{name}}"): "roles:manage",
+    ("PUT", f"{_V}/roles/{{name}}"): "roles:manage",
+    ("DELETE", f"{_V}/roles/{{name}}"): "roles:manage",
+}
+
+#: sign-in routes: the credential is in the body, the middleware lets them through
+#: (the device routes have their own rule, ``api.middleware.DEVICE_ROUTES``)
+SIGN_IN_PATHS = frozenset({f"{_V}/login", f"{_V}/refresh", f"{_V}/logout"})

@@ -1,0 +1,1 @@
+"""Users, sign-in sessions, access tokens and custom roles (issue 15)."""

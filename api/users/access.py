@@ -1,0 +1,133 @@
+"""Who a presented credential is: API keys and access tokens, one entry point.
+
+:class:`AccessControl` is what the authentication middleware and the routes ask. It
+holds the API keys (``api.auth.KeyStore``), the users and roles, the sign-in sessions
+and the signing keys. A JWT is resolved against the user *as stored now* (read fresh
+every request): a disabled or deleted user, a revoked session or a changed role takes
+effect at the next request in every ``millrace api`` process of the data directory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from millrace.api.auth import KeyStore, Principal
+from millrace.api.device_auth import CredentialHasher
+from millrace.api.users.policy import PasswordPolicy, PasswordRejected
+from millrace.api.users.sessions import LockoutPolicy, SessionStore
+from millrace.api.users.store import UserStore
+from millrace.api.users.tokens import SigningKeys, looks_like_jwt
+from millrace.pipeline.errors import ConfigError
+
+USER_PREFIX = "user:"
+
+
+@dataclass
+class AccessSettings:
+    access_ttl_s: float = 900.0
+    refresh_ttl_s: float = 7 * 86_400
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+
+
+class AccessControl:
+    def __init__(
+        self,
+        keys: KeyStore,
+        data_dir: Path | None = None,
+        *,
+        hasher: CredentialHasher | None = None,
+        settings: AccessSettings | None = None,
+    ) -> None:
+        self.settings = settings or AccessSettings()
+        self.keys = keys
+        self.hasher = hasher or CredentialHasher()
+        self.policy = self.settings.policy
+        path = (lambda name: data_dir / name) if data_dir is not None else (lambda name: None)
+        self.users = UserStore(path("users.json"))
+        self.sessions = SessionStore(
+            path("sessions.json"),
+            refresh_ttl_s=self.settings.refresh_ttl_s,
+            lockout=self.settings.lockout,
+        )
+        self.signing = SigningKeys(path("jwt_keys.json"), access_ttl_s=self.settings.access_ttl_s)
+
+    def authenticate(self, token: str) -> Principal | None:
+        if looks_like_jwt(token):
+            return self._user_principal(token)
+        principal = self.keys.authenticate(token)
+        if principal is None or principal.role in ("viewer", "operator", "admin"):
+            return principal
+        # a custom role: its permissions as they are now
+        return Principal(
+            principal.key_id,
+            principal.name,
+            principal.role,
+            permissions=self.users.permissions_of([principal.role], fresh=True),
+        )
+
+    def _user_principal(self, token: str) -> Principal | None:
+        claims = self.signing.verify(token)
+        if claims is None:
+            return None
+        user = self.users.get(claims.username, fresh=True)
+        if user is None or not user.enabled or not self.sessions.active(claims.sid):
+            return None
+        return Principal(
+            USER_PREFIX + user.username,
+            user.username,
+            ",".join(user.roles),
+            permissions=self.users.permissions_of(user.roles),
+            session=claims.sid,
+            expires_us=claims.expires_us,
+        )
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether ``principal`` may go on (open live streams ask every second)."""
+        if not principal.key_id.startswith(USER_PREFIX):
+            return self.keys.still_valid(principal)
+        if principal.expires_us is not None and principal.expires_us <= self.users.clock():
+            return False
+        user = self.users.get(principal.name, fresh=True)
+        return (
+            user is not None
+            and user.enabled
+            and principal.session is not None
+            and self.sessions.active(principal.session)
+        )
+
+    def first_admin(self, password: str | None) -> str | None:
+        """Create the ``admin`` user when there are no users; the password generated
+        (to print once), or None when ``password`` was given or users exist. Processes
+        starting together race under the store's lock: one creates it."""
+        if len(self.users):
+            return None
+        generated = None
+        if not password:
+            password = generated = secrets.token_urlsafe(18)
+        else:
+            try:
+                self.policy.check(password, "admin")
+            except PasswordRejected as exc:
+                raise ConfigError(f"MILLRACE_ADMIN_PASSWORD: {exc.message}") from None
+        created = self.users.create(
+            "admin",
+            self.hasher.hash(password),
+            roles=["admin"],
+            display_name="Administrator",
+            only_if_none=True,
+        )
+        return generated if created is not None else None
+
+
+def announce_admin_password(password: str) -> None:
+    """Print the first admin user's password once, to the terminal, never to the log."""
+    sys.stdout.write(
+        "\nmillrace created the user 'admin' (password shown once, stored hashed):\n\n"
+        f"    {password}\n\n"
+        "Sign in with POST /api/v1/login. Set MILLRACE_ADMIN_PASSWORD to choose your own.\n\n"
+    )
+    sys.stdout.flush()
