@@ -179,12 +179,39 @@ def sql(
 
 
 @app.command()
-def replay(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Drop every projection and rebuild it from the log (engine stopped)."""
-    from millrace.pipeline.cli.replay import replay_all
+def replay(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    projection: Annotated[
+        list[str] | None,
+        typer.Option("--projection", "-p", help="a projection to rebuild (repeat; default all)"),
+    ] = None,
+    start_time: Annotated[
+        str | None, typer.Option("--start-time", help="fold from here on (ISO-8601 or epoch s)")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="the engine's API (default: from the config)")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="rebuild here, the engine stopped")
+    ] = False,
+) -> None:
+    """Rebuild projections from the log: through the running engine (a replay task;
+    queries and ingest go on; key from MILLRACE_API_KEY), else offline."""
+    import os
+
+    from millrace.pipeline.cli.replay import replay_command
 
     try:
-        replay_all(config, data_dir)
+        replay_command(
+            config,
+            data_dir,
+            projection or [],
+            start_time,
+            url,
+            os.environ.get("MILLRACE_API_KEY") or None,
+            offline,
+        )
     except MillraceError as exc:
         _fail(exc)
 
