@@ -9,6 +9,7 @@ wheel test builds the distribution and runs the CLI from it in a fresh environme
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import sysconfig
 import tomllib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,31 +33,56 @@ def _sources(*folders: str) -> list[Path]:
     return [p for f in folders for p in sorted((ROOT / f).rglob("*.py"))]
 
 
-def _trees(*folders: str) -> list[tuple[Path, ast.Module]]:
-    return [(p, ast.parse(p.read_text(), str(p))) for p in _sources(*folders)]
+@dataclass(frozen=True)
+class Scanned:
+    """What the scans below look at in one module: every import statement's names,
+    absolute ones apart (``(line, name, absolute)``), the modules it names to
+    ``importlib.import_module`` and the first argument of every ``getLogger`` call
+    (both ``(line, name)``)."""
+
+    imports: list[tuple[int, str, bool]]
+    dynamic: list[tuple[int, str]]
+    loggers: list[tuple[int, object]]
+
+
+@functools.cache
+def _scan(path: Path) -> Scanned:
+    """One parse and one walk per module, shared by the tests (parsing and walking the
+    tree was most of this file's time when each test did its own)."""
+    imports: list[tuple[int, str, bool]] = []
+    dynamic: list[tuple[int, str]] = []
+    loggers: list[tuple[int, object]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            imports += [(node.lineno, a.name, True) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imports.append((node.lineno, node.module, node.level == 0))
+        elif isinstance(node, ast.Call) and node.args:
+            func = getattr(node.func, "attr", getattr(node.func, "id", None))
+            arg = node.args[0]
+            if func == "getLogger" and isinstance(arg, ast.Constant):
+                loggers.append((node.lineno, arg.value))
+            elif (
+                func == "import_module"
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(arg, ast.Constant | ast.JoinedStr)
+            ):
+                first = arg.values[0] if isinstance(arg, ast.JoinedStr) else arg
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    dynamic.append((node.lineno, first.value))
+    return Scanned(imports, dynamic, loggers)
 
 
 def test_no_module_imports_the_old_top_level_names() -> None:
     bad = []
-    for path, tree in _trees(*FOLDERS, "tests", "bench"):
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "import_module"
-                and node.args
-                and isinstance(node.args[0], ast.Constant | ast.JoinedStr)
-            ):
-                arg = node.args[0]
-                first = arg.values[0] if isinstance(arg, ast.JoinedStr) else arg
-                if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                    names = [first.value]
-            bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if OLD.match(n)]
+    for path in _sources(*FOLDERS, "tests", "bench"):
+        scanned = _scan(path)
+        names = [(line, n) for line, n, absolute in scanned.imports if absolute]
+        bad += [
+            f"{path.relative_to(ROOT)}:{line} {n}"
+            for line, n in names + scanned.dynamic
+            if OLD.match(n)
+        ]
     assert not bad, "import millrace.<folder>..., not the folder itself:\n" + "\n".join(bad)
 
 
@@ -70,17 +97,12 @@ def test_no_command_line_names_an_old_module() -> None:
 
 
 def test_loggers_are_under_millrace() -> None:
-    bad = []
-    for path, tree in _trees(*FOLDERS):
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "getLogger"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and not str(node.args[0].value).startswith("millrace")
-            ):
-                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.args[0].value!r}")
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} {name!r}"
+        for path in _sources(*FOLDERS)
+        for line, name in _scan(path).loggers
+        if not str(name).startswith("millrace")
+    ]
     assert not bad
     assert __import__("millrace.pipeline.log.local.log", fromlist=["log"]).log.name.startswith(
         "millrace."
@@ -101,20 +123,14 @@ def test_every_imported_library_is_declared() -> None:
     stdlib = sys.stdlib_module_names
     declared = _declared()
     missing = set()
-    for path, tree in _trees(*FOLDERS):
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                tops = [a.name.split(".")[0] for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                tops = [node.module.split(".")[0]]
-            else:
-                continue
-            for top in tops:
-                if top in stdlib or top in ("millrace", "bench", "tests"):  # not installed
-                    continue
-                names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
-                if not names & declared:
-                    missing.add(f"{top} ({path.relative_to(ROOT)})")
+    for path in _sources(*FOLDERS):
+        for _, name, absolute in _scan(path).imports:
+            top = name.split(".")[0]
+            if not absolute or top in stdlib or top in ("millrace", "bench", "tests"):
+                continue  # relative, standard or not installed
+            names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+            if not names & declared:
+                missing.add(f"{top} ({path.relative_to(ROOT)})")
     assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
 
 
