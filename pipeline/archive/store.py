@@ -92,12 +92,13 @@ class ArchiveStore:
     def _manifest_paths(self, topic: str | None) -> list[str]:
         base = self._full(topic) if topic else self.root
         try:
+            self.fs.invalidate_cache()  # others write here too: list the store, not a cache
             if not self.fs.exists(base):
                 return []
             found = self.fs.find(base)
         except FileNotFoundError:
             return []
-        except OSError as exc:
+        except Exception as exc:  # the filesystem's own (botocore's are not OSError)
             raise ArchiveStoreError(f"listing {self.url}: {exc}") from exc
         prefix = self.root + "/"
         out = []
@@ -116,7 +117,7 @@ class ArchiveStore:
             data = self.fs.cat_file(self._full(rel))
         except FileNotFoundError:
             return None
-        except OSError as exc:
+        except Exception as exc:  # the filesystem's own (botocore's are not OSError)
             raise ArchiveStoreError(f"reading {rel}: {exc}") from exc
         try:
             m = Manifest.from_json(data)
@@ -171,7 +172,7 @@ class ArchiveStore:
             data = bytes(self.fs.cat_file(self._full(manifest.path)))
         except FileNotFoundError as exc:
             raise ArchiveFormatError(f"{manifest.path}: missing") from exc
-        except OSError as exc:
+        except Exception as exc:  # the filesystem's own (botocore's are not OSError)
             raise ArchiveStoreError(f"reading {manifest.path}: {exc}") from exc
         if len(data) != manifest.bytes or sha256_hex(data) != manifest.sha256:
             raise ArchiveFormatError(f"{manifest.path}: checksum does not match its manifest")
@@ -217,7 +218,7 @@ class ArchiveStore:
         try:
             self._put(manifest.path, data)
             self._put(rel_manifest, manifest.to_json())
-        except OSError as exc:
+        except Exception as exc:  # the filesystem's own (botocore's are not OSError)
             raise ArchiveStoreError(f"writing {manifest.path}: {exc}") from exc
         with self._lock:
             self._manifests[rel_manifest] = manifest
