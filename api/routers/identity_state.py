@@ -25,7 +25,6 @@ from millrace.api.registry import (
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.identity_common import IdentityPath, actor
 from millrace.api.routing import StrictRoute
-from millrace.pipeline.events import sample, telemetry_batch
 from millrace.pipeline.identities import requests
 from millrace.pipeline.topics import COMMANDS, TELEMETRY
 
@@ -84,22 +83,13 @@ async def set_state(
             ctx.registry.command_timeout_s,
             set_event["event_id"],
         )
-        commands, unsynced = plan.commands, plan.unsynced
+        commands = plan.commands
         if commands:
             await ctx.publisher.publish(COMMANDS, [(identity, c) for c in commands])
-        if unsynced:
-            batch = telemetry_batch(
-                identity, [sample(now, unsynced)], received_us=now, source="state"
-            )
-            await emit(ctx, [batch], TELEMETRY)
-            ack = event(
-                ctx,
-                identity,
-                "STATE_ACKNOWLEDGED",
-                who,
-                state={k: to_json(v) for k, v in unsynced.items()},
-            )
-            await emit(ctx, [ack])
+        if plan.reported is not None:
+            await emit(ctx, [plan.reported], TELEMETRY)
+        if plan.acknowledged is not None:
+            await emit(ctx, [plan.acknowledged])
     state = (await require_identity(ctx, identity))["state"]
     return JsonResponse(
         {"state": state, "commands": [c["command_id"] for c in commands]}, status_code=202

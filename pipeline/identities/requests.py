@@ -6,11 +6,12 @@ and shapes the answer; the rules live here (``now`` is passed in, no I/O).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from millrace.pipeline.events import command_event
+from millrace.pipeline.events import Event, command_event, identity_event, sample, telemetry_batch
 from millrace.pipeline.identities.resources import ResourceDefinition, check_values
 
 SECOND_US = 1_000_000
@@ -99,10 +100,14 @@ def locked_refusal(row: Mapping[str, Any]) -> str | None:
 class StatePlan:
     """What a desired-state write does besides its STATE_SET: a Command for each synced
     resource (its connector writes it; pending until the device reports it back), and
-    the unsynced values, reported and acknowledged at once."""
+    the unsynced values, reported and acknowledged at once: set and reported change
+    together (``reported``, a TelemetryBatch of source ``state`` at the write's time,
+    then ``acknowledged``, their STATE_ACKNOWLEDGED; both None when every value syncs)."""
 
     commands: list[dict[str, Any]] = field(default_factory=list)
     unsynced: dict[str, Any] = field(default_factory=dict)
+    reported: Event | None = None
+    acknowledged: Event | None = None
 
 
 def plan_state_set(
@@ -131,4 +136,15 @@ def plan_state_set(
             )
         else:
             plan.unsynced[name] = value
+    if plan.unsynced:
+        plan.reported = telemetry_batch(
+            identity, [sample(now, plan.unsynced)], received_us=now, source="state"
+        )
+        plan.acknowledged = identity_event(
+            identity,
+            "STATE_ACKNOWLEDGED",
+            now,
+            actor=who,
+            state={k: json.dumps(v, separators=(",", ":")) for k, v in plan.unsynced.items()},
+        )
     return plan

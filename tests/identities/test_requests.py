@@ -55,6 +55,21 @@ def test_a_state_write_names_the_first_bad_resource() -> None:
 
     plan = rq.plan_state_set("d", {"sp": 21, "mode": "auto"}, defs, T0, "op", 30, "ev1")
     assert plan.unsynced == {"mode": "auto"}
+    # sync off: set and reported change together, at the write's time
+    assert plan.reported is not None and plan.acknowledged is not None
+    assert (plan.reported["identity"], plan.reported["source"]) == ("d", "state")
+    assert plan.reported["received_us"] == T0
+    assert [(x["ts_us"], x["values"]) for x in plan.reported["samples"]] == [(T0, {"mode": "auto"})]
+    ack = plan.acknowledged
+    assert (ack["identity"], ack["type"], ack["ts_us"], ack["actor"]) == (
+        "d",
+        "STATE_ACKNOWLEDGED",
+        T0,
+        "op",
+    )
+    assert ack["state"] == {"mode": '"auto"'}
+    synced = rq.plan_state_set("d", {"sp": 21}, defs, T0, "op", 30, "ev1")
+    assert synced.reported is None and synced.acknowledged is None
     (cmd,) = plan.commands
     assert {k: v for k, v in cmd.items() if k != "command_id"} == {
         "identity": "d",
