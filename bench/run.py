@@ -33,9 +33,19 @@ TARGETS: dict[str, tuple[str, float]] = {
     "api_agg_1h_year_p99_ms": ("<", 50.0),
     "api_agg_1h_page_p99_ms": ("<", 50.0),
     "api_raw_1000_p99_ms": ("<", 50.0),
+    "archive_bytes_per_reading": ("<=", 5.0),
 }
 
 NOTES: dict[str, str] = {
+    "archive": (
+        "bench/archive_bench.py: the simulator (1000 devices x 25 signals, one "
+        "TelemetryBatch per device per tick, 1 s apart) appended to a LocalEventLog (4 "
+        "partitions, fsync=never), then one Archiver pass with a flush copies the telemetry "
+        "topic to a local-directory archive store (Avro container files, zstandard level 6 "
+        "and deflate, 4 MiB blocks), timed: read + encode + compress + sha256 + write. "
+        "bytes_per_reading = sum of the files' sizes / readings; readings_per_s and "
+        "log_mb_per_s (the Avro payload read from the log) over the pass's wall time."
+    ),
     "e2e": (
         "Simulator (1000 devices x 25 signals, one TelemetryBatch per device per tick, "
         "realtime=False) -> Avro -> LocalEventLog (4 partitions, fsync=batch) -> "
@@ -122,7 +132,7 @@ NOTES: dict[str, str] = {
     ),
 }
 
-ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "connectors", "alarms", "isolation")
+ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "connectors", "alarms", "isolation", "archive")
 
 
 def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
@@ -137,6 +147,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "connectors": {"seconds": 2 if quick else 10},
         "alarms": {"seconds": 2 if quick else 5},
         "isolation": {"seconds": 4 if quick else 10},
+        "archive": {"ticks": 20 if quick else 120},
     }
 
 
@@ -195,6 +206,10 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         from bench.isolation import measure as isolation_measure
 
         return isolation_measure(params["seconds"], workdir, params.get("rate"))
+    if group == "archive":
+        from bench.archive_bench import run as archive_run
+
+        return archive_run(params["ticks"], workdir)
     raise ValueError(f"unknown group {group!r}")
 
 
