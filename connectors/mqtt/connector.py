@@ -12,8 +12,9 @@ topic (the broker delivers it once even when several subscriptions match it, as
 Mosquitto does by default; MQTT 3.1.1 lets other brokers deliver it once per matching
 subscription, so overlapping filters on those brokers may repeat a reading).
 
-What a failed session means in words (a refused CONNACK, a TLS handshake, a timeout)
-and the TLS context are :mod:`.session`.
+The configuration as topic routes and subscriptions is :mod:`.routes`; what a failed
+session means in words (a refused CONNACK, a TLS handshake, a timeout) and the TLS
+context are :mod:`.session`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -34,47 +34,22 @@ from millrace.connectors._common.models import ConnectionBase, EndpointBase, Map
 from millrace.pipeline.errors import ConnectorError
 
 from .config import MqttConnection, MqttEndpoint
-from .jsonpath import JsonPathError, compile_path
 from .payload import (
     MAX_IDENTITY,
     DecodeError,
-    MappingSpec,
-    ValueSpec,
     command_payload,
     endpoint_reading,
     mapping_readings,
 )
+from .routes import EndpointRoute, MappingRoute, Routes
 from .session import connect_failure, refusal, tls_context
 from .topics import (
-    TemplatePattern,
     TopicError,
-    TopicRouter,
     command_topic,
-    filter_problem,
-    has_level_refs,
     render,
 )
 
 log = logging.getLogger("millrace.connectors.mqtt")
-
-
-@dataclass
-class _EndpointRoute:
-    endpoint: MqttEndpoint
-    spec: ValueSpec
-    templated: bool
-    pattern: TemplatePattern | None  # writable templated endpoints: which commands fit
-    label: str
-
-
-@dataclass
-class _MappingRoute:
-    mapping: MappingConfig
-    spec: MappingSpec
-    label: str
-
-
-_Route = _EndpointRoute | _MappingRoute
 
 
 class MqttConnector(ProtocolConnector):
@@ -95,75 +70,21 @@ class MqttConnector(ProtocolConnector):
         self._client: aiomqtt.Client | None = None
         self._entered = False
         self._paho_error = ""
-        #: configuration the models could not reject (built in code, not validated)
-        self._problems: list[str] = []
-        self._router: TopicRouter[_Route] = TopicRouter()
-        self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
-        self._filter_endpoints: dict[str, list[MqttEndpoint]] = {}
-        self._writable_templates: list[_EndpointRoute] = []
+        self._routes = Routes()
         self._concrete: dict[tuple[int, str, str], MqttEndpoint] = {}
         self.counters.update(messages=0.0, unmatched_messages=0.0)
         if not isinstance(connection, MqttConnection):
-            self._problems.append(f"connection is {type(connection).__name__}, not mqtt")
+            self._routes.problems.append(f"connection is {type(connection).__name__}, not mqtt")
         for ep in self.endpoints:
-            self._add_endpoint(ep)
+            self._routes.add_endpoint(ep)
         for i, m in enumerate(self.mappings):
             if m.topic is not None:
-                self._add_mapping(i, m)
-
-    # -- configuration ------------------------------------------------------------------
-    def _add_endpoint(self, ep: EndpointBase) -> None:
-        if not isinstance(ep, MqttEndpoint):
-            self._problems.append(f"endpoint {ep.identity}/{ep.signal} is not an mqtt endpoint")
-            return
-        label = f"endpoint {ep.identity}/{ep.signal} (topic {ep.topic})"
-        spec = ValueSpec(
-            value_path=compile_path(ep.value_path) if ep.value_path is not None else None,
-            data_type=ep.data_type,
-            timestamp_path=(
-                compile_path(ep.timestamp_path) if ep.timestamp_path is not None else None
-            ),
-            timestamp_format=ep.timestamp_format,
-        )
-        templated = has_level_refs(ep.identity) or has_level_refs(ep.signal)
-        pattern = TemplatePattern.of(ep.identity, ep.signal, ep.topic) if templated else None
-        route = _EndpointRoute(ep, spec, templated, pattern, label)
-        self._router.add(ep.topic, route)
-        self._subscribe_to(ep.topic, ep.qos)
-        self._filter_endpoints.setdefault(ep.topic, []).append(ep)
-        if templated and ep.writable:
-            self._writable_templates.append(route)
-
-    def _add_mapping(self, i: int, m: MappingConfig) -> None:
-        assert m.topic is not None
-        label = f"mapping {i} (topic {m.topic})"
-        problem = filter_problem(m.topic)
-        if problem is not None:
-            self._problems.append(f"{label}: {problem}")
-            return
-        try:
-            spec = MappingSpec(
-                values={signal: compile_path(p) for signal, p in m.values.items()},
-                identity_path=compile_path(m.identity_path) if m.identity_path else None,
-                timestamp_path=compile_path(m.timestamp_path) if m.timestamp_path else None,
-                timestamp_format=m.timestamp_format,
-            )
-        except JsonPathError as exc:
-            self._problems.append(f"{label}: {exc}")
-            return
-        if not spec.values:
-            self._problems.append(f"{label}: no values to map")
-            return
-        self._router.add(m.topic, _MappingRoute(m, spec, label))
-        self._subscribe_to(m.topic, m.qos)
-
-    def _subscribe_to(self, topic_filter: str, qos: int) -> None:
-        self._subscriptions[topic_filter] = max(qos, self._subscriptions.get(topic_filter, 0))
+                self._routes.add_mapping(i, m)
 
     # -- session ------------------------------------------------------------------------
     async def connect(self) -> None:
-        if self._problems:
-            raise ConnectorError("invalid configuration: " + "; ".join(self._problems))
+        if self._routes.problems:
+            raise ConnectorError("invalid configuration: " + "; ".join(self._routes.problems))
         c = self.connection
         try:
             client = aiomqtt.Client(
@@ -233,7 +154,7 @@ class MqttConnector(ProtocolConnector):
         return closed
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        subs = list(self._subscriptions.items())
+        subs = list(self._routes.subscriptions.items())
         if not subs:
             return
         try:
@@ -249,7 +170,7 @@ class MqttConnector(ProtocolConnector):
             info = f"subscription to {topic_filter!r} refused by the broker: {code}"
             if failed:
                 log.warning("%s: %s", self.resource_id, info)
-            for ep in self._filter_endpoints.get(topic_filter, ()):
+            for ep in self._routes.filter_endpoints.get(topic_filter, ()):
                 if failed:
                     self.endpoint_state(ep, "error", info)
                 else:
@@ -296,20 +217,20 @@ class MqttConnector(ProtocolConnector):
     async def _handle(self, topic: str, payload: bytes) -> None:
         """Readings of one message, for every endpoint and mapping it matches."""
         self.counters["messages"] += 1
-        routes = self._router.lookup(topic)
+        routes = self._routes.router.lookup(topic)
         if not routes:
             # e.g. a subscription a persistent session kept from an older configuration
             self.counters["unmatched_messages"] += 1
             return
         levels = topic.split("/")
         for route in routes:
-            if isinstance(route, _EndpointRoute):
+            if isinstance(route, EndpointRoute):
                 await self._endpoint_message(route, topic, levels, payload)
             else:
                 await self._mapping_message(route, topic, levels, payload)
 
     async def _endpoint_message(
-        self, route: _EndpointRoute, topic: str, levels: list[str], payload: bytes
+        self, route: EndpointRoute, topic: str, levels: list[str], payload: bytes
     ) -> None:
         ep = route.endpoint
         try:
@@ -324,7 +245,7 @@ class MqttConnector(ProtocolConnector):
         self.emit(ep, value, ts)
 
     async def _mapping_message(
-        self, route: _MappingRoute, topic: str, levels: list[str], payload: bytes
+        self, route: MappingRoute, topic: str, levels: list[str], payload: bytes
     ) -> None:
         m = route.mapping
         try:
@@ -354,16 +275,9 @@ class MqttConnector(ProtocolConnector):
         return found
 
     # -- commands -------------------------------------------------------------------------
-    def _writable_template(self, identity: str, signal: str) -> MqttEndpoint | None:
-        for route in self._writable_templates:
-            assert route.pattern is not None
-            if route.pattern.matches(identity, signal):
-                return route.endpoint
-        return None
-
     def handles(self, identity: str, signal: str) -> bool:
         return super().handles(identity, signal) or (
-            self._writable_template(identity, signal) is not None
+            self._routes.writable_template(identity, signal) is not None
         )
 
     async def execute(self, command: dict[str, Any]) -> None:
@@ -371,7 +285,7 @@ class MqttConnector(ProtocolConnector):
         written to the identity/signal it names when the template can produce them."""
         key = (command["identity"], command["resource"])
         if key not in self._by_key:
-            ep = self._writable_template(*key)
+            ep = self._routes.writable_template(*key)
             if ep is not None:
                 self._by_key[key] = self._concrete_endpoint(ep, *key)
         await super().execute(command)
