@@ -59,6 +59,8 @@ class ApiSettings:
     #: analyst queries running at once, in all and per caller (more: 429)
     sql_max_concurrent: int = 2
     sql_max_concurrent_per_principal: int = 1
+    #: URL prefixes a restore by URL may read besides the archive store (``restore:``)
+    restore_url_prefixes: tuple[str, ...] = ()
 
 
 async def _no_wait(topic: str) -> bool:

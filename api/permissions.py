@@ -47,7 +47,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "roles:manage": ("admin", "define custom roles"),
     "services:manage": ("admin", "commissioning services"),
     "archive:manage": ("admin", "archive runs and retention"),
-    "restore:run": ("admin", "restore archived streams"),
+    "restore:run": ("operator", "restore archived streams, follow and retry restores"),
     "replay:run": ("admin", "replay the log into projections"),
 }
 
@@ -144,6 +144,11 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("DELETE", f"{_V}/alarm-rules/{{rule_id}}"): "alarms:manage",
     ("GET", f"{_V}/archive"): "archive:read",
     ("POST", f"{_V}/archive/flush"): "archive:manage",
+    ("POST", f"{_V}/restore/time"): "restore:run",
+    ("POST", f"{_V}/restore/url"): "restore:run",
+    ("GET", f"{_V}/restore"): "restore:run",
+    ("GET", f"{_V}/restore/{{task_id}}"): "restore:run",
+    ("POST", f"{_V}/restore/{{task_id}}/retry"): "restore:run",
     # users, login, roles (api/routers/users.py, login.py, roles.py)
     ("POST", f"{_V}/login"): PUBLIC,
     ("POST", f"{_V}/refresh"): PUBLIC,

@@ -19,7 +19,7 @@ from millrace.projections.store.base import ProjectionStore
 Role = Literal["connect", "process", "api"]
 ROLES: tuple[Role, ...] = ("connect", "process", "api")
 #: what a store is opened for: the sink's writes, API reads, analyst SQL, checkpoints
-Purpose = Literal["pipeline", "read", "analyst", "checkpoints", "replay"]
+Purpose = Literal["pipeline", "read", "analyst", "checkpoints", "tasks", "replay"]
 StoreFactory = Callable[[Purpose], ProjectionStore]
 #: the consumer name under which each runtime commits its progress to the sink
 CONSUMERS = {"asyncio": "projections", "faust": "millrace-projections"}
