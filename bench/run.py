@@ -116,6 +116,17 @@ NOTES: dict[str, str] = {
         "evaluate + the alarms it appends: no rule on telemetry (batches skipped "
         "undecoded), one limit rule on 1 signal in 25, one limit rule per signal."
     ),
+    "replay": (
+        "bench/replay_bench.py: `ticks` simulator ticks of 1000 devices x 25 signals folded "
+        "first; then, with uvicorn serving the API on the engine's loop, the runtime "
+        "running and the process producer appending 20,000 readings/s, a replay of every "
+        "projection (shadow tables, the live fold held for the swap; its own chDB "
+        "session). `replay_readings_per_s`: readings the replay rebuilt / its wall time; "
+        "`replay_live_hold_ms`: how long the live fold was held (the last records and the "
+        "EXCHANGE TABLES); `replay_live_readings_per_s`: what the live runtime folded "
+        "meanwhile; `replay_api_*`: sequential GETs (latest 1000, 1000 raw readings) from "
+        "a client process for the whole replay, p50/p99 and non-200 answers."
+    ),
     "isolation": (
         "bench/isolation.py: a real `millrace run` (simulator devices x 25 signals every "
         "200 ms, at half of `e2e_loop_readings_per_s`; API on 127.0.0.1), measured for N s "
@@ -132,7 +143,18 @@ NOTES: dict[str, str] = {
     ),
 }
 
-ORDER = ("e2e", "e2e_loop", "latency", "api", "log", "connectors", "alarms", "isolation", "archive")
+ORDER = (
+    "e2e",
+    "e2e_loop",
+    "latency",
+    "api",
+    "log",
+    "connectors",
+    "alarms",
+    "isolation",
+    "archive",
+    "replay",
+)
 
 
 def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
@@ -147,6 +169,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "connectors": {"seconds": 2 if quick else 10},
         "alarms": {"seconds": 2 if quick else 5},
         "isolation": {"seconds": 4 if quick else 10},
+        "replay": {"ticks": 8 if quick else 200, "load_rate": 20_000.0},
         "archive": {"ticks": 20 if quick else 120},
     }
 
@@ -210,6 +233,10 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         from bench.archive_bench import run as archive_run
 
         return archive_run(params["ticks"], workdir)
+    if group == "replay":
+        from bench.replay_bench import measure as replay_measure
+
+        return replay_measure(ticks=params["ticks"], load_rate=params["load_rate"], workdir=workdir)
     raise ValueError(f"unknown group {group!r}")
 
 

@@ -10,14 +10,17 @@ ingest. So a replay
    ``millrace.progress``). The same exactly-once protocol holds for it: a crash resumes
    the shadow fold where its progress says, with the same dedup tokens;
 2. catches up with the live runtime, never reading past the live positions, so the
-   shadow is always at or behind what the live tables hold;
+   shadow is always at or behind what the live tables hold, until it lacks at most
+   ``hold_records`` or stops gaining (ingest as fast as the shadow folds: on two cores
+   the two folds share the CPU), and marks the shadows for the swap;
 3. holds the live fold between two batches (:meth:`EmbeddedRuntime.paused`: no intent
    pending), folds the shadow up to exactly the live positions, and exchanges the
    tables (``EXCHANGE TABLES``: atomic per pair; the comment protocol in
    ``projections.shadow`` finishes an interrupted exchange at the next start). Old and
    new tables are at the very same log position, so the live progress row is right for
    both: no progress moves, and a crash before, during or after the swap leaves all old
-   or all new tables. The hold lasts one bounded fold and one DDL statement;
+   or all new tables. The hold lasts one short bounded fold and one DDL statement
+   (``bench/replay_bench.py`` measures it);
 4. lets the live fold go on and drops the shadows (now the old tables).
 
 Named projections: only those are swapped. Stateful processors read their state from
@@ -115,6 +118,8 @@ class ReplayParts:
     live: EmbeddedRuntime
     codec: AvroCodec | None = None
     max_records: int = 20_000
+    #: records the shadow may still lack when the live fold is held for the swap
+    hold_records: int = 1_000
 
 
 class Replay:
@@ -184,6 +189,7 @@ class Replay:
                 "readings": fold.stats.rows.get("readings", 0),
             }
 
+        least, stalled = None, 0
         while not stop.is_set():
             # never past the live fold: the shadow stays at or behind the live tables
             fold.until = {tp: live.position(tp) for tp in fold.topic_partitions()}
@@ -191,10 +197,16 @@ class Replay:
             n = await fold.step()
             await report(counts())
             behind = sum(max(0, end - fold.position(tp)) for tp, end in fold.until.items())
-            if n == 0 or behind <= self.parts.max_records:
+            # close enough to hold the live fold briefly, or not gaining on it any more
+            # (ingest as fast as the shadow folds): hold it now rather than never
+            stalled = stalled + 1 if least is not None and behind >= least else 0
+            least = behind if least is None else min(least, behind)
+            if n == 0 or behind <= self.parts.hold_records or stalled >= 5:
                 break
         if stop.is_set():
             return None
+        self.before("mark")
+        await self._store(shadow.mark, self.swapped, tag)
         async with live.paused() as positions:
             fold.until = positions
             while True:
@@ -205,7 +217,7 @@ class Replay:
             if short:
                 raise ReplayError(f"the shadow fold stopped short of the live one: {short}")
             self.before("swap")
-            await self._store(shadow.swap, self.swapped, tag)
+            await self._store(shadow.exchange, self.swapped)
         await report(counts())
         return counts()
 

@@ -96,15 +96,28 @@ def swapped(store: ProjectionStore, tables: Iterable[str], prefix: str) -> str |
     return None
 
 
-def swap(store: ProjectionStore, tables: Iterable[str], tag: str) -> None:
-    """Exchange every live table with its shadow (the caller holds the live fold)."""
+def mark(store: ProjectionStore, tables: Iterable[str], tag: str) -> None:
+    """Clear the live tables' comments and mark the shadows ``swap:<tag>`` (done before
+    the live fold is held: until the exchange begins, :func:`recover` leaves them)."""
     names = list(tables)
     for table in names:
         _set_comment(store, table, "")
     for table in names:
         _set_comment(store, shadow_name(table), f"{SWAP}{tag}")
-    pairs = ", ".join(f"millrace.{t} AND millrace.{shadow_name(t)}" for t in names)
+
+
+def exchange(store: ProjectionStore, tables: Iterable[str]) -> None:
+    """Exchange every live table with its shadow, in one statement (the caller holds
+    the live fold; the shadows are marked)."""
+    pairs = ", ".join(f"millrace.{t} AND millrace.{shadow_name(t)}" for t in tables)
     store.execute(f"EXCHANGE TABLES {pairs}")
+
+
+def swap(store: ProjectionStore, tables: Iterable[str], tag: str) -> None:
+    """:func:`mark`, then :func:`exchange`."""
+    names = list(tables)
+    mark(store, names, tag)
+    exchange(store, names)
 
 
 def drop(store: ProjectionStore, tables: Iterable[str]) -> None:
@@ -130,8 +143,7 @@ def recover(store: ProjectionStore) -> list[str]:
     for comment, tables in pending.items():
         if not _siblings(found, comment):
             continue  # nothing exchanged yet: the replay task resumes its build
-        pairs = ", ".join(f"millrace.{t} AND millrace.{shadow_name(t)}" for t in sorted(tables))
-        store.execute(f"EXCHANGE TABLES {pairs}")
+        exchange(store, sorted(tables))
         log.warning("replay %s: finished an interrupted swap of %s", comment, sorted(tables))
         done.extend(sorted(tables))
     return done
