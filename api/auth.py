@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +35,9 @@ Role = Literal["viewer", "operator", "admin"]
 ROLES: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 #: the principal id of ``MILLRACE_API_KEY``
 ENV_KEY_ID = "env"
+#: a key's last-used time is written at most this often (a write per request would
+#: make every request a file write)
+LAST_USED_EVERY_US = 60_000_000
 
 
 def _digest(secret: str) -> str:
@@ -48,6 +51,14 @@ class ApiKey:
     role: str
     sha256: str
     created_us: int
+    #: after this the key is refused (None: never)
+    expires_us: int | None = None
+    #: the last time it authenticated, to within :data:`LAST_USED_EVERY_US`
+    last_used_us: int | None = None
+    rotated_us: int | None = None
+
+    def expired(self, now: int) -> bool:
+        return self.expires_us is not None and self.expires_us <= now
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,12 @@ class KeyStore:
         self._seen = self._signature()
 
     def create(
-        self, name: str, role: str, *, known_roles: Collection[str] = ROLES
+        self,
+        name: str,
+        role: str,
+        *,
+        known_roles: Collection[str] = ROLES,
+        expires_us: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; the plaintext is returned once and never stored. ``role`` is a
         built-in role or, when the caller passes ``known_roles``, a custom one."""
@@ -184,11 +200,37 @@ class KeyStore:
             raise ValueError(f"role must be one of {sorted(known_roles)}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        key = ApiKey(key_id, name, role, _digest(secret), now_us())
+        key = ApiKey(key_id, name, role, _digest(secret), now_us(), expires_us)
         with self._changing():
             self._keys[key_id] = key
             self._save()
         return key, f"mr_{key_id}_{secret}"
+
+    def rotate(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """A new secret for ``key_id`` (same id, name, role, expiry); the old secret is
+        refused from now on. None: no such key."""
+        secret = secrets.token_urlsafe(32)
+        with self._changing():
+            key = self._keys.get(key_id)
+            if key is None:
+                return None
+            key = replace(key, sha256=_digest(secret), rotated_us=now_us())
+            self._keys[key_id] = key
+            self._save()
+        return key, f"mr_{key_id}_{secret}"
+
+    def _used(self, key: ApiKey, now: int) -> None:
+        if key.last_used_us is not None and now - key.last_used_us < LAST_USED_EVERY_US:
+            return
+        try:
+            with self._changing():
+                current = self._keys.get(key.id)
+                if current is not None:
+                    self._keys[key.id] = replace(current, last_used_us=now)
+                    self._save()
+        except (OSError, ValueError, TypeError):
+            # a read-only or hand-broken file must not refuse the request
+            logging.getLogger("millrace.api").warning("cannot record API key use")
 
     def delete(self, key_id: str) -> bool:
         with self._changing():
@@ -211,7 +253,11 @@ class KeyStore:
         key = self._keys.get(parts[1])
         if key is None or not hmac.compare_digest(_digest(parts[2]), key.sha256):
             return None
-        return Principal(key.id, key.name, key.role)
+        now = now_us()
+        if key.expired(now):
+            return None
+        self._used(key, now)
+        return Principal(key.id, key.name, key.role, expires_us=key.expires_us)
 
     def still_valid(self, principal: Principal) -> bool:
         """Whether ``principal``'s key still exists (revoked keys, also those revoked
@@ -219,4 +265,5 @@ class KeyStore:
         if principal.key_id == ENV_KEY_ID:
             return self._env_digest is not None
         self._refresh()
-        return principal.key_id in self._keys
+        key = self._keys.get(principal.key_id)
+        return key is not None and not key.expired(now_us())

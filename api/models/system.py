@@ -28,20 +28,23 @@ class TemplateList(BaseModel):
 class Me(BaseModel):
     key_id: str
     name: str
-    role: Literal["viewer", "operator", "admin"]
+    role: str = Field(description="a built-in or custom role; a user's roles joined by ','")
+    username: str | None = Field(None, description="signed-in users only")
+    roles: list[str] | None = Field(None, description="signed-in users only")
+    permissions: list[str] | None = Field(None, description="signed-in users only")
 
 
 class KeyOut(BaseModel):
     id: str
     name: str
-    role: Literal["viewer", "operator", "admin"]
+    role: str
     created_us: int
+    expires_us: int | None
+    last_used_us: int | None
+    rotated_us: int | None
 
 
-class KeyCreated(BaseModel):
-    id: str
-    name: str
-    role: Literal["viewer", "operator", "admin"]
+class KeyCreated(KeyOut):
     key: str = Field(description="the key, shown once")
 
 

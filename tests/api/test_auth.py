@@ -226,7 +226,9 @@ async def test_key_file_holds_hashes_only(make_api: MakeApi, tmp_path: Path) -> 
         assert secret not in text
     stored = json.loads(text)
     assert len(stored) == 4
-    assert all(set(k) == {"id", "name", "role", "sha256", "created_us"} for k in stored)
+    fields = {"id", "name", "role", "sha256", "created_us"}
+    fields |= {"expires_us", "last_used_us", "rotated_us"}
+    assert all(set(k) == fields for k in stored)
     assert not list(tmp_path.glob("*.tmp"))
 
     # the file is enough to authenticate after a restart; the env key is not in it
@@ -242,7 +244,15 @@ async def test_key_listing_never_returns_secrets(api: Api) -> None:
     listed = r.json()["data"]
     assert len(listed) == 3
     for item in listed:
-        assert set(item) == {"id", "name", "role", "created_us"}
+        assert set(item) == {
+            "id",
+            "name",
+            "role",
+            "created_us",
+            "expires_us",
+            "last_used_us",
+            "rotated_us",
+        }
     for stored in api.keys.list():
         assert stored.sha256 not in r.text
     for plaintext in (api.admin, api.operator, api.viewer):

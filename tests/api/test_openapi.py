@@ -21,6 +21,7 @@ ENDPOINTS = {
     ("get", f"{V1}/keys"),
     ("post", f"{V1}/keys"),
     ("delete", f"{V1}/keys/{{key_id}}"),
+    ("post", f"{V1}/keys/{{key_id}}/rotate"),
     ("get", f"{V1}/deadletters"),
     ("get", f"{V1}/archive"),
     ("post", f"{V1}/archive/flush"),
