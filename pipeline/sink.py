@@ -32,6 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from millrace.pipeline.batches import Applied, AppliedBatches
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import StateReader
 
@@ -80,7 +81,7 @@ class ProjectionSink(ABC):
         """Intent, ``fence()``, tables (deduplicated by token), commit — see the module doc."""
 
 
-class MemoryProjectionSink(ProjectionSink, StateReader):
+class MemoryProjectionSink(ProjectionSink, StateReader, AppliedBatches):
     """Test double with the same semantics: tables are lists of row dicts, repeated
     tokens are ignored, and ``fail_after`` injects a crash after N steps of a write."""
 
@@ -107,6 +108,19 @@ class MemoryProjectionSink(ProjectionSink, StateReader):
                 out[k] = row
         maps = {f.name for f in self.schemas.get(table, ()) if isinstance(f.type, pa.MapType)}
         return {k: _plain(v, maps) for k, v in out.items()}
+
+    def applied_batches(
+        self, partition: int, since_us: int, keys: Sequence[str] | None = None
+    ) -> dict[str, Applied]:
+        wanted = None if keys is None else set(keys)
+        out: dict[str, Applied] = {}
+        for row in self.rows.get("applied_batches", []):
+            key = str(row["batch_key"])
+            if row["partition"] != partition or int(row["expires_us"]) <= since_us:  # type: ignore[call-overload]
+                continue
+            if (wanted is None or key in wanted) and key not in out:
+                out[key] = Applied(str(row["origin"]), int(row["expires_us"]))  # type: ignore[call-overload]
+        return out
 
     def progress(self, consumer: str) -> Progress:
         p = self._progress.get(consumer, Progress())

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from millrace.pipeline.batches import Applied, AppliedBatches
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import StateReader
 from millrace.pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
@@ -24,7 +25,7 @@ _PROGRESS_INSERT = TABLES["progress"].insert
 _MAP_COLUMNS = {f.name for f in TABLES["identities"].rows.schema if isinstance(f.type, pa.MapType)}
 
 
-class ProjectionWriter(ProjectionSink, StateReader):
+class ProjectionWriter(ProjectionSink, StateReader, AppliedBatches):
     """Writes processor output to ClickHouse, exactly once per log record."""
 
     def __init__(self, store: ProjectionStore, targets: Mapping[str, str] | None = None) -> None:
@@ -59,6 +60,32 @@ class ProjectionWriter(ProjectionSink, StateReader):
                     row[name] = dict(v)
             out[row[key]] = row
         return out
+
+    def applied_batches(
+        self, partition: int, since_us: int, keys: Sequence[str] | None = None
+    ) -> dict[str, Applied]:
+        """The first origin of each id (a race of two origins resolves the same way
+        for every reader), one query; ``keys`` narrows it to the ids asked."""
+        where = "partition = {p:UInt32} AND expires_us > {since:Int64}"
+        params: dict[str, Any] = {"p": partition, "since": since_us}
+        if keys is not None:
+            where += " AND batch_key IN {keys:Array(String)}"
+            params["keys"] = list(keys)
+        res = self.store.query_arrow(
+            "SELECT batch_key, argMin(origin, applied_us) AS origin, max(expires_us) AS exp "
+            f"FROM millrace.{self._table('applied_batches')} WHERE {where} "
+            "GROUP BY batch_key ORDER BY min(applied_us)",
+            params=params,
+        )
+        return {
+            k: Applied(o, e)
+            for k, o, e in zip(
+                res["batch_key"].to_pylist(),
+                res["origin"].to_pylist(),
+                res["exp"].to_pylist(),
+                strict=True,
+            )
+        }
 
     def progress(self, consumer: str) -> Progress:
         res = self.store.execute(

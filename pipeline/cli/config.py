@@ -104,6 +104,13 @@ class IngestConfig(BaseModel):
     )
     strict_signals: bool = False
     signals: list[str] = []
+    idempotency_window_s: int = Field(
+        86_400,
+        ge=1,
+        description="how long a batch id is applied once: an HTTP retry with the same "
+        "Idempotency-Key answers like its first call, and the telemetry fold drops a "
+        "batch id (HTTP, MQTT redelivery, store-and-forward resend, restore) it applied",
+    )
 
 
 class RuntimeConfig(BaseModel):

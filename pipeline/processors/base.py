@@ -31,6 +31,7 @@ class Event:
     key: bytes | None
     value: Mapping[str, Any]
     size: int = 0  # encoded bytes on the log
+    raw: bytes = b""  # the encoded event as the log holds it (a content id hashes it)
 
 
 @dataclass(slots=True)
@@ -97,6 +98,20 @@ class StateReader(ABC):
     @abstractmethod
     def load_state(self, table: str, key: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The current row of ``table`` for each of ``keys`` found (by column ``key``)."""
+
+
+class ReadingProcessor(Processor):
+    """A processor that consults a projection through the runtime's reader itself,
+    keeping what it read in its own cache (the telemetry fold's applied batch ids,
+    ``pipeline.batches``): no store round trip per batch. Its output stays a function
+    of the log: the cache only ever holds what folding the log so far implies."""
+
+    @abstractmethod
+    def process_reading(self, events: Sequence[Event], reader: object | None) -> Outputs:
+        """Rows for the events; ``reader`` is the sink (None: no store, memory only)."""
+
+    def process(self, events: Sequence[Event]) -> Outputs:
+        return self.process_reading(events, None)
 
 
 class StatefulProcessor(Processor):

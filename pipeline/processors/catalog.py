@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from millrace.pipeline.batches import DEFAULT_WINDOW_US
 from millrace.pipeline.processors.alarms import AlarmProcessor
 from millrace.pipeline.processors.audit import AuditProcessor
 from millrace.pipeline.processors.base import Processor
@@ -12,10 +13,12 @@ from millrace.pipeline.processors.tasks import TaskProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 
 
-def processors() -> list[Processor]:
-    """Fresh instances of every processor (they hold no state between batches)."""
+def processors(batch_window_us: int = DEFAULT_WINDOW_US) -> list[Processor]:
+    """Fresh instances of every processor (they hold no state between batches but
+    caches of what they read back; ``batch_window_us``: how long the telemetry fold
+    applies a batch id once, ``pipeline.batches``)."""
     return [
-        TelemetryProcessor(),
+        TelemetryProcessor(window_us=batch_window_us),
         IdentityProcessor(),
         DeadLetterProcessor(),
         AuditProcessor(),

@@ -12,6 +12,7 @@ from millrace.pipeline.processors.base import (
     Event,
     Outputs,
     Processor,
+    ReadingProcessor,
     StatefulProcessor,
     StateReader,
     dead_letter,
@@ -63,7 +64,16 @@ def decode_and_process(
             )
             continue
         events.append(
-            Event(topic, partition, rec.offset, rec.timestamp_us, rec.key, value, len(rec.value))
+            Event(
+                topic,
+                partition,
+                rec.offset,
+                rec.timestamp_us,
+                rec.key,
+                value,
+                len(rec.value),
+                rec.value,
+            )  # fmt: skip
         )
     if not events:
         return out
@@ -75,6 +85,8 @@ def decode_and_process(
                 raise TypeError(f"{type(processor).__name__} needs a StateReader")
             rows = state.load_state(processor.state_table, processor.state_key, keys)
         out.merge(processor.process_with_state(events, rows))
+    elif isinstance(processor, ReadingProcessor):
+        out.merge(processor.process_reading(events, state))
     else:
         out.merge(processor.process(events))
     return out

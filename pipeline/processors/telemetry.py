@@ -17,7 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millrace.pipeline.processors.base import Event, Outputs, Processor, dead_letter
+from millrace.pipeline.batches import (
+    DEFAULT_MAX_KEYS,
+    DEFAULT_WINDOW_US,
+    AppliedBatches,
+    BatchLedger,
+)
+from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor, dead_letter
 from millrace.pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
 from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US, ts_problem
 from millrace.pipeline.topics import TELEMETRY
@@ -247,15 +253,37 @@ def aggregate(good: pa.Table, bucket_us: int) -> pa.Table:
     )
 
 
-class TelemetryProcessor(Processor):
-    """Raw readings, latest values and 1m/5m/1h partial aggregates."""
+class TelemetryProcessor(ReadingProcessor):
+    """Raw readings, latest values and 1m/5m/1h partial aggregates, each batch id once.
+
+    A batch whose id was already applied at another log position within the window is
+    dropped before anything is computed (:class:`~millrace.pipeline.batches.BatchLedger`,
+    which remembers the ids in the ``applied_batches`` projection, written in the same
+    sink batch as the readings, so both land exactly once together)."""
 
     topics = (TELEMETRY,)
 
-    def __init__(self, buckets: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        buckets: dict[str, int] | None = None,
+        *,
+        window_us: int = DEFAULT_WINDOW_US,
+        max_keys: int = DEFAULT_MAX_KEYS,
+    ) -> None:
         self.buckets = dict(buckets or BUCKETS)
+        self.ledger = BatchLedger(window_us, max_keys)
 
-    def process(self, events: Sequence[Event]) -> Outputs:
+    def process_reading(self, events: Sequence[Event], reader: object | None) -> Outputs:
+        admitted = self.ledger.admit(events, reader if isinstance(reader, AppliedBatches) else None)
+        out = Outputs()
+        if admitted.rows is not None and admitted.rows.num_rows:
+            # first: the sink inserts the ids before the rows they stand for
+            out.tables["applied_batches"] = admitted.rows
+        out.merge(self.fold(admitted.events))
+        return out
+
+    def fold(self, events: Sequence[Event]) -> Outputs:
+        """The projection rows of ``events``, every one applied (no id check)."""
         flat = flatten_all(events)
         readings = flat.readings
         out = Outputs(deadletters=flat.dead)

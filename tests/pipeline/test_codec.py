@@ -36,7 +36,7 @@ TOPIC_OF = {record: topic for topic, record in TOPIC_SCHEMAS.items()}
 # Change a schema only after copying its old file to schemas/history/<Name>.v<N>.avsc:
 # events already on the log carry the old fingerprint and must still decode.
 PINNED_FINGERPRINTS = {
-    "io.millrace.events.TelemetryBatch": "83783334792a72ae",
+    "io.millrace.events.TelemetryBatch": "62a21fd4b4c3ed5f",
     "io.millrace.events.IdentityEvent": "cf12afc42f39ec1b",
     "io.millrace.events.Command": "e6fe52c99ae6d073",
     "io.millrace.events.ResourceStatus": "ecf7cd8a0d6a12ab",
@@ -114,6 +114,7 @@ def batch(**values: Any) -> dict[str, Any]:
         "received_us": 1_700_000_000_000_000,
         "samples": [{"ts_us": 1_700_000_000_000_001, "values": values, "quality": 0}],
         "ip": "192.0.2.7",
+        "batch_id": "http:0123456789abcdef",
     }
 
 
@@ -241,6 +242,7 @@ def test_empty_collections_and_defaults() -> None:
         "source": "",
         "samples": [{"ts_us": 0, "values": {}, "quality": 0}],
         "ip": None,
+        "batch_id": None,
     }
     status = {
         "resource_id": "r",
@@ -412,6 +414,7 @@ def test_v1_telemetry_reads_with_defaults() -> None:
             "received_us": 5,
             "samples": [{"ts_us": 6, "values": {"b": True}, "quality": 0}],
             "ip": None,
+            "batch_id": None,
         },
     )
     lookup = {9: v1_schema()}.__getitem__

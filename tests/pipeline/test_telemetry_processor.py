@@ -24,7 +24,13 @@ def ev(offset: int, identity: str, samples: list[dict[str, Any]]) -> Event:
         offset,
         T0,
         identity.encode(),
-        {"identity": identity, "source": "t", "received_us": T0, "samples": samples},
+        {
+            "identity": identity,
+            "source": "t",
+            "received_us": T0,
+            "samples": samples,
+            "batch_id": f"b{offset}",  # one batch per offset (identical ones are resends)
+        },
     )
 
 

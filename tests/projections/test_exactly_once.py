@@ -150,9 +150,11 @@ async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]]) -> None:
                         "source": "t",
                         "received_us": T0,
                         "samples": [{"ts_us": T0 + ts, "values": values, "quality": 0}],
+                        # each append is a batch of its own (an identical resend is not)
+                        "batch_id": f"b{len(appended) + i}",
                     },
                 )
-                for identity, ts, values in op[1]
+                for i, (identity, ts, values) in enumerate(op[1])
             ]
             await publisher.publish("telemetry", batch)
             appended.extend(op[1])

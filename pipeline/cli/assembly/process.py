@@ -39,7 +39,7 @@ def process_stages(asm: Assembly) -> list[Stage]:
         asm.runtime = EmbeddedRuntime(
             asm.log,
             ProjectionWriter(asm.store("pipeline")),
-            processors(),
+            processors(cfg.ingest.idempotency_window_s * 1_000_000),
             codec=asm.codec,
             max_records=cfg.runtime.max_records,
             idle_sleep_s=cfg.runtime.idle_sleep_ms / 1000,
@@ -156,6 +156,6 @@ def faust_stage(asm: Assembly) -> Stage:
             datadir=str(Path(cfg.data_dir) / "faust"),
         ),
         lambda: writer,
-        processors(),
+        processors(cfg.ingest.idempotency_window_s * 1_000_000),
     )
     return ServiceStage("runtime", asm.faust_app.start, asm.faust_app.stop)

@@ -1,0 +1,258 @@
+"""Batch ids: what makes a TelemetryBatch count once, however often it reaches the log.
+
+A batch can reach the log more than once: an HTTP client retries after a timeout, an
+MQTT broker redelivers a QoS 1 message whose PUBACK it did not see, a connector's
+store-and-forward resends what a timed-out publish had in fact delivered, a restore
+folds archived batches into projections that still hold them. Every producer therefore
+gives its batch an id that stays the same on every resend (``batch_id`` in
+schemas/telemetry.avsc), and the telemetry fold applies an id once.
+
+:func:`batch_key` is the ONE rule naming a batch, used by the live fold and by restores:
+the batch id when the event has one, else an implicit *content id*, the sha256 of the
+event's Avro datum in the current TelemetryBatch schema (batches written before ids
+existed; the same event archived and restored re-encodes to the same datum, so a
+restore of id-less batches into projections that hold them doubles nothing). Ids are
+prefixed by where they come from (``http:``, ``mqtt:``, ``spool:``/uuid, ``content:``),
+and a client's Idempotency-Key is never used as an id itself (it is hashed with the
+identity), so a client cannot forge a collision with another identity's batches.
+
+The fold remembers applied ids in the ``applied_batches`` projection (migration 0013):
+one row per applied id with the telemetry partition, the *origin* (the log position
+that applied it, ``telemetry/<partition>/<offset>``) and when it expires (log time +
+the window, default 24 h; ClickHouse's TTL drops it then). An id is a duplicate when it
+was applied at a *different* origin that has not expired. Comparing origins, not just
+ids, keeps the fold pure over the log: a batch redone after a crash (the sink's intent
+protocol, ``pipeline.sink``) re-applies exactly the ids it applied the first time, with
+the same rows and the same deduplication tokens, whether or not its rows had landed.
+
+:class:`BatchLedger` keeps a partition's applied ids in memory, loaded once when the
+fold first sees the partition (one query), then kept up to date by the fold itself: no
+store round trip per batch. Telemetry is keyed by identity, so all of an identity's
+batches (and their resends) are in one partition, and one worker folds a partition at
+a time. When the offsets of a partition jump (another worker folded it meanwhile, or a
+batch is redone), the partition is loaded again. Above ``max_keys`` ids held in memory
+the oldest are forgotten and that partition asks the store about ids it does not hold,
+one query per fold step for the step's ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+
+from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
+from millrace.pipeline.topics import TELEMETRY
+
+#: how long an id is remembered, by default (``idempotency: {window: 24h}``)
+DEFAULT_WINDOW_US = 24 * 3_600_000_000
+#: ids a ledger holds in memory before it forgets the oldest
+DEFAULT_MAX_KEYS = 2_000_000
+CONTENT_PREFIX = "content:"
+HTTP_PREFIX = "http:"
+MQTT_PREFIX = "mqtt:"
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
+def new_batch_id() -> str:
+    """A fresh id (128 random bits) for a batch a producer builds."""
+    return uuid.uuid4().hex
+
+
+def http_batch_id(identity: str, idempotency_key: str) -> str:
+    """The batch id of an HTTP request with an ``Idempotency-Key``: derived from
+    (identity, key) only, so every API process gives a retry the same id."""
+    return HTTP_PREFIX + _digest(identity, idempotency_key)
+
+
+def mqtt_batch_id(connection: str, identity: str, topic: str, payload: bytes, mid: int) -> str:
+    """The batch id of one MQTT message's readings for ``identity``: a QoS 1 redelivery
+    (DUP) carries the same topic, payload and packet id, so it maps to the same id."""
+    return MQTT_PREFIX + _digest(connection, identity, topic, payload, str(mid))
+
+
+@cache
+def _current_header() -> bytes:
+    from millrace.pipeline.codec import default_codec
+
+    probe = {"identity": "x", "received_us": 0, "samples": []}
+    return default_codec().encode(TELEMETRY, probe)[:10]
+
+
+def _current_datum(event: Mapping[str, Any], payload: bytes) -> bytes:
+    """The event's datum in the current schema: the payload after its header when it
+    was written with the current schema (no re-encoding), else the event re-encoded."""
+    header = _current_header()
+    if payload[:10] == header:
+        return payload[10:]
+    from millrace.pipeline.codec import default_codec
+
+    return default_codec().encode(TELEMETRY, event)[10:]
+
+
+def batch_key(event: Mapping[str, Any], payload_bytes: bytes = b"") -> str:
+    """The key a TelemetryBatch is applied once under: its ``batch_id``, else
+    ``content:`` + sha256 of its Avro datum in the current schema. ``payload_bytes``:
+    the event as the log holds it (single-object encoding), or empty."""
+    bid = event.get("batch_id")
+    if bid:
+        return str(bid)
+    return CONTENT_PREFIX + _digest(_current_datum(event, payload_bytes))
+
+
+def origin(topic: str, partition: int, offset: int) -> str:
+    """Where an id was applied: its log position."""
+    return f"{topic}/{partition}/{offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    origin: str
+    expires_us: int
+
+
+class AppliedBatches(ABC):
+    """Port: the ``applied_batches`` projection, read back (the sink implements it)."""
+
+    @abstractmethod
+    def applied_batches(
+        self, partition: int, since_us: int, keys: Sequence[str] | None = None
+    ) -> dict[str, Applied]:
+        """Ids applied in telemetry ``partition`` expiring after ``since_us`` (only
+        ``keys`` when given)."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    ids: dict[str, Applied] = field(default_factory=dict)
+    next_offset: int = -1
+    complete: bool = True
+
+
+@dataclass(slots=True)
+class Admitted:
+    """The events of a fold step to apply, and the ``applied_batches`` rows for them."""
+
+    events: list[Any]
+    rows: pa.Table | None
+    dropped: int
+
+
+class BatchLedger:
+    """Applied batch ids per telemetry partition, in memory (see the module doc)."""
+
+    def __init__(self, window_us: int = DEFAULT_WINDOW_US, max_keys: int = DEFAULT_MAX_KEYS):
+        self.window_us = window_us
+        self.max_keys = max_keys
+        self._parts: dict[int, _Partition] = {}
+        self.dropped = 0
+        self.loads = 0
+
+    def held(self) -> int:
+        return sum(len(p.ids) for p in self._parts.values())
+
+    def _part(self, partition: int, first: Any, reader: AppliedBatches | None) -> _Partition:
+        part = self._parts.get(partition)
+        if part is not None and part.next_offset == first.offset:
+            return part
+        # first sight of the partition, or its offsets jumped: load it again
+        part = _Partition()
+        if reader is not None:
+            part.ids = reader.applied_batches(partition, first.timestamp_us)
+            self.loads += 1
+        self._parts[partition] = part
+        return part
+
+    def admit(self, events: Sequence[Any], reader: AppliedBatches | None) -> Admitted:
+        """The events whose batch id was not applied at another origin (in log order;
+        the first of several with one id wins), and the rows recording them."""
+        if not events:
+            return Admitted([], None, 0)
+        keep: list[Any] = []
+        parts: list[int] = []
+        keys: list[str] = []
+        origins: list[str] = []
+        identities: list[str] = []
+        applied: list[int] = []
+        expires: list[int] = []
+        dropped = 0
+        window = self.window_us
+        part: _Partition | None = None
+        current = -1
+        step: list[tuple[Any, str]] = [(ev, batch_key(ev.value, ev.raw)) for ev in events]
+        for ev, key in step:
+            if part is None or ev.partition != current:
+                current = ev.partition
+                part = self._part(current, ev, reader)
+                self._prune(part, ev.timestamp_us)
+                if not part.complete and reader is not None:
+                    missing = [k for e, k in step if e.partition == current and k not in part.ids]
+                    if missing:
+                        part.ids.update(reader.applied_batches(current, ev.timestamp_us, missing))
+            where = origin(ev.topic, ev.partition, ev.offset)
+            prior = part.ids.get(key)
+            part.next_offset = ev.offset + 1
+            if prior is not None and prior.origin != where and prior.expires_us > ev.timestamp_us:
+                dropped += 1
+                continue
+            expiry = ev.timestamp_us + window
+            if prior is None or prior.origin != where:
+                part.ids[key] = Applied(where, expiry)
+            keep.append(ev)
+            parts.append(ev.partition)
+            keys.append(key)
+            origins.append(where)
+            identities.append(str(ev.value.get("identity", "")))
+            applied.append(ev.timestamp_us)
+            expires.append(expiry)
+        self._bound()
+        self.dropped += dropped
+        rows = pa.Table.from_arrays(
+            [
+                pa.array(parts, pa.uint32()),
+                pa.array(keys, pa.string()),
+                pa.array(origins, pa.string()),
+                pa.array(identities, pa.string()),
+                pa.array(applied, pa.int64()),
+                pa.array(expires, pa.int64()),
+            ],
+            schema=APPLIED_BATCHES_SCHEMA,
+        )
+        return Admitted(keep, rows, dropped)
+
+    @staticmethod
+    def _prune(part: _Partition, now_us: int) -> None:
+        """Forget expired ids from the front (ids are inserted in log order)."""
+        ids = part.ids
+        while ids:
+            key = next(iter(ids))
+            if ids[key].expires_us > now_us:
+                break
+            del ids[key]
+
+    def _bound(self) -> None:
+        excess = self.held() - self.max_keys
+        if excess <= 0:
+            return
+        for part in sorted(self._parts.values(), key=lambda p: -len(p.ids)):
+            n = min(excess, len(part.ids))
+            for key in list(part.ids)[: n + len(part.ids) // 10]:
+                del part.ids[key]
+            part.complete = False
+            excess -= n
+            if excess <= 0:
+                return
