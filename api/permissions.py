@@ -49,6 +49,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "archive:manage": ("admin", "archive runs and retention"),
     "restore:run": ("operator", "restore archived streams, follow and retry restores"),
     "replay:run": ("admin", "replay the log into projections"),
+    "replay:read": ("viewer", "replay tasks and their progress"),
 }
 
 BUILTIN_LEVELS = ("viewer", "operator", "admin")
@@ -149,6 +150,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", f"{_V}/restore"): "restore:run",
     ("GET", f"{_V}/restore/{{task_id}}"): "restore:run",
     ("POST", f"{_V}/restore/{{task_id}}/retry"): "restore:run",
+    ("POST", f"{_V}/replay"): "replay:run",
+    ("GET", f"{_V}/replay"): "replay:read",
+    ("GET", f"{_V}/replay/{{task_id}}"): "replay:read",
     # users, login, roles (api/routers/users.py, login.py, roles.py)
     ("POST", f"{_V}/login"): PUBLIC,
     ("POST", f"{_V}/refresh"): PUBLIC,
