@@ -120,19 +120,20 @@ def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_p
         "MILLRACE_TOPIC_PREFIX": prefix,
     }
     env.pop("MILLRACE_CLICKHOUSE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "millrace.pipeline.cli.main", "process", "--data-dir", str(data)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    output = tmp_path / "process.log"
+    with open(output, "wb") as out_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "millrace.pipeline.cli.main", "process", "--data-dir", data],
+            env=env,
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        time.sleep(15)
+        asyncio.run(_until_folded(kafka_bootstrap, prefix, proc, output))
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out[-3000:]
+        proc.wait(60)
+    assert proc.returncode == 0, output.read_text(errors="replace")[-3000:]
     r = subprocess.run(
         [
             sys.executable,
@@ -151,3 +152,33 @@ def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_p
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[1] == f"90,{float(sum(range(90)))}".replace(".0", "")
+
+
+async def _until_folded(
+    bootstrap: str, prefix: str, proc: subprocess.Popen[bytes], output: Path
+) -> None:
+    """Until the worker's group committed every telemetry record (its Kafka commit
+    never passes the sink's position, ``pipeline.runtime.faust_runtime``), instead of
+    a fixed wait long enough for a slow start-up."""
+    from millrace.pipeline.log.base import TopicPartition
+    from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig
+
+    group = FaustRuntimeConfig(bootstrap=bootstrap).consumer_name
+    log = KafkaEventLog(KafkaLogConfig(bootstrap_servers=bootstrap, topic_prefix=prefix))
+    await log.start(("telemetry",))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            behind = 0
+            for p in range(log.partitions("telemetry")):
+                end = (await log.offsets("telemetry", p))[1]
+                done = await log.committed(group, TopicPartition("telemetry", p))
+                behind += end - (done or 0)
+            if behind == 0:
+                return
+            tail = output.read_text(errors="replace")[-3000:]
+            assert proc.poll() is None, f"millrace process exited {proc.returncode}: {tail}"
+            assert time.monotonic() < deadline, f"{behind} records never folded: {tail}"
+            await asyncio.sleep(0.2)
+    finally:
+        await log.close()
