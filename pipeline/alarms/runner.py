@@ -15,7 +15,15 @@ as no-ops (a RAISED of an existing alarm, a CLEARED of a cleared one). So the lo
 holds an alarm the restored evaluator does not know (it cannot stay open forever), even
 when rules changed meanwhile. Alarm ids derive from the rule, the identity, the signal
 and the event-time onset; timer outputs carry their event-time deadline, not the clock.
-Steps without alarms checkpoint at most every ``checkpoint_every_s``.
+Steps without alarms checkpoint at most every ``checkpoint_every_s``. A restart appends
+only the part of the outbox not on the log yet (the runner that saved it may have
+appended it before it stopped), so a handover doubles nothing.
+
+Handover between two runners (a singleton moving to another process): a checkpoint's
+version is a *term* (high 32 bits), started anew each time a runner opens from the store,
+and a count of saves within it (low bits); the store keeps the highest version. So the
+saves of a runner that resumed later win over those of one still stopping, however many
+that one makes: the old leader cannot take the new one's checkpoint back.
 
 Topics are read in a fixed order per step (rules first, then identity, status,
 telemetry), so a rule defined before a reading is in force when the reading is judged
@@ -47,6 +55,15 @@ log = logging.getLogger("millrace.alarms")
 #: read order within a step: rules, then the state they judge, then readings
 TOPICS: tuple[str, ...] = (ALARMS, IDENTITY, STATUS, TELEMETRY)
 
+#: a checkpoint version is ``term << TERM_SHIFT | saves in the term`` (see the module doc)
+TERM_SHIFT = 32
+
+
+def next_term(version: int) -> int:
+    """The first version of the term after the one ``version`` belongs to (saves add
+    one each)."""
+    return ((version >> TERM_SHIFT) + 1) << TERM_SHIFT
+
 
 class AlarmEvaluator(Protocol):
     @property
@@ -67,7 +84,9 @@ class Checkpoint:
 
 
 class Checkpoints(ABC):
-    """Port: where a stage keeps its positions and state (saved atomically together)."""
+    """Port: where a stage keeps its positions and state (saved atomically together).
+    ``load`` returns the save with the highest version; a save of a version not above
+    the highest one saved changes nothing."""
 
     @abstractmethod
     def load(self, name: str) -> Checkpoint | None: ...
@@ -77,7 +96,7 @@ class Checkpoints(ABC):
 
 
 class MemoryCheckpoints(Checkpoints):
-    """Test double."""
+    """Test double, with the store's rule: the highest version wins."""
 
     def __init__(self) -> None:
         self.saved: dict[str, Checkpoint] = {}
@@ -89,6 +108,11 @@ class MemoryCheckpoints(Checkpoints):
         return Checkpoint(cp.version, dict(cp.positions), cp.state, cp.outbox)
 
     def save(self, name: str, checkpoint: Checkpoint, now_us: int) -> None:
+        # as the store's: the highest version wins, the first save of a version stays
+        # (a runner stopping late cannot take a newer checkpoint back)
+        old = self.saved.get(name)
+        if old is not None and old.version >= checkpoint.version:
+            return
         self.saved[name] = Checkpoint(
             checkpoint.version, dict(checkpoint.positions), checkpoint.state, checkpoint.outbox
         )
@@ -154,10 +178,39 @@ class AlarmRunner:
         outbox again (a crash may have come before the append)."""
         cp = await asyncio.to_thread(self.checkpoints.load, self.name)
         self._cp = cp if cp is not None else Checkpoint()
+        self._cp.version = next_term(self._cp.version) - 1  # the next save starts a term
         self.evaluator = self.factory(self._cp.state or None)
         if self._cp.outbox:
             outbox = json.loads(self._cp.outbox)
-            await self.publisher.publish(ALARMS, [(str(e["alarm_id"]), e) for e in outbox])
+            # only what did not reach the log: after a clean stop, or when the runner
+            # that saved it (a leader handing over) appended it meanwhile, nothing
+            present = await self._alarms_after_checkpoint()
+            missing = [e for e in outbox if _identity(e) not in present]
+            if missing:
+                await self.publisher.publish(ALARMS, [(str(e["alarm_id"]), e) for e in missing])
+
+    async def _alarms_after_checkpoint(self) -> set[tuple[str, str, int]]:
+        """Alarm events on the log past the checkpoint's positions (where an outbox
+        lands once appended)."""
+        seen: set[tuple[str, str, int]] = set()
+        for p in range(self.log.partitions(ALARMS)):
+            offset = self._cp.positions.get(TopicPartition(ALARMS, p), 0)
+            while True:
+                records = await self.log.read(ALARMS, p, offset, self.max_records)
+                if not records:
+                    break
+                seen.update(await asyncio.to_thread(self._identities, records))
+                offset = records[-1].offset + 1
+        return seen
+
+    def _identities(self, records: Sequence[Any]) -> set[tuple[str, str, int]]:
+        out: set[tuple[str, str, int]] = set()
+        for rec in records:
+            try:
+                out.add(_identity(self.codec.decode(ALARMS, rec.value)))
+            except DecodeError:
+                continue
+        return out
 
     async def step(self, now_us: int | None = None) -> int:
         """Feed one batch of every topic, fire the timer, checkpoint with the alarms as
@@ -203,6 +256,9 @@ class AlarmRunner:
             await self._save(out)
             await self.publisher.publish(ALARMS, [(str(e["alarm_id"]), e) for e in out])
             self.stats.emitted += len(out)
+            # appended: the next save (at the latest when the runner stops) drops the
+            # outbox, so a clean stop leaves nothing to append again
+            self._dirty = True
         elif self._dirty and time.monotonic() - self._saved_at >= self.checkpoint_every_s:
             await self._save([])
         return read
@@ -264,3 +320,9 @@ class AlarmRunner:
                 await self._save([])
             except Exception:  # pragma: no cover - the next start re-runs from the last one
                 log.exception("final alarm checkpoint failed")
+
+
+def _identity(event: Mapping[str, Any]) -> tuple[str, str, int]:
+    """What tells alarm events apart: the runner's are deterministic, so the same alarm,
+    step and event time is the same event."""
+    return (str(event.get("alarm_id")), str(event.get("type")), int(event.get("ts_us") or 0))

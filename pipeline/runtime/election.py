@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 
 
 class LeaderElection(ABC):
@@ -39,8 +40,11 @@ class LeaderElection(ABC):
         """Whether this member leads now (no I/O)."""
 
     @abstractmethod
-    async def changed(self) -> None:
-        """Return when ``is_leader()`` may have changed since the call."""
+    def changed(self) -> Awaitable[object]:
+        """An awaitable that completes when ``is_leader()`` may have changed since this
+        call. It is armed by the call, not by the first ``await`` of it: a change in
+        between (other tasks ran first, as when it is wrapped in a task) still
+        completes it, so ``if not is_leader(): await changed()`` never misses one."""
 
 
 class Leadership:
@@ -60,8 +64,10 @@ class Leadership:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def changed(self) -> None:
-        await self._event.wait()
+    def changed(self) -> Awaitable[object]:
+        """Armed now: bound to the current event, which the next change sets."""
+        event = self._event
+        return event.wait()
 
 
 class MemoryLeaderGroup:
@@ -148,5 +154,5 @@ class MemoryLeaderElection(LeaderElection):
     def is_leader(self) -> bool:
         return self.state.leader
 
-    async def changed(self) -> None:
-        await self.state.changed()
+    def changed(self) -> Awaitable[object]:
+        return self.state.changed()

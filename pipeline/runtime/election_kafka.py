@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from millrace.pipeline.log.kafka.config import KafkaLogConfig
@@ -75,8 +76,8 @@ class KafkaLeaderElection(LeaderElection):
     def is_leader(self) -> bool:
         return self._holds and time.monotonic() < self._confirmed + self.lease_s
 
-    async def changed(self) -> None:
-        await self.state.changed()
+    def changed(self) -> Awaitable[object]:
+        return self.state.changed()
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer

@@ -139,8 +139,12 @@ class SingletonStage(Stage):
         self.runs += 1
         self.running = True
         log.info("%s: leader, stage started", self.name)
+        told_to_stop = True  # unless the stage ends on its own while leading
         try:
-            while self._leading(stop) and not task.done():
+            while self._leading(stop):
+                if task.done():
+                    told_to_stop = False
+                    break
                 await _first(stop.wait(), self.election.changed(), asyncio.shield(task))
         finally:
             inner_stop.set()
@@ -148,10 +152,12 @@ class SingletonStage(Stage):
             self.running = False
         if stop.is_set():
             return
-        if not self.election.is_leader():
-            log.warning("%s: leadership lost, stage stopped", self.name)
-            return
         exc = None if task.cancelled() else task.exception()
+        if told_to_stop:
+            # stopped because leadership went; it may be back already (the stage took a
+            # while to stop): the caller starts a new term then, from the checkpoint
+            log.warning("%s: leadership lost, stage stopped", self.name, exc_info=exc)
+            return
         if exc is None:
             # done (a one-off): nothing more to do in this term
             log.info("%s: stage done", self.name)

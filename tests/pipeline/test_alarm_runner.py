@@ -210,3 +210,78 @@ async def test_store_checkpoints_round_trip(store: Any) -> None:
     got = cps.load("t-runner")
     assert got is not None
     assert (got.version, got.positions, got.state, got.outbox) == (2, {tp: 9}, '{"a": 2}', "")
+
+
+class CrashMidAppend(LogPublisher):
+    """Appends the first alarm of a step, then crashes (before the rest is appended)."""
+
+    def __init__(self, log: MemoryEventLog) -> None:
+        super().__init__(log, CODEC)
+        self.armed = True
+
+    async def publish(self, topic: str, events: Any) -> None:
+        if topic == ALARMS and self.armed and len(events) > 1:
+            self.armed = False
+            await super().publish(topic, events[:1])
+            raise RuntimeError("crash in the middle of the append")
+        await super().publish(topic, events)
+
+
+def _key(e: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, str(v)) for k, v in e.items()))
+
+
+async def test_a_restart_appends_only_the_part_of_the_outbox_not_on_the_log() -> None:
+    values = [70.0, 90.0, 60.0, 95.0]
+    clean_log = MemoryEventLog()
+    await define(clean_log, high=80, deadband=5)
+    await feed(clean_log, values)
+    await runner(clean_log, MemoryCheckpoints()).run_until_idle(now_us=T0)
+    expected = [_key(e) for e in await alarm_events(clean_log)]
+    assert len(expected) == 3  # raised, cleared, raised: one step, one outbox
+
+    log = MemoryEventLog()
+    await define(log, high=80, deadband=5)
+    await feed(log, values)
+    cps = MemoryCheckpoints()
+    first = AlarmRunner(log, CrashMidAppend(log), cps, CODEC, Evaluator, checkpoint_every_s=0)
+    with pytest.raises(RuntimeError):
+        await first.step(now_us=T0)
+    assert len(await alarm_events(log)) == 1
+    await runner(log, cps).run_until_idle(now_us=T0)
+    assert [_key(e) for e in await alarm_events(log)] == expected  # each once, in order
+
+
+async def test_a_late_save_of_the_runner_handing_over_does_not_win() -> None:
+    """The old leader, still stopping, judges a reading and saves after the new one
+    resumed: the new leader's later saves win all the same, so a restart from the
+    store re-judges nothing the new leader judged."""
+    log = MemoryEventLog()
+    await define(log, high=80, deadband=5)
+    pub = LogPublisher(log, CODEC)
+
+    async def reading(i: int, v: float) -> None:
+        await pub.publish(TELEMETRY, [("oven-1", batch("oven-1", T0 + i * S, v))])
+
+    cps = MemoryCheckpoints()
+    await reading(0, 70.0)
+    await reading(1, 90.0)
+    old = runner(log, cps)
+    await old.run_until_idle(now_us=T0)
+    new = runner(log, cps)
+    await new.open()  # leadership moved: the new leader resumes from the store
+    await reading(2, 60.0)
+    await old.run_until_idle(now_us=T0)  # a step in flight at the handover, then the stop
+    await reading(3, 95.0)
+    await new.run_until_idle(now_us=T0)
+    on_log = await alarm_events(log)
+    # the overlap: both judged the reading of 60 (identical CLEARED events, folded once)
+    assert sorted(e["type"] for e in on_log) == ["CLEARED", "CLEARED", "RAISED", "RAISED"]
+    cp = cps.load("alarms")
+    assert cp is not None and cp.version > 1 << 32
+    for p in range(log.partitions(TELEMETRY)):
+        tp = TopicPartition(TELEMETRY, p)
+        assert cp.positions.get(tp, 0) == new.position(tp)
+    # a restart from the store judges nothing again: nothing new on the log
+    await runner(log, cps).run_until_idle(now_us=T0)
+    assert len(await alarm_events(log)) == len(on_log)

@@ -47,6 +47,17 @@ class CheckpointsContract:
         checkpoints.save(self.n("runner"), Checkpoint(2, {TP0: 5, TP1: 2}, "s2", "[]"), now_us=2)
         assert checkpoints.load(self.n("runner")) == Checkpoint(2, {TP0: 5, TP1: 2}, "s2", "[]")
 
+    def test_a_lower_version_saved_later_does_not_win(self, checkpoints: Checkpoints) -> None:
+        # a runner still stopping saves after the one that took over resumed
+        checkpoints.save(self.n("runner"), Checkpoint(7, {TP0: 9}, "new", ""), now_us=1)
+        checkpoints.save(self.n("runner"), Checkpoint(6, {TP0: 4}, "old", "[]"), now_us=2)
+        assert checkpoints.load(self.n("runner")) == Checkpoint(7, {TP0: 9}, "new", "")
+
+    def test_the_first_save_of_a_version_stays(self, checkpoints: Checkpoints) -> None:
+        checkpoints.save(self.n("runner"), Checkpoint(3, {TP0: 5}, "first", ""), now_us=1)
+        checkpoints.save(self.n("runner"), Checkpoint(3, {TP0: 2}, "second", ""), now_us=2)
+        assert checkpoints.load(self.n("runner")) == Checkpoint(3, {TP0: 5}, "first", "")
+
     def test_names_are_independent(self, checkpoints: Checkpoints) -> None:
         checkpoints.save(self.n("a"), Checkpoint(1, {TP0: 1}, "a", ""), now_us=1)
         checkpoints.save(self.n("b"), Checkpoint(3, {TP1: 9}, "b", ""), now_us=1)
