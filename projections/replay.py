@@ -29,9 +29,11 @@ applied batch ids; a shadow fold must read them at the shadow's position, so the
 tables are always built into shadows too and, when not named, dropped afterwards
 instead of swapped.
 
-``start_time``: the fold starts, in each partition, at the first record the log
-appended at or after it (the rebuilt projections then hold what came since). Ranges the
-log no longer holds are not read from the archive yet (the archive store is not there).
+History: with an archive configured, the fold reads what retention deleted from it
+(``pipeline.log.archive_backed``: the same offsets, so one continuous fold), so a
+replay rebuilds the whole history, not just what the log still holds. ``start_time``:
+the fold starts, in each partition, at the first record appended at or after it (the
+rebuilt projections then hold what came since).
 
 Distributed deployment: the live fold runs in several ``millrace process`` workers
 (faust) and ClickHouse holds Distributed tables over replicated ones; there is no hold
@@ -48,10 +50,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from millrace.pipeline.archive.store import ArchiveStore
 from millrace.pipeline.codec import AvroCodec
 from millrace.pipeline.errors import MillraceError
+from millrace.pipeline.log.archive_backed import ArchiveBackedLog
 from millrace.pipeline.log.base import EventLog, TopicPartition
-from millrace.pipeline.processors.base import StatefulProcessor
+from millrace.pipeline.processors.base import Processor, StatefulProcessor
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.sink import Range, SinkBatch
@@ -117,6 +121,10 @@ class ReplayParts:
     store: ProjectionStore
     live: EmbeddedRuntime
     codec: AvroCodec | None = None
+    #: where the records retention deleted are (None: the log's retained records only)
+    archive: ArchiveStore | None = None
+    #: fresh processors configured as the live ones (the telemetry fold's batch-id window)
+    processors: Callable[[], Sequence[Processor]] = processors
     max_records: int = 20_000
     #: records the shadow may still lack when the live fold is held for the swap
     hold_records: int = 1_000
@@ -133,6 +141,10 @@ class Replay:
         start_time_us: int | None = None,
     ) -> None:
         self.parts = parts
+        #: the log, its deleted history read back from the archive when there is one
+        self.log: EventLog = parts.log
+        if parts.archive is not None:
+            self.log = ArchiveBackedLog(parts.log, parts.archive, parts.codec)
         self.replay_id = replay_id
         self.swapped, self.built = plan(projections)
         self.start_time_us = start_time_us
@@ -157,9 +169,9 @@ class Replay:
             await self._store(shadow.create, self.built, tag)
         assert tag is not None
         fold = EmbeddedRuntime(
-            self.parts.log,
+            self.log,
             ProjectionWriter(self.parts.store, {t: shadow.shadow_name(t) for t in self.built}),
-            processors(),
+            self.parts.processors(),
             consumer=f"replay:{tag}",
             codec=self.parts.codec,
             max_records=self.parts.max_records,
@@ -224,7 +236,7 @@ class Replay:
     async def _total(self, fold: EmbeddedRuntime) -> int:
         total = 0
         for tp in fold.topic_partitions():
-            first, end = await self.parts.log.offsets(tp.topic, tp.partition)
+            first, end = await self.log.offsets(tp.topic, tp.partition)
             total += end - max(first, fold.position(tp))
         return total
 
@@ -232,7 +244,7 @@ class Replay:
         """Commit the shadow's first positions: the first record at or after ``start_us``."""
         ranges: dict[TopicPartition, Range] = {}
         for tp in fold.topic_partitions():
-            offset = await first_at(self.parts.log, tp, start_us)
+            offset = await first_at(self.log, tp, start_us)
             ranges[tp] = Range(offset, offset)
         await asyncio.to_thread(fold.sink.write, fold.consumer, SinkBatch(seq=1, ranges=ranges))
 

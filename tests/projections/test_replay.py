@@ -77,11 +77,14 @@ def clean(store: ChdbStore) -> ChdbStore:
     return store
 
 
-async def ingest(log: LocalEventLog, sent: Sent, start: int, n: int, live: EmbeddedRuntime) -> None:
+async def ingest(
+    log: LocalEventLog, sent: Sent, start: int, n: int, live: EmbeddedRuntime | None
+) -> None:
     pub = LogPublisher(log)
     for i in range(start, start + n):
         await pub.publish(TELEMETRY, [sent.batch(i)])
-        live.wake()
+        if live is not None:
+            live.wake()
         if i % 5 == 0:
             await asyncio.sleep(0.01)
 

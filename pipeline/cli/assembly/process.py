@@ -95,17 +95,18 @@ def process_stages(asm: Assembly) -> list[Stage]:
             chunk=cfg.restore.chunk_records,
         ),
     )
+
+    def replay_parts() -> ReplayParts | None:
+        if asm.runtime is None:
+            return None  # the distributed runtime: no fold to hold in this process
+        store, archive = asm.store("replay"), asm.archive_store()
+        window_us = cfg.ingest.idempotency_window_s * 1_000_000
+        return ReplayParts(
+            asm.log, store, asm.runtime, asm.codec, archive, lambda: processors(window_us)
+        )
+
     # replay while running holds the in-process runtime; without one it fails, saying why
-    register_kind(
-        "replay",
-        replay_handler(
-            lambda: (
-                None
-                if asm.runtime is None
-                else ReplayParts(asm.log, asm.store("replay"), asm.runtime, asm.codec)
-            )
-        ),
-    )
+    register_kind("replay", replay_handler(replay_parts))
     asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
     return [
         runtime,
