@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-
 import fastavro
 import pytest
 from hypothesis import given
@@ -55,7 +54,7 @@ def test_plain_fastavro_reads_every_record(codec: str) -> None:
     assert rows[0]["key"] == b"dev-1" and rows[0]["headers"] == [
         {"key": "trace", "value": b"\x01\x02"}
     ]
-    assert rows[0]["value"] == {**batch("dev-1", T0), "ip": None, "samples": [
+    assert rows[0]["value"] == {**batch("dev-1", T0), "ip": None, "batch_id": None, "samples": [
         {"ts_us": T0, "values": {"s0": 0.0, "s1": 1.0, "s2": 2.0}, "quality": 0}
     ]}  # fmt: skip
     assert rows[1]["value"]["identity"] == "dev-2" and rows[1]["value"]["ip"] is None
