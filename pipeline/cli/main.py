@@ -216,6 +216,62 @@ def replay(
         _fail(exc)
 
 
+@app.command()
+def restore(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="first record time (ISO-8601 or epoch s)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="records before this time (ISO-8601 or epoch s)")
+    ] = None,
+    file_url: Annotated[
+        list[str] | None,
+        typer.Option("--url", help="an archive file: a path on the archive store or a URL"),
+    ] = None,
+    identity: Annotated[
+        list[str] | None, typer.Option("--identity", help="only this identity (repeat)")
+    ] = None,
+    topic: Annotated[list[str] | None, typer.Option("--topic", help="only this topic")] = None,
+    api: Annotated[
+        str | None, typer.Option("--api", help="the engine's API (default: from the config)")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="restore here, the engine stopped")
+    ] = False,
+) -> None:
+    """Restore archived records into the projections, exactly once: by time
+    (--start/--end) or by file (--url); through the running engine (a restore task;
+    key from MILLRACE_API_KEY), else offline."""
+    import os
+
+    from millrace.pipeline.cli.restore import restore_command
+
+    try:
+        task = restore_command(
+            config,
+            data_dir,
+            start,
+            end,
+            file_url or [],
+            identity or [],
+            topic or [],
+            api,
+            os.environ.get("MILLRACE_API_KEY") or None,
+            offline,
+        )
+    except MillraceError as exc:
+        _fail(exc)
+        return
+    counts = task.get("progress") or task.get("counts") or {}
+    typer.echo(
+        f"restored {counts.get('readings', 0)} readings, {counts.get('events', 0)} events "
+        f"from {counts.get('files', 0)} files ({counts.get('skipped', 0)} already held; "
+        f"task {task['task_id']})"
+    )
+
+
 app.add_typer(archive_app, name="archive")
 
 
