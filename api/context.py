@@ -20,6 +20,7 @@ from millrace.api.device_auth import (
     parse_allowlist,
 )
 from millrace.api.errors import ApiError
+from millrace.api.idempotency import IdempotentAnswers
 from millrace.api.limits import RequestLimits
 from millrace.api.permissions import AUTHENTICATED, CATALOG, PUBLIC, ROUTE_PERMISSIONS
 from millrace.api.slots import Slots
@@ -59,6 +60,8 @@ class ApiSettings:
     #: analyst queries running at once, in all and per caller (more: 429)
     sql_max_concurrent: int = 2
     sql_max_concurrent_per_principal: int = 1
+    #: how long an ingest ``Idempotency-Key`` answers like its first call (``api.idempotency``)
+    idempotency_window_s: int = 86_400
     #: URL prefixes a restore by URL may read besides the archive store (``restore:``)
     restore_url_prefixes: tuple[str, ...] = ()
 
@@ -102,6 +105,7 @@ class AppContext:
             self.access = AccessControl(self.keys, hasher=self.hasher)
         self.queries = RegistryQueries(self.store, self.registry.inactivity_timeout_s)
         self.verified = VerifiedCache(self.hasher)
+        self.idempotency = IdempotentAnswers(self.clock, self.settings.idempotency_window_s)
         self.failures = FailureLimiter()
         self.allowlist = parse_allowlist(self.registry.provisioning.ip_allowlist)
         self.trusted_proxies = parse_allowlist(self.registry.provisioning.trusted_proxies)

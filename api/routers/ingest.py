@@ -32,12 +32,14 @@ from millrace.api.context import (
 )
 from millrace.api.device_auth import ip_allowed, parse_basic, parse_bearer
 from millrace.api.errors import ApiError
+from millrace.api.idempotency import HEADER, fingerprint, parse_key
 from millrace.api.jsonbody import parse_json
 from millrace.api.limits import body_schema, read_json
 from millrace.api.registry import definitions, identity_status
 from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
 from millrace.pipeline import events
+from millrace.pipeline.batches import http_batch_id, new_batch_id
 from millrace.pipeline.identities.resources import check_values
 from millrace.pipeline.timestamps import ts_problem
 from millrace.pipeline.topics import TELEMETRY
@@ -253,7 +255,10 @@ SAMPLES: TypeAdapter[list[SampleIn]] = TypeAdapter(list[SampleIn])
     status_code=202,
     summary="Ingest a batch of readings for one identity",
     response_model=models.Ingested,
-    responses={400: {"description": "invalid batch; the error names the field"}},
+    responses={
+        400: {"description": "invalid batch or Idempotency-Key; the error names the field"},
+        422: {"description": "the Idempotency-Key was used for another body"},
+    },
     openapi_extra=body_schema(SAMPLES, "samples, oldest first or not"),
 )
 async def ingest(
@@ -268,8 +273,34 @@ async def ingest(
 
     The caller is authenticated from the headers before the body is read; the body is
     read within the ingest limit (413 beyond it) and holds at most
-    ``max_batch_samples`` samples and ``max_batch_readings`` readings."""
+    ``max_batch_samples`` samples and ``max_batch_readings`` readings.
+
+    ``Idempotency-Key`` (1-255 visible ASCII characters): a retry with the same key and
+    body within the window answers like the first call and stores nothing twice; the
+    same key with another body is 422 (``api.idempotency``)."""
+    key = parse_key(request.headers.get(HEADER))
     samples = await read_json(request, SAMPLES, parse_samples)
+    if key is None:
+        status, body = await _append(identity, samples, request, ctx, source, new_batch_id())
+    else:
+        status, body = await ctx.idempotency.answer(
+            identity,
+            key,
+            fingerprint([s.model_dump() for s in samples]),
+            lambda: _append(identity, samples, request, ctx, source, http_batch_id(identity, key)),
+        )
+    return JsonResponse(body, status_code=status)
+
+
+async def _append(
+    identity: str,
+    samples: list[SampleIn],
+    request: Request,
+    ctx: AppContext,
+    source: str,
+    batch_id: str,
+) -> tuple[int, dict[str, Any]]:
+    """Validate the batch and append it as one TelemetryBatch with ``batch_id``."""
     readings = validate_samples(samples, ctx)
     defs = await definitions(ctx)
     if defs:
@@ -283,10 +314,13 @@ async def ingest(
         received_us=ctx.clock(),
         source=source,
         ip=request.client.host if request.client else None,
+        batch_id=batch_id,
     )
     await ctx.publisher.publish(TELEMETRY, [(identity, batch)])
     ctx.on_ingest()
-    return JsonResponse(
-        {"status": "accepted", "identity": identity, "samples": len(samples), "readings": readings},
-        status_code=202,
-    )
+    return 202, {
+        "status": "accepted",
+        "identity": identity,
+        "samples": len(samples),
+        "readings": readings,
+    }

@@ -140,10 +140,16 @@ class Api:
         return {} if key is None else {"Authorization": f"Bearer {key}"}
 
     async def ingest(
-        self, identity: str, body: Any, key: str | None = "operator"
+        self,
+        identity: str,
+        body: Any,
+        key: str | None = "operator",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         return await self.client.post(
-            f"{V1}/identities/{identity}/data", json=body, headers=self.auth(self._key(key))
+            f"{V1}/identities/{identity}/data",
+            json=body,
+            headers={**self.auth(self._key(key)), **(headers or {})},
         )
 
     async def post_raw(

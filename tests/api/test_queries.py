@@ -769,17 +769,13 @@ async def test_int64_values_come_back_exactly(api: Api) -> None:
     assert r.json()["data"]["points"][0]["value"] == big
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: re-sending a batch (an HTTP client's retry after a timeout) stores every "
-    "reading again and counts it twice in aggregates, though readings are documented as "
-    "'one row per (identity, signal, ts)'",
-)
 async def test_a_retried_batch_is_not_counted_twice(api: Api) -> None:
+    """A client's retry after a timeout sends the same Idempotency-Key (issue 14)."""
     identity = uid()
     batch = [{"timestamp": NOW_US - 5, "values": {"v": 1.5}}]
     for _ in range(2):
-        assert (await api.ingest(identity, batch)).status_code == 202
+        r = await api.ingest(identity, batch, headers={"Idempotency-Key": "retry-1"})
+        assert r.status_code == 202
     await api.sync()
     r = await api.get(f"/identities/{identity}/signals/v")
     assert len(r.json()["data"]["points"]) == 1

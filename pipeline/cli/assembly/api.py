@@ -89,6 +89,7 @@ def app_context(asm: Assembly) -> AppContext:
             limits=RequestLimits.of(cfg.api, ing),
             strict_signals=ing.strict_signals,
             known_signals=frozenset(ing.signals),
+            idempotency_window_s=ing.idempotency_window_s,
             restore_url_prefixes=tuple(cfg.restore.allowed_url_prefixes),
             **cfg.api.sql_limits(),
         ),
