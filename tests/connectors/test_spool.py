@@ -180,12 +180,30 @@ def as_tuple(e: EntryLike | None) -> tuple[str, Events, int] | None:
     return None if e is None else (e.topic, [(k, bytes(v)) for k, v in e.events], e.size)
 
 
+def _ram() -> str | None:
+    """A tmpfs for the on-disk machine when there is a roomy one: the spool fsyncs on
+    every append and removal, which on a disk was most of this file's time (98 s of a
+    loaded run, 29 s on tmpfs), while what the machine checks is the spool's files and
+    bookkeeping, which are the same there. The examples below use ``tmp_path``."""
+    try:
+        st_ = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = st_.f_bavail * st_.f_frsize >= 256 << 20
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
+
+
+RAM = _ram()
+
+
 class SpoolMachine(RuleBasedStateMachine):
     on_disk = True
 
     def __init__(self) -> None:
         super().__init__()
-        self.directory = Path(tempfile.mkdtemp(prefix="millrace-spool-")) if self.on_disk else None
+        self.directory = (
+            Path(tempfile.mkdtemp(prefix="millrace-spool-", dir=RAM)) if self.on_disk else None
+        )
         self.max_bytes = 0
         self.segment_bytes = 0
         self.spool = Spool(None)
