@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -18,20 +16,11 @@ import pytest
 
 from tests.connectors.test_run_config_e2e import free_port
 from tests.millrace_process import ROOT, millrace_run
+from tests.test_alarms_e2e import _wait
 
 pytestmark = [pytest.mark.integration]
 
 KEY = "archive-e2e-admin-key-0123456789"
-
-
-def _wait(cond: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
