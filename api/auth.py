@@ -74,6 +74,8 @@ class Principal:
     session: str | None = None
     #: when the credential stops being valid (an access token's ``exp``)
     expires_us: int | None = None
+    #: identity name patterns (``fnmatch``) a scoped role confines it to; None: all
+    scope: tuple[str, ...] | None = None
 
     @property
     def granted(self) -> frozenset[str]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, Request
@@ -208,10 +209,18 @@ def route_permission(request: Request) -> str | None:
     return ROUTE_PERMISSIONS.get((request.method, str(path)))
 
 
-def authorize(principal: Principal, permission: str | None, role: str) -> None:
-    """403 unless ``principal`` holds ``permission`` (None: all of built-in ``role``)."""
+def authorize(
+    principal: Principal,
+    permission: str | None,
+    role: str,
+    path_params: Mapping[str, Any] | None = None,
+) -> None:
+    """403 unless ``principal`` holds ``permission`` (None: all of built-in ``role``);
+    a scoped principal also only reaches routes about one identity inside its scope."""
     if permission in (PUBLIC, AUTHENTICATED):
         return
+    if principal.scope is not None:
+        check_scope(principal.scope, (path_params or {}).get("identity"))
     if permission is None:
         if not principal.has(role):
             raise ApiError(
@@ -226,6 +235,22 @@ def authorize(principal: Principal, permission: str | None, role: str) -> None:
             f"role '{principal.role}' cannot do this; needs permission '{permission}'"
             f" (built-in role '{lowest}' has it)",
         )
+
+
+def check_scope(scope: tuple[str, ...], identity: Any) -> None:
+    """A scoped role reaches the routes of one identity (``{identity}`` in the path)
+    inside its patterns; an identity outside answers 404, as one that does not exist.
+    Lists, counts, the live stream and SQL are refused (403) to scoped roles: they are
+    not filtered by scope yet, and refusing is what leaks nothing."""
+    if not isinstance(identity, str):
+        raise ApiError(
+            403,
+            "forbidden",
+            "a role scoped to identities cannot use this route (only routes of one identity)",
+        )
+    if not any(fnmatchcase(identity, p) for p in scope):
+        message = f"identity: no identity {identity!r}"
+        raise ApiError(404, "not_found", message, [{"field": "identity", "message": "not found"}])
 
 
 def require(role: str) -> Callable[..., Principal]:
@@ -248,7 +273,7 @@ def require(role: str) -> Callable[..., Principal]:
             principal = access.authenticate(token)
             if principal is None:
                 raise _unauthorized("invalid API key")
-        authorize(principal, route_permission(request), role)
+        authorize(principal, route_permission(request), role, request.path_params)
         return principal
 
     return dependency

@@ -134,7 +134,7 @@ async def ingest_caller(
     trusted TLS front end. Returns the batch's ``source``."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:
-        authorize(principal, route_permission(request), "operator")
+        authorize(principal, route_permission(request), "operator", {"identity": identity})
         source = f"http:{principal.key_id}"
     else:
         await authenticate_device(request, identity, ctx)

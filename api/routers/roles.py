@@ -23,10 +23,20 @@ router = APIRouter(tags=["roles"], route_class=StrictRoute)
 ROLE_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 
 
+class RoleScope(BaseModel):
+    """Confines a role to identities whose name matches one of ``identities`` (shell
+    patterns: ``line1-*``, ``press-?``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    identities: list[str] = Field(min_length=1, max_length=100)
+
+
 class RoleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     permissions: list[str] = Field(max_length=200)
     description: str = Field("", max_length=500)
+    #: absent: the role applies to every identity
+    scope: RoleScope | None = None
 
 
 class RoleCreate(RoleBody):
@@ -52,7 +62,13 @@ def _roles(ctx: AppContext) -> list[dict[str, object]]:
     assert ctx.access is not None
     custom = ctx.access.users.custom_roles()
     out: list[dict[str, object]] = [
-        {"name": n, "permissions": sorted(p), "description": "built-in", "builtin": True}
+        {
+            "name": n,
+            "permissions": sorted(p),
+            "description": "built-in",
+            "builtin": True,
+            "scope": None,
+        }
         for n, p in BUILTIN_ROLES.items()
     ]
     out += [
@@ -61,6 +77,7 @@ def _roles(ctx: AppContext) -> list[dict[str, object]]:
             "permissions": r["permissions"],
             "description": r["description"],
             "builtin": False,
+            "scope": r.get("scope"),
         }
         for n, r in sorted(custom.items())
     ]
@@ -113,7 +130,8 @@ async def _put(ctx: AppContext, name: str, body: RoleBody, *, create: bool) -> J
             [{"field": "body.name", "message": "exists"}],
         )
     try:
-        before = ctx.access.users.put_role(name, body.permissions, body.description)
+        scope = body.scope.model_dump() if body.scope is not None else None
+        before = ctx.access.users.put_role(name, body.permissions, body.description, scope)
     except AccessError as exc:
         raise api_error(exc) from None
     after = _one(ctx, name)

@@ -67,6 +67,7 @@ class AccessControl:
             principal.name,
             principal.role,
             permissions=self.users.permissions_of([principal.role], fresh=True),
+            scope=self.users.scope_of([principal.role]),
         )
 
     def _user_principal(self, token: str) -> Principal | None:
@@ -81,6 +82,7 @@ class AccessControl:
             user.username,
             ",".join(user.roles),
             permissions=self.users.permissions_of(user.roles),
+            scope=self.users.scope_of(user.roles),
             session=claims.sid,
             expires_us=claims.expires_us,
         )

@@ -34,3 +34,4 @@ class RoleOut(BaseModel):
     permissions: list[str]
     description: str
     builtin: bool
+    scope: dict[str, list[str]] | None

@@ -123,6 +123,17 @@ class UserStore:
             found |= known.get(r, frozenset())
         return found
 
+    def scope_of(self, roles: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
+        """The identity name patterns a principal holding ``roles`` is confined to: the
+        union of its scoped roles' patterns as soon as one role is scoped (a scope only
+        ever narrows), None when no role is scoped."""
+        custom = self.file.read().get("roles", {})
+        patterns = [
+            p for r in roles for p in (custom.get(r, {}).get("scope") or {}).get("identities", [])
+        ]
+        scoped = any(custom.get(r, {}).get("scope") for r in roles)
+        return tuple(sorted(set(patterns))) if scoped else None
+
     # users --------------------------------------------------------------------------
 
     def _check_roles(self, roles: list[str], doc: dict[str, Any]) -> None:
@@ -209,7 +220,11 @@ class UserStore:
     # roles --------------------------------------------------------------------------
 
     def put_role(
-        self, name: str, permissions: list[str], description: str
+        self,
+        name: str,
+        permissions: list[str],
+        description: str,
+        scope: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Create or replace a custom role; returns the role before (None: new)."""
         if name in BUILTIN_ROLES:
@@ -217,7 +232,11 @@ class UserStore:
         with self.file.changing() as doc:
             roles = doc.setdefault("roles", {})
             before = roles.get(name)
-            roles[name] = {"permissions": sorted(set(permissions)), "description": description}
+            roles[name] = {
+                "permissions": sorted(set(permissions)),
+                "description": description,
+                "scope": scope,
+            }
         return before
 
     def delete_role(self, name: str, *, used_by_keys: Callable[[str], bool]) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""Scoped roles (issue 15 item 3, as far as done): a role confined to identity name
+patterns reaches the routes of one identity inside its scope; an identity outside
+answers 404 as one that does not exist; lists, counts, the live stream and SQL are
+refused (403) — they are not filtered by scope yet, and refusing leaks nothing."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from tests.api.conftest import NOW_US, V1, Api, error_of, uid
+
+
+async def test_a_scoped_viewer_sees_only_its_identities(api: Api) -> None:
+    prefix = uid("sc")
+    names = [f"{prefix}-line1-a", f"{prefix}-line1-b", f"{prefix}-line2-a"]
+    for name in names:
+        r = await api.client.post(
+            f"{V1}/identities", json={"identity": name}, headers=api.auth(api.operator)
+        )
+        assert r.status_code == 201, r.text
+        r = await api.ingest(name, [{"timestamp": NOW_US - 1, "values": {"t": 1.5}}])
+        assert r.status_code == 202, r.text
+    await api.sync()
+    pattern = f"{prefix}-line1-*"
+    r = await api.client.post(
+        f"{V1}/roles",
+        json={
+            "name": "line1-viewer",
+            "permissions": ["identities:read", "signals:read", "sql:query", "stream:read"],
+            "scope": {"identities": [pattern]},
+        },
+        headers=api.auth(api.admin),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["scope"] == {"identities": [pattern]}
+    _, key = api.keys.create("line 1", "line1-viewer", known_roles={"line1-viewer"})
+
+    for name in names:
+        inside = fnmatchcase(name, pattern)  # the independent filter
+        r = await api.get(f"/identities/{name}", key=key)
+        assert r.status_code == (200 if inside else 404), (name, r.text)
+        r = await api.get(f"/identities/{name}/signals", key=key, signals="t")
+        assert r.status_code == (200 if inside else 404), (name, r.text)
+        if not inside:
+            assert error_of(r)["details"][0]["field"] == "identity"
+    for path in ("/identities", "/identities/count", "/signals/latest", "/alarms", "/stream"):
+        r = await api.get(path, key=key)
+        assert r.status_code == 403, (path, r.text)
+    assert (await api.sql("SELECT 1", key=key)).status_code == 403
+    # permissions still apply inside the scope
+    r = await api.client.delete(f"{V1}/identities/{names[0]}", headers=api.auth(key))
+    assert r.status_code == 403
+    # /me works: it is about the caller
+    assert (await api.get("/me", key=key)).status_code == 200
