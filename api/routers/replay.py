@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from millrace.api.auth import Principal
 from millrace.api.context import AppContext, admin, context, viewer
 from millrace.api.errors import ApiError, bad_request
+from millrace.api.models.common import Data, Page, errors
+from millrace.api.models.tasks import TaskCreated, TaskOut
+from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
-from millrace.api.timeparams import Epoch, format_time, parse_time
+from millrace.api.task_views import task_json
+from millrace.api.timeparams import Epoch, parse_time
 from millrace.pipeline.tasks import create_task
 from millrace.pipeline.topics import TASKS
 from millrace.projections.replay import DISTRIBUTED, REPLAYABLE, UnknownProjectionError, plan
-from millrace.projections.store.base import ProjectionStore
+from millrace.projections.tasks import TaskQueries
 
 router = APIRouter(tags=["replay"], route_class=StrictRoute)
 
 KIND = "replay"
+Status = Literal["pending", "running", "completed", "failed"]
 
 
 class ReplayRequest(BaseModel):
@@ -39,46 +43,21 @@ class ReplayRequest(BaseModel):
     epoch: Epoch | None = Field(None, description="unit of a numeric start_time (default s)")
 
 
-_COLUMNS = (
-    "task_id, kind, status, actor, params, created_us, started_us, updated_us, "
-    "finished_us, attempts, error, counts, progress"
+def _queries(ctx: AppContext) -> TaskQueries:
+    return TaskQueries(ctx.store, KIND)
+
+
+class ReplayCreated(TaskCreated):
+    projections: list[str] = Field(description="the projections the replay swaps in")
+
+
+@router.post(
+    "/replay",
+    status_code=202,
+    summary="Rebuild projections from the log, live",
+    response_model=Data[ReplayCreated],
+    responses=errors(400, 403, 409, s409="the distributed deployment: replay offline"),
 )
-
-
-def _tasks(store: ProjectionStore, task_id: str | None, limit: int) -> list[dict[str, Any]]:
-    where = "kind = {k:String}" + ("" if task_id is None else " AND task_id = {t:String}")
-    res = store.query_arrow(
-        f"SELECT {_COLUMNS} FROM millrace.tasks FINAL WHERE {where} "
-        "ORDER BY created_us DESC, task_id LIMIT {n:UInt32}",
-        params={"k": KIND, "t": task_id or "", "n": limit},
-    )
-    return list(res.to_pylist())
-
-
-def _shape(row: dict[str, Any]) -> dict[str, Any]:
-    """A task row as the API answers it (times ISO-8601, params and counts as objects)."""
-    try:
-        params = json.loads(row["params"] or "{}")
-    except ValueError:
-        params = {}
-    out: dict[str, Any] = {
-        "task_id": row["task_id"],
-        "kind": row["kind"],
-        "status": row["status"],
-        "actor": row["actor"],
-        "params": params,
-        "attempts": row["attempts"],
-        "error": row["error"],
-        "counts": dict(row["counts"] or []),
-        "progress": dict(row["progress"] or []),
-    }
-    for name in ("created", "started", "updated", "finished"):
-        us = int(row[f"{name}_us"] or 0)
-        out[name] = format_time(us, None) if us else None
-    return out
-
-
-@router.post("/replay", status_code=202, summary="Rebuild projections from the log, live")
 async def start_replay(
     req: ReplayRequest,
     ctx: AppContext = Depends(context),
@@ -107,26 +86,49 @@ async def start_replay(
     )
 
 
-@router.get("/replay", summary="Replay tasks, newest first")
+@router.get(
+    "/replay",
+    summary="Replay tasks, newest first",
+    response_model=Page[TaskOut],
+    responses=errors(400, 403),
+)
 async def list_replays(
-    ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    epoch: Epoch | None = None,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
 ) -> JsonResponse:
-    rows = await asyncio.to_thread(_tasks, ctx.store, None, 100)
-    return JsonResponse({"data": [_shape(r) for r in rows]})
+    rows, total = await asyncio.to_thread(_queries(ctx).list, status, limit, (page - 1) * limit)
+    return JsonResponse(
+        {
+            "data": [task_json(r, epoch) for r in rows],
+            "meta": {"pagination": page_meta(page, limit, len(rows), total)},
+        }
+    )
 
 
-@router.get("/replay/{task_id}", summary="A replay task: status and progress")
+@router.get(
+    "/replay/{task_id}",
+    summary="A replay task: status and progress",
+    response_model=Data[TaskOut],
+    responses=errors(403, 404),
+)
 async def get_replay(
-    task_id: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+    task_id: str,
+    epoch: Epoch | None = None,
+    ctx: AppContext = Depends(context),
+    _: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Status pending|running|completed|failed; progress in records (folded and to
-    fold) and readings."""
-    rows = await asyncio.to_thread(_tasks, ctx.store, task_id, 1)
-    if not rows:
+    fold) and readings rebuilt. 404 for an unknown task."""
+    row = await asyncio.to_thread(_queries(ctx).get, task_id)
+    if row is None:
         raise ApiError(
             404,
             "not_found",
             f"task_id: no replay task {task_id!r}",
             [{"field": "task_id", "message": "not found"}],
         )
-    return JsonResponse({"data": _shape(rows[0])})
+    return JsonResponse({"data": task_json(row, epoch)})
