@@ -281,7 +281,7 @@ def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
         )
 
         async def report(counts: dict[str, int]) -> None:
-            await ctx.progress(**counts)
+            await ctx.progress(None, **counts)
 
         counts = await replay.run(report, ctx.stop)
         await ctx.flush()
