@@ -76,6 +76,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limits=ctx.settings.limits)
     # inside authentication (added first = innermost): it sees the caller
     app.add_middleware(AuditMiddleware, publisher=ctx.publisher, clock=ctx.clock)
+    assert ctx.access is not None  # AppContext builds one when none is given
     app.add_middleware(
         AuthenticationMiddleware, keys=ctx.access, cn_header=ctx.registry.provisioning.cn_header
     )

@@ -77,7 +77,7 @@ def _ended(ctx: AppContext, username: str) -> None:
 async def list_users(
     ctx: AppContext = Depends(context), _: Principal = Depends(admin)
 ) -> JsonResponse:
-    return JsonResponse({"data": [u.public() for u in _access(ctx).users.list()]})
+    return JsonResponse({"data": [u.public() for u in _access(ctx).users.list_users()]})
 
 
 @router.post(

@@ -13,6 +13,7 @@ import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from millrace.api.auth import KeyStore, Principal
 from millrace.api.device_auth import CredentialHasher
@@ -21,6 +22,9 @@ from millrace.api.users.sessions import LockoutPolicy, SessionStore
 from millrace.api.users.store import UserStore
 from millrace.api.users.tokens import SigningKeys, looks_like_jwt
 from millrace.pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from millrace.pipeline.cli.config import AuthConfig
 
 USER_PREFIX = "user:"
 
@@ -31,6 +35,24 @@ class AccessSettings:
     refresh_ttl_s: float = 7 * 86_400
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+
+    @staticmethod
+    def of(cfg: AuthConfig) -> AccessSettings:
+        """From the ``api.auth`` section of the configuration."""
+        return AccessSettings(
+            access_ttl_s=cfg.access_token_ttl_s,
+            refresh_ttl_s=cfg.refresh_ttl_s,
+            lockout=LockoutPolicy(
+                max_user_failures=cfg.login_max_user_failures,
+                max_address_failures=cfg.login_max_address_failures,
+                window_s=cfg.login_window_s,
+                lock_s=cfg.login_lock_s,
+                failure_delay_s=cfg.login_failure_delay_s,
+            ),
+            policy=PasswordPolicy(
+                min_length=cfg.password_min_length, extra_list=cfg.common_passwords_file
+            ),
+        )
 
 
 class AccessControl:

@@ -96,7 +96,7 @@ class UserStore:
         item = self.file.read(fresh=fresh).get("users", {}).get(username)
         return User.of(item) if item is not None else None
 
-    def list(self) -> list[User]:
+    def list_users(self) -> list[User]:
         users = self.file.read().get("users", {}).values()
         return sorted((User.of(u) for u in users), key=lambda u: u.username)
 
@@ -138,7 +138,7 @@ class UserStore:
 
     def _check_roles(self, roles: list[str], doc: dict[str, Any]) -> None:
         known = set(BUILTIN_ROLES) | set(doc.get("roles", {}))
-        unknown = sorted(set(roles) - known)
+        unknown: list[str] = sorted(set(roles) - known)
         if unknown:
             raise AccessError("roles", f"roles: unknown role(s) {', '.join(unknown)}")
 

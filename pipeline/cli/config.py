@@ -34,6 +34,25 @@ if TYPE_CHECKING:
 from millrace.pipeline.log.local import LocalLogConfig
 
 
+class AuthConfig(BaseModel):
+    """Sign-in of users (``api.users``): token lifetimes, login lockout, password policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    access_token_ttl_s: float = Field(900.0, ge=60, le=86_400, description="JWT lifetime")
+    refresh_ttl_s: float = Field(
+        7 * 86_400.0, ge=300, description="a session ends this long after its last refresh"
+    )
+    login_max_user_failures: int = Field(5, ge=1, description="failures locking a username")
+    login_max_address_failures: int = Field(20, ge=1, description="failures locking an address")
+    login_window_s: float = Field(900.0, gt=0, description="failures counted over this window")
+    login_lock_s: float = Field(900.0, gt=0, description="how long a lockout lasts")
+    login_failure_delay_s: float = Field(0.5, ge=0, le=10, description="wait before a 401")
+    password_min_length: int = Field(12, ge=8, le=1024)
+    common_passwords_file: Path | None = Field(
+        None, description="more common passwords to refuse, one a line (besides the shipped list)"
+    )
+
+
 class ApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
@@ -71,6 +90,7 @@ class ApiConfig(BaseModel):
     server: ServerLimits = Field(
         default_factory=ServerLimits, description="connection and timing limits (api.server)"
     )
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="users' sign-in")
 
     def sql_limits(self) -> dict[str, Any]:
         """The analyst SQL limits, as ``api.context.ApiSettings`` names them."""

@@ -98,3 +98,35 @@ def test_a_weak_admin_password_from_the_environment_fails_start(tmp_path: Path) 
     with pytest.raises(ConfigError, match="MILLRACE_ADMIN_PASSWORD"):
         control(tmp_path).first_admin("admin")
     assert len(control(tmp_path).users) == 0
+
+
+def test_the_auth_section_configures_sign_in(tmp_path: Path) -> None:
+    from millrace.api.users.access import AccessSettings
+    from millrace.api.users.policy import PasswordRejected
+    from millrace.pipeline.cli.config import MillraceConfig
+
+    extra = tmp_path / "ours.txt"
+    extra.write_text("plant-floor-2024-password\n")
+    cfg = MillraceConfig.model_validate(
+        {
+            "api": {
+                "auth": {
+                    "access_token_ttl_s": 300,
+                    "login_max_user_failures": 2,
+                    "password_min_length": 16,
+                    "common_passwords_file": str(extra),
+                }
+            }
+        }
+    )
+    settings = AccessSettings.of(cfg.api.auth)
+    access = AccessControl(KeyStore(None), tmp_path, hasher=CHEAP_HASHER, settings=settings)
+    assert access.signing.access_ttl_s == 300
+    assert access.sessions.lockout.max_user_failures == 2
+    with pytest.raises(PasswordRejected) as short:
+        access.policy.check("fifteen chars!!", "x")
+    assert short.value.rule == "min_length"
+    with pytest.raises(PasswordRejected) as ours:
+        access.policy.check("Plant-Floor-2024-Password", "x")
+    assert ours.value.rule == "not_common"
+    access.policy.check("sixteen characters ok", "x")

@@ -12,7 +12,11 @@ from millrace.api.context import ApiSettings, AppContext
 from millrace.api.limits import RequestLimits
 from millrace.api.serve import ApiServerStage
 from millrace.api.stream import LogTail, StreamHub
-from millrace.api.users.access import AccessControl, announce_admin_password
+from millrace.api.users.access import (
+    AccessControl,
+    AccessSettings,
+    announce_admin_password,
+)
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.runtime.executors import OwnThreads
 from millrace.pipeline.runtime.stage import LoopStage, Stage
@@ -65,7 +69,11 @@ def access_control(asm: Assembly) -> AccessControl:
     once)."""
     if asm.access is None:
         keys = key_store(asm)
-        asm.access = AccessControl(keys, Path(asm.config.data_dir))
+        asm.access = AccessControl(
+            keys,
+            Path(asm.config.data_dir),
+            settings=AccessSettings.of(asm.config.api.auth),
+        )
         generated = asm.access.first_admin(os.environ.get("MILLRACE_ADMIN_PASSWORD") or None)
         if generated is not None:
             announce_admin_password(generated)
