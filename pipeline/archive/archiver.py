@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,6 +93,7 @@ class Archiver(Stage):
         max_records: int = 5000,
         max_file_bytes: int = 64 << 20,
         codec: AvroCodec | None = None,
+        sync: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         cfg = config or ArchiveConfig(url=store.url)
         self.log, self.store, self.publisher = log_, store, publisher
@@ -102,6 +103,10 @@ class Archiver(Stage):
         self.poll_s, self.retry_max_s = cfg.poll_ms / 1000, cfg.retry_max_s
         self.clock, self.max_records, self.max_file_bytes = clock, max_records, max_file_bytes
         self.codec = codec or default_codec()
+        #: makes what was appended durable before it is archived (the local log under
+        #: ``fsync: interval|never``): an archived record must not vanish from the log
+        #: in a power failure and its offset be taken by another record
+        self.sync = sync
         self.stats = ArchiverStats()
         #: per topic-partition: the offset after the last archived record (the store's)
         self.positions: dict[TP, int] = {}
@@ -199,22 +204,26 @@ class Archiver(Stage):
         """One pass over every partition: read what is new, write the windows that
         closed (all open ones when ``flush``)."""
         await self._drain()
-        behind = 0
+        ends: dict[TP, tuple[int, int]] = {}
         for topic in self.topics:
             try:
                 count = self.log.partitions(topic)
             except LogError:
                 continue  # a topic the log does not hold (Kafka: not created)
             for p in range(count):
-                if stop is not None and stop.is_set():
-                    return
-                end = await self._partition(topic, p, flush)
-                behind += max(0, end - self.positions.get((topic, p), 0))
+                ends[(topic, p)] = await self.log.offsets(topic, p)
+        if self.sync is not None:
+            await self.sync()  # what lies below the ends is on disk now
+        behind = 0
+        for tp, (first, end) in ends.items():
+            if stop is not None and stop.is_set():
+                return
+            await self._partition(tp, first, end, flush)
+            behind += max(0, end - self.positions.get(tp, 0))
         self.stats.behind_records = behind
 
-    async def _partition(self, topic: str, p: int, flush: bool) -> int:
-        tp = (topic, p)
-        first, end = await self.log.offsets(topic, p)
+    async def _partition(self, tp: TP, first: int, end: int, flush: bool) -> None:
+        topic, p = tp
         pos = self._read.setdefault(tp, self.positions.get(tp, 0))
         if pos < first:
             self._close(tp)
@@ -223,7 +232,8 @@ class Archiver(Stage):
                         topic, p, pos, first - 1)  # fmt: skip
             pos = self._read[tp] = first
         while pos < end:
-            records = await self.log.read(topic, p, pos, self.max_records)
+            records = await self.log.read(topic, p, pos, min(self.max_records, end - pos))
+            records = [r for r in records if r.offset < end]
             if not records:
                 break
             await asyncio.to_thread(self._feed, tp, records)
@@ -233,7 +243,6 @@ class Archiver(Stage):
         if b is not None and (flush or self.clock() >= b.window_end_us + self.idle_close_us):
             self._close(tp)
             await self._drain()
-        return end
 
     def _feed(self, tp: TP, records: list[Record]) -> None:
         """Add records to the partition's open window, closing it where they say."""

@@ -45,9 +45,9 @@ def test_archiver_only_when_configured_in_both_deployments(
     def stores(purpose: Purpose) -> ProjectionStore:
         return ChdbStore(chdb_store.path)
 
-    for archive in (None, {"url": str(tmp_path / "archive"), "window": "15m"}):
+    for n, archive in enumerate((None, {"url": str(tmp_path / "archive"), "window": "15m"})):
         cfg = load_config(_config(tmp_path, archive))
-        embedded = Adapters(LocalEventLog(Path(cfg.data_dir) / "log", cfg.log), stores)
+        embedded = Adapters(LocalEventLog(Path(cfg.data_dir) / f"log{n}", cfg.log), stores)
         for adapters in (embedded, distributed_adapters(cfg, store="chdb")):
             wrapped: list[str] = []
 
@@ -70,8 +70,11 @@ def test_archiver_only_when_configured_in_both_deployments(
                 assert "archive" in asm.status()
                 if isinstance(adapters.log, LocalEventLog):  # retention waits for it
                     assert adapters.log._retention_hold == asm.archiver.archived_end
+                    assert asm.archiver.sync is None  # fsync: batch, every append is on disk
             finally:
                 asm.close()
+        assert isinstance(embedded.log, LocalEventLog)
+        embedded.log.close_sync()
 
 
 def test_archive_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -134,9 +134,13 @@ def archiver_stages(asm: Assembly) -> list[Stage]:
 
     store = asm.archive_store()
     assert store is not None  # cfg.enabled
-    asm.archiver = Archiver(asm.log, store, cfg, publisher=asm.publisher, codec=asm.codec)
-    if isinstance(asm.log, LocalEventLog):
-        asm.log.hold_retention(asm.archiver.archived_end)
+    local = asm.log if isinstance(asm.log, LocalEventLog) else None
+    sync = local.flush_async if local is not None and local.config.fsync != "batch" else None
+    asm.archiver = Archiver(
+        asm.log, store, cfg, publisher=asm.publisher, codec=asm.codec, sync=sync
+    )
+    if local is not None:
+        local.hold_retention(asm.archiver.archived_end)
     return [asm.archiver]
 
 

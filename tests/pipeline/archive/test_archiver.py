@@ -214,3 +214,23 @@ async def test_archiver_over_the_mock_kafka_cluster(kafka_bootstrap: str, tmp_pa
         assert again.stats.windows == 0
     finally:
         await log.close()
+
+
+async def test_only_records_made_durable_by_sync_are_archived(
+    local_log: LocalEventLog, tmp_path: Path
+) -> None:
+    await local_log.append("telemetry", messages(3, T0, 1000))
+    synced: list[int] = []
+
+    async def sync() -> None:  # an fsync; meanwhile a producer appends two more
+        synced.append(1)
+        if len(synced) == 1:
+            await local_log.append("telemetry", messages(2, T0 + 5000, 1000))
+
+    store = ArchiveStore(str(tmp_path / "archive"))
+    arch = Archiver(local_log, store, CFG, topics=("telemetry",), sync=sync)
+    await arch.step(flush=True)
+    assert [(m.first_offset, m.last_offset) for m in store.list_windows()] == [(0, 2)]
+    await arch.step(flush=True)
+    assert [(m.first_offset, m.last_offset) for m in store.list_windows()] == [(0, 2), (3, 4)]
+    assert len(synced) == 2
