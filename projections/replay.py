@@ -36,9 +36,11 @@ the fold starts, in each partition, at the first record appended at or after it 
 rebuilt projections then hold what came since).
 
 Distributed deployment: the live fold runs in several ``millrace process`` workers
-(faust) and ClickHouse holds Distributed tables over replicated ones; there is no hold
-of every worker at one position yet, so a replay there is refused (the API answers 409)
-and ``millrace replay`` rebuilds offline with the workers stopped.
+(faust) and ClickHouse holds Distributed tables over replicated ``_local`` ones on every
+node; there is no hold of every worker at one position yet (it would need a control
+message the workers obey between batches, and an exchange ON CLUSTER of each node's
+local tables), so a replay there is refused: the API answers 409 and the task kind
+fails saying why.
 """
 
 from __future__ import annotations
@@ -293,6 +295,7 @@ def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
 
 #: why a replay is refused in the distributed deployment
 DISTRIBUTED = (
-    "replay while running needs the embedded runtime (millrace run); in the distributed "
-    "deployment stop the millrace process workers and run 'millrace replay' offline"
+    "replay while running needs the embedded runtime (millrace run): in the distributed "
+    "deployment several millrace process workers fold the partitions and cannot yet be "
+    "held at one position for the swap, so millrace replay is not available there"
 )
