@@ -20,16 +20,39 @@ after the records' old log time), so a second restore within the window finds th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
+from fastavro import parse_schema, schemaless_writer
 
+from millrace.pipeline.archive.format import topic_schema
 from millrace.pipeline.batches import DEFAULT_WINDOW_US, AppliedBatches, batch_key
 from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
 from millrace.pipeline.topics import TELEMETRY
+
+
+@cache
+def _telemetry_schema() -> tuple[Any, bytes]:
+    ts = topic_schema(TELEMETRY)
+    return parse_schema(ts.event), ts.header
+
+
+def log_payload(event: Mapping[str, Any]) -> bytes:
+    """The event in single-object encoding with the current schema, as the log holds
+    one written now (fastavro's compiled writer: a restore has only the decoded event,
+    and an id-less batch's content id hashes this datum)."""
+    if event.get("batch_id"):
+        return b""  # the id names the batch: no datum needed
+    parsed, header = _telemetry_schema()
+    out = io.BytesIO()
+    out.write(header)
+    schemaless_writer(out, parsed, dict(event))
+    return out.getvalue()
 
 
 def restore_origin(scope: str, ev: Event) -> str:
@@ -51,7 +74,7 @@ class RestoredTelemetry(ReadingProcessor):
         self.dropped = 0
 
     def process_reading(self, events: Sequence[Event], reader: object | None) -> Outputs:
-        keys = [batch_key(ev.value, ev.raw) for ev in events]
+        keys = [batch_key(ev.value, ev.raw or log_payload(ev.value)) for ev in events]
         applied: dict[str, Any] = {}
         if isinstance(reader, AppliedBatches):
             for part in sorted({ev.partition for ev in events}):

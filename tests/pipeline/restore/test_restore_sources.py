@@ -129,3 +129,19 @@ def test_restore_by_time_from_an_s3_archive(store: ChdbStore, s3: MotoS3) -> Non
     assert s["status"] == "completed", s
     assert set(s["files_done"]) == {m.path for m in manifests}
     check(store, samples)
+
+
+def test_the_restore_payload_names_batches_as_the_log_does() -> None:
+    """An id-less batch restored from an archive gets the content id the live fold
+    gave it from the log's bytes (batch_key over fastavro's re-encoding)."""
+    from millrace.pipeline.batches import batch_key
+    from millrace.pipeline.codec import default_codec
+    from millrace.pipeline.restore.admit import log_payload
+
+    codec = default_codec()
+    log, _ = telemetry_log(n=30)
+    for p in range(log.partitions("telemetry")):
+        for rec in asyncio.run(log.read("telemetry", p, 0, 100)):
+            event = codec.decode("telemetry", rec.value)
+            assert batch_key(event, log_payload(event)) == batch_key(event, rec.value)
+            assert batch_key(event, log_payload(event)) == batch_key(event)
