@@ -128,7 +128,7 @@ class Archiver(Stage):
 
     def health(self) -> dict[str, Any]:
         out = asdict(self.stats)
-        out["store"] = self.store.url
+        out["store"] = self.store.display_url
         out["open_windows"] = len(self._open)
         return out
 

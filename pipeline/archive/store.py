@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -74,15 +75,25 @@ class ArchiveStore:
             else:
                 root = fs._strip_protocol(url)
         except (ImportError, ValueError, TypeError) as exc:
-            raise ArchiveStoreError(f"archive url {url!r}: {exc}") from exc
+            raise ArchiveStoreError(f"archive url {self.display_url!r}: {exc}") from exc
         self.fs: fsspec.AbstractFileSystem = fs
         self.root = str(root).rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
         self._manifests: dict[str, Manifest] = {}
         self._lock = threading.Lock()
 
-    def __repr__(self) -> str:  # never the storage options: they may hold secrets
-        return f"ArchiveStore({self.url!r})"
+    @property
+    def display_url(self) -> str:
+        """The URL without a password in it (``sftp://user:***@host/...``), for status
+        pages and logs; storage options (they may hold secrets) are never shown."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def __repr__(self) -> str:
+        return f"ArchiveStore({self.display_url!r})"
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}"
@@ -99,7 +110,7 @@ class ArchiveStore:
         except FileNotFoundError:
             return []
         except Exception as exc:  # the filesystem's own (botocore's are not OSError)
-            raise ArchiveStoreError(f"listing {self.url}: {exc}") from exc
+            raise ArchiveStoreError(f"listing {self.display_url}: {exc}") from exc
         prefix = self.root + "/"
         out = []
         for p in found:

@@ -112,3 +112,15 @@ def test_an_unreadable_manifest_is_skipped(tmp_path: Path) -> None:
     a = store.write_window(records(0, 3), T0, T0 + HOUR_US)
     (tmp_path / manifest_path(a.path)).write_text("{half a manif")
     assert ArchiveStore(str(tmp_path)).list_windows() == []
+
+
+def test_a_password_in_the_url_is_never_shown(tmp_path: Path) -> None:
+    from millrace.pipeline.archive.archiver import Archiver
+    from millrace.pipeline.log.memory import MemoryEventLog
+
+    store = ArchiveStore(str(tmp_path))
+    store.url = "sftp://millrace:hunter2@backup.example/archive"
+    assert store.display_url == "sftp://millrace:***@backup.example/archive"
+    assert "hunter2" not in repr(store)
+    assert "hunter2" not in str(Archiver(MemoryEventLog(), store).health())
+    assert ArchiveStore(str(tmp_path)).display_url == str(tmp_path)
