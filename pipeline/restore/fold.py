@@ -90,8 +90,12 @@ def apply_events(
     fold, the reader for a reading one)."""
     if isinstance(processor, StatefulProcessor):
         keys = processor.state_keys(events)
-        rows = state.load_state(processor.state_table, processor.state_key, keys) if keys else {}
-        return processor.process_with_state(events, rows if state is not None else {})
+        rows: dict[str, dict[str, Any]] = {}
+        if keys:
+            if state is None:
+                raise TypeError(f"{type(processor).__name__} needs a StateReader")
+            rows = state.load_state(processor.state_table, processor.state_key, keys)
+        return processor.process_with_state(events, rows)
     if isinstance(processor, ReadingProcessor):
         return processor.process_reading(events, state)
     return processor.process(events)
