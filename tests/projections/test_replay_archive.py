@@ -1,5 +1,6 @@
 """A replay after retention deleted log segments reads them back from the archive
-(``pipeline.log.archive_backed``): the rebuilt projection holds the whole history."""
+(``pipeline.log.archive_backed``): the rebuilt projection holds the whole history. And
+a replay crashed before each of its steps in turn."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.topics import TELEMETRY
+from millrace.projections import shadow
 from millrace.projections.replay import Replay, ReplayParts
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -76,3 +78,59 @@ async def test_replay_reads_the_deleted_history_from_the_archive(
         check_equal_to_sent(store, sent)
     finally:
         await log.close()
+
+
+async def test_a_crash_at_any_step_leaves_all_old_or_all_new_tables(
+    clean: ChdbStore, tmp_path: Path
+) -> None:
+    """Crash before each step of a replay in turn (create, every fold, mark, swap,
+    drop), as the engine would restart: recover, then the task resumes; the named
+    tables are never a mix of old and new, and the end equals what was sent."""
+    store = clean
+    log = LocalEventLog(tmp_path / "log")
+    named = ["readings", "latest", "agg_1m"]
+    try:
+        sent = Sent()
+        live = EmbeddedRuntime(log, ProjectionWriter(store), processors(), max_records=10)
+        await ingest(log, sent, 0, 40, live)
+        await drain(live)
+        crash_at = 1
+        while True:
+            crash = CrashAt(crash_at)
+
+            replay = Replay(ReplayParts(log, store, live, max_records=10), f"c{crash_at}", named)
+            replay.before = crash
+            try:
+                await replay.run(_quiet, asyncio.Event())
+            except Crash:
+                shadow.recover(store)  # the engine's start
+                marks = {shadow.comments(store)[t].startswith("swap:") for t in named}
+                assert len(marks) == 1, (crash_at, shadow.comments(store))  # never a mix
+                await ingest(log, sent, 1000 + 2 * crash_at, 2, live)  # ingest goes on
+                await drain(live)
+                again = Replay(ReplayParts(log, store, live, max_records=10), f"c{crash_at}", named)
+                assert await again.run(_quiet, asyncio.Event()) is not None
+                check_equal_to_sent(store, sent)
+                assert not [n for n in shadow.comments(store) if n.endswith(shadow.SUFFIX)]
+                crash_at += 1
+                continue
+            break  # ran to the end: every step has had its crash
+        assert crash_at > 5
+    finally:
+        await log.close()
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt:
+    """A ``Replay.before`` hook that raises at its n-th call."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def __call__(self, phase: str) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            raise Crash(phase)
