@@ -147,8 +147,10 @@ class ProtocolConnector(Connector):
         value: Any,
         ts_us: int | None = None,
         quality: int = 0,
+        batch_id: str | None = None,
     ) -> bool:
-        """One value read from ``endpoint``: scaled, deadbanded, mapped and batched.
+        """One value read from ``endpoint``: scaled, deadbanded, mapped and batched
+        (into the batch of ``batch_id`` when the protocol names one, ``Batcher.add``).
 
         Returns False when the reading was dropped (deadband, or a source time that
         does not advance: a duplicate after a reconnect)."""
@@ -161,6 +163,7 @@ class ProtocolConnector(Connector):
             ts_us,
             quality,
             deadband=endpoint.deadband if self.client_deadband else 0.0,
+            batch_id=batch_id,
         )
 
     def emit_reading(
@@ -171,10 +174,11 @@ class ProtocolConnector(Connector):
         ts_us: int | None = None,
         quality: int = 0,
         deadband: float = 0.0,
+        batch_id: str | None = None,
     ) -> bool:
         """A reading not tied to an endpoint (e.g. from an MQTT mapping)."""
         ts = self.now_us() if ts_us is None else int(ts_us)
-        dropped = self.batcher.add(identity, signal, value, ts, quality, deadband)
+        dropped = self.batcher.add(identity, signal, value, ts, quality, deadband, batch_id)
         if dropped is not None:
             self.counters[dropped] += 1
             return False
@@ -365,7 +369,7 @@ class ProtocolConnector(Connector):
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        if not self.batcher.pending or self.publisher is None:
+        if not (self.batcher.pending or self.batcher.tagged) or self.publisher is None:
             return
         events = self.batcher.take(self.source, self.now_us())
         await self.publisher.publish(TELEMETRY, events)

@@ -7,6 +7,13 @@ and the first matching mapping renames or scales it. Values the Avro schema cann
 are made storable (no value: NaN; an integer beyond a long: a float; NaN or infinity:
 text). :meth:`Batcher.take` then hands out one TelemetryBatch per identity, samples in
 time order, a sample holding every signal read at one (time, quality).
+
+Every batch taken gets its batch id then (``pipeline.batches``): a fresh random one, or
+the one the protocol gave the readings (an MQTT message's, derived from the message so
+that a QoS 1 redelivery maps to it again; those readings make a batch of their own). The
+id is in the encoded event from then on, so a store-and-forward resend (the spool keeps
+the encoded events) carries the id the batch got when it was built, and the telemetry
+fold applies it once.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from millrace.pipeline.batches import new_batch_id
 from millrace.pipeline.events import sample, telemetry_batch
 
 from .models import MappingConfig
@@ -39,6 +47,11 @@ class Batcher:
         self.last_ts: dict[tuple[str, str], int] = {}
         self.last_value: dict[tuple[str, str], Any] = {}
         self.pending: dict[str, Samples] = {}
+        #: readings whose batch id the protocol gave: (identity, batch id) -> samples
+        self.tagged: dict[tuple[str, str], Samples] = {}
+        #: (identity, batch id or None) in the order readings first came: batches are
+        #: taken in that order (only consulted when some readings are tagged)
+        self._order: dict[tuple[str, str | None], int] = {}
         self.pending_n = 0
 
     @property
@@ -54,9 +67,11 @@ class Batcher:
         ts_us: int,
         quality: int = 0,
         deadband: float = 0.0,
+        batch_id: str | None = None,
     ) -> str | None:
         """Batch one reading; None, or why it was dropped (the name of the counter:
-        ``duplicates_dropped`` or ``deadband_suppressed``)."""
+        ``duplicates_dropped`` or ``deadband_suppressed``). With ``batch_id`` it goes
+        to the batch of that id (one per identity and id)."""
         key = (identity, signal)
         last_ts = self.last_ts.get(key)
         if self.drop_repeated_times and last_ts is not None and ts_us <= last_ts:
@@ -76,8 +91,14 @@ class Batcher:
             value = float(value)  # beyond Avro's long (a uint64 counter, say)
         if isinstance(value, float) and not math.isfinite(value):
             value = str(value)  # NaN/inf are kept as text rather than lost
-        sample = self.pending.setdefault(identity, {}).setdefault((ts_us, quality), {})
-        sample[signal] = value
+        order = self._order
+        order.setdefault((identity, batch_id), len(order))
+        samples = (
+            self.pending.setdefault(identity, {})
+            if batch_id is None
+            else self.tagged.setdefault((identity, batch_id), {})
+        )
+        samples.setdefault((ts_us, quality), {})[signal] = value
         self.pending_n += 1
         return None
 
@@ -100,9 +121,16 @@ class Batcher:
 
     def take(self, source: str, received_us: int) -> list[tuple[str, dict[str, Any]]]:
         """The pending readings as ``(identity, TelemetryBatch)`` pairs, one per
-        identity; the batcher is empty afterwards."""
-        pending = self.pending
-        self.pending, self.pending_n = {}, 0
+        identity (and one per identity and given batch id), each with its batch id;
+        the batcher is empty afterwards."""
+        pending, tagged, order = self.pending, self.tagged, self._order
+        self.pending, self.tagged, self._order, self.pending_n = {}, {}, {}, 0
+        groups: list[tuple[str, str | None, Samples]] = [
+            (identity, None, samples) for identity, samples in pending.items()
+        ]
+        if tagged:
+            groups += [(identity, bid, samples) for (identity, bid), samples in tagged.items()]
+            groups.sort(key=lambda g: order.get((g[0], g[1]), -1))
         return [
             (
                 identity,
@@ -111,15 +139,16 @@ class Batcher:
                     [sample(ts, values, q) for (ts, q), values in sorted(samples.items())],
                     received_us=received_us,
                     source=source,
+                    batch_id=new_batch_id() if bid is None else bid,
                 ),
             )
-            for identity, samples in pending.items()
+            for identity, bid, samples in groups
         ]
 
     def discard(self) -> int:
         """Forget the pending readings; how many there were."""
         n = self.pending_n
-        self.pending, self.pending_n = {}, 0
+        self.pending, self.tagged, self._order, self.pending_n = {}, {}, {}, 0
         return n
 
 

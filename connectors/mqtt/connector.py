@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from millrace.connectors._common.base import ProtocolConnector
 from millrace.connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
+from millrace.pipeline.batches import mqtt_batch_id
 from millrace.pipeline.errors import ConnectorError
 
 from .config import MqttConnection, MqttEndpoint
@@ -185,7 +186,9 @@ class MqttConnector(ProtocolConnector):
                 payload = message.payload
                 if not isinstance(payload, bytes):
                     payload = str(payload).encode() if payload is not None else b""
-                await self._handle(message.topic.value, payload)
+                # QoS 0 is never redelivered (and its packet id is always 0)
+                mid = message.mid if message.qos > 0 else None
+                await self._handle(message.topic.value, payload, mid)
         except aiomqtt.MqttError as exc:
             cause = exc.__cause__
             detail = str(cause) if cause is not None else str(exc)
@@ -214,8 +217,17 @@ class MqttConnector(ProtocolConnector):
                 log.debug("%s: closing the MQTT socket failed", self.resource_id, exc_info=True)
 
     # -- messages -------------------------------------------------------------------------
-    async def _handle(self, topic: str, payload: bytes) -> None:
-        """Readings of one message, for every endpoint and mapping it matches."""
+    async def _handle(self, topic: str, payload: bytes, mid: int | None = None) -> None:
+        """Readings of one message, for every endpoint and mapping it matches.
+
+        A QoS 1/2 message (``mid``: its packet id) puts its readings of each identity
+        in a batch whose id is derived from (connection, identity, topic, payload,
+        packet id): a broker redelivers an unacknowledged message (DUP) with the same
+        packet id, so the redelivery has the id the first delivery's batch had and the
+        telemetry fold applies it once (``pipeline.batches.mqtt_batch_id``). Two
+        different messages share an id only with the same payload and the same packet
+        id within the window; a payload with its own timestamp then names the same
+        readings anyway."""
         self.counters["messages"] += 1
         routes = self._routes.router.lookup(topic)
         if not routes:
@@ -225,12 +237,22 @@ class MqttConnector(ProtocolConnector):
         levels = topic.split("/")
         for route in routes:
             if isinstance(route, EndpointRoute):
-                await self._endpoint_message(route, topic, levels, payload)
+                await self._endpoint_message(route, topic, levels, payload, mid)
             else:
-                await self._mapping_message(route, topic, levels, payload)
+                await self._mapping_message(route, topic, levels, payload, mid)
+
+    def _batch_id(self, identity: str, topic: str, payload: bytes, mid: int | None) -> str | None:
+        if mid is None:
+            return None
+        return mqtt_batch_id(self.resource_id, identity, topic, payload, mid)
 
     async def _endpoint_message(
-        self, route: EndpointRoute, topic: str, levels: list[str], payload: bytes
+        self,
+        route: EndpointRoute,
+        topic: str,
+        levels: list[str],
+        payload: bytes,
+        mid: int | None = None,
     ) -> None:
         ep = route.endpoint
         try:
@@ -242,10 +264,15 @@ class MqttConnector(ProtocolConnector):
         except (DecodeError, TopicError) as exc:
             await self.dead_letter(payload, f"{route.label}: {exc}", "DecodeError", key=topic)
             return
-        self.emit(ep, value, ts)
+        self.emit(ep, value, ts, batch_id=self._batch_id(ep.identity, topic, payload, mid))
 
     async def _mapping_message(
-        self, route: MappingRoute, topic: str, levels: list[str], payload: bytes
+        self,
+        route: MappingRoute,
+        topic: str,
+        levels: list[str],
+        payload: bytes,
+        mid: int | None = None,
     ) -> None:
         m = route.mapping
         try:
@@ -256,10 +283,11 @@ class MqttConnector(ProtocolConnector):
             await self.dead_letter(payload, f"{route.label}: {exc}", "DecodeError", key=topic)
             return
         scaled = m.scale != 1.0 or m.offset != 0.0
+        batch_id = self._batch_id(identity, topic, payload, mid)
         for signal, value in values:
             if scaled and isinstance(value, int | float) and not isinstance(value, bool):
                 value = value * m.scale + m.offset
-            self.emit_reading(identity, signal, value, result.ts_us)
+            self.emit_reading(identity, signal, value, result.ts_us, batch_id=batch_id)
         if result.errors:
             await self.dead_letter(
                 payload, f"{route.label}: " + "; ".join(result.errors), "DecodeError", key=topic
