@@ -4,12 +4,14 @@ its own chDB)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = [pytest.mark.integration]
@@ -24,34 +26,72 @@ def millrace(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
+COUNTS = "SELECT (SELECT count() FROM millrace.readings), (SELECT sum(count) FROM millrace.agg_1h)"
+
+
+def _until_ingested(proc: subprocess.Popen[bytes], output: Path, port: int, want: int) -> None:
+    """Until the API of ``millrace run`` counts ``want`` readings, in the readings and
+    in the hourly aggregates (written after them; asked with the admin key the run
+    prints), instead of a fixed wait long enough for a slow start-up."""
+    deadline = time.monotonic() + 120
+    count = None
+    while True:
+        out = output.read_text(errors="replace")
+        assert proc.poll() is None, f"millrace run exited {proc.returncode}: {out[-3000:]}"
+        assert time.monotonic() < deadline, f"{count} readings of {want}: {out[-3000:]}"
+        key = re.search(r"^\s+(mr_\S+)\s*$", out, re.MULTILINE)
+        if key is not None:
+            try:
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/api/v1/sql",
+                    json={"query": COUNTS},
+                    headers={"Authorization": f"Bearer {key.group(1)}"},
+                    timeout=10,
+                )
+                count = r.json()["rows"][0] if r.status_code == 200 else None
+            except httpx.TransportError:
+                count = None  # not serving yet
+            if count == [want, want]:
+                return
+        time.sleep(0.2)
+
+
 def test_replay_rebuilds_the_same_projections_and_sql_reads_them(tmp_path: Path) -> None:
+    from tests.connectors.test_run_config_e2e import free_port
+
     data = tmp_path / "data"
     config = tmp_path / "c.yaml"
+    port = free_port()
     config.write_text(
         "simulator:\n  devices: 20\n  signals: 6\n  interval_ms: 60000\n"
         "  realtime: false\n  max_ticks: 30\n  start_us: 1767225600000000\n"
-        "api:\n  port: 0\n"
+        f"api:\n  port: {port}\n"
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "millrace.pipeline.cli.main",
-            "run",
-            "--data-dir",
-            str(data),
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    output = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if k != "MILLRACE_API_KEY"}
+    with open(output, "wb") as out_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "millrace.pipeline.cli.main",
+                "run",
+                "--data-dir",
+                str(data),
+                "--config",
+                str(config),
+            ],
+            env=env,
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        time.sleep(8)  # 30 ticks x 20 devices, produced as fast as possible
+        # 30 ticks x 20 devices x 6 signals, produced as fast as possible
+        _until_ingested(proc, output, port, 30 * 20 * 6)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(60)
+    out = output.read_text(errors="replace")
     assert proc.returncode == 0, out
     assert "admin API key" in out  # printed once, on first start
 
