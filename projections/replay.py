@@ -188,6 +188,7 @@ class Replay:
         if counts is not None:
             self.before("drop")
             await self._store(shadow.drop, self.built)
+            await self._store(forget, fold.consumer)
         return counts
 
     async def _fold(
@@ -249,6 +250,14 @@ class Replay:
             offset = await first_at(self.log, tp, start_us)
             ranges[tp] = Range(offset, offset)
         await asyncio.to_thread(fold.sink.write, fold.consumer, SinkBatch(seq=1, ranges=ranges))
+
+
+def forget(store: ProjectionStore, consumer: str) -> None:
+    """Delete a finished shadow fold's progress rows (a lightweight delete; rows left by
+    a crash before it are harmless: no one reads that consumer again)."""
+    store.execute(
+        "DELETE FROM millrace.progress WHERE consumer = {c:String}", params={"c": consumer}
+    )
 
 
 async def first_at(log: EventLog, tp: TopicPartition, start_us: int) -> int:

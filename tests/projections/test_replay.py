@@ -213,6 +213,8 @@ async def test_replay_while_ingesting_swaps_in_a_clean_pass(
     names = shadow.comments(store)
     assert not [n for n in names if n.endswith(shadow.SUFFIX)]  # old tables dropped
     assert names["readings"].startswith("swap:t1.")
+    consumers = store.execute("SELECT DISTINCT consumer FROM millrace.progress FINAL").rows
+    assert not [c for (c,) in consumers if str(c).startswith("replay:")]
 
 
 async def test_named_projections_only_are_rebuilt(clean: ChdbStore, log: LocalEventLog) -> None:
