@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, Request
@@ -23,9 +22,16 @@ from millrace.api.device_auth import (
 from millrace.api.errors import ApiError
 from millrace.api.idempotency import IdempotentAnswers
 from millrace.api.limits import RequestLimits
-from millrace.api.permissions import AUTHENTICATED, CATALOG, PUBLIC, ROUTE_PERMISSIONS
+from millrace.api.permissions import (
+    AUTHENTICATED,
+    CATALOG,
+    PUBLIC,
+    ROUTE_PERMISSIONS,
+    SCOPE_AWARE,
+)
 from millrace.api.slots import Slots
 from millrace.api.users.access import AccessControl
+from millrace.api.users.scope import in_scope
 from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
@@ -202,11 +208,16 @@ def _templates(request: Request) -> dict[tuple[str, Any], str]:
     return found
 
 
+def route_key(request: Request) -> tuple[str, str]:
+    """(method, full path template) of the route serving ``request``."""
+    path = _templates(request).get((request.method, request.scope.get("endpoint")))
+    return request.method, str(path)
+
+
 def route_permission(request: Request) -> str | None:
     """What the route serving ``request`` needs (``api.permissions``); None: not in the
     table."""
-    path = _templates(request).get((request.method, request.scope.get("endpoint")))
-    return ROUTE_PERMISSIONS.get((request.method, str(path)))
+    return ROUTE_PERMISSIONS.get(route_key(request))
 
 
 def authorize(
@@ -214,12 +225,13 @@ def authorize(
     permission: str | None,
     role: str,
     path_params: Mapping[str, Any] | None = None,
+    scope_aware: bool = False,
 ) -> None:
     """403 unless ``principal`` holds ``permission`` (None: all of built-in ``role``);
     a scoped principal also only reaches routes about one identity inside its scope."""
     if permission in (PUBLIC, AUTHENTICATED):
         return
-    if principal.scope is not None:
+    if principal.scope is not None and not scope_aware:
         check_scope(principal.scope, (path_params or {}).get("identity"))
     if permission is None:
         if not principal.has(role):
@@ -240,15 +252,16 @@ def authorize(
 def check_scope(scope: tuple[str, ...], identity: Any) -> None:
     """A scoped role reaches the routes of one identity (``{identity}`` in the path)
     inside its patterns; an identity outside answers 404, as one that does not exist.
-    Lists, counts, the live stream and SQL are refused (403) to scoped roles: they are
-    not filtered by scope yet, and refusing is what leaks nothing."""
+    Routes in ``api.permissions.SCOPE_AWARE`` filter by the scope themselves; every
+    other list, the live stream and SQL are refused (403) to scoped roles: they are not
+    filtered by scope yet, and refusing is what leaks nothing."""
     if not isinstance(identity, str):
         raise ApiError(
             403,
             "forbidden",
             "a role scoped to identities cannot use this route (only routes of one identity)",
         )
-    if not any(fnmatchcase(identity, p) for p in scope):
+    if not in_scope(identity, scope):
         message = f"identity: no identity {identity!r}"
         raise ApiError(404, "not_found", message, [{"field": "identity", "message": "not found"}])
 
@@ -273,7 +286,8 @@ def require(role: str) -> Callable[..., Principal]:
             principal = access.authenticate(token)
             if principal is None:
                 raise _unauthorized("invalid API key")
-        authorize(principal, route_permission(request), role, request.path_params)
+        aware = route_key(request) in SCOPE_AWARE
+        authorize(principal, route_permission(request), role, request.path_params, aware)
         return principal
 
     return dependency

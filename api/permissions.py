@@ -171,6 +171,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("DELETE", f"{_V}/roles/{{name}}"): "roles:manage",
 }
 
+#: routes that filter what they answer by a scoped caller's identities (a scoped role
+#: reaches these besides the routes of one identity; every other route refuses it)
+SCOPE_AWARE = frozenset({("GET", f"{_V}/identities"), ("GET", f"{_V}/identities/count")})
+
 #: sign-in routes: the credential is in the body, the middleware lets them through
 #: (the device routes have their own rule, ``api.middleware.DEVICE_ROUTES``)
 SIGN_IN_PATHS = frozenset({f"{_V}/login", f"{_V}/refresh", f"{_V}/logout"})

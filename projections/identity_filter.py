@@ -84,6 +84,8 @@ class IdentityFilter:
     before_us: int | None = None  # lastseen < before
     after_us: int | None = None  # lastseen > after
     identities: list[str] | None = None  # restrict to these names (bulk operations)
+    #: RE2 regular expression: the caller's scope (a scoped role), besides ``identity``
+    within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,9 @@ def where_sql(f: IdentityFilter, params: dict[str, Any]) -> list[str]:
     if f.identity is not None:
         params["re"] = f.identity
         conds.append("match(identity, {re:String})")
+    if f.within is not None:
+        params["within"] = f.within
+        conds.append("match(identity, {within:String})")
     if f.ipaddress is not None:
         params["ip"] = f.ipaddress
         conds.append("ip = {ip:String}")

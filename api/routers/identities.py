@@ -46,6 +46,7 @@ from millrace.api.routers.identity_common import (
     run_query,
 )
 from millrace.api.routing import StrictRoute
+from millrace.api.users.scope import scoped
 from millrace.pipeline.identities import requests
 from millrace.pipeline.identities.formats import generate
 from millrace.pipeline.identities.state import CONTROL
@@ -165,8 +166,9 @@ async def list_identities(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
+    f = scoped(f, principal)
     rows, more = await run_query(
         ctx.queries.list, f, parse_order(order), limit, offset, ctx.clock()
     )
@@ -186,8 +188,9 @@ async def list_identities(
 async def count_identities(
     f: IdentityFilter = Depends(query_filter),
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
+    f = scoped(f, principal)
     return JsonResponse({"count": await run_query(ctx.queries.count, f, ctx.clock())})
 
 

@@ -1,12 +1,17 @@
 """Scoped roles (issue 15 item 3, as far as done): a role confined to identity name
 patterns reaches the routes of one identity inside its scope; an identity outside
 answers 404 as one that does not exist; lists, counts, the live stream and SQL are
-refused (403) — they are not filtered by scope yet, and refusing leaks nothing."""
+refused (403) — they are not filtered by scope yet, and refusing leaks nothing —
+except the identity list and count, which filter by the scope."""
 
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from millrace.api.users.scope import in_scope
 from tests.api.conftest import NOW_US, V1, Api, error_of, uid
 
 
@@ -43,7 +48,17 @@ async def test_a_scoped_viewer_sees_only_its_identities(api: Api) -> None:
         assert r.status_code == (200 if inside else 404), (name, r.text)
         if not inside:
             assert error_of(r)["details"][0]["field"] == "identity"
-    for path in ("/identities", "/identities/count", "/signals/latest", "/alarms", "/stream"):
+    # the list and the count hold exactly the identities in scope
+    mine = f"^{prefix}-"
+    r = await api.get("/identities", key=key, identity=mine)
+    assert r.status_code == 200, r.text
+    listed = sorted(i["identity"] for i in r.json()["items"])
+    assert listed == sorted(n for n in names if fnmatchcase(n, pattern))
+    r = await api.get("/identities/count", key=key, identity=mine)
+    assert r.json()["count"] == len(listed)
+    r = await api.get("/identities", key="viewer", identity=mine)  # unscoped: all three
+    assert len(r.json()["items"]) == 3
+    for path in ("/signals/latest", "/alarms", "/stream", "/tags"):
         r = await api.get(path, key=key)
         assert r.status_code == 403, (path, r.text)
     assert (await api.sql("SELECT 1", key=key)).status_code == 403
@@ -52,3 +67,11 @@ async def test_a_scoped_viewer_sees_only_its_identities(api: Api) -> None:
     assert r.status_code == 403
     # /me works: it is about the caller
     assert (await api.get("/me", key=key)).status_code == 200
+
+
+@given(
+    pattern=st.text(alphabet="ab-.*?", max_size=8),
+    name=st.text(alphabet="ab-.", max_size=8),
+)
+def test_scope_patterns_read_like_shell_patterns(pattern: str, name: str) -> None:
+    assert in_scope(name, [pattern]) == fnmatchcase(name, pattern)
