@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -13,10 +12,9 @@ from millrace.api.context import AppContext, admin, context, viewer
 from millrace.api.errors import ApiError, bad_request
 from millrace.api.models.common import Data, Page, errors
 from millrace.api.models.tasks import TaskCreated, TaskOut
-from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
-from millrace.api.task_views import task_json
+from millrace.api.task_views import task_json, task_or_404, task_page
 from millrace.api.timeparams import Epoch, parse_time
 from millrace.pipeline.tasks import create_task
 from millrace.pipeline.topics import TASKS
@@ -100,13 +98,7 @@ async def list_replays(
     ctx: AppContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
-    rows, total = await asyncio.to_thread(_queries(ctx).list, status, limit, (page - 1) * limit)
-    return JsonResponse(
-        {
-            "data": [task_json(r, epoch) for r in rows],
-            "meta": {"pagination": page_meta(page, limit, len(rows), total)},
-        }
-    )
+    return await task_page(_queries(ctx), status, limit, page, epoch)
 
 
 @router.get(
@@ -123,12 +115,4 @@ async def get_replay(
 ) -> JsonResponse:
     """Status pending|running|completed|failed; progress in records (folded and to
     fold) and readings rebuilt. 404 for an unknown task."""
-    row = await asyncio.to_thread(_queries(ctx).get, task_id)
-    if row is None:
-        raise ApiError(
-            404,
-            "not_found",
-            f"task_id: no replay task {task_id!r}",
-            [{"field": "task_id", "message": "not found"}],
-        )
-    return JsonResponse({"data": task_json(row, epoch)})
+    return JsonResponse({"data": task_json(await task_or_404(_queries(ctx), task_id), epoch)})
