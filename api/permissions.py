@@ -173,7 +173,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
 
 #: routes that filter what they answer by a scoped caller's identities (a scoped role
 #: reaches these besides the routes of one identity; every other route refuses it)
-SCOPE_AWARE = frozenset({("GET", f"{_V}/identities"), ("GET", f"{_V}/identities/count")})
+SCOPE_AWARE = frozenset(
+    {
+        ("GET", f"{_V}/identities"),
+        ("GET", f"{_V}/identities/count"),
+        ("GET", f"{_V}/signals/latest"),
+    }
+)
 
 #: sign-in routes: the credential is in the body, the middleware lets them through
 #: (the device routes have their own rule, ``api.middleware.DEVICE_ROUTES``)

@@ -155,13 +155,18 @@ def latest(
     reverse: bool,
     limit: int,
     offset: int,
+    within: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Latest value per (identity, signal) and the total matching."""
+    """Latest value per (identity, signal) and the total matching; ``within``: an RE2
+    expression the identity must match too (a scoped caller's scope)."""
     params: dict[str, Any] = {}
     where = ["1"]
     if identities:
         params["ids"] = list(identities)
         where.append("identity IN {ids:Array(String)}")
+    if within is not None:
+        params["within"] = within
+        where.append("match(identity, {within:String})")
     if signals:
         params["sigs"] = list(signals)
         where.append("signal IN {sigs:Array(String)}")

@@ -2,7 +2,7 @@
 patterns reaches the routes of one identity inside its scope; an identity outside
 answers 404 as one that does not exist; lists, counts, the live stream and SQL are
 refused (403) — they are not filtered by scope yet, and refusing leaks nothing —
-except the identity list and count, which filter by the scope."""
+except the identity list and count and the latest values, which filter by the scope."""
 
 from __future__ import annotations
 
@@ -58,7 +58,11 @@ async def test_a_scoped_viewer_sees_only_its_identities(api: Api) -> None:
     assert r.json()["count"] == len(listed)
     r = await api.get("/identities", key="viewer", identity=mine)  # unscoped: all three
     assert len(r.json()["items"]) == 3
-    for path in ("/signals/latest", "/alarms", "/stream", "/tags"):
+    r = await api.get("/signals/latest", key=key, identities=",".join(names))
+    assert r.status_code == 200, r.text
+    latest = sorted(row["identity"] for row in r.json()["data"])
+    assert latest == listed and r.json()["total"] == len(listed)
+    for path in ("/alarms", "/stream", "/tags"):
         r = await api.get(path, key=key)
         assert r.status_code == 403, (path, r.text)
     assert (await api.sql("SELECT 1", key=key)).status_code == 403
