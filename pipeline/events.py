@@ -281,6 +281,32 @@ def task_event(
     }
 
 
+def service_event(
+    service_id: str,
+    type_: str,
+    *,
+    ts_us: int | None = None,
+    actor: str = "",
+    text: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    runners: Sequence[str] = (),
+    description: str = "",
+) -> Event:
+    """A ServiceEvent (schemas/services.avsc): step ``type_`` (installed, updated,
+    enabled, disabled, removed) of service ``service_id``; ``parameters`` values are
+    encoded as JSON text."""
+    return {
+        "service_id": service_id,
+        "type": type_,
+        "ts_us": now_us() if ts_us is None else ts_us,
+        "actor": actor,
+        "text": text,
+        "parameters": {str(k): json.dumps(v) for k, v in (parameters or {}).items()},
+        "runners": [str(r) for r in runners],
+        "description": description,
+    }
+
+
 __all__ = [
     "Event",
     "Reading",
@@ -290,6 +316,7 @@ __all__ = [
     "dead_letter",
     "identity_event",
     "sample",
+    "service_event",
     "status_event",
     "task_event",
     "telemetry_batch",

@@ -286,6 +286,24 @@ TASKS_SCHEMA = pa.schema(
     ]
 )
 
+#: services (pipeline/services/state.py): one row per service, the fold of its events
+SERVICES_SCHEMA = pa.schema(
+    [
+        ("service_id", pa.string()),
+        ("version", pa.uint64()),
+        ("status", pa.string()),
+        ("enabled", pa.uint8()),
+        ("description", pa.string()),
+        ("text", pa.string()),
+        ("parameters", _MAP_S),
+        ("runners", pa.list_(pa.string())),
+        ("actor", pa.string()),
+        ("revision", pa.uint32()),
+        ("installed_us", pa.int64()),
+        ("updated_us", pa.int64()),
+    ]
+)
+
 #: batch ids the telemetry fold applied (pipeline/batches.py): partition, id, origin
 APPLIED_BATCHES_SCHEMA = pa.schema(
     [
@@ -328,5 +346,6 @@ TABLES: dict[str, TableRows] = {
         TableRows("checkpoints", CHECKPOINTS_SCHEMA, ("name",), "version"),
         TableRows("applied_batches", APPLIED_BATCHES_SCHEMA, ("partition", "batch_key")),
         TableRows("tasks", TASKS_SCHEMA, ("task_id",), "version", state=True),
+        TableRows("services", SERVICES_SCHEMA, ("service_id",), "version", state=True),
     )
 }

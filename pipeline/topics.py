@@ -7,6 +7,7 @@ STATUS = "status"
 ALARMS = "alarms"
 AUDIT = "audit"
 TASKS = "tasks"
+SERVICES = "services"
 DEADLETTER = "deadletter"
 
 #: topic -> full name of the Avro record its values carry
@@ -18,6 +19,7 @@ TOPIC_SCHEMAS: dict[str, str] = {
     ALARMS: "io.millrace.events.AlarmEvent",
     AUDIT: "io.millrace.events.AuditEvent",
     TASKS: "io.millrace.events.TaskEvent",
+    SERVICES: "io.millrace.events.ServiceEvent",
     DEADLETTER: "io.millrace.events.DeadLetter",
 }
 

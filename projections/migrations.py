@@ -40,6 +40,7 @@ PROJECTION_TABLES = (
     # rebuild (or a restore into dropped projections) must not find stale ids
     "applied_batches",
     "tasks",
+    "services",
     "progress",
 )
 

@@ -443,6 +443,26 @@ TABLES: dict[str, ProjectionTable] = {
             ),
             _by_name("tasks"),
         ),
+        ProjectionTable(
+            ROWS["services"],
+            _columns(
+                """
+                service_id   String
+                version      UInt64
+                status       LowCardinality(String)
+                enabled      UInt8
+                description  String
+                text         String
+                parameters   Map(String, String)
+                runners      Array(String)
+                actor        String
+                revision     UInt32
+                installed_us Int64
+                updated_us   Int64
+                """
+            ),
+            _by_name("services"),
+        ),
     )
 }
 

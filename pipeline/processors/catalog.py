@@ -8,6 +8,7 @@ from millrace.pipeline.processors.audit import AuditProcessor
 from millrace.pipeline.processors.base import Processor
 from millrace.pipeline.processors.deadletter import DeadLetterProcessor
 from millrace.pipeline.processors.identity import IdentityProcessor
+from millrace.pipeline.processors.services import ServiceProcessor
 from millrace.pipeline.processors.status import StatusProcessor
 from millrace.pipeline.processors.tasks import TaskProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
@@ -25,4 +26,5 @@ def processors(batch_window_us: int = DEFAULT_WINDOW_US) -> list[Processor]:
         StatusProcessor(),
         AlarmProcessor(),
         TaskProcessor(),
+        ServiceProcessor(),
     ]
