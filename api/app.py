@@ -9,6 +9,7 @@ from millrace.api.audit import AuditMiddleware
 from millrace.api.context import AppContext
 from millrace.api.limits import BodyLimitMiddleware
 from millrace.api.middleware import AuthenticationMiddleware
+from millrace.api.prom import RequestTimer
 from millrace.api.routers import (
     alarms,
     archive,
@@ -16,10 +17,12 @@ from millrace.api.routers import (
     config,
     connectors,
     deadletters,
+    health,
     identities,
     ingest,
     login,
     metrics,
+    operations,
     provision,
     replay,
     resource_states,
@@ -70,8 +73,10 @@ def create_app(ctx: AppContext) -> FastAPI:
         login,
         users,
         roles,
+        operations,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router)  # /health/live, /health/ready, /metrics
     # innermost: bodies are bounded where routes read them, and the audit sees the 413
     app.add_middleware(BodyLimitMiddleware, limits=ctx.settings.limits)
     # inside authentication (added first = innermost): it sees the caller
@@ -80,4 +85,6 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_middleware(
         AuthenticationMiddleware, keys=ctx.access, cn_header=ctx.registry.provisioning.cn_header
     )
+    if ctx.ops is not None:  # outermost: every request's duration, refused ones too
+        app.add_middleware(RequestTimer, metrics=ctx.ops.metrics)
     return app

@@ -40,6 +40,7 @@ from millrace.pipeline.identities.resources import ResourceDefinition
 from millrace.projections.store.base import ProjectionStore
 
 if TYPE_CHECKING:
+    from millrace.api.operations import Operations
     from millrace.api.stream import StreamHub
     from millrace.pipeline.archive.store import ArchiveStore
 
@@ -104,6 +105,9 @@ class AppContext:
     archive: ArchiveStore | None = None
     #: users, sessions, tokens and roles (``api.users``); None: in memory, over ``keys``
     access: AccessControl | None = None
+    #: system info, health, metrics, logs, pause/resume, running configuration
+    #: (``api.operations``); None: those routes answer 503
+    ops: Operations | None = None
 
     def __post_init__(self) -> None:
         from millrace.projections.registry import RegistryQueries

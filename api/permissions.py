@@ -50,6 +50,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "restore:run": ("operator", "restore archived streams, follow and retry restores"),
     "replay:run": ("admin", "replay the log into projections"),
     "replay:read": ("viewer", "replay tasks and their progress"),
+    "system:read": ("viewer", "system info, hourly/daily system metrics, /metrics"),
+    "pipeline:control": ("operator", "pause and resume the runtime"),
+    "logs:read": ("admin", "recent log records and their live stream"),
+    "config:write": ("admin", "the running configuration and its runtime settings"),
 }
 
 BUILTIN_LEVELS = ("viewer", "operator", "admin")
@@ -153,6 +157,15 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", f"{_V}/replay"): "replay:run",
     ("GET", f"{_V}/replay"): "replay:read",
     ("GET", f"{_V}/replay/{{task_id}}"): "replay:read",
+    # operations (api/routers/operations.py)
+    ("GET", f"{_V}/system/info"): "system:read",
+    ("GET", f"{_V}/system/metrics"): "system:read",
+    ("POST", f"{_V}/pipeline/pause"): "pipeline:control",
+    ("POST", f"{_V}/pipeline/resume"): "pipeline:control",
+    ("GET", f"{_V}/logs"): "logs:read",
+    ("GET", f"{_V}/logs/stream"): "logs:read",
+    ("GET", f"{_V}/config"): "config:write",
+    ("PATCH", f"{_V}/config"): "config:write",
     # users, login, roles (api/routers/users.py, login.py, roles.py)
     ("POST", f"{_V}/login"): PUBLIC,
     ("POST", f"{_V}/refresh"): PUBLIC,

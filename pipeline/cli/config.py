@@ -90,6 +90,12 @@ class ApiConfig(BaseModel):
     server: ServerLimits = Field(
         default_factory=ServerLimits, description="connection and timing limits (api.server)"
     )
+    metrics_open: bool = Field(
+        False, description="GET /metrics answers without an API key (a trusted scraper)"
+    )
+    ready_max_lag: int = Field(
+        1_000_000, ge=0, description="/health/ready fails while the runtime is more records behind"
+    )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="users' sign-in")
 
     def sql_limits(self) -> dict[str, Any]:

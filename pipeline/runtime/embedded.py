@@ -75,6 +75,11 @@ class EmbeddedRuntime:
         self._wake = asyncio.Event()
         # held by a step, and by ``paused()``: a replay swaps tables between two steps
         self._hold = asyncio.Lock()
+        #: an operator's pause (``POST /pipeline/pause``): steps fold nothing until
+        #: :meth:`resume`; checked under the same hold, so it starts between two batches
+        self.suspended = False
+        #: called after each batch with (records, seconds) (the metrics' histogram)
+        self.on_batch: Callable[[int, float], None] | None = None
         #: positions not to read past (a replay's shadow fold stops at the live runtime's)
         self.until: Mapping[TopicPartition, int] | None = None
         # one thread: batches are sequential, and the sink's session is used by one
@@ -127,9 +132,23 @@ class EmbeddedRuntime:
             progress = await self._load_progress()
             yield {tp: progress.positions.get(tp, 0) for tp in self.topic_partitions()}
 
-    async def step(self) -> int:
-        """Process one batch; return how many records it covered (0 = nothing new)."""
+    async def suspend(self) -> None:
+        """Stop folding after the batch in flight (the log keeps accepting appends);
+        returns once no batch is running."""
         async with self._hold:
+            self.suspended = True
+
+    def resume(self) -> None:
+        """Fold again from the committed positions."""
+        self.suspended = False
+        self.wake()
+
+    async def step(self) -> int:
+        """Process one batch; return how many records it covered (0 = nothing new, or
+        suspended)."""
+        async with self._hold:
+            if self.suspended:
+                return 0
             return await self._step()
 
     async def _step(self) -> int:
@@ -178,7 +197,10 @@ class EmbeddedRuntime:
         self.stats.deadletters += len(outputs.deadletters)
         for name, table in outputs.tables.items():
             self.stats.rows[name] = self.stats.rows.get(name, 0) + table.num_rows
-        self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        self.stats.last_batch_ms = elapsed * 1000
+        if self.on_batch is not None:
+            self.on_batch(n, elapsed)
         return n
 
     def _process(self, records: dict[TopicPartition, list[Record]]) -> Outputs:

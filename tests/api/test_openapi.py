@@ -103,6 +103,14 @@ ENDPOINTS = {
     ("get", f"{V1}/roles/{{name}}"),
     ("put", f"{V1}/roles/{{name}}"),
     ("delete", f"{V1}/roles/{{name}}"),
+    ("get", f"{V1}/system/info"),
+    ("get", f"{V1}/system/metrics"),
+    ("post", f"{V1}/pipeline/pause"),
+    ("post", f"{V1}/pipeline/resume"),
+    ("get", f"{V1}/logs"),
+    ("get", f"{V1}/logs/stream"),
+    ("get", f"{V1}/config"),
+    ("patch", f"{V1}/config"),
 }
 #: device-facing, open by design (see tests/api/test_auth.py OPEN_ROUTES)
 OPEN = {

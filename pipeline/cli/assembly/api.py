@@ -17,6 +17,7 @@ from millrace.api.users.access import (
     AccessSettings,
     announce_admin_password,
 )
+from millrace.pipeline.cli.assembly.operations import operations
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.runtime.executors import OwnThreads
 from millrace.pipeline.runtime.stage import LoopStage, Stage
@@ -86,7 +87,7 @@ def app_context(asm: Assembly) -> AppContext:
     ing = cfg.ingest
     asm.sql_threads = asm.sql_threads or OwnThreads("millrace-sql", cfg.api.sql_sessions)
     manager = asm.manager
-    return AppContext(
+    ctx = AppContext(
         store=asm.store("read"),
         publisher=asm.publisher,
         keys=key_store(asm),
@@ -111,3 +112,5 @@ def app_context(asm: Assembly) -> AppContext:
         sql_executor=asm.sql_threads.executor,
         archive=asm.archive_store(),
     )
+    ctx.ops = operations(asm, ctx)  # system info, health, metrics, logs, pause, config
+    return ctx

@@ -176,6 +176,7 @@ class Assembly:
             **archive,
             "started_us": self.started_us,
             "lag_records": self.lag(),
+            "paused": self.runtime.suspended,
             "runtime": asdict(self.runtime.stats),
             "alarms": asdict(self.alarms.stats),
             "published": self.publisher.published,

@@ -1,0 +1,136 @@
+"""What the operations API (system info, health, metrics, logs, pause/resume, running
+configuration) needs from the engine: one :class:`Operations`, built by the stage
+assembly (``pipeline.cli.assembly.api``) and handed to the app in ``AppContext.ops``.
+
+Every part is a callable or an object of this process, so the routers never reach into
+the runtime; a part that the deployment does not have is None and its route says so
+(the distributed API process has no runtime to pause: 409 naming ``millrace process``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from millrace.api.logring import LogRing
+from millrace.api.prom import EngineMetrics
+from millrace.pipeline.clock import now_us
+from millrace.projections.store.base import ProjectionStore
+
+log = logging.getLogger("millrace.api.operations")
+
+
+async def _always() -> bool:
+    return True
+
+
+@dataclass
+class Operations:
+    logs: LogRing
+    metrics: EngineMetrics
+    deployment: str = "embedded"
+    version: str = "0.0.0"
+    build: str = ""
+    started_us: int = field(default_factory=now_us)
+    data_dir: str | None = None
+    #: ``GET /metrics`` answers without a key (``api.metrics_open``)
+    metrics_open: bool = False
+    #: stop / restart folding (None: no runtime in this process)
+    pause: Callable[[], Awaitable[None]] | None = None
+    resume: Callable[[], None] | None = None
+    paused: Callable[[], bool] = lambda: False
+    #: records appended and not folded yet
+    lag: Callable[[], int] = lambda: 0
+    #: ``/health/ready`` fails above this lag
+    ready_max_lag: int = 1_000_000
+    #: the log accepts appends (a local log: its directory is writable)
+    log_writable: Callable[[], Awaitable[bool]] = _always
+    #: the running configuration, secrets masked
+    config: Callable[[], dict[str, Any]] = dict
+    #: runtime-changeable settings: name -> (current value, setter)
+    settings: dict[str, RuntimeSetting] = field(default_factory=dict)
+    #: store errors seen by the readiness check (a counter for ``/metrics``)
+    store_errors: int = 0
+
+    async def readiness(self, store: ProjectionStore) -> dict[str, dict[str, Any]]:
+        """Each check: ``ok`` and what it found."""
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            writable = await asyncio.wait_for(self.log_writable(), 5.0)
+            checks["log"] = {"ok": writable, "detail": "writable" if writable else "not writable"}
+        except Exception as exc:
+            checks["log"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        try:
+            await asyncio.wait_for(asyncio.to_thread(store.execute, "SELECT 1"), 5.0)
+            checks["store"] = {"ok": True, "detail": "answers"}
+        except Exception as exc:
+            self.store_errors += 1
+            checks["store"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        lag = self.lag()
+        checks["lag"] = {
+            "ok": lag <= self.ready_max_lag,
+            "detail": f"{lag} records behind (bound {self.ready_max_lag})",
+            "records": lag,
+        }
+        return checks
+
+    def info(self, store: ProjectionStore) -> dict[str, Any]:
+        """``GET /system/info`` (blocking: asks the store its version, sizes files)."""
+        try:
+            row = store.execute("SELECT version()").rows
+            store_version = str(row[0][0]) if row else ""
+        except Exception as exc:
+            self.store_errors += 1
+            store_version = f"unavailable ({type(exc).__name__})"
+        return {
+            "version": self.version,
+            "build": self.build,
+            "deployment": self.deployment,
+            "started_us": self.started_us,
+            "uptime_s": round((now_us() - self.started_us) / 1e6, 3),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "store_version": store_version,
+            "data_dir": self.data_dir,
+            "disk": _disk(self.data_dir),
+            "paused": self.paused(),
+        }
+
+
+@dataclass
+class RuntimeSetting:
+    """A setting ``PATCH /config`` may change while running."""
+
+    get: Callable[[], Any]
+    set: Callable[[Any], None]
+    #: validates and converts a new value (raises ValueError naming the problem)
+    parse: Callable[[Any], Any]
+    description: str = ""
+
+
+def _disk(data_dir: str | None) -> dict[str, int] | None:
+    """Bytes under the data directory: all of it, and the log's part."""
+    if not data_dir:
+        return None
+    from pathlib import Path
+
+    root = Path(data_dir)
+    if not root.exists():
+        return None
+
+    def size(p: Path) -> int:
+        total = 0
+        for f in p.rglob("*"):
+            try:
+                if f.is_file():
+                    total += f.stat().st_size
+            except OSError:  # removed while walking
+                continue
+        return total
+
+    logdir = root / "log"
+    return {"data_bytes": size(root), "log_bytes": size(logdir) if logdir.exists() else 0}

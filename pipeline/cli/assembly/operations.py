@@ -1,0 +1,152 @@
+"""The operations API's view of an assembly (``api.operations.Operations``): log ring,
+metrics, readiness, pause/resume, the running configuration masked and the settings
+``PATCH /api/v1/config`` may change.
+
+Pause and resume reuse the in-process runtime's hold (``EmbeddedRuntime.suspend``: the
+same lock the replay swap takes between two batches). A process without that runtime
+(``millrace api`` of the distributed deployment) has no pause: the route answers 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from millrace.api import logring
+from millrace.api.audit import SECRET_FIELDS
+from millrace.api.context import AppContext
+from millrace.api.operations import Operations, RuntimeSetting
+from millrace.api.prom import EngineMetrics
+from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.progress import behind
+from millrace.pipeline.topics import TELEMETRY
+
+if TYPE_CHECKING:
+    from millrace.pipeline.cli.assembly.facade import Assembly
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+
+
+def masked(value: Any) -> Any:
+    """``value`` with fields named like secrets as ``***`` (at any depth) and URL
+    passwords (``scheme://user:***@host``) hidden."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if SECRET_FIELDS.search(str(k)) and v not in (None, "") else masked(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    return value
+
+
+def _version() -> str:
+    try:
+        return metadata.version("millrace")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "0.0.0"
+
+
+def operations(asm: Assembly, ctx: AppContext) -> Operations:
+    cfg = asm.config
+    runtime = asm.runtime
+    metrics = EngineMetrics(
+        lambda: {**asm.status(), "alarm_lag_records": alarm_lag(asm)},
+        connectors=asm.manager.snapshot if asm.manager is not None else list,
+    )
+    ops = Operations(
+        logs=logring.install(),
+        metrics=metrics,
+        deployment="distributed" if asm.distributed else "embedded",
+        version=_version(),
+        build=os.environ.get("MILLRACE_BUILD", ""),
+        started_us=asm.started_us,
+        data_dir=str(cfg.data_dir),
+        metrics_open=cfg.api.metrics_open,
+        ready_max_lag=cfg.api.ready_max_lag,
+        lag=asm.lag,
+        config=lambda: masked(cfg.model_dump(mode="json")),
+        settings=runtime_settings(asm, ctx),
+    )
+    metrics.store_errors = lambda: ops.store_errors
+    if runtime is not None:
+        runtime.on_batch = metrics.observe_batch
+        ops.pause, ops.resume = runtime.suspend, runtime.resume
+        ops.paused = lambda: runtime.suspended
+    event_log = asm.log
+
+    async def log_writable() -> bool:
+        if isinstance(event_log, LocalEventLog):
+            return os.access(event_log.directory, os.W_OK)
+        await event_log.offsets(TELEMETRY, 0)  # the brokers answer
+        return True
+
+    ops.log_writable = log_writable
+    return ops
+
+
+def alarm_lag(asm: Assembly) -> int:
+    """Records of the local log the alarm runner has not evaluated (0 elsewhere)."""
+    runner, event_log = asm.alarms, asm.log
+    if runner is None or not isinstance(event_log, LocalEventLog):
+        return 0
+    ends: dict[int, int] = {}
+    done: dict[int, int] = {}
+    for topic in runner.topics:
+        for p in range(event_log.partitions(topic)):
+            i = len(ends)
+            ends[i] = event_log.offsets_sync(topic, p)[1]
+            done[i] = runner.position(TopicPartition(topic, p))
+    return behind(ends, done)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("a positive integer (seconds)")
+    return value
+
+
+def _level(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in logring.LEVELS:
+        raise ValueError(f"one of {', '.join(logring.LEVELS)}")
+    return value.upper()
+
+
+def runtime_settings(asm: Assembly, ctx: AppContext) -> dict[str, RuntimeSetting]:
+    """What ``PATCH /config`` changes in this process, until it restarts."""
+    reg = asm.config.identities
+    millrace_log = logging.getLogger("millrace")
+
+    def set_inactivity(v: int) -> None:
+        reg.inactivity_timeout_s = v
+        ctx.queries.default_inactivity_timeout_s = v
+
+    def set_command(v: int) -> None:
+        reg.command_timeout_s = v
+
+    return {
+        "log_level": RuntimeSetting(
+            lambda: logging.getLevelName(millrace_log.getEffectiveLevel()),
+            lambda v: millrace_log.setLevel(v),
+            _level,
+            "level of millrace's loggers",
+        ),
+        "identities.inactivity_timeout_s": RuntimeSetting(
+            lambda: reg.inactivity_timeout_s,
+            set_inactivity,
+            _positive_int,
+            "no telemetry for this long: offline (identities without their own)",
+        ),
+        "identities.command_timeout_s": RuntimeSetting(
+            lambda: reg.command_timeout_s,
+            set_command,
+            _positive_int,
+            "a set value not reported back in time: STATE_TIMED_OUT",
+        ),
+    }
