@@ -324,3 +324,44 @@ async def test_config_masked_and_patch_audited(api: Api) -> None:
         "AND target_id = 'log_level' ORDER BY ts DESC LIMIT 1"
     ).rows
     assert rows and "INFO" in rows[0][0] and "DEBUG" in rows[0][1]
+
+
+async def test_no_secret_reaches_a_log_record(api: Api) -> None:
+    """Requests carrying keys, tokens and passwords, and log lines formatting them:
+    neither the ring nor a stream handler on the root logger prints any of them."""
+    import io
+
+    from millrace.api import logring
+
+    ring = logring.install()
+    out = io.StringIO()
+    printed = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(printed)
+    logring.install()  # the scrub filter on the new handler too
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    secrets = [api.admin, "hunter2-Pa55word!", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"]
+    try:
+        with_ops(api, logs=ring)
+        await api.client.get(f"{V1}/identities", headers={"Authorization": f"Bearer {secrets[1]}"})
+        await api.client.get(f"{V1}/stream", params={"access_token": secrets[2]})
+        await api.client.post(f"{V1}/login", json={"username": "admin", "password": secrets[1]})
+        await api.get("/identities", key="admin")
+        lg = logging.getLogger("millrace.test.secrets")
+        lg.warning("connect failed password=%s", secrets[1])
+        lg.warning("request %s", {"token": secrets[2], "api_key": secrets[0]})
+        lg.warning("header Authorization: Bearer %s", secrets[0])
+        lg.error("url ?access_token=%s&x=1", secrets[2])
+        try:
+            raise ValueError(f"bad password: {secrets[1]}")
+        except ValueError:
+            lg.exception("failed")
+        records = (await api.get("/logs", key="admin", limit=5000)).json()["data"]
+        text = out.getvalue() + json.dumps(records)
+        assert "connect failed" in text and "failed" in text
+        for secret in secrets:
+            assert secret not in text
+    finally:
+        root.removeHandler(printed)
+        root.setLevel(old_level)
