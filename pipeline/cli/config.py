@@ -5,7 +5,7 @@ data_dir: ./data
 api: {host: 127.0.0.1, port: 8080, sql_max_rows: 100000, sql_timeout_s: 10}
 ingest: {max_batch_samples: 10000, strict_signals: false, signals: []}
 log: {fsync: batch, partitions: 4, retention_ms: null, retention_bytes: null}
-runtime: {max_records: 5000}
+runtime: {max_records: 5000, gc: {enabled: true, freeze: true, gen0: 100000}}
 simulator: {devices: 100, signals: 10, interval_ms: 1000}
 archive: {url: s3://bucket/millrace, window: 1h, codec: zstandard, storage_options: {}}
 restore: {allowed_url_prefixes: [s3://bucket/exports/], chunk_records: 20000}
@@ -28,6 +28,7 @@ from millrace.pipeline.archive.config import ArchiveConfig
 from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.identities.config import RegistryConfig
 from millrace.pipeline.restore.config import RestoreConfig
+from millrace.pipeline.runtime.gc_policy import GcConfig
 
 if TYPE_CHECKING:
     from millrace.connectors.commissioning import Commissioning
@@ -143,6 +144,9 @@ class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_records: int = Field(5000, ge=1, description="records per partition per batch")
     idle_sleep_ms: int = Field(50, ge=1)
+    gc: GcConfig = Field(
+        default_factory=GcConfig, description="the collector's policy (pipeline.runtime.gc_policy)"
+    )
 
 
 class DistributedConfig(BaseModel):

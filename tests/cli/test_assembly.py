@@ -98,7 +98,14 @@ def test_both_deployments_build_the_same_stages_for_the_same_roles(
 
 def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) -> None:
     expected = {
-        "process": {"runtime", "alarms", "alarm-rule-seeding", "identity-watch", "tasks"},
+        "process": {
+            "runtime",
+            "alarms",
+            "alarm-rule-seeding",
+            "identity-watch",
+            "tasks",
+            "gc-policy",
+        },
         "api": {"stream-tail", "api-server"},
         "connect": {"runner-heartbeat", "connector-manager", "command-router"},
     }
@@ -111,8 +118,10 @@ def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) ->
     everything, stages = build_stages(ROLES, embedded, config)
     try:
         assert _names(stages) == set().union(*expected.values()) | {"log-upkeep"}
-        # the API stops first, the processor runtime last
-        assert stages[-1].name == "api-server" and stages[0].name == "runtime"
+        # the GC policy starts after everything else has built what it keeps; then the
+        # API stops first, the processor runtime last
+        assert [s.name for s in stages[-2:]] == ["api-server", "gc-policy"]
+        assert stages[0].name == "runtime"
     finally:
         everything.close()
 

@@ -37,6 +37,7 @@ from millrace.pipeline.progress import (
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.executors import OwnThreads
+from millrace.pipeline.runtime.gc_policy import GcStage
 from millrace.pipeline.runtime.stage import Stage
 from millrace.pipeline.tasks import TaskRunner
 from millrace.projections.store.base import ProjectionStore
@@ -158,6 +159,8 @@ class Assembly:
             stages += connect.connect_stages(self)
         if "api" in wanted:
             stages.append(api.api_stage(self))
+        if "process" in wanted:  # last: it freezes what the stages before it built
+            stages.append(GcStage(self.config.runtime.gc))
         self.stages = [self.wrap_singleton(s) if s.singleton else s for s in stages]
         return self.stages
 
