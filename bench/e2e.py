@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
+from bench.procstat import RssSampler
 from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.connector import Event, EventPublisher
@@ -42,6 +43,7 @@ from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.runtime.gc_policy import GcConfig, apply
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.migrations import migrate
 from millrace.projections.store.chdb import ChdbStore
@@ -97,6 +99,7 @@ class Pipeline:
             consumer=CONSUMER,
         )
         self.appended = 0  # telemetry records appended, by either producer
+        self.child_pids: set[int] = set()  # the process producer, while it runs
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -295,6 +298,8 @@ async def append_from_child(
     child = ctx.Process(target=_child, args=(child_end, devices, signals, START_US), daemon=True)
     child.start()
     child_end.close()
+    if child.pid is not None:
+        pipeline.child_pids.add(child.pid)
     loop = asyncio.get_running_loop()
     ticks, waited, origin = 0, 0.0, time.perf_counter()
     try:
@@ -323,6 +328,7 @@ async def append_from_child(
         await asyncio.to_thread(child.join, 10)
         if child.is_alive():
             child.kill()
+        pipeline.child_pids.discard(child.pid or 0)
     return ticks, waited, origin
 
 
@@ -336,25 +342,36 @@ def e2e(
     max_records: int = 5000,
     max_lag: int | None = None,
     storage: bool = True,
+    gc_policy: bool = True,
+    rss_interval_s: float | None = None,
 ) -> tuple[Figures, Run]:
-    """One end-to-end run on a fresh directory under ``workdir``: (figures, run)."""
+    """One end-to-end run on a fresh directory under ``workdir``: (figures, run).
+
+    ``gc_policy``: the collector policy ``millrace run`` applies once its stages have
+    started (``pipeline.runtime.gc_policy``), applied here after the pipeline opened;
+    False keeps the interpreter's defaults. The summed RSS of this process and the
+    producer child is sampled every ``rss_interval_s`` (default: a tenth of the run,
+    at most 5 s)."""
     base = Path(tempfile.mkdtemp(prefix="millrace-bench-", dir=workdir))
     try:
         pipeline = Pipeline(base / "data", max_records=max_records)
         pipeline.open()
+        apply(GcConfig(enabled=gc_policy))
         lag = (
             max_lag if max_lag is not None else 2 * max_records * pipeline.log.partitions(TELEMETRY)
         )
-        run = asyncio.run(
-            drive(
-                pipeline,
-                seconds,
-                devices=devices,
-                signals=signals,
-                producer=producer,
-                max_lag=lag,
+        interval = rss_interval_s or min(5.0, max(0.5, seconds / 10))
+        with RssSampler(lambda: [None, *pipeline.child_pids], interval) as rss:
+            run = asyncio.run(
+                drive(
+                    pipeline,
+                    seconds,
+                    devices=devices,
+                    signals=signals,
+                    producer=producer,
+                    max_lag=lag,
+                )
             )
-        )
         figs: Figures = {
             "e2e_readings_per_s": (run.readings / run.elapsed_s, "readings/s"),
             "e2e_batches_per_s": (run.readings / signals / run.elapsed_s, "batches/s"),
@@ -366,6 +383,8 @@ def e2e(
             ),
             "e2e_cpu_cores": (run.cpu_s / run.elapsed_s, "cores"),
             "e2e_cpu_us_per_reading": (run.cpu_s / max(run.readings, 1) * 1e6, "us/reading"),
+            "e2e_gc_policy": (1.0 if gc_policy else 0.0, "on"),
+            **rss.figures("e2e"),
         }
         if storage:
             figs.update(pipeline.storage(signals))

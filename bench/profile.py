@@ -1,12 +1,15 @@
 """CPU cost of each stage of the end-to-end path, run one stage after the other.
 
-``python -m bench.profile [--ticks 40] [--batch 20]``: the simulator makes ``ticks``
-ticks (1000 devices x 25 signals each), then every stage runs on all of them the way
+``python -m bench.profile [--ticks 40] [--batch 20] [--no-gc-policy]``: the simulator
+makes ``ticks`` ticks (1000 devices x 25 signals each), then every stage runs on all of them the way
 the pipeline does (appends per tick; the runtime's reads, decoding, processing and
 chDB writes per ``batch`` ticks, as with max_records=5000 on 4 partitions). CPU time
 (``time.process_time``: every thread of this process, chDB's included) is not
 inflated by other processes on the machine the way wall time is; wall time of the
-log append (fsync) and the chDB writes is shown too.
+log append (fsync) and the chDB writes is shown too. The GC policy of ``millrace run``
+(``pipeline.runtime.gc_policy``) is applied once the pipeline is open, unless
+``--no-gc-policy``; the collector's own time is inside the stages' figures (the
+``gc`` line counts collections and their time, from ``gc.callbacks``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import shutil
 import tempfile
 import time
@@ -25,6 +29,7 @@ from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
 from millrace.pipeline.log.base import Message, Record, TopicPartition
 from millrace.pipeline.processors import telemetry as tp
 from millrace.pipeline.processors.base import Event
+from millrace.pipeline.runtime.gc_policy import GcConfig, apply
 from millrace.pipeline.sink import Range, SinkBatch
 from millrace.pipeline.topics import TELEMETRY
 
@@ -103,27 +108,53 @@ def _consume(st: Stages, p: Pipeline, per_partition: int) -> None:
             p.runtime.sink.write("profile", SinkBatch(seq=seq, ranges=ranges, tables=out.tables))
 
 
-def profile(ticks: int, batch: int, devices: int = 1000, signals: int = 25) -> Stages:
+class GcTimer:
+    """Collections and their CPU seconds, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.cpu_s = 0.0
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.process_time()
+        else:
+            self.collections += 1
+            self.cpu_s += time.process_time() - self._t
+
+
+def profile(
+    ticks: int, batch: int, devices: int = 1000, signals: int = 25, gc_policy: bool = True
+) -> tuple[Stages, GcTimer]:
     """Produce ``ticks`` ticks into a fresh log, then consume them ``batch`` at a time."""
-    st = Stages()
+    st, timer = Stages(), GcTimer()
     base = Path(tempfile.mkdtemp(prefix="millrace-profile-"))
     try:
         p = Pipeline(base / "data")
         p.open()
-        _produce(st, p, ticks, devices, signals)
-        _consume(st, p, batch * devices // p.log.partitions(TELEMETRY))
+        apply(GcConfig(enabled=gc_policy))
+        gc.callbacks.append(timer)
+        try:
+            _produce(st, p, ticks, devices, signals)
+            _consume(st, p, batch * devices // p.log.partitions(TELEMETRY))
+        finally:
+            gc.callbacks.remove(timer)
         asyncio.run(p.close())
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return st
+    return st, timer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=40)
     parser.add_argument("--batch", type=int, default=20, help="ticks per runtime batch")
+    parser.add_argument(
+        "--no-gc-policy", action="store_true", help="keep the interpreter's GC defaults"
+    )
     args = parser.parse_args()
-    st = profile(args.ticks, args.batch)
+    st, timer = profile(args.ticks, args.batch, gc_policy=not args.no_gc_policy)
     readings = args.ticks * 25_000
     total = sum(st.cpu.values())
     print(f"{'stage':32s} {'CPU ms/tick':>11s} {'share':>6s} {'wall ms/tick':>12s}")
@@ -135,7 +166,12 @@ def main() -> None:
         )
     print(
         f"{'total':32s} {total / args.ticks * 1000:11.1f}        "
-        f"-> {readings / total:,.0f} readings per CPU-second"
+        f"-> {readings / total:,.0f} readings per CPU-second, "
+        f"{total / readings * 1e6:.2f} us CPU per reading"
+    )
+    print(
+        f"gc ({'policy' if not args.no_gc_policy else 'defaults'}): {timer.collections} "
+        f"collections, {timer.cpu_s / args.ticks * 1000:.1f} ms/tick (inside the stages)"
     )
 
 

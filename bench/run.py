@@ -74,6 +74,17 @@ NOTES: dict[str, str] = {
         "of `millrace.readings` (and of all millrace tables) / rows of readings; log bytes = "
         "telemetry segment + index files / readings appended."
     ),
+    "memory": (
+        "bench/e2e.py in `millrace run`'s arrangement (the loop producer, as e2e_loop) for "
+        "a long run (600 s by default, `--seconds` sets it): the summed RSS of the bench "
+        "process (log, runtime, chDB) sampled every 5 s from a thread of its own. "
+        "first/last/max, and the least-squares slope over the samples after the first "
+        "fifth of the run (start-up, chDB's caches and the log's page cache filling). "
+        "Every e2e group reports the same figures for its own run (`e2e_rss_*`, with the "
+        "producer child's RSS included for the process producer). The GC policy of "
+        "`millrace run` (pipeline/runtime/gc_policy.py) is applied in every e2e group "
+        "unless `--no-gc-policy` (`*_gc_policy` = 0)."
+    ),
     "e2e_loop": (
         "Same, but the SimulatorConnector publishes through LogPublisher on the runtime's "
         "own asyncio loop, exactly as `millrace run` does (generation and Avro encoding "
@@ -156,6 +167,7 @@ NOTES: dict[str, str] = {
 ORDER = (
     "e2e",
     "e2e_loop",
+    "memory",
     "latency",
     "api",
     "log",
@@ -174,6 +186,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
     return {
         "e2e": {"seconds": s, "producer": "process", "storage": True},
         "e2e_loop": {"seconds": s, "producer": "loop", "storage": False},
+        "memory": {"seconds": seconds if seconds > 0 else (6.0 if quick else 600.0)},
         "latency": {"seconds": s},
         "api": {"requests": 30 if quick else 500, "days": 7 if quick else 365},
         "log": {"seconds": 1.5 if quick else 6.0},
@@ -188,6 +201,18 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
 
 def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
     """Run one group in this process (called in a fresh child by :func:`main`)."""
+    if group == "memory":
+        from bench.e2e import e2e
+
+        figs, _ = e2e(
+            params["seconds"],
+            producer="loop",
+            storage=False,
+            workdir=workdir,
+            gc_policy=params.get("gc_policy", True),
+            rss_interval_s=min(5.0, params["seconds"] / 6),
+        )
+        return {"memory_" + k.removeprefix("e2e_"): v for k, v in figs.items()}
     if group in ("e2e", "e2e_loop"):
         from bench.e2e import e2e
 
@@ -196,6 +221,7 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
             producer=params["producer"],
             storage=params["storage"],
             workdir=workdir,
+            gc_policy=params.get("gc_policy", True),
         )
         if group == "e2e_loop":
             figs = {
@@ -357,6 +383,11 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated groups: " + ",".join(ORDER))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--no-gc-policy",
+        action="store_true",
+        help="e2e groups: keep the interpreter's GC defaults (to measure the policy)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=None,
@@ -372,6 +403,8 @@ def main() -> None:
         return
     groups = [g for g in (args.only.split(",") if args.only else ORDER) if g]
     params = plan(args.seconds, args.quick)
+    for group in ("e2e", "e2e_loop", "memory"):
+        params[group]["gc_policy"] = not args.no_gc_policy
     machine = describe()
     started = time.perf_counter()
     results: dict[str, tuple[Figures, Load, str]] = {}
