@@ -2,9 +2,10 @@
 
 Keys look like ``mr_<id>_<secret>``; only a SHA-256 of the secret is stored (keys are
 32 random bytes, so a fast hash is the right tool — slow password hashes are for
-low-entropy secrets, and would put ~50 ms on every request). Roles are ordered
-viewer < operator < admin. ``MILLRACE_API_KEY``, when set, is an extra admin key held
-only in memory.
+low-entropy secrets, and would put ~50 ms on every request). A key holds a role: a
+built-in one (viewer ⊂ operator ⊂ admin, as sets of permissions) or a custom one
+(``api.permissions``, ``api.users``). ``MILLRACE_API_KEY``, when set, is an extra admin
+key held only in memory.
 
 A principal is identified by its key id (``Principal.key_id``): streams and other
 long-lived things a caller opens remember it, so revoking the key ends them
@@ -13,22 +14,18 @@ long-lived things a caller opens remember it, so revoking the key ends them
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
-import json
 import logging
-import os
 import secrets
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from millrace.api.permissions import BUILTIN_ROLES
+from millrace.api.users.shared_file import SharedJsonFile
 from millrace.pipeline.clock import now_us
 
 Role = Literal["viewer", "operator", "admin"]
@@ -59,6 +56,14 @@ class ApiKey:
 
     def expired(self, now: int) -> bool:
         return self.expires_us is not None and self.expires_us <= now
+
+
+def _key_of(item: dict[str, Any]) -> ApiKey:
+    return ApiKey(**item)
+
+
+def _index(items: list[Any], key_id: str) -> int | None:
+    return next((i for i, k in enumerate(items) if k.get("id") == key_id), None)
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,9 @@ class KeyStore:
     """API keys in ``<data-dir>/api_keys.json`` (mode 0600), hashed.
 
     Several processes may share the file (the distributed deployment runs several
-    ``millrace api``): a change is made under an exclusive lock on ``api_keys.lock``,
-    on the file as it is on disk then, and every store notices the file changed
-    (its size, time or inode) within ``reload_s`` of its next use, so a key created or
+    ``millrace api``): it is a :class:`~millrace.api.users.shared_file.SharedJsonFile`,
+    changed under an exclusive lock on the file as it is on disk then, and every store
+    notices the file changed within ``reload_s`` of its next use, so a key created or
     revoked through one process is accepted or refused by all of them within about a
     second. :meth:`still_valid` is what open event streams ask every second.
     """
@@ -111,82 +116,23 @@ class KeyStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self.reload_s = reload_s
-        self._clock = clock
-        self._keys: dict[str, ApiKey] = {}
-        self._lock = threading.Lock()
+        self.file: SharedJsonFile[list[Any]] = SharedJsonFile(
+            path, list, reload_s=reload_s, clock=clock
+        )
         self._env_digest = _digest(env_key) if env_key else None
-        self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime) loaded
-        self._checked = clock()
-        with self._lock:
-            self._load()
+        # (the document parsed, its keys): held, so ``is`` tells a new version apart
+        self._parsed: tuple[list[Any] | None, dict[str, ApiKey]] = (None, {})
+
+    @property
+    def _keys(self) -> dict[str, ApiKey]:
+        """The keys as last read (parsed once per version of the file)."""
+        items = self.file.read()
+        if self._parsed[0] is not items:
+            self._parsed = (items, {k.id: k for k in map(_key_of, items)})
+        return self._parsed[1]
 
     def __len__(self) -> int:
-        self._refresh()
         return len(self._keys) + (1 if self._env_digest else 0)
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        assert self.path is not None
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def _load(self) -> None:
-        """Read the file if it changed since it was last read (lock held)."""
-        if self.path is None:
-            return
-        seen = self._signature()
-        if seen == self._seen:
-            return
-        keys: dict[str, ApiKey] = {}
-        if seen is not None:
-            for item in json.loads(self.path.read_text()):
-                k = ApiKey(**item)
-                keys[k.id] = k
-        self._keys, self._seen = keys, seen
-
-    def _refresh(self) -> None:
-        """At most every ``reload_s``: take in changes other processes made."""
-        if self.path is None or self._clock() - self._checked < self.reload_s:
-            return
-        with self._lock:
-            self._checked = self._clock()
-            try:
-                self._load()
-            except (OSError, ValueError, TypeError):
-                # a file edited by hand into something unreadable: keep the keys last
-                # read (and try again later) rather than fail every request
-                logging.getLogger("millrace.api").exception("cannot read %s", self.path)
-
-    @contextmanager
-    def _changing(self) -> Iterator[None]:
-        """Hold this store's lock and the file lock, on the keys as they are on disk."""
-        with self._lock:
-            if self.path is None:
-                yield
-                return
-            lock_path = self.path.with_suffix(".lock")
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                self._load()
-                yield
-            finally:
-                os.close(fd)  # releases the lock
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump([asdict(k) for k in self._keys.values()], f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._seen = self._signature()
 
     def create(
         self,
@@ -203,46 +149,42 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         key = ApiKey(key_id, name, role, _digest(secret), now_us(), expires_us)
-        with self._changing():
-            self._keys[key_id] = key
-            self._save()
+        with self.file.changing() as items:
+            items.append(asdict(key))
         return key, f"mr_{key_id}_{secret}"
 
     def rotate(self, key_id: str) -> tuple[ApiKey, str] | None:
         """A new secret for ``key_id`` (same id, name, role, expiry); the old secret is
         refused from now on. None: no such key."""
         secret = secrets.token_urlsafe(32)
-        with self._changing():
-            key = self._keys.get(key_id)
-            if key is None:
+        with self.file.changing() as items:
+            at = _index(items, key_id)
+            if at is None:
                 return None
-            key = replace(key, sha256=_digest(secret), rotated_us=now_us())
-            self._keys[key_id] = key
-            self._save()
+            key = replace(_key_of(items[at]), sha256=_digest(secret), rotated_us=now_us())
+            items[at] = asdict(key)
         return key, f"mr_{key_id}_{secret}"
 
     def _used(self, key: ApiKey, now: int) -> None:
         if key.last_used_us is not None and now - key.last_used_us < LAST_USED_EVERY_US:
             return
         try:
-            with self._changing():
-                current = self._keys.get(key.id)
-                if current is not None:
-                    self._keys[key.id] = replace(current, last_used_us=now)
-                    self._save()
+            with self.file.changing() as items:
+                at = _index(items, key.id)
+                if at is not None:
+                    items[at] = asdict(replace(_key_of(items[at]), last_used_us=now))
         except (OSError, ValueError, TypeError):
             # a read-only or hand-broken file must not refuse the request
             logging.getLogger("millrace.api").warning("cannot record API key use")
 
     def delete(self, key_id: str) -> bool:
-        with self._changing():
-            found = self._keys.pop(key_id, None) is not None
-            if found:
-                self._save()
-        return found
+        with self.file.changing() as items:
+            at = _index(items, key_id)
+            if at is not None:
+                del items[at]
+        return at is not None
 
     def list(self) -> list[ApiKey]:
-        self._refresh()
         return sorted(self._keys.values(), key=lambda k: k.created_us)
 
     def authenticate(self, presented: str) -> Principal | None:
@@ -251,7 +193,6 @@ class KeyStore:
         parts = presented.split("_", 2)
         if len(parts) != 3 or parts[0] != "mr":
             return None
-        self._refresh()
         key = self._keys.get(parts[1])
         if key is None or not hmac.compare_digest(_digest(parts[2]), key.sha256):
             return None
@@ -266,6 +207,5 @@ class KeyStore:
         through another process, answer False within ``reload_s``)."""
         if principal.key_id == ENV_KEY_ID:
             return self._env_digest is not None
-        self._refresh()
         key = self._keys.get(principal.key_id)
         return key is not None and not key.expired(now_us())

@@ -62,7 +62,7 @@ class SessionStore:
         lockout: LockoutPolicy | None = None,
         clock: Callable[[], int] = now_us,
     ) -> None:
-        self.file = SharedJsonFile(path)
+        self.file: SharedJsonFile[dict[str, Any]] = SharedJsonFile(path, dict)
         self.refresh_ttl_us = int(refresh_ttl_s * _US)
         self.lockout = lockout or LockoutPolicy()
         self.clock = clock

@@ -25,18 +25,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("millrace.api")
 
+D = TypeVar("D", dict[str, Any], list[Any])
 
-class SharedJsonFile:
-    """A JSON object on disk (or only in memory, ``path=None``), read cached and
-    changed under a lock."""
+
+class SharedJsonFile(Generic[D]):
+    """A JSON document on disk (or only in memory, ``path=None``), read cached and
+    changed under a lock; ``empty`` makes the document of a missing file (and says
+    whether it is an object or an array)."""
 
     def __init__(
         self,
         path: Path | None,
+        empty: Callable[[], D],
         *,
         reload_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -44,8 +48,9 @@ class SharedJsonFile:
         self.path = path
         self.reload_s = reload_s
         self._clock = clock
+        self._empty = empty
         self._lock = threading.RLock()
-        self._data: dict[str, Any] = {}
+        self._data: D = empty()
         self._seen: tuple[int, int, int] | None = None
         self._checked = clock()
         with self._lock:
@@ -65,12 +70,12 @@ class SharedJsonFile:
         seen = self._signature()
         if seen == self._seen:
             return
-        data = json.loads(self.path.read_text()) if seen is not None else {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{self.path}: not a JSON object")
+        data = json.loads(self.path.read_text()) if seen is not None else self._empty()
+        if not isinstance(data, type(self._data)):
+            raise ValueError(f"{self.path}: not a JSON {type(self._data).__name__}")
         self._data, self._seen = data, seen
 
-    def read(self, *, fresh: bool = False) -> dict[str, Any]:
+    def read(self, *, fresh: bool = False) -> D:
         """The document (do not change it; use :meth:`changing`). At most every
         ``reload_s`` (always when ``fresh``) it is read again if the file changed."""
         if self.path is not None and (fresh or self._clock() - self._checked >= self.reload_s):
@@ -84,7 +89,7 @@ class SharedJsonFile:
         return self._data
 
     @contextmanager
-    def changing(self) -> Iterator[dict[str, Any]]:
+    def changing(self) -> Iterator[D]:
         """The document as it is on disk, to change in place; saved when the block
         ends without an exception (then discarded)."""
         with self._lock:
@@ -103,7 +108,7 @@ class SharedJsonFile:
             finally:
                 os.close(fd)
 
-    def _save(self, data: dict[str, Any]) -> None:
+    def _save(self, data: D) -> None:
         assert self.path is not None
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

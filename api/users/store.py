@@ -87,7 +87,7 @@ class UserStore:
     def __init__(
         self, path: Path | None, *, reload_s: float = 1.0, clock: Callable[[], int] = now_us
     ) -> None:
-        self.file = SharedJsonFile(path, reload_s=reload_s)
+        self.file: SharedJsonFile[dict[str, Any]] = SharedJsonFile(path, dict, reload_s=reload_s)
         self.clock = clock
 
     # reads --------------------------------------------------------------------------

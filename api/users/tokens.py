@@ -50,7 +50,7 @@ class SigningKeys:
         access_ttl_s: float = 900.0,
         clock: Callable[[], int] = now_us,
     ) -> None:
-        self.file = SharedJsonFile(path)
+        self.file: SharedJsonFile[dict[str, Any]] = SharedJsonFile(path, dict)
         self.access_ttl_s = access_ttl_s
         self.clock = clock
         if not self.file.read(fresh=True).get("keys"):
