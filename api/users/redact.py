@@ -13,9 +13,7 @@ import logging
 import re
 from typing import Any
 
-_QUERY = re.compile(
-    r"((?:access_token|refresh_token|token|api_key|key|password)=)[^&\s\"']+", re.I
-)
+_QUERY = re.compile(r"((?:access_token|refresh_token|token|api_key|key|password)=)[^&\s\"']+", re.I)
 _API_KEY = re.compile(r"\b(mr_[0-9a-f]{12})_[A-Za-z0-9_-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.I)
