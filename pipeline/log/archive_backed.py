@@ -9,20 +9,24 @@ reads them from there, so the fold sees one continuous partition with the same o
 as the live log had: progress positions, batch ranges and deduplication tokens stay
 meaningful across the two. Reads at or above the first retained offset, appends and
 commits go to the log itself. A read below it takes the archive windows of that
-topic-partition holding the offset (the last window read is kept decoded, since a fold
-reads it in steps); if the archive holds nothing there, the read starts at the first
-retained record, as the port says of any log.
+topic-partition holding the offset, decoded as it is read (a fold reads on where it
+stopped, so the open window's reader is kept; a window is never held decoded whole); if
+the archive holds nothing there, the read starts at the first retained record, as the
+port says of any log.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
+from millrace.pipeline.archive.format import ArchivedRecord
 from millrace.pipeline.archive.layout import Manifest
 from millrace.pipeline.archive.store import ArchiveStore
 from millrace.pipeline.codec import AvroCodec
 from millrace.pipeline.log.base import AppendResult, EventLog, Message, Record, TopicPartition
+
+_EXHAUSTED = 1 << 62
 
 
 class ArchiveBackedLog(EventLog):
@@ -36,7 +40,9 @@ class ArchiveBackedLog(EventLog):
         self.archive = archive
         self.codec = codec
         self._windows: dict[TopicPartition, list[Manifest]] = {}
-        self._cached: tuple[str, list[Record]] | None = None
+        # the window being read: its path, its records from here on, and the offset the
+        # next of them has (a fold reads on where it stopped; anything else reopens)
+        self._open: tuple[str, Iterator[ArchivedRecord], int] | None = None
 
     async def _manifests(self, tp: TopicPartition) -> list[Manifest]:
         if tp not in self._windows:
@@ -44,15 +50,25 @@ class ArchiveBackedLog(EventLog):
             self._windows[tp] = sorted(found, key=lambda m: m.first_offset)
         return self._windows[tp]
 
-    async def _records(self, manifest: Manifest) -> list[Record]:
-        if self._cached is None or self._cached[0] != manifest.path:
-
-            def load() -> list[Record]:
-                got = self.archive.open_records(manifest, self.codec)
-                return [r.to_record(self.codec) for r in got]
-
-            self._cached = (manifest.path, await asyncio.to_thread(load))
-        return self._cached[1]
+    def _take(self, manifest: Manifest, offset: int, limit: int, below: int) -> list[Record]:
+        """Up to ``limit`` records of ``manifest`` from ``offset`` on, below ``below``
+        (decoded as they are read: a window is never held in memory whole)."""
+        if self._open is None or self._open[0] != manifest.path or self._open[2] > offset:
+            self._open = (manifest.path, self.archive.open_records(manifest, self.codec), -1)
+        path, records, after = self._open
+        out: list[Record] = []
+        for rec in records:
+            after = rec.offset + 1  # taken from the reader, returned or not
+            if rec.offset >= below:
+                break
+            if rec.offset >= offset:
+                out.append(rec.to_record(self.codec))
+                if len(out) >= limit:
+                    break
+        else:
+            after = _EXHAUSTED  # a later read of this window opens it again
+        self._open = (path, records, after)
+        return out
 
     async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
         first, end = await self.log.offsets(topic, partition)
@@ -69,8 +85,7 @@ class ArchiveBackedLog(EventLog):
             for manifest in await self._manifests(TopicPartition(topic, partition)):
                 if manifest.end_offset <= offset or manifest.first_offset >= retained:
                     continue
-                records = await self._records(manifest)
-                out = [r for r in records if offset <= r.offset < retained][:max_records]
+                out = await asyncio.to_thread(self._take, manifest, offset, max_records, retained)
                 if out:
                     return out
         return await self.log.read(topic, partition, max(offset, retained), max_records)

@@ -5,6 +5,7 @@ a replay crashed before each of its steps in turn."""
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 from millrace.pipeline.archive.store import ArchiveStore
@@ -134,3 +135,46 @@ class CrashAt:
         self.calls += 1
         if self.calls == self.n:
             raise Crash(phase)
+
+
+async def test_archive_backed_reads_equal_the_log_before_retention(tmp_path: Path) -> None:
+    """Reads in steps, backwards and at random offsets and sizes through the archive
+    and on into the log give the records the log held before retention."""
+    keep = LocalLogConfig(partitions=1, segment_bytes=1500, fsync="never")
+    first_log = LocalEventLog(tmp_path / "log", keep)
+    try:
+        await ingest(first_log, Sent(), 0, 80, None)
+        before = await first_log.read(TELEMETRY, 0, 0, 10_000)
+        archive = ArchiveStore(str(tmp_path / "archive"))
+        # two windows, as an archiver closing a window makes them
+        archive.write_window(before[:30], 0, 1)
+        archive.write_window(before[30:], 1, 2)
+    finally:
+        await first_log.close()
+    log = LocalEventLog(tmp_path / "log", keep.model_copy(update={"retention_bytes": 1}))
+    try:
+        assert log.enforce_retention() > 0
+        retained = (await log.offsets(TELEMETRY, 0))[0]
+        assert 30 < retained < len(before)
+        backed = ArchiveBackedLog(log, archive)
+        want = [(r.offset, r.key, r.value) for r in before]
+
+        async def read(offset: int, n: int) -> list[tuple[int, bytes | None, bytes]]:
+            got = await backed.read(TELEMETRY, 0, offset, n)
+            return [(r.offset, r.key, r.value) for r in got]
+
+        offset, seen = 0, []
+        while chunk := await read(offset, 7):  # a fold's steps
+            seen += chunk
+            offset = chunk[-1][0] + 1
+        assert seen == want
+        rng = random.Random(7)
+        for _ in range(60):
+            at, n = rng.randrange(len(before) + 2), rng.randrange(1, 40)
+            got = await read(at, n)
+            assert got == [w for w in want if w[0] >= at][: len(got)]
+            # short only at the end of a window, of the archived range or of the log
+            ends = (29, retained - 1, len(before) - 1)
+            assert len(got) == n or (got and got[-1][0] in ends) or at >= len(before)
+    finally:
+        await log.close()
