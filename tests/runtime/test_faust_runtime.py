@@ -205,3 +205,44 @@ def test_failed_fence_inserts_nothing_and_a_gap_seeks_back() -> None:
     asyncio.run(main())
     assert handler.fenced >= 1
     assert len(sink.rows["readings"]) == 24
+
+
+def test_a_resent_batch_is_dropped_by_the_worker_that_takes_over(
+    kafka_bootstrap: str, store: ChdbStore, tmp_path: Any
+) -> None:
+    """Issue 14: batches resent with their ids (a retry, a redelivery) after another
+    worker folded the originals: the next worker reads the applied ids back and folds
+    each id once."""
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    first = [(k, {**e, "batch_id": f"b{i}"}) for i, (k, e) in enumerate(telemetry(30))]
+    resent = [(k, {**e, "received_us": T0 + 1}) for k, e in first[::3]]
+    fresh = [(k, {**e, "batch_id": f"b{30 + i}"}) for i, (k, e) in enumerate(telemetry(6))]
+    writer = ProjectionWriter(store)
+    consumer = "faust-dedup"
+
+    for run, events in enumerate((first, resent + fresh)):
+        ends = asyncio.run(produce(kafka_bootstrap, prefix, events, garbage=0))
+
+        def caught_up(ends: dict[TopicPartition, int] = ends) -> bool:
+            p = writer.progress(consumer)
+            return not p.pending and all(p.positions.get(tp, 0) >= e for tp, e in ends.items())
+
+        config = FaustRuntimeConfig(
+            bootstrap=kafka_bootstrap,
+            app_id=f"{prefix}app{run}",
+            consumer=consumer,
+            topic_prefix=prefix,
+            max_records=7,
+            batch_seconds=0.2,
+            datadir=str(tmp_path / f"faust{run}"),
+        )
+        app = build_app(config, lambda: writer, [TelemetryProcessor(), DeadLetterProcessor()])
+        asyncio.run(run_worker(app, caught_up, timeout=40))
+
+    once = first + fresh  # each id once, computed from what was produced
+    readings = sum(len(e["samples"]) for _, e in once)
+    total = sum(s["values"]["t"] for _, e in once for s in e["samples"])
+    assert query(store, "SELECT count(), sum(value) FROM millrace.readings") == [readings, total]
+    assert query(
+        store, "SELECT sum(count), sum(sum) FROM millrace.agg_1m FINAL WHERE signal = 't'"
+    ) == [readings, total]
