@@ -8,6 +8,8 @@ with every projection dropped and re-created first).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +17,25 @@ import pytest
 from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.chdb import ChdbStore
 from tests.kafka_mock import MockKafkaCluster, MockKafkaError
+
+#: free space a tmpfs needs to hold the session's temporary files
+RAM_TEMP_MIN_BYTES = 4 << 30
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Temporary files (``tmp_path``, ``tempfile``, the ``millrace`` processes the tests
+    start) go to a roomy tmpfs, ``/dev/shm``, unless ``TMPDIR`` names a place. The local
+    log and the connector spool fsync every append, which on a shared machine's disk
+    took a third to half of the integration tests' time; what the tests check is the
+    same on tmpfs (a crash test kills a process, not the machine)."""
+    if os.environ.get("TMPDIR"):
+        return
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return
+    if st.f_bavail * st.f_frsize >= RAM_TEMP_MIN_BYTES and os.access("/dev/shm", os.W_OK):
+        os.environ["TMPDIR"] = tempfile.tempdir = "/dev/shm"
 
 
 @pytest.fixture(scope="session")
