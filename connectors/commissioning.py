@@ -32,6 +32,7 @@ from millrace.connectors._common.models import (
     MappingConfig,
     Violation,
 )
+from millrace.connectors.parameters import resolve
 from millrace.connectors.registry import protocols
 from millrace.connectors.violations import NAME, covered, pydantic_violations, repaired
 from millrace.connectors.violations import json_path as json_path
@@ -60,6 +61,9 @@ class Commissioning:
     connections: dict[str, ConnectionBase] = field(default_factory=dict)
     endpoints: list[EndpointBase] = field(default_factory=list)
     mappings: list[MappingConfig] = field(default_factory=list)
+    #: the file's sections as written (parameters and ``${ENV}`` not substituted): what
+    #: a service event carries; None when the connections were built otherwise
+    document: dict[str, Any] | None = None
 
     def endpoints_of(self, connection: str) -> list[EndpointBase]:
         return [e for e in self.endpoints if e.connection == connection]
@@ -92,19 +96,29 @@ def substitute_env(doc: Any, env: Mapping[str, str]) -> Any:
     return doc
 
 
-SECTIONS = ("version", "service", "description", "connections", "endpoints", "mappings")
+SECTIONS = (
+    "version",
+    "service",
+    "description",
+    "parameters",
+    "connections",
+    "endpoints",
+    "mappings",
+)
 
 
 def validate_document(
     doc: Any,
     env: Mapping[str, str] | None = None,
     host_model: type[BaseModel] | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> tuple[Commissioning | None, list[Violation]]:
     """Every violation of ``doc`` (a parsed YAML document); the typed file if no errors.
 
     With ``host_model`` (the engine's configuration model), the other top-level
     sections of a ``millrace run --config`` file are validated by it, so one file
-    can hold both.
+    can hold both. ``parameters``: the values of the file's ``parameters:`` section
+    (``connectors.parameters``; without them, defaults and placeholders).
     """
     env = os.environ if env is None else env
     violations: list[Violation] = []
@@ -119,6 +133,9 @@ def validate_document(
             host_model.model_validate(rest)
         except ValidationError as exc:
             violations.extend(pydantic_violations(exc, "$"))
+    document = {k: v for k, v in doc.items() if k in SECTIONS}
+    doc, param_violations = resolve(doc, parameters)
+    violations.extend(param_violations)
     for loc, name in _env_refs(doc):
         if name not in env:
             violations.append(
@@ -141,7 +158,7 @@ def validate_document(
             service=str(doc.get("service", "default")),
         )
     specs = protocols()
-    result = Commissioning(service=top.service)
+    result = Commissioning(service=top.service, document=document)
     # the connections the semantic checks see: the valid ones, and the invalid ones
     # validated without their keys in error; what the checks report at or under one of
     # those keys (in ``dropped``) is left out: the model error already says it, or it

@@ -8,6 +8,7 @@ connector that can write the target, and gives the API their state and metrics.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,32 +30,91 @@ class ConnectorManager:
         runner: str | None = None,
     ) -> None:
         self.commissioning = commissioning
-        specs = protocols()
+        self.spool_root, self.runner = spool_root, runner
         self.connectors: dict[str, ProtocolConnector] = {}
+        #: connection name -> (its service, fingerprint of its configuration)
+        self.owners: dict[str, tuple[str, str]] = {}
+        self._publisher: EventPublisher | None = None
+        self._lock = asyncio.Lock()
+        # the connections given at construction run for no service: services never
+        # stop them (``apply_service``)
+        for name, c in self._build(commissioning).items():
+            self.connectors[name] = c
+            self.owners[name] = ("", fingerprint(commissioning, name))
+        self._seen_commands: dict[str, None] = {}
+
+    def _build(self, commissioning: Commissioning) -> dict[str, ProtocolConnector]:
+        """A connector per enabled connection (constructors do no I/O)."""
+        specs = protocols()
+        out: dict[str, ProtocolConnector] = {}
         for name, conn in commissioning.connections.items():
             if not conn.enabled:
                 continue
             cls = specs[conn.protocol].connector_class()
-            self.connectors[name] = cls(
+            out[name] = cls(
                 name,
                 conn,
                 commissioning.endpoints_of(name),
                 commissioning.mappings_of(name),
                 service=commissioning.service,
-                spool_dir=spool_root / name if spool_root is not None else None,
-                runner=runner,
+                spool_dir=self.spool_root / name if self.spool_root is not None else None,
+                runner=self.runner,
             )
-        self._seen_commands: dict[str, None] = {}
+        return out
+
+    async def apply_service(
+        self, service: str, commissioning: Commissioning | None, *, disabled: bool = False
+    ) -> list[ProtocolConnector]:
+        """Run ``commissioning``'s connections as ``service``'s (None: none of them).
+
+        Only connections whose configuration changed (their own settings, endpoints or
+        mappings) restart; the others keep running. A connection name another service
+        runs here is left to it (logged). Returns the connectors stopped and not
+        restarted; with ``disabled`` their resources report desired and current state
+        ``disabled`` (not a deviation)."""
+        async with self._lock:
+            wanted = self._build(commissioning) if commissioning is not None else {}
+            prints = {n: fingerprint(commissioning, n) for n in wanted} if commissioning else {}
+            for name in list(wanted):
+                owner = self.owners.get(name)
+                if owner is not None and owner[0] != service:
+                    log.error(
+                        "service %s: connection %r already runs for service %s",
+                        service,
+                        name,
+                        owner[0],
+                    )
+                    del wanted[name]
+            mine = [n for n, (svc, _) in self.owners.items() if svc == service]
+            stop = [n for n in mine if n not in wanted or self.owners[n][1] != prints[n]]
+            stopped = [self.connectors.pop(n) for n in stop]
+            for n in stop:
+                del self.owners[n]
+            await asyncio.gather(*(c.stop() for c in stopped))
+            gone = [c for c in stopped if c.name not in wanted]
+            if disabled and self._publisher is not None:
+                for c in gone:
+                    await publish_disabled(self._publisher, c)
+            for name, c in wanted.items():
+                if name in self.owners:
+                    continue  # unchanged: keeps polling
+                self.connectors[name] = c
+                self.owners[name] = (service, prints[name])
+                if self._publisher is not None:
+                    await c.start(self._publisher)
+            return gone
 
     def __len__(self) -> int:
         return len(self.connectors)
 
     async def start(self, publisher: EventPublisher) -> None:
-        for c in self.connectors.values():
+        self._publisher = publisher
+        for c in list(self.connectors.values()):
             await c.start(publisher)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(c.stop() for c in self.connectors.values()))
+        self._publisher = None
+        await asyncio.gather(*(c.stop() for c in list(self.connectors.values())))
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [c.snapshot() for c in self.connectors.values()]
@@ -72,7 +132,7 @@ class ConnectorManager:
         if len(self._seen_commands) > 100_000:
             self._seen_commands.pop(next(iter(self._seen_commands)))
         expires = command.get("expires_us")
-        for name, c in self.connectors.items():
+        for name, c in list(self.connectors.items()):
             if c.handles(command["identity"], command["resource"]):
                 if expires is not None and c.now_us() > expires:
                     log.warning("command %s expired before it was written", cid)
@@ -83,6 +143,35 @@ class ConnectorManager:
                     log.warning("command %s failed: %s", cid, exc)
                 return name
         return None
+
+
+def fingerprint(commissioning: Commissioning, name: str) -> str:
+    """A connection's configuration as text: equal texts run the same connector."""
+    parts = {
+        "service": commissioning.service,
+        "connection": commissioning.connections[name].model_dump(mode="json"),
+        "endpoints": [e.model_dump(mode="json") for e in commissioning.endpoints_of(name)],
+        "mappings": [m.model_dump(mode="json") for m in commissioning.mappings_of(name)],
+    }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+async def publish_disabled(publisher: EventPublisher, connector: ProtocolConnector) -> None:
+    """The connection's resource as its service left it: desired = current = disabled."""
+    from millrace.pipeline.events import status_event
+    from millrace.pipeline.topics import STATUS
+
+    event = status_event(
+        connector.resource_id,
+        service_id=connector.service,
+        resource_type="connection",
+        desired_state="disabled",
+        current_state="disabled",
+        info="service disabled",
+        runner=connector.runner,
+        ts_us=connector.now_us(),
+    )
+    await publisher.publish(STATUS, [(connector.resource_id, event)])
 
 
 async def route_commands(

@@ -107,7 +107,7 @@ def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) ->
             "gc-policy",
         },
         "api": {"stream-tail", "api-server"},
-        "connect": {"runner-heartbeat", "connector-manager", "command-router"},
+        "connect": {"runner-heartbeat", "connector-manager", "services", "command-router"},
     }
     for role, names in expected.items():
         assembly, stages = build_stages([role], embedded, config)  # type: ignore[list-item]

@@ -15,7 +15,9 @@ reverse order:
 ``connect``
     ``runner-heartbeat`` (this process's sign of life, where connectors run),
     ``connector-manager`` (the commissioning file's connections, the ``simulator:``
-    section among them as a ``protocol: simulator`` connection) and
+    section among them as a ``protocol: simulator`` connection), ``services`` (follows
+    the ``services`` topic: the file's service, installed at start, and those
+    installed through the API, applied to the manager at runtime) and
     ``command-router``. Connector data is checked against the resource definitions in
     the store (``DefinitionCheckingPublisher``) whenever the role has a store: always in
     ``millrace run``, with ``distributed.clickhouse_url`` in ``millrace connect``.

@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from millrace.connectors.commissioning import Commissioning
 from millrace.connectors.definitions import DefinitionCheckingPublisher
 from millrace.connectors.manager import ConnectorManager, route_commands
+from millrace.connectors.services import ServiceApplier, service_text
 from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.heartbeat import RunnerHeartbeat
 from millrace.pipeline.identities.resources import ResourceDefinition
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
+from millrace.pipeline.services.follow import ServiceFollower
 from millrace.projections.definitions import definition_map
 
 if TYPE_CHECKING:
@@ -43,6 +47,16 @@ def connector_publisher(asm: Assembly) -> EventPublisher:
     return DefinitionCheckingPublisher(asm.publisher, cache.get)
 
 
+def static_part(commissioning: Commissioning) -> Commissioning:
+    """The connections that are not the file's service (the ``simulator:`` section):
+    they run as they are; the file's own ones run as a service (``services`` stage)."""
+    if commissioning.document is None:
+        return commissioning
+    own = commissioning.document.get("connections") or {}
+    rest = {n: c for n, c in commissioning.connections.items() if n not in own}
+    return replace(commissioning, connections=rest)
+
+
 def connect_stages(asm: Assembly) -> list[Stage]:
     """The role's stages, in start order; sets the assembly's heartbeat and manager."""
     checked = connector_publisher(asm)
@@ -56,7 +70,7 @@ def connect_stages(asm: Assembly) -> list[Stage]:
         )
     ]
     spool = Path(asm.config.data_dir) / "spool"
-    asm.manager = manager = ConnectorManager(asm.commissioning, spool_root=spool)
+    asm.manager = manager = ConnectorManager(static_part(asm.commissioning), spool_root=spool)
 
     async def start_manager() -> None:
         await manager.start(checked)
@@ -69,6 +83,20 @@ def connect_stages(asm: Assembly) -> list[Stage]:
             health=lambda: {"connections": len(manager)},
         )
     )
+    # the file's service and those installed through the API, at runtime
+    text = service_text(asm.commissioning)
+    doc = asm.commissioning.document or {}
+    follower = ServiceFollower(
+        asm.log,
+        asm.codec,
+        asm.publisher,
+        ServiceApplier(manager, asm.runner_name),
+        initial=(asm.commissioning.service, text, str(doc.get("description") or ""))
+        if text is not None
+        else None,
+        actor=f"runner:{asm.runner_name}",
+    )
+    stages.append(LoopStage("services", follower.run, stop_timeout_s=10.0, health=follower.health))
     if asm.distributed:
         # one group per host and service: every connect process sees every command
         group = f"millrace-connectors-{asm.commissioning.service}-{socket.gethostname()}"
@@ -76,9 +104,6 @@ def connect_stages(asm: Assembly) -> list[Stage]:
         group = "millrace-connectors"
 
     async def route(stop: asyncio.Event) -> None:
-        if asm.distributed and not len(manager):
-            await stop.wait()  # no connections here: leave commands to the others
-            return
         await route_commands(asm.log, manager, stop, asm.publisher, group=group)
 
     stages.append(LoopStage("command-router", route, stop_timeout_s=5.0))
