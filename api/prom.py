@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: connector states reported as a one-hot gauge (``millrace_connector_state``)
-STATES = ("connected", "connecting", "disconnected", "reconnecting", "stopped", "failed")
+STATES = ("running", "connecting", "reconnecting", "stopped", "error")
 
 
 class EngineMetrics:

@@ -33,6 +33,10 @@ def _logging() -> None:
     # report those as ResourceStatus with a clear reason instead
     for name in ("asyncua", "pymodbus", "aiomqtt"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # recent records for GET /api/v1/logs, and every handler's lines scrubbed of secrets
+    from millrace.api.logring import install
+
+    install()
 
 
 def _fail(exc: Exception) -> None:

@@ -54,7 +54,7 @@ def with_ops(api: Api, **kwargs: Any) -> Operations:
             "paused": rt.suspended,
             "published": 0,
             "connectors": [
-                {"name": "plc1", "current_state": "connected", "metrics": {"reconnects": 2}}
+                {"name": "plc1", "current_state": "running", "metrics": {"reconnects": 2}}
             ],
         }
     )
@@ -213,7 +213,7 @@ async def test_metrics_parse_with_expected_families(api: Api) -> None:
     }
     assert "/api/v1/identities" in routes or "/identities" in routes, routes
     state = {s.labels["state"]: s.value for s in families["millrace_connector_state"].samples}
-    assert state["connected"] == 1 and state["disconnected"] == 0
+    assert state["running"] == 1 and state["stopped"] == 0
     batches = [
         s
         for s in families["millrace_runtime_batch_duration_seconds"].samples
