@@ -23,6 +23,7 @@ from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.restore import KIND, RestoreError, RestoreParams, RestoreTask
 from millrace.pipeline.tasks import TaskKinds, TaskRunner, create_task
 from millrace.projections.migrations import migrate
+from millrace.projections.restore import held_readings
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
 
@@ -97,6 +98,7 @@ async def restore_offline(
                 publisher,
                 allowed_prefixes=tuple(cfg.restore.allowed_url_prefixes),
                 chunk=cfg.restore.chunk_records,
+                held=held_readings(store),
             ),
         )
         runner = TaskRunner(log, publisher, kinds, poll_s=0.05)

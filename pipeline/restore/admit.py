@@ -16,12 +16,20 @@ would re-apply every batch the live fold already holds. A restore's origin is
 Ids are named by the one rule, :func:`millrace.pipeline.batches.batch_key`. The
 ``applied_batches`` rows a restore writes expire one window after the restore ran (not
 after the records' old log time), so a second restore within the window finds them.
+
+Ids are remembered for a window only. A batch whose id is not remembered anywhere may
+still be in the projections (applied by the live fold longer ago than the window): with
+``held`` (the readings the projection holds), such a batch is dropped when one of its
+readings — (identity, signal, source time), what names a measurement — is there. The
+decision is the same when a chunk is redone: the chunk's ``applied_batches`` rows are
+inserted first, so either they landed (the batches are then this task's own, applied
+again) or nothing of the chunk did (the projection looks as it did the first time).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -55,6 +63,18 @@ def log_payload(event: Mapping[str, Any]) -> bytes:
     return out.getvalue()
 
 
+#: (identities, first µs, last µs) -> the (identity, signal, ts µs) readings held
+HeldReadings = Callable[[Sequence[str], int, int], set[tuple[str, str, int]]]
+
+
+def reading_keys(event: Mapping[str, Any]) -> Iterator[tuple[str, str, int]]:
+    identity = str(event.get("identity", ""))
+    for sample in event.get("samples") or ():
+        if isinstance(sample, Mapping) and isinstance(sample.get("ts_us"), int):
+            for signal in sample.get("values") or {}:
+                yield identity, str(signal), int(sample["ts_us"])
+
+
 def restore_origin(scope: str, ev: Event) -> str:
     return f"restore:{scope}/{ev.topic}/{ev.partition}/{ev.offset}"
 
@@ -67,8 +87,15 @@ class RestoredTelemetry(ReadingProcessor):
 
     topics = (TELEMETRY,)
 
-    def __init__(self, scope: str, now_us: int, window_us: int = DEFAULT_WINDOW_US) -> None:
+    def __init__(
+        self,
+        scope: str,
+        now_us: int,
+        window_us: int = DEFAULT_WINDOW_US,
+        held: HeldReadings | None = None,
+    ) -> None:
         self.scope = scope
+        self.held = held
         self.expires_us = now_us + window_us
         self.inner = TelemetryProcessor(window_us=window_us)
         self.dropped = 0
@@ -80,13 +107,14 @@ class RestoredTelemetry(ReadingProcessor):
             for part in sorted({ev.partition for ev in events}):
                 wanted = [k for k, ev in zip(keys, events, strict=True) if ev.partition == part]
                 applied.update(reader.applied_batches(part, 0, wanted))
+        held = self._held(events, keys, applied)
         keep: list[Event] = []
         cols: dict[str, list[Any]] = {f.name: [] for f in APPLIED_BATCHES_SCHEMA}
         seen: set[str] = set()
         for ev, key in zip(events, keys, strict=True):
             where = restore_origin(self.scope, ev)
             prior = applied.get(key)
-            if key in seen or (prior is not None and prior.origin != where):
+            if key in seen or (prior is not None and prior.origin != where) or key in held:
                 self.dropped += 1
                 continue
             seen.add(key)
@@ -103,3 +131,18 @@ class RestoredTelemetry(ReadingProcessor):
             out.tables["applied_batches"] = pa.Table.from_pydict(cols, schema=schema)
             out.merge(self.inner.fold(keep))
         return out
+
+    def _held(self, events: Sequence[Event], keys: Sequence[str], applied: Any) -> set[str]:
+        """Keys of the batches no id names that the projection holds a reading of."""
+        if self.held is None:
+            return set()
+        unknown = [(ev, k) for ev, k in zip(events, keys, strict=True) if k not in applied]
+        readings = {k: list(reading_keys(ev.value)) for ev, k in unknown}
+        stamps = [ts for rs in readings.values() for _, _, ts in rs]
+        if not stamps:
+            return set()
+        identities = sorted({i for rs in readings.values() for i, _, _ in rs})
+        present = self.held(identities, min(stamps), max(stamps))
+        if not present:
+            return set()
+        return {k for k, rs in readings.items() if any(r in present for r in rs)}

@@ -37,13 +37,15 @@ from millrace.pipeline.processors.base import (
 from millrace.pipeline.processors.catalog import processors as live_processors
 from millrace.pipeline.processors.tasks import TaskProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
-from millrace.pipeline.restore.admit import RestoredTelemetry
+from millrace.pipeline.restore.admit import HeldReadings, RestoredTelemetry
 from millrace.pipeline.sink import ProjectionSink, Range, SinkBatch
 
 
-def restore_processors(scope: str, now_us: int) -> list[Processor]:
+def restore_processors(
+    scope: str, now_us: int, held: HeldReadings | None = None
+) -> list[Processor]:
     """The live folds, telemetry through the restore's id admission, tasks left out."""
-    out: list[Processor] = [RestoredTelemetry(scope, now_us)]
+    out: list[Processor] = [RestoredTelemetry(scope, now_us, held=held)]
     for p in live_processors():
         if not isinstance(p, TelemetryProcessor | TaskProcessor):
             out.append(p)

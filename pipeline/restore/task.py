@@ -21,6 +21,7 @@ from millrace.pipeline.clock import now_us
 from millrace.pipeline.codec import AvroCodec, default_codec
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.errors import DecodeError
+from millrace.pipeline.restore.admit import HeldReadings
 from millrace.pipeline.restore.fold import ChunkResult, FileFold, consumer_name, restore_processors
 from millrace.pipeline.restore.sources import (
     RestoreError,
@@ -44,7 +45,9 @@ class RestoreTask:
 
     ``sink`` is the projection sink (a ``ProjectionWriter`` on its own store session:
     its writes block, they run in a thread); ``store`` the archive store (None: only
-    URL restores); ``allowed_prefixes`` the URL allow-list."""
+    URL restores); ``allowed_prefixes`` the URL allow-list; ``held`` the readings the
+    projection holds (``projections.restore.held_readings``), for batches no id
+    remembers any more."""
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class RestoreTask:
         chunk: int = 20_000,
         clock: Callable[[], int] = now_us,
         on_chunk: Callable[[], None] | None = None,
+        held: HeldReadings | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -66,6 +70,7 @@ class RestoreTask:
         self.chunk = chunk
         self.clock = clock
         self.on_chunk = on_chunk  # tests: a hook between chunks
+        self.held = held  # the readings the projection holds (``admit``)
 
     def files(self, params: RestoreParams) -> list[RestoreFile]:
         if params.urls:
@@ -81,7 +86,7 @@ class RestoreTask:
         params = RestoreParams.from_json(ctx.params)
         params.check()
         files = await asyncio.to_thread(self.files, params)
-        processors = restore_processors(ctx.task_id, self.clock())
+        processors = restore_processors(ctx.task_id, self.clock(), self.held)
         for f in files:
             if ctx.stop.is_set():
                 return

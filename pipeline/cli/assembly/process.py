@@ -23,6 +23,7 @@ from millrace.pipeline.tasks import TaskRunner, register_kind
 from millrace.projections.alarms import AlarmQueries
 from millrace.projections.checkpoints import StoreCheckpoints
 from millrace.projections.replay import ReplayParts, replay_handler
+from millrace.projections.restore import held_readings
 from millrace.projections.watch_queries import IdentityWatch
 from millrace.projections.writer import ProjectionWriter
 
@@ -93,6 +94,7 @@ def process_stages(asm: Assembly) -> list[Stage]:
             allowed_prefixes=tuple(cfg.restore.allowed_url_prefixes),
             codec=asm.codec,
             chunk=cfg.restore.chunk_records,
+            held=held_readings(asm.store("tasks")),
         ),
     )
 

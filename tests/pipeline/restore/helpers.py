@@ -22,6 +22,7 @@ from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.restore import KIND, RestoreTask
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.tasks import TaskKinds, TaskRunner, create_task
+from millrace.projections.restore import held_readings
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.writer import ProjectionWriter
 
@@ -135,6 +136,7 @@ class Runner:
         allowed: tuple[str, ...] = (),
         chunk: int = 20_000,
         on_chunk: Callable[[], None] | None = None,
+        held: bool = True,
     ) -> None:
         self.log = MemoryEventLog(partitions=1)
         self.publisher = LogPublisher(self.log)
@@ -146,6 +148,7 @@ class Runner:
             allowed_prefixes=allowed,
             chunk=chunk,
             on_chunk=on_chunk,
+            held=held_readings(store) if held else None,
         )
         self.kinds.register(KIND, self.handler)
         self.runner = TaskRunner(self.log, self.publisher, self.kinds, poll_s=0.01)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,6 +74,32 @@ def test_restore_by_time_equals_a_clean_pass_and_twice_doubles_nothing(
         check(store, samples)
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_ids_forgotten_the_held_readings_still_double_nothing(
+    store: ChdbStore, tmp_path: Path, held: bool
+) -> None:
+    """The live fold applied the range longer ago than the idempotency window (its ids
+    are gone from applied_batches): the readings the projection holds name the batches.
+    Without them (held=False) the restore would double the range."""
+    log, samples = telemetry_log()
+    asyncio.run(live_fold(log, store))
+    archive_store, _ = archive(log, tmp_path / "archive")
+    store.execute("TRUNCATE TABLE millrace.applied_batches")
+
+    async def go() -> dict[str, Any]:
+        runner = Runner(store, archive_store, chunk=9, held=held)
+        return await runner.run(await runner.create(by_time()))
+
+    s = asyncio.run(go())
+    assert s["status"] == "completed", s
+    if held:
+        assert s["counts"]["readings"] == 0
+        check(store, samples)
+    else:
+        with pytest.raises(AssertionError):
+            check(store, samples)
 
 
 def test_restore_by_time_leaves_out_records_outside_the_range(
