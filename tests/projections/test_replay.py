@@ -158,6 +158,13 @@ class QueryLoop:
         self.store.close()
 
 
+def spoil(store: ChdbStore, table: str, where: str = "1") -> None:
+    """A projection gone wrong (as after a fold bug): values the replay must repair."""
+    store.execute(
+        f"ALTER TABLE millrace.{table} UPDATE value = -1 WHERE {where} SETTINGS mutations_sync = 1"
+    )
+
+
 async def behind(live: EmbeddedRuntime, log: LocalEventLog) -> bool:
     for tp in live.topic_partitions():
         if live.position(tp) < (await log.offsets(tp.topic, tp.partition))[1]:
@@ -178,11 +185,7 @@ async def test_replay_while_ingesting_swaps_in_a_clean_pass(
     live = EmbeddedRuntime(log, ProjectionWriter(store), processors(), max_records=50)
     await ingest(log, sent, 0, 120, live)
     await drain(live)
-    # a projection gone wrong (as after a fold bug): the replay must repair it
-    store.execute(
-        "ALTER TABLE millrace.readings UPDATE value = -1 WHERE signal = 's0' "
-        "SETTINGS mutations_sync = 1"
-    )
+    spoil(store, "readings", "signal = 's0'")
     stop = asyncio.Event()
     reports: list[dict[str, int]] = []
 
@@ -224,9 +227,7 @@ async def test_named_projections_only_are_rebuilt(clean: ChdbStore, log: LocalEv
     await ingest(log, sent, 0, 30, live)
     await drain(live)
     for table in ("readings", "latest"):
-        store.execute(
-            f"ALTER TABLE millrace.{table} UPDATE value = -1 WHERE 1 SETTINGS mutations_sync = 1"
-        )
+        spoil(store, table)
     await Replay(ReplayParts(log, store, live), "t2", ["readings"]).run(_quiet, asyncio.Event())
     assert readings_by_series(store) == {
         k: (sent.count[k], pytest.approx(sent.total[k])) for k in sent.count
@@ -264,9 +265,7 @@ async def test_crash_mid_build_leaves_old_tables_and_a_retry_completes(
     live = EmbeddedRuntime(log, ProjectionWriter(store), processors(), max_records=20)
     await ingest(log, sent, 0, 60, live)
     await drain(live)
-    store.execute(
-        "ALTER TABLE millrace.readings UPDATE value = -1 WHERE 1 SETTINGS mutations_sync = 1"
-    )
+    spoil(store, "readings")
     broken = readings_by_series(store)
     folds = 0
 
@@ -296,9 +295,7 @@ async def test_crash_mid_swap_is_finished_by_recover(clean: ChdbStore, log: Loca
     live = EmbeddedRuntime(log, ProjectionWriter(store), processors())
     await ingest(log, sent, 0, 20, live)
     await drain(live)
-    store.execute(
-        "ALTER TABLE millrace.readings UPDATE value = -1 WHERE 1 SETTINGS mutations_sync = 1"
-    )
+    spoil(store, "readings")
     named = ["readings", "latest", "agg_1m"]
     replay = Replay(ReplayParts(log, store, live), "t4", named)
     real_execute = store.execute
@@ -367,9 +364,7 @@ async def test_replay_task_runs_through_the_task_runner(
     live = EmbeddedRuntime(log, ProjectionWriter(store), processors())
     await ingest(log, sent, 0, 30, live)
     await drain(live)
-    store.execute(
-        "ALTER TABLE millrace.readings UPDATE value = -1 WHERE 1 SETTINGS mutations_sync = 1"
-    )
+    spoil(store, "readings")
     kinds = TaskKinds()
     register_kind("replay", replay_handler(lambda: ReplayParts(log, store, live)), kinds)
     publisher = LogPublisher(log)

@@ -26,6 +26,7 @@ from tests.projections.test_replay import (
     drain,
     ingest,
     readings_by_series,
+    spoil,
 )
 
 __all__ = ["clean"]  # the fixture
@@ -65,9 +66,7 @@ async def test_replay_reads_the_deleted_history_from_the_archive(
         assert max(firsts) > 0  # the log no longer holds its beginning
         backed = ArchiveBackedLog(log, archive)
         assert all([(await backed.offsets(TELEMETRY, p))[0] == 0 for p in range(2)])
-        store.execute(
-            "ALTER TABLE millrace.readings UPDATE value = -1 WHERE 1 SETTINGS mutations_sync = 1"
-        )
+        spoil(store, "readings")
 
         # without the archive, what retention deleted is gone from the rebuilt readings
         await Replay(ReplayParts(log, store, live), "t8", ["readings"]).run(_quiet, asyncio.Event())
