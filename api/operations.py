@@ -10,6 +10,7 @@ the runtime; a part that the deployment does not have is None and its route says
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import platform
 from collections.abc import Awaitable, Callable
@@ -110,6 +111,34 @@ class RuntimeSetting:
     #: validates and converts a new value (raises ValueError naming the problem)
     parse: Callable[[Any], Any]
     description: str = ""
+
+
+_LAST_SETTINGS = """
+SELECT target_id, argMax(after, (ts, log_offset)) AS after
+FROM millrace.audits
+WHERE target_type = 'setting' AND action = 'update' AND status = 'ok'
+GROUP BY target_id
+"""
+
+
+def restore_settings(store: ProjectionStore, settings: dict[str, RuntimeSetting]) -> dict[str, Any]:
+    """Apply the last audited change of each runtime setting (``PATCH /config`` writes
+    them as AuditEvents on the log; the audits projection folds them), so a change
+    outlives a restart; returns what it applied. A value that no longer parses (a
+    setting's rule changed) is skipped with a warning."""
+    applied: dict[str, Any] = {}
+    for name, after in store.execute(_LAST_SETTINGS).rows:
+        setting = settings.get(str(name))
+        if setting is None or not after:
+            continue
+        try:
+            value = setting.parse(json.loads(after)[name])
+            setting.set(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("setting %s not restored from the audit trail: %s", name, exc)
+            continue
+        applied[str(name)] = value
+    return applied
 
 
 def _disk(data_dir: str | None) -> dict[str, int] | None:

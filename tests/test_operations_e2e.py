@@ -69,18 +69,18 @@ api:
 """
     )
     base = f"http://127.0.0.1:{port}"
+    anon = httpx.Client(base_url=base, timeout=30)
+
+    def live() -> bool:
+        try:
+            return anon.get("/health/live").status_code == 200
+        except httpx.TransportError:
+            return False
+
     with millrace_run(cfg, tmp_path / "data", KEY) as proc:
-        anon = httpx.Client(base_url=base, timeout=30)
         client = httpx.Client(
             base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
         )
-
-        def live() -> bool:
-            try:
-                return anon.get("/health/live").status_code == 200
-            except httpx.TransportError:
-                return False
-
         _wait(live, "the API")
         ready = anon.get("/health/ready")
         assert ready.status_code == 200, ready.text
@@ -136,10 +136,20 @@ api:
         ring = client.get("/logs", params={"limit": 5000}).json()["data"]
         assert any("serving on" in r["message"] for r in ring), ring[:5]
         client.close()
-        anon.close()
         proc.terminate()  # millrace_run checks the exit; its output is read here
         out, _ = proc.communicate(timeout=60)
     captured = out + str(ring)
     assert "serving on" in out
     for secret in [*SECRETS, KEY]:
         assert secret not in captured
+
+    # a restart keeps the runtime setting (refolded from its audit event)
+    with millrace_run(cfg, tmp_path / "data", KEY):
+        client = httpx.Client(
+            base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        )
+        _wait(live, "the restarted API")
+        runtime = client.get("/config").json()["data"]["runtime"]
+        assert runtime["identities.command_timeout_s"] == 42
+        client.close()
+    anon.close()

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from millrace.api.app import create_app
 from millrace.api.logring import LogRing
-from millrace.api.operations import Operations, RuntimeSetting
+from millrace.api.operations import Operations, RuntimeSetting, restore_settings
 from millrace.api.prom import EngineMetrics
 from millrace.pipeline.errors import StoreError
 from millrace.projections.store.chdb import ChdbStore
@@ -365,3 +365,27 @@ async def test_no_secret_reaches_a_log_record(api: Api) -> None:
     finally:
         root.removeHandler(printed)
         root.setLevel(old_level)
+
+
+async def test_settings_changes_outlive_a_restart(api: Api) -> None:
+    """PATCH /config is audited on the log; a new process applies the last audited
+    value of each setting (from the audits projection)."""
+    name = f"test.setting.{uid()}"
+    value = {"v": 1}
+
+    def positive(v: Any) -> int:
+        if not isinstance(v, int) or v < 1:
+            raise ValueError("a positive integer")
+        return v
+
+    def setting(box: dict[str, Any]) -> dict[str, RuntimeSetting]:
+        return {name: RuntimeSetting(lambda: box["v"], lambda v: box.update(v=v), positive)}
+
+    with_ops(api, settings=setting(value))
+    for v in (5, 7):
+        r = await api.client.patch(f"{V1}/config", json={name: v}, headers=api.auth(api.admin))
+        assert r.status_code == 200, r.text
+    await api.sync()
+    fresh = {"v": 1}  # what a restarted process starts with
+    assert restore_settings(api.ctx.store, setting(fresh)) == {name: 7}
+    assert fresh["v"] == 7

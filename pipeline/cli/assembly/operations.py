@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from millrace.api import logring
 from millrace.api.audit import SECRET_FIELDS
 from millrace.api.context import AppContext
-from millrace.api.operations import Operations, RuntimeSetting
+from millrace.api.operations import Operations, RuntimeSetting, restore_settings
 from millrace.api.prom import EngineMetrics
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
@@ -27,6 +27,8 @@ from millrace.pipeline.topics import TELEMETRY
 
 if TYPE_CHECKING:
     from millrace.pipeline.cli.assembly.facade import Assembly
+
+log = logging.getLogger("millrace.operations")
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
@@ -88,6 +90,13 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         return True
 
     ops.log_writable = log_writable
+    try:
+        restored = restore_settings(ctx.store, ops.settings)
+    except Exception as exc:
+        log.warning("runtime settings not restored: %s", exc)
+    else:
+        if restored:
+            log.info("runtime settings restored from the audit trail: %s", restored)
     return ops
 
 
