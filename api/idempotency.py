@@ -36,6 +36,16 @@ HEADER = "Idempotency-Key"
 #: 1-255 visible ASCII characters (a UUID, a ULID, a hash, a client's own request id)
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 DEFAULT_WINDOW_S = 86_400
+#: the header as an OpenAPI parameter of the ingest operation
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": "A key per batch (1-255 visible ASCII characters): a retry with the same "
+    "key and body within the window answers like the first call and stores nothing twice; "
+    "the same key with another body is 422.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": KEY_RE.pattern},
+}
 
 
 def parse_key(value: str | None) -> str | None:
@@ -117,8 +127,11 @@ class IdempotentAnswers:
             # not kept: a retry is handled afresh; whoever waited gets the same error
             if self._answers.get(slot) is not None and self._answers[slot].done is done:
                 del self._answers[slot]
-            done.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-            done.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            if isinstance(exc, Exception):
+                done.set_exception(exc)
+                done.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            else:
+                done.cancel()
             raise
         done.set_result(result)
         return result

@@ -32,7 +32,7 @@ from millrace.api.context import (
 )
 from millrace.api.device_auth import ip_allowed, parse_basic, parse_bearer
 from millrace.api.errors import ApiError
-from millrace.api.idempotency import HEADER, fingerprint, parse_key
+from millrace.api.idempotency import HEADER, IDEMPOTENCY_PARAMETER, fingerprint, parse_key
 from millrace.api.jsonbody import parse_json
 from millrace.api.limits import body_schema, read_json
 from millrace.api.registry import definitions, identity_status
@@ -259,7 +259,10 @@ SAMPLES: TypeAdapter[list[SampleIn]] = TypeAdapter(list[SampleIn])
         400: {"description": "invalid batch or Idempotency-Key; the error names the field"},
         422: {"description": "the Idempotency-Key was used for another body"},
     },
-    openapi_extra=body_schema(SAMPLES, "samples, oldest first or not"),
+    openapi_extra={
+        **body_schema(SAMPLES, "samples, oldest first or not"),
+        "parameters": [IDEMPOTENCY_PARAMETER],
+    },
 )
 async def ingest(
     identity: Annotated[str, Path(pattern=IDENTITY_PATTERN)],
