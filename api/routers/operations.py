@@ -121,7 +121,7 @@ async def _switch(ctx: AppContext, *, paused: bool) -> JsonResponse:
     ops = ops_of(ctx)
     if ops.pause is None or ops.resume is None:
         raise _not_here()
-    before = ops.paused()
+    before = await asyncio.to_thread(ops.paused)  # distributed: a store query
     if paused:
         await ops.pause()
     else:

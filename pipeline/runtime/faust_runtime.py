@@ -116,6 +116,9 @@ class FaustTakeHandler:
         self.earliest = earliest
         self.fence_timeout_s = fence_timeout_s
         self._sought: dict[TopicPartition, int] = {}
+        #: set = folding; cleared by a pause through the log (``pipeline.runtime.control``)
+        self.gate = asyncio.Event()
+        self.gate.set()
         self.seeks = 0
         self.batches = 0
         self.records = 0
@@ -130,6 +133,7 @@ class FaustTakeHandler:
             return await asyncio.to_thread(fn, *args)
 
     async def handle(self, records: dict[TopicPartition, list[_Rec]]) -> None:
+        await self.gate.wait()  # paused: the take waits; the log keeps accepting
         backoff = 0.1
         while True:
             if self.owns is not None:

@@ -24,6 +24,7 @@ from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.progress import behind
 from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.store.base import ProjectionStore
 
 if TYPE_CHECKING:
     from millrace.pipeline.cli.assembly.facade import Assembly
@@ -81,6 +82,11 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         runtime.on_batch = metrics.observe_batch
         ops.pause, ops.resume = runtime.suspend, runtime.resume
         ops.paused = lambda: runtime.suspended
+    elif asm.distributed:
+        # the route's audit event is the control event every worker follows
+        # (``pipeline.runtime.control``); the state shown is the last one audited
+        ops.pause, ops.resume = _logged, lambda: None
+        ops.paused = lambda: last_control(ctx.store)
     event_log = asm.log
 
     async def log_writable() -> bool:
@@ -98,6 +104,26 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         if restored:
             log.info("runtime settings restored from the audit trail: %s", restored)
     return ops
+
+
+async def _logged() -> None:
+    """Pausing the distributed runtime is its audit event (appended after the answer)."""
+
+
+_LAST_CONTROL = """
+SELECT argMax(action, (ts, log_offset)) FROM millrace.audits
+WHERE target_type = 'pipeline' AND status = 'ok' AND action IN ('pause', 'resume')
+"""
+
+
+def last_control(store: ProjectionStore) -> bool:
+    """Whether the last audited pause/resume was a pause (False: none, or unreadable)."""
+    try:
+        rows = store.execute(_LAST_CONTROL).rows
+    except Exception as exc:
+        log.warning("pause state unreadable: %s", exc)
+        return False
+    return bool(rows) and rows[0][0] == "pause"
 
 
 def alarm_lag(asm: Assembly) -> int:

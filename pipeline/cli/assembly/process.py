@@ -123,7 +123,27 @@ def process_stages(asm: Assembly) -> list[Stage]:
         ),
         asm.tasks,
         *archiver_stages(asm),
+        *pause_stages(asm),
     ]
+
+
+def pause_stages(asm: Assembly) -> list[Stage]:
+    """The distributed runtime pauses through the log (``pipeline.runtime.control``):
+    every worker follows the audit topic's pause/resume events."""
+    app = asm.faust_app
+    if app is None:
+        return []  # the in-process runtime pauses directly (``EmbeddedRuntime.suspend``)
+    from millrace.pipeline.runtime.control import PauseFollower
+
+    def gate(paused: bool) -> None:
+        handler_gate = app.millrace_handler().gate
+        if paused:
+            handler_gate.clear()
+        else:
+            handler_gate.set()
+
+    follower = PauseFollower(asm.log, gate, asm.codec)
+    return [LoopStage("pause-follower", follower.run, health=lambda: {"paused": follower.paused})]
 
 
 def archiver_stages(asm: Assembly) -> list[Stage]:
