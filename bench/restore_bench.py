@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -81,6 +82,7 @@ async def _restore(handler: RestoreTask, task_id: str, end_us: int) -> dict[str,
 
 
 def run(ticks: int, workdir: Path) -> Figures:
+    workdir = Path(tempfile.mkdtemp(prefix="restore-bench-", dir=workdir))  # nothing earlier
     readings = _archive(workdir / "archive", ticks)
     store = ChdbStore(workdir / "chdb")
     figs: Figures = {}
@@ -111,6 +113,7 @@ def run(ticks: int, workdir: Path) -> Figures:
         figs["restore_readings"] = (float(readings), "readings")
     finally:
         store.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return figs
 
 
