@@ -111,6 +111,13 @@ ENDPOINTS = {
     ("get", f"{V1}/logs/stream"),
     ("get", f"{V1}/config"),
     ("patch", f"{V1}/config"),
+    ("post", f"{V1}/services"),
+    ("get", f"{V1}/services"),
+    ("get", f"{V1}/services/{{service_id}}"),
+    ("put", f"{V1}/services/{{service_id}}"),
+    ("delete", f"{V1}/services/{{service_id}}"),
+    ("post", f"{V1}/services/{{service_id}}/enable"),
+    ("post", f"{V1}/services/{{service_id}}/disable"),
 }
 #: device-facing, open by design (see tests/api/test_auth.py OPEN_ROUTES)
 OPEN = {
