@@ -8,8 +8,7 @@ the tasks, ``GET /restore/{task_id}`` shows one (status, progress, per-file erro
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,10 +18,9 @@ from millrace.api.context import AppContext, context, operator
 from millrace.api.errors import ApiError, bad_request
 from millrace.api.models.common import Data, Page, errors
 from millrace.api.models.tasks import TaskCreated, TaskOut
-from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
-from millrace.api.task_views import task_json
+from millrace.api.task_views import task_json, task_or_404, task_page
 from millrace.api.timeparams import Epoch, parse_time
 from millrace.pipeline.restore import (
     KIND,
@@ -155,20 +153,7 @@ async def list_restores(
     ctx: AppContext = Depends(context),
     _: Principal = Depends(operator),
 ) -> JsonResponse:
-    rows, total = await asyncio.to_thread(_queries(ctx).list, status, limit, (page - 1) * limit)
-    return JsonResponse(
-        {
-            "data": [task_json(r, epoch) for r in rows],
-            "meta": {"pagination": page_meta(page, limit, len(rows), total)},
-        }
-    )
-
-
-async def _task(ctx: AppContext, task_id: str) -> dict[str, Any]:
-    row = await asyncio.to_thread(_queries(ctx).get, task_id)
-    if row is None:
-        raise ApiError(404, "not_found", f"no restore task {task_id!r}")
-    return row
+    return await task_page(_queries(ctx), status, limit, page, epoch)
 
 
 @router.get(
@@ -186,7 +171,7 @@ async def get_restore(
     """Status (pending, running, completed, failed), progress (files, events,
     readings, skipped duplicates, bytes), the files done and the files that failed
     with the reason. 404 for an unknown task."""
-    return JsonResponse({"data": task_json(await _task(ctx, task_id), epoch)})
+    return JsonResponse({"data": task_json(await task_or_404(_queries(ctx), task_id), epoch)})
 
 
 @router.post(
@@ -203,7 +188,7 @@ async def retry_restore(
 ) -> JsonResponse:
     """Runs the task's failed files again (the completed ones stay done). 404 for an
     unknown task, 409 unless it failed."""
-    row = await _task(ctx, task_id)
+    row = await task_or_404(_queries(ctx), task_id)
     if row["status"] != "failed":
         raise ApiError(409, "conflict", f"task {task_id} is {row['status']}, not failed")
     await retry_task(ctx.publisher, task_id, KIND, actor=principal.key_id)
