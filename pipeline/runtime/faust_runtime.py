@@ -133,7 +133,10 @@ class FaustTakeHandler:
             return await asyncio.to_thread(fn, *args)
 
     async def handle(self, records: dict[TopicPartition, list[_Rec]]) -> None:
-        await self.gate.wait()  # paused: the take waits; the log keeps accepting
+        if not self.gate.is_set():  # paused: the take waits; the log keeps accepting
+            held = sum(len(r) for r in records.values())
+            log.info("take of %d records held: the runtime is paused", held)
+            await self.gate.wait()
         backoff = 0.1
         while True:
             if self.owns is not None:
