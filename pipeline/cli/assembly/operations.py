@@ -158,12 +158,18 @@ def runtime_settings(asm: Assembly, ctx: AppContext) -> dict[str, RuntimeSetting
     reg = asm.config.identities
     millrace_log = logging.getLogger("millrace")
 
+    # the identity watch of this process (it judges offline and timed-out commands)
+    # reads its settings at every tick
     def set_inactivity(v: int) -> None:
         reg.inactivity_timeout_s = v
         ctx.queries.default_inactivity_timeout_s = v
+        if asm.watch is not None:
+            asm.watch.settings.default_inactivity_timeout_s = v
 
     def set_command(v: int) -> None:
         reg.command_timeout_s = v
+        if asm.watch is not None:
+            asm.watch.settings.command_timeout_s = v
 
     return {
         "log_level": RuntimeSetting(
