@@ -26,9 +26,11 @@ PROTECTED_PREFIX = "/api/v1"
 #: valid API key, from the headers too: neither route reads a body before deciding, and
 #: ``api.limits`` bounds the body once they do.
 DEVICE_ROUTES = re.compile(r"^/api/v1/(provision|identities/[^/]+/data)$")
-#: browsers' EventSource cannot set headers: the live stream also takes the key as
-#: ``?access_token=`` (when there is no Authorization header; never logged)
+#: browsers' EventSource cannot set headers: the event streams (live stream, log
+#: stream) also take the key as ``?access_token=`` (when there is no Authorization
+#: header; never logged)
 QUERY_TOKEN_PATH = "/api/v1/stream"
+QUERY_TOKEN_PATHS = frozenset({QUERY_TOKEN_PATH, "/api/v1/logs/stream"})
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -42,9 +44,9 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def query_token(scope: Scope) -> str | None:
-    """The ``access_token`` query parameter of the live stream, when no
+    """The ``access_token`` query parameter of an event stream, when no
     Authorization header is sent."""
-    if scope.get("path") != QUERY_TOKEN_PATH:
+    if scope.get("path") not in QUERY_TOKEN_PATHS:
         return None
     if any(name == b"authorization" for name, _ in scope.get("headers", [])):
         return None

@@ -272,7 +272,7 @@ async def test_logs_filters_and_stream(api: Api) -> None:
         assert (await api.get("/logs", key="operator")).status_code == 403
 
         stream = AsgiStream(api, "level=error&since=0", {"authorization": f"Bearer {api.admin}"})
-        stream.scope["path"] = stream.scope["raw_path"] = f"{V1}/logs/stream"
+        stream.scope["path"] = f"{V1}/logs/stream"
         stream.scope["raw_path"] = f"{V1}/logs/stream".encode()
         status, headers = await stream.start()
         assert status == 200 and headers["content-type"].startswith("text/event-stream")
@@ -282,6 +282,14 @@ async def test_logs_filters_and_stream(api: Api) -> None:
         logger.error("live failure")
         live = await stream.next()
         assert live["data"]["message"] == "live failure" and live["data"]["level"] == "ERROR"
+        await stream.disconnect()
+        # browsers' EventSource: the key as ?access_token= (the live stream's rule)
+        stream = AsgiStream(api, f"since=0&level=error&access_token={api.admin}")
+        stream.scope["path"] = f"{V1}/logs/stream"
+        stream.scope["raw_path"] = f"{V1}/logs/stream".encode()
+        status, _ = await stream.start()
+        assert status == 200
+        assert (await stream.next())["data"]["message"] == "other failure"
         await stream.disconnect()
     finally:
         logger.removeHandler(ring)
