@@ -88,9 +88,9 @@ def mqtt_batch_id(connection: str, identity: str, topic: str, payload: bytes, mi
 @cache
 def _current_header() -> bytes:
     from millrace.pipeline.codec import default_codec
+    from millrace.pipeline.events import telemetry_batch
 
-    probe = {"identity": "x", "received_us": 0, "samples": []}
-    return default_codec().encode(TELEMETRY, probe)[:10]
+    return default_codec().encode(TELEMETRY, telemetry_batch("x", [], received_us=0))[:10]
 
 
 def _current_datum(event: Mapping[str, Any], payload: bytes) -> bytes:
