@@ -118,6 +118,22 @@ NOTES: dict[str, str] = {
         "loop wakes up while the client runs (the handlers' own loop time included); "
         "under load it adds the log appends and reads the engine runs on that loop."
     ),
+    "kafka": (
+        "bench/kafka_bench.py: the distributed deployment on librdkafka's mock cluster "
+        "(tests/kafka_mock.py: one in-process broker in a child process, 4 partitions, no "
+        "replication, loopback only, on the same 2 cores as everything else). The bench "
+        "produces `ticks` simulator ticks (`devices` x 25 signals, Avro, aiokafka) to "
+        "fresh topics, then starts 1 (then, on a fresh mock cluster, 2) real `millrace "
+        "process` workers (faust; chDB each in its own data directory, as no ClickHouse "
+        "server runs here) and polls the group's committed offsets every 0.25 s. "
+        "`kafka_Nw_readings_per_s` = readings / time from the first commit to the last "
+        "(start-up and the first join not counted; a rebalance while the second worker "
+        "joins is). `*_readings_unaccounted` = `count()` of readings in the workers' chDB "
+        "directories after they stopped - readings produced. `*_cores`: CPU per process "
+        "(/proc) over that window; `kafka_produce_*`: the producing side (this process "
+        "and the broker) while it produced. The workers import tests/runtime/worker_main.py "
+        "first for its two work-arounds of the mock's group coordinator (test scaffolding)."
+    ),
     "log": "bench/log_bench.py: 2 KB records, 100 per append, one partition.",
     "connectors": (
         "bench/connector_modbus.py: pymodbus's server in a child process holds 2000 "
@@ -177,6 +193,7 @@ ORDER = (
     "archive",
     "replay",
     "restore",
+    "kafka",
 )
 
 
@@ -196,6 +213,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "replay": {"ticks": 8 if quick else 200, "load_rate": 20_000.0},
         "archive": {"ticks": 20 if quick else 120},
         "restore": {"ticks": 8 if quick else 60},
+        "kafka": {"ticks": 4 if quick else 60, "devices": 100 if quick else 1000},
     }
 
 
@@ -275,6 +293,10 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         from bench.restore_bench import run as restore_run
 
         return restore_run(params["ticks"], workdir)
+    if group == "kafka":
+        from bench.kafka_bench import run as kafka_run
+
+        return kafka_run(params["ticks"], params["devices"], workdir)
     if group == "replay":
         from bench.replay_bench import measure as replay_measure
 
