@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import platform
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -152,13 +153,15 @@ def _disk(data_dir: str | None) -> dict[str, int] | None:
         return None
 
     def size(p: Path) -> int:
+        # os.walk skips directories that vanish while it walks (chDB's temporary
+        # parts, rolled log segments); rglob raises on them
         total = 0
-        for f in p.rglob("*"):
-            try:
-                if f.is_file():
-                    total += f.stat().st_size
-            except OSError:  # removed while walking
-                continue
+        for folder, _, files in os.walk(p):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(folder, name)).st_size
+                except OSError:  # removed meanwhile
+                    continue
         return total
 
     logdir = root / "log"
