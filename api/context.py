@@ -90,6 +90,9 @@ class AppContext:
     status: Callable[[], dict[str, Any]] = dict
     on_ingest: Callable[[], None] = lambda: None
     connectors: Callable[[], list[dict[str, Any]]] = list
+    #: start|stop|restart one connector of this process (``ConnectorManager.control``):
+    #: its snapshot after, None for an unknown name; None: connectors run elsewhere (409)
+    connector_control: Callable[[str, str], Awaitable[dict[str, Any] | None]] | None = None
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     #: waits (bounded) until the projections hold everything appended to ``topic`` so
     #: far — read-your-writes for API writes; False when it could not tell

@@ -167,9 +167,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("DELETE", f"{_V}/services/{{service_id}}"): "services:manage",
     ("POST", f"{_V}/services/{{service_id}}/enable"): "services:manage",
     ("POST", f"{_V}/services/{{service_id}}/disable"): "services:manage",
-    ("POST", f"{_V}/connectors/{{name}}/start"): "connectors:control",
-    ("POST", f"{_V}/connectors/{{name}}/stop"): "connectors:control",
-    ("POST", f"{_V}/connectors/{{name}}/restart"): "connectors:control",
+    ("POST", f"{_V}/connectors/{{name}}/{{action}}"): "connectors:control",
     # operations (api/routers/operations.py)
     ("GET", f"{_V}/system/info"): "system:read",
     ("GET", f"{_V}/system/metrics"): "system:read",

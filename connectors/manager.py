@@ -116,6 +116,20 @@ class ConnectorManager:
         self._publisher = None
         await asyncio.gather(*(c.stop() for c in list(self.connectors.values())))
 
+    async def control(self, name: str, action: str) -> dict[str, Any] | None:
+        """``start``, ``stop`` or ``restart`` connector ``name`` (an operator's action;
+        a service update or enable starts it again); its snapshot after, None when this
+        process has no connector of that name."""
+        async with self._lock:
+            c = self.connectors.get(name)
+            if c is None:
+                return None
+            if action in ("stop", "restart"):
+                await c.stop()
+            if action in ("start", "restart") and self._publisher is not None:
+                await c.start(self._publisher)
+            return c.snapshot()
+
     def snapshot(self) -> list[dict[str, Any]]:
         return [c.snapshot() for c in self.connectors.values()]
 

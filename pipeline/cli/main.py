@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from millrace.pipeline.cli.archive import archive_app
+from millrace.pipeline.cli.service import service_app
 from millrace.pipeline.errors import MillraceError
 
 app = typer.Typer(
@@ -272,6 +273,7 @@ def restore(
 
 
 app.add_typer(archive_app, name="archive")
+app.add_typer(service_app, name="service")
 
 
 @app.command()

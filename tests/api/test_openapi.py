@@ -118,6 +118,7 @@ ENDPOINTS = {
     ("delete", f"{V1}/services/{{service_id}}"),
     ("post", f"{V1}/services/{{service_id}}/enable"),
     ("post", f"{V1}/services/{{service_id}}/disable"),
+    ("post", f"{V1}/connectors/{{name}}/{{action}}"),
 }
 #: device-facing, open by design (see tests/api/test_auth.py OPEN_ROUTES)
 OPEN = {

@@ -243,3 +243,50 @@ def test_masked_file() -> None:
         "connections": {"b": {"password": "***", "token": "${TOKEN}", "port": 1}},
         "endpoints": [{"api_key": "***", "signal": "s"}],
     }
+
+
+async def test_connector_control(api: Api, peer: ModbusPeer) -> None:
+    sid, conn = uid("svc-"), uid("plc-")
+    r = await send(api, "POST", f"/connectors/{conn}/stop", key="operator")
+    assert r.status_code == 409  # no connectors in this process
+    async with Connect(api) as connect:
+        api.ctx.connector_control = connect.manager.control
+        api.ctx.connectors = connect.manager.snapshot
+        assert (await send(api, "POST", "/services", file(sid, conn, peer.port))).status_code == 201
+        await connect.until("strokes", 2)
+
+        assert (
+            await send(api, "POST", f"/connectors/{conn}/stop", key="viewer")
+        ).status_code == 403
+        r = await send(api, "POST", f"/connectors/{conn}/stop", key="operator")
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["desired_state"] == "stopped"
+        stopped = len(await connect.readings("strokes"))
+        await connect.settle()
+        assert len(await connect.readings("strokes")) == stopped
+
+        r = await send(api, "POST", f"/connectors/{conn}/start", key="operator")
+        assert r.json()["data"]["desired_state"] == "running"
+        await connect.until("strokes", stopped + 2)
+        r = await send(api, "POST", f"/connectors/{conn}/restart", key="operator")
+        assert r.status_code == 200 and r.json()["data"]["desired_state"] == "running"
+
+        r = await send(api, "POST", "/connectors/nope/start", key="operator")
+        assert r.status_code == 404 and error_of(r)["details"][0]["field"] == "name"
+        r = await send(api, "POST", f"/connectors/{conn}/explode", key="operator")
+        assert r.status_code in (400, 404, 422) and "action" in r.text
+
+        codec = default_codec()
+        audits = [
+            codec.decode("audit", rec.value)
+            for p in range(api.log.partitions("audit"))
+            for rec in await api.log.read("audit", p, 0, 10_000)
+        ]
+        mine = [(a["action"], a["status"]) for a in audits if a["target_id"] == conn]
+        assert [a for a, _ in mine if a in ("stop", "start", "restart")] == [
+            "stop",
+            "start",
+            "restart",
+        ], mine
+        await send(api, "DELETE", f"/services/{sid}")
+        await connect.settle()

@@ -105,6 +105,7 @@ def app_context(asm: Assembly) -> AppContext:
         status=asm.status,
         on_ingest=asm.runtime.wake if asm.runtime is not None else (lambda: None),
         connectors=manager.snapshot if manager is not None else list,
+        connector_control=manager.control if manager is not None else None,
         registry=cfg.identities,
         wait_applied=asm.wait_applied,
         stream=asm.stream_hub,
