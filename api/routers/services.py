@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -28,11 +29,13 @@ from millrace.api.service_files import (
     validated,
 )
 from millrace.connectors.commissioning import Commissioning
-from millrace.pipeline.events import service_event
-from millrace.pipeline.topics import SERVICES
+from millrace.pipeline.events import identity_event, service_event
+from millrace.pipeline.topics import IDENTITY, SERVICES
 from millrace.projections.services import ServiceQueries
 
 router = APIRouter(tags=["services"], route_class=StrictRoute)
+
+_TEMPLATED = re.compile(r"[{}*+#?\[]")
 
 _BODY = {
     "requestBody": {
@@ -122,6 +125,24 @@ async def _append(
     await ctx.wait_applied(SERVICES)
 
 
+async def _register_identities(ctx: AppContext, sid: str, c: Commissioning) -> None:
+    """The identities the service's endpoints name, created in the registry (source:
+    the service) when absent, so that their desired state can be set at once. A
+    templated identity (``{1}``, wildcards) names no identity yet."""
+    names = sorted({e.identity for e in c.endpoints if not _TEMPLATED.search(e.identity)})
+    now = ctx.clock()
+    missing = [n for n in names if await asyncio.to_thread(ctx.queries.get, n, now) is None]
+    if not missing:
+        return
+    source = f"service:{sid}"
+    events = [
+        (n, identity_event(n, "CREATED", actor=source, attributes={"source": source}))
+        for n in missing
+    ]
+    await ctx.publisher.publish(IDENTITY, events)
+    await ctx.wait_applied(IDENTITY)
+
+
 async def _one(ctx: AppContext, sid: str) -> dict[str, Any]:
     state = await _state(ctx, sid)
     resources = await asyncio.to_thread(ServiceQueries(ctx.store).resources, sid)
@@ -160,6 +181,7 @@ async def install(
         )
     await _check_connections(ctx, c)
     await _append(ctx, principal, c.service, "installed", file)
+    await _register_identities(ctx, c.service, c)
     audit_note(request, action="install", target_type="service", target_id=c.service)
     return JsonResponse({"data": await _one(ctx, c.service)}, status_code=201)
 
@@ -215,6 +237,7 @@ async def update(
         raise bad_request("$.service", f"the file is service {c.service!r}, not {service_id!r}")
     await _check_connections(ctx, c)
     await _append(ctx, principal, service_id, "updated", file)
+    await _register_identities(ctx, service_id, c)
     audit_note(
         request,
         action="update",

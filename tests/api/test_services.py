@@ -127,6 +127,8 @@ async def test_service_lifecycle(api: Api, peer: ModbusPeer) -> None:
         assert (listed[sid]["connections"], listed[sid]["endpoints"]) == (1, 1)
         one = (await send(api, "GET", f"/services/{sid}", key="viewer")).json()["data"]
         assert one["file"]["connections"][conn]["port"] == peer.port
+        ident = (await send(api, "GET", f"/identities/{sid}-press", key="viewer")).json()
+        assert ident["attributes"]["source"] == f"service:{sid}", ident
 
         extra = (
             f"  - {{connection: {conn}, identity: {sid}-press, signal: second,"
