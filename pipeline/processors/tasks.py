@@ -13,62 +13,28 @@ from typing import Any
 
 import pyarrow as pa
 
-from millrace.pipeline.processors.base import Event, Outputs, StatefulProcessor, dead_letter
+from millrace.pipeline.processors.base import Event
+from millrace.pipeline.processors.keyed import KeyedFoldProcessor, fold_rows
 from millrace.pipeline.tables import TASKS_SCHEMA
 from millrace.pipeline.tasks.state import State, apply
 from millrace.pipeline.topics import TASKS
 
-_MAPS = {f.name for f in TASKS_SCHEMA if isinstance(f.type, pa.MapType)}
-
 
 def task_rows(states: Sequence[State]) -> pa.Table:
-    cols: dict[str, list[Any]] = {f.name: [] for f in TASKS_SCHEMA}
-    for s in states:
-        for name, values in cols.items():
-            v = s[name]
-            values.append(list(v.items()) if name in _MAPS else v)
-    return pa.Table.from_pydict(cols, schema=TASKS_SCHEMA)
+    return fold_rows(TASKS_SCHEMA, states)
 
 
-class TaskProcessor(StatefulProcessor):
+class TaskProcessor(KeyedFoldProcessor):
     """The task fold, one row per task."""
 
     topics = (TASKS,)
     state_table = "tasks"
     state_key = "task_id"
+    schema = TASKS_SCHEMA
+    error_type = "TaskRejected"
 
-    def state_keys(self, events: Sequence[Event]) -> list[str]:
-        keys = {e.value.get("task_id") for e in events}
-        return sorted(k for k in keys if isinstance(k, str) and k)
+    def fold(self, prev: Mapping[str, Any] | None, value: Mapping[str, Any], version: int) -> State:
+        return apply(prev, value, version)
 
-    def process_with_state(
-        self, events: Sequence[Event], state: Mapping[str, Mapping[str, Any]]
-    ) -> Outputs:
-        out = Outputs()
-        current: dict[str, Mapping[str, Any]] = dict(state)
-        changed: dict[str, State] = {}
-        for ev in events:
-            task_id = ev.value.get("task_id")
-            try:
-                if not isinstance(task_id, str) or not task_id:
-                    raise ValueError("task_id: must be a non-empty string")
-                prev = current.get(task_id)
-                if prev is not None and ev.offset < int(prev["version"]):
-                    continue  # already in the row (a redone batch)
-                new = apply(prev, ev.value, ev.offset + 1)
-            except (ValueError, KeyError, TypeError) as exc:
-                out.deadletters.append(
-                    dead_letter(
-                        ev,
-                        reason=str(exc),
-                        error_type="TaskRejected",
-                        stage="apply",
-                        ts_us=ev.timestamp_us,
-                        payload=repr(dict(ev.value)).encode()[:65536],
-                    )
-                )
-                continue
-            current[task_id] = changed[task_id] = new
-        if changed:
-            out.tables["tasks"] = task_rows(list(changed.values()))
-        return out
+    def rejected_payload(self, event: Event) -> bytes:
+        return repr(dict(event.value)).encode()[:65536]
