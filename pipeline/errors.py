@@ -24,6 +24,15 @@ second base (marked ``+ValueError`` and so on below).
      ├── ArchiveError                pipeline.archive: an archive file or store failed
      │    ├── ArchiveFormatError     not an archive, a wrong checksum, an unknown schema
      │    └── ArchiveStoreError      the archive store unreachable or refusing a write
+     ├── TaskError                   pipeline.tasks: a task that cannot run (ends it failed)
+     │    └── UnknownTaskKindError   no handler registered for the task's kind
+     ├── RestoreError                pipeline.restore.sources: a restore that cannot run as asked
+     │    └── RestoreForbiddenError  a URL outside the configured allow-list (403)
+     ├── ReplayError                 projections.replay: a replay that cannot run
+     │    └── UnknownProjectionError a named projection does not exist (400)
+     ├── EngineUnreachableError      pipeline.cli.replay_client: no running engine answers
+     ├── ReplayFailedError           pipeline.cli.replay_client: the engine refused or failed it
+     ├── RestoreFailedError          pipeline.cli.restore: the restore task ended failed
      ├── NotOwnedError               faust runtime: the partition was lost  (+RuntimeError)
      ├── RebalancingError            faust runtime: between assignments     (+RuntimeError)
      ├── StoreError                  a projection store failed (ClickHouse ``code``/``name``)
@@ -39,6 +48,11 @@ second base (marked ``+ValueError`` and so on below).
      │    DecodeError (mqtt.payload: a payload, not an Avro record), TopicError (mqtt.topics),
      │    WriteError (opcua.values)
      ├── CredentialError             api.device_auth: a device credential refused (+ValueError)
+     ├── AccessError                 api.users.store: a user or role change refused (field)
+     │    ├── AccessNotFoundError    no such user or role (404)
+     │    └── AccessConflictError    exists, built-in, in use, the last admin (409)
+     ├── PasswordRejectedError       api.users.policy: a password breaks a rule (+ValueError)
+     ├── RefreshRefusedError         api.users.sessions: unknown, expired or reused refresh token
      ├── FilterError                 api.stream_filters: a bad live-stream filter (+ValueError)
      ├── StreamNotFoundError         api.stream: no such live stream        (+LookupError)
      ├── StreamLimitError            api.stream: too many live streams

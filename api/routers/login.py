@@ -22,7 +22,7 @@ from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
 from millrace.api.users.access import AccessControl
 from millrace.api.users.models import TokenPair
-from millrace.api.users.sessions import RefreshRefused
+from millrace.api.users.sessions import RefreshRefusedError
 
 router = APIRouter(tags=["login"], route_class=StrictRoute)
 
@@ -117,7 +117,7 @@ async def refresh(
     access = _access(ctx)
     try:
         username, sid, token = access.sessions.rotate(req.refresh_token)
-    except RefreshRefused as exc:
+    except RefreshRefusedError as exc:
         if exc.reused and exc.username is not None:
             audit_note(request, action="refresh_reused", target_type="user", target_id=exc.username)
             if ctx.stream is not None:

@@ -19,7 +19,7 @@ from millrace.api.routing import StrictRoute
 from millrace.api.users.access import USER_PREFIX, AccessControl
 from millrace.api.users.errors import api_error
 from millrace.api.users.models import UserOut
-from millrace.api.users.policy import PasswordRejected
+from millrace.api.users.policy import PasswordRejectedError
 from millrace.api.users.store import AccessError
 
 router = APIRouter(tags=["users"], route_class=StrictRoute)
@@ -61,7 +61,7 @@ def _access(ctx: AppContext) -> AccessControl:
 async def _hash(access: AccessControl, password: str, username: str) -> str:
     try:
         access.policy.check(password, username)
-    except PasswordRejected as exc:
+    except PasswordRejectedError as exc:
         raise api_error(exc) from None
     return await asyncio.to_thread(access.hasher.hash, password)
 

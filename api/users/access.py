@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from millrace.api.auth import KeyStore, Principal
 from millrace.api.device_auth import CredentialHasher
-from millrace.api.users.policy import PasswordPolicy, PasswordRejected
+from millrace.api.users.policy import PasswordPolicy, PasswordRejectedError
 from millrace.api.users.sessions import LockoutPolicy, SessionStore
 from millrace.api.users.store import UserStore
 from millrace.api.users.tokens import SigningKeys, looks_like_jwt
@@ -135,7 +135,7 @@ class AccessControl:
         else:
             try:
                 self.policy.check(password, "admin")
-            except PasswordRejected as exc:
+            except PasswordRejectedError as exc:
                 raise ConfigError(f"MILLRACE_ADMIN_PASSWORD: {exc.message}") from None
         created = self.users.create(
             "admin",

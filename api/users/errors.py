@@ -1,15 +1,15 @@
-"""The API answers of access errors (``store.AccessError``, ``policy.PasswordRejected``)."""
+"""The API answers of access errors (``store.AccessError``, ``policy.PasswordRejectedError``)."""
 
 from __future__ import annotations
 
 from millrace.api.errors import ApiError
-from millrace.api.users.policy import PasswordRejected
+from millrace.api.users.policy import PasswordRejectedError
 from millrace.api.users.store import AccessError
 
 
-def api_error(exc: AccessError | PasswordRejected) -> ApiError:
+def api_error(exc: AccessError | PasswordRejectedError) -> ApiError:
     """A path parameter (not found) keeps its name; a body field gets ``body.``."""
-    if isinstance(exc, PasswordRejected):
+    if isinstance(exc, PasswordRejectedError):
         field, rule = "body.password", exc.rule
         message = f"{field}: {exc.message.partition(': ')[2]} (rule: {rule})"
         return ApiError(

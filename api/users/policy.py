@@ -21,7 +21,7 @@ from millrace.pipeline.errors import MillraceError
 _SHIPPED = Path(__file__).with_name("common_passwords.txt")
 
 
-class PasswordRejected(MillraceError, ValueError):
+class PasswordRejectedError(MillraceError, ValueError):
     """A password breaks ``rule``; ``message`` says how."""
 
     def __init__(self, rule: str, message: str) -> None:
@@ -51,19 +51,19 @@ class PasswordPolicy:
         return found
 
     def check(self, password: str, username: str) -> None:
-        """Raises :class:`PasswordRejected` naming the first rule ``password`` breaks."""
+        """Raises :class:`PasswordRejectedError` naming the first rule ``password`` breaks."""
         if len(password) < self.min_length:
-            raise PasswordRejected(
+            raise PasswordRejectedError(
                 "min_length", f"password: must be at least {self.min_length} characters long"
             )
         if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
-            raise PasswordRejected(
+            raise PasswordRejectedError(
                 "max_length", f"password: must be at most {MAX_PASSWORD_BYTES} bytes long"
             )
         low, user = password.lower(), username.lower()
         if user and (low == user or low == user[::-1]):
-            raise PasswordRejected("not_username", "password: must not be the username")
+            raise PasswordRejectedError("not_username", "password: must not be the username")
         if self.check_common and low in self.common():
-            raise PasswordRejected(
+            raise PasswordRejectedError(
                 "not_common", "password: is a commonly used password; choose another"
             )

@@ -25,6 +25,7 @@ from typing import Any
 
 from millrace.api.users.shared_file import SharedJsonFile
 from millrace.pipeline.clock import now_us
+from millrace.pipeline.errors import MillraceError
 
 _US = 1_000_000
 
@@ -33,7 +34,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class RefreshRefused(Exception):
+class RefreshRefusedError(MillraceError):
     """The refresh token is unknown, expired, or was reused (``reused``: its session
     is revoked now)."""
 
@@ -100,7 +101,7 @@ class SessionStore:
             return sid, self._issue(doc, sid, now)
 
     def rotate(self, refresh_token: str) -> tuple[str, str, str]:
-        """(username, sid, next refresh token); :class:`RefreshRefused` otherwise."""
+        """(username, sid, next refresh token); :class:`RefreshRefusedError` otherwise."""
         now = self.clock()
         reused: str | None = None
         with self.file.changing() as doc:
@@ -108,7 +109,7 @@ class SessionStore:
             item = doc["tokens"].get(_digest(refresh_token))
             session = doc["sessions"].get(item["sid"]) if item is not None else None
             if item is None or session is None:
-                raise RefreshRefused()
+                raise RefreshRefusedError()
             if item["used"]:
                 self._revoke(doc, item["sid"])
                 reused = session["user"]
@@ -116,7 +117,7 @@ class SessionStore:
                 item["used"] = True
                 session["expires_us"] = now + self.refresh_ttl_us
                 return session["user"], item["sid"], self._issue(doc, item["sid"], now)
-        raise RefreshRefused(reused=True, username=reused)
+        raise RefreshRefusedError(reused=True, username=reused)
 
     def _revoke(self, doc: dict[str, Any], sid: str) -> None:
         doc["sessions"].pop(sid, None)

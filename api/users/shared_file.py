@@ -48,7 +48,7 @@ class SharedJsonFile(Generic[D]):
         self.path = path
         self.reload_s = reload_s
         self._clock = clock
-        self._empty = empty
+        self._empty: Callable[[], D] = empty
         self._lock = threading.RLock()
         self._data: D = empty()
         self._seen: tuple[int, int, int] | None = None

@@ -7,7 +7,7 @@ custom role: a set of known permissions (``api.permissions``); the built-in role
 ``viewer``, ``operator``, ``admin`` cannot be redefined. The store keeps the rules that
 need the whole document at once (under its lock, so two processes cannot both remove
 "the other" last admin): the last enabled admin user cannot be deleted, disabled or
-demoted (:class:`Conflict`, 409), a role in use cannot be deleted.
+demoted (:class:`AccessConflictError`, 409), a role in use cannot be deleted.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ class AccessError(MillraceError):
         self.message = message
 
 
-class NotFound(AccessError):
+class AccessNotFoundError(AccessError):
     status = 404
     code = "not_found"
 
 
-class Conflict(AccessError):
+class AccessConflictError(AccessError):
     status = 409
     code = "conflict"
 
@@ -161,7 +161,7 @@ class UserStore:
             if only_if_none and users:
                 return None
             if username in users:
-                raise Conflict("username", f"username: a user {username!r} exists")
+                raise AccessConflictError("username", f"username: a user {username!r} exists")
             self._check_roles(roles, doc)
             item = {
                 "username": username,
@@ -183,7 +183,7 @@ class UserStore:
             users = doc.setdefault("users", {})
             item = users.get(username)
             if item is None:
-                raise NotFound("username", f"username: no user {username!r}")
+                raise AccessNotFoundError("username", f"username: no user {username!r}")
             before = User.of(item)
             if "roles" in changes:
                 self._check_roles(changes["roles"], doc)
@@ -198,14 +198,16 @@ class UserStore:
 
     def _keep_an_admin(self, users: dict[str, Any], leaving: str) -> None:
         if not any(_is_admin(u) for n, u in users.items() if n != leaving):
-            raise Conflict("username", f"username: {leaving!r} is the last enabled admin")
+            raise AccessConflictError(
+                "username", f"username: {leaving!r} is the last enabled admin"
+            )
 
     def delete(self, username: str) -> User:
         with self.file.changing() as doc:
             users = doc.setdefault("users", {})
             item = users.get(username)
             if item is None:
-                raise NotFound("username", f"username: no user {username!r}")
+                raise AccessNotFoundError("username", f"username: no user {username!r}")
             if _is_admin(item):
                 self._keep_an_admin(users, username)
             del users[username]
@@ -228,7 +230,7 @@ class UserStore:
     ) -> dict[str, Any] | None:
         """Create or replace a custom role; returns the role before (None: new)."""
         if name in BUILTIN_ROLES:
-            raise Conflict("name", f"name: {name!r} is a built-in role")
+            raise AccessConflictError("name", f"name: {name!r} is a built-in role")
         with self.file.changing() as doc:
             roles = doc.setdefault("roles", {})
             before = roles.get(name)
@@ -241,13 +243,13 @@ class UserStore:
 
     def delete_role(self, name: str, *, used_by_keys: Callable[[str], bool]) -> dict[str, Any]:
         if name in BUILTIN_ROLES:
-            raise Conflict("name", f"name: {name!r} is a built-in role")
+            raise AccessConflictError("name", f"name: {name!r} is a built-in role")
         with self.file.changing() as doc:
             roles = doc.setdefault("roles", {})
             if name not in roles:
-                raise NotFound("name", f"name: no role {name!r}")
+                raise AccessNotFoundError("name", f"name: no role {name!r}")
             users = [n for n, u in doc.get("users", {}).items() if name in u["roles"]]
             if users or used_by_keys(name):
                 holders = ", ".join(users) or "API keys"
-                raise Conflict("name", f"name: role {name!r} is in use ({holders})")
+                raise AccessConflictError("name", f"name: role {name!r} is in use ({holders})")
             return dict(roles.pop(name))

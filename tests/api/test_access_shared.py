@@ -102,7 +102,7 @@ def test_a_weak_admin_password_from_the_environment_fails_start(tmp_path: Path) 
 
 def test_the_auth_section_configures_sign_in(tmp_path: Path) -> None:
     from millrace.api.users.access import AccessSettings
-    from millrace.api.users.policy import PasswordRejected
+    from millrace.api.users.policy import PasswordRejectedError
     from millrace.pipeline.cli.config import MillraceConfig
 
     extra = tmp_path / "ours.txt"
@@ -123,10 +123,10 @@ def test_the_auth_section_configures_sign_in(tmp_path: Path) -> None:
     access = AccessControl(KeyStore(None), tmp_path, hasher=CHEAP_HASHER, settings=settings)
     assert access.signing.access_ttl_s == 300
     assert access.sessions.lockout.max_user_failures == 2
-    with pytest.raises(PasswordRejected) as short:
+    with pytest.raises(PasswordRejectedError) as short:
         access.policy.check("fifteen chars!!", "x")
     assert short.value.rule == "min_length"
-    with pytest.raises(PasswordRejected) as ours:
+    with pytest.raises(PasswordRejectedError) as ours:
         access.policy.check("Plant-Floor-2024-Password", "x")
     assert ours.value.rule == "not_common"
     access.policy.check("sixteen characters ok", "x")

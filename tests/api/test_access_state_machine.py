@@ -14,8 +14,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from millrace.api.auth import KeyStore
 from millrace.api.permissions import BUILTIN_ROLES
 from millrace.api.users.access import AccessControl
-from millrace.api.users.sessions import RefreshRefused
-from millrace.api.users.store import Conflict
+from millrace.api.users.sessions import RefreshRefusedError
+from millrace.api.users.store import AccessConflictError
 from tests.api.conftest import CHEAP_HASHER
 
 NAMES = st.sampled_from(["ann", "bob", "cyd"])
@@ -64,7 +64,7 @@ class AccessLifecycle(RuleBasedStateMachine):
         if name in self.users:
             try:
                 self.access.users.create(name, digest, roles=roles)
-            except Conflict:
+            except AccessConflictError:
                 return
             raise AssertionError("created a user twice")
         self.access.users.create(name, digest, roles=roles)
@@ -90,7 +90,7 @@ class AccessLifecycle(RuleBasedStateMachine):
         sid = self.current.get(token) or self.used[token]
         try:
             username, got_sid, nxt = self.access.sessions.rotate(token)
-        except RefreshRefused as exc:
+        except RefreshRefusedError as exc:
             assert token in self.used, "a current refresh token was refused"
             assert exc.reused
             self._end_sid(sid)
@@ -119,7 +119,7 @@ class AccessLifecycle(RuleBasedStateMachine):
         losing_admin = enabled and "admin" in roles and not (new_enabled and "admin" in new_roles)
         try:
             self.access.users.update(name, **changes)
-        except Conflict:
+        except AccessConflictError:
             assert losing_admin and self._admins(name) == 0
             return
         assert not (losing_admin and self._admins(name) == 0)
@@ -135,7 +135,7 @@ class AccessLifecycle(RuleBasedStateMachine):
         roles, enabled = self.users[name]
         try:
             self.access.users.delete(name)
-        except Conflict:
+        except AccessConflictError:
             assert enabled and "admin" in roles and self._admins(name) == 0
             return
         del self.users[name]

@@ -142,6 +142,7 @@ class TestKafkaEventLog(EventLogContract):
             "received_us": 1_700_000_000_000_000,
             "samples": [{"ts_us": 1_700_000_000_000_001, "values": {"t": 1.5}, "quality": 0}],
             "ip": None,
+            "batch_id": "b-7",
         }
         data = codec.encode_confluent("telemetry", event, 7)
         assert data[:5] == b"\x00\x00\x00\x00\x07"
