@@ -397,3 +397,24 @@ async def test_settings_changes_outlive_a_restart(api: Api) -> None:
     fresh = {"v": 1}  # what a restarted process starts with
     assert restore_settings(api.ctx.store, setting(fresh)) == {name: 7}
     assert fresh["v"] == 7
+
+
+def test_running_configuration_masks_secrets() -> None:
+    from millrace.pipeline.cli.assembly.operations import masked
+
+    cfg = {
+        "distributed": {"clickhouse_url": "http://millrace:pw-123@ch:8123/db"},
+        "connections": {
+            "broker": {"host": "mq", "password": "mq-secret", "client_secret": "c-s"},
+            "plc": {"host": "10.0.0.5", "token": None},
+        },
+        "list": [{"api_key": "k-1"}, "tcp://u:p4ss@h:1"],
+        "auth": {"password_min_length": 12},
+    }
+    out = masked(cfg)
+    text = json.dumps(out)
+    for secret in ("pw-123", "mq-secret", "c-s", "k-1", "p4ss"):
+        assert secret not in text
+    assert out["distributed"]["clickhouse_url"] == "http://millrace:***@ch:8123/db"
+    assert out["connections"]["plc"] == {"host": "10.0.0.5", "token": None}
+    assert out["connections"]["broker"]["host"] == "mq"
