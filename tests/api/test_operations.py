@@ -418,3 +418,20 @@ def test_running_configuration_masks_secrets() -> None:
     assert out["distributed"]["clickhouse_url"] == "http://millrace:***@ch:8123/db"
     assert out["connections"]["plc"] == {"host": "10.0.0.5", "token": None}
     assert out["connections"]["broker"]["host"] == "mq"
+
+
+async def test_read_your_writes_does_not_wait_while_paused(api: Api) -> None:
+    from millrace.api.operations import skip_while_paused
+
+    calls: list[str] = []
+
+    async def wait(topic: str) -> bool:
+        calls.append(topic)
+        return True
+
+    waiter = skip_while_paused(wait, lambda: api.runtime.suspended)
+    assert await waiter("identity") is True and calls == ["identity"]
+    await api.runtime.suspend()
+    assert await waiter("identity") is False and calls == ["identity"]
+    api.runtime.resume()
+    assert await waiter("identity") is True and calls == ["identity", "identity"]

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 from millrace.api import logring
 from millrace.api.audit import SECRET_FIELDS
 from millrace.api.context import AppContext
-from millrace.api.operations import Operations, RuntimeSetting, restore_settings
+from millrace.api.operations import (
+    Operations,
+    RuntimeSetting,
+    restore_settings,
+    skip_while_paused,
+)
 from millrace.api.prom import EngineMetrics
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
@@ -82,6 +87,7 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         runtime.on_batch = metrics.observe_batch
         ops.pause, ops.resume = runtime.suspend, runtime.resume
         ops.paused = lambda: runtime.suspended
+        ctx.wait_applied = skip_while_paused(ctx.wait_applied, ops.paused)
     elif asm.distributed:
         # the route's audit event is the control event every worker follows
         # (``pipeline.runtime.control``); the state shown is the last one audited
