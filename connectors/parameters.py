@@ -23,11 +23,12 @@ from typing import Any
 from millrace.connectors._common.models import Violation
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-#: type name -> (python types accepted, a placeholder of the type)
+#: type name -> (python types accepted, a placeholder of the type: a value most fields
+#: accept (a port, an interval, a host name), for a file validated without values)
 TYPES: dict[str, tuple[tuple[type, ...], Any]] = {
-    "string": ((str,), ""),
-    "integer": ((int,), 0),
-    "number": ((int, float), 0),
+    "string": ((str,), "placeholder"),
+    "integer": ((int,), 1),
+    "number": ((int, float), 1),
     "boolean": ((bool,), False),
 }
 
@@ -140,6 +141,14 @@ def values_of(
             )
         else:
             values[name] = TYPES[spec["type"]][1]
+            errors.append(
+                Violation(
+                    level="warning",
+                    json_path=path,
+                    description="no default: its value is given at install "
+                    "(POST /api/v1/services); checked here with a placeholder",
+                )
+            )
     return values, errors
 
 

@@ -183,3 +183,21 @@ async def test_parameters_and_runner_assignment(peer: ModbusPeer) -> None:
         assert eng.manager.connectors["plc"].connection.port == peer.port  # type: ignore[attr-defined]
     finally:
         await eng.close()
+
+
+def test_parameters_in_a_file_on_its_own() -> None:
+    from millrace.connectors.commissioning import validate_text
+
+    text = (
+        "parameters:\n  plcPort: {type: integer}\n  host: {type: string, default: 127.0.0.1}\n"
+        + file('"${plcPort}"').replace("127.0.0.1", '"${host}"')
+    )
+    c, violations = validate_text(text, env={})
+    assert c is not None and c.connections["plc"].host == "127.0.0.1"  # type: ignore[attr-defined]
+    assert [(v.level, v.json_path) for v in violations] == [("warning", "$.parameters.plcPort")]
+    c, violations = validate_text(text.replace("{type: integer}", "{type: integer, default: x}"))
+    assert c is None and violations[0].json_path == "$.parameters.plcPort.default"
+    assert c is None
+    doc_bad = "parameters:\n  p: {type: date}\n" + file(502)
+    c, violations = validate_text(doc_bad, env={})
+    assert c is None and violations[0].json_path == "$.parameters.p.type"
