@@ -16,7 +16,8 @@ second base (marked ``+ValueError`` and so on below).
      ├── FoldError                   an event a fold refuses; the processor dead-letters it
      │    ├── IdentityRejectedError  pipeline.identities.state             (+ValueError)
      │    ├── AlarmRefusedError      pipeline.processors.alarms            (+ValueError)
-     │    └── InvalidStatusError     pipeline.processors.status            (+ValueError)
+     │    ├── InvalidStatusError     pipeline.processors.status            (+ValueError)
+     │    └── ServiceRejectedError   pipeline.services.state               (+ValueError)
      ├── LogError                    the event log failed
      │    ├── CorruptRecordError     a record whose CRC or framing is wrong
      │    │    └── FrameError        pipeline.log.local.segment

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from millrace.pipeline.processors.keyed import KeyedFoldProcessor, State
-from millrace.pipeline.services.state import ServiceRejected, apply
+from millrace.pipeline.services.state import ServiceRejectedError, apply
 from millrace.pipeline.tables import SERVICES_SCHEMA
 from millrace.pipeline.topics import SERVICES
 
@@ -23,8 +23,8 @@ class ServiceProcessor(KeyedFoldProcessor):
     state_table = "services"
     state_key = "service_id"
     schema = SERVICES_SCHEMA
-    rejected = (ServiceRejected, ValueError, KeyError, TypeError)
-    error_type = "ServiceRejected"
+    rejected = (ServiceRejectedError, ValueError, KeyError, TypeError)
+    error_type = "ServiceRejectedError"
 
     def fold(self, prev: Mapping[str, Any] | None, value: Mapping[str, Any], version: int) -> State:
         return apply(prev, value, version)

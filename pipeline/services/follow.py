@@ -20,7 +20,7 @@ from millrace.pipeline.codec import AvroCodec
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.errors import DecodeError
 from millrace.pipeline.events import service_event
-from millrace.pipeline.services.state import ServiceRejected, State, apply, live
+from millrace.pipeline.services.state import ServiceRejectedError, State, apply, live
 from millrace.pipeline.topics import SERVICES
 
 log = logging.getLogger("millrace.services")
@@ -74,7 +74,7 @@ class ServiceFollower:
                         value = self.codec.decode(SERVICES, rec.value)
                         sid = str(value["service_id"])
                         self.states[sid] = apply(self.states.get(sid), value, rec.offset + 1)
-                    except (DecodeError, ServiceRejected, KeyError) as exc:
+                    except (DecodeError, ServiceRejectedError, KeyError) as exc:
                         # the services projection deadletters it; here it changes nothing
                         log.warning("services/%d@%d not applied: %s", p, rec.offset, exc)
                         continue

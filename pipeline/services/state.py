@@ -20,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from millrace.pipeline.errors import FoldError
+
 ENABLED, DISABLED, REMOVED = "enabled", "disabled", "removed"
 TYPES = ("installed", "updated", "enabled", "disabled", "removed")
 
 State = dict[str, Any]
 
 
-class ServiceRejected(ValueError):
+class ServiceRejectedError(FoldError, ValueError):
     """An event that cannot apply to the service's state (e.g. enabling a removed one)."""
 
 
@@ -63,18 +65,18 @@ def live(state: Mapping[str, Any] | None) -> bool:
 
 
 def apply(prev: Mapping[str, Any] | None, event: Mapping[str, Any], version: int) -> State:
-    """The state after ``event``; ServiceRejected when it cannot apply."""
+    """The state after ``event``; ServiceRejectedError when it cannot apply."""
     sid = event["service_id"]
     if not isinstance(sid, str) or not sid:
-        raise ServiceRejected("service_id: must be a non-empty string")
+        raise ServiceRejectedError("service_id: must be a non-empty string")
     state = normalise(prev) if prev is not None else new_state(sid)
     kind, ts = event["type"], int(event["ts_us"])
     state["version"] = version
     if kind in ("installed", "updated"):
         if kind == "updated" and not live(prev):
-            raise ServiceRejected(f"service {sid!r} is not installed: cannot be updated")
+            raise ServiceRejectedError(f"service {sid!r} is not installed: cannot be updated")
         if not isinstance(event.get("text"), str):
-            raise ServiceRejected(f"{kind}: text is required")
+            raise ServiceRejectedError(f"{kind}: text is required")
         if not live(prev):
             state.update(status=ENABLED, enabled=1, installed_us=ts)
         state.update(
@@ -86,7 +88,7 @@ def apply(prev: Mapping[str, Any] | None, event: Mapping[str, Any], version: int
         )
     elif kind in ("enabled", "disabled"):
         if not live(prev):
-            raise ServiceRejected(f"service {sid!r} is not installed: cannot be {kind}")
+            raise ServiceRejectedError(f"service {sid!r} is not installed: cannot be {kind}")
         state.update(status=kind, enabled=int(kind == ENABLED))
     elif kind == "removed":
         state.update(status=REMOVED, enabled=0)

@@ -17,7 +17,7 @@ from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.services import ServiceProcessor
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
-from millrace.pipeline.services.state import ServiceRejected, apply
+from millrace.pipeline.services.state import ServiceRejectedError, apply
 from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -65,7 +65,7 @@ def fold(ops: list[tuple[str, str, str]]) -> dict[str, dict[str, Any]]:
     for n, (sid, kind, text) in enumerate(ops):
         try:
             states[sid] = apply(states.get(sid), _event(sid, kind, text, n), n + 1)
-        except ServiceRejected:
+        except ServiceRejectedError:
             pass
     return states
 
@@ -90,9 +90,9 @@ def test_fold_matches_model(ops: list[tuple[str, str, str]]) -> None:
 
 
 def test_rejections_name_the_service() -> None:
-    with pytest.raises(ServiceRejected, match="svc-x"):
+    with pytest.raises(ServiceRejectedError, match="svc-x"):
         apply(None, service_event("svc-x", "enabled"), 1)
-    with pytest.raises(ServiceRejected, match="text"):
+    with pytest.raises(ServiceRejectedError, match="text"):
         apply(None, service_event("svc-x", "installed"), 1)
     s = apply(None, service_event("svc-x", "installed", text="t"), 1)
     assert apply(s, service_event("svc-x", "whatever"), 2)["status"] == "enabled"
