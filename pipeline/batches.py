@@ -33,6 +33,31 @@ a time. When the offsets of a partition jump (another worker folded it meanwhile
 batch is redone), the partition is loaded again. Above ``max_keys`` ids held in memory
 the oldest are forgotten and that partition asks the store about ids it does not hold,
 one query per fold step for the step's ids.
+
+Restores write ``applied_batches`` rows too (``pipeline.restore.admit``, origin
+``restore:…``), which a ledger loaded earlier does not hold. Every restore chunk
+therefore inserts a *mark* row with its ids, in the same insert (one block: the mark
+and the ids become visible together), in the reserved partition :data:`MARK_PARTITION`;
+:meth:`AppliedBatches.restore_mark` sums up the mark rows (count and latest time, one
+primary-key query). The ledger reads the mark once per fold step (no per-batch round
+trip). While it moves from step to step (a restore is writing), the ids of a step not
+held in memory are asked of the store (one query per partition and step); once it
+stands still, a partition loaded before the last move is loaded again, which brings
+all the restore's ids into memory. So a batch a restore applied before a fold step
+began is dropped by that step, whatever the ledger had loaded: the restore and the
+live fold never both apply an id *one after the other* (the reviewer's finding: a
+lagging fold, a restore of the whole archive, the fold resumed).
+
+Why this and not "the restore admits only ids below the live fold's position": a
+restore also folds files that are not on this log (another deployment's archive,
+files other tools wrote) whose offsets say nothing about the live position, and a
+restore into emptied projections (progress gone) would have no position to compare
+with; the mark covers every source alike, and later resends of a restored id too.
+What it cannot exclude without a lock between the two writers: a restore chunk and a
+live fold step that check the same id in the same instant (each before the other's
+insert) both apply it. That takes a restore over records the live fold is folding at
+that moment; pause the pipeline or let the fold catch up before restoring the log's
+newest range (README, restore).
 """
 
 from __future__ import annotations
@@ -56,6 +81,8 @@ DEFAULT_WINDOW_US = 24 * 3_600_000_000
 DEFAULT_MAX_KEYS = 2_000_000
 CONTENT_PREFIX = "content:"
 HTTP_PREFIX = "http:"
+#: the ``applied_batches`` partition of restore marks (no telemetry partition has it)
+MARK_PARTITION = 2**32 - 1
 MQTT_PREFIX = "mqtt:"
 
 
@@ -135,12 +162,18 @@ class AppliedBatches(ABC):
         """Ids applied in telemetry ``partition`` expiring after ``since_us`` (only
         ``keys`` when given)."""
 
+    def restore_mark(self) -> tuple[int, int]:
+        """The restore marks (rows of :data:`MARK_PARTITION`): their count and latest
+        ``applied_us``; it changes whenever a restore wrote ids (see the module doc)."""
+        return (0, 0)
+
 
 @dataclass(slots=True)
 class _Partition:
     ids: dict[str, Applied] = field(default_factory=dict)
     next_offset: int = -1
     complete: bool = True
+    mark: tuple[int, int] | None = None  # the restore mark when it was loaded
 
 
 @dataclass(slots=True)
@@ -161,16 +194,24 @@ class BatchLedger:
         self._parts: dict[int, _Partition] = {}
         self.dropped = 0
         self.loads = 0
+        self._mark: tuple[int, int] | None = None
 
     def held(self) -> int:
         return sum(len(p.ids) for p in self._parts.values())
 
-    def _part(self, partition: int, first: Any, reader: AppliedBatches | None) -> _Partition:
+    def _part(
+        self, partition: int, first: Any, reader: AppliedBatches | None, moved: bool
+    ) -> _Partition:
         part = self._parts.get(partition)
         if part is not None and part.next_offset == first.offset:
-            return part
+            if part.mark == self._mark:
+                return part
+            if moved:  # a restore is writing: ask the store about ids not in memory
+                part.complete = False
+                return part
+            # a restore wrote since the load and has stopped: load again
         # first sight of the partition, or its offsets jumped: load it again
-        part = _Partition()
+        part = _Partition(mark=self._mark)
         if reader is not None:
             part.ids = reader.applied_batches(partition, first.timestamp_us)
             self.loads += 1
@@ -194,10 +235,14 @@ class BatchLedger:
         part: _Partition | None = None
         current = -1
         step: list[tuple[Any, str]] = [(ev, batch_key(ev.value, ev.raw)) for ev in events]
+        moved = False
+        if reader is not None:
+            mark = reader.restore_mark()
+            moved, self._mark = mark != self._mark, mark
         for ev, key in step:
             if part is None or ev.partition != current:
                 current = ev.partition
-                part = self._part(current, ev, reader)
+                part = self._part(current, ev, reader, moved)
                 self._prune(part, ev.timestamp_us)
                 if not part.complete and reader is not None:
                     missing = [k for e, k in step if e.partition == current and k not in part.ids]

@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from millrace.pipeline.batches import Applied, AppliedBatches
+from millrace.pipeline.batches import MARK_PARTITION, Applied, AppliedBatches
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import StateReader
 
@@ -121,6 +121,14 @@ class MemoryProjectionSink(ProjectionSink, StateReader, AppliedBatches):
             if (wanted is None or key in wanted) and key not in out:
                 out[key] = Applied(str(row["origin"]), int(row["expires_us"]))  # type: ignore[call-overload]
         return out
+
+    def restore_mark(self) -> tuple[int, int]:
+        marks = [
+            int(r["applied_us"])  # type: ignore[call-overload]
+            for r in self.rows.get("applied_batches", [])
+            if r["partition"] == MARK_PARTITION
+        ]
+        return (len(marks), max(marks, default=0))
 
     def progress(self, consumer: str) -> Progress:
         p = self._progress.get(consumer, Progress())

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from millrace.pipeline.batches import Applied, AppliedBatches
+from millrace.pipeline.batches import MARK_PARTITION, Applied, AppliedBatches
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import StateReader
 from millrace.pipeline.sink import Progress, ProjectionSink, Range, SinkBatch
@@ -86,6 +86,17 @@ class ProjectionWriter(ProjectionSink, StateReader, AppliedBatches):
                 strict=True,
             )
         }
+
+    def restore_mark(self) -> tuple[int, int]:
+        """Count and latest time of the restore marks: one primary-key read, once per
+        live fold step (``pipeline.batches``)."""
+        res = self.store.execute(
+            "SELECT count(), max(applied_us) "
+            f"FROM millrace.{self._table('applied_batches')} WHERE partition = {{p:UInt32}}",
+            params={"p": MARK_PARTITION},
+        )
+        count, latest = res.rows[0] if res.rows else (0, 0)
+        return (int(count), int(latest or 0))
 
     def progress(self, consumer: str) -> Progress:
         res = self.store.execute(

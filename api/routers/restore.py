@@ -44,8 +44,11 @@ assert set(STATUSES) == {"pending", "running", "completed", "failed"}
 class RestoreByTime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start_time: Time = Field(description="first record time restored (ISO-8601 or epoch)")
-    end_time: Time = Field(description="records before this time are restored")
+    start_time: Time = Field(
+        description="first log append time restored (ISO-8601 or epoch; the time the record "
+        "reached the log, not the readings' source time)"
+    )
+    end_time: Time = Field(description="records appended to the log before this time")
     epoch: Epoch | None = Field(None, description="unit of numeric times (default s)")
     identities: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=10_000, description="only these identities"

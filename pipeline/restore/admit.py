@@ -5,13 +5,20 @@ The live fold (``pipeline.batches.BatchLedger``) treats an id applied at the *sa
 origin (log position) as a batch redone after a crash, and applies it again. A restored
 record keeps its original log position, so a restore must not use that origin: it
 would re-apply every batch the live fold already holds. A restore's origin is
-``restore:<scope>/<topic>/<partition>/<offset>`` (scope: the task id), so:
+``restore:<scope>/<topic>/<partition>/<offset>`` (scope: the task id and the file's
+identity, ``<task>/<sha of the file's canonical name>``), so:
 
 * an id applied by the live fold, by an earlier restore or by another task has another
   origin: the batch is dropped (restoring a range twice, or one the projections still
-  hold, doubles nothing);
+  hold, doubles nothing; nor does a second copy of a file in one task: its origin
+  names another file);
 * an id applied at this restore's own origin is this task's chunk redone after a crash
   (the sink's intent protocol): applied again, with the same rows and tokens.
+
+Each chunk that applies ids also writes a restore mark (``pipeline.batches``,
+``MARK_PARTITION``) in the same insert: a live fold that loaded its ids earlier sees
+the mark move and asks the store about ids it does not hold, so it does not apply
+again what the restore applied.
 
 Ids are named by the one rule, :func:`millrace.pipeline.batches.batch_key`. The
 ``applied_batches`` rows a restore writes expire one window after the restore ran (not
@@ -37,7 +44,12 @@ import pyarrow as pa
 from fastavro import parse_schema, schemaless_writer
 
 from millrace.pipeline.archive.format import topic_schema
-from millrace.pipeline.batches import DEFAULT_WINDOW_US, AppliedBatches, batch_key
+from millrace.pipeline.batches import (
+    DEFAULT_WINDOW_US,
+    MARK_PARTITION,
+    AppliedBatches,
+    batch_key,
+)
 from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
@@ -96,6 +108,7 @@ class RestoredTelemetry(ReadingProcessor):
     ) -> None:
         self.scope = scope
         self.held = held
+        self.now_us = now_us
         self.expires_us = now_us + window_us
         self.inner = TelemetryProcessor(window_us=window_us)
         self.dropped = 0
@@ -110,6 +123,15 @@ class RestoredTelemetry(ReadingProcessor):
         held = self._held(events, keys, applied)
         keep: list[Event] = []
         cols: dict[str, list[Any]] = {f.name: [] for f in APPLIED_BATCHES_SCHEMA}
+        first = events[0] if events else None
+        if first is not None:  # the mark (only written when ids are)
+            mark = f"mark:{self.scope}/{first.topic}/{first.partition}/{first.offset}"
+            for name, v in zip(
+                cols,
+                (MARK_PARTITION, mark, f"restore:{self.scope}", "", self.now_us, self.expires_us),
+                strict=True,
+            ):
+                cols[name].append(v)
         seen: set[str] = set()
         for ev, key in zip(events, keys, strict=True):
             where = restore_origin(self.scope, ev)

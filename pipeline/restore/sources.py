@@ -13,9 +13,13 @@ format's reader, which resolves older event schemas to the current ones.
 from __future__ import annotations
 
 import io
+import posixpath
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import fsspec
 
@@ -34,7 +38,7 @@ from millrace.pipeline.topics import TASKS, TOPIC_SCHEMAS
 
 #: topics a restore folds unless told otherwise (old tasks are not brought back)
 RESTORABLE = tuple(t for t in TOPIC_SCHEMAS if t != TASKS)
-URL_SCHEMES = ("file://", "http://", "https://", "s3://")
+URL_SCHEMES = ("file", "http", "https", "s3")
 
 
 class RestoreError(MillraceError):
@@ -104,18 +108,83 @@ class RestoreParams:
 
 
 def check_url(url: str, allowed: Sequence[str], archive_url: str | None) -> None:
-    """RestoreForbiddenError unless ``url`` is a path on the archive store, under the
-    archive store's URL, or under an allowed prefix."""
-    if not any(url.startswith(s) for s in URL_SCHEMES) and "://" not in url:
-        if url.startswith("/") or ".." in url.split("/"):
+    """RestoreForbiddenError unless ``url`` is a path inside the archive store, under the
+    archive store's URL, or under an allowed prefix.
+
+    URLs are compared parsed, not as strings: the scheme and the host (and port, and
+    user) must be the prefix's exactly — ``https://files.example.com`` does not admit
+    ``https://files.example.com.evil.net/`` — and the path must continue the prefix's
+    path at a segment boundary. The path is percent-decoded and its ``.`` segments
+    dropped first; a path with a ``..`` segment, an encoded slash or backslash, a query
+    or a fragment is refused: what an HTTP client would normalise to another place
+    never passes. An absolute local path is taken as a ``file://`` URL."""
+    if "://" not in url and not url.startswith("/"):
+        if _segments(url) is None:
             raise RestoreForbiddenError(f"urls: {url!r} is not a path inside the archive")
         return  # relative: a path on the archive store
-    if archive_url and url.startswith(archive_url.rstrip("/") + "/") and ".." not in url:
-        return
-    if not any(url.startswith(s) for s in URL_SCHEMES):
+    parts = urlsplit(url if "://" in url else "file://" + url)  # an absolute local path
+    if _segments(parts.path) is None or parts.query or parts.fragment or "#" in url:
+        raise RestoreForbiddenError(f"urls: {url!r} is not a plain file URL")
+    if archive_url and _under(parts, archive_url):
+        return  # on the archive store (whatever its filesystem)
+    if parts.scheme.lower() not in URL_SCHEMES:
         raise RestoreForbiddenError(f"urls: {url!r}: scheme not allowed")
-    if ".." in url.split("/") or not any(p and url.startswith(p) for p in allowed):
+    if not any(p and _under(parts, p) for p in allowed):
         raise RestoreForbiddenError(f"urls: {url!r} is outside the allowed URL prefixes")
+
+
+def _segments(path: str) -> list[str] | None:
+    """The path's segments after percent-decoding (``.`` and empty ones left out), or
+    None when it could lead elsewhere (a ``..`` segment, encoded ``/`` or ``\\``, a backslash)."""
+    lowered = path.lower()
+    if "\\" in path or "%2f" in lowered or "%5c" in lowered:
+        return None
+    segments = unquote(path).split("/")
+    if ".." in segments:
+        return None
+    return [seg for seg in segments if seg not in ("", ".")]
+
+
+def _netloc(parts: SplitResult) -> tuple[str, str, int | None, str | None, str | None]:
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is None:
+        port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() == "file" and host == "localhost":
+        host = ""
+    return parts.scheme.lower(), host, port, parts.username, parts.password
+
+
+def _under(parts: SplitResult, prefix: str) -> bool:
+    """Whether the parsed URL is below ``prefix`` (a URL or, for the archive store, a
+    local path): same scheme, host, port and user, the path below the prefix's path."""
+    if "://" not in prefix:
+        prefix = "file://" + prefix  # a local archive directory
+    base = urlsplit(prefix)
+    if _netloc(parts) != _netloc(base):
+        return False
+    want, have = _segments(base.path), _segments(parts.path)
+    if want is None or have is None:
+        return False
+    return len(have) > len(want) and have[: len(want)] == want
+
+
+def canonical_name(url: str, store: ArchiveStore | None) -> str:
+    """One name per file, however it is written: a path on the archive store (the
+    store's URL + path, ``file://`` + the store's directory, or a relative path with
+    ``./`` or doubled slashes), else the URL with its scheme and host lower-cased and
+    its path's segments joined once."""
+    rel = _relative(store, url)
+    if rel is not None:
+        return rel
+    parts = urlsplit(url)
+    path = "/" + "/".join(_segments(parts.path) or [parts.path])
+    scheme, host, port, _, _ = _netloc(parts)
+    where = host if port is None else f"{host}:{port}"
+    return f"{scheme}://{where}{path}"
 
 
 @dataclass(slots=True)
@@ -129,31 +198,51 @@ class RestoreFile:
     readings: int = 0
     records: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    ident: str = ""  # the canonical name (``canonical_name``): the file's identity
 
 
 def files_by_time(store: ArchiveStore, params: RestoreParams) -> list[RestoreFile]:
     out: list[RestoreFile] = []
     for topic in params.topics or RESTORABLE:
         for m in store.list_windows(topic, None, params.start_us, params.end_us):
-            out.append(RestoreFile(m.path, m, None, m.bytes, m.readings, m.records))
+            out.append(RestoreFile(m.path, m, None, m.bytes, m.readings, m.records, ident=m.path))
     return out
 
 
 def files_by_url(store: ArchiveStore | None, params: RestoreParams) -> list[RestoreFile]:
+    """The files the URLs name, each once (by :func:`canonical_name`: one file named
+    twice, as a path and as the store's URL, is restored once)."""
     out: list[RestoreFile] = []
+    seen: set[str] = set()
     for url in params.urls:
+        ident = canonical_name(url, store)
+        if ident in seen:
+            continue
+        seen.add(ident)
         rel = _relative(store, url)
-        out.append(RestoreFile(url, None, None if rel is not None else url))
+        out.append(RestoreFile(url, None, None if rel is not None else url, ident=ident))
     return out
 
 
+def _local_path(url: str) -> str | None:
+    if url.startswith("file://"):
+        return url[len("file://") :]
+    return url if url.startswith("/") else None
+
+
 def _relative(store: ArchiveStore | None, url: str) -> str | None:
+    """The path on the archive store that ``url`` names, or None."""
     if store is None:
         return None
     if "://" not in url and not url.startswith("/"):
-        return url
-    prefix = store.url.rstrip("/") + "/"
-    return url[len(prefix) :] if url.startswith(prefix) else None
+        return posixpath.normpath(url.lstrip("/"))
+    for have, base in ((url, store.url), (_local_path(url), _local_path(store.url))):
+        if have is None or base is None:
+            continue
+        prefix = base.rstrip("/") + "/"
+        if have.startswith(prefix):
+            return posixpath.normpath(have[len(prefix) :].lstrip("/"))
+    return None
 
 
 def _manifest_on_store(store: ArchiveStore, rel: str) -> Manifest:
@@ -184,7 +273,31 @@ def open_file(
     return records, len(data)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> None:
+        raise ArchiveStoreError(f"{req.full_url}: answered {code} (a redirect, not followed)")
+
+
+def _fetch_http(url: str) -> bytes:
+    """An http(s) file, redirects refused (the allow-list vetted this URL, not wherever
+    the server sends the client next)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(url, timeout=60) as resp:
+            return bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ArchiveFormatError(f"{url}: missing") from exc
+        raise ArchiveStoreError(f"{url}: HTTP {exc.code}") from exc
+    except (OSError, ValueError) as exc:
+        raise ArchiveStoreError(f"{url}: {exc}") from exc
+
+
 def _fetch(url: str) -> bytes:
+    if urlsplit(url).scheme.lower() in ("http", "https"):
+        return _fetch_http(url)
     try:
         with fsspec.open(url, "rb") as fh:
             return bytes(fh.read())

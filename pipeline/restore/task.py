@@ -10,6 +10,7 @@ goes on from its sink consumer's committed position.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -86,12 +87,15 @@ class RestoreTask:
         params = RestoreParams.from_json(ctx.params)
         params.check()
         files = await asyncio.to_thread(self.files, params)
-        processors = restore_processors(ctx.task_id, self.clock(), self.held)
+        now = self.clock()
         for f in files:
             if ctx.stop.is_set():
                 return
             if f.name in ctx.done:
                 continue
+            # the file's identity is in the origin: a second copy of a file (another
+            # name for the same records) is not taken for this file's crash redo
+            processors = restore_processors(file_scope(ctx.task_id, f), now, self.held)
             try:
                 counts = await self._file(ctx, f, params, processors)
             except (ArchiveError, DecodeError, RestoreError) as exc:
@@ -131,6 +135,13 @@ class RestoreTask:
                 self.on_chunk()
         counts["bytes"] = size
         return counts
+
+
+def file_scope(task_id: str, f: RestoreFile) -> str:
+    """The origin scope of one file of a task: the task id and a digest of the file's
+    canonical name (``sources.canonical_name``)."""
+    digest = hashlib.sha256((f.ident or f.name).encode()).hexdigest()[:16]
+    return f"{task_id}/{digest}"
 
 
 def _key(dead: dict[str, Any]) -> str:
