@@ -24,6 +24,19 @@ def rss_bytes(pid: int | None = None) -> int:
         return 0
 
 
+def rss_anon_bytes(pid: int | None = None) -> int:
+    """The anonymous part of the RSS (heap: Python objects, chDB's caches), without
+    file pages mapped into memory (e.g. log segments); 0 once the process has ended."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of ``pid`` (every thread); 0.0 once it has ended."""
     try:
@@ -43,14 +56,17 @@ class RssSampler:
     def __init__(self, pids: Callable[[], Iterable[int | None]], interval_s: float = 5.0) -> None:
         self.pids = pids
         self.interval_s = interval_s
-        self.samples: list[tuple[float, int]] = []  # (seconds since start, bytes)
+        # (seconds since start, RSS bytes, anonymous RSS bytes)
+        self.samples: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self._t0 = 0.0
 
     def _sample(self) -> None:
-        total = sum(rss_bytes(pid) for pid in self.pids())
-        self.samples.append((time.perf_counter() - self._t0, total))
+        pids = list(self.pids())
+        total = sum(rss_bytes(pid) for pid in pids)
+        anon = sum(rss_anon_bytes(pid) for pid in pids)
+        self.samples.append((time.perf_counter() - self._t0, total, anon))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -69,13 +85,18 @@ class RssSampler:
 
     def figures(self, prefix: str) -> Figures:
         """First, last and max RSS (MiB), and the slope (MiB/min, least squares) over
-        the samples after the first fifth of the run (start-up and warm-up growth)."""
+        the samples after the first fifth of the run (start-up and warm-up growth); the
+        last anonymous RSS and its slope (file pages mapped in excluded)."""
         if not self.samples:
             return {}
-        mib = [(t, b / 2**20) for t, b in self.samples]
+        mib = [(t, b / 2**20) for t, b, _ in self.samples]
+        anon = [(t, a / 2**20) for t, _, a in self.samples]
         end = mib[-1][0]
         steady = [(t, m) for t, m in mib if t >= end / 5] or mib
+        steady_anon = [(t, m) for t, m in anon if t >= end / 5] or anon
         return {
+            f"{prefix}_rss_anon_last_mib": (anon[-1][1], "MiB"),
+            f"{prefix}_rss_anon_slope_mib_per_min": (60 * slope(steady_anon), "MiB/min"),
             f"{prefix}_rss_first_mib": (mib[0][1], "MiB"),
             f"{prefix}_rss_last_mib": (mib[-1][1], "MiB"),
             f"{prefix}_rss_max_mib": (max(m for _, m in mib), "MiB"),
