@@ -14,6 +14,7 @@ from millrace.api import models
 from millrace.api.auth import Principal
 from millrace.api.context import AppContext, admin, context, operator
 from millrace.api.errors import ApiError, bad_request
+from millrace.api.models.common import errors
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.signals import (
     EndTime,
@@ -93,6 +94,7 @@ def _window(m: Manifest, epoch: Epoch | None) -> dict[str, Any]:
     "/archive",
     summary="Archived windows, oldest first",
     response_model=models.CountedPage[ArchiveWindowOut],
+    responses=errors(400, 403, 409, 503, s409="no archive is configured"),
 )
 async def list_archive(
     topic: Annotated[str | None, Query(description="one topic, e.g. telemetry")] = None,
@@ -142,7 +144,10 @@ def _task_status(store: ProjectionStore, task_id: str) -> tuple[str, str]:
     "/archive/flush",
     summary="Archive everything appended so far",
     response_model=models.Data[FlushOut],
-    responses={202: {"model": models.Data[FlushOut], "description": "still running"}},
+    responses={
+        202: {"model": models.Data[FlushOut], "description": "still running"},
+        **errors(403, 409, 503, s409="no archive is configured"),
+    },
 )
 async def flush_archive(
     wait_s: Annotated[float, Query(gt=0, le=600, description="how long to wait")] = 60.0,
