@@ -16,9 +16,10 @@ of its own (``tests/kafka_mock.py``: one broker in a child process, 4 partitions
 4. the workers are stopped (SIGTERM) and ``millrace sql`` counts the readings in each
    data directory: ``*_readings_unaccounted`` = readings landed - readings produced.
 
-``readings_per_s`` = readings produced / the time from the first commit to the last
-(the workers' start-up and the group's first join are not counted; a rebalance while
-the second worker joins is). CPU per process (``/proc``) over that window says where
+``readings_per_s`` = readings produced / the time from the last poll that saw nothing
+committed to the poll that saw everything committed (the workers' start-up and the
+group's first join are mostly not counted; a rebalance while the second worker joins
+is). CPU per process (``/proc``) over that window says where
 the time goes: the workers, the mock broker and, during production, this process.
 
 The worker processes import ``tests.runtime.worker_main`` before the CLI, for its two
@@ -187,18 +188,24 @@ def one_run(
                     )
                 )
         try:
-            first = last = 0.0
-            cpu0: list[float] = []
+            # the window opens at the last poll that saw nothing committed (the first
+            # take is being read and folded then), and closes when all is committed
+            # (if the first poll already sees commits: from the workers' start)
+            first, last = time.perf_counter(), 0.0
+            cpu0 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker)]
+            announced = False
             deadline = time.monotonic() + timeout_s
             while True:
-                done, end = asyncio.run(committed(cluster.bootstrap, prefix))
+                cpu = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker)]
                 now = time.perf_counter()
-                if done and not first:
+                done, end = asyncio.run(committed(cluster.bootstrap, prefix))
+                if not done:
+                    first, cpu0 = now, cpu
+                elif not announced:
                     _say(f"{tag}: first commit")
-                    first = now
-                    cpu0 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker)]
+                    announced = True
                 if done >= end:
-                    last = now
+                    last = time.perf_counter()
                     cpu1 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker)]
                     break
                 dead = [p.returncode for p in procs if p.poll() is not None]
