@@ -73,7 +73,7 @@ def decode_and_process(
                 value,
                 len(rec.value),
                 rec.value,
-            )  # fmt: skip
+            )
         )
     if not events:
         return out
