@@ -104,6 +104,7 @@ def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) ->
             "alarm-rule-seeding",
             "identity-watch",
             "tasks",
+            "pause-follower",
             "gc-policy",
         },
         "api": {"stream-tail", "api-server"},

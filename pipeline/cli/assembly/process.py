@@ -128,19 +128,30 @@ def process_stages(asm: Assembly) -> list[Stage]:
 
 
 def pause_stages(asm: Assembly) -> list[Stage]:
-    """The distributed runtime pauses through the log (``pipeline.runtime.control``):
-    every worker follows the audit topic's pause/resume events."""
-    app = asm.faust_app
-    if app is None:
-        return []  # the in-process runtime pauses directly (``EmbeddedRuntime.suspend``)
+    """Pause and resume through the log (``pipeline.runtime.control``), in both
+    deployments: every process-role member follows the audit topic's pause/resume
+    events. A faust worker holds or releases its takes; the in-process runtime sets its
+    ``suspended`` flag (the embedded route has already suspended it at once, so there
+    this only repeats what is true; a replay's hold is a lock of its own, untouched)."""
     from millrace.pipeline.runtime.control import PauseFollower
 
+    app = asm.faust_app
+
     def gate(paused: bool) -> None:
-        handler_gate = app.millrace_handler().gate
+        if app is not None:
+            handler_gate = app.millrace_handler().gate
+            if paused:
+                handler_gate.clear()
+            else:
+                handler_gate.set()
+            return
+        runtime = asm.runtime
+        if runtime is None:
+            return
         if paused:
-            handler_gate.clear()
-        else:
-            handler_gate.set()
+            runtime.suspended = True  # the batch in flight ends; the next step folds nothing
+        elif runtime.suspended:
+            runtime.resume()
 
     follower = PauseFollower(asm.log, gate, asm.codec)
     return [LoopStage("pause-follower", follower.run, health=lambda: {"paused": follower.paused})]
