@@ -44,7 +44,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) peers lint typecheck
-	$(BIN)/python -m pytest -q -rs -p no:cacheprovider $(ARGS)
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=25 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)

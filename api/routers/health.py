@@ -14,9 +14,10 @@ from millrace.api.middleware import bearer_token
 from millrace.api.prom import CONTENT_TYPE
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.operations import ops_of
+from millrace.api.routing import StrictRoute
 
 # probes and scraping are not API operations: outside the OpenAPI document
-router = APIRouter(tags=["health"], include_in_schema=False)
+router = APIRouter(tags=["health"], include_in_schema=False, route_class=StrictRoute)
 
 
 @router.get("/health/live", summary="The process answers (no key)")

@@ -230,8 +230,8 @@ async def update(
 ) -> JsonResponse:
     """The new file, as for POST; its ``service`` must be ``service_id``. Only the
     connections whose configuration changed restart; the others keep polling."""
+    file = await read_service_file(request)  # a body refused is 400 before a lookup
     before = await _state(ctx, service_id)
-    file = await read_service_file(request)
     c = validated(file)
     if c.service != service_id:
         raise bad_request("$.service", f"the file is service {c.service!r}, not {service_id!r}")
