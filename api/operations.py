@@ -4,7 +4,8 @@ assembly (``pipeline.cli.assembly.api``) and handed to the app in ``AppContext.o
 
 Every part is a callable or an object of this process, so the routers never reach into
 the runtime; a part that the deployment does not have is None and its route says so
-(the distributed API process has no runtime to pause: 409 naming ``millrace process``).
+(e.g. the distributed API process has no runtime figures; its pause appends the control
+event the ``millrace process`` workers follow).
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@ reverse order:
 ``process``
     ``runtime`` (asyncio: ``EmbeddedRuntime``; faust: a faust worker app),
     ``alarms`` (the alarm runner), ``alarm-rule-seeding`` (the file's rules),
-    ``identity-watch``, ``tasks`` (the task runner: restores, replays). The last four
-    are *singleton* stages: the assembly passes them
-    to ``wrap_singleton`` (identity unless the deployment gives a leadership wrapper).
+    ``identity-watch``, ``tasks`` (the task runner: restores, replays), ``archiver``
+    (only with ``archive.url``; it runs the ``archive-flush`` tasks), and
+    ``pause-follower`` (pause/resume events from the audit topic, every member). The
+    alarm runner, rule seeding, identity watch, tasks and archiver are *singleton*
+    stages: the assembly passes them to ``wrap_singleton`` (identity unless the
+    deployment gives a leadership wrapper). ``gc-policy`` (``pipeline.runtime.gc_policy``)
+    is appended after every role's stages wherever ``process`` runs.
 ``api``
     ``stream-tail`` (live streams) and ``api-server``.
 ``connect``

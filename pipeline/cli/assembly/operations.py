@@ -2,9 +2,12 @@
 metrics, readiness, pause/resume, the running configuration masked and the settings
 ``PATCH /api/v1/config`` may change.
 
-Pause and resume reuse the in-process runtime's hold (``EmbeddedRuntime.suspend``: the
-same lock the replay swap takes between two batches). A process without that runtime
-(``millrace api`` of the distributed deployment) has no pause: the route answers 409.
+Pause and resume: the route's audit event (target_type ``pipeline``) is the control
+event every process-role member follows (``pipeline.runtime.control``, the
+``pause-follower`` stage). In ``millrace run`` the route also suspends the in-process
+runtime at once (``EmbeddedRuntime.suspend``: under the same hold the replay swap takes
+between two batches); ``millrace api`` of the distributed deployment only appends the
+event, and shows the last audited state.
 """
 
 from __future__ import annotations
