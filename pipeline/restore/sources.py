@@ -277,6 +277,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(
         self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> None:
+        fp.close()  # the redirect's response holds the connection: release it now
         raise ArchiveStoreError(f"{req.full_url}: answered {code} (a redirect, not followed)")
 
 
@@ -288,6 +289,7 @@ def _fetch_http(url: str) -> bytes:
         with opener.open(url, timeout=60) as resp:
             return bytes(resp.read())
     except urllib.error.HTTPError as exc:
+        exc.close()  # its response holds the connection
         if exc.code == 404:
             raise ArchiveFormatError(f"{url}: missing") from exc
         raise ArchiveStoreError(f"{url}: HTTP {exc.code}") from exc
