@@ -13,7 +13,7 @@ import pytest
 from millrace.pipeline.archive.store import ArchiveStore
 from millrace.projections.store.chdb import ChdbStore
 from tests.connectors.test_run_config_e2e import free_port
-from tests.test_distributed_e2e import KEY, Deployment, cluster, deployment, rows  # noqa: F401
+from tests.distributed import KEY, Deployment, cluster, deployment, rows  # noqa: F401
 
 pytest.importorskip("faust")
 

@@ -14,6 +14,8 @@ import pytest
 
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from millrace.pipeline.topics import TELEMETRY
+from tests.distributed import Role, kafka_env, publish, readings_sum, until_folded
 
 pytestmark = [pytest.mark.integration]
 
@@ -22,12 +24,6 @@ def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_p
     config = tmp_path / "c.yaml"
     config.write_text("simulator:\n  devices: 5\n  signals: 3\n  interval_ms: 100\n")
     prefix = f"connect-{os.getpid()}-"
-    env = {
-        **os.environ,
-        "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "MILLRACE_TOPIC_PREFIX": prefix,
-    }
-    output = tmp_path / "connect.log"
 
     async def read_all() -> list[dict[str, object]]:
         log = KafkaEventLog(KafkaLogConfig(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix))
@@ -49,25 +45,20 @@ def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_p
             n[str(ev["identity"])] = n.get(str(ev["identity"]), 0) + len(ev["samples"])  # type: ignore[arg-type]
         return n
 
-    with open(output, "wb") as out_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "millrace.pipeline.cli.main", "connect", "--config", config],
-            env=env,
-            stdout=out_file,
-            stderr=subprocess.STDOUT,
-        )
+    connect = Role(
+        "connect", ["connect", "--config", config], kafka_env(kafka_bootstrap, prefix), tmp_path
+    )
     try:
         # until every device's first ten ticks are on Kafka (not a fixed time: a slow
         # start-up left too few)
         deadline = time.monotonic() + 120
         while len(n := ticks(asyncio.run(read_all()))) < 5 or min(n.values()) < 10:
-            assert proc.poll() is None, output.read_text(errors="replace")[-3000:]
+            connect.alive()
             assert time.monotonic() < deadline, n
             time.sleep(0.3)
     finally:
-        proc.terminate()
-        proc.wait(30)
-    assert proc.returncode == 0, output.read_text(errors="replace")[-3000:]
+        code = connect.stop()
+    assert code == 0, connect.output()[-3000:]
 
     events = asyncio.run(read_all())
     by_identity: dict[str, list[int]] = {}
@@ -101,8 +92,6 @@ def test_api_without_a_clickhouse_url_says_what_to_set(tmp_path: Path) -> None:
 def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_path: Path) -> None:
     """`millrace process` (a faust worker, chDB in --data-dir) projects what is on
     Kafka; counts and sums compared with what the test produced."""
-    from millrace.pipeline.publisher import LogPublisher
-
     prefix = f"process-{os.getpid()}-"
     t0 = 1_767_225_600_000_000
     batches = [
@@ -117,82 +106,14 @@ def test_process_worker_folds_kafka_into_projections(kafka_bootstrap: str, tmp_p
         )
         for i in range(90)
     ]
-
-    async def produce() -> None:
-        log = KafkaEventLog(KafkaLogConfig(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix))
-        await log.start()
-        try:
-            await LogPublisher(log).publish("telemetry", batches)
-        finally:
-            await log.close()
-
-    asyncio.run(produce())
+    asyncio.run(publish(kafka_bootstrap, prefix, TELEMETRY, batches))
     data = tmp_path / "data"
-    env = {
-        **os.environ,
-        "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "MILLRACE_TOPIC_PREFIX": prefix,
-    }
-    env.pop("MILLRACE_CLICKHOUSE_URL", None)
-    output = tmp_path / "process.log"
-    with open(output, "wb") as out_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "millrace.pipeline.cli.main", "process", "--data-dir", data],
-            env=env,
-            stdout=out_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        asyncio.run(_until_folded(kafka_bootstrap, prefix, proc, output))
-    finally:
-        proc.terminate()
-        proc.wait(60)
-    assert proc.returncode == 0, output.read_text(errors="replace")[-3000:]
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "millrace.pipeline.cli.main",
-            "sql",
-            "SELECT count(), sum(value) FROM millrace.readings",
-            "--data-dir",
-            str(data),
-            "--format",
-            "csv",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    worker = Role(
+        "process", ["process", "--data-dir", data], kafka_env(kafka_bootstrap, prefix), tmp_path
     )
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[1] == f"90,{float(sum(range(90)))}".replace(".0", "")
-
-
-async def _until_folded(
-    bootstrap: str, prefix: str, proc: subprocess.Popen[bytes], output: Path
-) -> None:
-    """Until the worker's group committed every telemetry record (its Kafka commit
-    never passes the sink's position, ``pipeline.runtime.faust_runtime``), instead of
-    a fixed wait long enough for a slow start-up."""
-    from millrace.pipeline.log.base import TopicPartition
-    from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig
-
-    group = FaustRuntimeConfig(bootstrap=bootstrap).consumer_name
-    log = KafkaEventLog(KafkaLogConfig(bootstrap_servers=bootstrap, topic_prefix=prefix))
-    await log.start(("telemetry",))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            behind = 0
-            for p in range(log.partitions("telemetry")):
-                end = (await log.offsets("telemetry", p))[1]
-                done = await log.committed(group, TopicPartition("telemetry", p))
-                behind += end - (done or 0)
-            if behind == 0:
-                return
-            tail = output.read_text(errors="replace")[-3000:]
-            assert proc.poll() is None, f"millrace process exited {proc.returncode}: {tail}"
-            assert time.monotonic() < deadline, f"{behind} records never folded: {tail}"
-            await asyncio.sleep(0.2)
+        until_folded(kafka_bootstrap, prefix, worker)
     finally:
-        await log.close()
+        code = worker.stop()
+    assert code == 0, worker.output()[-3000:]
+    assert readings_sum(data) == f"90,{float(sum(range(90)))}".replace(".0", "")

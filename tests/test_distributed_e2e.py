@@ -18,15 +18,9 @@ their deduplication are chDB's own.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,136 +33,17 @@ from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 from millrace.pipeline.topics import ALARMS
 from millrace.projections.store.chdb import ChdbStore
 from tests.connectors.test_run_config_e2e import free_port
-from tests.kafka_mock import MockKafkaCluster, MockKafkaError
-from tests.store_server import StoreServer
+from tests.distributed import KEY, Deployment, cluster, deployment, rows  # noqa: F401
 
 pytest.importorskip("faust")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-KEY = "distributed-e2e-admin-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """A mock cluster of this module's own: the session's carries other tests' groups."""
-    try:
-        c = MockKafkaCluster().start()
-    except MockKafkaError as exc:
-        pytest.skip(f"mock Kafka cluster unavailable: {exc}")
-    try:
-        yield c.bootstrap
-    finally:
-        c.stop()
-
-
-class Role:
-    """One ``millrace <role>`` process (through tests/distributed_main.py), its output
-    in a file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
-        self.name = name
-        self.stopped = False
-        self.log = logs / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.distributed_main", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def leads(self, stage: str) -> bool:
-        return f"{stage}: leader, stage started" in self.output()
-
-    def stop(self) -> int:
-        self.stopped = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
-class Deployment:
-    """The roles of one test, on one topic prefix, one store and one log directory."""
-
-    def __init__(self, bootstrap: str, store_url: str, tmp: Path) -> None:
-        self.tmp = tmp
-        self.prefix = f"d{uuid.uuid4().hex[:8]}-"
-        self.bootstrap = bootstrap
-        self.env = {
-            **os.environ,
-            "MILLRACE_KAFKA_BOOTSTRAP": bootstrap,
-            "MILLRACE_TOPIC_PREFIX": self.prefix,
-            "MILLRACE_CLICKHOUSE_URL": store_url,
-            "MILLRACE_API_KEY": KEY,
-        }
-        self.env.pop("MILLRACE_CLICKHOUSE_CLUSTER", None)
-        self.roles: list[Role] = []
-
-    def start(self, name: str, role: str, config: str) -> Role:
-        data = self.tmp / name
-        data.mkdir()
-        path = self.tmp / f"{name}.yaml"
-        path.write_text(f"data_dir: {data}\n{config}")
-        args = [role, "--config", str(path)]
-        if role == "process":
-            args += ["--data-dir", str(data)]
-        r = Role(name, args, self.env, self.tmp)
-        self.roles.append(r)
-        return r
-
-    def logs(self) -> str:
-        return "".join(f"\n--- {r.name}\n{r.output()[-3000:]}" for r in self.roles)
-
-    def wait(self, cond: Any, what: str, timeout: float, detail: Any = None) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = cond()
-            if got:
-                return got
-            for r in self.roles:
-                if not r.stopped and r.proc.poll() not in (None, -signal.SIGKILL):
-                    pytest.fail(f"{r.name} exited {r.proc.returncode}{self.logs()}")
-            if time.monotonic() > deadline:
-                more = f" ({detail()})" if detail is not None else ""
-                pytest.fail(f"timed out waiting for {what}{more}{self.logs()}")
-            time.sleep(0.25)
-
-    def stop_all(self) -> None:
-        for r in reversed(self.roles):
-            r.stop()
-
-
-@pytest.fixture
-def deployment(cluster: str, store: ChdbStore, tmp_path: Path) -> Iterator[Deployment]:
-    # a checkpoint is not a projection (``store`` keeps them): another test's alarm
-    # runner positions would be this deployment's
-    store.execute("TRUNCATE TABLE IF EXISTS millrace.checkpoints")
-    with StoreServer(store) as server:
-        d = Deployment(cluster, server.url, tmp_path)
-        try:
-            yield d
-        finally:
-            d.stop_all()
-
-
-def rows(store: ChdbStore, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in store.execute(sql).rows]
-
 
 @pytest.mark.timeout(240)
 def test_connect_and_process_raise_acknowledge_and_time_out(
-    deployment: Deployment, store: ChdbStore
+    deployment: Deployment,  # noqa: F811
+    store: ChdbStore,
 ) -> None:
     d = deployment
     port = free_port()
@@ -310,7 +185,8 @@ async def reference_alarms(bootstrap: str, prefix: str) -> tuple[set[str], Count
 
 @pytest.mark.timeout(300)
 def test_killed_singleton_fails_over_without_losing_or_doubling_alarms(
-    deployment: Deployment, store: ChdbStore
+    deployment: Deployment,  # noqa: F811
+    store: ChdbStore,
 ) -> None:
     d = deployment
     process = """
