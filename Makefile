@@ -11,12 +11,17 @@ ARGS    ?=
 .PHONY: run test lint typecheck bench clean install peers
 
 # Test peers from Debian: the Mosquitto MQTT broker (the tests start and stop their own
-# broker on a free port; the package's system service is not used).
+# broker on a free port; the package's system service is not used), and Chromium with its
+# WebDriver for the console's browser tests (tests/console, bench/console.py).
 peers:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	  echo "installing mosquitto (Debian package) for the MQTT tests"; \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  echo "installing chromium and chromium-driver (Debian packages) for the console's browser tests"; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)

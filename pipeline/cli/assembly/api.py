@@ -41,17 +41,20 @@ def stream_stage(asm: Assembly) -> Stage:
 
 
 def api_stage(asm: Assembly) -> Stage:
-    """The HTTP server; its app is created at start from :func:`app_context`."""
+    """The HTTP server; its app is created at start from :func:`app_context`, with the
+    web console at ``/`` (:mod:`millrace.api.console`; its lifespan starts NiceGUI)."""
     from millrace.api.app import create_app
+    from millrace.api.console.mount import console_app
 
     hub = asm.stream_hub
     return ApiServerStage(
-        lambda: create_app(app_context(asm)),
+        lambda: console_app(create_app(app_context(asm)), asm.config.data_dir),
         asm.config.api.host,
         asm.config.api.port,
         asm.config.api.server,
         on_stop=hub.close if hub is not None else None,  # ends open event streams
         timeout_graceful_shutdown=5,
+        lifespan="on",
     )
 
 

@@ -1,0 +1,76 @@
+"""The frame every console page shares: a header with the system's status, the
+navigation (only the pages the caller may see) and who is signed in; a skip link and a
+``main`` landmark for keyboard and screen-reader users."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nicegui import ui
+from nicegui.element import Element
+
+from millrace.api.console.client import ConsoleApiError
+from millrace.api.console.pages import Page, PageContext
+
+#: colours with at least 4.5:1 contrast on white and on the header's slate
+STYLE = """
+:root { --q-primary: #1d4ed8; }
+.mr-header { background: #0f172a; color: #f8fafc; }
+.mr-nav a { color: #e2e8f0; text-decoration: none; padding: 6px 10px; border-radius: 6px; }
+.mr-nav a:hover, .mr-nav a:focus-visible { background: #1e293b; outline: 2px solid #93c5fd; }
+.mr-nav a[aria-current="page"] { background: #1e40af; color: #fff; }
+.mr-ok { color: #166534; background: #dcfce7; }
+.mr-bad { color: #991b1b; background: #fee2e2; }
+.mr-chip { padding: 2px 10px; border-radius: 999px; font-weight: 600; }
+.mr-figure a { color: #1d4ed8; }
+:focus-visible { outline: 2px solid #1d4ed8; outline-offset: 2px; }
+"""
+
+
+def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
+    """Draw the header and return the page's ``main`` container."""
+    ui.add_css(STYLE)
+    main = ui.element("main").classes("w-full max-w-screen-xl mx-auto p-4 gap-4 flex flex-col")
+    main.props('id="main" aria-label="page content"')
+    ui.skip_link(target=main)
+    with ui.header().classes("mr-header items-center gap-2 px-4 py-2 flex-wrap"):
+        ui.link("millrace", "/").classes("text-lg font-bold text-white no-underline mr-4")
+        with (
+            ui.element("nav")
+            .props('aria-label="console pages"')
+            .classes("mr-nav flex gap-1 flex-wrap")
+        ):
+            for page in pages:
+                if ctx.can(*page.needs):
+                    link = ui.link(page.title, page.path)
+                    if page is current:
+                        link.props('aria-current="page"')
+        ui.space()
+        status = ui.label("status …").classes("mr-chip").props('role="status" aria-live="polite"')
+        ui.label(f"{ctx.session.name} ({ctx.session.role})").classes("text-sm")
+        ui.button("Sign out", on_click=lambda: _sign_out(ctx)).props("flat color=white no-caps")
+
+    async def refresh_status() -> None:
+        text, ok = await system_status(ctx)
+        status.text = text
+        status.classes(replace="mr-chip " + ("mr-ok" if ok else "mr-bad"))
+
+    ui.timer(5.0, refresh_status, immediate=True)
+    ui.page_title(f"{current.title} · millrace")
+    return main
+
+
+async def system_status(ctx: PageContext) -> tuple[str, bool]:
+    """One line for the header: readiness from ``/health/ready`` (no key needed)."""
+    try:
+        ready = await ctx.api.health("/health/ready")
+    except ConsoleApiError as exc:
+        return f"unreachable: {exc.message}", False
+    ok = ready.get("status") == "ok"
+    failing = [name for name, check in ready.get("checks", {}).items() if not check.get("ok")]
+    return ("ready" if ok else "not ready: " + ", ".join(failing)), ok
+
+
+async def _sign_out(ctx: PageContext) -> None:
+    await ctx.api.sign_out()
+    ui.navigate.to("/login")

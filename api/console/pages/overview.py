@@ -1,0 +1,151 @@
+"""Overview: is the system healthy, is data flowing, what needs attention.
+
+Health and readiness, the ingest rate (readings folded per second, from the engine's
+row counters between two polls) and the lag, connectors and services with their states,
+deviations, active alarms by priority and disk use; refreshed every 2 s. Every figure
+links to the page that shows its detail when that page is registered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from nicegui import ui
+from nicegui.element import Element
+
+from millrace.api.console.client import ConsoleApiError
+from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.values import human_bytes, registered_link
+
+REFRESH_S = 2.0
+HISTORY = 60  # points of the rate sparkline
+
+
+def figure(label: str, testid: str, target: str | None) -> ui.label:
+    """A labelled number; a link to ``target`` when that page exists."""
+    with ui.card().classes("mr-figure min-w-[11rem] gap-0").props(f'aria-label="{label}"'):
+        ui.label(label).classes("text-sm text-slate-700")
+        href = registered_link(target)
+        holder: Element = ui.link("", href) if href else ui.element("div")
+        with holder:
+            value = ui.label("…").classes("text-2xl font-semibold")
+        value.props(f'data-testid="{testid}"')
+    return value
+
+
+async def build(ctx: PageContext) -> None:
+    with ui.row().classes("w-full gap-3 flex-wrap"):
+        ready = figure("Readiness", "ready", None)
+        rate = figure("Ingest rate (readings/s)", "ingest-rate", "/live")
+        lag = figure("Lag (records)", "lag", None)
+        deviations = figure("Deviations", "deviations", "/services")
+        alarms = figure("Active alarms", "alarms", "/alarms")
+        disk = figure("Disk use", "disk", "/archive")
+    spark = ui.echart(
+        {
+            "animation": False,
+            "grid": {"left": 50, "right": 10, "top": 10, "bottom": 20},
+            "xAxis": {"type": "time"},
+            "yAxis": {"type": "value", "name": "readings/s"},
+            "series": [{"type": "line", "showSymbol": False, "data": []}],
+            "aria": {"enabled": True},
+        }
+    ).classes("w-full h-40")
+    spark.props('aria-label="ingest rate over the last two minutes"')
+    with ui.row().classes("w-full gap-3 flex-wrap items-start"):
+        with ui.card().classes("grow"):
+            ui.label("Checks").classes("font-semibold")
+            checks = ui.column().classes("gap-1")
+        with ui.card().classes("grow"):
+            ui.label("Connections and services").classes("font-semibold")
+            connections = ui.column().classes("gap-1")
+        with ui.card().classes("grow"):
+            ui.label("Active alarms by priority").classes("font-semibold")
+            by_priority = ui.column().classes("gap-1")
+
+    last: dict[str, float] = {}
+    points: list[list[float]] = []
+
+    async def refresh() -> None:
+        health = await ctx.api.health("/health/ready")
+        ready.text = "ready" if health.get("status") == "ok" else "not ready"
+        checks.clear()
+        with checks:
+            for name, check in health.get("checks", {}).items():
+                mark = "ok" if check.get("ok") else "FAILING"
+                ui.label(f"{name}: {mark} — {check.get('detail', '')}")
+        status = (await ctx.api.get("/status"))["data"]
+        lag.text = f"{status.get('lag_records', 0):,}"
+        folded = float(status.get("runtime", {}).get("rows", {}).get("readings", 0))
+        now = time.monotonic()
+        if "t" in last and now > last["t"]:
+            per_s = max(0.0, (folded - last["rows"]) / (now - last["t"]))
+            rate.text = f"{per_s:,.0f}"
+            points.append([time.time() * 1000, round(per_s, 1)])
+            del points[:-HISTORY]
+            spark.options["series"][0]["data"] = points
+            spark.update()
+        last.update(t=now, rows=folded)
+        await _connections(ctx, connections, status)
+        await _counts(ctx, deviations, alarms, by_priority, disk)
+
+    async def safe_refresh() -> None:
+        try:
+            await refresh()
+        except ConsoleApiError as exc:
+            ready.text = f"error: {exc.message}"
+
+    await safe_refresh()
+    ui.timer(REFRESH_S, safe_refresh)
+
+
+async def _connections(ctx: PageContext, box: Element, status: dict[str, Any]) -> None:
+    services: list[dict[str, Any]] = []
+    if ctx.can("services:read"):
+        services = (await ctx.api.get("/services"))["data"]
+    box.clear()
+    with box:
+        for c in status.get("connectors", []):
+            state = f"{c.get('current_state')} (desired {c.get('desired_state')})"
+            ui.label(f"connector {c['name']} [{c.get('protocol')}]: {state}")
+        for s in services:
+            name = s.get("service_id") or s.get("id")
+            ui.label(f"service {name}: {s.get('state') or s.get('enabled')}")
+        if not status.get("connectors") and not services:
+            ui.label("no connectors or services")
+
+
+async def _counts(
+    ctx: PageContext, deviations: ui.label, alarms: ui.label, box: Element, disk: ui.label
+) -> None:
+    if ctx.can("state:read"):
+        rows = (await ctx.api.get("/resources/states/deviations/count"))["data"]
+        deviations.text = f"{sum(int(r.get('count', 0)) for r in rows):,}"
+    else:
+        deviations.text = "—"
+    if ctx.can("alarms:read"):
+        page = await ctx.api.get("/alarms", state="active", limit=1000, sort="-priority")
+        total = page["meta"]["pagination"].get("total_rows", len(page["data"]))
+        alarms.text = f"{total:,}"
+        counts = Counter(int(a.get("priority", 0)) for a in page["data"])
+        box.clear()
+        with box:
+            for priority, n in sorted(counts.items(), reverse=True):
+                href = registered_link(f"/alarms?priority_range={priority},{priority}")
+                text = f"priority {priority}: {n}"
+                (ui.link(text, href) if href else ui.label(text))
+            if not counts:
+                ui.label("none active")
+    else:
+        alarms.text = "—"
+    if ctx.can("system:read"):
+        info = (await ctx.api.get("/system/info"))["data"]
+        used = sum(int(v) for v in info.get("disk", {}).values())
+        disk.text = human_bytes(used)
+    else:
+        disk.text = "—"
+
+
+PAGE = Page(path="/", title="Overview", icon="dashboard", needs=("status:read",), build=build)

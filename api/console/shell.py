@@ -1,0 +1,139 @@
+"""Registers the console's pages with NiceGUI: the sign-in page and every page of
+:func:`~millrace.api.console.pages.pages`, each behind the tab's session and inside the
+shared :mod:`~millrace.api.console.layout`.
+
+A tab's session lives in NiceGUI's tab storage (server memory, kept across reloads of
+that tab, never written to disk); a page without one sends the browser to sign in and
+back. A page the caller's permissions do not cover says so instead of drawing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from nicegui import Client, app, background_tasks, ui
+from starlette.types import ASGIApp
+
+from millrace.api.console.client import ConsoleApi, ConsoleApiError, SignedOutError
+from millrace.api.console.layout import STYLE, frame
+from millrace.api.console.pages import Page, PageContext, pages
+from millrace.api.console.session import Session
+from millrace.api.console.values import REGISTERED
+
+SIGN_IN = "/login"
+#: the API app the pages call (set by :func:`~millrace.api.console.mount.console_app`)
+API_APP: list[Any] = [None]
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#1d4ed8"/>'
+    '<path d="M2 11 L6 6 L9 9 L14 3" stroke="#fff" stroke-width="2" fill="none"/></svg>'
+)
+_KEY = "millrace_session"
+
+
+def install() -> frozenset[str]:
+    """Register every page; the paths the console serves."""
+    registered = pages()
+    REGISTERED.update(p.path for p in registered)
+    for page in registered:
+        ui.page(page.path, title=f"{page.title} · millrace")(_builder(page, registered))
+    ui.page(SIGN_IN, title="Sign in · millrace")(_sign_in)
+    return frozenset([SIGN_IN, *(p.path for p in registered)])
+
+
+def _client_address(client: Client) -> tuple[str, int]:
+    peer = client.request.client
+    return (peer.host, peer.port) if peer is not None else ("127.0.0.1", 0)
+
+
+def _api(client: Client, session: Session | None) -> ConsoleApi:
+    def keep(current: Session | None) -> None:
+        if current is None:
+            app.storage.tab.pop(_KEY, None)
+        else:
+            app.storage.tab[_KEY] = current.to_dict()
+
+    api_app: ASGIApp = API_APP[0]
+    api = ConsoleApi(api_app, session, _client_address(client), on_session=keep)
+    client.on_delete(lambda: background_tasks.create(api.close(), name="console-api-close"))
+    return api
+
+
+def _builder(page: Page, registered: list[Page]) -> Callable[[Client], Awaitable[None]]:
+    async def build(client: Client) -> None:
+        query = dict(client.request.query_params)
+        await client.connected(timeout=10.0)
+        raw = app.storage.tab.get(_KEY)
+        if raw is None:
+            ui.navigate.to(f"{SIGN_IN}?next={quote(page.path)}")
+            return
+        session = Session.from_dict(raw)
+        ctx = PageContext(_api(client, session), session, query)
+        main = frame(ctx, page, registered)
+        with main:
+            ui.label(page.title).classes("text-2xl font-semibold").props(
+                'role="heading" aria-level="1"'
+            )
+            if not ctx.can(*page.needs):
+                ui.label(
+                    "Your role may not see this page (it needs " + ", ".join(page.needs) + ")."
+                )
+                return
+            try:
+                await page.build(ctx)
+            except SignedOutError:
+                ui.navigate.to(f"{SIGN_IN}?next={quote(page.path)}")
+            except ConsoleApiError as exc:
+                ui.label(f"The API refused: {exc.message}").classes("mr-chip mr-bad")
+
+    return build
+
+
+async def _sign_in(client: Client) -> None:
+    wanted = client.request.query_params.get("next", "/")
+    target = wanted if wanted in {p.path for p in pages()} else "/"
+    await client.connected(timeout=10.0)
+    api = _api(client, None)
+    ui.add_css(STYLE)
+    with (
+        ui.element("main").classes("w-full flex justify-center p-8"),
+        ui.card().classes("w-full max-w-sm gap-3"),
+    ):
+        ui.label("Sign in to millrace").classes("text-xl font-semibold").props(
+            'role="heading" aria-level="1"'
+        )
+        with ui.tabs() as tabs:
+            user_tab = ui.tab("User")
+            key_tab = ui.tab("API key")
+        message = ui.label("").classes("text-red-800").props('role="alert" aria-live="assertive"')
+        with ui.tab_panels(tabs, value=user_tab).classes("w-full"):
+            with ui.tab_panel(user_tab).classes("gap-2"):
+                username = ui.input("Username").props("autocomplete=username name=username")
+                password = ui.input("Password", password=True).props(
+                    "autocomplete=current-password name=password"
+                )
+                user_button = ui.button("Sign in").props("name=sign-in")
+            with ui.tab_panel(key_tab).classes("gap-2"):
+                key = ui.input("API key", password=True).props("name=api-key")
+                key_button = ui.button("Sign in with key").props("name=sign-in-key")
+
+    async def done(coro: Awaitable[Session]) -> None:
+        try:
+            await coro
+        except ConsoleApiError as exc:
+            message.text = f"Sign-in refused: {exc.message}"
+            return
+        ui.navigate.to(target)
+
+    async def with_password() -> None:
+        await done(api.sign_in(username.value or "", password.value or ""))
+
+    async def with_key() -> None:
+        await done(api.sign_in_key((key.value or "").strip()))
+
+    user_button.on_click(with_password)
+    password.on("keydown.enter", with_password)
+    key_button.on_click(with_key)
+    key.on("keydown.enter", with_key)
