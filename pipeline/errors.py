@@ -31,6 +31,8 @@ second base (marked ``+ValueError`` and so on below).
      │    └── RestoreForbiddenError  a URL outside the configured allow-list (403)
      ├── ReplayError                 projections.replay: a replay that cannot run
      │    └── UnknownProjectionError a named projection does not exist (400)
+     ├── LiveMovedError              projections.replay_live: the live fold moved while held
+     ├── HoldError                   pipeline.runtime.hold: a worker did not answer a pause
      ├── EngineUnreachableError      pipeline.cli.replay_client: no running engine answers
      ├── ReplayFailedError           pipeline.cli.replay_client: the engine refused or failed it
      ├── RestoreFailedError          pipeline.cli.restore: the restore task ended failed

@@ -35,12 +35,18 @@ replay rebuilds the whole history, not just what the log still holds. ``start_ti
 the fold starts, in each partition, at the first record appended at or after it (the
 rebuilt projections then hold what came since).
 
-Distributed deployment: the live fold runs in several ``millrace process`` workers
-(faust) and ClickHouse holds Distributed tables over replicated ``_local`` ones on every
-node; there is no hold of every worker at one position yet (it would need a control
-message the workers obey between batches, and an exchange ON CLUSTER of each node's
-local tables), so a replay there is refused: the API answers 409 and the task kind
-fails saying why.
+Distributed deployment (``millrace process`` workers on Kafka, one ClickHouse server):
+the same steps, with the live fold seen through ``projections.replay_live``: its
+positions are the workers' committed progress in the store, and the hold of step 3 is
+the pipeline pause through the log, which every worker answers once its take in flight
+has ended (``pipeline.runtime.hold``); the replay runs in the task runner of the
+process role (a singleton). An interrupted exchange is not finished at start there
+(workers may fold before any recovery could run); a rerun of the task drops what is
+left, and the projections are then a mix of old and new tables, each at the position
+the hold held, so no reading is lost or doubled (with ``start_time``, the old ones keep
+their history). On a ClickHouse cluster (Distributed tables over each node's
+``_local`` ones, ``distributed.clickhouse_cluster``) a replay is refused: the
+exchange ON CLUSTER of every node's local tables is not done.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.sink import Range, SinkBatch
 from millrace.projections import shadow
 from millrace.projections.migrations import PROJECTION_TABLES
+from millrace.projections.replay_live import LiveFold, live_of
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.tables import TABLES
 from millrace.projections.writer import ProjectionWriter
@@ -121,7 +128,8 @@ class ReplayParts:
 
     log: EventLog
     store: ProjectionStore
-    live: EmbeddedRuntime
+    #: the live fold: the in-process runtime, or the distributed workers
+    live: EmbeddedRuntime | LiveFold
     codec: AvroCodec | None = None
     #: where the records retention deleted are (None: the log's retained records only)
     archive: ArchiveStore | None = None
@@ -143,6 +151,9 @@ class Replay:
         start_time_us: int | None = None,
     ) -> None:
         self.parts = parts
+        self.live = live_of(parts.live)
+        #: who holds the live fold (the actor of a distributed hold's pause events)
+        self.holder = f"replay:{replay_id}"
         #: the log, its deleted history read back from the archive when there is one
         self.log: EventLog = parts.log
         if parts.archive is not None:
@@ -161,10 +172,13 @@ class Replay:
         (the shadows and their progress stay; the next run resumes them)."""
         prefix = f"{self.replay_id}."
         if await self._store(shadow.swapped, self.swapped, prefix) is not None:
+            await self.live.release(self.holder)  # killed holding, after the swap
             await self._store(shadow.drop, self.built)  # swapped before a crash
             return {"records": 0}
         tag = await self._store(shadow.building, self.built)
         fresh = tag is None or not tag.startswith(prefix)
+        if not fresh:
+            await self.live.release(self.holder)  # an earlier run may have been holding
         if fresh:
             tag = prefix + secrets.token_hex(4)
             self.before("create")
@@ -194,7 +208,7 @@ class Replay:
     async def _fold(
         self, fold: EmbeddedRuntime, tag: str, report: Report, stop: asyncio.Event
     ) -> dict[str, int] | None:
-        live = self.parts.live
+        live = self.live
         total = await self._total(fold)
 
         def counts() -> dict[str, int]:
@@ -207,7 +221,7 @@ class Replay:
         least, stalled = None, 0
         while not stop.is_set():
             # never past the live fold: the shadow stays at or behind the live tables
-            fold.until = {tp: live.position(tp) for tp in fold.topic_partitions()}
+            fold.until = await live.positions(fold.topic_partitions())
             self.before("fold")
             n = await fold.step()
             await report(counts())
@@ -222,7 +236,7 @@ class Replay:
             return None
         self.before("mark")
         await self._store(shadow.mark, self.swapped, tag)
-        async with live.paused() as positions:
+        async with live.held(fold.topic_partitions(), self.holder) as positions:
             fold.until = positions
             while True:
                 self.before("fold")
@@ -232,6 +246,7 @@ class Replay:
             if short:
                 raise ReplayError(f"the shadow fold stopped short of the live one: {short}")
             self.before("swap")
+            await live.unchanged(positions)
             await self._store(shadow.exchange, self.swapped)
         await report(counts())
         return counts()
@@ -276,8 +291,8 @@ async def first_at(log: EventLog, tp: TopicPartition, start_us: int) -> int:
 
 def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
     """The ``replay`` task kind (params: ``projections``, a list of names or empty for
-    all; ``start_time_us``, optional). ``parts`` gives None where no in-process runtime
-    can be held (the distributed deployment): the task then fails saying so."""
+    all; ``start_time_us``, optional). ``parts`` gives None where no live fold can be
+    held (a ClickHouse cluster): the task then fails saying so."""
 
     async def handle(ctx: TaskContext) -> None:
         got = parts()
@@ -302,9 +317,9 @@ def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
     return handle
 
 
-#: why a replay is refused in the distributed deployment
+#: why a replay is refused on a ClickHouse cluster
 DISTRIBUTED = (
-    "replay while running needs the embedded runtime (millrace run): in the distributed "
-    "deployment several millrace process workers fold the partitions and cannot yet be "
-    "held at one position for the swap, so millrace replay is not available there"
+    "replay while running is not available on a ClickHouse cluster "
+    "(distributed.clickhouse_cluster): the exchange ON CLUSTER of every node's local "
+    "tables is not done; a single ClickHouse server (or millrace run) replays"
 )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from millrace.api.auth import Principal
 from millrace.api.context import AppContext, admin, context, viewer
-from millrace.api.errors import ApiError, bad_request
+from millrace.api.errors import bad_request
 from millrace.api.models.common import Data, Page, errors
 from millrace.api.models.tasks import TaskCreated, TaskOut
 from millrace.api.responses import JsonResponse
@@ -18,7 +18,7 @@ from millrace.api.task_views import task_json, task_or_404, task_page
 from millrace.api.timeparams import Epoch, parse_time
 from millrace.pipeline.tasks import create_task
 from millrace.pipeline.topics import TASKS
-from millrace.projections.replay import DISTRIBUTED, REPLAYABLE, UnknownProjectionError, plan
+from millrace.projections.replay import REPLAYABLE, UnknownProjectionError, plan
 from millrace.projections.tasks import TaskQueries
 
 router = APIRouter(tags=["replay"], route_class=StrictRoute)
@@ -54,7 +54,7 @@ class ReplayCreated(TaskCreated):
     status_code=202,
     summary="Rebuild projections from the log, live",
     response_model=Data[ReplayCreated],
-    responses=errors(400, 403, 409, s409="the distributed deployment: replay offline"),
+    responses=errors(400, 403),
 )
 async def start_replay(
     req: ReplayRequest,
@@ -64,15 +64,14 @@ async def start_replay(
     """Starts a ``replay`` task: the named projections (all when none are named) are
     folded again from the log into shadow tables while ingest and queries go on, then
     swapped in atomically. Answers 202 with the task; follow it with
-    ``GET /api/v1/replay/{task_id}``. 409 in the distributed deployment."""
+    ``GET /api/v1/replay/{task_id}``. In the distributed deployment the task runner of
+    ``millrace process`` runs it, holding every worker through the log for the swap."""
     try:
         swapped, _ = plan(req.projections)
     except UnknownProjectionError as exc:
         raise bad_request("projections", str(exc)) from None
     raw = None if req.start_time is None else str(req.start_time)
     start_us = parse_time("start_time", raw, req.epoch)
-    if ctx.status().get("mode") == "distributed":
-        raise ApiError(409, "conflict", DISTRIBUTED)
     params: dict[str, Any] = {"projections": list(req.projections)}
     if start_us is not None:
         params["start_time_us"] = start_us

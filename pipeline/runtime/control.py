@@ -10,13 +10,19 @@ takes (``FaustTakeHandler.gate``): the worker stops folding, Kafka keeps accepti
 A follower starts at the log's end: a worker started while the cluster is paused
 runs until the next pause (the last pause/resume is in the audits projection, which
 ``/api/v1/system/info`` reads to show the cluster's state).
+
+Acknowledgement: with ``on_held``, the follower hands every pause event to it (in a
+task of its own, so the follower goes on reading): the faust worker's answer is a
+``held`` AuditEvent once its take in flight has ended (``pipeline.runtime.hold``: how
+a replay knows every worker stands still before it swaps tables).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from millrace.pipeline.codec import AvroCodec, default_codec
 from millrace.pipeline.log.base import EventLog
@@ -43,13 +49,16 @@ class PauseFollower:
         on_change: Callable[[bool], None],
         codec: AvroCodec | None = None,
         poll_s: float = 0.5,
+        on_held: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.log = event_log
         self.on_change = on_change
         self.codec = codec or default_codec()
         self.poll_s = poll_s
+        self.on_held = on_held
         self.paused = False
         self.positions: dict[int, int] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
 
     async def start_at_end(self) -> None:
         self.positions = {
@@ -61,7 +70,7 @@ class PauseFollower:
         if self.positions is None:
             await self.start_at_end()
         assert self.positions is not None
-        found: list[tuple[int, bool]] = []
+        found: list[tuple[int, bool, dict[str, Any]]] = []
         total = 0
         for p, pos in self.positions.items():
             records = await self.log.read(AUDIT, p, pos, 1000)
@@ -72,26 +81,41 @@ class PauseFollower:
                     continue
                 action = control_of(event)
                 if action is not None:
-                    found.append((int(event.get("ts_us") or 0), action))
+                    found.append((int(event.get("ts_us") or 0), action, event))
             if records:
                 self.positions[p] = records[-1].offset + 1
                 total += len(records)
-        for _, paused in sorted(found, key=lambda f: f[0]):  # partitions interleave
+        for _, paused, event in sorted(found, key=lambda f: f[0]):  # partitions interleave
             if paused != self.paused:
                 log.info("runtime %s through the log", "paused" if paused else "resumed")
             self.paused = paused
             self.on_change(paused)
+            if paused and self.on_held is not None:
+                answer = asyncio.ensure_future(self._answer(event))
+                self._answers.add(answer)
+                answer.add_done_callback(self._answers.discard)
         return total
 
+    async def _answer(self, event: dict[str, Any]) -> None:
+        assert self.on_held is not None
+        try:
+            await self.on_held(event)
+        except Exception as exc:  # the holder pauses again and gets the next answer
+            log.warning("pause not acknowledged: %s", exc)
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                n = await self.poll()
-            except Exception as exc:
-                log.warning("pause follower: %s", exc)
-                n = 0
-            if n == 0:
+        try:
+            while not stop.is_set():
                 try:
-                    await asyncio.wait_for(stop.wait(), self.poll_s)
-                except TimeoutError:
-                    pass
+                    n = await self.poll()
+                except Exception as exc:
+                    log.warning("pause follower: %s", exc)
+                    n = 0
+                if n == 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), self.poll_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            for answer in list(self._answers):
+                answer.cancel()

@@ -126,17 +126,38 @@ class FaustTakeHandler:
         self.fenced = 0
         # one store session is not safe for concurrent queries: the agents share it
         self._lock = asyncio.Lock()
+        # takes past the gate, not yet done (``quiet``: a pause's answer waits for them)
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run_sink(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Runs a blocking sink call in a thread, one at a time across agents."""
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
 
+    async def quiet(self) -> None:
+        """Returns once no take is past the gate (with the gate closed: the worker
+        stands still, ``pipeline.runtime.hold``)."""
+        while self._busy:
+            await self._idle.wait()
+
     async def handle(self, records: dict[TopicPartition, list[_Rec]]) -> None:
-        if not self.gate.is_set():  # paused: the take waits; the log keeps accepting
+        # a loop: a pause may close the gate again before this take runs on
+        while not self.gate.is_set():  # paused: the take waits; the log keeps accepting
             held = sum(len(r) for r in records.values())
             log.info("take of %d records held: the runtime is paused", held)
             await self.gate.wait()
+        self._busy += 1
+        self._idle.clear()
+        try:
+            await self._handle(records)
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    async def _handle(self, records: dict[TopicPartition, list[_Rec]]) -> None:
         backoff = 0.1
         while True:
             if self.owns is not None:
@@ -314,7 +335,15 @@ def build_app(
             )
         return state["h"]
 
+    def assigned() -> set[TopicPartition]:
+        """The processor partitions this worker owns now."""
+        owned = app.consumer.assignment()
+        return {
+            TopicPartition(by_wire[tp.topic], tp.partition) for tp in owned if tp.topic in by_wire
+        }
+
     app.millrace_handler = handler  # for stats and tests
+    app.millrace_assigned = assigned  # a pause's answer names them
 
     @app.on_partitions_revoked.connect
     async def _wait_for_write(sender: Any, revoked: Any, **_: Any) -> None:

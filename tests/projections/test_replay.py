@@ -389,10 +389,10 @@ async def test_replay_task_runs_through_the_task_runner(
     check_equal_to_sent(store, sent)
 
 
-async def test_replay_task_without_a_live_runtime_fails_saying_why(
+async def test_replay_task_without_a_live_fold_fails_saying_why(
     clean: ChdbStore, log: LocalEventLog
 ) -> None:
     handler = replay_handler(lambda: None)
     ctx = TaskContext("t6", "replay", {}, LogPublisher(log), asyncio.Event())
-    with pytest.raises(ReplayError, match="millrace replay"):
+    with pytest.raises(ReplayError, match="ClickHouse cluster"):
         await handler(ctx)

@@ -4,6 +4,8 @@ configured, the archiver (the last five are singletons)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,19 +13,25 @@ from typing import TYPE_CHECKING, Any
 from millrace.pipeline.alarms.evaluator import Evaluator
 from millrace.pipeline.alarms.runner import AlarmRunner
 from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
+from millrace.pipeline.cli.assembly.adapters import CONSUMERS
 from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.identities.watch import WatchSettings
+from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.restore import KIND as RESTORE
 from millrace.pipeline.restore import RestoreTask
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.runtime.hold import PauseHold
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
 from millrace.pipeline.tasks import TaskRunner, register_kind
+from millrace.pipeline.topics import AUDIT
 from millrace.projections.alarms import AlarmQueries
 from millrace.projections.checkpoints import StoreCheckpoints
 from millrace.projections.replay import ReplayParts, replay_handler
+from millrace.projections.replay_live import DistributedLive
 from millrace.projections.restore import held_readings
+from millrace.projections.store.base import ProjectionStore
 from millrace.projections.watch_queries import IdentityWatch
 from millrace.projections.writer import ProjectionWriter
 
@@ -99,15 +107,15 @@ def process_stages(asm: Assembly) -> list[Stage]:
     )
 
     def replay_parts() -> ReplayParts | None:
-        if asm.runtime is None:
-            return None  # the distributed runtime: no fold to hold in this process
         store, archive = asm.store("replay"), asm.archive_store()
         window_us = cfg.ingest.idempotency_window_s * 1_000_000
-        return ReplayParts(
-            asm.log, store, asm.runtime, asm.codec, archive, lambda: processors(window_us)
-        )
+        live = asm.runtime if asm.runtime is not None else distributed_live(asm, store)
+        if live is None:
+            return None
+        return ReplayParts(asm.log, store, live, asm.codec, archive, lambda: processors(window_us))
 
-    # replay while running holds the in-process runtime; without one it fails, saying why
+    # replay while running holds the in-process runtime, or every faust worker through
+    # the log; on a ClickHouse cluster it fails, saying why
     register_kind("replay", replay_handler(replay_parts))
     asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
     return [
@@ -127,13 +135,32 @@ def process_stages(asm: Assembly) -> list[Stage]:
     ]
 
 
+def distributed_live(asm: Assembly, store: ProjectionStore) -> DistributedLive | None:
+    """The faust workers as a replay's live fold: their progress in the store, held by
+    the pause they answer (``projections.replay_live``); None on a ClickHouse cluster."""
+    dist = asm.config.distributed
+    if dist.clickhouse_url and dist.clickhouse_cluster:
+        return None
+    log = asm.log
+
+    def needed() -> set[TopicPartition]:
+        topics = {t for p in processors() for t in p.topics}
+        return {TopicPartition(t, n) for t in topics for n in range(log.partitions(t))}
+
+    hold = PauseHold(log, asm.publisher, needed, codec=asm.codec)
+    return DistributedLive(store, hold, CONSUMERS["faust"])
+
+
 def pause_stages(asm: Assembly) -> list[Stage]:
     """Pause and resume through the log (``pipeline.runtime.control``), in both
     deployments: every process-role member follows the audit topic's pause/resume
-    events. A faust worker holds or releases its takes; the in-process runtime sets its
+    events. A faust worker holds or releases its takes, and answers each pause with a
+    ``held`` event once its take in flight has ended (``pipeline.runtime.hold``: a
+    distributed replay's swap waits for every answer); the in-process runtime sets its
     ``suspended`` flag (the embedded route has already suspended it at once, so there
     this only repeats what is true; a replay's hold is a lock of its own, untouched)."""
     from millrace.pipeline.runtime.control import PauseFollower
+    from millrace.pipeline.runtime.hold import held_event
 
     app = asm.faust_app
 
@@ -153,7 +180,20 @@ def pause_stages(asm: Assembly) -> list[Stage]:
         elif runtime.suspended:
             runtime.resume()
 
-    follower = PauseFollower(asm.log, gate, asm.codec)
+    async def answer(pause: dict[str, Any]) -> None:
+        """A faust worker answers a pause once its take in flight ended
+        (``pipeline.runtime.hold``: a distributed replay waits for every answer)."""
+        if app is None:
+            return  # the in-process runtime: its replay holds it in-process
+        handler = app.millrace_handler()
+        await handler.quiet()
+        if handler.gate.is_set():
+            return  # resumed meanwhile
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        event = held_event(pause, worker, app.millrace_assigned())
+        await asm.publisher.publish(AUDIT, [("runtime", event)])
+
+    follower = PauseFollower(asm.log, gate, asm.codec, on_held=answer)
     return [LoopStage("pause-follower", follower.run, health=lambda: {"paused": follower.paused})]
 
 
