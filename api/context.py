@@ -28,6 +28,7 @@ from millrace.api.permissions import (
     PUBLIC,
     ROUTE_PERMISSIONS,
     SCOPE_AWARE,
+    SCOPE_UNFILTERED,
 )
 from millrace.api.slots import Slots
 from millrace.api.users.access import AccessControl
@@ -259,9 +260,10 @@ def authorize(
 def check_scope(scope: tuple[str, ...], identity: Any) -> None:
     """A scoped role reaches the routes of one identity (``{identity}`` in the path)
     inside its patterns; an identity outside answers 404, as one that does not exist.
-    Routes in ``api.permissions.SCOPE_AWARE`` filter by the scope themselves; every
-    other list, the live stream and SQL are refused (403) to scoped roles: they are not
-    filtered by scope yet, and refusing is what leaks nothing."""
+    Routes in ``api.permissions.SCOPE_AWARE`` filter by the scope themselves (and SQL,
+    ``SCOPE_UNFILTERED``, is open to a scoped role granted ``sql:query``); every other
+    route — not about identities, or aggregated over all of them — is refused (403) to
+    scoped roles: refusing is what leaks nothing."""
     if not isinstance(identity, str):
         raise ApiError(
             403,
@@ -293,7 +295,8 @@ def require(role: str) -> Callable[..., Principal]:
             principal = access.authenticate(token)
             if principal is None:
                 raise _unauthorized("invalid API key")
-        aware = route_key(request) in SCOPE_AWARE
+        key = route_key(request)
+        aware = key in SCOPE_AWARE or key in SCOPE_UNFILTERED
         authorize(principal, route_permission(request), role, request.path_params, aware)
         return principal
 

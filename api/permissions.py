@@ -33,7 +33,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "connectors:read": ("viewer", "connector status"),
     "deadletters:read": ("viewer", "dead-lettered events"),
     "stream:read": ("viewer", "the live stream (SSE)"),
-    "sql:query": ("viewer", "read-only analyst SQL"),
+    "sql:query": (
+        "viewer",
+        "read-only analyst SQL (every row: a role's scope does not confine it)",
+    ),
     "telemetry:write": ("operator", "ingest readings through the API"),
     "identities:write": ("operator", "create, update, lock, tag and delete identities"),
     "state:set": ("operator", "set desired state on identities"),
@@ -196,14 +199,47 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
 }
 
 #: routes that filter what they answer by a scoped caller's identities (a scoped role
-#: reaches these besides the routes of one identity; every other route refuses it)
+#: reaches these besides the routes of one identity; every other route refuses it).
+#: Each filters through ``api.users.scope`` (``within`` in SQL, ``allows`` in Python).
 SCOPE_AWARE = frozenset(
     {
         ("GET", f"{_V}/identities"),
         ("GET", f"{_V}/identities/count"),
         ("GET", f"{_V}/signals/latest"),
+        # alarms of identities outside the scope are 404, in a batch too
+        ("GET", f"{_V}/alarms"),
+        ("GET", f"{_V}/alarms/{{alarm_id}}"),
+        ("POST", f"{_V}/alarms/{{alarm_id}}/acknowledge"),
+        ("POST", f"{_V}/alarms/{{alarm_id}}/discard"),
+        ("POST", f"{_V}/alarms/{{alarm_id}}/annotations"),
+        ("GET", f"{_V}/alarms/{{alarm_id}}/annotations"),
+        ("POST", f"{_V}/alarms/batch/acknowledge"),
+        ("POST", f"{_V}/alarms/batch/discard"),
+        # audit records about identities in scope (writes to them, actions on their alarms)
+        ("GET", f"{_V}/audits"),
+        ("GET", f"{_V}/audits/{{audit_id}}"),
+        ("GET", f"{_V}/activities"),
+        ("GET", f"{_V}/tags"),
+        ("GET", f"{_V}/tags/{{tag}}"),
+        # the desired state of identities in scope; connector resources hidden
+        ("GET", f"{_V}/resources/states"),
+        ("GET", f"{_V}/resources/states/deviations"),
+        ("GET", f"{_V}/resources/states/deviations/count"),
+        # subscriptions match items of identities in scope only
+        ("GET", f"{_V}/stream"),
+        ("POST", f"{_V}/stream/{{stream_id}}/subscriptions"),
+        ("GET", f"{_V}/stream/{{stream_id}}/subscriptions"),
+        ("DELETE", f"{_V}/stream/{{stream_id}}/subscriptions/{{subscription_id}}"),
+        # dead letters of identity-keyed topics whose key is in scope; the rest hidden
+        ("GET", f"{_V}/deadletters"),
     }
 )
+
+#: routes a scoped role reaches unfiltered when its permission is granted: analyst SQL
+#: reads every row (ClickHouse SQL cannot be confined to a scope by rewriting it, and
+#: the embedded store has no users for row policies); a scoped role without
+#: ``sql:query`` is refused as any role is. Granting it is the admin's explicit choice.
+SCOPE_UNFILTERED = frozenset({("POST", f"{_V}/sql")})
 
 #: sign-in routes: the credential is in the body, the middleware lets them through
 #: (the device routes have their own rule, ``api.middleware.DEVICE_ROUTES``)

@@ -369,14 +369,24 @@ class StreamHub:
         return stream
 
     def subscribe(
-        self, stream_id: str, kind: Any, filters: Mapping[str, Any] | None, owner: str | None = None
+        self,
+        stream_id: str,
+        kind: Any,
+        filters: Mapping[str, Any] | None,
+        owner: str | None = None,
+        visible: Callable[[str, Mapping[str, Any]], bool] | None = None,
     ) -> Subscription:
-        """Add a subscription; :class:`FilterError` names a bad kind or filter."""
+        """Add a subscription; :class:`FilterError` names a bad kind or filter.
+        ``visible(kind, data)``: what the subscriber may see at all (a scoped caller's
+        identities), tested besides the filters."""
         stream = self._stream(stream_id, owner)
         parsed = compile_filters(kind, filters)
         if len(stream.subscriptions) >= self.max_subscriptions:
             raise StreamLimitError(f"at most {self.max_subscriptions} subscriptions per stream")
-        sub = Subscription(secrets.token_urlsafe(8), kind, parsed.shown, self.seq, parsed.match)
+        match = parsed.match
+        if visible is not None:
+            match = lambda d, k=kind: parsed.match(d) and visible(k, d)  # noqa: E731
+        sub = Subscription(secrets.token_urlsafe(8), kind, parsed.shown, self.seq, match)
         stream.subscriptions[sub.id] = sub
         self._reindex()
         return sub

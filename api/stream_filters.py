@@ -173,6 +173,37 @@ def _predicate(kind: str, f: dict[str, Any]) -> Predicate:
     return lambda d: all(check(d) for check in checks)
 
 
+_IDENTITY_RESOURCE = "identity:"
+
+
+def identity_of(kind: str, d: Mapping[str, Any]) -> str | None:
+    """The identity an item is about, or None when it is about none (a connector's
+    resource, an audit record of a key or user): what a scoped caller's subscriptions
+    test (``api.users.scope.allows``). Alarm steps and readings name it; an audit record
+    is about the identity it wrote to or the identity of the alarm it acted on (the
+    rule of ``projections.audits.ABOUT_IDENTITY``); a deviation of an identity's desired
+    state names it in its resource id (``identity:<identity>/<resource>``; identities
+    hold no ``/``)."""
+    if kind == "deviation":
+        rid = d.get("resource_id")
+        if d.get("resource_type") != "identity_state" or not isinstance(rid, str):
+            return None
+        if not rid.startswith(_IDENTITY_RESOURCE):
+            return None
+        return rid[len(_IDENTITY_RESOURCE) :].split("/", 1)[0]
+    if d.get("activity_type") == "audit":
+        if d.get("target_type") == "identity":
+            found = d.get("target_id")
+        elif d.get("target_type") == "alarm":
+            alarm = d.get("after") or d.get("before")
+            found = alarm.get("identity") if isinstance(alarm, Mapping) else None
+        else:
+            return None
+    else:
+        found = d.get("identity")
+    return found if isinstance(found, str) else None
+
+
 def _member(field: str, values: list[str]) -> Predicate:
     allowed = frozenset(values)
     return lambda d: d.get(field) in allowed

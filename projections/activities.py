@@ -87,6 +87,7 @@ def list_activities(
                 target_types=f.target_types,
                 target_ids=f.alarms.identities,
                 time=TimeRange(f.alarms.start_us, f.alarms.end_us),
+                within=f.alarms.within,
             )
             parts.append(
                 "SELECT 'audit' AS activity_type, audit_id AS id, "

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from millrace.projections.identity_filter import within_sql
 from millrace.projections.registry import QueryError
 from millrace.projections.store.base import ProjectionStore
 
@@ -98,6 +99,8 @@ class AlarmFilter:
     start_us: int | None = None
     end_us: int | None = None
     alarm_ids: list[str] | None = None
+    #: RE2 expression: the caller's scope (a scoped role), the identity must match it
+    within: str | None = None
 
 
 def _int64(name: str, v: int) -> int:
@@ -127,6 +130,8 @@ def filter_conditions(
             conds.append(f"{columns[name]} IN {bind(name, list(values), 'Array(String)')}")
     if f.alarm_ids is not None:
         conds.append(f"{columns['id']} IN {bind('ids', list(f.alarm_ids), 'Array(String)')}")
+    if f.within is not None:
+        conds.append(within_sql(columns["identity"], f.within, params, prefix + "within"))
     if f.priority_range is not None:
         lo, hi = f.priority_range
         if not 0 <= lo <= hi <= 255:

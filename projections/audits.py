@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from millrace.projections.identity_filter import within_sql
 from millrace.projections.queries import TimeRange, _time_where
 from millrace.projections.store.base import ProjectionStore
 
@@ -29,6 +30,19 @@ class AuditFilter:
     #: only refused/failed writes (status != 'ok') when True, only successful when False
     failed: bool | None = None
     time: TimeRange = field(default_factory=TimeRange)
+    #: RE2 expression: the caller's scope (a scoped role); only records about an
+    #: identity inside it (:data:`ABOUT_IDENTITY`)
+    within: str | None = None
+
+
+#: the identity an audit record is about: the target of a write to an identity (its
+#: tags and state too), the identity of the alarm an alarm action targets (the alarm as
+#: recorded after, else before); '' for every other record (keys, users, rules, ...).
+#: ``api.stream_filters.identity_of`` reads a live audit item the same way.
+ABOUT_IDENTITY = (
+    "multiIf(target_type = 'identity', target_id, target_type = 'alarm', "
+    "JSONExtractString(if(notEmpty(after), after, before), 'identity'), '')"
+)
 
 
 def audit_where(f: AuditFilter, params: dict[str, Any]) -> str:
@@ -46,6 +60,8 @@ def audit_where(f: AuditFilter, params: dict[str, Any]) -> str:
             conds.append(f"{name} IN {{a_{name}:Array(String)}}")
     if f.failed is not None:
         conds.append("status != 'ok'" if f.failed else "status = 'ok'")
+    if f.within is not None:
+        conds.append(within_sql(ABOUT_IDENTITY, f.within, params, "a_within"))
     return " AND ".join(conds) + _time_where("ts", f.time, params, micro=True)
 
 
@@ -102,16 +118,22 @@ def list_audits(
     return [audit_row(r) for r in res.rows], total
 
 
-def get_audits(store: ProjectionStore, audit_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """audit id -> record, for those of ``audit_ids`` that exist."""
+def get_audits(
+    store: ProjectionStore, audit_ids: Sequence[str], within: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """audit id -> record, for those of ``audit_ids`` that exist (and are about an
+    identity inside ``within``, when given)."""
     if not audit_ids:
         return {}
-    res = store.execute(
-        f"SELECT {COLUMNS} FROM millrace.audits FINAL WHERE audit_id IN {{ids:Array(String)}}",
-        {"ids": list(audit_ids)},
-    )
+    params: dict[str, Any] = {"ids": list(audit_ids)}
+    where = "audit_id IN {ids:Array(String)}"
+    if within is not None:
+        where += " AND " + within_sql(ABOUT_IDENTITY, within, params, "a_within")
+    res = store.execute(f"SELECT {COLUMNS} FROM millrace.audits FINAL WHERE {where}", params)
     return {str(r[1]): audit_row(r) for r in res.rows}
 
 
-def get_audit(store: ProjectionStore, audit_id: str) -> dict[str, Any] | None:
-    return get_audits(store, [audit_id]).get(audit_id)
+def get_audit(
+    store: ProjectionStore, audit_id: str, within: str | None = None
+) -> dict[str, Any] | None:
+    return get_audits(store, [audit_id], within).get(audit_id)

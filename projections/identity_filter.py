@@ -157,6 +157,14 @@ def int64(name: str, v: int) -> int:
     return v
 
 
+def within_sql(column: str, within: str, params: dict[str, Any], name: str = "within") -> str:
+    """The condition "the identity in ``column`` is inside a caller's scope": ``within``
+    is the scope as an RE2 expression (``api.users.scope.within``). The one form every
+    read model filters a scoped caller with; an empty identity is never inside."""
+    params[name] = within
+    return f"(notEmpty({column}) AND match({column}, {{{name}:String}}))"
+
+
 def where_sql(f: IdentityFilter, params: dict[str, Any]) -> list[str]:
     """The conditions of ``f`` over the columns of :func:`base_sql`; adds their
     parameters. A regular expression must have been checked by the caller (it needs the
@@ -182,8 +190,7 @@ def where_sql(f: IdentityFilter, params: dict[str, Any]) -> list[str]:
         params["re"] = f.identity
         conds.append("match(identity, {re:String})")
     if f.within is not None:
-        params["within"] = f.within
-        conds.append("match(identity, {within:String})")
+        conds.append(within_sql("identity", f.within, params))
     if f.ipaddress is not None:
         params["ip"] = f.ipaddress
         conds.append("ip = {ip:String}")

@@ -12,7 +12,10 @@ from typing import Any, Literal
 
 import pyarrow.compute as pc
 
+from millrace.pipeline.identities.resources import REGISTRY_KEY
+from millrace.pipeline.topics import COMMANDS, IDENTITY, TELEMETRY
 from millrace.pipeline.values import KIND_NUMBER, typed_value
+from millrace.projections.identity_filter import within_sql
 from millrace.projections.store.base import ProjectionStore
 
 AGG_FIELDS = ("count", "min", "max", "sum", "avg", "first", "last")
@@ -165,8 +168,7 @@ def latest(
         params["ids"] = list(identities)
         where.append("identity IN {ids:Array(String)}")
     if within is not None:
-        params["within"] = within
-        where.append("match(identity, {within:String})")
+        where.append(within_sql("identity", within, params))
     if signals:
         params["sigs"] = list(signals)
         where.append("signal IN {sigs:Array(String)}")
@@ -203,6 +205,10 @@ def _count_latest(store: ProjectionStore, where: list[str], params: dict[str, An
     return int(res.rows[0][0]) if res.rows else 0
 
 
+#: the topics whose records are keyed by the identity they are about
+IDENTITY_KEYED = (TELEMETRY, IDENTITY, COMMANDS)
+
+
 def dead_letters(
     store: ProjectionStore,
     source_topic: str | None,
@@ -210,13 +216,21 @@ def dead_letters(
     tr: TimeRange,
     limit: int,
     offset: int,
+    within: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Dead letters, newest first, and the total matching. Read through the
     ``deadletter_public`` view, the one rule for every reader: the payloads of topics
     that carry credential hashes or the audit trail are blanked (a rejected identity
-    event's payload holds its ``credential_hash``)."""
+    event's payload holds its ``credential_hash``). ``within`` (a scoped caller): only
+    the dead letters that name an identity inside it, i.e. of a topic keyed by identity
+    (:data:`IDENTITY_KEYED`) whose key is inside; the rest are not about one identity."""
     params: dict[str, Any] = {}
     where = "1"
+    if within is not None:
+        params["keyed"] = list(IDENTITY_KEYED)
+        params["registry"] = REGISTRY_KEY
+        where += " AND source_topic IN {keyed:Array(String)} AND key != {registry:String}"
+        where += " AND " + within_sql("key", within, params)
     if source_topic:
         params["topic"] = source_topic
         where += " AND source_topic = {topic:String}"

@@ -251,11 +251,11 @@ class RegistryQueries:
 
     # -- tags and definitions --------------------------------------------------------
 
-    def tag_names(self) -> Names:
-        return tags.tag_names(self.store)
+    def tag_names(self, within: str | None = None) -> Names:
+        return tags.tag_names(self.store, within)
 
-    def tag_values(self, tag: str) -> Names:
-        return tags.tag_values(self.store, tag)
+    def tag_values(self, tag: str, within: str | None = None) -> Names:
+        return tags.tag_values(self.store, tag, within)
 
     def definitions(self) -> dict[str, dict[str, Any]]:
         """name -> {definition, updated_us, updated_by} of the present definitions."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from millrace.pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING
+from millrace.projections.identity_filter import within_sql
 from millrace.projections.registry import QueryError
 from millrace.projections.store.base import ProjectionStore
 
@@ -87,8 +88,9 @@ _STATES_SQL = (
     "ts_us, since_us, deviated_since_us, metrics FROM millrace.resource_states FINAL"
 )
 
-# one row per (present identity, set resource), joined with its latest report
-_IDENTITY_SQL = f"""SELECT
+# one row per (present identity, set resource), joined with its latest report; {restrict}
+# narrows the identities (a scoped caller's)
+_IDENTITY_SQL_TEMPLATE = f"""SELECT
     concat('{IDENTITY_PREFIX}', identity, '/', resource) AS resource_id,
     '{IDENTITY_SERVICE}' AS service_id,
     '{IDENTITY_STATE_TYPE}' AS resource_type,
@@ -112,7 +114,7 @@ FROM (
                mapContains(timed_out_ts, resource) AS timed_out
         FROM millrace.identities FINAL
         ARRAY JOIN mapKeys(set_values) AS resource
-        WHERE present = 1
+        WHERE present = 1{{restrict}}
     ) AS i
     LEFT JOIN (
         SELECT toString(identity) AS identity, toString(signal) AS signal,
@@ -120,12 +122,24 @@ FROM (
         FROM millrace.latest FINAL
         WHERE identity IN (
             SELECT identity FROM millrace.identities FINAL
-            WHERE present = 1 AND notEmpty(set_values)
+            WHERE present = 1 AND notEmpty(set_values){{restrict}}
         )
     ) AS l ON l.identity = i.identity AND l.signal = i.resource
 )"""
+_IDENTITY_SQL = _IDENTITY_SQL_TEMPLATE.format(restrict="")
 
 _ALL_SQL = f"({_STATES_SQL} UNION ALL {_IDENTITY_SQL})"
+
+
+def _source(within: str | None, params: dict[str, Any]) -> str:
+    """Every resource, or — for a scoped caller (``within``) — only the desired state of
+    the identities inside its scope: connector connections, endpoints and runners are
+    not one identity's, so a scoped caller sees none of them."""
+    if within is None:
+        return _ALL_SQL
+    restrict = " AND " + within_sql("identity", within, params)
+    return f"({_IDENTITY_SQL_TEMPLATE.format(restrict=restrict)})"
+
 
 _RUNNERS_SQL = """SELECT runner, last_us, first_us, interval_s, state, service_ids,
     greatest(intDiv({now:Int64} - last_us,
@@ -148,6 +162,8 @@ class ResourceFilter:
     service_ids: tuple[str, ...] = ()
     resource_ids: tuple[str, ...] = ()
     deviated: bool | None = None
+    #: RE2 expression: a scoped caller's scope (see :func:`_source`)
+    within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,9 +224,10 @@ class ResourceStateQueries:
         match ``f`` in all."""
         params: dict[str, Any] = {}
         where = _where(f, params)
-        total = self.store.execute(f"SELECT count() FROM {_ALL_SQL}{where}", params).rows
+        source = _source(f.within, params)
+        total = self.store.execute(f"SELECT count() FROM {source}{where}", params).rows
         sql = _paged(
-            f"SELECT {', '.join(_COLUMNS)} FROM {_ALL_SQL}{where} ORDER BY service_id, resource_id",
+            f"SELECT {', '.join(_COLUMNS)} FROM {source}{where} ORDER BY service_id, resource_id",
             page,
             params,
         )
@@ -220,18 +237,19 @@ class ResourceStateQueries:
     def deviations(self, f: ResourceFilter, page: Page) -> tuple[list[dict[str, Any]], int]:
         """:meth:`states` of the deviated resources only."""
         return self.states(
-            ResourceFilter(f.service_ids, f.resource_ids, deviated=True),
+            ResourceFilter(f.service_ids, f.resource_ids, deviated=True, within=f.within),
             page,
         )
 
     def deviation_counts(
-        self, service_ids: tuple[str, ...], page: Page
+        self, service_ids: tuple[str, ...], page: Page, within: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """Deviated resources per service (services without any are absent), ordered by
         service id, and how many services have some."""
         params: dict[str, Any] = {}
         where = _where(ResourceFilter(service_ids=service_ids, deviated=True), params)
-        grouped = f"SELECT service_id, count() AS n FROM {_ALL_SQL}{where} GROUP BY service_id"
+        source = _source(within, params)
+        grouped = f"SELECT service_id, count() AS n FROM {source}{where} GROUP BY service_id"
         total = self.store.execute(f"SELECT count() FROM ({grouped})", params).rows
         rows = self.store.execute(_paged(grouped + " ORDER BY service_id", page, params), params)
         data = [{"service_id": str(s), "count": int(n)} for s, n in rows.rows]

@@ -27,6 +27,7 @@ routes); what both share (queries, append, JSON shapes, the list filter) is
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -52,6 +53,7 @@ from millrace.api.routers.alarm_common import (
 from millrace.api.routers.identities import actor, run_query
 from millrace.api.routers.signals import EpochQ
 from millrace.api.routing import StrictRoute
+from millrace.api.users.scope import allows, within
 from millrace.pipeline.alarms.steps import (
     ACKNOWLEDGE,
     ANNOTATE,
@@ -110,9 +112,11 @@ def _lock_key(alarm_id: str) -> str:
     return f"alarm:{alarm_id}"
 
 
-async def require_alarm(ctx: AppContext, alarm_id: str) -> dict[str, Any]:
+async def require_alarm(ctx: AppContext, alarm_id: str, principal: Principal) -> dict[str, Any]:
+    """The alarm; 404 when there is none, or when it is of an identity outside the
+    caller's scope (as if it did not exist)."""
     alarm = await run_query(queries(ctx).get, alarm_id)
-    if alarm is None:
+    if alarm is None or not allows(principal, alarm["identity"]):
         raise not_found(alarm_id)
     return dict(alarm)
 
@@ -129,13 +133,13 @@ async def _step(
     404/409 as due."""
     user = actor(principal)
     async with ctx.lock(_lock_key(alarm_id)):
-        before = await require_alarm(ctx, alarm_id)
+        before = await require_alarm(ctx, alarm_id, principal)
         problem = refusal(before, kind)
         if problem is not None:
             raise ApiError(409, "conflict", problem)
         ts = ctx.clock()
         applied = await append(ctx, [(alarm_id, step_event(before, kind, ts, user, note))])
-        after = await require_alarm(ctx, alarm_id)
+        after = await require_alarm(ctx, alarm_id, principal)
     if kind in STATUS_AFTER and applied and not landed(after, kind, ts, user):
         raise ApiError(409, "conflict", f"alarm {alarm_id!r} was changed by another request")
     audit_note(
@@ -158,7 +162,9 @@ async def _batch(
     async with AsyncExitStack() as stack:
         for alarm_id in unique:  # sorted: two batches never wait for each other in a cycle
             await stack.enter_async_context(ctx.lock(_lock_key(alarm_id)))
-        before = await run_query(queries(ctx).get_many, unique)
+        found = await run_query(queries(ctx).get_many, unique)
+        # an alarm outside the caller's scope is "not found", like one that never was
+        before = {k: a for k, a in found.items() if allows(principal, a["identity"])}
         current = dict(before)
         ts = ctx.clock()
         events: list[tuple[str, dict[str, Any]]] = []
@@ -226,11 +232,13 @@ async def list_alarms(
     ] = None,
     epoch: EpochQ = None,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Alarms matching every filter given, sorted (ties on the alarm id). Page by
     ``page`` or — stable while new alarms arrive — by the ``continuation_token`` of
-    the previous answer (``page`` is then ignored); a null token means the end."""
+    the previous answer (``page`` is then ignored); a null token means the end. A
+    scoped caller sees the alarms of the identities in its scope only."""
+    f = replace(f, within=within(principal))
     token = continuation_token or None
     res = await run_query(queries(ctx).list, f, sort.value, limit, page, token)
     return JsonResponse(
@@ -288,9 +296,9 @@ async def get_alarm(
     alarm_id: AlarmIdPath,
     epoch: EpochQ = None,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
-    return JsonResponse(alarm_json(await require_alarm(ctx, alarm_id), epoch))
+    return JsonResponse(alarm_json(await require_alarm(ctx, alarm_id, principal), epoch))
 
 
 @router.post(
@@ -373,9 +381,9 @@ async def list_annotations(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     epoch: EpochQ = None,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
-    await require_alarm(ctx, alarm_id)
+    await require_alarm(ctx, alarm_id, principal)
     rows, total = await run_query(queries(ctx).annotations, alarm_id, limit, (page - 1) * limit)
     return JsonResponse(
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -19,6 +20,7 @@ from millrace.api.routers.identities import run_query
 from millrace.api.routers.signals import EndTime, EpochQ, Page, StartTime, _time_range
 from millrace.api.routing import StrictRoute
 from millrace.api.timeparams import Epoch, format_time
+from millrace.api.users.scope import within
 from millrace.projections.activities import ActivityFilter, list_activities
 from millrace.projections.alarms import AlarmFilter
 from millrace.projections.audits import AuditFilter, get_audit, list_audits
@@ -78,13 +80,16 @@ async def list_audit_records(
     limit: AuditLimit = 100,
     page: Page = 1,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(operator),
+    principal: Principal = Depends(operator),
 ) -> JsonResponse:
     """Every write through the API (identities, state, resources, alarm rules, alarm
     actions, keys) with who made it, the object before and after (credentials
-    masked) and the outcome (`ok` or the error code of a refused write)."""
+    masked) and the outcome (`ok` or the error code of a refused write). A scoped
+    caller sees the records about the identities in its scope only: writes to them
+    and actions on their alarms."""
     if sort not in SORTS:
         raise bad_request("sort", f"choose from {', '.join(SORTS)}")
+    f = replace(f, within=within(principal))
     rows, total = await asyncio.to_thread(
         list_audits, ctx.store, f, SORTS[sort], limit, (page - 1) * limit
     )
@@ -104,9 +109,9 @@ async def get_audit_record(
     audit_id: str,
     epoch: EpochQ = None,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(operator),
+    principal: Principal = Depends(operator),
 ) -> JsonResponse:
-    row = await asyncio.to_thread(get_audit, ctx.store, audit_id)
+    row = await asyncio.to_thread(get_audit, ctx.store, audit_id, within(principal))
     if row is None:
         raise ApiError(404, "not_found", f"audit_id: no audit record {audit_id!r}")
     return JsonResponse({"data": audit_json(row, epoch)})
@@ -133,15 +138,15 @@ async def list_activities_route(
     limit: AuditLimit = 100,
     page: Page = 1,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(operator),
+    principal: Principal = Depends(operator),
 ) -> JsonResponse:
     """The alarm list's filters plus `activity_type` (alarm, audit) and the audit
     filters `actor`, `action`, `target_type`. Alarm-only filters (signal, type,
     priority_range, state, include_*) select alarms only, audit-only filters audit
     records only; `identity` matches alarms of the identity and audit records whose
-    target it is."""
+    target it is. A scoped caller sees what `/alarms` and `/audits` show it."""
     f = ActivityFilter(
-        alarms=alarms,
+        alarms=replace(alarms, within=within(principal)),
         actors=csv(actor, "actor"),
         actions=csv(action, "action"),
         target_types=csv(target_type, "target_type"),

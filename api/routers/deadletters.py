@@ -22,6 +22,7 @@ from millrace.api.routers.signals import (
 )
 from millrace.api.routing import StrictRoute
 from millrace.api.timeparams import format_time
+from millrace.api.users.scope import within
 from millrace.projections import queries
 
 router = APIRouter(tags=["deadletters"], route_class=StrictRoute)
@@ -41,13 +42,22 @@ async def list_dead_letters(
     limit: Limit = 100,
     page: Page = 1,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Newest first, with the source position, the reason and up to 4 KiB of the
-    payload; ``total`` counts every match."""
+    payload; ``total`` counts every match. A scoped caller sees only the dead letters
+    that name an identity in its scope (of the topics keyed by identity: telemetry,
+    identity, commands); the others are hidden."""
     tr = _time_range(start_time, end_time, epoch)
     rows, total = await asyncio.to_thread(
-        queries.dead_letters, ctx.store, topic, stage, tr, limit, (page - 1) * limit
+        queries.dead_letters,
+        ctx.store,
+        topic,
+        stage,
+        tr,
+        limit,
+        (page - 1) * limit,
+        within(principal),
     )
     data = [{"timestamp": format_time(r.pop("ts_us"), epoch), **r} for r in rows]
     return JsonResponse(

@@ -26,6 +26,7 @@ from millrace.api.registry import (
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.identity_common import IdentityPath, actor
 from millrace.api.routing import StrictRoute
+from millrace.api.users.scope import within
 
 router = APIRouter(route_class=StrictRoute)
 
@@ -111,9 +112,10 @@ async def remove_tag(
 
 @router.get("/tags", summary="All tag names in use", response_model=models.TagNames)
 async def tag_names(
-    ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+    ctx: AppContext = Depends(context), principal: Principal = Depends(viewer)
 ) -> JsonResponse:
-    return JsonResponse({"tags": await asyncio.to_thread(ctx.queries.tag_names)})
+    """The tag names of the identities (a scoped caller: of those in its scope)."""
+    return JsonResponse({"tags": await asyncio.to_thread(ctx.queries.tag_names, within(principal))})
 
 
 @router.get(
@@ -122,8 +124,8 @@ async def tag_names(
     response_model=models.TagValues,
 )
 async def tag_values(
-    tag: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
+    tag: str, ctx: AppContext = Depends(context), principal: Principal = Depends(viewer)
 ) -> JsonResponse:
-    return JsonResponse(
-        {"tag": tag, "values": await asyncio.to_thread(ctx.queries.tag_values, tag)}
-    )
+    """The values of ``tag`` over the identities (a scoped caller: those in its scope)."""
+    values = await asyncio.to_thread(ctx.queries.tag_values, tag, within(principal))
+    return JsonResponse({"tag": tag, "values": values})

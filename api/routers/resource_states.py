@@ -23,6 +23,7 @@ from millrace.api.responses import JsonResponse
 from millrace.api.routers.identities import run_query
 from millrace.api.routing import StrictRoute
 from millrace.api.timeparams import Epoch, format_time
+from millrace.api.users.scope import within
 from millrace.projections.resource_states import (
     MAX_PAGE_ROWS,
     Page,
@@ -56,12 +57,16 @@ def _ids(field: str, raw: list[str]) -> tuple[str, ...]:
 
 
 def _filter(
-    service_ids: list[str], resource_ids: list[str], deviated: bool | None
+    service_ids: list[str],
+    resource_ids: list[str],
+    deviated: bool | None,
+    principal: Principal,
 ) -> ResourceFilter:
     return ResourceFilter(
         service_ids=_ids("service_ids", service_ids),
         resource_ids=_ids("resource_ids", resource_ids),
         deviated=deviated,
+        within=within(principal),
     )
 
 
@@ -114,14 +119,17 @@ async def resource_states(
     items_per_page: ItemsQ = 100,
     epoch: EpochQ = None,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Connector connections and endpoints, runners, and identities' desired state
     (``identity:<identity>/<resource>``, service ``identities``), ordered by service
-    and resource id. ``deviated`` is true while desired and current state differ."""
+    and resource id. ``deviated`` is true while desired and current state differ. A
+    scoped caller sees the desired state of the identities in its scope only (the
+    connector resources are no one identity's)."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await run_query(q.states, _filter(service_ids, resource_ids, deviated), p)
+    f = _filter(service_ids, resource_ids, deviated, principal)
+    rows, total = await run_query(q.states, f, p)
     return _listing([_state_out(r, epoch) for r in rows], p, total)
 
 
@@ -139,13 +147,14 @@ async def deviations(
     items_per_page: ItemsQ = 100,
     epoch: EpochQ = None,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
     """The resource states whose current state differs from the desired one, with
-    ``deviated_since``."""
+    ``deviated_since`` (a scoped caller: as ``/resources/states`` shows it)."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await run_query(q.deviations, _filter(service_ids, resource_ids, None), p)
+    f = _filter(service_ids, resource_ids, None, principal)
+    rows, total = await run_query(q.deviations, f, p)
     return _listing([_state_out(r, epoch) for r in rows], p, total)
 
 
@@ -159,12 +168,14 @@ async def deviation_count(
     page: PageQ = 1,
     items_per_page: ItemsQ = 100,
     ctx: AppContext = Depends(context),
-    _: Principal = Depends(viewer),
+    principal: Principal = Depends(viewer),
 ) -> JsonResponse:
-    """``{"service_id", "count"}`` per service with at least one deviated resource."""
+    """``{"service_id", "count"}`` per service with at least one deviated resource (a
+    scoped caller: of the resources ``/resources/states`` shows it)."""
     q = ResourceStateQueries(ctx.store)
     p = Page(page, items_per_page)
-    rows, total = await run_query(q.deviation_counts, _ids("service_ids", service_ids), p)
+    ids = _ids("service_ids", service_ids)
+    rows, total = await run_query(q.deviation_counts, ids, p, within(principal))
     return _listing(rows, p, total)
 
 

@@ -18,7 +18,7 @@ from millrace.api.responses import JsonResponse
 from millrace.api.routers.ingest import IDENTITY_PATTERN
 from millrace.api.routing import StrictRoute
 from millrace.api.timeparams import Epoch, format_time, parse_time
-from millrace.api.users.scope import scope_regex
+from millrace.api.users.scope import within
 from millrace.projections import queries
 from millrace.projections.queries import AGG_FIELDS, TimeRange
 
@@ -300,12 +300,19 @@ async def latest_values(
 ) -> JsonResponse:
     """The newest reading of each (identity, signal), filtered and sorted; ``total``
     counts every match. A scoped caller sees the identities of its scope only."""
-    within = scope_regex(principal.scope) if principal.scope is not None else None
     ids = [s.strip() for s in identities.split(",") if s.strip()] if identities else None
     sigs = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
     key: Literal["identity", "signal"] = "identity" if sort_key is SortKey.identity else "signal"
     rows, total = await _run(
-        queries.latest, ctx.store, ids, sigs, key, reverse, limit, (page - 1) * limit, within
+        queries.latest,
+        ctx.store,
+        ids,
+        sigs,
+        key,
+        reverse,
+        limit,
+        (page - 1) * limit,
+        within(principal),
     )
     data = [
         {

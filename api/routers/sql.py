@@ -108,7 +108,7 @@ async def run_sql(
             headers={"Retry-After": "1"},
         )
     store = getattr(ctx, "analyst_store", None) or ctx.store
-    allowed = sandbox.allowed_tables(read_audits=principal.has("operator"))
+    allowed = sandbox.allowed_tables(read_audits=principal.can("audits:read"))
     try:
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(

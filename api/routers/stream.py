@@ -31,6 +31,8 @@ from millrace.api.stream import (
     StreamLimitError,
     StreamNotFoundError,
 )
+from millrace.api.stream_filters import identity_of
+from millrace.api.users.scope import allows
 
 router = APIRouter(tags=["stream"], route_class=StrictRoute)
 
@@ -145,13 +147,26 @@ async def create_subscription(
     principal: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Items published from now on that match ``kind`` and ``filters`` go to the
-    stream; each carries the ids of the subscriptions it matched."""
+    stream; each carries the ids of the subscriptions it matched. A scoped caller's
+    subscriptions only match items about the identities in its scope (connector
+    deviations and audit records about no identity: none)."""
     hub = _hub(ctx)
-    if body.kind == "activity" and not principal.has("operator"):
-        # activities carry the audit trail, which only operators may read
-        raise ApiError(403, "forbidden", f"role '{principal.role}' cannot subscribe to activities")
+    if body.kind == "activity" and not principal.can("audits:read"):
+        # activities carry the audit trail, as GET /activities does
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role '{principal.role}' cannot subscribe to activities; needs permission "
+            "'audits:read'",
+        )
+    visible = None
+    if principal.scope is not None:
+        # server-side: an item of an identity outside the scope never leaves the hub
+        visible = lambda kind, d: allows(principal, identity_of(kind, d))  # noqa: E731
     try:
-        sub = hub.subscribe(stream_id, body.kind, body.filters, owner=principal.key_id)
+        sub = hub.subscribe(
+            stream_id, body.kind, body.filters, owner=principal.key_id, visible=visible
+        )
     except StreamNotFoundError as exc:
         raise _not_found(exc) from None
     except FilterError as exc:

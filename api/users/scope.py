@@ -1,7 +1,13 @@
-"""Identity scopes of roles: shell-like name patterns (``*`` any run of characters,
-``?`` one character, everything else literal), turned into one regular expression
-that both Python (checks of one identity) and ClickHouse's RE2 (list filters) read the
-same way."""
+"""Identity scopes of roles, the one place a caller's scope becomes a filter.
+
+A scoped role names identities by shell-like patterns (``*`` any run of characters,
+``?`` one character, everything else literal). :func:`within` turns a caller's scope
+into one regular expression that ClickHouse's RE2 reads (every read model takes it as
+its ``within`` and filters with ``projections.identity_filter.within_sql``), and
+:func:`allows` is the same test in Python, for one identity (an alarm read by id, a
+live-stream item). Both read the patterns the same way; None (no scope) lets everything
+through.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +34,22 @@ def in_scope(identity: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return re.fullmatch(scope_regex(patterns), identity, flags=re.S) is not None
 
 
+def within(principal: Principal) -> str | None:
+    """The RE2 expression an identity must match for ``principal`` to see it; None when
+    its role is not scoped."""
+    return None if principal.scope is None else scope_regex(principal.scope)
+
+
+def allows(principal: Principal, identity: object) -> bool:
+    """Whether ``principal`` may see ``identity`` (an unscoped one: anything; a scoped
+    one: a non-empty identity inside its scope — what ``within`` selects in SQL)."""
+    if principal.scope is None:
+        return True
+    return isinstance(identity, str) and bool(identity) and in_scope(identity, principal.scope)
+
+
 def scoped(f: IdentityFilter, principal: Principal) -> IdentityFilter:
     """``f`` narrowed to ``principal``'s scope (unchanged when it has none)."""
     if principal.scope is None:
         return f
-    return replace(f, within=scope_regex(principal.scope))
+    return replace(f, within=within(principal))

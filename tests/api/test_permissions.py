@@ -16,6 +16,8 @@ from millrace.api.permissions import (
     CATALOG,
     PUBLIC,
     ROUTE_PERMISSIONS,
+    SCOPE_AWARE,
+    SCOPE_UNFILTERED,
     unknown_permissions,
 )
 from tests.api.conftest import V1, Api, error_of
@@ -111,3 +113,32 @@ async def test_permissions_lists_the_catalog(api: Api) -> None:
     listed = {p["name"]: p["builtin_role"] for p in r.json()["data"]}
     assert listed == {name: lowest for name, (lowest, _) in CATALOG.items()}
     assert "alarms:acknowledge" in listed and "sql:query" in listed
+
+
+def test_scope_aware_routes_are_routes_of_the_table() -> None:
+    routes = set(_routes())
+    for key in SCOPE_AWARE | SCOPE_UNFILTERED:
+        assert key in routes and key in ROUTE_PERMISSIONS, key
+
+
+@pytest.mark.parametrize("method,path", GUARDED, ids=[f"{m} {p}" for m, p in GUARDED])
+async def test_a_scoped_role_reaches_only_routes_that_filter_by_scope(
+    api: Api, method: str, path: str
+) -> None:
+    """A scoped role holding every permission: a route of one identity answers 404 for
+    an identity outside its scope; a route in SCOPE_AWARE (it filters) or
+    SCOPE_UNFILTERED (SQL, granted) is not refused; every other route is 403 — a route
+    added later is refused to scoped roles until it filters and is listed."""
+    assert api.ctx.access is not None
+    api.ctx.access.users.put_role("scoped-all", sorted(CATALOG), "test", {"identities": ["zz-*"]})
+    _, key = api.keys.create("scoped", "scoped-all", known_roles={"scoped-all"})
+    body: Any = {} if method in ("POST", "PUT", "PATCH") else None
+    r = await api.client.request(method, _url(path), headers=api.auth(key), json=body)
+    if (method, path) in SCOPE_AWARE | SCOPE_UNFILTERED:
+        assert r.status_code != 403, r.text
+    elif "{identity}" in path:
+        assert r.status_code == 404, r.text
+        assert error_of(r)["details"][0]["field"] == "identity"
+    else:
+        assert r.status_code == 403, r.text
+        assert "scoped" in error_of(r)["message"]
