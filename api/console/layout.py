@@ -4,7 +4,7 @@ navigation (only the pages the caller may see) and who is signed in; a skip link
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from nicegui import ui
 from nicegui.element import Element
@@ -48,7 +48,9 @@ def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
         ui.space()
         status = ui.label("status …").classes("mr-chip").props('role="status" aria-live="polite"')
         ui.label(f"{ctx.session.name} ({ctx.session.role})").classes("text-sm")
-        ui.button("Sign out", on_click=lambda: _sign_out(ctx)).props("flat color=white no-caps")
+        ui.button("Sign out", on_click=lambda: _sign_out(ctx)).props(
+            "flat color=white no-caps name=sign-out"
+        )
 
     async def refresh_status() -> None:
         text, ok = await system_status(ctx)
@@ -58,6 +60,24 @@ def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
     ui.timer(5.0, refresh_status, immediate=True)
     ui.page_title(f"{current.title} · millrace")
     return main
+
+
+def write_button(
+    ctx: PageContext, permission: str, text: str, on_click: Callable[[], Awaitable[None]]
+) -> ui.button | None:
+    """A button that changes something, drawn only when the caller holds ``permission``
+    (the API checks it again). It carries ``data-write`` so tests can tell that a role
+    sees no write at all; a refusal is shown as the API worded it."""
+    if not ctx.can(permission):
+        return None
+
+    async def run() -> None:
+        try:
+            await on_click()
+        except ConsoleApiError as exc:
+            ui.notify(f"The API refused: {exc.message}", type="negative")
+
+    return ui.button(text, on_click=run).props(f'data-write="{permission}" no-caps')
 
 
 async def system_status(ctx: PageContext) -> tuple[str, bool]:

@@ -242,8 +242,6 @@ async def build(ctx: PageContext) -> None:
         text = to_csv(state["bucket"], state["series"])
         ui.download.content(text, f"millrace-{identity.value}.csv", "text/csv")
 
-    identity.on_value_change(load_signals)
-    signals.on_value_change(draw)
     show.on_click(on_show)
     range_select.on_value_change(on_preset)
     chart.on("chart:datazoom", on_zoom)
@@ -256,6 +254,8 @@ async def build(ctx: PageContext) -> None:
     if identity.value:
         await load_signals()
         await draw()
+    identity.on_value_change(load_signals)
+    signals.on_value_change(draw)
 
 
 PAGE = Page(

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from nicegui import ui
 from nicegui.element import Element
 
 from millrace.api.console.client import ConsoleApiError
+from millrace.api.console.layout import write_button
 from millrace.api.console.pages import Page, PageContext
 from millrace.api.console.values import human_bytes, registered_link
 
@@ -35,6 +38,15 @@ def figure(label: str, testid: str, target: str | None) -> ui.label:
     return value
 
 
+def changed(box: Element, content: Any) -> bool:
+    """Whether ``content`` differs from what ``box`` shows (remembered on the box)."""
+    key = repr(content)
+    if getattr(box, "_shown", None) == key:
+        return False
+    box._shown = key  # type: ignore[attr-defined]
+    return True
+
+
 async def build(ctx: PageContext) -> None:
     with ui.row().classes("w-full gap-3 flex-wrap"):
         ready = figure("Readiness", "ready", None)
@@ -47,13 +59,13 @@ async def build(ctx: PageContext) -> None:
         {
             "animation": False,
             "grid": {"left": 50, "right": 10, "top": 10, "bottom": 20},
-            "xAxis": {"type": "time"},
+            "xAxis": {"type": "time", "min": "dataMin", "max": "dataMax"},
             "yAxis": {"type": "value", "name": "readings/s"},
             "series": [{"type": "line", "showSymbol": False, "data": []}],
             "aria": {"enabled": True},
         }
     ).classes("w-full h-40")
-    spark.props('aria-label="ingest rate over the last two minutes"')
+    spark.props('aria-label="ingest rate over the last two minutes" data-testid="rate-chart"')
     with ui.row().classes("w-full gap-3 flex-wrap items-start"):
         with ui.card().classes("grow"):
             ui.label("Checks").classes("font-semibold")
@@ -61,6 +73,15 @@ async def build(ctx: PageContext) -> None:
         with ui.card().classes("grow"):
             ui.label("Connections and services").classes("font-semibold")
             connections = ui.column().classes("gap-1")
+            with ui.row().classes("items-center gap-2"):
+                paused = ui.label("").props('data-testid="paused"')
+
+                async def switch() -> None:
+                    action = "resume" if paused.text == "folding paused" else "pause"
+                    await ctx.api.post(f"/pipeline/{action}")
+                    await safe_refresh()
+
+                write_button(ctx, "pipeline:control", "Pause / resume folding", switch)
         with ui.card().classes("grow"):
             ui.label("Active alarms by priority").classes("font-semibold")
             by_priority = ui.column().classes("gap-1")
@@ -77,6 +98,7 @@ async def build(ctx: PageContext) -> None:
                 mark = "ok" if check.get("ok") else "FAILING"
                 ui.label(f"{name}: {mark} — {check.get('detail', '')}")
         status = (await ctx.api.get("/status"))["data"]
+        paused.text = "folding paused" if status.get("paused") else "folding"
         lag.text = f"{status.get('lag_records', 0):,}"
         folded = float(status.get("runtime", {}).get("rows", {}).get("readings", 0))
         now = time.monotonic()
@@ -105,11 +127,15 @@ async def _connections(ctx: PageContext, box: Element, status: dict[str, Any]) -
     services: list[dict[str, Any]] = []
     if ctx.can("services:read"):
         services = (await ctx.api.get("/services"))["data"]
+    if not changed(box, (status.get("connectors"), services)):
+        return  # redrawing would take the keyboard focus off its buttons
     box.clear()
     with box:
         for c in status.get("connectors", []):
             state = f"{c.get('current_state')} (desired {c.get('desired_state')})"
-            ui.label(f"connector {c['name']} [{c.get('protocol')}]: {state}")
+            with ui.row().classes("items-center gap-2"):
+                ui.label(f"connector {c['name']} [{c.get('protocol')}]: {state}")
+                write_button(ctx, "connectors:control", "Restart", _restart(ctx, c["name"]))
         for s in services:
             name = s.get("service_id") or s.get("id")
             ui.label(f"service {name}: {s.get('state') or s.get('enabled')}")
@@ -117,35 +143,41 @@ async def _connections(ctx: PageContext, box: Element, status: dict[str, Any]) -
             ui.label("no connectors or services")
 
 
+def _restart(ctx: PageContext, name: str) -> Callable[[], Awaitable[None]]:
+    async def restart() -> None:
+        await ctx.api.post(f"/connectors/{quote(name, safe='')}/restart")
+        ui.notify(f"connector {name} restarting")
+
+    return restart
+
+
 async def _counts(
     ctx: PageContext, deviations: ui.label, alarms: ui.label, box: Element, disk: ui.label
 ) -> None:
+    deviations.text = alarms.text = disk.text = "—"  # stays when the role may not see it
     if ctx.can("state:read"):
         rows = (await ctx.api.get("/resources/states/deviations/count"))["data"]
         deviations.text = f"{sum(int(r.get('count', 0)) for r in rows):,}"
-    else:
-        deviations.text = "—"
-    if ctx.can("alarms:read"):
-        page = await ctx.api.get("/alarms", state="active", limit=1000, sort="-priority")
-        total = page["meta"]["pagination"].get("total_rows", len(page["data"]))
-        alarms.text = f"{total:,}"
-        counts = Counter(int(a.get("priority", 0)) for a in page["data"])
-        box.clear()
-        with box:
-            for priority, n in sorted(counts.items(), reverse=True):
-                href = registered_link(f"/alarms?priority_range={priority},{priority}")
-                text = f"priority {priority}: {n}"
-                (ui.link(text, href) if href else ui.label(text))
-            if not counts:
-                ui.label("none active")
-    else:
-        alarms.text = "—"
     if ctx.can("system:read"):
         info = (await ctx.api.get("/system/info"))["data"]
-        used = sum(int(v) for v in info.get("disk", {}).values())
-        disk.text = human_bytes(used)
-    else:
-        disk.text = "—"
+        disk.text = human_bytes(sum(int(v) for v in info.get("disk", {}).values()))
+    if ctx.can("alarms:read"):
+        page = await ctx.api.get("/alarms", state="active", limit=1000, sort="-priority")
+        alarms.text = f"{page['meta']['pagination'].get('total_rows', len(page['data'])):,}"
+        _by_priority(box, Counter(int(a.get("priority", 0)) for a in page["data"]))
+
+
+def _by_priority(box: Element, counts: Counter[int]) -> None:
+    if not changed(box, sorted(counts.items())):
+        return
+    box.clear()
+    with box:
+        for priority, n in sorted(counts.items(), reverse=True):
+            href = registered_link(f"/alarms?priority_range={priority},{priority}")
+            text = f"priority {priority}: {n}"
+            ui.link(text, href) if href else ui.label(text)
+        if not counts:
+            ui.label("none active")
 
 
 PAGE = Page(path="/", title="Overview", icon="dashboard", needs=("status:read",), build=build)

@@ -1,0 +1,218 @@
+"""A real ``millrace run`` (simulator) and one headless Chromium driven by Selenium: the
+console's browser tests and its bench share this.
+
+Chromium and its WebDriver are Debian's ``chromium`` and ``chromium-driver`` (``make
+peers`` installs them). :class:`Console` opens pages, signs in, waits for conditions in
+the page and keeps the paths a test opened, so a failing test can leave a screenshot of
+each under its temporary directory (:meth:`Console.screenshots`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.connectors.test_run_config_e2e import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "Console-admin-Pa55-word!"
+KEY = "console-e2e-admin-key-0123456789abcdef"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+#: the simulator's shape: devices x signals readings every interval
+SIMULATOR = {"devices": 3, "signals": 4, "interval_ms": 200, "identity_prefix": "c-"}
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    for path in (CHROMIUM, DRIVER):
+        if not Path(path).exists():
+            return f"{path} missing: `make peers` installs Debian's chromium and chromium-driver"
+    return None
+
+
+def wait(cond: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """``cond()``'s first truthy answer; fails naming ``what`` when none comes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@contextmanager
+def engine(data: Path) -> Iterator[str]:
+    """``millrace run`` with the simulator on a free port; its base URL once ready."""
+    port = free_port()
+    cfg = data / "millrace.yaml"
+    sim = ", ".join(
+        f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in SIMULATOR.items()
+    )
+    cfg.write_text(
+        f"service: console\nconnections:\n  sim: {{protocol: simulator, {sim}}}\n"
+        f"api:\n  port: {port}\n"
+    )
+    env = {**os.environ, "MILLRACE_API_KEY": KEY, "MILLRACE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    log = (data / "engine.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "millrace.pipeline.cli.main",
+            "run",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            str(data / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, (data / "engine.log").read_text()[-4000:]
+            try:
+                return httpx.get(base + "/health/ready", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait(ready, "millrace run to be ready", timeout=120)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        finally:
+            log.close()
+        if proc.returncode != 0:
+            print((data / "engine.log").read_text()[-8000:])
+        assert proc.returncode == 0, f"millrace run exited {proc.returncode}"
+
+
+def chrome(width: int = 1280, height: int = 900) -> Any:
+    """A headless Chromium at ``width`` x ``height``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+class Console:
+    """The browser on the console at ``base``; ``api`` is an admin client on /api/v1."""
+
+    def __init__(self, base: str, driver: Any) -> None:
+        self.base = base
+        self.driver = driver
+        self.api = httpx.Client(
+            base_url=base + "/api/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        )
+        self.opened: list[str] = []
+
+    def close(self) -> None:
+        self.api.close()
+
+    # -- the page ------------------------------------------------------------------------
+
+    def open(self, path: str) -> None:
+        """Load ``path`` and wait until NiceGUI has connected and drawn ``main``."""
+        self.opened.append(path)
+        self.driver.get(self.base + path)
+        self.wait(lambda: self.js("return !!document.querySelector('main')"), f"{path} drawn")
+
+    def find(self, css: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, css), css)[0]
+
+    def all(self, css: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return list(self.driver.find_elements(By.CSS_SELECTOR, css))
+
+    def text(self, css: str) -> str:
+        return str(self.find(css).text)
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(script, *args)
+
+    def wait(self, cond: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        return wait(cond, what, timeout)
+
+    def type_into(self, css: str, text: str) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        box = self.find(css)
+        # clear() bypasses the page's input events: select and delete like a person
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.DELETE)
+        box.send_keys(text)
+        # the value reaches the server over the page's socket: wait until it echoes
+        self.wait(lambda: box.get_attribute("value") == text, f"{css} holds the text")
+
+    # -- signing in ----------------------------------------------------------------------
+
+    def sign_in(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+        self.open("/login")
+        self.type_into("input[name=username]", username)
+        self.type_into("input[name=password]", password)
+        self.find("button[name=sign-in]").click()
+        self.wait(lambda: "/login" not in self.driver.current_url, f"{username} signed in")
+        self.wait(lambda: self.all("header nav a"), "the navigation")
+
+    def sign_out(self) -> None:
+        self.find("button[name=sign-out]").click()
+        self.wait(lambda: "/login" in self.driver.current_url, "signed out")
+
+    def make_user(self, username: str, role: str) -> str:
+        """Create ``username`` with ``role`` through the API; its password."""
+        password = f"{username}-Pa55-{role}-x9!"
+        r = self.api.post(
+            "/users", json={"username": username, "password": password, "roles": [role]}
+        )
+        assert r.status_code in (200, 201), r.text
+        return password
+
+    # -- evidence ------------------------------------------------------------------------
+
+    def screenshots(self, into: Path) -> list[Path]:
+        """A PNG of the current page and of every page opened so far, into ``into``."""
+        into.mkdir(parents=True, exist_ok=True)
+        saved = [into / "current.png"]
+        self.driver.save_screenshot(str(saved[0]))
+        for n, path in enumerate(dict.fromkeys(self.opened)):
+            try:
+                self.driver.get(self.base + path)
+                time.sleep(1.0)  # let the page draw: this is evidence, not an assertion
+                name = into / f"{n:02d}{path.replace('/', '_').split('?')[0] or '_'}.png"
+                self.driver.save_screenshot(str(name))
+                saved.append(name)
+            except Exception as exc:  # the evidence must not hide the failure
+                print(f"screenshot of {path} failed: {exc}")
+        return saved
