@@ -29,6 +29,7 @@ from millrace.pipeline.restore import (
     RestoreForbiddenError,
     RestoreParams,
     check_url,
+    masked_url,
 )
 from millrace.pipeline.tasks import STATUSES, create_task, retry_task
 from millrace.pipeline.topics import TASKS
@@ -135,7 +136,10 @@ async def restore_by_url(
             check_url(url, ctx.settings.restore_url_prefixes, archive_url)
         except RestoreForbiddenError as exc:
             raise ApiError(
-                403, "forbidden", str(exc), details=[{"field": f"urls[{i}]", "url": url}]
+                403,
+                "forbidden",
+                str(exc),
+                details=[{"field": f"urls[{i}]", "url": masked_url(url)}],
             ) from None
         if "://" not in url and ctx.archive is None:
             raise ApiError(409, "conflict", f"urls[{i}]: no archive is configured")

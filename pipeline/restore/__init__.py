@@ -64,6 +64,7 @@ from millrace.pipeline.restore.sources import (
     RestoreForbiddenError,
     RestoreParams,
     check_url,
+    masked_url,
 )
 from millrace.pipeline.restore.task import KIND, RestoreTask
 
@@ -75,4 +76,5 @@ __all__ = [
     "RestoreParams",
     "RestoreTask",
     "check_url",
+    "masked_url",
 ]

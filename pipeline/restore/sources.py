@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +40,15 @@ from millrace.pipeline.topics import TASKS, TOPIC_SCHEMAS
 #: topics a restore folds unless told otherwise (old tasks are not brought back)
 RESTORABLE = tuple(t for t in TOPIC_SCHEMAS if t != TASKS)
 URL_SCHEMES = ("file", "http", "https", "s3")
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+
+
+def masked_url(text: str) -> str:
+    """``text`` with every URL password shown as ``***`` (``scheme://user:***@host``):
+    what task answers, task events (file names, reasons) and logs show of a URL. The
+    task's parameters keep the URL as given: the runner needs it to fetch the file."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 class RestoreError(MillraceError):
@@ -124,13 +134,15 @@ def check_url(url: str, allowed: Sequence[str], archive_url: str | None) -> None
         return  # relative: a path on the archive store
     parts = urlsplit(url if "://" in url else "file://" + url)  # an absolute local path
     if _segments(parts.path) is None or parts.query or parts.fragment or "#" in url:
-        raise RestoreForbiddenError(f"urls: {url!r} is not a plain file URL")
+        raise RestoreForbiddenError(f"urls: {masked_url(url)!r} is not a plain file URL")
     if archive_url and _under(parts, archive_url):
         return  # on the archive store (whatever its filesystem)
     if parts.scheme.lower() not in URL_SCHEMES:
-        raise RestoreForbiddenError(f"urls: {url!r}: scheme not allowed")
+        raise RestoreForbiddenError(f"urls: {masked_url(url)!r}: scheme not allowed")
     if not any(p and _under(parts, p) for p in allowed):
-        raise RestoreForbiddenError(f"urls: {url!r} is outside the allowed URL prefixes")
+        raise RestoreForbiddenError(
+            f"urls: {masked_url(url)!r} is outside the allowed URL prefixes"
+        )
 
 
 def _segments(path: str) -> list[str] | None:
@@ -220,7 +232,9 @@ def files_by_url(store: ArchiveStore | None, params: RestoreParams) -> list[Rest
             continue
         seen.add(ident)
         rel = _relative(store, url)
-        out.append(RestoreFile(url, None, None if rel is not None else url, ident=ident))
+        # the name is shown and kept in the task's events: no password in it
+        local = rel is not None
+        out.append(RestoreFile(masked_url(url), None, None if local else url, ident=ident))
     return out
 
 
@@ -261,14 +275,14 @@ def open_file(
     if f.url is None:
         if store is None:
             raise RestoreError("no archive store is configured (archive.url)")
-        manifest = f.manifest or _manifest_on_store(store, _relative(store, f.name) or f.name)
+        manifest = f.manifest or _manifest_on_store(store, f.ident or f.name)
         return store.open_records(manifest, codec), manifest.bytes
     data = _fetch(f.url)
     side = _fetch_optional(manifest_path(f.url))
     if side is not None:
         m = Manifest.from_json(side)
         if len(data) != m.bytes or sha256_hex(data) != m.sha256:
-            raise ArchiveFormatError(f"{f.url}: checksum does not match its manifest")
+            raise ArchiveFormatError(f"{f.name}: checksum does not match its manifest")
     _, records = read_archive(io.BytesIO(data), codec)
     return records, len(data)
 
@@ -278,35 +292,38 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> None:
         fp.close()  # the redirect's response holds the connection: release it now
-        raise ArchiveStoreError(f"{req.full_url}: answered {code} (a redirect, not followed)")
+        where = masked_url(req.full_url)
+        raise ArchiveStoreError(f"{where}: answered {code} (a redirect, not followed)")
 
 
 def _fetch_http(url: str) -> bytes:
     """An http(s) file, redirects refused (the allow-list vetted this URL, not wherever
     the server sends the client next)."""
     opener = urllib.request.build_opener(_NoRedirect)
+    shown = masked_url(url)
     try:
         with opener.open(url, timeout=60) as resp:
             return bytes(resp.read())
     except urllib.error.HTTPError as exc:
         exc.close()  # its response holds the connection
         if exc.code == 404:
-            raise ArchiveFormatError(f"{url}: missing") from exc
-        raise ArchiveStoreError(f"{url}: HTTP {exc.code}") from exc
+            raise ArchiveFormatError(f"{shown}: missing") from exc
+        raise ArchiveStoreError(f"{shown}: HTTP {exc.code}") from exc
     except (OSError, ValueError) as exc:
-        raise ArchiveStoreError(f"{url}: {exc}") from exc
+        raise ArchiveStoreError(f"{shown}: {masked_url(str(exc))}") from exc
 
 
 def _fetch(url: str) -> bytes:
     if urlsplit(url).scheme.lower() in ("http", "https"):
         return _fetch_http(url)
+    shown = masked_url(url)
     try:
         with fsspec.open(url, "rb") as fh:
             return bytes(fh.read())
     except FileNotFoundError as exc:
-        raise ArchiveFormatError(f"{url}: missing") from exc
+        raise ArchiveFormatError(f"{shown}: missing") from exc
     except (OSError, ValueError, ImportError) as exc:
-        raise ArchiveStoreError(f"{url}: {exc}") from exc
+        raise ArchiveStoreError(f"{shown}: {masked_url(str(exc))}") from exc
 
 
 def _fetch_optional(url: str) -> bytes | None:

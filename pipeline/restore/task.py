@@ -5,6 +5,10 @@ with the reason (``TaskContext.file_failed``); the task goes on with the others 
 ends failed naming them. A retry runs the task again: completed files are skipped (the
 task's events say which), failed ones are redone, and a file a crash left half-folded
 goes on from its sink consumer's committed position.
+
+A completed file's sink progress rows are deleted (``forget``): a completed task leaves
+none, a failed file keeps its rows for the retry. URL passwords are masked in file
+names, reasons and logs (``sources.masked_url``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from millrace.pipeline.restore.sources import (
     check_url,
     files_by_time,
     files_by_url,
+    masked_url,
     open_file,
 )
 from millrace.pipeline.sink import ProjectionSink
@@ -62,6 +67,7 @@ class RestoreTask:
         clock: Callable[[], int] = now_us,
         on_chunk: Callable[[], None] | None = None,
         held: HeldReadings | None = None,
+        forget: Callable[[str], None] | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -72,6 +78,8 @@ class RestoreTask:
         self.clock = clock
         self.on_chunk = on_chunk  # tests: a hook between chunks
         self.held = held  # the readings the projection holds (``admit``)
+        #: deletes a sink consumer's progress rows (``projections.replay.forget``)
+        self.forget = forget
 
     def files(self, params: RestoreParams) -> list[RestoreFile]:
         if params.urls:
@@ -99,12 +107,17 @@ class RestoreTask:
             try:
                 counts = await self._file(ctx, f, params, processors)
             except (ArchiveError, DecodeError, RestoreError) as exc:
-                log.warning("restore %s: %s failed: %s", ctx.task_id, f.name, exc)
-                await ctx.file_failed(f.name, str(exc))
+                reason = masked_url(str(exc))
+                log.warning("restore %s: %s failed: %s", ctx.task_id, f.name, reason)
+                await ctx.file_failed(f.name, reason)
                 continue
             if counts is None:
                 return  # stopped: the file goes on after the restart
             await ctx.file_completed(f.name, counts)
+            if self.forget is not None:
+                # once its completion is on the log the file is never folded again: its
+                # progress rows go (a crash before this leaves them, harmless)
+                await asyncio.to_thread(self.forget, consumer_name(ctx.task_id, f.name))
 
     async def _file(
         self, ctx: TaskContext, f: RestoreFile, params: RestoreParams, processors: list[Any]

@@ -1,7 +1,8 @@
 """The restore endpoints: tasks created, listed and shown; bad input named (400), URLs
 outside the allow-list refused (403), unknown tasks 404, retry only of a failed task;
 and a restore run end to end whose data answers through the signal endpoints, twice
-without doubling. (The fold itself: tests/pipeline/restore.)"""
+without doubling; URL passwords masked in answers and logs. (The fold itself:
+tests/pipeline/restore.)"""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from millrace.pipeline.tasks import TaskKinds, TaskRunner
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
 from tests.api.conftest import NOW_US, Api, MakeApi, assert_bad_field, error_of, uid
+from tests.connectors.test_run_config_e2e import free_port
 
 T0 = window_start(NOW_US - 2 * HOUR_US, HOUR_US)
 
@@ -36,6 +38,23 @@ async def with_archive(make_api: MakeApi, root: Path, **settings: Any) -> Api:
     api = await make_api(settings=ApiSettings(**settings))
     api.ctx.archive = ArchiveStore(str(root))
     return api
+
+
+async def run_task(api: Api, runner: TaskRunner, task_id: str) -> dict[str, Any]:
+    """Run the task runner until the task ends; the task as the API shows it."""
+    stop = asyncio.Event()
+    job = asyncio.create_task(runner.run(stop))
+    try:
+        for _ in range(3000):
+            await asyncio.sleep(0.01)
+            await api.sync()
+            task = (await api.get(f"/restore/{task_id}", key="operator")).json()["data"]
+            if task["status"] in ("completed", "failed"):
+                return dict(task)
+    finally:
+        stop.set()
+        await job
+    raise AssertionError("the restore did not finish")
 
 
 async def test_task_created_listed_and_shown(make_api: MakeApi, tmp_path: Path) -> None:
@@ -131,19 +150,7 @@ async def test_restore_answers_through_the_signal_endpoints(
 
     async def restore() -> dict[str, Any]:
         task_id = (await post(api, "/time", body)).json()["data"]["task_id"]
-        stop = asyncio.Event()
-        job = asyncio.create_task(runner.run(stop))
-        try:
-            for _ in range(3000):
-                await asyncio.sleep(0.01)
-                await api.sync()
-                task = (await api.get(f"/restore/{task_id}", key="operator")).json()["data"]
-                if task["status"] in ("completed", "failed"):
-                    return dict(task)
-        finally:
-            stop.set()
-            await job
-        raise AssertionError("the restore did not finish")
+        return await run_task(api, runner, task_id)
 
     for _ in range(2):  # the second restore doubles nothing
         task = await restore()
@@ -160,3 +167,36 @@ async def test_restore_answers_through_the_signal_endpoints(
             p[1] if isinstance(p, list) else p["value"] for p in r.json()["data"]["points"]
         )
         assert values == [float(i) for i in range(30)]
+
+
+async def test_url_passwords_are_masked_in_answers_and_logs(
+    make_api: MakeApi, tmp_path: Path, writer_store: ChdbStore, caplog: Any
+) -> None:
+    """The URL keeps its password in the task's parameters (the runner fetches with
+    it); the answers, the file's name and reason, and the log lines show ``***``."""
+    closed = free_port()  # nothing listens: the fetch fails at once, naming the URL
+    prefix = f"http://reader:s3cr3t@127.0.0.1:{closed}/exports/"
+    api = await with_archive(make_api, tmp_path, restore_url_prefixes=(prefix,))
+    kinds = TaskKinds()
+    task = RestoreTask(
+        ProjectionWriter(writer_store),
+        api.ctx.archive,
+        api.ctx.publisher,
+        allowed_prefixes=(prefix,),
+    )
+    kinds.register(KIND, task)
+    runner = TaskRunner(api.log, api.ctx.publisher, kinds, poll_s=0.01)
+    r = await post(api, "/url", {"urls": [prefix + "a.avro"]})
+    assert r.status_code == 202, r.text
+    got = await run_task(api, runner, r.json()["data"]["task_id"])
+    assert got["status"] == "failed", got
+    shown = f"http://reader:***@127.0.0.1:{closed}/exports/a.avro"
+    assert got["params"]["urls"] == [shown]
+    assert got["errors"][0]["file"] == shown and shown in got["errors"][0]["reason"]
+    listed = (await api.get("/restore", key="operator")).text
+    assert "s3cr3t" not in listed and "s3cr3t" not in str(got)
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "restore" in logged and "s3cr3t" not in logged
+    # a URL outside the allow-list: the 403 names it without its password
+    r = await post(api, "/url", {"urls": [f"http://reader:other@127.0.0.1:{closed}/x.avro"]})
+    assert r.status_code == 403 and "other@" not in r.text and "reader:***@" in r.text

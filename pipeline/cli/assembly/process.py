@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from millrace.pipeline.tasks import TaskRunner, register_kind
 from millrace.pipeline.topics import AUDIT
 from millrace.projections.alarms import AlarmQueries
 from millrace.projections.checkpoints import StoreCheckpoints
-from millrace.projections.replay import ReplayParts, replay_handler
+from millrace.projections.replay import ReplayParts, forget, replay_handler
 from millrace.projections.replay_live import DistributedLive
 from millrace.projections.restore import held_readings
 from millrace.projections.store.base import ProjectionStore
@@ -103,6 +104,7 @@ def process_stages(asm: Assembly) -> list[Stage]:
             codec=asm.codec,
             chunk=cfg.restore.chunk_records,
             held=held_readings(asm.store("tasks")),
+            forget=partial(forget, asm.store("tasks")),
         ),
     )
 

@@ -8,6 +8,7 @@ import asyncio
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.restore import KIND, RestoreTask
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.tasks import TaskKinds, TaskRunner, create_task
+from millrace.projections.replay import forget
 from millrace.projections.restore import held_readings
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.writer import ProjectionWriter
@@ -68,11 +70,13 @@ async def live_fold(log: MemoryEventLog, store: ProjectionStore) -> None:
     ).run_until_idle()
 
 
-def archive(log: MemoryEventLog, url: str | Path) -> tuple[ArchiveStore, list[Manifest]]:
-    """Every record of the log into hour windows of the archive store."""
+def archive(
+    log: MemoryEventLog, url: str | Path, topics: tuple[str, ...] = ("telemetry",)
+) -> tuple[ArchiveStore, list[Manifest]]:
+    """Every record of the log's ``topics`` into hour windows of the archive store."""
     store = ArchiveStore(str(url))
     out = []
-    for topic in ("telemetry",):
+    for topic in topics:
         for p in range(log.partitions(topic)):
             records = asyncio.run(log.read(topic, p, 0, 1_000_000))
             by_window: dict[int, list[Any]] = defaultdict(list)
@@ -125,6 +129,15 @@ def check(store: ProjectionStore, samples: list[Sample]) -> None:
     assert latest == exp["latest"]
 
 
+def progress_rows(store: ProjectionStore, task_id: str) -> int:
+    """The sink progress rows the restore task's files left."""
+    found = store.execute(
+        "SELECT count() FROM millrace.progress WHERE startsWith(consumer, {p:String})",
+        params={"p": f"restore/{task_id}/"},
+    )
+    return int(found.rows[0][0])
+
+
 class Runner:
     """A task runner with the restore kind, over its own memory log for tasks."""
 
@@ -149,6 +162,7 @@ class Runner:
             chunk=chunk,
             on_chunk=on_chunk,
             held=held_readings(store) if held else None,
+            forget=partial(forget, store),
         )
         self.kinds.register(KIND, self.handler)
         self.runner = TaskRunner(self.log, self.publisher, self.kinds, poll_s=0.01)

@@ -2,7 +2,7 @@
 projections -> restore -> the projections equal one clean pass computed here; restoring
 twice, or a range the projections still hold, doubles nothing; a corrupt and a missing
 file fail the task naming each while the others are restored; a retry after fixing
-them completes."""
+them completes; completed files leave no sink progress rows."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from tests.pipeline.restore.helpers import (
     archive,
     check,
     live_fold,
+    progress_rows,
     telemetry_log,
 )
 
@@ -144,6 +145,8 @@ def test_corrupt_and_missing_files_fail_by_name_and_retry_completes(
         assert "missing" in s["files_failed"][missing.path]
         assert corrupt.path in s["error"] and missing.path in s["error"]
         assert len(s["files_done"]) == len(manifests) - 2
+        # the completed files' progress rows are gone; nothing else wrote any
+        assert progress_rows(store, tid) == 0
         # the others were restored: every sample not in the two bad files
         bad = {(m.partition, m.window_start_us) for m in (corrupt, missing)}
         check(store, [x for x in samples if place(x) not in bad])
@@ -154,6 +157,7 @@ def test_corrupt_and_missing_files_fail_by_name_and_retry_completes(
         assert s["status"] == "completed", s
         assert s["attempts"] == 2 and not s["files_failed"]
         check(store, samples)
+        assert progress_rows(store, tid) == 0  # a completed task leaves none
 
     asyncio.run(go())
 
