@@ -31,6 +31,10 @@ async def _always() -> bool:
     return True
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Operations:
     logs: LogRing
@@ -48,6 +52,9 @@ class Operations:
     paused: Callable[[], bool] = lambda: False
     #: records appended and not folded yet
     lag: Callable[[], int] = lambda: 0
+    #: reads again what ``lag``, ``paused`` and the status show, where they are other
+    #: processes' figures (``api.remote``; routes await it before reading them)
+    refresh: Callable[[], Awaitable[None]] = _nothing
     #: ``/health/ready`` fails above this lag
     ready_max_lag: int = 1_000_000
     #: the log accepts appends (a local log: its directory is writable)
@@ -73,6 +80,7 @@ class Operations:
         except Exception as exc:
             self.store_errors += 1
             checks["store"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        await self.refresh()
         lag = self.lag()
         checks["lag"] = {
             "ok": lag <= self.ready_max_lag,

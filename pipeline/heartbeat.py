@@ -8,6 +8,11 @@ ResourceStatus of resource type ``runner`` (resource ``runner:<name>``) carrying
 heartbeats. On stop it publishes a last event with desired and current state
 ``stopped`` (a runner stopped on purpose is not a deviation).
 
+A heartbeat may carry the process's own figures (``figures``): the process role's
+runtime counters (records, batches, readings folded, dead letters, errors, paused), as
+metrics named ``figure.<name>``. That is how an API process of the distributed
+deployment shows the workers' figures (``projections.remote_figures``).
+
 A heartbeat that cannot be published (the log unreachable) is logged and the next one
 tried on time; the heartbeat never stops the process it belongs to.
 """
@@ -28,6 +33,8 @@ from millrace.pipeline.topics import STATUS
 log = logging.getLogger("millrace.heartbeat")
 
 RUNNER_PREFIX = "runner:"
+#: the metrics of a heartbeat that are the process's figures
+FIGURE_PREFIX = "figure."
 
 
 class RunnerHeartbeat:
@@ -41,6 +48,7 @@ class RunnerHeartbeat:
         *,
         service_id: str = "millrace",
         clock: Callable[[], int] = now_us,
+        figures: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         if not name:
             raise ValueError("name: a runner needs a name")
@@ -51,11 +59,15 @@ class RunnerHeartbeat:
         self.interval_s = float(interval_s)
         self.service_id = service_id
         self.clock = clock
+        self.figures = figures
         self.resource_id = RUNNER_PREFIX + name
         self.sent = 0
 
     def event(self, state: str) -> dict[str, Any]:
         """The ResourceStatus of this runner in ``state`` (desired = current)."""
+        metrics = {"interval_s": self.interval_s}
+        if self.figures is not None:
+            metrics |= {FIGURE_PREFIX + k: float(v) for k, v in self.figures().items()}
         return status_event(
             self.resource_id,
             service_id=self.service_id,
@@ -64,7 +76,7 @@ class RunnerHeartbeat:
             current_state=state,
             runner=self.name,
             ts_us=self.clock(),
-            metrics={"interval_s": self.interval_s},
+            metrics=metrics,
         )
 
     async def beat(self, state: str = "running") -> bool:

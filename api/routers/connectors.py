@@ -1,8 +1,14 @@
-"""The connectors running in this process: state, info and metrics."""
+"""The connectors: state, info and metrics, and start/stop/restart.
+
+In ``millrace run`` they run in the API's process; in the distributed deployment in
+``millrace connect``: the list is what they reported (the status topic), and a control
+request is carried by its audit event, which every connect process follows
+(``connectors.control``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 
@@ -29,7 +35,7 @@ async def list_connectors(
     """Each connection of the commissioning file: desired and current state, the
     last info (e.g. "Host not reachable"), and metrics (readings/s, errors,
     reconnects, buffered events, ...)."""
-    return JsonResponse({"data": ctx.connectors()})
+    return JsonResponse({"data": await asyncio.to_thread(ctx.connectors)})
 
 
 @router.get(
@@ -41,17 +47,32 @@ async def list_connectors(
 async def get_connector(
     name: str, ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
-    for c in ctx.connectors():
+    return JsonResponse({"data": await _known(ctx, name)})
+
+
+async def _known(ctx: AppContext, name: str) -> dict[str, Any]:
+    for c in await asyncio.to_thread(ctx.connectors):
         if c["name"] == name:
-            return JsonResponse({"data": c})
-    raise ApiError(404, "not_found", f"name: no connector {name!r}")
+            return c
+    raise ApiError(
+        404,
+        "not_found",
+        f"name: no connector {name!r}",
+        details=[{"field": "name", "message": "unknown connector"}],
+    )
 
 
 @router.post(
     "/connectors/{name}/{action}",
     summary="Start, stop or restart a connector",
     response_model=models.ConnectorOut,
-    responses=errors(403, 404, 409),
+    responses={
+        202: {
+            "model": models.ConnectorOut,
+            "description": "distributed: handed to the connect processes through the log",
+        },
+        **errors(403, 404),
+    },
 )
 async def control_connector(
     name: str,
@@ -61,26 +82,27 @@ async def control_connector(
     _: Principal = Depends(operator),
 ) -> JsonResponse:
     """``stop`` ends its polling and connection (desired state stopped), ``start``
-    starts it again, ``restart`` both; audited. The state after is answered. 404 for
-    a connector this process does not run; 409 where connectors run in other
-    processes (the distributed deployment's ``millrace connect``)."""
+    starts it again, ``restart`` both; audited. Where the connectors run in this
+    process (``millrace run``) the state after is answered (200). In the distributed
+    deployment the audit event carries the request to the ``millrace connect`` that runs
+    the connector: 202, with the last reported state and the desired state asked for;
+    ``GET /connectors/{name}`` shows the connector's own report once it has acted.
+    404 for a connector that neither runs here nor ever reported."""
+    before = await _known(ctx, name)
+    desired = "stopped" if action == "stop" else "running"
     if ctx.connector_control is None:
-        raise ApiError(409, "conflict", "name: connectors do not run in this process")
-    before = next((c for c in ctx.connectors() if c["name"] == name), None)
-    after = await ctx.connector_control(name, action)
-    if after is None:
-        raise ApiError(
-            404,
-            "not_found",
-            f"name: no connector {name!r}",
-            details=[{"field": "name", "message": "unknown connector"}],
-        )
+        after, status = {**before, "desired_state": desired, "requested": action}, 202
+    else:
+        found = await ctx.connector_control(name, action)
+        if found is None:  # removed meanwhile
+            raise ApiError(404, "not_found", f"name: no connector {name!r}")
+        after, status = found, 200
     audit_note(
         request,
         action=action,
         target_type="connector",
         target_id=name,
-        before={"desired_state": before["desired_state"]} if before else None,
+        before={"desired_state": before["desired_state"]},
         after={"desired_state": after["desired_state"]},
     )
-    return JsonResponse({"data": after})
+    return JsonResponse({"data": after}, status_code=status)

@@ -52,4 +52,5 @@ async def metrics(request: Request, ctx: AppContext = Depends(context)) -> Respo
                 headers={"WWW-Authenticate": "Bearer"},
             )
         authorize(principal, "system:read", "viewer")
+    await ops.refresh()
     return Response(ops.metrics.exposition(), media_type=CONTENT_TYPE)

@@ -47,6 +47,7 @@ async def system_info(
     """Version and build, deployment (embedded or distributed), uptime, Python, the
     chDB/ClickHouse server version, the data directory and its log's disk usage."""
     ops = ops_of(ctx)
+    await ops.refresh()
     return JsonResponse({"data": await asyncio.to_thread(ops.info, ctx.store)})
 
 
@@ -121,7 +122,8 @@ async def _switch(ctx: AppContext, *, paused: bool) -> JsonResponse:
     ops = ops_of(ctx)
     if ops.pause is None or ops.resume is None:
         raise _not_here()
-    before = await asyncio.to_thread(ops.paused)  # distributed: a store query
+    await ops.refresh()
+    before = ops.paused()
     if paused:
         await ops.pause()
     else:

@@ -24,7 +24,10 @@ router = APIRouter(tags=["system"], route_class=StrictRoute)
 async def status(
     ctx: AppContext = Depends(context), _: Principal = Depends(viewer)
 ) -> JsonResponse:
-    """Runtime counters, consumer positions and connector statistics."""
+    """Runtime counters, consumer positions and connector statistics (in the
+    distributed deployment: the workers', summed, and the processing group's lag)."""
+    if ctx.ops is not None:
+        await ctx.ops.refresh()
     return JsonResponse({"data": ctx.status()})
 
 

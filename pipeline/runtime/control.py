@@ -7,9 +7,10 @@ worker runs a :class:`PauseFollower` reading the audit topic's partitions (no co
 group: each worker reads all of them) and, on such an event, holds or releases its
 takes (``FaustTakeHandler.gate``): the worker stops folding, Kafka keeps accepting.
 
-A follower starts at the log's end: a worker started while the cluster is paused
-runs until the next pause (the last pause/resume is in the audits projection, which
-``/api/v1/system/info`` reads to show the cluster's state).
+A follower starts from the last pause/resume already on the log (read backwards from
+the end, ``pipeline.runtime.control_follow``) before the runtime after it starts: a
+worker started while the pipeline is paused starts paused, and so does a restarted
+``millrace run``.
 
 Acknowledgement: with ``on_held``, the follower hands every pause event to it (in a
 task of its own, so the follower goes on reading): the faust worker's answer is a
@@ -26,7 +27,8 @@ from typing import Any
 
 from millrace.pipeline.codec import AvroCodec, default_codec
 from millrace.pipeline.log.base import EventLog
-from millrace.pipeline.topics import AUDIT
+from millrace.pipeline.runtime.control_follow import AuditFollower
+from millrace.pipeline.runtime.stage import Stage
 
 log = logging.getLogger("millrace.runtime.control")
 
@@ -40,8 +42,13 @@ def control_of(event: dict[str, object]) -> bool | None:
     return ACTIONS.get(str(event.get("action")))
 
 
-class PauseFollower:
-    """Follows the audit topic; calls ``on_change(paused)`` on each control event."""
+class PauseFollower(Stage):
+    """The ``pause-follower`` stage: follows the audit topic (an
+    :class:`~millrace.pipeline.runtime.control_follow.AuditFollower`) and calls
+    ``on_change(paused)`` on each control event, the last one already on the log first
+    (in :meth:`start`, before the stages after it start folding)."""
+
+    name = "pause-follower"
 
     def __init__(
         self,
@@ -51,50 +58,43 @@ class PauseFollower:
         poll_s: float = 0.5,
         on_held: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
-        self.log = event_log
         self.on_change = on_change
-        self.codec = codec or default_codec()
-        self.poll_s = poll_s
         self.on_held = on_held
         self.paused = False
-        self.positions: dict[int, int] | None = None
+        self.follower = AuditFollower(
+            event_log,
+            lambda e: control_of(e) is not None,
+            self._on_event,
+            codec or default_codec(),
+            poll_s=poll_s,
+            resume_last=True,
+        )
         self._answers: set[asyncio.Task[None]] = set()
 
+    async def start(self) -> None:
+        """From the last pause/resume on the log (a worker started while the pipeline
+        is paused starts paused)."""
+        await self.follower.start()
+
     async def start_at_end(self) -> None:
-        self.positions = {
-            p: (await self.log.offsets(AUDIT, p))[1] for p in range(self.log.partitions(AUDIT))
-        }
+        """From the log's end, ignoring the state in force (tests)."""
+        self.follower.resume_last = False
+        await self.follower.start()
 
     async def poll(self) -> int:
         """Read what was appended since the last poll; return the records read."""
-        if self.positions is None:
-            await self.start_at_end()
-        assert self.positions is not None
-        found: list[tuple[int, bool, dict[str, Any]]] = []
-        total = 0
-        for p, pos in self.positions.items():
-            records = await self.log.read(AUDIT, p, pos, 1000)
-            for rec in records:
-                try:
-                    event = self.codec.decode(AUDIT, rec.value)
-                except Exception:
-                    continue
-                action = control_of(event)
-                if action is not None:
-                    found.append((int(event.get("ts_us") or 0), action, event))
-            if records:
-                self.positions[p] = records[-1].offset + 1
-                total += len(records)
-        for _, paused, event in sorted(found, key=lambda f: f[0]):  # partitions interleave
-            if paused != self.paused:
-                log.info("runtime %s through the log", "paused" if paused else "resumed")
-            self.paused = paused
-            self.on_change(paused)
-            if paused and self.on_held is not None:
-                answer = asyncio.ensure_future(self._answer(event))
-                self._answers.add(answer)
-                answer.add_done_callback(self._answers.discard)
-        return total
+        return await self.follower.poll()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        paused = bool(control_of(event))
+        if paused != self.paused:
+            log.info("runtime %s through the log", "paused" if paused else "resumed")
+        self.paused = paused
+        self.on_change(paused)
+        if paused and self.on_held is not None:
+            answer = asyncio.ensure_future(self._answer(event))
+            self._answers.add(answer)
+            answer.add_done_callback(self._answers.discard)
 
     async def _answer(self, event: dict[str, Any]) -> None:
         assert self.on_held is not None
@@ -105,17 +105,10 @@ class PauseFollower:
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            while not stop.is_set():
-                try:
-                    n = await self.poll()
-                except Exception as exc:
-                    log.warning("pause follower: %s", exc)
-                    n = 0
-                if n == 0:
-                    try:
-                        await asyncio.wait_for(stop.wait(), self.poll_s)
-                    except TimeoutError:
-                        pass
+            await self.follower.run(stop)
         finally:
             for answer in list(self._answers):
                 answer.cancel()
+
+    def health(self) -> dict[str, Any]:
+        return {"paused": self.paused}

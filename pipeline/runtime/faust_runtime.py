@@ -124,6 +124,9 @@ class FaustTakeHandler:
         self.records = 0
         self.errors = 0
         self.fenced = 0
+        #: rows written per table (readings: the readings folded) and dead letters
+        self.rows: dict[str, int] = {}
+        self.deadletters = 0
         # one store session is not safe for concurrent queries: the agents share it
         self._lock = asyncio.Lock()
         # takes past the gate, not yet done (``quiet``: a pause's answer waits for them)
@@ -232,6 +235,9 @@ class FaustTakeHandler:
                 batch.tables = outputs.tables
                 await self.run_sink(b.sink.write, b.consumer, batch, self._fence_for(tp, batch))
                 b.commit_done(tp, batch)
+                for name, table in outputs.tables.items():
+                    self.rows[name] = self.rows.get(name, 0) + table.num_rows
+                self.deadletters += len(outputs.deadletters)
                 self._sought.pop(tp, None)
                 r = batch.ranges[tp]
                 progress.positions[tp] = r.end

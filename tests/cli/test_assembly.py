@@ -106,9 +106,16 @@ def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) ->
             "tasks",
             "pause-follower",
             "gc-policy",
+            "runner-heartbeat",
         },
         "api": {"stream-tail", "api-server"},
-        "connect": {"runner-heartbeat", "connector-manager", "services", "command-router"},
+        "connect": {
+            "runner-heartbeat",
+            "connector-manager",
+            "services",
+            "command-router",
+            "connector-control",
+        },
     }
     for role, names in expected.items():
         assembly, stages = build_stages([role], embedded, config)  # type: ignore[list-item]
@@ -118,11 +125,16 @@ def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) ->
             assembly.close()
     everything, stages = build_stages(ROLES, embedded, config)
     try:
-        assert _names(stages) == set().union(*expected.values()) | {"log-upkeep"}
+        # one heartbeat; the route controls the connectors of its own process
+        assert [s.name for s in stages].count("runner-heartbeat") == 1
+        assert _names(stages) == set().union(*expected.values()) - {"connector-control"} | {
+            "log-upkeep"
+        }
         # the GC policy starts after everything else has built what it keeps; then the
         # API stops first, the processor runtime last
         assert [s.name for s in stages[-2:]] == ["api-server", "gc-policy"]
-        assert stages[0].name == "runtime"
+        # the pause in force is read before the runtime folds (a restart while paused)
+        assert [s.name for s in stages[:2]] == ["pause-follower", "runtime"]
     finally:
         everything.close()
 

@@ -5,11 +5,12 @@ Roles and their stages (``pipeline.runtime.stage``), in start order; they stop i
 reverse order:
 
 ``process``
-    ``runtime`` (asyncio: ``EmbeddedRuntime``; faust: a faust worker app),
-    ``alarms`` (the alarm runner), ``alarm-rule-seeding`` (the file's rules),
-    ``identity-watch``, ``tasks`` (the task runner: restores, replays), ``archiver``
-    (only with ``archive.url``; it runs the ``archive-flush`` tasks), and
-    ``pause-follower`` (pause/resume events from the audit topic, every member). The
+    ``pause-follower`` (pause/resume events from the audit topic, every member; first,
+    so the pause in force is read before anything folds), ``runtime`` (asyncio:
+    ``EmbeddedRuntime``; faust: a faust worker app), ``alarms`` (the alarm runner),
+    ``alarm-rule-seeding`` (the file's rules), ``identity-watch``, ``tasks`` (the task
+    runner: restores, replays) and ``archiver`` (only with ``archive.url``; it runs the
+    ``archive-flush`` tasks). The
     alarm runner, rule seeding, identity watch, tasks and archiver are *singleton*
     stages: the assembly passes them to ``wrap_singleton`` (identity unless the
     deployment gives a leadership wrapper). ``gc-policy`` (``pipeline.runtime.gc_policy``)
@@ -17,14 +18,18 @@ reverse order:
 ``api``
     ``stream-tail`` (live streams) and ``api-server``.
 ``connect``
-    ``runner-heartbeat`` (this process's sign of life, where connectors run),
     ``connector-manager`` (the commissioning file's connections, the ``simulator:``
     section among them as a ``protocol: simulator`` connection), ``services`` (follows
     the ``services`` topic: the file's service, installed at start, and those
     installed through the API, applied to the manager at runtime) and
-    ``command-router``. Connector data is checked against the resource definitions in
-    the store (``DefinitionCheckingPublisher``) whenever the role has a store: always in
-    ``millrace run``, with ``distributed.clickhouse_url`` in ``millrace connect``.
+    ``command-router``; without the ``api`` role in the process (``millrace connect``),
+    ``connector-control`` (start/stop/restart events from the audit topic,
+    ``connectors.control``). Connector data is checked against the resource definitions
+    in the store (``DefinitionCheckingPublisher``) whenever the role has a store: always
+    in ``millrace run``, with ``distributed.clickhouse_url`` in ``millrace connect``.
+``connect`` or ``process``
+    ``runner-heartbeat`` (this process's sign of life, with the runtime's figures where
+    ``process`` runs; ``heartbeat``), once per process.
 
 Adapters add stages of their own: the local log its ``log-upkeep``.
 ``millrace run`` = every role, local log, chDB, asyncio runtime, one process;
@@ -32,8 +37,9 @@ Adapters add stages of their own: the local log its ``log-upkeep``.
 server (``process`` also on chDB in ``data_dir``), faust for ``process``.
 
 Modules: ``adapters`` (the log, stores and runtime a deployment chooses), ``process``,
-``connect`` and ``api`` (each role's stage builders; a new stage of a role goes in its
-module), ``facade`` (``Assembly``: the parts, the stores, read-your-writes, status).
+``connect``, ``api`` and ``heartbeat`` (each role's stage builders; a new stage of a
+role goes in its module), ``facade`` (``Assembly``: the parts, the stores,
+read-your-writes, status).
 """
 
 from millrace.pipeline.cli.assembly.adapters import (

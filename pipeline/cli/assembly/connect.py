@@ -1,6 +1,8 @@
-"""The ``connect`` role's stages: the runner heartbeat, the connector manager (the
-commissioning file's connections) and the command router. Connector data is checked
-against the resource definitions in the store whenever the process has one."""
+"""The ``connect`` role's stages: the connector manager (the
+commissioning file's connections), the services, the command router and, where the API
+runs in another process, the connector control that follows the audit topic
+(``connectors.control``). Connector data is checked against the resource definitions
+in the store whenever the process has one."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from millrace.connectors.commissioning import Commissioning
+from millrace.connectors.control import apply_control, is_connector_control
 from millrace.connectors.definitions import DefinitionCheckingPublisher
 from millrace.connectors.manager import ConnectorManager, route_commands
 from millrace.connectors.services import ServiceApplier, service_text
 from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.connector import EventPublisher
-from millrace.pipeline.heartbeat import RunnerHeartbeat
 from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.runtime.control_follow import AuditFollower
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
 from millrace.pipeline.services.follow import ServiceFollower
 from millrace.projections.definitions import definition_map
@@ -58,17 +61,9 @@ def static_part(commissioning: Commissioning) -> Commissioning:
 
 
 def connect_stages(asm: Assembly) -> list[Stage]:
-    """The role's stages, in start order; sets the assembly's heartbeat and manager."""
+    """The role's stages, in start order; sets the assembly's manager."""
     checked = connector_publisher(asm)
-    asm.heartbeat = heartbeat = RunnerHeartbeat(asm.publisher, asm.runner_name, 10.0)
-    stages: list[Stage] = [
-        LoopStage(
-            "runner-heartbeat",
-            heartbeat.run,
-            stop_timeout_s=5.0,
-            health=lambda: {"sent": heartbeat.sent},
-        )
-    ]
+    stages: list[Stage] = []
     spool = Path(asm.config.data_dir) / "spool"
     asm.manager = manager = ConnectorManager(static_part(asm.commissioning), spool_root=spool)
 
@@ -107,4 +102,11 @@ def connect_stages(asm: Assembly) -> list[Stage]:
         await route_commands(asm.log, manager, stop, asm.publisher, group=group)
 
     stages.append(LoopStage("command-router", route, stop_timeout_s=5.0))
+    if "api" not in asm.roles:
+        # the API of another process controls the connectors through the log; an API
+        # of this process acts on the manager itself
+        control = AuditFollower(asm.log, is_connector_control, apply_control(manager), asm.codec)
+        stages.append(
+            LoopStage("connector-control", control.run, health=lambda: {"applied": control.handled})
+        )
     return stages

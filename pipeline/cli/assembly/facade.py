@@ -10,6 +10,7 @@ from typing import Any
 
 from millrace.api.auth import KeyStore
 from millrace.api.context import AppContext
+from millrace.api.remote import RemoteFigures
 from millrace.api.stream import LogTail, StreamHub
 from millrace.api.users.access import AccessControl
 from millrace.connectors.commissioning import Commissioning
@@ -18,7 +19,7 @@ from millrace.pipeline.alarms.runner import AlarmRunner
 from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
 from millrace.pipeline.archive.archiver import Archiver
 from millrace.pipeline.archive.store import ArchiveStore
-from millrace.pipeline.cli.assembly import api, connect, process
+from millrace.pipeline.cli.assembly import api, connect, heartbeat, process
 from millrace.pipeline.cli.assembly.adapters import CONSUMERS, ROLES, Adapters, Purpose, Role
 from millrace.pipeline.cli.config import MillraceConfig
 from millrace.pipeline.clock import now_us
@@ -89,7 +90,11 @@ class Assembly:
         self.sql_threads: OwnThreads | None = None
         self.keys: KeyStore | None = None
         self.access: AccessControl | None = None
+        #: the workers' figures, in an API process without a runtime (distributed)
+        self.remote: RemoteFigures | None = None
         self.stages: list[Stage] = []
+        #: the roles this process runs (set by :meth:`build`)
+        self.roles: set[Role] = set()
         self._waiter: AppliedWaiter | None = None
         self.started_us = now_us()
 
@@ -149,12 +154,15 @@ class Assembly:
         unknown = wanted - set(ROLES)
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; one of {list(ROLES)}")
+        self.roles = wanted
         stages: list[Stage] = []
         if "process" in wanted:
             stages += process.process_stages(self)
         stages += self.adapters.stages()
         if "api" in wanted:
             stages.append(api.stream_stage(self))
+        if wanted & {"connect", "process"}:  # this process's sign of life (and figures)
+            stages.append(heartbeat.heartbeat_stage(self))
         if "connect" in wanted:
             stages += connect.connect_stages(self)
         if "api" in wanted:
@@ -173,7 +181,13 @@ class Assembly:
         """``GET /status``: the in-process runtime's figures, or the distributed ones."""
         archive = {"archive": self.archiver.health()} if self.archiver is not None else {}
         if self.runtime is None or self.alarms is None:
-            return {"mode": "distributed", "published": self.publisher.published, **archive}
+            remote = self.remote.status() if self.remote is not None else {}
+            return {
+                "mode": "distributed",
+                "published": self.publisher.published,
+                **archive,
+                **remote,
+            }
         manager = self.manager.snapshot() if self.manager is not None else []
         return {
             **archive,

@@ -7,7 +7,8 @@ event every process-role member follows (``pipeline.runtime.control``, the
 ``pause-follower`` stage). In ``millrace run`` the route also suspends the in-process
 runtime at once (``EmbeddedRuntime.suspend``: under the same hold the replay swap takes
 between two batches); ``millrace api`` of the distributed deployment only appends the
-event, and shows the last audited state.
+event. There the state, the lag and the runtime's counters shown are the workers'
+(``api.remote``), and the connectors those ``millrace connect`` reported.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from functools import partial
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +30,14 @@ from millrace.api.operations import (
     skip_while_paused,
 )
 from millrace.api.prom import EngineMetrics
+from millrace.api.remote import RemoteFigures
+from millrace.pipeline.cli.assembly.adapters import CONSUMERS
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.progress import behind
 from millrace.pipeline.topics import TELEMETRY
-from millrace.projections.store.base import ProjectionStore
+from millrace.projections.remote_figures import stored_connectors
 
 if TYPE_CHECKING:
     from millrace.pipeline.cli.assembly.facade import Assembly
@@ -93,9 +98,22 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         ctx.wait_applied = skip_while_paused(ctx.wait_applied, ops.paused)
     elif asm.distributed:
         # the route's audit event is the control event every worker follows
-        # (``pipeline.runtime.control``); the state shown is the last one audited
+        # (``pipeline.runtime.control``); the state, lag and counters shown are the
+        # workers' (``api.remote``: the audit topic, Kafka offsets, their heartbeats)
+        topics = {t for p in processors() for t in p.topics}
+        asm.remote = remote = RemoteFigures(
+            event_log=asm.log,
+            store=ctx.store,
+            group=CONSUMERS["faust"],
+            topics=topics,
+            codec=asm.codec,
+        )
         ops.pause, ops.resume = _logged, lambda: None
-        ops.paused = lambda: last_control(ctx.store)
+        ops.paused = lambda: remote.paused
+        # connectors run in ``millrace connect``: as they reported themselves
+        ctx.connectors = partial(stored_connectors, ctx.store)
+        ops.lag = lambda: remote.lag_records
+        ops.refresh = remote.refresh
     event_log = asm.log
 
     async def log_writable() -> bool:
@@ -117,22 +135,6 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
 
 async def _logged() -> None:
     """Pausing the distributed runtime is its audit event (appended after the answer)."""
-
-
-_LAST_CONTROL = """
-SELECT argMax(action, (ts, log_offset)) FROM millrace.audits
-WHERE target_type = 'pipeline' AND status = 'ok' AND action IN ('pause', 'resume')
-"""
-
-
-def last_control(store: ProjectionStore) -> bool:
-    """Whether the last audited pause/resume was a pause (False: none, or unreadable)."""
-    try:
-        rows = store.execute(_LAST_CONTROL).rows
-    except Exception as exc:
-        log.warning("pause state unreadable: %s", exc)
-        return False
-    return bool(rows) and rows[0][0] == "pause"
 
 
 def alarm_lag(asm: Assembly) -> int:

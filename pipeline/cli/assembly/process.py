@@ -121,6 +121,8 @@ def process_stages(asm: Assembly) -> list[Stage]:
     register_kind("replay", replay_handler(replay_parts))
     asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
     return [
+        # first: it reads the pause/resume in force before the runtime folds anything
+        *pause_stages(asm),
         runtime,
         LoopStage("alarms", alarms.run, singleton=True, health=lambda: asdict(alarms.stats)),
         asm.seeder,
@@ -133,7 +135,6 @@ def process_stages(asm: Assembly) -> list[Stage]:
         ),
         asm.tasks,
         *archiver_stages(asm),
-        *pause_stages(asm),
     ]
 
 
@@ -195,8 +196,7 @@ def pause_stages(asm: Assembly) -> list[Stage]:
         event = held_event(pause, worker, app.millrace_assigned())
         await asm.publisher.publish(AUDIT, [("runtime", event)])
 
-    follower = PauseFollower(asm.log, gate, asm.codec, on_held=answer)
-    return [LoopStage("pause-follower", follower.run, health=lambda: {"paused": follower.paused})]
+    return [PauseFollower(asm.log, gate, asm.codec, on_held=answer)]
 
 
 def archiver_stages(asm: Assembly) -> list[Stage]:

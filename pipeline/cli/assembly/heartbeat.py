@@ -1,0 +1,65 @@
+"""The ``runner-heartbeat`` stage: one per process that runs the ``connect`` or the
+``process`` role, its sign of life on the status topic (``pipeline.heartbeat``).
+
+Where the process role runs, the heartbeat carries its runtime figures (records and
+batches folded, readings, dead letters, errors, paused; the alarm runner's events where
+it leads), so that an API process of the distributed deployment can show them
+(``api.remote``). Runner names: the process's (the host name by default); a process
+running the process role without connectors is ``<name>/process``, so that a
+``millrace connect`` and a ``millrace process`` on one host stay two runners.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from millrace.pipeline.heartbeat import RunnerHeartbeat
+from millrace.pipeline.runtime.stage import LoopStage, Stage
+
+if TYPE_CHECKING:
+    from millrace.pipeline.cli.assembly.facade import Assembly
+
+INTERVAL_S = 10.0
+
+
+def runtime_figures(asm: Assembly) -> dict[str, float]:
+    """The process role's counters in this process (empty where it does not run)."""
+    figures: dict[str, float] = {}
+    if asm.runtime is not None:
+        st = asm.runtime.stats
+        figures = {
+            "records": st.records,
+            "batches": st.batches,
+            "readings": st.rows.get("readings", 0),
+            "deadletters": st.deadletters,
+            "errors": st.errors,
+            "paused": float(asm.runtime.suspended),
+        }
+    elif asm.faust_app is not None:
+        handler = asm.faust_app.millrace_handler()
+        figures = {
+            "records": handler.records,
+            "batches": handler.batches,
+            "readings": handler.rows.get("readings", 0),
+            "deadletters": handler.deadletters,
+            "errors": handler.errors,
+            "paused": float(not handler.gate.is_set()),
+        }
+    if asm.alarms is not None and figures:
+        figures["alarm_events"] = asm.alarms.stats.events
+    return figures
+
+
+def heartbeat_stage(asm: Assembly) -> Stage:
+    """The process's heartbeat; sets the assembly's ``heartbeat``."""
+    name = asm.runner_name
+    if "connect" not in asm.roles:
+        name = f"{name}/process"
+    asm.heartbeat = heartbeat = RunnerHeartbeat(
+        asm.publisher,
+        name,
+        INTERVAL_S,
+        figures=(lambda: runtime_figures(asm)) if "process" in asm.roles else None,
+    )
+    health = lambda: {"sent": heartbeat.sent}  # noqa: E731
+    return LoopStage("runner-heartbeat", heartbeat.run, stop_timeout_s=5.0, health=health)

@@ -1,0 +1,149 @@
+"""Control through the log: a stage that follows the audit topic's control events.
+
+An operator's control action through the API (pause or resume the pipeline; start,
+stop or restart a connector) is audited: the API appends an AuditEvent with status
+``ok`` to the ``audit`` topic. That event *is* the control event, so the processes
+that must act on it need no channel of their own: each runs an :class:`AuditFollower`
+that reads every partition of the audit topic (no consumer group: each follower reads
+all of them), keeps the events ``select`` picks and hands them, in time order
+(partitions interleave), to ``on_event``. The pause follower of the process role
+(``pipeline.runtime.control``) and the connector control of the connect role
+(``connectors.control``) are two of them.
+
+Where a follower starts: at the log's end (what comes next), or, with
+``resume_last=True``, with the last selected event already on the log handed first:
+the state in force when the process started (a worker started while the pipeline is
+paused starts paused). That event is found by reading each partition backwards from
+its end, a chunk at a time, up to its first selected event: a control event's key is
+its target, so the events of one target share a partition and the others are read to
+their start only while that target has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from millrace.pipeline.codec import AvroCodec, default_codec
+from millrace.pipeline.errors import DecodeError
+from millrace.pipeline.log.base import EventLog, Record
+from millrace.pipeline.topics import AUDIT
+
+log = logging.getLogger("millrace.runtime.control")
+
+Event = dict[str, Any]
+OnEvent = Callable[[Event], Awaitable[None] | None]
+
+
+class AuditFollower:
+    """Follows the audit topic; hands each event ``select`` picks to ``on_event``."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        select: Callable[[Event], bool],
+        on_event: OnEvent,
+        codec: AvroCodec | None = None,
+        *,
+        poll_s: float = 0.5,
+        resume_last: bool = False,
+        chunk: int = 1000,
+    ) -> None:
+        self.log = event_log
+        self.select = select
+        self.on_event = on_event
+        self.codec = codec or default_codec()
+        self.poll_s = poll_s
+        self.resume_last = resume_last
+        self.chunk = chunk
+        self.positions: dict[int, int] | None = None
+        self.handled = 0
+
+    def _selected(self, records: list[Record]) -> list[Event]:
+        out = []
+        for rec in records:
+            try:
+                event = self.codec.decode(AUDIT, rec.value)
+            except DecodeError:
+                continue  # the audits projection deadletters it
+            if self.select(event):
+                out.append(event)
+        return out
+
+    async def _last_before(self, partition: int, end: int) -> Event | None:
+        """The last selected event of ``partition`` below ``end`` (read backwards)."""
+        first = (await self.log.offsets(AUDIT, partition))[0]
+        hi = end
+        while hi > first:
+            lo = max(first, hi - self.chunk)
+            records: list[Record] = []
+            pos = lo
+            while pos < hi:
+                got = await self.log.read(AUDIT, partition, pos, hi - pos)
+                got = [r for r in got if r.offset < hi]
+                if not got:
+                    break
+                records += got
+                pos = got[-1].offset + 1
+            selected = self._selected(records)
+            if selected:
+                return selected[-1]
+            hi = lo
+        return None
+
+    async def start(self) -> None:
+        """Positions at the log's end; with ``resume_last``, hands the last selected
+        event before them first."""
+        ends = {p: (await self.log.offsets(AUDIT, p))[1] for p in range(self.log.partitions(AUDIT))}
+        if self.resume_last:
+            found = [await self._last_before(p, end) for p, end in ends.items()]
+            last = [e for e in found if e is not None]
+            if last:
+                await self._hand(max(last, key=_time))
+        self.positions = ends
+
+    async def _hand(self, event: Event) -> None:
+        try:
+            result = self.on_event(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # one failed action must not stop the ones after it
+            log.exception("control event %s not applied", event.get("audit_id"))
+        self.handled += 1
+
+    async def poll(self) -> int:
+        """Read what was appended since the last poll; return the records read."""
+        if self.positions is None:
+            await self.start()
+        assert self.positions is not None
+        found: list[Event] = []
+        total = 0
+        for p, pos in self.positions.items():
+            records = await self.log.read(AUDIT, p, pos, self.chunk)
+            found += self._selected(records)
+            if records:
+                self.positions[p] = records[-1].offset + 1
+                total += len(records)
+        for event in sorted(found, key=_time):  # partitions interleave
+            await self._hand(event)
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                n = await self.poll()
+            except Exception as exc:
+                log.warning("audit follower: %s", exc)
+                n = 0
+            if n == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
+
+
+def _time(event: Event) -> int:
+    return int(event.get("ts_us") or 0)
