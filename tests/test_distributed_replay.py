@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,26 +38,26 @@ T0 = 1_767_225_600_000_000  # 2026-01-01, in µs
 IDS = ("rp-0", "rp-1", "rp-2")
 
 
-@pytest.fixture(scope="module")
-def deployed(
-    cluster: str,  # noqa: F811
-    chdb_store: ChdbStore,
-    tmp_path_factory: pytest.TempPathFactory,
+@contextmanager
+def serving(
+    bootstrap: str, store: ChdbStore, tmp: Path, config: str = ""
 ) -> Iterator[tuple[Deployment, httpx.Client]]:
-    """One ``millrace process`` and one ``millrace api`` for the module."""
-    drop_projections(chdb_store)
-    migrate(chdb_store)
-    chdb_store.execute("TRUNCATE TABLE IF EXISTS millrace.checkpoints")
-    with StoreServer(chdb_store) as server:
-        d = Deployment(cluster, server.url, tmp_path_factory.mktemp("replay"))
+    """One ``millrace process`` and one ``millrace api`` (both given ``config``) on
+    emptied projections, and a client of the API (also used by
+    tests/test_distributed_restore.py)."""
+    drop_projections(store)
+    migrate(store)
+    store.execute("TRUNCATE TABLE IF EXISTS millrace.checkpoints")
+    with StoreServer(store) as server:
+        d = Deployment(bootstrap, server.url, tmp)
         port = free_port()
         try:
-            d.start("process", "process", "")
-            d.start("api", "api", f"api:\n  port: {port}\n")
+            d.start("process", "process", config)
+            d.start("api", "api", f"api:\n  port: {port}\n{config}")
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{port}/api/v1",
                 headers={"Authorization": f"Bearer {KEY}"},
-                timeout=60,
+                timeout=150,
             ) as client:
 
                 def up() -> bool:
@@ -70,16 +72,29 @@ def deployed(
             d.stop_all()
 
 
-class Sender:
-    """Ingests batches through the API and remembers every reading it sent."""
+@pytest.fixture(scope="module")
+def deployed(
+    cluster: str,  # noqa: F811
+    chdb_store: ChdbStore,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Deployment, httpx.Client]]:
+    """One ``millrace process`` and one ``millrace api`` for the module."""
+    with serving(cluster, chdb_store, tmp_path_factory.mktemp("replay")) as deployed:
+        yield deployed
 
-    def __init__(self, client: httpx.Client) -> None:
+
+class Sender:
+    """Ingests batches through the API and remembers every reading it sent (also used
+    by tests/test_distributed_restore.py)."""
+
+    def __init__(self, client: httpx.Client, ids: tuple[str, ...] = IDS) -> None:
         self.client = client
+        self.ids = ids
         self.sent: Counter[tuple[str, int, float]] = Counter()
         self.n = 0
 
     def batch(self, size: int = 5) -> None:
-        identity = IDS[self.n % len(IDS)]
+        identity = self.ids[self.n % len(self.ids)]
         samples = []
         for _ in range(size):
             ts, value = T0 + self.n * 1_000_000, float(self.n)
@@ -90,11 +105,12 @@ class Sender:
         assert r.status_code == 202, r.text
 
 
-def stored(store: ChdbStore) -> Counter[tuple[str, int, float]]:
+def stored(store: ChdbStore, prefix: str = "rp-") -> Counter[tuple[str, int, float]]:
+    """(identity, ts, value) of each stored reading of identities named ``prefix``…"""
     found = rows(
         store,
         "SELECT identity, toUnixTimestamp64Micro(ts), value FROM millrace.readings "
-        "WHERE identity LIKE 'rp-%'",
+        f"WHERE startsWith(identity, '{prefix}')",
     )
     return Counter((str(i), int(ts), float(v)) for i, ts, v in found)
 
