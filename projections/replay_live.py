@@ -12,8 +12,8 @@ the ``EXCHANGE TABLES``. :class:`LiveFold` is that port:
   consumer, ``millrace-projections``); the hold is the pipeline pause through the log,
   answered by every worker (``pipeline.runtime.hold``), after which the committed
   progress is the live position. Before the exchange it checks the progress did not
-  move (a worker started during the hold follows the audit topic from its end and
-  would fold): the replay then fails instead of swapping in tables that lack a batch.
+  move (a worker that missed the pause, whatever the reason): the replay then fails
+  instead of swapping in tables that lack a batch.
 """
 
 from __future__ import annotations

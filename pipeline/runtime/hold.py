@@ -16,10 +16,10 @@ fold's position. It is the pipeline pause (``pipeline.runtime.control``), answer
    the next one;
 4. when the work is done (or failed) the holder appends resume.
 
-Limits (the pause's own): a worker started during the hold follows the audit topic
-from its end, so it folds; the replay checks the progress did not move before its
-swap (``projections.replay_live``). A hold ends with resume: an operator's pause in
-force at that moment is lifted too.
+A worker started during the hold starts paused (its follower begins with the last
+pause/resume on the log) and answers too; still, the replay checks the progress did
+not move before its swap (``projections.replay_live``). A hold ends with resume: an
+operator's pause in force at that moment is lifted too.
 """
 
 from __future__ import annotations
