@@ -185,18 +185,21 @@ class EmbeddedRuntime:
             await self._publish_deadletters(outputs.deadletters)
         batch = SinkBatch(seq=seq, ranges=ranges, tables=outputs.tables)
         await self._threads.run(self.sink.write, self.consumer, batch)
-        for tp, r in ranges.items():
-            progress.positions[tp] = r.end
-            self.stats.positions[f"{tp.topic}/{tp.partition}"] = r.end
-        progress.pending, progress.pending_seq = {}, None
-        progress.last_seq = max(progress.last_seq, seq)
-        await self.log.commit(self.consumer, {tp: r.end for tp, r in ranges.items()})
+        # counted as soon as the rows are in the store (a reader that sees them sees them
+        # counted; before the log's commit, which may wait on a disk, and which a crash
+        # may skip: the sink's progress is the truth then)
         n = sum(len(v) for v in records.values())
         self.stats.batches += 1
         self.stats.records += n
         self.stats.deadletters += len(outputs.deadletters)
         for name, table in outputs.tables.items():
             self.stats.rows[name] = self.stats.rows.get(name, 0) + table.num_rows
+        for tp, r in ranges.items():
+            progress.positions[tp] = r.end
+            self.stats.positions[f"{tp.topic}/{tp.partition}"] = r.end
+        progress.pending, progress.pending_seq = {}, None
+        progress.last_seq = max(progress.last_seq, seq)
+        await self.log.commit(self.consumer, {tp: r.end for tp, r in ranges.items()})
         elapsed = time.perf_counter() - started
         self.stats.last_batch_ms = elapsed * 1000
         if self.on_batch is not None:
