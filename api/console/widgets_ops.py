@@ -13,6 +13,7 @@ the page polls instead, and says so.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -50,6 +51,13 @@ def act(
     return button
 
 
+def us_text(us: Any) -> str:
+    """Microseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` (UTC), '' for none."""
+    if not isinstance(us, int):
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(us / 1_000_000))
+
+
 def time_text(value: Any) -> str:
     """An ISO-8601 time of the API as ``YYYY-MM-DD HH:MM:SS`` (UTC), '' for none."""
     if not value:
@@ -66,15 +74,16 @@ class LiveReload:
         self,
         ctx: PageContext,
         reload: Reload,
-        subscriptions: Callable[[], list[dict[str, Any]]],
+        subscriptions: Callable[[], list[dict[str, Any]]] | None,
         every_s: float = 1.0,
         poll_s: float = 5.0,
     ) -> None:
+        """``subscriptions=None``: nothing on the stream says this data changed: poll."""
         self.ctx = ctx
         self.reload = reload
-        self.subscriptions = subscriptions
+        self.subscriptions = subscriptions or (lambda: [])
         self.stale = False
-        self.polling = not ctx.can("stream:read")
+        self.polling = subscriptions is None or not ctx.can("stream:read")
         self.poll_s = poll_s
         self._since_poll = 0.0
         self._every_s = every_s

@@ -77,3 +77,36 @@ def test_alarm_acknowledged_in_the_console(console: Console) -> None:
         "every alarm acknowledged in the API",
     )
     assert "acknowledged" in console.text("[data-testid=alarm-table]")
+
+
+def test_desired_state_set_in_the_console_is_acknowledged(console: Console) -> None:
+    r = console.api.post("/identities", json={"identity": "c-2", "tags": {"line": ["b"]}})
+    assert r.status_code in (200, 201), r.text
+    r = console.api.put("/resources/setpoint_2", json={"format": "number", "settable": True})
+    assert r.status_code in (200, 201), r.text
+    console.sign_in()
+    console.open("/identities?identity=c-2")
+    console.wait(lambda: console.all("input[name=desired-setpoint_2]"), "the setpoint's box")
+    console.type_into("input[name=desired-setpoint_2]", "42.5")
+    console.find("button[name=set-setpoint_2]").click()
+
+    def state() -> dict[str, Any]:
+        return dict(console.api.get("/identities/c-2/state").json()["setpoint_2"])
+
+    console.wait(lambda: state()["set"] == 42.5, "the API to hold the desired value")
+    word = "[data-testid=state-word-setpoint_2]"
+    # pending until the simulator reports the value back, then acknowledged: the page
+    # shows what the API says without a reload
+    console.wait(
+        lambda: console.find(word).get_attribute("data-state") in ("pending", "acknowledged"),
+        "the value pending or acknowledged",
+    )
+    got = console.wait(
+        lambda: (s := state())["acknowledged_us"] and not s["pending"] and s, "acknowledged"
+    )
+    assert got["reported"] == 42.5
+    console.wait(
+        lambda: console.find(word).get_attribute("data-state") == "acknowledged",
+        "the page to show it acknowledged",
+    )
+    assert "line: b" in console.text("[data-testid=identity-tags]")

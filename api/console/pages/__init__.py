@@ -45,6 +45,20 @@ class Page:
 def pages() -> list[Page]:
     """Every page, in navigation order (imported here, on first use: NiceGUI loads only
     when the console is mounted)."""
-    from millrace.api.console.pages import activities, alarms, explorer, live, overview
+    from millrace.api.console.pages import (
+        activities,
+        alarms,
+        explorer,
+        identities,
+        live,
+        overview,
+    )
 
-    return [overview.PAGE, live.PAGE, explorer.PAGE, alarms.PAGE, activities.PAGE]
+    return [
+        overview.PAGE,
+        live.PAGE,
+        explorer.PAGE,
+        alarms.PAGE,
+        activities.PAGE,
+        identities.PAGE,
+    ]
