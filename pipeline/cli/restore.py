@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.restore import KIND, RestoreError, RestoreParams, RestoreTask
 from millrace.pipeline.tasks import TaskKinds, TaskRunner, create_task
 from millrace.projections.migrations import migrate
+from millrace.projections.replay import forget
 from millrace.projections.restore import held_readings
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -99,6 +101,7 @@ async def restore_offline(
                 allowed_prefixes=tuple(cfg.restore.allowed_url_prefixes),
                 chunk=cfg.restore.chunk_records,
                 held=held_readings(store),
+                forget=partial(forget, store),
             ),
         )
         runner = TaskRunner(log, publisher, kinds, poll_s=0.05)
