@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from millrace.api.auth import Principal
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.events import audit_event
 from millrace.pipeline.topics import AUDIT
@@ -148,10 +149,8 @@ def audit_events(
     """The AuditEvents of one finished write request."""
     state = scope.get("state", {})
     principal = state.get("principal")
-    # the same form as acknowledged_by, set_by, updated_by: key:<key id>:<key name>
-    name = getattr(principal, "name", None) or "anonymous"
-    key_id = getattr(principal, "key_id", None)
-    actor = f"key:{key_id}:{name}" if key_id else name
+    # the same form as acknowledged_by, set_by, updated_by (``Principal.actor``)
+    actor = principal.actor if isinstance(principal, Principal) else "anonymous"
     role = getattr(principal, "role", "") or "none"
     status = "ok" if status_code < 400 else (error_code or str(status_code))
     client = scope.get("client")

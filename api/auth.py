@@ -32,6 +32,8 @@ Role = Literal["viewer", "operator", "admin"]
 ROLES: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 #: the principal id of ``MILLRACE_API_KEY``
 ENV_KEY_ID = "env"
+#: the principal id of a signed-in user is this and the username
+USER_PREFIX = "user:"
 #: a key's last-used time is written at most this often (a write per request would
 #: make every request a file write)
 LAST_USED_EVERY_US = 60_000_000
@@ -94,6 +96,15 @@ class Principal:
     def has(self, role: str) -> bool:
         """Holds every permission of the built-in ``role``."""
         return BUILTIN_ROLES[role] <= self.granted
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as the audit trail and the objects (acknowledged_by, set_by,
+        updated_by) record it: ``user:<username>`` for a signed-in user,
+        ``key:<key id>:<key name>`` for an API key."""
+        if self.key_id.startswith(USER_PREFIX):
+            return self.key_id
+        return f"key:{self.key_id}:{self.name}"
 
 
 class KeyStore:

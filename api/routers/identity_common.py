@@ -25,7 +25,7 @@ _TAG_CRITERION = re.compile(r"^(.+?):(gte|gt|lte|lt|eq|ne):(.*)$", re.S)
 
 
 def actor(p: Principal) -> str:
-    return f"key:{p.key_id}:{p.name}"
+    return p.actor
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

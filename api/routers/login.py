@@ -1,8 +1,10 @@
-"""Sign in: login, refresh, logout (``api.users``).
+"""Sign in: login, refresh, logout (``api.users``), and the rotation of the keys that
+sign access tokens.
 
-These routes take their credential in the body, so the authentication middleware lets
-them through; every outcome is an audit event (login, login_failed, lockout, logout,
-refresh_reused) without the password or any token (``api.audit`` masks such fields).
+The sign-in routes take their credential in the body, so the authentication middleware
+lets them through; every outcome is an audit event (login, login_failed, lockout,
+logout, refresh_reused) without the password or any token (``api.audit`` masks such
+fields).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from starlette.responses import Response
 
 from millrace.api import models
 from millrace.api.audit import audit_note
-from millrace.api.context import AppContext, context
+from millrace.api.auth import Principal
+from millrace.api.context import AppContext, admin, context
 from millrace.api.errors import ApiError
 from millrace.api.responses import JsonResponse
 from millrace.api.routing import StrictRoute
 from millrace.api.users.access import AccessControl
-from millrace.api.users.models import TokenPair
+from millrace.api.users.models import RotationOut, TokenPair
 from millrace.api.users.sessions import RefreshRefusedError
 
 router = APIRouter(tags=["login"], route_class=StrictRoute)
@@ -141,3 +144,29 @@ async def logout(
         raise _unauthorized("invalid refresh token")
     audit_note(request, action="logout", target_type="user", target_id=username)
     return Response(status_code=204)
+
+
+@router.post(
+    "/auth/keys/rotate",
+    summary="Rotate the access-token signing key",
+    response_model=models.Data[RotationOut],
+)
+async def rotate_signing_key(
+    request: Request, ctx: AppContext = Depends(context), _: Principal = Depends(admin)
+) -> JsonResponse:
+    """A new signing key becomes current: access tokens issued from now on carry its
+    ``kid``. Tokens signed by the previous keys stay valid until they expire; keys
+    retired longer ago than the access-token lifetime are dropped (``dropped``). No
+    secret is ever shown. Every ``millrace api`` process of the data directory signs
+    with the new key from its next token on."""
+    signing = _access(ctx).signing
+    done = await asyncio.to_thread(signing.rotate)
+    audit_note(
+        request,
+        action="rotate",
+        target_type="signing_key",
+        target_id=done.kid,
+        after={"kid": done.kid, "dropped": done.dropped},
+    )
+    keys = await asyncio.to_thread(signing.listing)
+    return JsonResponse({"data": {"kid": done.kid, "dropped": done.dropped, "keys": keys}})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from millrace.api.auth import KeyStore, Principal
+from millrace.api.auth import USER_PREFIX, KeyStore, Principal
 from millrace.api.device_auth import CredentialHasher
 from millrace.api.users.policy import PasswordPolicy, PasswordRejectedError
 from millrace.api.users.sessions import LockoutPolicy, SessionStore
@@ -25,8 +25,6 @@ from millrace.pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from millrace.pipeline.cli.config import AuthConfig
-
-USER_PREFIX = "user:"
 
 
 @dataclass

@@ -23,6 +23,19 @@ class TokenPair(BaseModel):
     refresh_token: str
 
 
+class SigningKeyOut(BaseModel):
+    kid: str
+    created_us: int
+    #: None: the current key (it signs new tokens)
+    retired_us: int | None
+
+
+class RotationOut(BaseModel):
+    kid: str
+    dropped: list[str]
+    keys: list[SigningKeyOut]
+
+
 class PermissionOut(BaseModel):
     name: str
     description: str

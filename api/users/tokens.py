@@ -1,9 +1,11 @@
 """Access tokens: JWTs (PyJWT, HS256) signed with keys kept in the data directory.
 
 ``<data-dir>/jwt_keys.json`` (mode 0600) holds 256-bit random signing keys, each with a
-``kid``; the first start creates one. :meth:`SigningKeys.rotate` makes a new key the
-current one and keeps the previous ones until every token they signed has expired
-(``retired + access_ttl``), so rotation logs nobody out. HMAC and not a key pair: only
+``kid``; the first start creates one. :meth:`SigningKeys.rotate` (``POST
+/api/v1/auth/keys/rotate``) makes a new key the current one and keeps the previous ones
+until every token they signed has expired (``retired + access_ttl``, the longest an
+access token lives), so rotation logs nobody out; keys retired longer ago than that are
+dropped at the next rotation (their tokens have all expired). HMAC and not a key pair: only
 ``millrace api`` processes sign and verify, and they share the data directory already;
 an asymmetric key would be worth it once a third party verifies tokens.
 
@@ -29,6 +31,14 @@ from millrace.pipeline.clock import now_us
 ALGORITHM = "HS256"
 ISSUER = "millrace"
 AUDIENCE = "millrace-api"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What a rotation did: the new current ``kid`` and the kids dropped."""
+
+    kid: str
+    dropped: list[str]
 
 
 @dataclass(frozen=True)
@@ -58,22 +68,31 @@ class SigningKeys:
                 if not doc.get("keys"):
                     self._add(doc)
 
-    def _add(self, doc: dict[str, Any]) -> str:
+    def _add(self, doc: dict[str, Any]) -> Rotation:
         now = self.clock()
         keep = now - int(self.access_ttl_s * 1_000_000)
-        keys = [k for k in doc.get("keys", []) if k["retired_us"] is None or k["retired_us"] > keep]
+        before = doc.get("keys", [])
+        keys = [k for k in before if k["retired_us"] is None or k["retired_us"] > keep]
         for k in keys:
             if k["retired_us"] is None:
                 k["retired_us"] = now
         kid = secrets.token_hex(6)
         secret = base64.b64encode(secrets.token_bytes(32)).decode()
         doc["keys"] = [*keys, {"kid": kid, "secret": secret, "created_us": now, "retired_us": None}]
-        return kid
+        return Rotation(kid, [k["kid"] for k in before if k not in keys])
 
-    def rotate(self) -> str:
-        """A new current key; the new ``kid``."""
+    def rotate(self) -> Rotation:
+        """A new current key (and the retired keys whose tokens have all expired
+        dropped), under the file's lock: processes rotating at once each add one."""
         with self.file.changing() as doc:
             return self._add(doc)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The keys without their secrets: kid, created_us, retired_us (None: current)."""
+        return [
+            {"kid": k["kid"], "created_us": k["created_us"], "retired_us": k["retired_us"]}
+            for k in self.file.read(fresh=True)["keys"]
+        ]
 
     def _keys(self, *, fresh: bool = False) -> dict[str, bytes]:
         return {

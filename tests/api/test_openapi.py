@@ -91,6 +91,7 @@ ENDPOINTS = {
     ("post", f"{V1}/login"),
     ("post", f"{V1}/refresh"),
     ("post", f"{V1}/logout"),
+    ("post", f"{V1}/auth/keys/rotate"),
     ("put", f"{V1}/me/password"),
     ("get", f"{V1}/users"),
     ("post", f"{V1}/users"),
