@@ -36,6 +36,23 @@ async def guarded(action: Callable[[], Awaitable[Any]], what: str = "") -> Any:
         return None
 
 
+async def load_into(error: ui.label, reload: Reload) -> bool:
+    """Run ``reload`` after a filter change; a refusal of the API (which names the
+    offending filter) is written into ``error``. Whether it loaded."""
+    try:
+        await reload()
+    except ConsoleApiError as exc:
+        error.text = f"The API refused the filters: {exc.message}"
+        return False
+    error.text = ""
+    return True
+
+
+def error_line() -> ui.label:
+    """Where a page says what the API refused (announced to screen readers)."""
+    return ui.label("").classes("text-red-800").props('role="alert" data-testid="filter-error"')
+
+
 def act(
     ctx: PageContext,
     permission: str,

@@ -14,13 +14,14 @@ from typing import Any
 
 from nicegui import ui
 
-from millrace.api.console.client import ConsoleApiError
 from millrace.api.console.pages import Page, PageContext
 from millrace.api.console.widgets_ops import (
     LiveReload,
     Pager,
     choice,
+    error_line,
     link_column,
+    load_into,
     table,
     time_text,
 )
@@ -116,7 +117,7 @@ async def _activities(ctx: PageContext) -> None:
         }
         sort = choice("Sort", SORTS, "-creation_time")
         apply = ui.button("Apply filters").props("no-caps name=apply-activity-filters")
-    error = ui.label("").classes("text-red-800").props('role="alert"')
+    error = error_line()
     grid = table(ACTIVITY_COLUMNS, "activity-table", "activities")
     link_column(grid, "alarm", "/alarms?alarm=")
 
@@ -142,12 +143,8 @@ async def _activities(ctx: PageContext) -> None:
 
     async def apply_filters() -> None:
         pager.page = 1
-        try:
-            await reload()
-        except ConsoleApiError as exc:
-            error.text = f"The API refused the filters: {exc.message}"
+        if not await load_into(error, reload):
             return
-        error.text = ""
         live.restart()
 
     apply.on_click(apply_filters)
@@ -168,7 +165,7 @@ async def _audits(ctx: PageContext) -> None:
         }
         sort = choice("Sort", SORTS, "-creation_time")
         apply = ui.button("Apply filters").props("no-caps name=apply-audit-filters")
-    error = ui.label("").classes("text-red-800").props('role="alert"')
+    error = error_line()
     grid = table(AUDIT_COLUMNS, "audit-table", "audit records")
 
     async def reload() -> None:
@@ -184,12 +181,7 @@ async def _audits(ctx: PageContext) -> None:
 
     async def apply_filters() -> None:
         pager.page = 1
-        try:
-            await reload()
-        except ConsoleApiError as exc:
-            error.text = f"The API refused the filters: {exc.message}"
-            return
-        error.text = ""
+        await load_into(error, reload)
 
     apply.on_click(apply_filters)
     await apply_filters()

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 from nicegui import ui
 
-from millrace.api.console.client import ConsoleApiError
 from millrace.api.console.pages import Page, PageContext
 from millrace.api.console.widgets_ops import (
     LiveReload,
@@ -27,7 +26,9 @@ from millrace.api.console.widgets_ops import (
     act,
     batch_results,
     choice,
+    error_line,
     link_column,
+    load_into,
     table,
     time_text,
 )
@@ -90,7 +91,7 @@ async def _list(ctx: PageContext) -> None:
         discarded = choice("Discarded", TRISTATE, q.get("include_discarded", ""))
         sort = choice("Sort", SORTS, q.get("sort", "-creation_time"))
         apply = ui.button("Apply filters").props("no-caps name=apply-filters")
-    error = ui.label("").classes("text-red-800").props('role="alert" data-testid="filter-error"')
+    error = error_line()
 
     def filters() -> dict[str, Any]:
         out = {
@@ -130,10 +131,7 @@ async def _list(ctx: PageContext) -> None:
 
     async def apply_filters() -> None:
         pager.page = 1
-        try:
-            await reload()
-        except ConsoleApiError as exc:  # a refused filter names its field: show it
-            error.text = f"The API refused the filters: {exc.message}"
+        if not await load_into(error, reload):
             return
         live.restart()
 

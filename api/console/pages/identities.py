@@ -19,13 +19,14 @@ from typing import Any
 
 from nicegui import ui
 
-from millrace.api.console.client import ConsoleApiError
 from millrace.api.console.pages import Page, PageContext
 from millrace.api.console.widgets_ops import (
     LiveReload,
     act,
     choice,
+    error_line,
     link_column,
+    load_into,
     table,
     us_text,
 )
@@ -86,7 +87,7 @@ async def _list(ctx: PageContext) -> None:
         seen_after = ui.input("Seen after (ISO-8601)")
         order = choice("Order", ORDERS, "identity")
         apply = ui.button("Apply filters").props("no-caps name=apply-filters")
-    error = ui.label("").classes("text-red-800").props('role="alert"')
+    error = error_line()
     grid = table(COLUMNS, "identity-table", "identities", row_key="identity")
     link_column(grid, "identity", "/identities?identity=")
     offset = {"at": 0}
@@ -115,12 +116,7 @@ async def _list(ctx: PageContext) -> None:
 
     async def go(at: int) -> None:
         offset["at"] = max(0, at)
-        try:
-            await reload()
-        except ConsoleApiError as exc:
-            error.text = f"The API refused the filters: {exc.message}"
-            return
-        error.text = ""
+        await load_into(error, reload)
 
     back.on_click(lambda: go(offset["at"] - PAGE_ROWS))
     forward.on_click(lambda: go(offset["at"] + PAGE_ROWS))
