@@ -114,10 +114,18 @@ class RestoreTask:
             if counts is None:
                 return  # stopped: the file goes on after the restart
             await ctx.file_completed(f.name, counts)
-            if self.forget is not None:
-                # once its completion is on the log the file is never folded again: its
-                # progress rows go (a crash before this leaves them, harmless)
-                await asyncio.to_thread(self.forget, consumer_name(ctx.task_id, f.name))
+            await self._forget(ctx.task_id, f.name)
+
+    async def _forget(self, task_id: str, name: str) -> None:
+        """Once a file's completion is on the log it is never folded again: its progress
+        rows go. Rows left (a crash before this, or a store that refuses the delete:
+        a ClickHouse cluster's Distributed table) are harmless: no one reads them."""
+        if self.forget is None:
+            return
+        try:
+            await asyncio.to_thread(self.forget, consumer_name(task_id, name))
+        except Exception as exc:  # any store's error: the task itself is done
+            log.warning("restore %s: progress rows of %s left: %s", task_id, name, exc)
 
     async def _file(
         self, ctx: TaskContext, f: RestoreFile, params: RestoreParams, processors: list[Any]
