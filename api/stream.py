@@ -95,6 +95,14 @@ class Subscription:
 
 
 Delivery = tuple[StreamItem, tuple[str, ...]]
+Item = Mapping[str, Any]
+
+
+def _both(
+    match: Callable[[Item], bool], kind: str, visible: Callable[[str, Item], bool]
+) -> Callable[[Item], bool]:
+    """A subscription's filters and what its subscriber may see, both."""
+    return lambda d: match(d) and visible(kind, d)
 
 
 @dataclass(eq=False)
@@ -385,7 +393,7 @@ class StreamHub:
             raise StreamLimitError(f"at most {self.max_subscriptions} subscriptions per stream")
         match = parsed.match
         if visible is not None:
-            match = lambda d, k=kind: parsed.match(d) and visible(k, d)  # noqa: E731
+            match = _both(parsed.match, str(kind), visible)
         sub = Subscription(secrets.token_urlsafe(8), kind, parsed.shown, self.seq, match)
         stream.subscriptions[sub.id] = sub
         self._reindex()
