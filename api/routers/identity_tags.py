@@ -48,17 +48,10 @@ async def add_tags(
     ctx: AppContext = Depends(context),
     principal: Principal = Depends(operator),
 ) -> JsonResponse:
-    check_tags(body.tags)
     if not body.tags:
         raise bad_request("tags", "give at least one tag")
     attrs = {"replace": "true"} if body.replace else {}
-    async with ctx.lock(identity):
-        await require_identity(ctx, identity)
-        await emit(
-            ctx,
-            [event(ctx, identity, "TAGS_SET", actor(principal), tags=body.tags, attributes=attrs)],
-        )
-    return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
+    return await _change(ctx, principal, identity, "TAGS_SET", body.tags, attributes=attrs)
 
 
 @router.get(
@@ -81,10 +74,8 @@ async def identity_tag_values(
     ctx: AppContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
-    tags = (await require_identity(ctx, identity))["tags"]
-    if tag not in tags:
-        raise ApiError(404, "not_found", f"identity {identity!r} has no tag {tag!r}")
-    return JsonResponse({"tag": tag, "values": tags[tag]})
+    values = _values((await require_identity(ctx, identity))["tags"], identity, tag)
+    return JsonResponse({"tag": tag, "values": values})
 
 
 @router.delete(
@@ -99,13 +90,36 @@ async def remove_tag(
     ctx: AppContext = Depends(context),
     principal: Principal = Depends(operator),
 ) -> JsonResponse:
-    check_tags({tag: values})
+    return await _change(ctx, principal, identity, "TAGS_REMOVED", {tag: values}, having=tag)
+
+
+def _values(tags: dict[str, list[str]], identity: str, tag: str) -> list[str]:
+    """The values of ``tag`` among an identity's ``tags``; 404 when it has no such tag."""
+    if tag not in tags:
+        raise ApiError(404, "not_found", f"identity {identity!r} has no tag {tag!r}")
+    return tags[tag]
+
+
+async def _change(
+    ctx: AppContext,
+    principal: Principal,
+    identity: str,
+    kind: str,
+    tags: dict[str, list[str]],
+    *,
+    attributes: dict[str, str] | None = None,
+    having: str | None = None,
+) -> JsonResponse:
+    """Appends the identity's ``kind`` event (TAGS_SET, TAGS_REMOVED) under its lock,
+    once it exists (and has tag ``having``); answers its tags after."""
+    check_tags(tags)
     async with ctx.lock(identity):
-        tags = (await require_identity(ctx, identity))["tags"]
-        if tag not in tags:
-            raise ApiError(404, "not_found", f"identity {identity!r} has no tag {tag!r}")
+        current = (await require_identity(ctx, identity))["tags"]
+        if having is not None:
+            _values(current, identity, having)
         await emit(
-            ctx, [event(ctx, identity, "TAGS_REMOVED", actor(principal), tags={tag: values})]
+            ctx,
+            [event(ctx, identity, kind, actor(principal), tags=tags, attributes=attributes)],
         )
     return JsonResponse({"tags": (await require_identity(ctx, identity))["tags"]})
 

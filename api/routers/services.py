@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -249,53 +250,49 @@ async def update(
     return JsonResponse({"data": await _one(ctx, service_id)})
 
 
-async def _switch(
-    request: Request, ctx: AppContext, principal: Principal, sid: str, kind: str
-) -> JsonResponse:
-    before = await _state(ctx, sid)
-    await _append(ctx, principal, sid, kind)
-    audit_note(
-        request,
-        action=kind[:-1],
-        target_type="service",
-        target_id=sid,
-        before={"status": before["status"]},
-        after={"status": kind},
+def _switch(kind: str) -> Callable[..., Awaitable[JsonResponse]]:
+    """The handler of ``POST /services/{id}/enable`` (kind ``enabled``) or ``/disable``."""
+
+    async def switch(
+        service_id: str,
+        request: Request,
+        ctx: AppContext = Depends(context),
+        principal: Principal = Depends(admin),
+    ) -> JsonResponse:
+        before = await _state(ctx, service_id)
+        await _append(ctx, principal, service_id, kind)
+        audit_note(
+            request,
+            action=kind[:-1],
+            target_type="service",
+            target_id=service_id,
+            before={"status": before["status"]},
+            after={"status": kind},
+        )
+        return JsonResponse({"data": await _one(ctx, service_id)})
+
+    return switch
+
+
+for _verb, _kind, _doc in (
+    ("enable", "enabled", "Its connections start again."),
+    (
+        "disable",
+        "disabled",
+        "Its connections stop; their resources' desired state becomes ``disabled`` "
+        "(not a deviation).",
+    ),
+):
+    router.add_api_route(
+        f"/services/{{service_id}}/{_verb}",
+        _switch(_kind),
+        methods=["POST"],
+        name=_verb,
+        summary=f"{_verb.capitalize()} a service",
+        description=_doc,
+        response_model=ServiceOut,
+        responses=errors(403, 404),
     )
-    return JsonResponse({"data": await _one(ctx, sid)})
-
-
-@router.post(
-    "/services/{service_id}/enable",
-    summary="Enable a service",
-    response_model=ServiceOut,
-    responses=errors(403, 404),
-)
-async def enable(
-    service_id: str,
-    request: Request,
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(admin),
-) -> JsonResponse:
-    """Its connections start again."""
-    return await _switch(request, ctx, principal, service_id, "enabled")
-
-
-@router.post(
-    "/services/{service_id}/disable",
-    summary="Disable a service",
-    response_model=ServiceOut,
-    responses=errors(403, 404),
-)
-async def disable(
-    service_id: str,
-    request: Request,
-    ctx: AppContext = Depends(context),
-    principal: Principal = Depends(admin),
-) -> JsonResponse:
-    """Its connections stop; their resources' desired state becomes ``disabled``
-    (not a deviation)."""
-    return await _switch(request, ctx, principal, service_id, "disabled")
 
 
 @router.delete(
