@@ -16,6 +16,7 @@ the same HTTP limits, timeouts and connection caps as any other.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ def console_app(api: ASGIApp, data_dir: Path | str) -> ConsoleDispatcher:
             favicon=shell.FAVICON,
             show_welcome_message=False,
             reconnect_timeout=10.0,
+            # signs the browser-id cookie only (sessions stay in memory: shell.SESSIONS)
+            storage_secret=secrets.token_urlsafe(32),
         )
         nicegui_app.config.socket_io_js_transports = ["polling"]
         # a polling POST carries every event the page queued since the last one (typing

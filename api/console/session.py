@@ -1,4 +1,4 @@
-"""Who is signed in to a browser tab: the token the console sends to the API and the
+"""Who is signed in to a browser: the token the console sends to the API and the
 permissions the API reported for it (``GET /api/v1/me``).
 
 The permissions only decide what the console shows and offers; the API checks every
@@ -16,7 +16,7 @@ from millrace.api.permissions import BUILTIN_ROLES
 
 @dataclass
 class Session:
-    """A signed-in tab: ``token`` is a user's access token (with ``refresh_token``) or an
+    """A signed-in browser: ``token`` is a user's access token (with ``refresh_token``) or an
     API key (no refresh)."""
 
     token: str
@@ -38,22 +38,3 @@ class Session:
             self.permissions = frozenset(str(p) for p in listed)
         else:
             self.permissions = BUILTIN_ROLES.get(self.role, frozenset())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "token": self.token,
-            "refresh_token": self.refresh_token,
-            "name": self.name,
-            "role": self.role,
-            "permissions": sorted(self.permissions),
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Session:
-        return cls(
-            token=str(raw["token"]),
-            refresh_token=raw.get("refresh_token"),
-            name=str(raw.get("name", "")),
-            role=str(raw.get("role", "")),
-            permissions=frozenset(raw.get("permissions", ())),
-        )

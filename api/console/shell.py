@@ -1,10 +1,13 @@
 """Registers the console's pages with NiceGUI: the sign-in page and every page of
-:func:`~millrace.api.console.pages.pages`, each behind the tab's session and inside the
+:func:`~millrace.api.console.pages.pages`, each behind the browser's session and inside the
 shared :mod:`~millrace.api.console.layout`.
 
-A tab's session lives in NiceGUI's tab storage (server memory, kept across reloads of
-that tab, never written to disk); a page without one sends the browser to sign in and
-back. A page the caller's permissions do not cover says so instead of drawing.
+A browser's session (its token) lives in this process's memory only, keyed by the random
+id NiceGUI keeps in the browser's signed session cookie (``app.storage.browser``, signed
+with a secret made at start: a restart signs everyone out); the token never reaches
+the browser or the disk. Pages are drawn while the request is answered, so the first
+paint already holds their data. A page without a session redirects to sign-in and back;
+a page the caller's permissions do not cover says so instead of drawing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from nicegui import Client, app, background_tasks, ui
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from millrace.api.console.client import ConsoleApi, ConsoleApiError, SignedOutError
@@ -30,7 +34,9 @@ FAVICON = (
     '<rect width="16" height="16" rx="3" fill="#1d4ed8"/>'
     '<path d="M2 11 L6 6 L9 9 L14 3" stroke="#fff" stroke-width="2" fill="none"/></svg>'
 )
-_KEY = "millrace_session"
+#: browser id -> its session (in memory only; see the module docstring)
+SESSIONS: dict[str, Session] = {}
+MAX_SESSIONS = 10_000
 
 
 def install() -> frozenset[str]:
@@ -48,29 +54,32 @@ def _client_address(client: Client) -> tuple[str, int]:
     return (peer.host, peer.port) if peer is not None else ("127.0.0.1", 0)
 
 
-def _api(client: Client, session: Session | None) -> ConsoleApi:
+def _browser() -> str:
+    return str(app.storage.browser["id"])
+
+
+def _api(client: Client, browser: str) -> ConsoleApi:
     def keep(current: Session | None) -> None:
-        if current is None:
-            app.storage.tab.pop(_KEY, None)
-        else:
-            app.storage.tab[_KEY] = current.to_dict()
+        SESSIONS.pop(browser, None)
+        if current is not None:
+            SESSIONS[browser] = current  # the newest last: the oldest go first
+            while len(SESSIONS) > MAX_SESSIONS:
+                SESSIONS.pop(next(iter(SESSIONS)))
 
     api_app: ASGIApp = API_APP[0]
-    api = ConsoleApi(api_app, session, _client_address(client), on_session=keep)
+    api = ConsoleApi(api_app, SESSIONS.get(browser), _client_address(client), on_session=keep)
     client.on_delete(lambda: background_tasks.create(api.close(), name="console-api-close"))
     return api
 
 
-def _builder(page: Page, registered: list[Page]) -> Callable[[Client], Awaitable[None]]:
-    async def build(client: Client) -> None:
+def _builder(page: Page, registered: list[Page]) -> Callable[[Client], Awaitable[Response | None]]:
+    async def build(client: Client) -> Response | None:
         query = dict(client.request.query_params)
-        await client.connected(timeout=10.0)
-        raw = app.storage.tab.get(_KEY)
-        if raw is None:
-            ui.navigate.to(f"{SIGN_IN}?next={quote(page.path)}")
-            return
-        session = Session.from_dict(raw)
-        ctx = PageContext(_api(client, session), session, query)
+        browser = _browser()
+        session = SESSIONS.get(browser)
+        if session is None:
+            return RedirectResponse(f"{SIGN_IN}?next={quote(page.path)}", status_code=303)
+        ctx = PageContext(_api(client, browser), session, query)
         main = frame(ctx, page, registered)
         with main:
             ui.label(page.title).classes("text-2xl font-semibold").props(
@@ -80,13 +89,14 @@ def _builder(page: Page, registered: list[Page]) -> Callable[[Client], Awaitable
                 ui.label(
                     "Your role may not see this page (it needs " + ", ".join(page.needs) + ")."
                 )
-                return
+                return None
             try:
                 await page.build(ctx)
             except SignedOutError:
                 ui.navigate.to(f"{SIGN_IN}?next={quote(page.path)}")
             except ConsoleApiError as exc:
                 ui.label(f"The API refused: {exc.message}").classes("mr-chip mr-bad")
+        return None
 
     return build
 
@@ -94,8 +104,7 @@ def _builder(page: Page, registered: list[Page]) -> Callable[[Client], Awaitable
 async def _sign_in(client: Client) -> None:
     wanted = client.request.query_params.get("next", "/")
     target = wanted if wanted in {p.path for p in pages()} else "/"
-    await client.connected(timeout=10.0)
-    api = _api(client, None)
+    api = _api(client, _browser())
     ui.add_css(STYLE)
     with (
         ui.element("main").classes("w-full flex justify-center p-8"),

@@ -94,14 +94,17 @@ class LiveReload:
         subscriptions: Callable[[], list[dict[str, Any]]] | None,
         every_s: float = 1.0,
         poll_s: float = 5.0,
+        poll_always: bool = False,
     ) -> None:
-        """``subscriptions=None``: nothing on the stream says this data changed: poll."""
+        """``subscriptions=None``: nothing on the stream says this data changed: poll.
+        ``poll_always``: part of the data is not on the stream: poll besides."""
         self.ctx = ctx
         self.reload = reload
         self.subscriptions = subscriptions or (lambda: [])
         self.stale = False
         self.polling = subscriptions is None or not ctx.can("stream:read")
         self.poll_s = poll_s
+        self.poll_always = poll_always
         self._since_poll = 0.0
         self._every_s = every_s
         self._task: asyncio.Task[None] | None = None
@@ -136,7 +139,7 @@ class LiveReload:
             await asyncio.sleep(1.0)  # the API ended the stream: open another
 
     async def _tick(self) -> None:
-        if self.polling:
+        if self.polling or self.poll_always:
             self._since_poll += self._every_s
             if self._since_poll >= self.poll_s:
                 self._since_poll, self.stale = 0.0, True

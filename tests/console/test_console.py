@@ -49,7 +49,7 @@ def test_sign_in_with_password_and_key_and_refused(console: Console) -> None:
 def test_overview_shows_the_ingest_rate_live(console: Console) -> None:
     console.sign_in()
     console.open("/")
-    assert console.text("[data-testid=ready]") == "ready"
+    console.wait(lambda: console.text("[data-testid=ready]") == "ready", "readiness shown")
     marker = console.js("return window.__marker = Math.random()")
     rate = console.wait(
         lambda: (n := number(console.text("[data-testid=ingest-rate]"))) and n > 0 and n,

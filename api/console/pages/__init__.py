@@ -52,6 +52,7 @@ def pages() -> list[Page]:
         identities,
         live,
         overview,
+        services,
     )
 
     return [
@@ -61,4 +62,5 @@ def pages() -> list[Page]:
         alarms.PAGE,
         activities.PAGE,
         identities.PAGE,
+        services.PAGE,
     ]

@@ -1,0 +1,102 @@
+"""The commissioning-file editor: CodeMirror (YAML) that marks each validation
+violation at its line.
+
+Validation is the API's: the text is loaded locally with the API's guarded YAML loader
+(:mod:`..yaml_lines`; a text that is not YAML is marked where PyYAML stopped) and the
+document is sent to ``POST /config/validate``; each violation's ``json_path`` is placed
+on a line of the text and drawn as a line decoration (class ``mr-violation``, its path
+in ``data-violation``) with a tooltip, and listed under the editor with a button that
+scrolls to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicegui import ui
+
+from millrace.api.console.pages import PageContext
+from millrace.api.console.yaml_lines import Problem, load, placed
+
+STYLE = """
+.mr-violation { background: #fee2e2; }
+.mr-warning { background: #fef9c3; }
+"""
+
+
+class CommissioningEditor:
+    """An editor of ``text`` with :meth:`validate` (the problems it marked)."""
+
+    def __init__(self, ctx: PageContext, text: str, testid: str = "service-editor") -> None:
+        self.ctx = ctx
+        ui.add_css(STYLE)
+        self.editor = ui.codemirror(text, language="YAML", indent="  ").classes("w-full h-96")
+        self.editor.props(f'data-testid="{testid}" aria-label="commissioning file (YAML)"')
+        self.summary = ui.label("").props('data-testid="validation-summary" aria-live="polite"')
+        self.listing = ui.column().classes("gap-1").props('data-testid="violations"')
+        self.problems: list[Problem] = []
+
+    @property
+    def text(self) -> str:
+        return str(self.editor.value or "")
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.editor.value = value
+
+    async def validate(self) -> list[Problem]:
+        """Validate the text through the API; mark and list what it found."""
+        doc, root, problems = load(self.text)
+        if doc is not None:
+            answer = await self.ctx.api.post("/config/validate", doc)
+            problems = placed(root, answer.get("violations", []))
+        self.show(problems)
+        return problems
+
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    def show(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = self.text.count("\n") + 1
+        decorations: list[dict[str, Any]] = []
+        tips: dict[int, str] = {}
+        for p in problems:
+            if p.line is None or not 1 <= p.line <= lines:
+                continue
+            css = "mr-violation" if p.level == "error" else "mr-warning"
+            decorations.append(
+                {
+                    "kind": "line",
+                    "line": p.line,
+                    "class": css,
+                    "attributes": {"data-violation": p.json_path, "title": p.description},
+                }
+            )
+            tips[p.line] = (tips.get(p.line, "") + "\n" if p.line in tips else "") + (
+                f"{p.json_path}: {p.description}"
+            )
+        self.editor.decorations = decorations
+        self.editor.line_tooltips = tips
+        errors = len(self.errors())
+        self.summary.text = (
+            "valid: no violations"
+            if not problems
+            else f"{errors} error(s), {len(problems) - errors} warning(s)"
+        )
+        self.listing.clear()
+        with self.listing:
+            for p in problems:
+                where = f"line {p.line}" if p.line is not None else "the file"
+                with ui.row().classes("items-center gap-2"):
+                    ui.label(f"{p.level} at {where}: {p.json_path}: {p.description}").classes(
+                        "mr-chip " + ("mr-bad" if p.level == "error" else "")
+                    ).props(f'data-testid="violation" data-line="{p.line or ""}"')
+                    if p.line is not None:
+                        line = p.line
+                        ui.button(
+                            f"Go to line {line}", on_click=lambda line=line: self.reveal(line)
+                        ).props("flat dense no-caps")
+
+    def reveal(self, line: int) -> None:
+        self.editor.reveal_line(line)
