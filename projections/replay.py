@@ -40,13 +40,15 @@ the same steps, with the live fold seen through ``projections.replay_live``: its
 positions are the workers' committed progress in the store, and the hold of step 3 is
 the pipeline pause through the log, which every worker answers once its take in flight
 has ended (``pipeline.runtime.hold``); the replay runs in the task runner of the
-process role (a singleton). An interrupted exchange is not finished at start there
-(workers may fold before any recovery could run); a rerun of the task drops what is
-left, and the projections are then a mix of old and new tables, each at the position
-the hold held, so no reading is lost or doubled (with ``start_time``, the old ones keep
-their history). On a ClickHouse cluster (Distributed tables over each node's
-``_local`` ones, ``distributed.clickhouse_cluster``) a replay is refused: the
-exchange ON CLUSTER of every node's local tables is not done.
+process role (a singleton). An interrupted exchange is not finished at a worker's
+start there (other workers may fold); the task's rerun finishes it when the live fold
+still stands where the shadows stopped (a killed hold leaves its pause in force, and
+workers start paused), else drops the rest: the projections are then a mix of old and
+new tables, each at the position the hold held, so no reading is lost or doubled (with
+``start_time``, the old ones keep their history). On a ClickHouse cluster
+(Distributed tables over each node's ``_local`` ones,
+``distributed.clickhouse_cluster``) a replay is refused: the exchange ON CLUSTER of
+every node's local tables is not done.
 """
 
 from __future__ import annotations
@@ -171,9 +173,9 @@ class Replay:
         """Build, catch up, swap; the counts when done, None when ``stop`` came first
         (the shadows and their progress stay; the next run resumes them)."""
         prefix = f"{self.replay_id}."
-        if await self._store(shadow.swapped, self.swapped, prefix) is not None:
-            await self.live.release(self.holder)  # killed holding, after the swap
-            await self._store(shadow.drop, self.built)  # swapped before a crash
+        done = await self._store(shadow.swapped, self.swapped, prefix)
+        if done is not None:  # the exchange began before a crash
+            await self._finish(done)
             return {"records": 0}
         tag = await self._store(shadow.building, self.built)
         fresh = tag is None or not tag.startswith(prefix)
@@ -204,6 +206,21 @@ class Replay:
             await self._store(shadow.drop, self.built)
             await self._store(forget, fold.consumer)
         return counts
+
+    async def _finish(self, tag: str) -> None:
+        """After a crash during the exchange: the pairs not exchanged yet are exchanged
+        when the live fold is still where the shadows stopped (the held position: a
+        crashed distributed hold leaves its pause in force), else their shadows are
+        dropped (each table, old or new, is at that position: nothing lost or doubled).
+        ``millrace run`` has already finished the exchange at start (``shadow.recover``)."""
+        consumer = f"replay:{tag}"
+        built = await self._store(lambda s: ProjectionWriter(s).progress(consumer).positions)
+        now = await self.live.positions(list(built))
+        if now == built:
+            await self._store(shadow.recover)
+        await self.live.release(self.holder)  # killed holding: the workers go on
+        await self._store(shadow.drop, self.built)
+        await self._store(forget, consumer)
 
     async def _fold(
         self, fold: EmbeddedRuntime, tag: str, report: Report, stop: asyncio.Event

@@ -102,3 +102,50 @@ async def test_a_move_during_the_hold_fails_the_replay_before_the_swap(
 
 async def _quiet(counts: dict[str, int]) -> None:
     pass
+
+
+@pytest.mark.parametrize("moved", [False, True])
+async def test_a_rerun_after_a_crash_mid_exchange_finishes_it_unless_the_live_fold_moved(
+    store: ChdbStore, log: LocalEventLog, moved: bool
+) -> None:
+    """A crash between two pairs of the exchange: the rerun exchanges the rest when the
+    live fold stands where the shadows stopped (all new), else drops them (each table,
+    old or new, at the held position)."""
+    shadow.drop_all(store)
+    pub = LogPublisher(log)
+    for i in range(20):
+        sample = {"ts_us": T0 + i, "values": {"x": float(i)}, "quality": 0}
+        batch = {"identity": f"d{i % 2}", "source": "t", "received_us": T0, "samples": [sample]}
+        await pub.publish(TELEMETRY, [(f"d{i % 2}", batch)])
+    workers = EmbeddedRuntime(log, ProjectionWriter(store), processors(), consumer=CONSUMER)
+    await workers.run_until_idle()
+    for table in ("readings", "latest"):  # only a rebuild brings them back
+        store.execute(f"DELETE FROM millrace.{table} WHERE identity = 'd1'")
+
+    replay = Replay(ReplayParts(log, store, StoreLive(store)), "r2", ["readings", "latest"])
+
+    def crash(phase: str) -> None:
+        if phase == "swap":  # the first pair exchanged, then the process dies
+            store.execute("EXCHANGE TABLES millrace.readings AND millrace.readings__shadow")
+            raise RuntimeError("killed mid-exchange")
+
+    replay.before = crash
+    with pytest.raises(RuntimeError, match="killed"):
+        await replay.run(_quiet, asyncio.Event())
+    if moved:  # a worker folded after the crash (say, an operator resumed)
+        sample = {"ts_us": T0 + 99, "values": {"x": 99.0}, "quality": 0}
+        await pub.publish(
+            TELEMETRY,
+            [("d0", {"identity": "d0", "source": "t", "received_us": T0, "samples": [sample]})],
+        )
+        await workers.run_until_idle()
+    again = StoreLive(store)
+    counts = await Replay(ReplayParts(log, store, again), "r2", ["readings", "latest"]).run(
+        _quiet, asyncio.Event()
+    )
+    assert counts == {"records": 0} and again.released == ["replay:r2"]
+    assert not [n for n in shadow.comments(store) if n.endswith("__shadow")]
+    latest = {str(r[0]) for r in store.execute("SELECT identity FROM millrace.latest FINAL").rows}
+    # exchanged: the rebuilt latest has d1 again; dropped: the old one, without it
+    assert latest == ({"d0"} if moved else {"d0", "d1"})
+    assert count(store) == (21 if moved else 20)
