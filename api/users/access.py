@@ -108,9 +108,13 @@ class AccessControl:
         )
 
     def still_valid(self, principal: Principal) -> bool:
-        """Whether ``principal`` may go on (open live streams ask every second)."""
+        """Whether ``principal`` may go on (open live streams ask every second). A
+        changed scope of its role(s) ends it too: what it opened (a stream's
+        subscriptions) was filtered by the scope it had then."""
         if not principal.key_id.startswith(USER_PREFIX):
-            return self.keys.still_valid(principal)
+            if not self.keys.still_valid(principal):
+                return False
+            return self.users.scope_of([principal.role]) == principal.scope
         if principal.expires_us is not None and principal.expires_us <= self.users.clock():
             return False
         user = self.users.get(principal.name, fresh=True)
@@ -119,6 +123,7 @@ class AccessControl:
             and user.enabled
             and principal.session is not None
             and self.sessions.active(principal.session)
+            and self.users.scope_of(user.roles) == principal.scope
         )
 
     def first_admin(self, password: str | None) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import lru_cache
 
 from millrace.api.auth import Principal
 from millrace.projections.identity_filter import IdentityFilter
@@ -30,8 +31,14 @@ def scope_regex(patterns: tuple[str, ...] | list[str]) -> str:
     return "^(?:" + "|".join(alts) + ")$"
 
 
+@lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # compiled once per scope: the live stream tests every item of a scoped subscriber
+    return re.compile(scope_regex(patterns), flags=re.S)
+
+
 def in_scope(identity: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    return re.fullmatch(scope_regex(patterns), identity, flags=re.S) is not None
+    return _compiled(tuple(patterns)).fullmatch(identity) is not None
 
 
 def within(principal: Principal) -> str | None:

@@ -24,6 +24,7 @@ from millrace.pipeline.log.base import Message
 from millrace.pipeline.topics import ALARMS, TELEMETRY
 from tests.api.conftest import NOW_US, V1, Api, error_of, uid
 from tests.api.test_alarms import raised
+from tests.api.test_stream_access import rest_of
 from tests.api.test_stream_routes import AsgiStream
 
 READS = [
@@ -361,3 +362,28 @@ async def test_the_live_stream_delivers_only_items_in_scope(api: Api) -> None:
     assert audits == w.in_scope
     # nothing else reached the scoped stream: every item is about an identity in scope
     assert all(w.inside(about(k, d)) for k, d in seen["scoped"]), seen["scoped"]
+
+
+async def test_a_changed_scope_ends_the_streams_opened_under_the_old_one(api: Api) -> None:
+    """Subscriptions were filtered by the scope their stream was opened with: when an
+    admin changes the role's scope, the stream ends (the client reconnects under the new
+    one); a stream of another role goes on."""
+    api.ctx.stream = StreamHub(heartbeat_s=30, recheck_s=0.01)
+    w = await seed(api, ["stream:read"])
+    stream = AsgiStream(api, f"access_token={w.key}")
+    other = AsgiStream(api, f"access_token={api.viewer}")
+    for s in (stream, other):
+        assert (await s.start())[0] == 200
+        assert (await s.next())["event"] == "hello"
+    assert api.ctx.access is not None
+    [role] = [r for r in api.ctx.access.users.custom_roles() if r.startswith("scoped")]
+    r = await api.client.put(
+        f"{V1}/roles/{role}",
+        json={"permissions": ["stream:read"], "scope": {"identities": [f"{w.prefix}-*"]}},
+        headers=api.auth(api.admin),
+    )
+    assert r.status_code == 200, r.text
+    events = await rest_of(stream, 5.0)
+    assert [(e["event"], e["data"]["code"]) for e in events] == [("notice", "revoked")]
+    assert not other.task.done()
+    await other.disconnect()
