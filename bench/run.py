@@ -35,9 +35,23 @@ TARGETS: dict[str, tuple[str, float]] = {
     "api_raw_1000_p99_ms": ("<", 50.0),
     "archive_bytes_per_reading": ("<=", 5.0),
     "restore_readings_per_s": (">=", 500_000),
+    "console_load_overview_ms": ("<", 1000.0),
+    "console_load_live_ms": ("<", 1000.0),
+    "console_load_explorer_ms": ("<", 1000.0),
+    "console_chart_10k_draw_ms": ("<", 1000.0),
 }
 
 NOTES: dict[str, str] = {
+    "console": (
+        "bench/console.py: `millrace run` with the simulator (3 devices x 4 signals) and "
+        "Debian's headless Chromium driven by Selenium, signed in as the admin. "
+        "console_load_<page>_ms: median wall time from asking the browser for the page "
+        "(assets cached) until its data is drawn (overview: readiness; live data: the grid's "
+        "rows counted; explorer: its status line), `loads` times each. "
+        "console_chart_10k_draw_ms: 10,000 points (5 series x 2,000, the explorer's most per "
+        "chart) set on the explorer's ECharts instance, timed in the page from setOption to "
+        "ECharts' `finished` event, median of 5."
+    ),
     "restore": (
         "bench/restore_bench.py: the simulator (1000 devices x 25 signals, one TelemetryBatch "
         "per device per tick, every other one with a batch id) archived as one-hour Avro "
@@ -196,6 +210,7 @@ ORDER = (
     "replay",
     "restore",
     "kafka",
+    "console",
 )
 
 
@@ -217,6 +232,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "restore": {"ticks": 8 if quick else 60},
         # the mock drops a partition's oldest records past a few MB: stay below
         "kafka": {"ticks": 4 if quick else 24, "devices": 100 if quick else 1000},
+        "console": {"loads": 3 if quick else 10},
     }
 
 
@@ -304,6 +320,10 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         from bench.replay_bench import measure as replay_measure
 
         return replay_measure(ticks=params["ticks"], load_rate=params["load_rate"], workdir=workdir)
+    if group == "console":
+        from bench.console import run as console_run
+
+        return console_run(params["loads"], workdir)
     raise ValueError(f"unknown group {group!r}")
 
 

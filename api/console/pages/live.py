@@ -179,6 +179,7 @@ async def build(ctx: PageContext) -> None:
         table.received = 0
         grid.options["rowData"] = list(table.rows.values())
         grid.update()
+        received.text = f"{len(table.rows)} signals, 0 live updates"
         if state["task"] is not None:
             state["task"].cancel()
         state["table"] = table
