@@ -209,6 +209,8 @@ SCOPE_AWARE = frozenset(
     {
         ("GET", f"{_V}/identities"),
         ("GET", f"{_V}/identities/count"),
+        ("POST", f"{_V}/identities/bulk/update"),
+        ("POST", f"{_V}/identities/bulk/delete"),
         ("GET", f"{_V}/signals/latest"),
         # alarms of identities outside the scope are 404, in a batch too
         ("GET", f"{_V}/alarms"),

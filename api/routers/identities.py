@@ -207,10 +207,14 @@ class BulkDelete(BaseModel):
     all: bool = False
 
 
-async def _bulk_names(ctx: AppContext, q: FilterIn, everything: bool) -> list[str]:
+async def _bulk_names(
+    ctx: AppContext, q: FilterIn, everything: bool, principal: Principal
+) -> list[str]:
+    """The identities a bulk operation acts on (a scoped caller: those in its scope)."""
     if q == FilterIn() and not everything:
         raise bad_request("query", "empty query: set all=true to act on every identity")
-    return list(await run_query(ctx.queries.names, build_filter(q, prefix="query."), ctx.clock()))
+    f = scoped(build_filter(q, prefix="query."), principal)
+    return list(await run_query(ctx.queries.names, f, ctx.clock()))
 
 
 def _update_attrs(ctx: AppContext, u: IdentityUpdate) -> dict[str, str]:
@@ -234,7 +238,7 @@ async def bulk_update(
     body: BulkUpdate, ctx: AppContext = Depends(context), principal: Principal = Depends(operator)
 ) -> JsonResponse:
     attrs = _update_attrs(ctx, body.update)
-    names = await _bulk_names(ctx, body.query, body.all)
+    names = await _bulk_names(ctx, body.query, body.all, principal)
     events = [event(ctx, n, "UPDATED", actor(principal), attributes=attrs) for n in names]
     await emit(ctx, events)
     return JsonResponse({"matched": len(names), "updated": len(names)})
@@ -248,7 +252,7 @@ async def bulk_update(
 async def bulk_delete(
     body: BulkDelete, ctx: AppContext = Depends(context), principal: Principal = Depends(operator)
 ) -> JsonResponse:
-    names = await _bulk_names(ctx, body.query, body.all)
+    names = await _bulk_names(ctx, body.query, body.all, principal)
     await emit(ctx, [event(ctx, n, "DELETED", actor(principal)) for n in names])
     return JsonResponse({"deleted": len(names)})
 

@@ -387,3 +387,22 @@ async def test_a_changed_scope_ends_the_streams_opened_under_the_old_one(api: Ap
     assert [(e["event"], e["data"]["code"]) for e in events] == [("notice", "revoked")]
     assert not other.task.done()
     await other.disconnect()
+
+
+async def test_bulk_operations_act_on_the_identities_in_scope_only(api: Api) -> None:
+    w = await seed(api)
+    headers = api.auth(w.key)
+    mine = f"^{w.prefix}-"  # matches all three; the scope narrows it to two
+    body = {"query": {"identity": mine}, "update": {"attributes": {"zone": "b"}}}
+    r = await api.client.post(f"{V1}/identities/bulk/update", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["matched"] == len(w.in_scope)
+    for name in w.names:
+        got = await _ok(await api.get(f"/identities/{name}", key="viewer"))
+        assert (got["attributes"].get("zone") == "b") == w.inside(name), name
+    r = await api.client.post(
+        f"{V1}/identities/bulk/delete", json={"query": {"identity": mine}}, headers=headers
+    )
+    assert r.json()["deleted"] == len(w.in_scope), r.text
+    listed = await _ok(await api.get("/identities", key="viewer", identity=mine))
+    assert {i["identity"] for i in listed["items"]} == set(w.names) - w.in_scope
