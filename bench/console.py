@@ -5,7 +5,7 @@ engine and headless Debian Chromium), signed in as the admin. Page load: wall ti
 from asking the browser for the page until its content is drawn with data (overview:
 readiness shown; live data: the grid's first rows counted; explorer: the chart element
 drawn), each page ``loads`` times, median and max. Chart draw: 10,000 points (5 series
-of 2,000, the explorer's most per chart) set on the explorer's own ECharts instance,
+of 2,000) set on the explorer's own ECharts instance,
 timed in the page from ``setOption`` to ECharts' ``finished`` event, median and max of
 5 draws.
 """

@@ -48,8 +48,8 @@ NOTES: dict[str, str] = {
         "console_load_<page>_ms: median wall time from asking the browser for the page "
         "(assets cached) until its data is drawn (overview: readiness; live data: the grid's "
         "rows counted; explorer: its status line), `loads` times each. "
-        "console_chart_10k_draw_ms: 10,000 points (5 series x 2,000, the explorer's most per "
-        "chart) set on the explorer's ECharts instance, timed in the page from setOption to "
+        "console_chart_10k_draw_ms: 10,000 points (5 series x 2,000; the explorer asks for at most "
+        "2,500 per signal) set on the explorer's ECharts instance, timed from setOption to "
         "ECharts' `finished` event, median of 5."
     ),
     "restore": (

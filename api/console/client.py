@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -182,7 +182,7 @@ class ConsoleApi:
                 elif line.startswith("data:"):
                     data += line[5:].strip()
                 elif line == "" and event:
-                    payload = orjson.loads(data) if data else None
+                    payload: Any = orjson.loads(data) if data else {}
                     if event == "hello":
                         for sub in subscriptions:
                             await self.post(f"/stream/{payload['stream_id']}/subscriptions", sub)
@@ -201,7 +201,7 @@ async def asgi_lines(
     headers: dict[str, str],
     client: tuple[str, int],
     query: dict[str, str] | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The text lines of a GET response of ``app`` as they are sent; a status other
     than 200 raises :class:`ConsoleApiError`. Closing the iterator disconnects."""
     left = asyncio.Event()

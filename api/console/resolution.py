@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-MAX_POINTS = 2000
+MAX_POINTS = 2500
 #: ranges up to this many seconds try raw readings first
 RAW_MAX_S = 30 * 60
 BUCKETS: tuple[tuple[str, int], ...] = (("1m", 60), ("5m", 300), ("1h", 3600))
