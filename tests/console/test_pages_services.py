@@ -11,7 +11,7 @@ from tests.console.harness import Console
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVICE = "svc-console"
-#: the error is the last line (10), so the test fixes it by typing at the end
+#: the error is the last line (11), so the test fixes it by typing at the end
 FILE = f"""\
 service: {SERVICE}
 description: installed from the console
@@ -22,8 +22,9 @@ connections:
     protocol: simulator
     devices: 1
     signals: 2
+    identity_prefix: svc-
     interval_ms: -5"""
-BAD_LINE = 10
+BAD_LINE = 11
 
 
 def editor_id(console: Console, testid: str) -> int:
@@ -56,15 +57,20 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
     console.find("[data-testid=service-editor] .cm-content")
     paste(console, "service-editor", FILE)
     console.find("button[name=validate]").click()
-    lines = console.wait(marked, "a marked line")
-    assert lines == [(BAD_LINE, "$.connections.csim.interval_ms", "    interval_ms: -5")]
-    listed = console.find("[data-testid=violation]")
-    assert listed.get_attribute("data-line") == str(BAD_LINE)
-    assert "$.connections.csim.interval_ms" in listed.text
+    lines = console.wait(lambda: marked(console), "a marked line")
+    # the API's two violations, each at its line: the value, and the endpoint that
+    # names the connection it makes invalid
+    assert lines == [
+        (4, "$.endpoints[0].connection", FILE.splitlines()[3]),
+        (BAD_LINE, "$.connections.csim.interval_ms", "    interval_ms: -5"),
+    ]
+    listed = {e.get_attribute("data-line"): e.text for e in console.all("[data-testid=violation]")}
+    assert set(listed) == {"4", str(BAD_LINE)}
+    assert "$.connections.csim.interval_ms" in listed[str(BAD_LINE)]
 
     # installing it anyway is refused before it reaches the API's install
     console.find("button[name=install]").click()
-    console.wait(lambda: "1 error(s)" in console.text("[data-testid=validation-summary]"), "1")
+    console.wait(lambda: "fix the marked violations" in console.text("body"), "the refusal")
     assert console.api.get(f"/services/{SERVICE}").status_code == 404
 
     # fix it by typing where the error is
