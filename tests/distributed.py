@@ -22,9 +22,11 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from millrace.pipeline.log.base import TopicPartition
@@ -230,6 +232,25 @@ class Deployment:
     def stop_all(self) -> None:
         for r in reversed(self.roles):
             r.stop()
+
+    @contextmanager
+    def api(self, port: int, timeout: float = 150) -> Iterator[httpx.Client]:
+        """A client of the ``millrace api`` role on ``port`` (``/api/v1``, the admin
+        key), once its ``/status`` answers."""
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=timeout,
+        ) as client:
+
+            def up() -> bool:
+                try:
+                    return client.get("/status").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            self.wait(up, "the API", 90)
+            yield client
 
 
 @pytest.fixture(scope="module")

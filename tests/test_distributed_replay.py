@@ -27,7 +27,7 @@ import pytest
 from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.chdb import ChdbStore
 from tests.connectors.test_run_config_e2e import free_port
-from tests.distributed import KEY, Deployment, cluster, rows  # noqa: F401
+from tests.distributed import Deployment, cluster, rows  # noqa: F401
 from tests.store_server import StoreServer
 
 pytest.importorskip("faust")
@@ -54,19 +54,7 @@ def serving(
         try:
             d.start("process", "process", config)
             d.start("api", "api", f"api:\n  port: {port}\n{config}")
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}/api/v1",
-                headers={"Authorization": f"Bearer {KEY}"},
-                timeout=150,
-            ) as client:
-
-                def up() -> bool:
-                    try:
-                        return client.get("/status").status_code == 200
-                    except httpx.TransportError:
-                        return False
-
-                d.wait(up, "the API", 90)
+            with d.api(port) as client:
                 yield d, client
         finally:
             d.stop_all()
