@@ -31,6 +31,9 @@ from millrace.pipeline.clock import now_us
 ALGORITHM = "HS256"
 ISSUER = "millrace"
 AUDIENCE = "millrace-api"
+#: how far a token's ``iat`` may lie ahead of this process's clock: the ``millrace api``
+#: process that signed it may run a little ahead of this one
+MAX_SKEW_US = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -136,12 +139,20 @@ class SigningKeys:
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "sid"], "verify_exp": False},
+                # exp and iat against our clock, not the wall's (tests inject one), iat
+                # with the skew between processes allowed
+                options={
+                    "require": ["exp", "iat", "sub", "sid"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            expires_us = int(claims["exp"]) * 1_000_000
+            issued_us = int(claims["iat"]) * 1_000_000
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError):
             return None
-        expires_us = int(claims["exp"]) * 1_000_000
-        if expires_us <= self.clock():  # our clock, not the wall's: tests inject one
+        now = self.clock()
+        if expires_us <= now or issued_us > now + MAX_SKEW_US:
             return None
         if not isinstance(claims["sub"], str) or not isinstance(claims["sid"], str):
             return None

@@ -68,7 +68,7 @@ async def test_keys_retired_longer_than_a_token_lives_are_dropped(api: Api) -> N
     no_delay(api)
     signing = access_of(api).signing
     ttl_us = int(signing.access_ttl_s * 1_000_000)
-    # in the past, so that no token is issued "in the future" (PyJWT refuses those)
+    # the keys' own clock, started in the past; every check reads it, not the wall's
     now = [signing.clock() - 3 * ttl_us]
     signing.clock = lambda: now[0]
     await create_user(api, "liv", ["viewer"])
@@ -111,3 +111,22 @@ async def test_the_audit_actor_of_a_signed_in_user_is_user_and_name(api: Api) ->
     await api.sync()
     found = (await api.get("/audits", key="operator", target_id="uma-dev-1x")).json()["data"]
     assert [a["actor"] for a in found] == ["user:uma"]
+
+
+async def test_issue_time_is_read_on_our_clock_with_skew_between_processes(api: Api) -> None:
+    """Another ``millrace api`` process a few seconds ahead signs tokens "issued" in
+    this one's future: accepted within a minute of skew, refused beyond."""
+    no_delay(api)
+    await create_user(api, "ivo", ["viewer"])
+    real = (await tokens(api, "ivo"))["access_token"]
+    kid, secret = access_of(api).signing.current()
+    claims = jwt.decode(real, options={"verify_signature": False})
+    for ahead_s, status in ((30, 200), (300, 401)):
+        token = jwt.encode(
+            {**claims, "iat": claims["iat"] + ahead_s, "exp": claims["exp"] + ahead_s},
+            secret,
+            algorithm="HS256",
+            headers={"kid": kid},
+        )
+        r = await api.client.get(f"{V1}/me", headers=bearer(token))
+        assert r.status_code == status, (ahead_s, r.text)
