@@ -201,6 +201,17 @@ class Console:
 
     # -- evidence ------------------------------------------------------------------------
 
+    def keep_screenshot(self, name: str) -> Path | None:
+        """Save the current page as ``name``.png into ``$MILLRACE_CONSOLE_SCREENSHOTS``
+        when it is set (the README's pictures are made this way), else nothing."""
+        into = os.environ.get("MILLRACE_CONSOLE_SCREENSHOTS")
+        if not into:
+            return None
+        Path(into).mkdir(parents=True, exist_ok=True)
+        path = Path(into) / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
     def screenshots(self, into: Path) -> list[Path]:
         """A PNG of the current page and of every page opened so far, into ``into``."""
         into.mkdir(parents=True, exist_ok=True)

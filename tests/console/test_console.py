@@ -5,6 +5,7 @@ offered no write (and whose forged write the API refuses)."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -66,6 +67,7 @@ def test_overview_shows_the_ingest_rate_live(console: Console) -> None:
     # the figures move on their own: the same document (no reload) shows new rates
     assert console.js("return window.__marker") == marker
     assert all(p[1] >= 0 for p in points()) and rate > 0
+    console.keep_screenshot("console-overview")
     # every shown connection of the simulator is running
     assert "connector sim [simulator]: running" in console.text("main")
     # the rate links to its page; a write (pause/resume) is offered to the admin
@@ -98,6 +100,11 @@ def test_live_data_updates_without_reload(console: Console) -> None:
     assert "live updates" in console.text("[data-testid=live-received]")
 
 
+def _shape(t_ms: int) -> float:
+    """A slow wave with a little deterministic jitter: each minute has a spread."""
+    return round(50 + 20 * math.sin(t_ms / 3_600_000 * math.pi) + (t_ms // 10_000) % 7 - 3, 2)
+
+
 def _ingest_history(console: Console) -> tuple[int, int]:
     """Readings of ``HIST``/v every 10 s over the 6 whole hours before the current hour
     (several per minute, so each 1m bucket has a min, max and average); the range."""
@@ -105,10 +112,7 @@ def _ingest_history(console: Console) -> tuple[int, int]:
     start_ms = end_ms - 6 * 3600 * 1000
     stamps = list(range(start_ms, end_ms, 10_000))
     for i in range(0, len(stamps), 500):
-        body = [
-            {"timestamp": t * 1000, "values": {"v": round((t // 1000) % 997 * 0.25, 2)}}
-            for t in stamps[i : i + 500]
-        ]
+        body = [{"timestamp": t * 1000, "values": {"v": _shape(t)}} for t in stamps[i : i + 500]]
         r = console.api.post(f"/identities/{HIST}/data", json=body)
         assert r.status_code == 202, r.text
 
@@ -164,6 +168,7 @@ def test_explorer_chart_matches_the_api(console: Console) -> None:
     widths = [p["max"] - p["min"] for p in api]
     assert [t for t, _ in series["v:band"]] == times
     assert [w for _, w in series["v:band"]] == pytest.approx(widths)
+    console.keep_screenshot("console-explorer")
 
     # a short range: raw readings, exactly the API's
     short_end = start + 10 * 60_000

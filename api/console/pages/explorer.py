@@ -130,6 +130,7 @@ async def build(ctx: PageContext) -> None:
     now = int(time.time() * 1000)
     q = ctx.query
     preset = q.get("range", "1 hour") if q.get("range") in PRESETS else "1 hour"
+    custom = bool(q.get("from") or q.get("to"))
     state: dict[str, Any] = {
         "start": parse_time(q.get("from", "")) or now - PRESETS[preset] * 1000,
         "end": parse_time(q.get("to", "")) or now,
@@ -158,7 +159,9 @@ async def build(ctx: PageContext) -> None:
             .classes("min-w-[18rem]")
             .props("use-chips")
         )
-        range_select = ui.select(list(PRESETS), label="Range", value=preset).classes("w-32")
+        range_select = ui.select(
+            list(PRESETS), label="Range", value=None if custom else preset
+        ).classes("w-32")
         start_in = ui.input("From (UTC)", value=iso(state["start"])[:19]).classes("w-52")
         end_in = ui.input("To (UTC)", value=iso(state["end"])[:19]).classes("w-52")
         show = ui.button("Show").props("name=show")
@@ -217,6 +220,8 @@ async def build(ctx: PageContext) -> None:
         await apply_range(start, end)
 
     async def on_preset() -> None:
+        if range_select.value not in PRESETS:
+            return
         end = int(time.time() * 1000)
         await apply_range(end - PRESETS[range_select.value] * 1000, end)
 

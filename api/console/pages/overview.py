@@ -1,7 +1,7 @@
 """Overview: is the system healthy, is data flowing, what needs attention.
 
-Health and readiness, the ingest rate (readings folded per second, from the engine's
-row counters between two polls) and the lag, connectors and services with their states,
+Health and readiness, the ingest rate (readings folded per second over the last 10 s,
+from the engine's row counters) and the lag, connectors and services with their states,
 deviations, active alarms by priority and disk use; refreshed every 2 s. Every figure
 links to the page that shows its detail when that page is registered.
 """
@@ -24,6 +24,7 @@ from millrace.api.console.values import human_bytes, registered_link
 
 REFRESH_S = 2.0
 HISTORY = 60  # points of the rate sparkline
+RATE_WINDOW_S = 10.0
 
 
 def figure(label: str, testid: str, target: str | None) -> ui.label:
@@ -86,7 +87,7 @@ async def build(ctx: PageContext) -> None:
             ui.label("Active alarms by priority").classes("font-semibold")
             by_priority = ui.column().classes("gap-1")
 
-    last: dict[str, float] = {}
+    counted: list[tuple[float, float]] = []  # (monotonic s, readings folded) of the window
     points: list[list[float]] = []
 
     async def refresh() -> None:
@@ -102,14 +103,18 @@ async def build(ctx: PageContext) -> None:
         lag.text = f"{status.get('lag_records', 0):,}"
         folded = float(status.get("runtime", {}).get("rows", {}).get("readings", 0))
         now = time.monotonic()
-        if "t" in last and now > last["t"]:
-            per_s = max(0.0, (folded - last["rows"]) / (now - last["t"]))
+        counted.append((now, folded))
+        # over the last RATE_WINDOW_S: the fold writes in batches, one poll apart is jumpy
+        while now - counted[0][0] > RATE_WINDOW_S and len(counted) > 2:
+            counted.pop(0)
+        (t0, rows0) = counted[0]
+        if now > t0:
+            per_s = max(0.0, (folded - rows0) / (now - t0))
             rate.text = f"{per_s:,.0f}"
             points.append([time.time() * 1000, round(per_s, 1)])
             del points[:-HISTORY]
             spark.options["series"][0]["data"] = points
             spark.update()
-        last.update(t=now, rows=folded)
         await _connections(ctx, connections, status)
         await _counts(ctx, deviations, alarms, by_priority, disk)
 
@@ -137,8 +142,11 @@ async def _connections(ctx: PageContext, box: Element, status: dict[str, Any]) -
                 ui.label(f"connector {c['name']} [{c.get('protocol')}]: {state}")
                 write_button(ctx, "connectors:control", "Restart", _restart(ctx, c["name"]))
         for s in services:
-            name = s.get("service_id") or s.get("id")
-            ui.label(f"service {name}: {s.get('state') or s.get('enabled')}")
+            enabled = "enabled" if s.get("enabled") else "disabled"
+            deviated = f", {s['deviations']} deviated" if s.get("deviations") else ""
+            target = registered_link(f"/services?service={quote(str(s.get('id')), safe='')}")
+            text = f"service {s.get('id')}: {s.get('status')} ({enabled}{deviated})"
+            ui.link(text, target) if target else ui.label(text)
         if not status.get("connectors") and not services:
             ui.label("no connectors or services")
 
@@ -154,7 +162,13 @@ def _restart(ctx: PageContext, name: str) -> Callable[[], Awaitable[None]]:
 async def _counts(
     ctx: PageContext, deviations: ui.label, alarms: ui.label, box: Element, disk: ui.label
 ) -> None:
-    deviations.text = alarms.text = disk.text = "—"  # stays when the role may not see it
+    for figure_, permission in (
+        (deviations, "state:read"),
+        (disk, "system:read"),
+        (alarms, "alarms:read"),
+    ):
+        if not ctx.can(permission):
+            figure_.text = "—"  # the role may not see it
     if ctx.can("state:read"):
         rows = (await ctx.api.get("/resources/states/deviations/count"))["data"]
         deviations.text = f"{sum(int(r.get('count', 0)) for r in rows):,}"
