@@ -48,11 +48,13 @@ def pages() -> list[Page]:
     from millrace.api.console.pages import (
         activities,
         alarms,
+        archive,
         explorer,
         identities,
         live,
         overview,
         services,
+        sql,
     )
 
     return [
@@ -63,4 +65,6 @@ def pages() -> list[Page]:
         activities.PAGE,
         identities.PAGE,
         services.PAGE,
+        sql.PAGE,
+        archive.PAGE,
     ]
