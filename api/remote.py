@@ -13,6 +13,8 @@ never in the background:
 * the workers' counters: the figures their runner heartbeats carry
   (``projections.remote_figures``), summed over the workers heard from within
   ``stale_after_s``;
+* ``alarm_lag_records``: the log's end offsets against the alarm runner's last
+  checkpoint in the store (saved at least every second while it runs);
 * the connectors: their connections' states as they reported them.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from millrace.pipeline.clock import now_us
@@ -35,16 +37,25 @@ from millrace.projections.store.base import ProjectionStore
 log = logging.getLogger("millrace.api.remote")
 
 
-async def group_lag(event_log: EventLog, group: str, topics: Iterable[str]) -> int:
-    """Records of ``topics`` that ``group`` has not committed (a partition it never
-    committed counts from its first retained offset)."""
+async def behind(
+    event_log: EventLog,
+    topics: Iterable[str],
+    done: Callable[[TopicPartition], Awaitable[int | None]],
+) -> int:
+    """Records of ``topics`` past the positions ``done`` gives (a partition without one
+    counts from its first retained offset)."""
     lag = 0
     for topic in sorted(topics):
         for p in range(event_log.partitions(topic)):
             first, end = await event_log.offsets(topic, p)
-            done = await event_log.committed(group, TopicPartition(topic, p))
-            lag += max(0, end - max(first, done if done is not None else first))
+            pos = await done(TopicPartition(topic, p))
+            lag += max(0, end - max(first, pos if pos is not None else first))
     return lag
+
+
+async def group_lag(event_log: EventLog, group: str, topics: Iterable[str]) -> int:
+    """Records of ``topics`` that consumer ``group`` has not committed."""
+    return await behind(event_log, topics, lambda tp: event_log.committed(group, tp))
 
 
 class RemoteFigures:
@@ -61,11 +72,16 @@ class RemoteFigures:
         max_age_s: float = 1.0,
         stale_after_s: float = 35.0,
         clock: Callable[[], int] = now_us,
+        alarm_positions: Callable[[], Mapping[TopicPartition, int] | None] | None = None,
+        alarm_topics: Iterable[str] = (),
     ) -> None:
         self.log, self.store, self.group = event_log, store, group
         self.topics = frozenset(topics)
         self.max_age_s, self.stale_after_s, self.clock = max_age_s, stale_after_s, clock
         self.lag_records = 0
+        #: the alarm runner's checkpointed positions (a blocking store read), its topics
+        self.alarm_positions, self.alarm_topics = alarm_positions, tuple(alarm_topics)
+        self.alarm_lag_records = 0
         self.paused = False
         self.workers: list[dict[str, Any]] = []
         self.connectors: list[dict[str, Any]] = []
@@ -99,10 +115,20 @@ class RemoteFigures:
             try:
                 self.workers = await asyncio.to_thread(worker_figures, self.store, since)
                 self.connectors = await asyncio.to_thread(stored_connectors, self.store)
+                if self.alarm_positions is not None:
+                    self.alarm_lag_records = await self._alarm_lag(self.alarm_positions)
             except Exception as exc:
                 self.errors += 1
                 log.warning("workers' figures unreadable: %s", exc)
             self._read_at = now
+
+    async def _alarm_lag(self, positions: Callable[[], Mapping[TopicPartition, int] | None]) -> int:
+        saved = await asyncio.to_thread(positions) or {}
+
+        async def done(tp: TopicPartition) -> int | None:
+            return saved.get(tp)
+
+        return await behind(self.log, self.alarm_topics, done)
 
     def status(self) -> dict[str, Any]:
         """``/status``'s figures, shaped as ``millrace run`` gives them, summed over the
@@ -113,6 +139,7 @@ class RemoteFigures:
 
         return {
             "lag_records": self.lag_records,
+            "alarm_lag_records": self.alarm_lag_records,
             "paused": self.paused,
             "runtime": {
                 "records": total("records"),

@@ -6,8 +6,8 @@
   connector's own report (folded by ``millrace process``) then says so;
 * figures: ``/health/ready``'s lag is the processing group's Kafka lag (checked against
   the offsets read by the test before and after), ``/metrics`` carries the workers'
-  counters from their heartbeats (readings = the rows in the store) and the paused
-  state from the audit topic;
+  counters from their heartbeats (readings = the rows in the store), the paused state
+  from the audit topic and the alarm runner's lag from its checkpoint;
 * a ``millrace process`` started while the pipeline is paused starts paused (it folds
   nothing until the resume), then everything lands once.
 """
@@ -154,6 +154,13 @@ def test_connector_control_figures_and_a_worker_started_paused(
             for s in fams["millrace_connector_state"].samples
         }
         assert states[("sim", "stopped")] == 1, states
+        # the alarm runner's checkpoint in the store reaches the log's end (without it
+        # read, the whole log would count)
+        d.wait(
+            lambda: value(families(client, base), "millrace_alarm_runner_lag_records") == 0,
+            "the alarm runner caught up",
+            60,
+        )
 
         # -- pause: the lag grows; a worker started now starts paused ------------------
         assert client.post("/pipeline/pause").json()["data"]["paused"] is True

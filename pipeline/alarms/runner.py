@@ -54,6 +54,8 @@ log = logging.getLogger("millrace.alarms")
 
 #: read order within a step: rules, then the state they judge, then readings
 TOPICS: tuple[str, ...] = (ALARMS, IDENTITY, STATUS, TELEMETRY)
+#: the name the runner's checkpoint is saved under unless given another
+NAME = "alarms"
 
 #: a checkpoint version is ``term << TERM_SHIFT | saves in the term`` (see the module doc)
 TERM_SHIFT = 32
@@ -140,7 +142,7 @@ class AlarmRunner:
         codec: AvroCodec,
         evaluator_factory: Callable[[str | None], AlarmEvaluator],
         *,
-        name: str = "alarms",
+        name: str = NAME,
         clock: Callable[[], int] = now_us,
         max_records: int = 5000,
         tick_s: float = 1.0,

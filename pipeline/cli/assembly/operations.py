@@ -31,12 +31,15 @@ from millrace.api.operations import (
 )
 from millrace.api.prom import EngineMetrics
 from millrace.api.remote import RemoteFigures
+from millrace.pipeline.alarms.runner import NAME as ALARM_RUNNER
+from millrace.pipeline.alarms.runner import TOPICS as ALARM_TOPICS
 from millrace.pipeline.cli.assembly.adapters import CONSUMERS
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.progress import behind
 from millrace.pipeline.topics import TELEMETRY
+from millrace.projections.checkpoints import StoreCheckpoints
 from millrace.projections.remote_figures import stored_connectors
 
 if TYPE_CHECKING:
@@ -101,12 +104,20 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         # (``pipeline.runtime.control``); the state, lag and counters shown are the
         # workers' (``api.remote``: the audit topic, Kafka offsets, their heartbeats)
         topics = {t for p in processors() for t in p.topics}
+        checkpoints = StoreCheckpoints(ctx.store)
+
+        def alarm_positions() -> dict[TopicPartition, int] | None:
+            saved = checkpoints.load(ALARM_RUNNER)
+            return saved.positions if saved is not None else None
+
         asm.remote = remote = RemoteFigures(
             event_log=asm.log,
             store=ctx.store,
             group=CONSUMERS["faust"],
             topics=topics,
             codec=asm.codec,
+            alarm_positions=alarm_positions,
+            alarm_topics=ALARM_TOPICS,
         )
         ops.pause, ops.resume = _logged, lambda: None
         ops.paused = lambda: remote.paused
@@ -138,7 +149,10 @@ async def _logged() -> None:
 
 
 def alarm_lag(asm: Assembly) -> int:
-    """Records of the local log the alarm runner has not evaluated (0 elsewhere)."""
+    """Records of the local log the alarm runner has not evaluated (the distributed
+    API: from its checkpoint, ``api.remote``; 0 elsewhere)."""
+    if asm.remote is not None:
+        return asm.remote.alarm_lag_records
     runner, event_log = asm.alarms, asm.log
     if runner is None or not isinstance(event_log, LocalEventLog):
         return 0
