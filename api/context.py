@@ -32,7 +32,7 @@ from millrace.api.permissions import (
 )
 from millrace.api.slots import Slots
 from millrace.api.users.access import AccessControl
-from millrace.api.users.scope import in_scope
+from millrace.api.users.scope import TagScopes, in_scope
 from millrace.pipeline.cache import LastGoodCache
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import EventPublisher
@@ -119,6 +119,10 @@ class AppContext:
         if self.access is None:
             self.access = AccessControl(self.keys, hasher=self.hasher)
         self.queries = RegistryQueries(self.store, self.registry.inactivity_timeout_s)
+        #: roles scoped by tags: the identities their criteria select now
+        self.tag_scopes = TagScopes(self.queries, self.clock, TtlCache(1.0, 1000))
+        if self.access.resolve_tags is None:
+            self.access.resolve_tags = self.tag_scopes
         self.verified = VerifiedCache(self.hasher)
         self.idempotency = IdempotentAnswers(self.clock, self.settings.idempotency_window_s)
         self.failures = FailureLimiter()

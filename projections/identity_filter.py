@@ -17,6 +17,7 @@ chosen from whitelists (order keys, comparison operators) become SQL text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,16 @@ class TagCriterion:
     name: str
     op: str  # one of TAG_OPS
     value: str
+
+    @staticmethod
+    def parse(raw: str) -> TagCriterion | None:
+        """``name:op:value`` (the list filters' and role scopes' form); None when
+        ``raw`` is not one."""
+        m = _TAG_CRITERION.match(raw)
+        return None if m is None else TagCriterion(m.group(1), m.group(2), m.group(3))
+
+
+_TAG_CRITERION = re.compile(r"^(.+?):(gte|gt|lte|lt|eq|ne):(.*)$", re.S)
 
 
 @dataclass

@@ -7,7 +7,6 @@ The routes are ``identities`` (registry), ``identity_tags`` and ``identity_state
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -21,7 +20,6 @@ from millrace.projections.registry import TAG_OPS, IdentityFilter, Order, QueryE
 
 IdentityPath = Annotated[str, Path(pattern=IDENTITY_PATTERN)]
 STATUSES = ("whitelisted", "provisioned", "reprovision", "expired", "locked", "online", "offline")
-_TAG_CRITERION = re.compile(r"^(.+?):(gte|gt|lte|lt|eq|ne):(.*)$", re.S)
 
 
 def actor(p: Principal) -> str:
@@ -52,18 +50,21 @@ class FilterIn(BaseModel):
     identities: list[str] | None = Field(None, max_length=10_000)
 
 
+def tag_criterion(raw: str, field: str) -> TagCriterion:
+    """``name:op:value``; 400 naming ``field`` when ``raw`` is not one."""
+    found = TagCriterion.parse(raw)
+    if found is None:
+        raise bad_request(field, f"expected name:op:value with op one of {', '.join(TAG_OPS)}")
+    return found
+
+
 def build_filter(f: FilterIn, epoch: Epoch | None = None, prefix: str = "") -> IdentityFilter:
     for i, s in enumerate(f.status):
         if s not in STATUSES:
             raise bad_request(f"{prefix}status[{i}]", f"{s!r} is not one of {', '.join(STATUSES)}")
     criteria = []
     for i, raw in enumerate(f.tags):
-        m = _TAG_CRITERION.match(raw)
-        if m is None:
-            raise bad_request(
-                f"{prefix}tags[{i}]", f"expected name:op:value with op one of {', '.join(TAG_OPS)}"
-            )
-        criteria.append(TagCriterion(m.group(1), m.group(2), m.group(3)))
+        criteria.append(tag_criterion(raw, f"{prefix}tags[{i}]"))
     return IdentityFilter(
         status=list(f.status),
         identity=f.identity or None,

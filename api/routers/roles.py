@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from millrace.api import models
@@ -13,6 +13,7 @@ from millrace.api.context import AppContext, admin, context, viewer
 from millrace.api.errors import ApiError
 from millrace.api.permissions import BUILTIN_ROLES, CATALOG, unknown_permissions
 from millrace.api.responses import JsonResponse
+from millrace.api.routers.identity_common import tag_criterion
 from millrace.api.routing import StrictRoute
 from millrace.api.users.errors import api_error
 from millrace.api.users.models import PermissionOut, RoleOut
@@ -25,10 +26,19 @@ ROLE_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 
 class RoleScope(BaseModel):
     """Confines a role to identities whose name matches one of ``identities`` (shell
-    patterns: ``line1-*``, ``press-?``)."""
+    patterns: ``line1-*``, ``press-?``) and whose tags meet every criterion of ``tags``
+    (``name:op:value`` as the identity list's ``tags`` filter: ``zone:eq:east``); give
+    either or both."""
 
     model_config = ConfigDict(extra="forbid")
-    identities: list[str] = Field(min_length=1, max_length=100)
+    identities: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _something(self) -> RoleScope:
+        if not self.identities and not self.tags:
+            raise ValueError("give identities (name patterns), tags (criteria) or both")
+        return self
 
 
 class RoleBody(BaseModel):
@@ -129,8 +139,12 @@ async def _put(ctx: AppContext, name: str, body: RoleBody, *, create: bool) -> J
             f"body.name: a role {name!r} exists",
             [{"field": "body.name", "message": "exists"}],
         )
+    if body.scope is not None:
+        for i, raw in enumerate(body.scope.tags):
+            tag_criterion(raw, f"body.scope.tags[{i}]")
     try:
-        scope = body.scope.model_dump() if body.scope is not None else None
+        # only what was given: a pattern-only scope reads as it always did
+        scope = body.scope.model_dump(exclude_defaults=True) if body.scope is not None else None
         before = ctx.access.users.put_role(name, body.permissions, body.description, scope)
     except AccessError as exc:
         raise api_error(exc) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,9 @@ from millrace.pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from millrace.pipeline.cli.config import AuthConfig
+
+#: (name patterns, tag criteria) -> names of the identities meeting both
+TagResolver = Callable[[tuple[str, ...], tuple[str, ...]], list[str]]
 
 
 @dataclass
@@ -74,6 +78,27 @@ class AccessControl:
             lockout=self.settings.lockout,
         )
         self.signing = SigningKeys(path("jwt_keys.json"), access_ttl_s=self.settings.access_ttl_s)
+        #: (name patterns, tag criteria) -> the identities meeting both, from the
+        #: projections (``AppContext`` sets it); None: a tag scope confines to nothing
+        self.resolve_tags: TagResolver | None = None
+
+    def scope_of(self, roles: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
+        """The identity patterns a principal holding ``roles`` is confined to (None: not
+        scoped): the union of its scoped roles'. A role scoped by tags contributes the
+        names of the identities whose tags meet its criteria (and whose names match its
+        patterns, if it has some), as the projections hold them now; identity names
+        hold no ``*`` or ``?``, so each is a pattern matching itself."""
+        scopes = self.users.scopes_of(roles)
+        if scopes is None:
+            return None
+        out: set[str] = set()
+        for patterns, criteria in scopes:
+            if not criteria:
+                out.update(patterns)
+            elif self.resolve_tags is not None:
+                names = self.resolve_tags(patterns, criteria)
+                out.update(n for n in names if "*" not in n and "?" not in n)
+        return tuple(sorted(out))
 
     def authenticate(self, token: str) -> Principal | None:
         if looks_like_jwt(token):
@@ -87,7 +112,7 @@ class AccessControl:
             principal.name,
             principal.role,
             permissions=self.users.permissions_of([principal.role], fresh=True),
-            scope=self.users.scope_of([principal.role]),
+            scope=self.scope_of([principal.role]),
         )
 
     def _user_principal(self, token: str) -> Principal | None:
@@ -102,7 +127,7 @@ class AccessControl:
             user.username,
             ",".join(user.roles),
             permissions=self.users.permissions_of(user.roles),
-            scope=self.users.scope_of(user.roles),
+            scope=self.scope_of(user.roles),
             session=claims.sid,
             expires_us=claims.expires_us,
         )
@@ -114,7 +139,7 @@ class AccessControl:
         if not principal.key_id.startswith(USER_PREFIX):
             if not self.keys.still_valid(principal):
                 return False
-            return self.users.scope_of([principal.role]) == principal.scope
+            return self.scope_of([principal.role]) == principal.scope
         if principal.expires_us is not None and principal.expires_us <= self.users.clock():
             return False
         user = self.users.get(principal.name, fresh=True)
@@ -123,7 +148,7 @@ class AccessControl:
             and user.enabled
             and principal.session is not None
             and self.sessions.active(principal.session)
-            and self.users.scope_of(user.roles) == principal.scope
+            and self.scope_of(user.roles) == principal.scope
         )
 
     def first_admin(self, password: str | None) -> str | None:

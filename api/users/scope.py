@@ -6,17 +6,28 @@ into one regular expression that ClickHouse's RE2 reads (every read model takes 
 its ``within`` and filters with ``projections.identity_filter.within_sql``), and
 :func:`allows` is the same test in Python, for one identity (an alarm read by id, a
 live-stream item). Both read the patterns the same way; None (no scope) lets everything
-through.
+through. A role scoped by tag criteria is resolved to the names of the identities
+that meet them (:class:`TagScopes`), so every route filters it the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from millrace.api.auth import Principal
-from millrace.projections.identity_filter import IdentityFilter
+from millrace.pipeline.errors import MillraceError
+from millrace.projections.identity_filter import IdentityFilter, TagCriterion
+
+if TYPE_CHECKING:
+    from millrace.api.context import TtlCache
+    from millrace.projections.registry import RegistryQueries
+
+log = logging.getLogger("millrace.api.scope")
 
 
 def scope_regex(patterns: tuple[str, ...] | list[str]) -> str:
@@ -60,3 +71,53 @@ def scoped(f: IdentityFilter, principal: Principal) -> IdentityFilter:
     if principal.scope is None:
         return f
     return replace(f, within=within(principal))
+
+
+class TagScopes:
+    """Which identities a role scoped by tags reaches: those whose tags meet every
+    criterion (and whose names match the role's patterns, if it has some), read from
+    the projections and kept in ``cache`` (a short-lived ``api.context.TtlCache``:
+    every request of such a role asks). A tag change reaches the scope within the
+    cache's time; the scope then differs, so the live streams opened under the old one
+    end (``AccessControl.still_valid``). At most ``max_identities`` names (a warning
+    beyond); a failed read confines to nothing."""
+
+    def __init__(
+        self,
+        queries: RegistryQueries,
+        clock: Callable[[], int],
+        cache: TtlCache,
+        max_identities: int = 10_000,
+    ) -> None:
+        self.queries = queries
+        self.clock = clock
+        self.cache = cache
+        self.max_identities = max_identities
+
+    def __call__(self, patterns: tuple[str, ...], criteria: tuple[str, ...]) -> list[str]:
+        key = repr((patterns, criteria))
+        hit, names = self.cache.get(key)
+        if hit:
+            return list(names)
+        parsed = [TagCriterion.parse(c) for c in criteria]
+        if any(c is None for c in parsed):  # refused when the role was saved
+            return []
+        f = IdentityFilter(
+            tags=[c for c in parsed if c is not None],
+            within=scope_regex(patterns) if patterns else None,
+        )
+        try:
+            names = self.queries.names(f, self.clock(), self.max_identities + 1)
+        except MillraceError:
+            log.exception("cannot read the identities of a tag scope: confined to none")
+            return []
+        if len(names) > self.max_identities:
+            log.warning(
+                "a tag scope holds over %d identities: the rest are out of it", self.max_identities
+            )
+            names = names[: self.max_identities]
+        self.cache.put(key, names)
+        return names
+
+    def invalidate(self) -> None:
+        self.cache.invalidate()

@@ -123,16 +123,18 @@ class UserStore:
             found |= known.get(r, frozenset())
         return found
 
-    def scope_of(self, roles: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
-        """The identity name patterns a principal holding ``roles`` is confined to: the
-        union of its scoped roles' patterns as soon as one role is scoped (a scope only
-        ever narrows), None when no role is scoped."""
+    def scopes_of(
+        self, roles: tuple[str, ...] | list[str]
+    ) -> list[tuple[tuple[str, ...], tuple[str, ...]]] | None:
+        """The scopes of ``roles`` that have one, each as (name patterns, tag criteria);
+        None when no role is scoped. A principal is confined to their union as soon as
+        one role is scoped (a scope only ever narrows): ``AccessControl`` resolves it."""
         custom = self.file.read().get("roles", {})
-        patterns = [
-            p for r in roles for p in (custom.get(r, {}).get("scope") or {}).get("identities", [])
+        found = [(custom.get(r) or {}).get("scope") for r in roles]
+        scopes = [
+            (tuple(s.get("identities") or ()), tuple(s.get("tags") or ())) for s in found if s
         ]
-        scoped = any(custom.get(r, {}).get("scope") for r in roles)
-        return tuple(sorted(set(patterns))) if scoped else None
+        return scopes or None
 
     # users --------------------------------------------------------------------------
 
