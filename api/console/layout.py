@@ -31,8 +31,7 @@ def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
     """Draw the header and return the page's ``main`` container."""
     ui.add_css(STYLE)
     main = ui.element("main").classes("w-full max-w-screen-xl mx-auto p-4 gap-4 flex flex-col")
-    main.props('id="main" aria-label="page content"')
-    ui.skip_link(target=main)
+    main.props('aria-label="page content"')
     with ui.header().classes("mr-header items-center gap-2 px-4 py-2 flex-wrap"):
         ui.link("millrace", "/").classes("text-lg font-bold text-white no-underline mr-4")
         with (
@@ -51,6 +50,8 @@ def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
         ui.button("Sign out", on_click=lambda: _sign_out(ctx)).props(
             "flat color=white no-caps name=sign-out"
         )
+
+    ui.skip_link(target=main)  # after the header, which places itself first
 
     async def refresh_status() -> None:
         text, ok = await system_status(ctx)

@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 
 from millrace.api.console.resolution import MAX_POINTS
 from tests.console.harness import ADMIN_PASSWORD, Console
@@ -39,9 +41,14 @@ def test_sign_in_with_password_and_key_and_refused(console: Console) -> None:
     console.find("button[name=sign-in]").click()
     console.wait(lambda: "refused" in console.text("[role=alert]"), "the refusal")
     console.type_into("input[name=password]", ADMIN_PASSWORD)
-    console.find("button[name=sign-in]").click()
+    console.find("input[name=password]").send_keys(Keys.ENTER)  # the keyboard signs in too
     console.wait(lambda: console.driver.current_url.endswith("/live"), "back at /live")
     assert "admin (admin)" in console.text("header")
+    # keyboard: the first Tab reaches the skip link, which leads to the page's content
+    ActionChains(console.driver).send_keys(Keys.TAB).perform()
+    assert console.js("return document.activeElement.innerText") == "Skip to main content"
+    ActionChains(console.driver).send_keys(Keys.ENTER).perform()
+    console.wait(lambda: console.js("return document.activeElement.tagName") == "MAIN", "focus")
     console.sign_out()
     console.open("/")
     console.wait(lambda: "/login" in console.driver.current_url, "signed out stays out")
