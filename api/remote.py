@@ -12,7 +12,8 @@ never in the background:
   so it is right even while the paused workers fold nothing into the audits table;
 * the workers' counters: the figures their runner heartbeats carry
   (``projections.remote_figures``), summed over the workers heard from within
-  ``stale_after_s``;
+  ``stale_after_s`` (while paused, over the last heartbeats folded: the pause holds
+  them back too);
 * ``alarm_lag_records``: the log's end offsets against the alarm runner's last
   checkpoint in the store (saved at least every second while it runs);
 * the connectors: their connections' states as they reported them.
@@ -111,7 +112,8 @@ class RemoteFigures:
             except Exception as exc:  # the readiness check's log probe says why
                 self.errors += 1
                 log.warning("processing group lag unreadable: %s", exc)
-            since = self.clock() - int(self.stale_after_s * 1_000_000)
+            # paused, the workers' heartbeats are not folded either: their last ones stand
+            since = 0 if self.paused else self.clock() - int(self.stale_after_s * 1_000_000)
             try:
                 self.workers = await asyncio.to_thread(worker_figures, self.store, since)
                 self.connectors = await asyncio.to_thread(stored_connectors, self.store)
