@@ -222,3 +222,21 @@ def test_viewer_is_offered_no_write_and_a_forged_one_is_refused(console: Console
     assert forged.status_code == 403, forged.text
     assert console.api.get("/status").json()["data"]["paused"] is False
     console.sign_out()
+
+
+def test_the_api_answers_as_before_beside_the_console(console: Console) -> None:
+    import httpx
+
+    with httpx.Client(base_url=console.base, timeout=30) as anon:
+        missing = anon.get("/no-such-page")  # the API's own JSON 404, not a console page
+        assert missing.status_code == 404 and missing.json()["error"]["code"]
+        assert anon.get("/api/v1/identities").status_code == 401
+        assert anon.post("/health/live").status_code == 405
+        assert anon.get("/health/live").status_code == 200
+        assert anon.get("/docs").status_code == 200
+        assert anon.get("/openapi.json").json()["info"]["title"] == "millrace"
+        # a console page without a session: to sign-in, and back afterwards
+        page = anon.get("/explorer", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login?next=/explorer"
+        assert "<html" in anon.get("/login").text.lower()
