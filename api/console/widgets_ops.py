@@ -19,7 +19,7 @@ from typing import Any
 
 from nicegui import background_tasks, ui
 
-from millrace.api.console.client import ConsoleApiError
+from millrace.api.console.client import ConsoleApiError, SignedOutError
 from millrace.api.console.layout import write_button
 from millrace.api.console.pages import PageContext
 
@@ -110,7 +110,7 @@ class LiveReload:
         self._task: asyncio.Task[None] | None = None
         self.status = ui.label("").classes("text-sm text-slate-700")
         self.status.props('data-testid="live-status" aria-live="off"')
-        ui.timer(every_s, self._tick)
+        self.timer = ui.timer(every_s, self._tick)
         ui.context.client.on_delete(self.stop)
 
     def restart(self) -> None:
@@ -148,6 +148,10 @@ class LiveReload:
         self.stale = False
         try:
             await self.reload()
+        except SignedOutError:
+            self.stop()  # signed out (maybe in another tab): stop asking
+            self.timer.deactivate()
+            self.status.text = "signed out: reload the page to sign in"
         except ConsoleApiError as exc:
             self.status.text = f"reload refused: {exc.message}"
 

@@ -55,6 +55,7 @@ def pages() -> list[Page]:
         overview,
         services,
         sql,
+        users,
     )
 
     return [
@@ -67,4 +68,5 @@ def pages() -> list[Page]:
         services.PAGE,
         sql.PAGE,
         archive.PAGE,
+        users.PAGE,
     ]
