@@ -8,6 +8,7 @@ links to the page that shows its detail when that page is registered.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -91,14 +92,15 @@ async def build(ctx: PageContext) -> None:
     points: list[list[float]] = []
 
     async def refresh() -> None:
-        health = await ctx.api.health("/health/ready")
+        got = await fetch(ctx)
+        health = got["health"]
         ready.text = "ready" if health.get("status") == "ok" else "not ready"
         checks.clear()
         with checks:
             for name, check in health.get("checks", {}).items():
                 mark = "ok" if check.get("ok") else "FAILING"
                 ui.label(f"{name}: {mark} — {check.get('detail', '')}")
-        status = (await ctx.api.get("/status"))["data"]
+        status = got["status"]["data"]
         paused.text = "folding paused" if status.get("paused") else "folding"
         lag.text = f"{status.get('lag_records', 0):,}"
         folded = float(status.get("runtime", {}).get("rows", {}).get("readings", 0))
@@ -115,8 +117,9 @@ async def build(ctx: PageContext) -> None:
             del points[:-HISTORY]
             spark.options["series"][0]["data"] = points
             spark.update()
-        await _connections(ctx, connections, status)
-        await _counts(ctx, deviations, alarms, by_priority, disk)
+        services = got["services"]["data"] if "services" in got else []
+        _connections(ctx, connections, status.get("connectors", []), services)
+        _counts(got, deviations, alarms, by_priority, disk)
 
     async def safe_refresh() -> None:
         try:
@@ -128,15 +131,32 @@ async def build(ctx: PageContext) -> None:
     ui.timer(REFRESH_S, safe_refresh)
 
 
-async def _connections(ctx: PageContext, box: Element, status: dict[str, Any]) -> None:
-    services: list[dict[str, Any]] = []
+async def fetch(ctx: PageContext) -> dict[str, Any]:
+    """Every answer the overview shows, asked at once (the role's permitted ones)."""
+    calls: dict[str, Awaitable[Any]] = {
+        "health": ctx.api.health("/health/ready"),
+        "status": ctx.api.get("/status"),
+    }
     if ctx.can("services:read"):
-        services = (await ctx.api.get("/services"))["data"]
-    if not changed(box, (status.get("connectors"), services)):
+        calls["services"] = ctx.api.get("/services")
+    if ctx.can("state:read"):
+        calls["deviations"] = ctx.api.get("/resources/states/deviations/count")
+    if ctx.can("system:read"):
+        calls["info"] = ctx.api.get("/system/info")
+    if ctx.can("alarms:read"):
+        calls["alarms"] = ctx.api.get("/alarms", state="active", limit=1000, sort="-priority")
+    answers = await asyncio.gather(*calls.values())
+    return dict(zip(calls, answers, strict=True))
+
+
+def _connections(
+    ctx: PageContext, box: Element, connectors: list[dict[str, Any]], services: list[Any]
+) -> None:
+    if not changed(box, (connectors, services)):
         return  # redrawing would take the keyboard focus off its buttons
     box.clear()
     with box:
-        for c in status.get("connectors", []):
+        for c in connectors:
             state = f"{c.get('current_state')} (desired {c.get('desired_state')})"
             with ui.row().classes("items-center gap-2"):
                 ui.label(f"connector {c['name']} [{c.get('protocol')}]: {state}")
@@ -147,7 +167,7 @@ async def _connections(ctx: PageContext, box: Element, status: dict[str, Any]) -
             target = registered_link(f"/services?service={quote(str(s.get('id')), safe='')}")
             text = f"service {s.get('id')}: {s.get('status')} ({enabled}{deviated})"
             ui.link(text, target) if target else ui.label(text)
-        if not status.get("connectors") and not services:
+        if not connectors and not services:
             ui.label("no connectors or services")
 
 
@@ -159,26 +179,25 @@ def _restart(ctx: PageContext, name: str) -> Callable[[], Awaitable[None]]:
     return restart
 
 
-async def _counts(
-    ctx: PageContext, deviations: ui.label, alarms: ui.label, box: Element, disk: ui.label
+def _counts(
+    got: dict[str, Any], deviations: ui.label, alarms: ui.label, box: Element, disk: ui.label
 ) -> None:
-    for figure_, permission in (
-        (deviations, "state:read"),
-        (disk, "system:read"),
-        (alarms, "alarms:read"),
-    ):
-        if not ctx.can(permission):
-            figure_.text = "—"  # the role may not see it
-    if ctx.can("state:read"):
-        rows = (await ctx.api.get("/resources/states/deviations/count"))["data"]
+    # a figure the role may not see (its call was not made) stays a dash
+    if "deviations" in got:
+        rows = got["deviations"]["data"]
         deviations.text = f"{sum(int(r.get('count', 0)) for r in rows):,}"
-    if ctx.can("system:read"):
-        info = (await ctx.api.get("/system/info"))["data"]
-        disk.text = human_bytes(sum(int(v) for v in info.get("disk", {}).values()))
-    if ctx.can("alarms:read"):
-        page = await ctx.api.get("/alarms", state="active", limit=1000, sort="-priority")
+    else:
+        deviations.text = "—"
+    if "info" in got:
+        disk.text = human_bytes(sum(int(v) for v in got["info"]["data"].get("disk", {}).values()))
+    else:
+        disk.text = "—"
+    if "alarms" in got:
+        page = got["alarms"]
         alarms.text = f"{page['meta']['pagination'].get('total_rows', len(page['data'])):,}"
         _by_priority(box, Counter(int(a.get("priority", 0)) for a in page["data"]))
+    else:
+        alarms.text = "—"
 
 
 def _by_priority(box: Element, counts: Counter[int]) -> None:
