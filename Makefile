@@ -7,6 +7,8 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8080
 DATA    ?= ./data
 ARGS    ?=
+# pytest-xdist workers for `make test` (0: one process); each has its own chDB directory
+WORKERS ?= 2
 
 .PHONY: run test lint typecheck bench clean install peers
 
@@ -49,7 +51,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) peers lint typecheck
-	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=25 $(ARGS)
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=25 -n $(WORKERS) --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)

@@ -68,13 +68,16 @@ def kafka_bootstrap() -> Iterator[str]:
         cluster.stop()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def _no_module_under_its_folder_name() -> Iterator[None]:
     """The repository root is on sys.path here, so ``import pipeline`` would work and load
-    a second copy of every module (its classes unequal to millrace.pipeline's): fail."""
+    a second copy of every module (its classes unequal to millrace.pipeline's): checked
+    when the session's tests are done, as an error of the last one (a fixture, not a
+    ``pytest_sessionfinish`` hook, so that it fails the run under pytest-xdist too)."""
+    yield
     import sys as _sys
 
     folders = ("pipeline", "connectors", "projections", "api", "schemas")  # not modules
     stray = sorted(n for n in _sys.modules if n.split(".")[0] in folders)
     if stray:
-        print(f"\nimported under their folder names, not millrace.<folder>: {stray[:20]}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        pytest.fail(f"imported under their folder names, not millrace.<folder>: {stray[:20]}")
