@@ -256,9 +256,13 @@ def history_items(
 def _history(
     box: ui.column, a: dict[str, Any], notes: list[dict[str, Any]], audits: list[dict[str, Any]]
 ) -> None:
+    items = history_items(a, notes, audits)
+    if getattr(box, "_shown", None) == items:
+        return  # unchanged: redrawing would make screen readers read it again
+    box._shown = items  # type: ignore[attr-defined]
     box.clear()
     with box, ui.element("ol").classes("list-decimal pl-6"):
-        for when, what in history_items(a, notes, audits):
+        for when, what in items:
             with ui.element("li").props('data-testid="history-item"'):
                 ui.label(f"{time_text(when)} — {what}")
 
