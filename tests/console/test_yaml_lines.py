@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yaml.nodes import Node
 
 from millrace.api.console.yaml_lines import line_of, load, placed, steps
 
@@ -24,7 +25,7 @@ endpoints:
 """
 
 
-def root():  # type: ignore[no-untyped-def]
+def root() -> Node | None:
     doc, node, problems = load(TEXT)
     assert problems == [] and doc["connections"]["plc1"]["port"] == "x"
     return node
