@@ -61,6 +61,8 @@ second base (marked ``+ValueError`` and so on below).
      ├── StreamLimitError            api.stream: too many live streams
      │    └── OwnerStreamLimitError  ... for one API key
      ├── _RefusedError               api.yamlbody: a YAML body refused (private, caught there)
+     ├── ConsoleApiError             api.console.client: the API refused a console request
+     │    └── SignedOutError         the tab's token is no longer accepted (401)
      └── ApiError                    api.errors: an HTTP answer (status, code, message)
 
 ``ApiError`` is in the tree on purpose. It is not a failure of the engine but an answer

@@ -23,11 +23,12 @@ import orjson
 from starlette.types import ASGIApp, Message
 
 from millrace.api.console.session import Session
+from millrace.pipeline.errors import MillraceError
 
 API = "/api/v1"
 
 
-class ConsoleApiError(Exception):
+class ConsoleApiError(MillraceError):
     """The API refused or failed a console request; ``message`` is the API's own."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
