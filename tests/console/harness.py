@@ -157,7 +157,20 @@ class Console:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def text(self, css: str) -> str:
-        return str(self.find(css).text)
+        """The visible text of ``css``, read in one step in the page (NiceGUI replaces
+        elements as they update: a found element may be gone when it is read)."""
+        script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;"
+        found: list[str] = []
+
+        def read() -> bool:
+            text = self.js(script, css)
+            if text is None:
+                return False
+            found.append(str(text))
+            return True
+
+        self.wait(read, css)
+        return found[-1]
 
     def js(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)

@@ -65,8 +65,11 @@ def test_overview_shows_the_ingest_rate_live(console: Console) -> None:
     )
 
     def points() -> list[float]:
-        chart = console.find("[data-testid=rate-chart]")
-        line = chart.find_element("css selector", "polyline").get_attribute("points") or ""
+        # one read in the page: the SVG is replaced at every refresh
+        line = console.js(
+            "const p = document.querySelector('[data-testid=rate-chart] polyline');"
+            " return p ? p.getAttribute('points') : '';"
+        )
         return [float(xy.split(",")[1]) for xy in line.split()]
 
     first = len(console.wait(points, "the rate's first point"))
