@@ -17,7 +17,6 @@ the machine that will run the file may differ) and never prints their values.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,9 @@ from millrace.connectors.parameters import resolve
 from millrace.connectors.registry import protocols
 from millrace.connectors.violations import NAME, covered, pydantic_violations, repaired
 from millrace.connectors.violations import json_path as json_path
+from millrace.pipeline.env_refs import ENV_REF as _ENV_REF
+from millrace.pipeline.env_refs import substitute_env as substitute_env
 from millrace.pipeline.errors import ConfigError
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Top(BaseModel):
@@ -83,17 +82,6 @@ def _env_refs(doc: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int
         for i, v in enumerate(doc):
             refs.extend(_env_refs(v, (*loc, i)))
     return refs
-
-
-def substitute_env(doc: Any, env: Mapping[str, str]) -> Any:
-    """``${NAME}`` replaced by ``env[NAME]`` in every string (unset ones left as is)."""
-    if isinstance(doc, str):
-        return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(0)), doc)
-    if isinstance(doc, Mapping):
-        return {k: substitute_env(v, env) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [substitute_env(v, env) for v in doc]
-    return doc
 
 
 SECTIONS = (

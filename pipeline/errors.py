@@ -27,8 +27,8 @@ second base (marked ``+ValueError`` and so on below).
      │    └── ArchiveStoreError      the archive store unreachable or refusing a write
      ├── TaskError                   pipeline.tasks: a task that cannot run (ends it failed)
      │    └── UnknownTaskKindError   no handler registered for the task's kind
-     ├── RestoreError                pipeline.restore.sources: a restore that cannot run as asked
-     │    └── RestoreForbiddenError  a URL outside the configured allow-list (403)
+     ├── RestoreError                pipeline.restore.errors: a restore that cannot run as asked
+     │    └── RestoreForbiddenError  a URL outside the allow-list, or undeclared credentials (403)
      ├── ReplayError                 projections.replay: a replay that cannot run
      │    └── UnknownProjectionError a named projection does not exist (400)
      ├── LiveMovedError              projections.replay_live: the live fold moved while held

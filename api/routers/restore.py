@@ -28,7 +28,7 @@ from millrace.pipeline.restore import (
     RestoreError,
     RestoreForbiddenError,
     RestoreParams,
-    check_url,
+    admit_url,
     masked_url,
 )
 from millrace.pipeline.tasks import STATUSES, create_task, retry_task
@@ -68,7 +68,8 @@ class RestoreByUrl(BaseModel):
         min_length=1,
         max_length=10_000,
         description="archive files: paths on the archive store, or file://, http(s):// or "
-        "s3:// URLs under restore.allowed_url_prefixes",
+        "s3:// URLs under restore.allowed_url_prefixes; credentials of an http(s) URL only "
+        "as the ${ENV} references its prefix declares (or left out: the prefix's are used)",
     )
 
 
@@ -121,7 +122,9 @@ async def restore_by_time(
     status_code=202,
     summary="Restore archive files by URL",
     response_model=Data[TaskCreated],
-    responses=errors(400, 403, 409, s403="a URL outside the allowed prefixes"),
+    responses=errors(
+        400, 403, 409, s400="a literal password in a URL", s403="a URL outside the allowed prefixes"
+    ),
 )
 async def restore_by_url(
     req: RestoreByUrl,
@@ -129,11 +132,14 @@ async def restore_by_url(
     principal: Principal = Depends(operator),
 ) -> JsonResponse:
     """Starts a ``restore`` task over the files named. A URL outside the archive store
-    and outside ``restore.allowed_url_prefixes`` answers 403 (nothing is started)."""
+    and outside ``restore.allowed_url_prefixes``, or with credentials its prefix does
+    not declare, answers 403; a literal password in a URL 400 naming ``urls[i]``
+    (credentials are ``${ENV}`` references, resolved by the task runner from its
+    environment, so no secret is in the task's event). Nothing is started."""
     archive_url = ctx.archive.url if ctx.archive is not None else None
     for i, url in enumerate(req.urls):
         try:
-            check_url(url, ctx.settings.restore_url_prefixes, archive_url)
+            admit_url(url, ctx.settings.restore_url_prefixes, archive_url, f"urls[{i}]")
         except RestoreForbiddenError as exc:
             raise ApiError(
                 403,
@@ -141,6 +147,8 @@ async def restore_by_url(
                 str(exc),
                 details=[{"field": f"urls[{i}]", "url": masked_url(url)}],
             ) from None
+        except RestoreError as exc:
+            raise bad_request(f"urls[{i}]", str(exc).partition(": ")[2]) from None
         if "://" not in url and ctx.archive is None:
             raise ApiError(409, "conflict", f"urls[{i}]: no archive is configured")
     return await _start(ctx, RestoreParams(urls=tuple(req.urls)), principal)

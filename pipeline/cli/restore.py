@@ -1,7 +1,13 @@
 """``millrace restore``: through the running engine's API when one answers (a restore
 task the engine's task runner folds), else offline on the data directory: the task is
 appended to the local log (so the engine's task history shows it once it runs again)
-and run here by the same handler, the engine stopped (chDB allows one process)."""
+and run here by the same handler, the engine stopped (chDB allows one process).
+
+A URL's credentials are ``${ENV}`` references (quote them from the shell:
+``--url 'https://${ARCHIVE_USER}:${ARCHIVE_PASSWORD}@host/x.avro'``, or leave them out
+and let the allow-list prefix's apply): the task runner resolves them from its own
+environment — the engine's, or this process's offline. A literal password is refused
+here, before it reaches the API or the log."""
 
 from __future__ import annotations
 
@@ -148,6 +154,7 @@ def restore_command(
         raise RestoreError("give --start/--end or --url, not both")
     if not urls and not (start and end):
         raise RestoreError("give --start and --end, or --url")
+    RestoreParams(urls=tuple(urls)).check()  # no literal password leaves this process
     body: dict[str, Any] = {"urls": list(urls)}
     if not urls:
         body = {"start_time": start, "end_time": end, "identities": list(identities)}

@@ -46,7 +46,10 @@ Files: one file named several ways (a path on the store, the store's URL + path,
 origin of a restored batch names the file (``task.file_scope``), so a second copy of a
 file under another name is not taken for the first one's crash redo: its batches are
 dropped as applied elsewhere. URLs are checked against the allow-list parsed, not as
-strings (``sources.check_url``), and HTTP redirects are not followed.
+strings (``urls.admit_url``), and HTTP redirects are not followed. Credentials of an
+http(s) URL are ``${ENV}`` references the allow-list prefix declares, resolved by the
+task runner from its environment when it fetches the file (``fetch``): no secret is
+in the task's parameters, its events, the configuration or the logs.
 
 Live fold: each chunk that applies ids writes a restore mark with them; the live
 fold's ledger reads the mark once per step and asks the store about ids it does not
@@ -67,6 +70,7 @@ from millrace.pipeline.restore.sources import (
     masked_url,
 )
 from millrace.pipeline.restore.task import KIND, RestoreTask
+from millrace.pipeline.restore.urls import admit_url
 
 __all__ = [
     "KIND",
@@ -75,6 +79,7 @@ __all__ = [
     "RestoreForbiddenError",
     "RestoreParams",
     "RestoreTask",
+    "admit_url",
     "check_url",
     "masked_url",
 ]

@@ -4,27 +4,24 @@ By time: the archive store's manifests (``ArchiveStore.list_windows``) name the 
 whose records overlap ``[start_us, end_us)``; records outside the range (a window is
 wider than the range) are left out. By URL: a path on the archive store, or a
 ``file://``, ``http(s)://`` or ``s3://`` URL under one of the configured prefixes
-(``restore.allowed_url_prefixes``; anything else is refused). A file on the archive
+(``restore.allowed_url_prefixes``; anything else is refused; ``urls``). A file on the archive
 store is checked against its manifest (size and sha256); a file elsewhere is checked
 against a manifest beside it when there is one. Files are read with the archive
-format's reader, which resolves older event schemas to the current ones.
+format's reader, which resolves older event schemas to the current ones. A URL's
+credentials (``${ENV}`` references, never a password) are resolved when the file is
+fetched (``fetch``), from the environment of the task runner.
 """
 
 from __future__ import annotations
 
 import io
 import posixpath
-import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import urlsplit
 
-import fsspec
-
-from millrace.pipeline.archive.errors import ArchiveFormatError, ArchiveStoreError
+from millrace.pipeline.archive.errors import ArchiveFormatError
 from millrace.pipeline.archive.format import (
     ArchivedRecord,
     Manifest,
@@ -34,29 +31,35 @@ from millrace.pipeline.archive.format import (
 )
 from millrace.pipeline.archive.store import ArchiveStore
 from millrace.pipeline.codec import AvroCodec
-from millrace.pipeline.errors import MillraceError
+from millrace.pipeline.restore.errors import RestoreError, RestoreForbiddenError
+from millrace.pipeline.restore.fetch import fetch, fetch_optional
+from millrace.pipeline.restore.urls import (
+    BasicAuth,
+    admit_url,
+    check_credentials,
+    check_url,
+    masked_url,
+    netloc_key,
+    segments,
+)
 from millrace.pipeline.topics import TASKS, TOPIC_SCHEMAS
+
+__all__ = [
+    "RESTORABLE",
+    "RestoreError",
+    "RestoreFile",
+    "RestoreForbiddenError",
+    "RestoreParams",
+    "canonical_name",
+    "check_url",
+    "files_by_time",
+    "files_by_url",
+    "masked_url",
+    "open_file",
+]
 
 #: topics a restore folds unless told otherwise (old tasks are not brought back)
 RESTORABLE = tuple(t for t in TOPIC_SCHEMAS if t != TASKS)
-URL_SCHEMES = ("file", "http", "https", "s3")
-
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
-
-
-def masked_url(text: str) -> str:
-    """``text`` with every URL password shown as ``***`` (``scheme://user:***@host``):
-    what task answers, task events (file names, reasons) and logs show of a URL. The
-    task's parameters keep the URL as given: the runner needs it to fetch the file."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
-
-class RestoreError(MillraceError):
-    """A restore cannot run as asked (bad parameters, no archive store)."""
-
-
-class RestoreForbiddenError(RestoreError):
-    """A URL outside the configured allow-list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +98,16 @@ class RestoreParams:
         return out
 
     def check(self) -> None:
-        """RestoreError naming the offending field."""
+        """RestoreError naming the offending field (a literal URL password among them:
+        refused before the task is on the log)."""
         start, end = self.start_us, self.end_us
         if start is not None and end is not None and start >= end:
             raise RestoreError("start_time: must be before end_time")
         for t in self.topics:
             if t not in RESTORABLE:
                 raise RestoreError(f"topics: unknown topic {t!r}; one of {list(RESTORABLE)}")
+        for i, url in enumerate(self.urls):
+            check_credentials(url, f"urls[{i}]")
 
     def keeps(self, rec: ArchivedRecord) -> bool:
         """Whether ``rec`` is in the restore's time range and names one of its identities."""
@@ -117,73 +123,6 @@ class RestoreParams:
         return True
 
 
-def check_url(url: str, allowed: Sequence[str], archive_url: str | None) -> None:
-    """RestoreForbiddenError unless ``url`` is a path inside the archive store, under the
-    archive store's URL, or under an allowed prefix.
-
-    URLs are compared parsed, not as strings: the scheme and the host (and port, and
-    user) must be the prefix's exactly — ``https://files.example.com`` does not admit
-    ``https://files.example.com.evil.net/`` — and the path must continue the prefix's
-    path at a segment boundary. The path is percent-decoded and its ``.`` segments
-    dropped first; a path with a ``..`` segment, an encoded slash or backslash, a query
-    or a fragment is refused: what an HTTP client would normalise to another place
-    never passes. An absolute local path is taken as a ``file://`` URL."""
-    if "://" not in url and not url.startswith("/"):
-        if _segments(url) is None:
-            raise RestoreForbiddenError(f"urls: {url!r} is not a path inside the archive")
-        return  # relative: a path on the archive store
-    parts = urlsplit(url if "://" in url else "file://" + url)  # an absolute local path
-    if _segments(parts.path) is None or parts.query or parts.fragment or "#" in url:
-        raise RestoreForbiddenError(f"urls: {masked_url(url)!r} is not a plain file URL")
-    if archive_url and _under(parts, archive_url):
-        return  # on the archive store (whatever its filesystem)
-    if parts.scheme.lower() not in URL_SCHEMES:
-        raise RestoreForbiddenError(f"urls: {masked_url(url)!r}: scheme not allowed")
-    if not any(p and _under(parts, p) for p in allowed):
-        raise RestoreForbiddenError(
-            f"urls: {masked_url(url)!r} is outside the allowed URL prefixes"
-        )
-
-
-def _segments(path: str) -> list[str] | None:
-    """The path's segments after percent-decoding (``.`` and empty ones left out), or
-    None when it could lead elsewhere (a ``..`` segment, encoded ``/`` or ``\\``, a backslash)."""
-    lowered = path.lower()
-    if "\\" in path or "%2f" in lowered or "%5c" in lowered:
-        return None
-    segments = unquote(path).split("/")
-    if ".." in segments:
-        return None
-    return [seg for seg in segments if seg not in ("", ".")]
-
-
-def _netloc(parts: SplitResult) -> tuple[str, str, int | None, str | None, str | None]:
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if port is None:
-        port = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    host = (parts.hostname or "").lower()
-    if parts.scheme.lower() == "file" and host == "localhost":
-        host = ""
-    return parts.scheme.lower(), host, port, parts.username, parts.password
-
-
-def _under(parts: SplitResult, prefix: str) -> bool:
-    """Whether the parsed URL is below ``prefix`` (a URL or, for the archive store, a
-    local path): same scheme, host, port and user, the path below the prefix's path."""
-    if "://" not in prefix:
-        prefix = "file://" + prefix  # a local archive directory
-    base = urlsplit(prefix)
-    if _netloc(parts) != _netloc(base):
-        return False
-    want, have = _segments(base.path), _segments(parts.path)
-    if want is None or have is None:
-        return False
-    return len(have) > len(want) and have[: len(want)] == want
-
-
 def canonical_name(url: str, store: ArchiveStore | None) -> str:
     """One name per file, however it is written: a path on the archive store (the
     store's URL + path, ``file://`` + the store's directory, or a relative path with
@@ -193,15 +132,16 @@ def canonical_name(url: str, store: ArchiveStore | None) -> str:
     if rel is not None:
         return rel
     parts = urlsplit(url)
-    path = "/" + "/".join(_segments(parts.path) or [parts.path])
-    scheme, host, port, _, _ = _netloc(parts)
+    path = "/" + "/".join(segments(parts.path) or [parts.path])
+    scheme, host, port = netloc_key(parts)
     where = host if port is None else f"{host}:{port}"
     return f"{scheme}://{where}{path}"
 
 
 @dataclass(slots=True)
 class RestoreFile:
-    """One file of a restore: its name (archive path or URL) and how to open it."""
+    """One file of a restore: its name (archive path or URL, passwords masked) and how
+    to open it (``url`` as fetched, without user info, and its credentials)."""
 
     name: str
     manifest: Manifest | None = None
@@ -211,6 +151,7 @@ class RestoreFile:
     records: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     ident: str = ""  # the canonical name (``canonical_name``): the file's identity
+    auth: BasicAuth | None = None  # the URL's credentials as written (``${ENV}``)
 
 
 def files_by_time(store: ArchiveStore, params: RestoreParams) -> list[RestoreFile]:
@@ -221,20 +162,28 @@ def files_by_time(store: ArchiveStore, params: RestoreParams) -> list[RestoreFil
     return out
 
 
-def files_by_url(store: ArchiveStore | None, params: RestoreParams) -> list[RestoreFile]:
+def files_by_url(
+    store: ArchiveStore | None, params: RestoreParams, allowed: Sequence[str] = ()
+) -> list[RestoreFile]:
     """The files the URLs name, each once (by :func:`canonical_name`: one file named
-    twice, as a path and as the store's URL, is restored once)."""
+    twice, as a path and as the store's URL, is restored once), each checked against
+    the allow-list (``urls.admit_url``: RestoreError or RestoreForbiddenError naming
+    ``urls[i]``) with the credentials it is fetched with."""
+    archive_url = store.url if store is not None else None
     out: list[RestoreFile] = []
     seen: set[str] = set()
-    for url in params.urls:
+    for i, url in enumerate(params.urls):
+        admitted = admit_url(url, allowed, archive_url, f"urls[{i}]")
         ident = canonical_name(url, store)
         if ident in seen:
             continue
         seen.add(ident)
-        rel = _relative(store, url)
         # the name is shown and kept in the task's events: no password in it
-        local = rel is not None
-        out.append(RestoreFile(masked_url(url), None, None if local else url, ident=ident))
+        if _relative(store, url) is not None:
+            out.append(RestoreFile(masked_url(url), ident=ident))
+        else:
+            shown = masked_url(url)
+            out.append(RestoreFile(shown, url=admitted.url, ident=ident, auth=admitted.auth))
     return out
 
 
@@ -268,66 +217,25 @@ def _manifest_on_store(store: ArchiveStore, rel: str) -> Manifest:
 
 
 def open_file(
-    f: RestoreFile, store: ArchiveStore | None, codec: AvroCodec | None = None
+    f: RestoreFile,
+    store: ArchiveStore | None,
+    codec: AvroCodec | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[Iterator[ArchivedRecord], int]:
     """The file's records and its size in bytes (blocking). ArchiveFormatError for a
-    missing, changed or unreadable file, ArchiveStoreError when it cannot be reached."""
+    missing, changed or unreadable file, ArchiveStoreError when it cannot be reached,
+    RestoreError when its credentials name a variable ``env`` (default: this process's
+    environment) does not set."""
     if f.url is None:
         if store is None:
             raise RestoreError("no archive store is configured (archive.url)")
         manifest = f.manifest or _manifest_on_store(store, f.ident or f.name)
         return store.open_records(manifest, codec), manifest.bytes
-    data = _fetch(f.url)
-    side = _fetch_optional(manifest_path(f.url))
+    data = fetch(f.url, f.auth, env)
+    side = fetch_optional(manifest_path(f.url), f.auth, env)
     if side is not None:
         m = Manifest.from_json(side)
         if len(data) != m.bytes or sha256_hex(data) != m.sha256:
             raise ArchiveFormatError(f"{f.name}: checksum does not match its manifest")
     _, records = read_archive(io.BytesIO(data), codec)
     return records, len(data)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(
-        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> None:
-        fp.close()  # the redirect's response holds the connection: release it now
-        where = masked_url(req.full_url)
-        raise ArchiveStoreError(f"{where}: answered {code} (a redirect, not followed)")
-
-
-def _fetch_http(url: str) -> bytes:
-    """An http(s) file, redirects refused (the allow-list vetted this URL, not wherever
-    the server sends the client next)."""
-    opener = urllib.request.build_opener(_NoRedirect)
-    shown = masked_url(url)
-    try:
-        with opener.open(url, timeout=60) as resp:
-            return bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        exc.close()  # its response holds the connection
-        if exc.code == 404:
-            raise ArchiveFormatError(f"{shown}: missing") from exc
-        raise ArchiveStoreError(f"{shown}: HTTP {exc.code}") from exc
-    except (OSError, ValueError) as exc:
-        raise ArchiveStoreError(f"{shown}: {masked_url(str(exc))}") from exc
-
-
-def _fetch(url: str) -> bytes:
-    if urlsplit(url).scheme.lower() in ("http", "https"):
-        return _fetch_http(url)
-    shown = masked_url(url)
-    try:
-        with fsspec.open(url, "rb") as fh:
-            return bytes(fh.read())
-    except FileNotFoundError as exc:
-        raise ArchiveFormatError(f"{shown}: missing") from exc
-    except (OSError, ValueError, ImportError) as exc:
-        raise ArchiveStoreError(f"{shown}: {masked_url(str(exc))}") from exc
-
-
-def _fetch_optional(url: str) -> bytes | None:
-    try:
-        return _fetch(url)
-    except (ArchiveFormatError, ArchiveStoreError):
-        return None

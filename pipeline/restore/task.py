@@ -8,7 +8,10 @@ goes on from its sink consumer's committed position.
 
 A completed file's sink progress rows are deleted (``forget``): a completed task leaves
 none, a failed file keeps its rows for the retry. URL passwords are masked in file
-names, reasons and logs (``sources.masked_url``).
+names, reasons and logs (``urls.masked_url``); a URL's credentials are ``${ENV}``
+references, resolved from ``env`` (this process's environment) only when its file is
+fetched: an unset variable fails that file, naming the variable, and a retry after
+setting it goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from millrace.pipeline.archive.errors import ArchiveError
@@ -32,7 +35,6 @@ from millrace.pipeline.restore.sources import (
     RestoreError,
     RestoreFile,
     RestoreParams,
-    check_url,
     files_by_time,
     files_by_url,
     masked_url,
@@ -53,7 +55,8 @@ class RestoreTask:
     its writes block, they run in a thread); ``store`` the archive store (None: only
     URL restores); ``allowed_prefixes`` the URL allow-list; ``held`` the readings the
     projection holds (``projections.restore.held_readings``), for batches no id
-    remembers any more."""
+    remembers any more; ``env`` where URL credentials are resolved (default: the
+    process's environment, read when a file is fetched)."""
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class RestoreTask:
         on_chunk: Callable[[], None] | None = None,
         held: HeldReadings | None = None,
         forget: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -80,13 +84,11 @@ class RestoreTask:
         self.held = held  # the readings the projection holds (``admit``)
         #: deletes a sink consumer's progress rows (``projections.replay.forget``)
         self.forget = forget
+        self.env = env
 
     def files(self, params: RestoreParams) -> list[RestoreFile]:
         if params.urls:
-            archive_url = self.store.url if self.store is not None else None
-            for url in params.urls:
-                check_url(url, self.allowed, archive_url)
-            return files_by_url(self.store, params)
+            return files_by_url(self.store, params, self.allowed)
         if self.store is None:
             raise RestoreError("no archive store is configured (archive.url)")
         return files_by_time(self.store, params)
@@ -131,7 +133,7 @@ class RestoreTask:
         self, ctx: TaskContext, f: RestoreFile, params: RestoreParams, processors: list[Any]
     ) -> dict[str, int] | None:
         def start() -> tuple[FileFold, int]:
-            records, size = open_file(f, self.store, self.codec)
+            records, size = open_file(f, self.store, self.codec, self.env)
             kept: Iterator[ArchivedRecord] = (r for r in records if params.keeps(r))
             fold = FileFold(
                 kept, self.sink, consumer_name(ctx.task_id, f.name), processors, chunk=self.chunk
