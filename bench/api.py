@@ -34,7 +34,8 @@ from millrace.api.app import create_app
 from millrace.api.auth import KeyStore
 from millrace.api.context import AppContext
 from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
-from millrace.pipeline.events import telemetry_batch
+from millrace.pipeline.events import sample, telemetry_batch
+from millrace.pipeline.telemetry_columns import iter_samples
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.store.chdb import ChdbStore
 
@@ -77,7 +78,7 @@ async def backfill(pipeline: Pipeline, start_us: int, days: int, signals: int = 
         samples: list[dict[str, Any]] = []
         for minute in range(day * DAY_MINUTES, (day + 1) * DAY_MINUTES):
             ((_, batch),) = sim.generate_tick(minute, start_us + minute * MINUTE_US)
-            samples.extend(batch["samples"])
+            samples.extend(sample(ts, v, q) for ts, q, v in iter_samples(batch))
         event = telemetry_batch(IDENTITY, samples, received_us=start_us, source="backfill")
         await pipeline.publisher.publish(TELEMETRY, [(IDENTITY, event)])
         pipeline.appended += 1

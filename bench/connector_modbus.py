@@ -32,6 +32,7 @@ from millrace.pipeline.log.base import EventLog
 from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
 from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.telemetry_columns import count
 from millrace.pipeline.topics import TELEMETRY
 
 REGISTERS = 2000
@@ -104,7 +105,7 @@ async def _count_readings(log: EventLog) -> int:
             records = await log.read(TELEMETRY, p, offset, 1000)
             for r in records:
                 event = codec.decode(TELEMETRY, r.value)
-                total += sum(len(s["values"]) for s in event["samples"])
+                total += count(event)
             offset = records[-1].offset + 1
     return total
 

@@ -44,6 +44,7 @@ from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.gc_policy import GcConfig, apply
+from millrace.pipeline.telemetry_columns import iter_samples
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.migrations import migrate
 from millrace.projections.store.chdb import ChdbStore
@@ -181,7 +182,7 @@ class _Throttled(EventPublisher):
         self.pipeline.appended += len(events)
         self.pipeline.runtime.wake()
         if self.hook is not None and events:
-            ts_us = int(events[0][1]["samples"][0]["ts_us"])
+            ts_us = int(next(iter_samples(events[0][1]))[0])
             self.hook(start, ts_us, time.perf_counter() - start)
         self.ticks += 1
 

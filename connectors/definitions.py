@@ -14,8 +14,9 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from millrace.pipeline.connector import Event, EventPublisher
-from millrace.pipeline.events import dead_letter
+from millrace.pipeline.events import dead_letter, sample, telemetry_batch
 from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.telemetry_columns import iter_samples
 from millrace.pipeline.topics import DEADLETTER, TELEMETRY
 
 Definitions = Callable[[], Awaitable[dict[str, ResourceDefinition]]]
@@ -41,9 +42,10 @@ class DefinitionCheckingPublisher(EventPublisher):
         dead: list[tuple[str, Event]] = []
         for key, batch in events:
             kept = []
-            for sample in batch["samples"]:
+            dropped = False
+            for ts_us, quality, row in iter_samples(batch):
                 values = {}
-                for signal, value in sample["values"].items():
+                for signal, value in row.items():
                     d = defs.get(signal)
                     problem = d.check(value) if d is not None else None
                     if problem is None:
@@ -52,7 +54,7 @@ class DefinitionCheckingPublisher(EventPublisher):
                     payload = {
                         "identity": batch["identity"],
                         "signal": signal,
-                        "ts_us": sample["ts_us"],
+                        "ts_us": ts_us,
                         "value": value,
                     }
                     dead.append(
@@ -69,12 +71,27 @@ class DefinitionCheckingPublisher(EventPublisher):
                             ),
                         )
                     )
+                    dropped = True
                 if values:
-                    kept.append({**sample, "values": values})
-            if kept:
-                good.append((key, {**batch, "samples": kept}))
+                    kept.append(sample(ts_us, values, quality))
+            if not dropped:
+                good.append((key, batch))
+            elif kept:
+                good.append((key, _with_rows(batch, kept)))
         if dead:
             self.rejected += len(dead)
             await self.inner.publish(DEADLETTER, dead)
         if good:
             await self.inner.publish(TELEMETRY, good)
+
+
+def _with_rows(batch: Event, rows: Sequence[Event]) -> Event:
+    """``batch`` carrying ``rows`` instead of its readings."""
+    return telemetry_batch(
+        batch["identity"],
+        rows,
+        received_us=batch["received_us"],
+        source=batch.get("source", ""),
+        ip=batch.get("ip"),
+        batch_id=batch.get("batch_id"),
+    )

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
+from array import array
 from collections.abc import Callable, Mapping
 from numbers import Integral, Real
 from typing import Any
+
+import numpy as np
 
 from millrace.pipeline.errors import SchemaError
 
@@ -96,7 +100,10 @@ def compile_writer(schema: Any, named: dict[str, _Writer]) -> _Writer:
         return _optional(compile_writer(schema[1], named))
     kind = schema.get("type") if isinstance(schema, dict) else schema
     if kind == "array":
-        return _array(compile_writer(schema["items"], named))
+        items = schema["items"]
+        items = items.get("type") if isinstance(items, dict) else items
+        each = _array(compile_writer(schema["items"], named))
+        return _typed_array(items, each) if items in _ARRAY_CHECKS else each
     if kind == "map":
         return _map(compile_writer(schema["values"], named))
     if kind == "record":
@@ -189,6 +196,82 @@ def _array(item: _Writer) -> _Writer:
         out.append(0)
 
     return write_array
+
+
+_ARRAY_CHECKS: dict[str, tuple[type, int]] = {
+    "double": (float, 0),
+    "boolean": (bool, 0),
+    "string": (str, 0),
+    "int": (int, 32),
+    "long": (int, 64),
+}
+_SMALL_VARINT = bytes(_SMALL[n][0] for n in range(-64, 64))  # n + 64 -> its one byte
+
+
+def _typed_array(kind: str, each: _Writer) -> _Writer:
+    """An array of one primitive type, written in C loops (the column-wise telemetry's
+    arrays): when every item has the exact type, they are packed at once; anything else
+    takes ``each``, the item by item writer, which names a bad item or writes what it
+    accepts (an int as a double, a numpy scalar)."""
+    exact, bits = _ARRAY_CHECKS[kind]
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if bits else (0, 0)
+
+    def write_typed_array(out: bytearray, d: Any) -> None:
+        if d.__class__ is not list or not d or set(map(type, d)) != {exact}:
+            each(out, d)
+            return
+        if bits:
+            low, high = min(d), max(d)
+            if low < lo or high > hi:
+                each(out, d)
+                return
+            out += _long(len(d))
+            if low >= -64 and high < 64:
+                out += bytes(n + 64 for n in d).translate(_SMALL_TABLE)
+            else:
+                out += _varints(d)
+        else:
+            out += _long(len(d))
+            if exact is float:
+                out += _doubles(d)
+            elif exact is bool:
+                out += bytes(d)
+            else:
+                for x in d:
+                    _write_str(out, x)
+        out.append(0)
+
+    return write_typed_array
+
+
+_SMALL_TABLE = _SMALL_VARINT + bytes(128)  # bytes.translate wants 256 entries
+
+
+def _doubles(d: list[float]) -> bytes:
+    packed = array("d", d)
+    if sys.byteorder == "big":  # Avro doubles are little-endian
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _varints(d: list[int]) -> bytes:
+    """Zig-zag varints of int64s; numpy for long arrays, a join for short ones."""
+    if len(d) < 32:
+        return b"".join(map(_long, d))
+    a = np.array(d, dtype=np.int64)
+    z = ((a << 1) ^ (a >> 63)).view(np.uint64)
+    size = np.ones(len(z), dtype=np.int64)
+    for k in range(1, 10):
+        size += z >= np.uint64(1 << (7 * k))
+    ends = np.cumsum(size)
+    starts = ends - size
+    buf = np.zeros(int(ends[-1]), dtype=np.uint8)
+    for j in range(int(size.max())):
+        has = size > j
+        part = (z[has] >> np.uint64(7 * j)) & np.uint64(0x7F)
+        more = (size[has] > j + 1).astype(np.uint64) << np.uint64(7)
+        buf[starts[has] + j] = (part | more).astype(np.uint8)
+    return buf.tobytes()
 
 
 def _map(value: _Writer) -> _Writer:

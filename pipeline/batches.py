@@ -9,9 +9,11 @@ schemas/telemetry.avsc), and the telemetry fold applies an id once.
 
 :func:`batch_key` is the ONE rule naming a batch, used by the live fold and by restores:
 the batch id when the event has one, else an implicit *content id*, the sha256 of the
-event's Avro datum in the current TelemetryBatch schema (batches written before ids
-existed; the same event archived and restored re-encodes to the same datum, so a
-restore of id-less batches into projections that hold them doubles nothing). Ids are
+event's Avro datum (batches written before ids existed; the same event archived and
+restored re-encodes to the same datum, so a restore of id-less batches into
+projections that hold them doubles nothing). The datum is in TelemetryBatch v4 for a
+row-wise batch (the version its writers knew: the column-wise v5 leaves their ids
+unchanged) and in the current schema for a column-wise one. Ids are
 prefixed by where they come from (``http:``, ``mqtt:``, ``spool:``/uuid, ``content:``),
 and a client's Idempotency-Key is never used as an id itself (it is hashed with the
 identity), so a client cannot forge a collision with another identity's batches.
@@ -73,6 +75,7 @@ from typing import Any
 import pyarrow as pa
 
 from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
+from millrace.pipeline.telemetry_columns import is_row_wise
 from millrace.pipeline.topics import TELEMETRY
 
 #: how long an id is remembered, by default (``idempotency: {window: 24h}``)
@@ -117,12 +120,36 @@ def _current_header() -> bytes:
     from millrace.pipeline.codec import default_codec
     from millrace.pipeline.events import telemetry_batch
 
-    return default_codec().encode(TELEMETRY, telemetry_batch("x", [], received_us=0))[:10]
+    return default_codec().encode(TELEMETRY, telemetry_batch("x", received_us=0))[:10]
 
 
-def _current_datum(event: Mapping[str, Any], payload: bytes) -> bytes:
-    """The event's datum in the current schema: the payload after its header when it
-    was written with the current schema (no re-encoding), else the event re-encoded."""
+@cache
+def _row_wise_writer() -> tuple[Any, tuple[str, ...]]:
+    """The compiled writer of TelemetryBatch v4 (the last row-wise version) and its fields."""
+    import json
+
+    from fastavro import parse_schema
+
+    from millrace.pipeline.avro_writer import compile_writer
+    from millrace.schemas import HISTORY_DIR
+
+    schema = json.loads((HISTORY_DIR / "TelemetryBatch.v4.avsc").read_text(encoding="utf-8"))
+    parsed = parse_schema(schema)
+    return compile_writer(parsed, {}), tuple(f["name"] for f in schema["fields"])
+
+
+def _content_datum(event: Mapping[str, Any], payload: bytes) -> bytes:
+    """The datum a content id hashes. A row-wise batch (versions 1-4, or no rows at
+    all): its datum in TelemetryBatch v4, the schema that was current when such
+    batches were written, so their ids stay what they were before the column-wise
+    version (a restore of an id-less batch the fold applied then drops it). A
+    column-wise batch: its datum in the current schema, the payload after its header
+    when the payload was written with it (no re-encoding), else the event re-encoded."""
+    if is_row_wise(event):
+        write, fields = _row_wise_writer()
+        out = bytearray()
+        write(out, {f: event[f] for f in fields if f in event})
+        return bytes(out)
     header = _current_header()
     if payload[:10] == header:
         return payload[10:]
@@ -133,12 +160,12 @@ def _current_datum(event: Mapping[str, Any], payload: bytes) -> bytes:
 
 def batch_key(event: Mapping[str, Any], payload_bytes: bytes = b"") -> str:
     """The key a TelemetryBatch is applied once under: its ``batch_id``, else
-    ``content:`` + sha256 of its Avro datum in the current schema. ``payload_bytes``:
+    ``content:`` + sha256 of its Avro datum (:func:`_content_datum`). ``payload_bytes``:
     the event as the log holds it (single-object encoding), or empty."""
     bid = event.get("batch_id")
     if bid:
         return str(bid)
-    return CONTENT_PREFIX + _digest(_current_datum(event, payload_bytes))
+    return CONTENT_PREFIX + _digest(_content_datum(event, payload_bytes))
 
 
 def origin(topic: str, partition: int, offset: int) -> str:

@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from millrace.pipeline.clock import now_us
-from millrace.schemas import SCHEMA_DIR
+from millrace.pipeline.telemetry_columns import Columns, as_list, from_samples
 
 Event = dict[str, Any]
-#: a reading's value: the ``values`` map's union in schemas/telemetry.avsc
+#: a reading's value: a bool, an int (int64), a float or a str
 Reading = bool | int | float | str
 #: the Command ``value`` union
 CommandValue = bool | int | float | str
@@ -34,47 +34,97 @@ CommandValue = bool | int | float | str
 TriggerValue = bool | int | float | str | None
 
 
-def _field_names(file: str) -> frozenset[str]:
-    return frozenset(f["name"] for f in json.loads((SCHEMA_DIR / file).read_text())["fields"])
-
-
-# TelemetryBatch gains batch_id (issue 14): the builder sets it only once the schema has
-# it, so events keep encoding (and decoding equal) before and after that change.
-_BATCH_HAS_ID = "batch_id" in _field_names("telemetry.avsc")
-
-
 def _new_id() -> str:
     return uuid.uuid4().hex
 
 
 def sample(ts_us: int, values: Mapping[str, Reading], quality: int = 0) -> Event:
-    """One TelemetryBatch sample: readings sharing a source timestamp and quality."""
+    """One row of readings sharing a source timestamp and quality, for
+    :func:`telemetry_batch` (which turns rows into columns)."""
     return {"ts_us": ts_us, "values": values, "quality": quality}
 
 
 def telemetry_batch(
     identity: str,
-    samples: Sequence[Event],
+    samples: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    received_us: int | None = None,
+    source: str = "",
+    ip: str | None = None,
+    batch_id: str | None = None,
+    ts_us: Sequence[int] | None = None,
+    qualities: Sequence[int] | None = None,
+    signals: Sequence[str] | None = None,
+    kinds: Sequence[int] | None = None,
+    counts: Sequence[int] | None = None,
+    rows: Sequence[int] | None = None,
+    doubles: Sequence[float] | None = None,
+    booleans: Sequence[bool] | None = None,
+    strings: Sequence[str] | None = None,
+    longs: Sequence[int] | None = None,
+) -> Event:
+    """A TelemetryBatch (schemas/telemetry.avsc), column-wise: from the columns
+    (``ts_us`` ... ``longs``, lists or numpy arrays, copied), or from rows, ``samples``
+    built with :func:`sample`, which become columns (``telemetry_columns.from_samples``);
+    not both. Producers that build :class:`Columns` themselves call
+    :func:`telemetry_from_columns`."""
+    if samples:
+        if ts_us is not None or signals is not None:
+            raise ValueError("telemetry_batch: give samples or columns, not both")
+        cols = from_samples(samples)
+    else:
+        cols = Columns(
+            as_list(ts_us),
+            as_list(qualities),
+            as_list(signals),
+            as_list(kinds),
+            as_list(counts) or None,
+            as_list(rows) or None,
+            as_list(doubles),
+            as_list(booleans),
+            as_list(strings),
+            as_list(longs),
+        )
+    return telemetry_from_columns(
+        identity, cols, received_us=received_us, source=source, ip=ip, batch_id=batch_id
+    )
+
+
+def telemetry_from_columns(
+    identity: str,
+    columns: Columns,
     *,
     received_us: int | None = None,
     source: str = "",
     ip: str | None = None,
     batch_id: str | None = None,
 ) -> Event:
-    """A TelemetryBatch (schemas/telemetry.avsc); ``samples`` built with :func:`sample`.
-
-    ``batch_id`` is carried only by a schema that has the field; with an older schema
-    it is dropped (its producers' resends then dedupe by content)."""
-    batch: Event = {
+    """The TelemetryBatch of ``columns`` (the builder of vectorised producers: one dict,
+    no copy). The event holds the columns' lists themselves (numpy arrays become
+    lists), so several events may share one (the simulator's signal names): nobody
+    changes an event's lists once it is built."""
+    return {
         "identity": identity,
         "source": source,
         "received_us": now_us() if received_us is None else received_us,
-        "samples": samples,
+        "samples": [],
         "ip": ip,
+        "batch_id": batch_id,
+        "ts_us": _listed(columns.ts_us),
+        "qualities": _listed(columns.qualities),
+        "signals": _listed(columns.signals),
+        "kinds": _listed(columns.kinds),
+        "counts": [] if columns.counts is None else _listed(columns.counts),
+        "rows": [] if columns.rows is None else _listed(columns.rows),
+        "doubles": _listed(columns.doubles),
+        "booleans": _listed(columns.booleans),
+        "strings": _listed(columns.strings),
+        "longs": _listed(columns.longs),
     }
-    if _BATCH_HAS_ID:
-        batch["batch_id"] = batch_id
-    return batch
+
+
+def _listed(values: Any) -> list[Any]:
+    return values if values.__class__ is list else as_list(values)
 
 
 def identity_event(
@@ -320,4 +370,5 @@ __all__ = [
     "status_event",
     "task_event",
     "telemetry_batch",
+    "telemetry_from_columns",
 ]

@@ -71,6 +71,10 @@ AGG_SCHEMA = pa.schema(
         ("last_ts", pa.int64()),
         ("last_value", pa.float64()),
         ("last_text", pa.string()),
+        # INT readings (pipeline.values): how many, and their exact min and max
+        ("int_count", pa.uint64()),
+        ("imin", pa.int64()),
+        ("imax", pa.int64()),
     ]
 )
 

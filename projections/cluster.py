@@ -10,6 +10,9 @@ Every ``CREATE TABLE db.t (...) ENGINE = <X>MergeTree[(args)] ...`` becomes
 ``CREATE VIEW IF NOT EXISTS db.v AS SELECT ...`` becomes the same view ``ON CLUSTER``
 (over the Distributed tables, which keep the names the view's query uses).
 
+``ALTER TABLE db.t ADD COLUMN IF NOT EXISTS ...`` (a column added later) becomes the same
+change ``ON CLUSTER`` of ``db.t_local`` and of ``db.t``.
+
 ``non_replicated_deduplication_window`` becomes ``replicated_deduplication_window``, so a
 retried insert with the same ``insert_deduplication_token`` is still dropped.
 
@@ -48,6 +51,10 @@ _CREATE_TABLE = re.compile(
 )
 _CREATE_VIEW = re.compile(
     rf"^CREATE\s+VIEW\s+IF\s+NOT\s+EXISTS\s+({_IDENT})\.({_IDENT})\s+AS\s+(SELECT\s.*)$",
+    re.I | re.S,
+)
+_ADD_COLUMNS = re.compile(
+    rf"^ALTER\s+TABLE\s+({_IDENT})\.({_IDENT})\s+(ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s.*)$",
     re.I | re.S,
 )
 _AS_TABLE = re.compile(rf"^AS\s+({_IDENT})\.({_IDENT})\s*", re.I)
@@ -240,6 +247,15 @@ def cluster_statement(stmt: str, cluster: str, known: dict[str, _Table]) -> list
             raise ClusterSqlError(f"{v.group(1)}.{v.group(2)} already names a cluster")
         name = f"{v.group(1)}.{v.group(2)}"
         return [f"CREATE VIEW IF NOT EXISTS {name} {on_cluster(cluster)} AS {v.group(3)}"]
+    if (a := _ADD_COLUMNS.match(text)) is not None:
+        name = f"{a.group(1)}.{a.group(2)}"
+        if name not in known:
+            raise ClusterSqlError(f"{name}: ALTER of a table no migration created")
+        on = on_cluster(cluster)
+        return [
+            f"ALTER TABLE {a.group(1)}.{a.group(2)}_local {on} {a.group(3)}",
+            f"ALTER TABLE {name} {on} {a.group(3)}",
+        ]
     table = parse_create_table(text, known)
     known[f"{table.db}.{table.name}"] = table
     return cluster_create_table(table, cluster)

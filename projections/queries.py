@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from millrace.pipeline.identities.resources import REGISTRY_KEY
 from millrace.pipeline.topics import COMMANDS, IDENTITY, TELEMETRY
-from millrace.pipeline.values import KIND_NUMBER, typed_value
+from millrace.pipeline.values import KIND_NUMBER, NUMERIC_KINDS, typed_value
 from millrace.projections.identity_filter import within_sql
 from millrace.projections.store.base import ProjectionStore
 
@@ -100,14 +100,17 @@ def aggregates(
     params: dict[str, Any] = {"identity": identity, "signals": list(signals)}
     direction = "ASC" if order == "asc" else "DESC"
     limit_by = f"LIMIT {int(offset)}, {int(limit)}" + (" BY signal" if len(signals) > 1 else "")
-    numeric = "k = 0 AND nc > 0"
+    # numbers, and integers (KIND_INT sorts last: a bucket of ints has k = 3)
+    numeric = f"k IN {NUMERIC_KINDS} AND nc > 0"
     sql = (
         f"SELECT signal, {_BUCKET_TIME[time_format]} AS timestamp, k AS kind, c AS count, "
         f"if({numeric}, lo, NULL) AS min, if({numeric}, hi, NULL) AS max, "
         f"if({numeric}, total, NULL) AS sum, if({numeric}, total / nc, NULL) AS avg, "
-        "f.2 AS first_value, f.3 AS first_text, l.2 AS last_value, l.3 AS last_text FROM ("
+        "f.2 AS first_value, f.3 AS first_text, l.2 AS last_value, l.3 AS last_text, "
+        f"{numeric} AND ic = nc AS ints_only, ilo AS imin, ihi AS imax FROM ("
         "SELECT signal, bucket AS bucket_start, max(kind) AS k, sum(count) AS c, "
         "sum(num_count) AS nc, sum(sum) AS total, min(min) AS lo, max(max) AS hi, "
+        "sum(int_count) AS ic, min(imin) AS ilo, max(imax) AS ihi, "
         f"min(first) AS f, max(last) AS l FROM millrace.{table} "
         "WHERE identity = {identity:String} AND signal IN {signals:Array(String)}"
         + _time_where("bucket", tr, params, micro=False)
@@ -137,11 +140,17 @@ def aggregates(
     series = [cols[f] for f in plain]
     kinds, timestamps = cols["kind"], cols["timestamp"]
     fv, ft, lv, lt = cols["first_value"], cols["first_text"], cols["last_value"], cols["last_text"]
+    ints_only, imin, imax = cols["ints_only"], cols["imin"], cols["imax"]
     for i, signal in enumerate(cols["signal"]):
         point: dict[str, Any] = {"timestamp": timestamps[i]}
         for name, values in zip(plain, series, strict=True):
             point[name] = values[i]
         kind = kinds[i]
+        if ints_only[i]:  # every number of the bucket an int: min and max exactly
+            if "min" in point:
+                point["min"] = imin[i]
+            if "max" in point:
+                point["max"] = imax[i]
         if want_first:
             point["first"] = typed_value(kind, fv[i], ft[i])
         if want_last:

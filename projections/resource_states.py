@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from millrace.pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING
+from millrace.pipeline.values import KIND_BOOL, KIND_INT, KIND_STRING, NUMERIC_KINDS
 from millrace.projections.identity_filter import within_sql
 from millrace.projections.registry import QueryError
 from millrace.projections.store.base import ProjectionStore
@@ -55,13 +55,14 @@ _REPORTED_JSON = (
     "multiIf(found = 0, '', "
     f"kind = {KIND_BOOL}, if(value != 0, 'true', 'false'), "
     f"kind = {KIND_STRING}, toJSONString(text), "
+    f"kind = {KIND_INT} AND text != '', text, "  # an int beyond 2**53: its digits
     "isFinite(value), toString(value), 'null')"
 )
 _SAME = (
     "multiIf(found = 0, JSONType(s) = 'Null', "
     f"kind = {KIND_BOOL}, JSONType(s) = 'Bool' AND JSONExtractBool(s) = (value != 0), "
     f"kind = {KIND_STRING}, JSONType(s) = 'String' AND JSONExtractString(s) = text, "
-    f"kind = {KIND_NUMBER} AND isFinite(value), "
+    f"kind IN {NUMERIC_KINDS} AND isFinite(value), "
     f"JSONType(s) IN {_NUMBER_JSON_TYPES} AND JSONExtractFloat(s) = value, "
     "JSONType(s) = 'Null')"
 )

@@ -67,6 +67,9 @@ _AGG_COLUMNS = _columns(
         max       SimpleAggregateFunction(max, Float64)
         first     SimpleAggregateFunction(min, Tuple(Int64, Float64, String))
         last      SimpleAggregateFunction(max, Tuple(Int64, Float64, String))
+        int_count SimpleAggregateFunction(sum, UInt64)
+        imin      SimpleAggregateFunction(min, Int64)
+        imax      SimpleAggregateFunction(max, Int64)
     """
 )
 
@@ -116,7 +119,8 @@ TABLES: dict[str, ProjectionTable] = {
             """INSERT INTO millrace.agg_1m
     SELECT identity, signal, toDateTime(bucket, 'UTC'), kind, count, num_count,
            ifNull(sum, 0), ifNull(min, inf), ifNull(max, -inf),
-           tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text)
+           tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text),
+           int_count, ifNull(imin, 9223372036854775807), ifNull(imax, -9223372036854775808)
     FROM {input}""",
         ),
         ProjectionTable(
@@ -125,7 +129,8 @@ TABLES: dict[str, ProjectionTable] = {
             """INSERT INTO millrace.agg_5m
     SELECT identity, signal, toDateTime(bucket, 'UTC'), kind, count, num_count,
            ifNull(sum, 0), ifNull(min, inf), ifNull(max, -inf),
-           tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text)
+           tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text),
+           int_count, ifNull(imin, 9223372036854775807), ifNull(imax, -9223372036854775808)
     FROM {input}""",
         ),
         ProjectionTable(
@@ -134,7 +139,8 @@ TABLES: dict[str, ProjectionTable] = {
             """INSERT INTO millrace.agg_1h
     SELECT identity, signal, toDateTime(bucket, 'UTC'), kind, count, num_count,
            ifNull(sum, 0), ifNull(min, inf), ifNull(max, -inf),
-           tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text)
+           tuple(first_ts, first_value, first_text), tuple(last_ts, last_value, last_text),
+           int_count, ifNull(imin, 9223372036854775807), ifNull(imax, -9223372036854775808)
     FROM {input}""",
         ),
         ProjectionTable(

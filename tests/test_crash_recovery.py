@@ -20,6 +20,7 @@ import pytest
 
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.telemetry_columns import samples_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,7 +176,7 @@ def from_log(
                     break
                 for rec in recs:
                     ev = codec.decode("telemetry", rec.value)
-                    for s in ev["samples"]:
+                    for s in samples_of(ev):
                         seqs.add(int(s["values"]["seq"]))
                         for sig, v in s["values"].items():
                             readings[(ev["identity"], sig)].append((s["ts_us"], float(v)))

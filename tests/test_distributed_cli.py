@@ -14,6 +14,7 @@ import pytest
 
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.pipeline.topics import TELEMETRY
 from tests.distributed import Role, kafka_env, publish, readings_sum, until_folded
 
@@ -42,7 +43,7 @@ def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_p
     def ticks(events: list[dict[str, object]]) -> dict[str, int]:
         n: dict[str, int] = {}
         for ev in events:
-            n[str(ev["identity"])] = n.get(str(ev["identity"]), 0) + len(ev["samples"])  # type: ignore[arg-type]
+            n[str(ev["identity"])] = n.get(str(ev["identity"]), 0) + len(samples_of(ev))  # type: ignore[arg-type]
         return n
 
     connect = Role(
@@ -64,8 +65,8 @@ def test_connect_produces_simulator_batches_to_kafka(kafka_bootstrap: str, tmp_p
     by_identity: dict[str, list[int]] = {}
     for ev in events:
         # the simulator is a batching connector: a batch holds one or more ticks
-        assert len(ev["samples"]) >= 1  # type: ignore[arg-type]
-        for sample in ev["samples"]:  # type: ignore[attr-defined]
+        assert len(samples_of(ev)) >= 1  # type: ignore[arg-type]
+        for sample in samples_of(ev):  # type: ignore[attr-defined]
             assert len(sample["values"]) == 3
             by_identity.setdefault(str(ev["identity"]), []).append(int(sample["ts_us"]))
     assert sorted(by_identity) == [f"sim-{i}" for i in range(5)]

@@ -369,7 +369,7 @@ class ProtocolConnector(Connector):
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        if not (self.batcher.pending or self.batcher.tagged) or self.publisher is None:
+        if not self.batcher.waiting or self.publisher is None:
             return
         events = self.batcher.take(self.source, self.now_us())
         await self.publisher.publish(TELEMETRY, events)

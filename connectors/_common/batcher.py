@@ -5,8 +5,10 @@ does not advance for its (identity, signal) is dropped (a value re-sent after a
 re-subscription), a numeric value within the deadband of the last one kept is dropped,
 and the first matching mapping renames or scales it. Values the Avro schema cannot hold
 are made storable (no value: NaN; an integer beyond a long: a float; NaN or infinity:
-text). :meth:`Batcher.take` then hands out one TelemetryBatch per identity, samples in
-time order, a sample holding every signal read at one (time, quality).
+text). :meth:`Batcher.take` then hands out one TelemetryBatch per identity, rows in
+time order, a row holding every signal read at one (time, quality), as columns
+(``pipeline.telemetry_columns``); a source that builds columns itself hands them over
+whole (:meth:`Batcher.add_columns`).
 
 Every batch taken gets its batch id then (``pipeline.batches``): a fresh random one, or
 the one the protocol gave the readings (an MQTT message's, derived from the message so
@@ -24,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from millrace.pipeline.batches import new_batch_id
-from millrace.pipeline.events import sample, telemetry_batch
+from millrace.pipeline.events import sample, telemetry_batch, telemetry_from_columns
+from millrace.pipeline.telemetry_columns import Columns, iter_samples
 
 from .models import MappingConfig
 
@@ -52,7 +55,14 @@ class Batcher:
         #: (identity, batch id or None) in the order readings first came: batches are
         #: taken in that order (only consulted when some readings are tagged)
         self._order: dict[tuple[str, str | None], int] = {}
+        #: readings a source handed over as columns (the simulator): identity -> them
+        self.columns: dict[str, list[Columns]] = {}
         self.pending_n = 0
+
+    @property
+    def waiting(self) -> bool:
+        """Readings wait for the next batch."""
+        return bool(self.pending or self.tagged or self.columns)
 
     @property
     def full(self) -> bool:
@@ -111,6 +121,14 @@ class Batcher:
         self.pending.setdefault(identity, {}).setdefault((ts_us, quality), {}).update(values)
         self.pending_n += len(values)
 
+    def add_columns(self, identity: str, columns: Columns) -> None:
+        """Batch column-wise readings as they are, unfiltered (as :meth:`add_sample`):
+        for a source that builds columns itself (the simulator, vectorised). One set of
+        columns per identity becomes that batch's columns without a Python loop per
+        reading."""
+        self.columns.setdefault(identity, []).append(columns)
+        self.pending_n += columns.readings
+
     def _map(self, identity: str, signal: str, value: Any) -> tuple[str, str, Any]:
         for m in self.mappings:
             if fnmatch.fnmatchcase(identity, m.identity) and fnmatch.fnmatchcase(signal, m.signal):
@@ -123,15 +141,35 @@ class Batcher:
         """The pending readings as ``(identity, TelemetryBatch)`` pairs, one per
         identity (and one per identity and given batch id), each with its batch id;
         the batcher is empty afterwards."""
-        pending, tagged, order = self.pending, self.tagged, self._order
-        self.pending, self.tagged, self._order, self.pending_n = {}, {}, {}, 0
+        pending, tagged, order, columns = self.pending, self.tagged, self._order, self.columns
+        self.pending, self.tagged, self._order, self.columns, self.pending_n = {}, {}, {}, {}, 0
+        out = []
+        for identity, parts in columns.items():
+            if len(parts) > 1 or identity in pending:  # rare: merged as rows
+                rows = pending.setdefault(identity, {})
+                for part in parts:
+                    for ts, q, values in iter_samples(part.fields()):
+                        rows.setdefault((ts, q), {}).update(values)
+                continue
+            out.append(
+                (
+                    identity,
+                    telemetry_from_columns(
+                        identity,
+                        parts[0],
+                        received_us=received_us,
+                        source=source,
+                        batch_id=new_batch_id(),
+                    ),
+                )
+            )
         groups: list[tuple[str, str | None, Samples]] = [
             (identity, None, samples) for identity, samples in pending.items()
         ]
         if tagged:
             groups += [(identity, bid, samples) for (identity, bid), samples in tagged.items()]
             groups.sort(key=lambda g: order.get((g[0], g[1]), -1))
-        return [
+        return out + [
             (
                 identity,
                 telemetry_batch(
@@ -148,7 +186,7 @@ class Batcher:
     def discard(self) -> int:
         """Forget the pending readings; how many there were."""
         n = self.pending_n
-        self.pending, self.tagged, self._order, self.pending_n = {}, {}, {}, 0
+        self.pending, self.tagged, self._order, self.columns, self.pending_n = {}, {}, {}, {}, 0
         return n
 
 

@@ -15,10 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.connector import Connector, EventPublisher
 from millrace.pipeline.errors import ConnectorError
-from millrace.pipeline.events import sample, telemetry_batch
+from millrace.pipeline.events import telemetry_from_columns
+from millrace.pipeline.telemetry_columns import (
+    KIND_BOOLEAN,
+    KIND_DOUBLE,
+    KIND_LONG,
+    KIND_STRING,
+    Columns,
+)
 from millrace.pipeline.topics import TELEMETRY
 
 from .config import SimulatorConfig
@@ -36,6 +46,17 @@ _WRITE_TYPES: dict[str, tuple[type, ...]] = {
     "counter": (int,),
     "running": (bool,),
     "mode": (str,),
+}
+
+
+#: numpy dtype kind of a shape's values -> the batch kind they are carried as
+_BATCH_KINDS = {"f": KIND_DOUBLE, "b": KIND_BOOLEAN, "O": KIND_STRING, "U": KIND_STRING}
+_BATCH_KINDS["i"] = KIND_LONG
+_AS_KIND: dict[int, Callable[[Any], Any]] = {
+    KIND_DOUBLE: float,
+    KIND_BOOLEAN: bool,
+    KIND_STRING: str,
+    KIND_LONG: int,
 }
 
 
@@ -130,26 +151,63 @@ class SimulatorConnector(Connector):
 
     def generate_tick(self, tick_index: int, ts_us: int) -> list[tuple[str, dict[str, Any]]]:
         """The ``(identity, TelemetryBatch)`` pairs of tick ``tick_index``, stamped
-        ``ts_us``: one batch of one sample per device.  Pure apart from write()
+        ``ts_us``: one batch of one row per device.  Pure apart from write()
         overrides; the shapes depend on ``tick_index`` only."""
+        return [
+            (identity, telemetry_from_columns(identity, cols, received_us=ts_us, source=SOURCE))
+            for identity, cols in self.tick_columns(tick_index, ts_us)
+        ]
+
+    def tick_columns(self, tick_index: int, ts_us: int) -> list[tuple[str, Columns]]:
+        """Tick ``tick_index`` as the column-wise readings of each device: numpy makes
+        every value of the tick, one ``tolist`` per value type splits them by device."""
         self.init()
         assert self._model is not None
-        names = self._model.names
-        events: list[tuple[str, dict[str, Any]]] = [
+        signals = list(self._model.names)
+        kinds = [0] * len(signals)
+        parts: dict[int, list[tuple[list[int], npt.NDArray[Any]]]] = {}
+        for indices, array in self._model.columns(tick_index):
+            kind = _BATCH_KINDS[array.dtype.kind]
+            for j in indices:
+                kinds[j] = kind
+            parts.setdefault(kind, []).append((indices, array))
+        by_kind: dict[int, list[list[Any]]] = {}
+        for kind, held in parts.items():
+            indices = [j for idx, _ in held for j in idx]
+            array = held[0][1] if len(held) == 1 else np.concatenate([a for _, a in held], axis=1)
+            # the values of a kind in the order of its signals (the names' order)
+            by_kind[kind] = array[:, np.argsort(indices, kind="stable")].tolist()
+        for device, values in self._overrides.items():
+            self._override(by_kind, signals, kinds, device, values)
+        empty: list[list[Any]] = [[]] * len(self._identities)
+        doubles, booleans, strings, longs = (
+            by_kind.get(k, empty) for k in (KIND_DOUBLE, KIND_BOOLEAN, KIND_STRING, KIND_LONG)
+        )
+        ts, quality = [ts_us], [0]
+        return [
             (
                 identity,
-                telemetry_batch(
-                    identity,
-                    [sample(ts_us, dict(zip(names, row, strict=True)))],
-                    received_us=ts_us,
-                    source=SOURCE,
-                ),
+                Columns(ts, quality, signals, kinds, None, None, d, b, s, n),
             )
-            for identity, row in zip(self._identities, self._model.values(tick_index), strict=True)
+            for identity, d, b, s, n in zip(
+                self._identities, doubles, booleans, strings, longs, strict=True
+            )
         ]
-        for device, values in self._overrides.items():
-            events[device][1]["samples"][0]["values"].update(values)
-        return events
+
+    @staticmethod
+    def _override(
+        by_kind: dict[int, list[list[Any]]],
+        signals: list[str],
+        kinds: list[int],
+        device: int,
+        values: dict[str, Any],
+    ) -> None:
+        """Put a device's written values in place of the simulated ones."""
+        for signal, value in values.items():
+            j = signals.index(signal)
+            kind = kinds[j]
+            at = kinds[:j].count(kind)
+            by_kind[kind][device][at] = _AS_KIND[kind](value)
 
     async def write(self, identity: str, signal: str, value: Any) -> None:
         """Make device ``identity`` report ``value`` for ``signal`` from the next tick

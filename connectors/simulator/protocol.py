@@ -23,6 +23,7 @@ from pydantic import Field
 
 from millrace.connectors._common.base import ProtocolConnector
 from millrace.connectors._common.models import ConnectionBase, EndpointBase
+from millrace.pipeline.telemetry_columns import iter_samples
 
 from .config import SimulatorConfig
 from .connector import SimulatorConnector, schedule
@@ -109,12 +110,12 @@ class SimulatorProtocolConnector(ProtocolConnector):
     def _emit_tick(self, tick: int, ts: int) -> None:
         fast = not self.mappings
         n = 0
-        for identity, batch in self.sim.generate_tick(tick, ts):
-            values = batch["samples"][0]["values"]
+        for identity, cols in self.sim.tick_columns(tick, ts):
             if fast and identity not in self._slow:
-                self.batcher.add_sample(identity, ts, values)
-                n += len(values)
+                self.batcher.add_columns(identity, cols)
+                n += cols.readings
                 continue
+            values = next(iter_samples(cols.fields()))[2]
             for signal, value in values.items():
                 ep = self._by_key.get((identity, signal))
                 if ep is not None:

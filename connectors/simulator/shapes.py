@@ -233,6 +233,21 @@ class ShapeModel:
             for first, factory in enumerate(_FACTORIES[:signals])
         ]
 
+    def columns(self, tick: int) -> list[tuple[list[int], npt.NDArray[Any]]]:
+        """The readings at ``tick`` by value type: (signal indices, a (devices, n)
+        array of float64, int64, bool or str objects), one entry per type."""
+        t = tick * self.interval_s
+        by_type: dict[str, tuple[list[int], list[npt.NDArray[Any]]]] = {}
+        for shape in self._shapes:
+            v = shape.values(tick, t)
+            indices, arrays = by_type.setdefault(v.dtype.kind, ([], []))
+            indices.extend(range(self.signals)[shape.block.columns])
+            arrays.append(v)
+        return [
+            (indices, arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1))
+            for indices, arrays in by_type.values()
+        ]
+
     def values(self, tick: int) -> list[list[Any]]:
         """One row per device of Python ``float | int | bool | str`` values, in the
         order of :attr:`names`."""

@@ -61,6 +61,7 @@ from millrace.pipeline.alarms.kinds import SIGNAL_KINDS, Kind
 from millrace.pipeline.alarms.rules import AlarmRule, parse_rule
 from millrace.pipeline.alarms.timer import AlarmTimer, cleared, deadline
 from millrace.pipeline.alarms.tracks import UNSET, CompiledRule, Track
+from millrace.pipeline.telemetry_columns import iter_samples, problem
 from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US
 from millrace.pipeline.topics import ALARMS, IDENTITY, STATUS, TELEMETRY
 
@@ -317,17 +318,16 @@ class Evaluator:
         # a reading dated past the receive time (+ a day of clock skew) would hold
         # back every later reading of the device as "out of order": not judged
         latest = (received if received.__class__ is int else MAX_TS_US) + FUTURE_SLACK_US
-        for sample in batch.get("samples") or ():
-            if sample.get("quality", 0):
+        if problem(batch) is not None:  # the telemetry fold dead-letters it
+            return []
+        for ts, quality, values in iter_samples(batch):
+            if quality:
                 self.stats["bad_quality"] += 1
-                continue
-            ts = sample.get("ts_us")
-            if ts.__class__ is not int:
                 continue
             if not MIN_TS_US <= ts < MAX_TS_US or ts > latest:
                 self.stats["future_or_invalid_ts"] = self.stats.get("future_or_invalid_ts", 0) + 1
                 continue
-            for signal, value in (sample.get("values") or {}).items():
+            for signal, value in values.items():
                 if signal not in by_signal:
                     continue
                 rules = matched.get(signal)

@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 
 from millrace.pipeline.archive.format import DAY_US, Manifest
 from millrace.pipeline.archive.store import ArchiveStore
+from millrace.pipeline.telemetry_columns import iter_samples, problem
 from millrace.pipeline.topics import TELEMETRY
-from millrace.pipeline.values import KIND_STRING, kind_of
+from millrace.pipeline.values import KIND_INT, KIND_STRING, int_text, kind_of
 
 SCHEMA = pa.schema(
     [
@@ -92,17 +93,19 @@ def export_readings(
 
 def _rows(event: dict[str, Any], start_us: int, end_us: int, cols: dict[str, list[Any]]) -> None:
     identity = event["identity"]
-    for sample in event["samples"]:
-        ts = sample["ts_us"]
+    if problem(event) is not None:
+        return
+    for ts, quality, values in iter_samples(event):
         if not start_us <= ts < end_us:
             continue
-        quality = sample.get("quality", 0)
-        for signal, v in sample["values"].items():
+        for signal, v in values.items():
             kind = kind_of(v)
             cols["identity"].append(identity)
             cols["signal"].append(signal)
             cols["ts"].append(ts)
             cols["kind"].append(kind)
             cols["value"].append(0.0 if kind == KIND_STRING else float(v))
-            cols["text"].append(v if kind == KIND_STRING else "")
+            cols["text"].append(
+                v if kind == KIND_STRING else int_text(int(v)) if kind == KIND_INT else ""
+            )
             cols["quality"].append(quality)

@@ -49,6 +49,7 @@ from millrace.pipeline.codec import (
 )
 from millrace.pipeline.errors import DecodeError, SchemaError
 from millrace.pipeline.log.base import Record
+from millrace.pipeline.telemetry_columns import count
 from millrace.pipeline.topics import TELEMETRY, TOPIC_SCHEMAS
 from millrace.schemas import SCHEMA_DIR
 
@@ -158,12 +159,8 @@ class Encoded:
 
 
 def count_readings(event: Mapping[str, Any]) -> int:
-    """Values in all samples of a TelemetryBatch (rows or columns alike)."""
-    total = 0
-    for sample in event.get("samples") or ():
-        values = sample.get("values") if isinstance(sample, Mapping) else None
-        total += len(values) if values is not None else 0
-    return total
+    """Values in a TelemetryBatch (rows or columns alike)."""
+    return count(event)
 
 
 def encode_record(

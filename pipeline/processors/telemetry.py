@@ -1,17 +1,15 @@
 """Telemetry processor: TelemetryBatch events -> raw readings, latest values and
 1m/5m/1h partial aggregates.
 
-Readings are flattened into columns once; latest values and aggregates are computed
-with Arrow's vectorised kernels. Aggregates are partials per (identity, signal,
-bucket) of this batch; the store merges partials of all batches (late and
-out-of-order readings simply add to their bucket's partial set).
+Readings are flattened into columns once (``processors.flatten``); latest values and
+aggregates are computed with Arrow's vectorised kernels. Aggregates are partials per
+(identity, signal, bucket) of this batch; the store merges partials of all batches (late
+and out-of-order readings simply add to their bucket's partial set).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,147 +21,19 @@ from millrace.pipeline.batches import (
     AppliedBatches,
     BatchLedger,
 )
-from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor, dead_letter
-from millrace.pipeline.tables import AGG_SCHEMA, METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
-from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US, ts_problem
+from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
+from millrace.pipeline.processors.flatten import Flat, flatten, flatten_all
+from millrace.pipeline.tables import AGG_SCHEMA
+from millrace.pipeline.telemetry_columns import problem
 from millrace.pipeline.topics import TELEMETRY
-from millrace.pipeline.values import KIND_NUMBER, KIND_OF_TYPE, KIND_STRING
+from millrace.pipeline.values import KIND_INT, KIND_NUMBER
 
 #: bucket name -> width in microseconds
 BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_000}
 
 
-def _check_batch(value: Any) -> str | None:
-    """Why a decoded TelemetryBatch cannot be applied, or None."""
-    identity = value.get("identity")
-    if not isinstance(identity, str) or not identity:
-        return "identity: must be a non-empty string"
-    for i, sample in enumerate(value.get("samples") or ()):
-        ts = sample.get("ts_us")
-        if not (ts.__class__ is int and MIN_TS_US <= ts < MAX_TS_US):  # pipeline.timestamps
-            return f"samples[{i}].ts_us: {ts_problem(ts)}"
-        if "" in sample.get("values", {}):
-            return f"samples[{i}].values: empty signal name"
-    return None
-
-
-def _empty_strings(n: int) -> pa.Array:
-    return pa.StringArray.from_buffers(
-        n, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b"")
-    )
-
-
-@dataclass(slots=True)
-class Flat:
-    """A batch of TelemetryBatch events flattened: readings, per-event facts, dead letters."""
-
-    readings: pa.Table
-    dead: list[dict[str, Any]]
-    seen: pa.Table  # identity, received, ip: one row per applied event
-    metrics: pa.Table  # device metrics: publish_count, publish_size, publish_resource_count
-
-
-def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """One row per reading, in log order; batches that cannot be applied become
-    dead letters."""
-    flat = flatten_all(events)
-    return flat.readings, flat.dead
-
-
-def flatten_all(events: Sequence[Event]) -> Flat:
-    """:func:`flatten`, plus when each identity was seen and the publish metrics. Per
-    sample only its dict is touched in Python; columns are built by numpy and Arrow."""
-    dead: list[dict[str, Any]] = []
-    ev_identity: list[str] = []
-    ev_received: list[int] = []
-    ev_ip: list[str] = []
-    ev_size: list[float] = []
-    ev_readings: list[float] = []
-    identities: list[str] = []
-    received: list[int] = []
-    stamps: list[int] = []
-    qualities: list[int] = []
-    counts: list[int] = []
-    signals: list[str] = []
-    raw: list[Any] = []
-    for ev in events:
-        batch = ev.value
-        problem = _check_batch(batch)
-        if problem is not None:
-            dead.append(
-                dead_letter(
-                    ev,
-                    reason=problem,
-                    error_type="InvalidTelemetry",
-                    stage="apply",
-                    ts_us=ev.timestamp_us,
-                    payload=repr(batch).encode()[:65536],
-                )
-            )
-            continue
-        identity = batch["identity"]
-        recv = batch.get("received_us", ev.timestamp_us)
-        before = len(raw)
-        for sample in batch["samples"]:
-            values = sample["values"]
-            if not values:
-                continue
-            identities.append(identity)
-            received.append(recv)
-            stamps.append(sample["ts_us"])
-            qualities.append(sample.get("quality", 0))
-            counts.append(len(values))
-            signals.extend(values)
-            raw.extend(values.values())
-        ev_identity.append(identity)
-        ev_received.append(recv)
-        ev_ip.append(batch.get("ip") or "")
-        ev_size.append(float(ev.size))
-        ev_readings.append(float(len(raw) - before))
-    seen = pa.Table.from_arrays(
-        [pa.array(ev_identity, pa.string()), pa.array(ev_received, pa.int64()), pa.array(ev_ip)],
-        schema=SEEN_SCHEMA,
-    )
-    k = len(ev_received)
-    metrics = pa.Table.from_arrays(
-        [
-            pa.array(
-                ["publish_count"] * k + ["publish_size"] * k + ["publish_resource_count"] * k,
-                pa.string(),
-            ),
-            pa.array(ev_received * 3, pa.int64()),
-            pa.array([1.0] * k + ev_size + ev_readings, pa.float64()),
-        ],
-        schema=METRICS_SCHEMA,
-    )
-    n = len(raw)
-    if n == 0:
-        return Flat(READINGS_SCHEMA.empty_table(), dead, seen, metrics)
-    repeat = np.array(counts, dtype=np.int64)
-    kind_of = KIND_OF_TYPE.get
-    kinds = np.fromiter((kind_of(type(v), KIND_STRING) for v in raw), dtype=np.uint8, count=n)
-    strings = kinds == KIND_STRING
-    if strings.any():
-        value = np.array([0.0 if isinstance(v, str) else v for v in raw], dtype=np.float64)
-        text = pa.array([v if isinstance(v, str) else "" for v in raw], pa.string())
-    else:
-        value = np.array(raw, dtype=np.float64)
-        text = _empty_strings(n)
-    sample_of_row = pa.array(np.repeat(np.arange(len(counts)), repeat))
-    table = pa.Table.from_arrays(
-        [
-            pa.array(identities, pa.string()).take(sample_of_row),
-            pa.array(signals, pa.string()),
-            pa.array(np.repeat(np.array(stamps, dtype=np.int64), repeat)),
-            pa.array(value),
-            text,
-            pa.array(kinds),
-            pa.array(np.repeat(np.array(qualities, dtype=np.int32), repeat)),
-            pa.array(np.repeat(np.array(received, dtype=np.int64), repeat)),
-        ],
-        schema=READINGS_SCHEMA,
-    )
-    return Flat(table, dead, seen, metrics)
+#: why a decoded TelemetryBatch cannot be applied, or None
+_check_batch = problem
 
 
 def _run_starts(
@@ -224,7 +94,13 @@ def aggregate(good: pa.Table, bucket_us: int) -> pa.Table:
     counts = np.diff(np.append(starts, n))
     value = good["value"].to_numpy()
     kind = good["kind"].to_numpy()
-    numeric = (kind == KIND_NUMBER) & np.isfinite(value)
+    numeric = ((kind == KIND_NUMBER) | (kind == KIND_INT)) & np.isfinite(value)
+    ints = kind == KIND_INT
+    exact = _int_values(good, value, ints)
+    int_count = np.add.reduceat(ints.astype(np.int64), starts)
+    imin = np.minimum.reduceat(np.where(ints, exact, _INT64_MAX), starts)
+    imax = np.maximum.reduceat(np.where(ints, exact, _INT64_MIN), starts)
+    has_int = int_count > 0
     num_count = np.add.reduceat(numeric.astype(np.int64), starts)
     total = np.add.reduceat(np.where(numeric, value, 0.0), starts)
     low = np.minimum.reduceat(np.where(numeric, value, np.inf), starts)
@@ -249,8 +125,29 @@ def aggregate(good: pa.Table, bucket_us: int) -> pa.Table:
             "last_ts": good["ts"].take(last_idx),
             "last_value": good["value"].take(last_idx),
             "last_text": good["text"].take(last_idx),
+            "int_count": pa.array(int_count, pa.uint64()),
+            "imin": pa.array(imin, pa.int64(), mask=~has_int),
+            "imax": pa.array(imax, pa.int64(), mask=~has_int),
         }
     )
+
+
+_INT64_MAX, _INT64_MIN = np.int64(2**63 - 1), np.int64(-(2**63))
+
+
+def _int_values(good: pa.Table, value: np.ndarray, ints: np.ndarray) -> np.ndarray:
+    """The exact int64 of every INT reading (0 elsewhere): the digits in ``text`` when
+    it has them (beyond 2**53), else the double, which holds it exactly
+    (``pipeline.values``)."""
+    exact = np.zeros(len(value), dtype=np.int64)
+    if not ints.any():
+        return exact
+    digits = ints & pc.not_equal(good["text"], "").to_numpy(zero_copy_only=False)
+    small = ints & ~digits
+    exact[small] = value[small].astype(np.int64)
+    for i in np.flatnonzero(digits):
+        exact[i] = int(good["text"][int(i)].as_py())
+    return exact
 
 
 class TelemetryProcessor(ReadingProcessor):
@@ -299,3 +196,6 @@ class TelemetryProcessor(ReadingProcessor):
             for name, width in self.buckets.items():
                 out.tables[f"agg_{name}"] = aggregate(good, width)
         return out
+
+
+__all__ = ["BUCKETS", "Flat", "TelemetryProcessor", "aggregate", "flatten", "flatten_all", "latest"]

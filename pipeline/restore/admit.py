@@ -53,6 +53,7 @@ from millrace.pipeline.batches import (
 from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
+from millrace.pipeline.telemetry_columns import iter_samples, problem
 from millrace.pipeline.topics import TELEMETRY
 
 
@@ -81,10 +82,11 @@ HeldReadings = Callable[[Sequence[str], int, int], set[tuple[str, str, int]]]
 
 def reading_keys(event: Mapping[str, Any]) -> Iterator[tuple[str, str, int]]:
     identity = str(event.get("identity", ""))
-    for sample in event.get("samples") or ():
-        if isinstance(sample, Mapping) and isinstance(sample.get("ts_us"), int):
-            for signal in sample.get("values") or {}:
-                yield identity, str(signal), int(sample["ts_us"])
+    if problem(event) is not None:
+        return
+    for ts, _, values in iter_samples(event):
+        for signal in values:
+            yield identity, str(signal), ts
 
 
 def restore_origin(scope: str, ev: Event) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from millrace.pipeline.telemetry_columns import iter_samples, problem
 from millrace.pipeline.topics import ALARMS, AUDIT, IDENTITY, STATUS, TELEMETRY
 
 Item = tuple[str, dict[str, Any]]
@@ -213,9 +214,11 @@ class ItemBuilder:
     def latest(e: dict[str, Any]) -> list[Item]:
         identity = e["identity"]
         out: list[Item] = []
-        for sample in e["samples"]:
-            ts, quality = _time(sample["ts_us"]), sample.get("quality", 0)
-            for signal, value in sample["values"].items():
+        if problem(e) is not None:  # the fold dead-letters it; nothing to show
+            return out
+        for ts_us, quality, values in iter_samples(e):
+            ts = _time(ts_us)
+            for signal, value in values.items():
                 out.append(
                     (
                         "latest",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from millrace.api.context import ApiSettings
+from millrace.pipeline.telemetry_columns import samples_of
 from tests.api.conftest import NOW_US, Api, MakeApi, assert_bad_field, error_of, uid
 
 SETTINGS = ApiSettings(max_batch_samples=5)
@@ -167,14 +168,14 @@ async def test_accepted_batch_is_exactly_one_record_before_the_response(small: A
     assert record["received_us"] == NOW_US
     operator_id = small.operator.split("_")[1]
     assert record["source"] == f"http:{operator_id}"
-    assert record["samples"] == [
+    assert samples_of(record) == [
         {"ts_us": NOW_US - 3, "values": {"temp": 21.5, "on": True, "mode": "auto"}, "quality": 0},
         {"ts_us": NOW_US - 9, "values": {"temp": -4, "count": INT64_MAX}, "quality": 192},
     ]
     # types survive: bool stays bool, int stays int
-    values = record["samples"][0]["values"]
+    values = samples_of(record)[0]["values"]
     assert type(values["on"]) is bool
-    assert type(record["samples"][1]["values"]["temp"]) is int
+    assert type(samples_of(record)[1]["values"]["temp"]) is int
 
 
 async def test_each_request_is_one_record(small: Api) -> None:

@@ -18,6 +18,7 @@ from millrace.connectors.services import ServiceApplier
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.services.follow import ServiceFollower
+from millrace.pipeline.telemetry_columns import samples_of
 from tests.api.conftest import Api, assert_bad_field, error_of, uid
 from tests.connectors.modbus.peer import ModbusPeer
 
@@ -100,7 +101,7 @@ class Connect:
         return [
             s["ts_us"]
             for r in await self.api.telemetry_records()
-            for s in r["samples"]
+            for s in samples_of(r)
             if signal in s["values"]
         ]
 

@@ -16,6 +16,7 @@ from millrace.pipeline.archive.store import ArchiveStore
 from millrace.pipeline.cli.main import app
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.log.base import Record
+from millrace.pipeline.telemetry_columns import samples_of
 
 T0 = 1_764_000_000_000_000  # 2025-11-24T16:00:00Z
 runner = CliRunner()
@@ -43,7 +44,7 @@ def build(tmp_path: Path) -> tuple[str, list[dict[str, Any]]]:
     ]
     store = ArchiveStore(str(tmp_path / "archive"))
     records = [
-        Record("telemetry", 0, i, e["samples"][0]["ts_us"], e["identity"].encode(),
+        Record("telemetry", 0, i, samples_of(e)[0]["ts_us"], e["identity"].encode(),
                codec.encode("telemetry", e))
         for i, e in enumerate(events)
     ]  # fmt: skip
@@ -88,16 +89,18 @@ def test_export_parquet_equals_the_readings(tmp_path: Path) -> None:
     want = []
     seen = set()
     for e in events:
-        ts = e["samples"][0]["ts_us"]
+        ts = samples_of(e)[0]["ts_us"]
         if e["batch_id"] in seen or not T0 <= ts < T0 + 2 * HOUR_US:
             continue
         if e["batch_id"]:
             seen.add(e["batch_id"])
-        for sig, v in e["samples"][0]["values"].items():
+        for sig, v in samples_of(e)[0]["values"].items():
             if isinstance(v, bool):
                 want.append((e["identity"], sig, ts, 1, float(v), ""))
             elif isinstance(v, str):
                 want.append((e["identity"], sig, ts, 2, 0.0, v))
+            elif isinstance(v, int):  # an integer: its own kind (3) since TelemetryBatch v5
+                want.append((e["identity"], sig, ts, 3, float(v), ""))
             else:
                 want.append((e["identity"], sig, ts, 0, float(v), ""))
     assert got == sorted(want) and summary["readings"] == len(want) == 5

@@ -21,6 +21,7 @@ from millrace.pipeline.events import sample, telemetry_batch
 from millrace.pipeline.log.base import EventLog
 from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 from millrace.pipeline.log.local import LocalEventLog
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.pipeline.topics import DEADLETTER, TELEMETRY
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.store.chdb import ChdbStore
@@ -131,6 +132,6 @@ async def test_readings_breaking_a_definition_are_dead_lettered_with_the_reason(
 def _values_by_ts(batch: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """ts -> signal -> value of a decoded TelemetryBatch."""
     out: dict[int, dict[str, Any]] = {}
-    for s in batch["samples"]:
+    for s in samples_of(batch):
         out[s["ts_us"]] = dict(s["values"])
     return out

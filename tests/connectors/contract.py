@@ -29,6 +29,7 @@ from millrace.connectors._common.base import ProtocolConnector
 from millrace.connectors.commissioning import Commissioning, validate_document
 from millrace.connectors.registry import ProtocolSpec, protocols
 from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.pipeline.topics import STATUS, TELEMETRY
 
 CONNECTION = "contract"
@@ -191,10 +192,10 @@ class ConnectorContract:
         for key, batch in batches:
             assert key == batch["identity"]
             assert batch["source"] == connector.source
-            assert batch["samples"], batch
-            for s in batch["samples"]:
+            assert samples_of(batch), batch
+            for s in samples_of(batch):
                 assert isinstance(s["ts_us"], int) and s["values"]
-        readings = sum(len(s["values"]) for _, b in batches for s in b["samples"])
+        readings = sum(len(s["values"]) for _, b in batches for s in samples_of(b))
         assert readings == connector.metrics()["readings"] > 0
         assert connector.metrics()["batches"] == len(batches)
 

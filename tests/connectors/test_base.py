@@ -14,6 +14,7 @@ from millrace.connectors._common.base import ProtocolConnector
 from millrace.connectors._common.models import ConnectionBase, EndpointBase, MappingConfig
 from millrace.pipeline.connector import MemoryEventPublisher
 from millrace.pipeline.errors import ConnectorError
+from millrace.pipeline.telemetry_columns import samples_of
 
 
 class Scripted(ProtocolConnector):
@@ -77,7 +78,7 @@ def readings(pub: MemoryEventPublisher) -> list[tuple[str, int, Any]]:
     return [
         (e["identity"], s["ts_us"], v)
         for _, e in pub.published.get("telemetry", [])
-        for s in e["samples"]
+        for s in samples_of(e)
         for v in s["values"].values()
     ]
 

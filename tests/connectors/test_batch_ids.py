@@ -18,6 +18,7 @@ from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -37,7 +38,7 @@ def test_every_batch_taken_has_an_id_and_tagged_readings_keep_theirs() -> None:
     fresh = [bid for identity, bid in ids if bid != "given"]
     assert len(set(fresh)) == 2 and all(len(x) == 32 for x in fresh)
     tagged = next(e for _, e in taken if e["batch_id"] == "given")
-    assert [s["values"] for s in tagged["samples"]] == [{"b": 2.0}, {"c": 3.0}]
+    assert [s["values"] for s in samples_of(tagged)] == [{"b": 2.0}, {"c": 3.0}]
     assert b.take("src", T0) == [] and b.pending_n == 0
 
 

@@ -19,6 +19,7 @@ from millrace.pipeline.connector import MemoryEventPublisher
 from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.log.base import Message
 from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.telemetry_columns import samples_of
 
 SIM = """
 service: line-1
@@ -108,13 +109,13 @@ def test_manager_runs_the_simulator_and_routes_commands() -> None:
             s["values"]
             for _, e in pub.published["telemetry"]
             if e["identity"] == "sim-0"
-            for s in e["samples"]
+            for s in samples_of(e)
         ]
         # the device reports 42/2 = 21 raw, scaled back by the endpoint: 42
         assert values[-1]["setpoint_2"] == 42.0
         sim1 = [e for _, e in pub.published["telemetry"] if e["identity"] == "sim-1"]
-        assert "t1" in sim1[0]["samples"][0]["values"]
-        assert "temperature_0" not in sim1[0]["samples"][0]["values"]
+        assert "t1" in samples_of(sim1[0])[0]["values"]
+        assert "temperature_0" not in samples_of(sim1[0])[0]["values"]
         assert [d["stage"] for _, d in pub.published["deadletter"]] == ["command"]
         states = [e["current_state"] for _, e in pub.published["status"]]
         assert states[:2] == ["connecting", "running"] and states[-1] == "stopped"

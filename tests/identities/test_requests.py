@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from millrace.pipeline.identities import requests as rq
 from millrace.pipeline.identities.resources import ResourceDefinition
+from millrace.pipeline.telemetry_columns import samples_of
 
 T0 = 1_760_000_000_000_000
 S = 1_000_000
@@ -59,7 +60,8 @@ def test_a_state_write_names_the_first_bad_resource() -> None:
     assert plan.reported is not None and plan.acknowledged is not None
     assert (plan.reported["identity"], plan.reported["source"]) == ("d", "state")
     assert plan.reported["received_us"] == T0
-    assert [(x["ts_us"], x["values"]) for x in plan.reported["samples"]] == [(T0, {"mode": "auto"})]
+    rows = samples_of(plan.reported)
+    assert [(x["ts_us"], x["values"]) for x in rows] == [(T0, {"mode": "auto"})]
     ack = plan.acknowledged
     assert (ack["identity"], ack["type"], ack["ts_us"], ack["actor"]) == (
         "d",

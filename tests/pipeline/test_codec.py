@@ -22,6 +22,7 @@ from millrace.pipeline.codec import (
     fingerprint,
 )
 from millrace.pipeline.errors import DecodeError, SchemaError
+from millrace.pipeline.telemetry_columns import COLUMN_FIELDS
 from millrace.pipeline.topics import ALL_TOPICS, TOPIC_SCHEMAS
 from millrace.schemas import HISTORY_DIR, SCHEMA_DIR
 
@@ -35,8 +36,10 @@ TOPIC_OF = {record: topic for topic, record in TOPIC_SCHEMAS.items()}
 
 # Change a schema only after copying its old file to schemas/history/<Name>.v<N>.avsc:
 # events already on the log carry the old fingerprint and must still decode.
+#: the column-wise fields of TelemetryBatch v5, empty (a row-wise batch's)
+NO_COLUMNS: dict[str, list[Any]] = {f: [] for f in COLUMN_FIELDS}
 PINNED_FINGERPRINTS = {
-    "io.millrace.events.TelemetryBatch": "62a21fd4b4c3ed5f",
+    "io.millrace.events.TelemetryBatch": "72944428ced85a9c",
     "io.millrace.events.IdentityEvent": "cf12afc42f39ec1b",
     "io.millrace.events.Command": "e6fe52c99ae6d073",
     "io.millrace.events.ResourceStatus": "ecf7cd8a0d6a12ab",
@@ -115,6 +118,7 @@ def batch(**values: Any) -> dict[str, Any]:
         "samples": [{"ts_us": 1_700_000_000_000_001, "values": values, "quality": 0}],
         "ip": "192.0.2.7",
         "batch_id": "http:0123456789abcdef",
+        **NO_COLUMNS,
     }
 
 
@@ -243,6 +247,7 @@ def test_empty_collections_and_defaults() -> None:
         "samples": [{"ts_us": 0, "values": {}, "quality": 0}],
         "ip": None,
         "batch_id": None,
+        **NO_COLUMNS,
     }
     status = {
         "resource_id": "r",
@@ -415,6 +420,7 @@ def test_v1_telemetry_reads_with_defaults() -> None:
             "samples": [{"ts_us": 6, "values": {"b": True}, "quality": 0}],
             "ip": None,
             "batch_id": None,
+            **NO_COLUMNS,
         },
     )
     lookup = {9: v1_schema()}.__getitem__

@@ -175,6 +175,8 @@ def test_roundtrip(topic: str, data: st.DataObject) -> None:
     """Given every field of a valid event, the builder returns that event, and the
     codec decodes what it encodes back to it."""
     event = data.draw(strategy(fastavro.parse_schema(schema_of(topic))))
+    if topic == TELEMETRY:
+        event["samples"] = []  # the builder turns samples into columns (test below)
     built = call(topic, event)
     assert_same(built, event)
     assert_same(CODEC.decode(topic, CODEC.encode(topic, built)), built)

@@ -59,7 +59,7 @@ def test_flattens_every_reading_with_its_kind() -> None:
         "t": (1.5, "", 0),
         "on": (1.0, "", 1),
         "mode": (0.0, "auto", 2),
-        "n": (7.0, "", 0),
+        "n": (7.0, "", 3),  # an int: kind INT (its digits in text only beyond 2**53)
     }
 
 

@@ -14,22 +14,29 @@ from hypothesis import strategies as st
 
 from millrace.pipeline.processors.base import Event
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
-from millrace.pipeline.values import KIND_BOOL, KIND_NUMBER, KIND_STRING, kind_of, typed_value
+from millrace.pipeline.values import (
+    KIND_BOOL,
+    KIND_INT,
+    KIND_NUMBER,
+    KIND_STRING,
+    kind_of,
+    typed_value,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600_000_000
 
 scalar = st.one_of(
     st.booleans(),
-    st.integers(-(2**53), 2**53),
+    st.integers(-(2**63), 2**63 - 1),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
 )
 
 
 def _expected(v: Any) -> Any:
-    if isinstance(v, bool | str):
-        return v
+    if isinstance(v, bool | str | int):
+        return v  # an int exactly, even beyond 2**53 (its own kind since TelemetryBatch v5)
     return float(v) if math.isfinite(v) else None
 
 
@@ -50,12 +57,16 @@ def test_what_the_processor_writes_reads_back_as_sent(values: dict[str, Any]) ->
 
 
 def test_kinds() -> None:
-    assert (kind_of(1.5), kind_of(7), kind_of(True), kind_of("on")) == (
+    assert (kind_of(1.5), kind_of(7), kind_of(True), kind_of("on"), kind_of(2**64)) == (
         KIND_NUMBER,
-        KIND_NUMBER,
+        KIND_INT,
         KIND_BOOL,
         KIND_STRING,
+        KIND_NUMBER,  # beyond 64 bits: a double, as the batch carries it
     )
+    assert typed_value(KIND_INT, float(2**53), "") == 2**53
+    assert typed_value(KIND_INT, float(2**53 + 1), str(2**53 + 1)) == 2**53 + 1
+    assert typed_value(KIND_INT, 20.5, "") == 20.5  # a float in a bucket of ints
     assert typed_value(KIND_NUMBER, None, "") is None  # ClickHouse's JSON null for NaN
     assert typed_value(KIND_NUMBER, math.inf, "") is None
     assert typed_value(KIND_BOOL, 0.0, "") is False
@@ -63,7 +74,9 @@ def test_kinds() -> None:
 
 
 def test_no_other_module_defines_the_kinds_or_a_decoder() -> None:
-    own = re.compile(r"^KIND_(NUMBER|BOOL|STRING)\b.*=|^def (typed_value|_typed|reported_value)\(")
+    own = re.compile(
+        r"^KIND_(NUMBER|BOOL|STRING|INT)\b.*=|^def (typed_value|_typed|reported_value)\("
+    )
     offenders = [
         f"{path.relative_to(ROOT)}:{n}"
         for pkg in ("pipeline", "connectors", "projections", "api")

@@ -18,9 +18,11 @@ from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
+from tests.projection_reset import empty_projections
 from tests.projections.test_exactly_once import MINUTE, T0, CrashingStore, check
 
 IDENTITIES = ["dev-a", "dev-b", "dev-c"]
@@ -76,7 +78,7 @@ def first_of_each(log_order: list[dict[str, Any]]) -> list[tuple[str, int, dict[
         if (e["identity"], name) in seen:
             continue
         seen.add((e["identity"], name))
-        s = e["samples"][0]
+        s = samples_of(e)[0]
         out.append((e["identity"], s["ts_us"] - T0, s["values"]))
     return out
 
@@ -126,6 +128,5 @@ async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]]) -> None:
 def test_each_batch_id_is_applied_once_under_resends_crashes_and_replays(
     store: ChdbStore, ops: list[tuple[Any, ...]]
 ) -> None:
-    drop_projections(store)
-    migrate(store)
+    empty_projections(store)  # each example starts empty
     asyncio.run(scenario(store, ops))

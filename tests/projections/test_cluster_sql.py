@@ -121,6 +121,19 @@ def test_render_is_one_script() -> None:
     assert "-- 0002_readings" in text
 
 
+def test_an_added_column_is_added_to_both_tables() -> None:
+    known: dict[str, Any] = {}
+    create = "CREATE TABLE IF NOT EXISTS db.t (a String) ENGINE = MergeTree ORDER BY a"
+    cluster_statement(create, "c", known)
+    add = "ADD COLUMN IF NOT EXISTS b Int64 DEFAULT 1"
+    assert cluster_statement(f"ALTER TABLE db.t {add}", "c", known) == [
+        f"ALTER TABLE db.t_local ON CLUSTER 'c' {add}",
+        f"ALTER TABLE db.t ON CLUSTER 'c' {add}",
+    ]
+    with pytest.raises(ClusterSqlError, match="no migration created"):
+        cluster_statement("ALTER TABLE db.u ADD COLUMN IF NOT EXISTS b Int64", "c", known)
+
+
 @pytest.mark.parametrize(
     "stmt",
     [
@@ -167,7 +180,11 @@ def test_every_generated_statement_parses(chdb_store: ChdbStore) -> None:
 
 
 def test_local_tables_without_replication_are_valid_on_chdb(chdb_store: ChdbStore) -> None:
-    local = [_unreplicate(s) for s in _all() if "_local " in s.split("\n")[0]]
+    local = [
+        _unreplicate(s) if s.startswith("CREATE") else s.replace(f" {ON}", "")
+        for s in _all()
+        if "_local " in s.split("\n")[0]
+    ]
     assert local
     for stmt in local:
         res = chdb_store.execute("SELECT formatQuerySingleLine({q:String})", {"q": stmt})

@@ -20,7 +20,6 @@ from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.projections.identity_filter import _tag_criterion_sql
-from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.registry import (
     IdentityFilter,
     Order,
@@ -30,6 +29,7 @@ from millrace.projections.registry import (
 )
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
+from tests.projection_reset import empty_projections
 
 S = 1_000_000
 MIN = 60 * S
@@ -175,8 +175,7 @@ def _events() -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[st
 
 @pytest.fixture(scope="module")
 def q(chdb_store: ChdbStore) -> Iterator[RegistryQueries]:
-    drop_projections(chdb_store)
-    migrate(chdb_store)
+    empty_projections(chdb_store)
 
     async def fill() -> None:
         log = MemoryEventLog(partitions=1)
@@ -532,11 +531,11 @@ def test_reported_values_by_kind(q: RegistryQueries) -> None:
     assert reported == {
         "mode": {"value": "auto", "ts_us": at, "quality": 0},
         "on": {"value": True, "ts_us": at, "quality": 0},
-        "setpoint": {"value": 22.0, "ts_us": at, "quality": 0},
+        "setpoint": {"value": 22, "ts_us": at, "quality": 0},
         "temp": {"value": 21.5, "ts_us": at, "quality": 0},
     }
     assert type(reported["on"]["value"]) is bool
-    assert type(reported["setpoint"]["value"]) is float
+    assert type(reported["setpoint"]["value"]) is int  # sent as 22: an int comes back an int
     assert q.reported("dev-03") == {"temp": {"value": "hot", "ts_us": T + 29 * S, "quality": 0}}
     assert q.reported("gw-1") == {}
 

@@ -18,6 +18,7 @@ from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.faust_batcher import PartitionBatcher, _Rec
 from millrace.pipeline.runtime.faust_runtime import FaustRuntimeConfig, build_app
 from millrace.pipeline.sink import MemoryProjectionSink, Range
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
 
@@ -108,8 +109,8 @@ def test_worker_projects_exactly_once_and_skips_committed(
         app = build_app(config, lambda: writer, [TelemetryProcessor(), DeadLetterProcessor()])
         asyncio.run(run_worker(app, caught_up, timeout=40))
 
-        readings = sum(len(e["samples"]) for _, e in events)
-        total = sum(s["values"]["t"] for _, e in events for s in e["samples"])
+        readings = sum(len(samples_of(e)) for _, e in events)
+        total = sum(s["values"]["t"] for _, e in events for s in samples_of(e))
         assert query(store, "SELECT count(), sum(value) FROM millrace.readings") == [
             readings,
             total,
@@ -163,7 +164,7 @@ def test_pending_intent_is_redone_over_exactly_its_range() -> None:
     readings = sink.rows["readings"]
     assert len(readings) == 30
     assert sorted(float(str(r["value"])) for r in readings) == sorted(
-        s["values"]["t"] for _, e in telemetry(10) for s in e["samples"]
+        s["values"]["t"] for _, e in telemetry(10) for s in samples_of(e)
     )
 
 
@@ -240,8 +241,8 @@ def test_a_resent_batch_is_dropped_by_the_worker_that_takes_over(
         asyncio.run(run_worker(app, caught_up, timeout=40))
 
     once = first + fresh  # each id once, computed from what was produced
-    readings = sum(len(e["samples"]) for _, e in once)
-    total = sum(s["values"]["t"] for _, e in once for s in e["samples"])
+    readings = sum(len(samples_of(e)) for _, e in once)
+    total = sum(s["values"]["t"] for _, e in once for s in samples_of(e))
     assert query(store, "SELECT count(), sum(value) FROM millrace.readings") == [readings, total]
     assert query(
         store, "SELECT sum(count), sum(sum) FROM millrace.agg_1m FINAL WHERE signal = 't'"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from millrace.pipeline.log.base import TopicPartition
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -116,7 +117,7 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
     prefix = f"w{uuid.uuid4().hex[:8]}-"
     first, second = telemetry(1500), telemetry(1500)
     for _, e in second:  # other timestamps than the first half
-        for s in e["samples"]:
+        for s in samples_of(e):
             s["ts_us"] += 10**12
     ends = asyncio.run(produce(kafka_bootstrap, prefix, first, garbage=0))
     total = sum(ends.values())
@@ -162,8 +163,8 @@ def scenario(kafka_bootstrap: str, store: ChdbStore, tmp_path: Path) -> None:
     assert a2.proc.returncode is not None
 
     events = first + second
-    readings = sum(len(e["samples"]) for _, e in events)
-    total_value = sum(s["values"]["t"] for _, e in events for s in e["samples"])
+    readings = sum(len(samples_of(e)) for _, e in events)
+    total_value = sum(s["values"]["t"] for _, e in events for s in samples_of(e))
 
     def row(sql: str) -> list[Any]:
         return list(store.execute(sql).rows[0])

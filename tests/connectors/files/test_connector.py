@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from millrace.connectors.files.config import FilesConnection, FilesEndpoint
 from millrace.connectors.files.connector import FilesConnector
 from millrace.pipeline.connector import Event, MemoryEventPublisher
+from millrace.pipeline.telemetry_columns import samples_of
 
 Reading = tuple[str, str, int, Any]
 
@@ -48,7 +49,7 @@ def readings(pub: MemoryEventPublisher) -> list[Reading]:
     return [
         (e["identity"], sig, s["ts_us"], v)
         for _, e in pub.published.get("telemetry", [])
-        for s in e["samples"]
+        for s in samples_of(e)
         for sig, v in s["values"].items()
     ]
 

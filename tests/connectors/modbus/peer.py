@@ -13,6 +13,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from millrace.connectors._common.base import ProtocolConnector
 from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.telemetry_columns import samples_of
 
 #: function code -> register kind, to count the requests the server received
 FUNCTION_KINDS = {
@@ -101,7 +102,7 @@ def readings(pub: MemoryEventPublisher) -> list[tuple[str, str, int, Any]]:
     return [
         (e["identity"], sig, s["ts_us"], v)
         for _, e in pub.published.get("telemetry", [])
-        for s in e["samples"]
+        for s in samples_of(e)
         for sig, v in s["values"].items()
     ]
 

@@ -20,6 +20,7 @@ from millrace.connectors.mqtt.config import MqttConnection, MqttEndpoint
 from millrace.connectors.mqtt.connector import MqttConnector
 from millrace.pipeline.connector import MemoryEventPublisher
 from millrace.pipeline.errors import ConnectorError
+from millrace.pipeline.telemetry_columns import samples_of
 
 from .conftest import PASSWORD, TLS_HOST, USERNAME, Broker
 
@@ -49,7 +50,7 @@ def readings(pub: MemoryEventPublisher) -> list[Reading]:
     return [
         (e["identity"], signal, s["ts_us"], v)
         for _, e in pub.published.get("telemetry", [])
-        for s in e["samples"]
+        for s in samples_of(e)
         for signal, v in s["values"].items()
     ]
 
@@ -247,7 +248,7 @@ async def test_one_json_payload_maps_to_many_signals(mosquitto: Broker) -> None:
         await until(lambda: len(readings(pub)) == 6, "6 readings")
     ts = us(datetime(2024, 5, 1, 12, tzinfo=UTC))
     meter = [e for k, e in pub.published["telemetry"] if k == "m-12"]
-    samples = [s for e in meter for s in e["samples"]]
+    samples = [s for e in meter for s in samples_of(e)]
     # one payload, one sample: every signal shares the payload's time
     assert samples == [
         {

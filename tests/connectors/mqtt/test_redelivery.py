@@ -14,6 +14,7 @@ from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
@@ -45,7 +46,7 @@ async def test_a_redelivered_message_is_stored_once(mosquitto: Broker, store: Ch
     (one,) = [e for _, e in first.published[TELEMETRY] if e["identity"] == identity]
     (two,) = [e for _, e in second.published[TELEMETRY]]
     assert one["batch_id"] == two["batch_id"] and one["batch_id"].startswith("mqtt:")
-    assert one["samples"][0]["ts_us"] != two["samples"][0]["ts_us"]
+    assert samples_of(one)[0]["ts_us"] != samples_of(two)[0]["ts_us"]
     (qos0,) = [e for _, e in first.published[TELEMETRY] if e["identity"] != identity]
     assert not qos0["batch_id"].startswith("mqtt:")  # QoS 0: never redelivered, own id
     ids = {mqtt_batch_id("mqtt:c", identity, topic, b"21.5", mid) for mid in range(1, 50)}

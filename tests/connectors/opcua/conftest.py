@@ -20,6 +20,7 @@ from cryptography.x509 import DNSName, UniformResourceIdentifier
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from millrace.pipeline.connector import MemoryEventPublisher
+from millrace.pipeline.telemetry_columns import samples_of
 
 NS_URI = "urn:millrace:test"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -201,7 +202,7 @@ def readings(pub: MemoryEventPublisher) -> list[tuple[str, str, int, Any, int]]:
     return [
         (e["identity"], signal, s["ts_us"], value, s["quality"])
         for _, e in pub.published.get("telemetry", [])
-        for s in e["samples"]
+        for s in samples_of(e)
         for signal, value in s["values"].items()
     ]
 

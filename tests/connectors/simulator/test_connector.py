@@ -18,6 +18,7 @@ from millrace.connectors.simulator.connector import schedule
 from millrace.connectors.simulator.shapes import KINDS, MODES, SCALES, signal_names
 from millrace.pipeline.connector import Event, EventPublisher, MemoryEventPublisher
 from millrace.pipeline.errors import ConnectorError
+from millrace.pipeline.telemetry_columns import samples_of
 
 START_US = 1_700_000_000_000_000
 
@@ -67,7 +68,7 @@ def make(**overrides: Any) -> SimulatorConnector:
 
 
 def values_of(event: Event) -> dict[str, Any]:
-    samples = event["samples"]
+    samples = samples_of(event)
     assert len(samples) == 1
     values: dict[str, Any] = samples[0]["values"]
     return values
@@ -121,8 +122,8 @@ def test_tick_has_one_batch_per_device() -> None:
         assert event["identity"] == key
         assert event["source"] == "simulator"
         assert event["received_us"] == START_US
-        assert event["samples"][0]["ts_us"] == START_US
-        assert event["samples"][0]["quality"] == 0
+        assert samples_of(event)[0]["ts_us"] == START_US
+        assert samples_of(event)[0]["quality"] == 0
         assert list(values_of(event)) == signal_names(12)
 
 
@@ -233,7 +234,9 @@ async def test_simulated_time_advances_by_interval() -> None:
     connector = make(realtime=False, max_ticks=4, interval_ms=250)
     publisher = MemoryEventPublisher()
     await run_fast(connector, publisher)
-    stamps = [e["samples"][0]["ts_us"] for k, e in publisher.published["telemetry"] if k == "sim-0"]
+    stamps = [
+        samples_of(e)[0]["ts_us"] for k, e in publisher.published["telemetry"] if k == "sim-0"
+    ]
     assert stamps == [START_US + i * 250_000 for i in range(4)]
 
 
@@ -244,7 +247,7 @@ async def test_wall_clock_anchors_time() -> None:
     )
     publisher = MemoryEventPublisher()
     await run_fast(connector, publisher)
-    assert [e["samples"][0]["ts_us"] for _, e in publisher.published["telemetry"]] == [
+    assert [samples_of(e)[0]["ts_us"] for _, e in publisher.published["telemetry"]] == [
         5_000_000,
         6_000_000,
         7_000_000,
@@ -291,7 +294,9 @@ async def test_start_stop_idempotent_and_restart_continues() -> None:
     await connector.start(publisher)
     await asyncio.sleep(0.03)
     await connector.stop()
-    stamps = [e["samples"][0]["ts_us"] for k, e in publisher.published["telemetry"] if k == "sim-0"]
+    stamps = [
+        samples_of(e)[0]["ts_us"] for k, e in publisher.published["telemetry"] if k == "sim-0"
+    ]
     assert stamps == sorted(set(stamps)) and len(stamps) > ticks
 
 
@@ -316,7 +321,9 @@ async def test_falling_behind_skips_ticks() -> None:
     await run_fast(connector, publisher)
     stats = connector.stats
     assert stats.ticks == 3 and stats.skipped_ticks >= 3
-    stamps = [e["samples"][0]["ts_us"] for k, e in publisher.published["telemetry"] if k == "sim-0"]
+    stamps = [
+        samples_of(e)[0]["ts_us"] for k, e in publisher.published["telemetry"] if k == "sim-0"
+    ]
     # The late ticks keep the time grid: a gap, not a burst of old timestamps.
     assert stamps[1] - stamps[0] >= 40_000 and all(s % 10_000 == 0 for s in stamps)
 

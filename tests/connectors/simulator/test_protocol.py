@@ -19,6 +19,7 @@ from millrace.connectors.simulator.section import NAME, simulator_connection, wi
 from millrace.pipeline.cli.config import commissioning_of, load_config
 from millrace.pipeline.connector import MemoryEventPublisher
 from millrace.pipeline.errors import ConfigError
+from millrace.pipeline.telemetry_columns import samples_of
 from millrace.pipeline.topics import TELEMETRY
 
 T0 = 1_700_000_000_000_000
@@ -52,7 +53,7 @@ async def run_ticks(c: SimulatorProtocolConnector, ticks: int) -> MemoryEventPub
 def samples(pub: MemoryEventPublisher) -> dict[tuple[str, int], dict[str, object]]:
     out: dict[tuple[str, int], dict[str, object]] = {}
     for identity, batch in pub.published[TELEMETRY]:
-        for s in batch["samples"]:
+        for s in samples_of(batch):
             out.setdefault((identity, s["ts_us"]), {}).update(s["values"])
     return out
 
@@ -62,7 +63,7 @@ async def test_publishes_what_the_device_model_generates() -> None:
     got = samples(await run_ticks(c, 5))
     model = SimulatorConnector(SimulatorConfig(devices=3, signals=4, start_us=T0))
     want = {
-        (identity, T0 + tick * 1_000_000): batch["samples"][0]["values"]
+        (identity, T0 + tick * 1_000_000): samples_of(batch)[0]["values"]
         for tick in range(5)
         for identity, batch in model.generate_tick(tick, T0 + tick * 1_000_000)
     }
@@ -82,11 +83,11 @@ async def test_endpoints_and_mappings_take_the_reading_by_reading_path() -> None
     model = SimulatorConnector(SimulatorConfig(devices=3, signals=4, start_us=T0))
     tick0 = dict(model.generate_tick(0, T0))
     assert got[("sim-1", T0)]["temperature_0"] == pytest.approx(
-        10 * tick0["sim-1"]["samples"][0]["values"]["temperature_0"]
+        10 * samples_of(tick0["sim-1"])[0]["values"]["temperature_0"]
     )
-    assert got[("oven", T0)] == tick0["sim-2"]["samples"][0]["values"]
+    assert got[("oven", T0)] == samples_of(tick0["sim-2"])[0]["values"]
     assert ("sim-2", T0) not in got
-    assert got[("sim-0", T0)] == tick0["sim-0"]["samples"][0]["values"]
+    assert got[("sim-0", T0)] == samples_of(tick0["sim-0"])[0]["values"]
 
 
 async def test_realtime_ticks_that_fall_behind_are_skipped_and_counted() -> None:
@@ -118,7 +119,7 @@ async def test_a_written_value_is_reported_from_the_next_tick() -> None:
             s["values"].get("setpoint_2") == 55.5
             for i, b in pub.published.get(TELEMETRY, [])
             if i == "sim-0"
-            for s in b["samples"]
+            for s in samples_of(b)
         ):
             await asyncio.sleep(0.02)
     await c.stop()

@@ -12,7 +12,11 @@ from millrace.pipeline.archive.container import ContainerWriter
 from millrace.pipeline.archive.format import encode_record, topic_schema
 from millrace.pipeline.codec import SINGLE_OBJECT_MAGIC, default_codec, fingerprint
 from millrace.pipeline.log.base import Record
+from millrace.pipeline.telemetry_columns import COLUMN_FIELDS
 from millrace.schemas import HISTORY_DIR
+
+#: the column-wise fields of TelemetryBatch v5, empty: what a row-wise batch decodes with
+NO_COLUMNS: dict[str, list[Any]] = {f: [] for f in COLUMN_FIELDS}
 
 
 def batch(identity: str, ts_us: int, n: int = 3) -> dict[str, Any]:

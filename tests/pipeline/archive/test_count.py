@@ -12,6 +12,7 @@ from millrace.pipeline.archive.count import layout_known, telemetry_readings
 from millrace.pipeline.archive.format import count_readings, topic_schema
 from millrace.pipeline.archive.window import WindowBuilder
 from millrace.pipeline.codec import default_codec
+from millrace.pipeline.events import telemetry_batch
 from millrace.pipeline.log.base import Record
 
 values = st.dictionaries(
@@ -71,3 +72,14 @@ def test_the_window_counts_fast_and_slow_paths_alike() -> None:
     b.add(fast)
     b.add(odd)
     assert b.finish()[1].readings == 3
+
+
+@settings(max_examples=300)
+@given(samples, st.text(min_size=1, max_size=20))
+def test_counts_column_wise_batches_like_the_decoded_batch(
+    s: list[dict[str, Any]], identity: str
+) -> None:
+    built = telemetry_batch(identity, s, received_us=1, batch_id="b")
+    payload = default_codec().encode("telemetry", built)
+    assert telemetry_readings(payload[10:]) == count_readings(built)
+    assert count_readings(built) == sum(len(x["values"]) for x in s)

@@ -28,7 +28,13 @@ from millrace.pipeline.archive.format import (
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.log.base import Record
 from millrace.projections.store.chdb import ChdbStore
-from tests.pipeline.archive.helpers import batch, old_version_payload, telemetry, write_file
+from tests.pipeline.archive.helpers import (
+    NO_COLUMNS,
+    batch,
+    old_version_payload,
+    telemetry,
+    write_file,
+)
 
 T0 = 1_764_000_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -56,7 +62,7 @@ def test_plain_fastavro_reads_every_record(codec: str) -> None:
     ]
     assert rows[0]["value"] == {**batch("dev-1", T0), "ip": None, "batch_id": None, "samples": [
         {"ts_us": T0, "values": {"s0": 0.0, "s1": 1.0, "s2": 2.0}, "quality": 0}
-    ]}  # fmt: skip
+    ], **NO_COLUMNS}  # fmt: skip
     assert rows[1]["value"]["identity"] == "dev-2" and rows[1]["value"]["ip"] is None
     assert rows[1]["key"] is None
     assert rows[2]["value"] is None and rows[2]["raw"] == b"not avro at all"

@@ -20,6 +20,7 @@ from millrace.pipeline.errors import LogError
 from millrace.pipeline.log.base import EventLog, Message, TopicPartition
 from millrace.pipeline.log.kafka import KafkaEventLog, KafkaLogConfig
 from millrace.pipeline.log.kafka.admin import ensure_topics
+from millrace.pipeline.telemetry_columns import COLUMN_FIELDS
 from millrace.schemas import SCHEMA_DIR
 from tests.pipeline.log.contract import EventLogContract
 
@@ -143,6 +144,7 @@ class TestKafkaEventLog(EventLogContract):
             "samples": [{"ts_us": 1_700_000_000_000_001, "values": {"t": 1.5}, "quality": 0}],
             "ip": None,
             "batch_id": "b-7",
+            **{name: [] for name in COLUMN_FIELDS},  # a row-wise batch (v4 and before)
         }
         data = codec.encode_confluent("telemetry", event, 7)
         assert data[:5] == b"\x00\x00\x00\x00\x07"
