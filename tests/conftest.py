@@ -3,7 +3,7 @@
 chDB runs one embedded server per process, bound to the first data directory opened
 (a second path fails until every session on the first is closed), so the whole test
 session shares one chDB directory: use ``chdb_store`` (shared) or ``store`` (the same,
-with every projection dropped and re-created first).
+with every projection emptied first, as a drop and migrate would leave it).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from millrace.projections.migrations import drop_projections, migrate
+from millrace.projections.migrations import migrate
 from millrace.projections.store.chdb import ChdbStore
 from tests.kafka_mock import MockKafkaCluster, MockKafkaError
+from tests.projection_reset import empty_projections
 
 #: free space a tmpfs needs to hold the session's temporary files
 RAM_TEMP_MIN_BYTES = 4 << 30
@@ -48,9 +49,8 @@ def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
 
 @pytest.fixture
 def store(chdb_store: ChdbStore) -> ChdbStore:
-    """The shared chDB store with empty projections."""
-    drop_projections(chdb_store)
-    migrate(chdb_store)
+    """The shared chDB store with empty projections (see tests/projection_reset.py)."""
+    empty_projections(chdb_store)
     return chdb_store
 
 

@@ -24,6 +24,7 @@ from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.base import ProjectionStore, QueryResult
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
+from tests.projection_reset import empty_projections
 
 T0 = 1_750_000_000_000_000
 MINUTE = 60_000_000
@@ -185,8 +186,7 @@ async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]]) -> None:
 def test_projections_exactly_once_under_crashes_and_replays(
     store: ChdbStore, ops: list[tuple[Any, ...]]
 ) -> None:
-    drop_projections(store)
-    migrate(store)
+    empty_projections(store)  # each example starts empty
     asyncio.run(scenario(store, ops))
 
 

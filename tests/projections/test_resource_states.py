@@ -39,6 +39,7 @@ from millrace.projections.resource_states import (
 )
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
+from tests.projection_reset import empty_projections
 from tests.projections.test_exactly_once import CrashingStore
 
 S = 1_000_000
@@ -299,8 +300,7 @@ async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]]) -> None:
 def test_fold_is_exactly_once_under_crashes_and_replays(
     store: ChdbStore, ops: list[tuple[Any, ...]]
 ) -> None:
-    drop_projections(store)
-    migrate(store)
+    empty_projections(store)  # each example starts empty
     asyncio.run(scenario(store, ops))
 
 

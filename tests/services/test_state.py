@@ -21,6 +21,7 @@ from millrace.pipeline.services.state import ServiceRejectedError, apply
 from millrace.projections.migrations import drop_projections, migrate
 from millrace.projections.store.chdb import ChdbStore
 from millrace.projections.writer import ProjectionWriter
+from tests.projection_reset import empty_projections
 from tests.projections.test_exactly_once import CrashingStore
 
 _op = st.tuples(
@@ -150,6 +151,5 @@ async def _scenario(store: ChdbStore, ops: list[tuple[str, str, str]], crash_at:
 def test_projection_is_the_fold(
     store: ChdbStore, ops: list[tuple[str, str, str]], crash_at: int
 ) -> None:
-    drop_projections(store)
-    migrate(store)
+    empty_projections(store)  # each example starts empty
     asyncio.run(_scenario(store, ops, crash_at))
