@@ -11,7 +11,6 @@ event the ``millrace process`` workers follow).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import platform
@@ -22,6 +21,7 @@ from typing import Any
 from millrace.api.logring import LogRing
 from millrace.api.prom import EngineMetrics
 from millrace.pipeline.clock import now_us
+from millrace.pipeline.runtime.config_follow import RuntimeSetting
 from millrace.projections.store.base import ProjectionStore
 
 log = logging.getLogger("millrace.api.operations")
@@ -61,7 +61,8 @@ class Operations:
     log_writable: Callable[[], Awaitable[bool]] = _always
     #: the running configuration, secrets masked
     config: Callable[[], dict[str, Any]] = dict
-    #: runtime-changeable settings: name -> (current value, setter)
+    #: runtime-changeable settings: name -> (current value, setter); every process
+    #: follows their changes on the log (``pipeline.runtime.config_follow``)
     settings: dict[str, RuntimeSetting] = field(default_factory=dict)
     #: store errors seen by the readiness check (a counter for ``/metrics``)
     store_errors: int = 0
@@ -124,45 +125,6 @@ def skip_while_paused(
         return await wait(topic)
 
     return waiter
-
-
-@dataclass
-class RuntimeSetting:
-    """A setting ``PATCH /config`` may change while running."""
-
-    get: Callable[[], Any]
-    set: Callable[[Any], None]
-    #: validates and converts a new value (raises ValueError naming the problem)
-    parse: Callable[[Any], Any]
-    description: str = ""
-
-
-_LAST_SETTINGS = """
-SELECT target_id, argMax(after, (ts, log_offset)) AS after
-FROM millrace.audits
-WHERE target_type = 'setting' AND action = 'update' AND status = 'ok'
-GROUP BY target_id
-"""
-
-
-def restore_settings(store: ProjectionStore, settings: dict[str, RuntimeSetting]) -> dict[str, Any]:
-    """Apply the last audited change of each runtime setting (``PATCH /config`` writes
-    them as AuditEvents on the log; the audits projection folds them), so a change
-    outlives a restart; returns what it applied. A value that no longer parses (a
-    setting's rule changed) is skipped with a warning."""
-    applied: dict[str, Any] = {}
-    for name, after in store.execute(_LAST_SETTINGS).rows:
-        setting = settings.get(str(name))
-        if setting is None or not after:
-            continue
-        try:
-            value = setting.parse(json.loads(after)[name])
-            setting.set(value)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("setting %s not restored from the audit trail: %s", name, exc)
-            continue
-        applied[str(name)] = value
-    return applied
 
 
 def _disk(data_dir: str | None) -> dict[str, int] | None:

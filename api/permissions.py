@@ -61,6 +61,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "system:read": ("viewer", "system info, hourly/daily system metrics, /metrics"),
     "pipeline:control": ("operator", "pause and resume the runtime"),
     "logs:read": ("admin", "recent log records and their live stream"),
+    "config:inspect": ("operator", "the running configuration (secrets masked)"),
     "config:write": ("admin", "the running configuration and its runtime settings"),
 }
 
@@ -181,7 +182,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", f"{_V}/pipeline/resume"): "pipeline:control",
     ("GET", f"{_V}/logs"): "logs:read",
     ("GET", f"{_V}/logs/stream"): "logs:read",
-    ("GET", f"{_V}/config"): "config:write",
+    ("GET", f"{_V}/config"): "config:inspect",
     ("PATCH", f"{_V}/config"): "config:write",
     # users, login, roles (api/routers/users.py, login.py, roles.py)
     ("POST", f"{_V}/login"): PUBLIC,

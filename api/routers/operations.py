@@ -233,7 +233,7 @@ async def logs_stream(
     response_model=models.Data[m.RunningConfig],
 )
 async def running_config(
-    ctx: AppContext = Depends(context), _: Principal = Depends(admin)
+    ctx: AppContext = Depends(context), _: Principal = Depends(operator)
 ) -> JsonResponse:
     """The configuration this process runs with (file, environment and defaults), every
     field named like a secret and every URL password as ``***``; ``runtime`` lists the
@@ -253,7 +253,10 @@ async def patch_config(
 ) -> JsonResponse:
     """Body: ``{"<setting>": value, ...}`` among the names ``GET /config`` lists under
     ``runtime``. All are checked before any changes; each change is audited with its
-    old and new value. Changes last until the process restarts."""
+    old and new value. That audit event is the change every process of the deployment
+    applies (``pipeline.runtime.config_follow``): the identity watch of ``millrace
+    process``, each process's log level; a restarted process applies the last ones.
+    This process applies them at once (the answer shows them)."""
     ops = ops_of(ctx)
     if not body:
         raise bad_request("body", "name at least one setting")
@@ -271,7 +274,8 @@ async def patch_config(
     for name, value in parsed.items():
         setting = ops.settings[name]
         before = setting.get()
-        setting.set(value)
+        # the newest change here: it wins over what the log brought before it
+        setting.change(value, max(ctx.clock(), setting.changed_us))
         audit_note(
             action="update",
             target_type="setting",

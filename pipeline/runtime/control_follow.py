@@ -16,7 +16,9 @@ the state in force when the process started (a worker started while the pipeline
 paused starts paused). That event is found by reading each partition backwards from
 its end, a chunk at a time, up to its first selected event: a control event's key is
 its target, so the events of one target share a partition and the others are read to
-their start only while that target has none.
+their start only while that target has none. With ``last_key`` (e.g. the target), it
+hands the last selected event of each key instead, reading back until every key of
+``last_keys`` has one (the runtime settings: ``pipeline.runtime.config_follow``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from millrace.pipeline.codec import AvroCodec, default_codec
@@ -51,6 +53,8 @@ class AuditFollower:
         poll_s: float = 0.5,
         resume_last: bool = False,
         chunk: int = 1000,
+        last_key: Callable[[Event], str] | None = None,
+        last_keys: Collection[str] = (),
     ) -> None:
         self.log = event_log
         self.select = select
@@ -59,6 +63,8 @@ class AuditFollower:
         self.poll_s = poll_s
         self.resume_last = resume_last
         self.chunk = chunk
+        self.last_key = last_key
+        self.last_keys = frozenset(last_keys)
         self.positions: dict[int, int] | None = None
         self.handled = 0
 
@@ -73,8 +79,9 @@ class AuditFollower:
                 out.append(event)
         return out
 
-    async def _last_before(self, partition: int, end: int) -> Event | None:
-        """The last selected event of ``partition`` below ``end`` (read backwards)."""
+    async def _last_before(self, partition: int, end: int, found: dict[str, Event]) -> None:
+        """Adds the last selected event of ``partition`` below ``end`` to ``found``
+        (read backwards; with ``last_key``, the last of each key not found yet)."""
         first = (await self.log.offsets(AUDIT, partition))[0]
         hi = end
         while hi > first:
@@ -89,20 +96,35 @@ class AuditFollower:
                 records += got
                 pos = got[-1].offset + 1
             selected = self._selected(records)
-            if selected:
-                return selected[-1]
+            if self.last_key is None:
+                if selected:
+                    found[str(partition)] = selected[-1]
+                    return
+            else:
+                for event in reversed(selected):  # newest first; older chunks come later
+                    key = self.last_key(event)
+                    if key not in found or _time(event) > _time(found[key]):
+                        found[key] = event
+                if self.last_keys and self.last_keys <= found.keys():
+                    return
             hi = lo
-        return None
 
     async def start(self) -> None:
         """Positions at the log's end; with ``resume_last``, hands the last selected
-        event before them first."""
+        event before them first (with ``last_key``: of each key, in time order)."""
         ends = {p: (await self.log.offsets(AUDIT, p))[1] for p in range(self.log.partitions(AUDIT))}
         if self.resume_last:
-            found = [await self._last_before(p, end) for p, end in ends.items()]
-            last = [e for e in found if e is not None]
-            if last:
-                await self._hand(max(last, key=_time))
+            found: dict[str, Event] = {}
+            for p, end in ends.items():
+                if self.last_keys and self.last_keys <= found.keys():
+                    break
+                await self._last_before(p, end, found)
+            if self.last_key is None:
+                if found:
+                    await self._hand(max(found.values(), key=_time))
+            else:
+                for event in sorted(found.values(), key=_time):
+                    await self._hand(event)
         self.positions = ends
 
     async def _hand(self, event: Event) -> None:

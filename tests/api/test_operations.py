@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from millrace.api.app import create_app
 from millrace.api.logring import LogRing
-from millrace.api.operations import Operations, RuntimeSetting, restore_settings
+from millrace.api.operations import Operations
 from millrace.api.prom import EngineMetrics
 from millrace.pipeline.errors import StoreError
+from millrace.pipeline.runtime.config_follow import ConfigFollower, RuntimeSetting
 from millrace.projections.store.chdb import ChdbStore
 from tests.api.conftest import NOW_US, V1, Api, MakeApi, uid
 from tests.api.test_stream_routes import AsgiStream
@@ -376,8 +377,8 @@ async def test_no_secret_reaches_a_log_record(api: Api) -> None:
 
 
 async def test_settings_changes_outlive_a_restart(api: Api) -> None:
-    """PATCH /config is audited on the log; a new process applies the last audited
-    value of each setting (from the audits projection)."""
+    """PATCH /config is audited on the log; a new process's config follower applies
+    the last audited value of each setting (``pipeline.runtime.config_follow``)."""
     name = f"test.setting.{uid()}"
     value = {"v": 1}
 
@@ -393,10 +394,10 @@ async def test_settings_changes_outlive_a_restart(api: Api) -> None:
     for v in (5, 7):
         r = await api.client.patch(f"{V1}/config", json={name: v}, headers=api.auth(api.admin))
         assert r.status_code == 200, r.text
-    await api.sync()
     fresh = {"v": 1}  # what a restarted process starts with
-    assert restore_settings(api.ctx.store, setting(fresh)) == {name: 7}
-    assert fresh["v"] == 7
+    follower = ConfigFollower(api.log, setting(fresh))
+    await follower.start()
+    assert fresh["v"] == 7 and follower.applied == 1
 
 
 def test_running_configuration_masks_secrets() -> None:

@@ -120,21 +120,25 @@ def test_stage_names_of_each_role(config: MillraceConfig, embedded: Adapters) ->
     for role, names in expected.items():
         assembly, stages = build_stages([role], embedded, config)  # type: ignore[list-item]
         try:
-            assert _names(stages) == names | {"log-upkeep"}
+            # every process follows the runtime settings (log level everywhere)
+            assert _names(stages) == names | {"log-upkeep", "config-follower"}
         finally:
             assembly.close()
     everything, stages = build_stages(ROLES, embedded, config)
     try:
         # one heartbeat; the route controls the connectors of its own process
         assert [s.name for s in stages].count("runner-heartbeat") == 1
+        assert [s.name for s in stages].count("config-follower") == 1  # applied once
         assert _names(stages) == set().union(*expected.values()) - {"connector-control"} | {
-            "log-upkeep"
+            "log-upkeep",
+            "config-follower",
         }
         # the GC policy starts after everything else has built what it keeps; then the
         # API stops first, the processor runtime last
         assert [s.name for s in stages[-2:]] == ["api-server", "gc-policy"]
-        # the pause in force is read before the runtime folds (a restart while paused)
-        assert [s.name for s in stages[:2]] == ["pause-follower", "runtime"]
+        # the settings on the log are in force first; the pause in force is read
+        # before the runtime folds (a restart while paused)
+        assert [s.name for s in stages[:3]] == ["config-follower", "pause-follower", "runtime"]
     finally:
         everything.close()
 

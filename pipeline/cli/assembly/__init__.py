@@ -2,7 +2,9 @@
 chosen adapters. Part of the composition root (it may import every package).
 
 Roles and their stages (``pipeline.runtime.stage``), in start order; they stop in
-reverse order:
+reverse order. Every process starts with ``config-follower`` (the runtime settings
+``PATCH /api/v1/config`` changes, applied from the audit topic, the last ones on the
+log first; ``settings``).
 
 ``process``
     ``pause-follower`` (pause/resume events from the audit topic, every member; first,
@@ -38,7 +40,8 @@ server (``process`` also on chDB in ``data_dir``), faust for ``process``.
 
 Modules: ``adapters`` (the log, stores and runtime a deployment chooses), ``process``,
 ``connect``, ``api`` and ``heartbeat`` (each role's stage builders; a new stage of a
-role goes in its module), ``facade`` (``Assembly``: the parts, the stores,
+role goes in its module), ``settings`` (the runtime settings and their follower),
+``facade`` (``Assembly``: the parts, the stores,
 read-your-writes, status).
 """
 

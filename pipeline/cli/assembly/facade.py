@@ -19,7 +19,7 @@ from millrace.pipeline.alarms.runner import AlarmRunner
 from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
 from millrace.pipeline.archive.archiver import Archiver
 from millrace.pipeline.archive.store import ArchiveStore
-from millrace.pipeline.cli.assembly import api, connect, heartbeat, process
+from millrace.pipeline.cli.assembly import api, connect, heartbeat, process, settings
 from millrace.pipeline.cli.assembly.adapters import CONSUMERS, ROLES, Adapters, Purpose, Role
 from millrace.pipeline.cli.config import MillraceConfig
 from millrace.pipeline.clock import now_us
@@ -36,6 +36,7 @@ from millrace.pipeline.progress import (
     sink_positions,
 )
 from millrace.pipeline.publisher import LogPublisher
+from millrace.pipeline.runtime.config_follow import RuntimeSetting
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.executors import OwnThreads
 from millrace.pipeline.runtime.gc_policy import GcStage
@@ -92,6 +93,8 @@ class Assembly:
         self.access: AccessControl | None = None
         #: the workers' figures, in an API process without a runtime (distributed)
         self.remote: RemoteFigures | None = None
+        #: the runtime settings of this process (``assembly.settings``)
+        self.settings: dict[str, RuntimeSetting] = {}
         self.stages: list[Stage] = []
         #: the roles this process runs (set by :meth:`build`)
         self.roles: set[Role] = set()
@@ -155,7 +158,8 @@ class Assembly:
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; one of {list(ROLES)}")
         self.roles = wanted
-        stages: list[Stage] = []
+        # first: the runtime settings on the log are in force before anything runs
+        stages: list[Stage] = [settings.config_stage(self)]
         if "process" in wanted:
             stages += process.process_stages(self)
         stages += self.adapters.stages()

@@ -22,17 +22,13 @@ from typing import TYPE_CHECKING, Any
 from millrace.api import logring
 from millrace.api.audit import SECRET_FIELDS
 from millrace.api.context import AppContext
-from millrace.api.operations import (
-    Operations,
-    RuntimeSetting,
-    restore_settings,
-    skip_while_paused,
-)
+from millrace.api.operations import Operations, skip_while_paused
 from millrace.api.prom import EngineMetrics
 from millrace.api.remote import RemoteFigures
 from millrace.pipeline.alarms.runner import NAME as ALARM_RUNNER
 from millrace.pipeline.alarms.runner import TOPICS as ALARM_TOPICS
 from millrace.pipeline.cli.assembly.adapters import CONSUMERS
+from millrace.pipeline.cli.assembly.settings import on_change, runtime_settings
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.processors.catalog import processors
@@ -89,7 +85,12 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         ready_max_lag=cfg.api.ready_max_lag,
         lag=asm.lag,
         config=lambda: masked(cfg.model_dump(mode="json")),
-        settings=runtime_settings(asm, ctx),
+        settings=runtime_settings(asm),
+    )
+    # the API's own reads of "offline" follow the setting too
+    on_change(
+        ops.settings["identities.inactivity_timeout_s"],
+        lambda v: setattr(ctx.queries, "default_inactivity_timeout_s", v),
     )
     metrics.store_errors = lambda: ops.store_errors
     if runtime is not None:
@@ -132,13 +133,6 @@ def operations(asm: Assembly, ctx: AppContext) -> Operations:
         return True
 
     ops.log_writable = log_writable
-    try:
-        restored = restore_settings(ctx.store, ops.settings)
-    except Exception as exc:
-        log.warning("runtime settings not restored: %s", exc)
-    else:
-        if restored:
-            log.info("runtime settings restored from the audit trail: %s", restored)
     return ops
 
 
@@ -162,55 +156,3 @@ def alarm_lag(asm: Assembly) -> int:
             ends[i] = event_log.offsets_sync(topic, p)[1]
             done[i] = runner.position(TopicPartition(topic, p))
     return behind(ends, done)
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("a positive integer (seconds)")
-    return value
-
-
-def _level(value: Any) -> str:
-    if not isinstance(value, str) or value.upper() not in logring.LEVELS:
-        raise ValueError(f"one of {', '.join(logring.LEVELS)}")
-    return value.upper()
-
-
-def runtime_settings(asm: Assembly, ctx: AppContext) -> dict[str, RuntimeSetting]:
-    """What ``PATCH /config`` changes in this process, until it restarts."""
-    reg = asm.config.identities
-    millrace_log = logging.getLogger("millrace")
-
-    # the identity watch of this process (it judges offline and timed-out commands)
-    # reads its settings at every tick
-    def set_inactivity(v: int) -> None:
-        reg.inactivity_timeout_s = v
-        ctx.queries.default_inactivity_timeout_s = v
-        if asm.watch is not None:
-            asm.watch.settings.default_inactivity_timeout_s = v
-
-    def set_command(v: int) -> None:
-        reg.command_timeout_s = v
-        if asm.watch is not None:
-            asm.watch.settings.command_timeout_s = v
-
-    return {
-        "log_level": RuntimeSetting(
-            lambda: logging.getLevelName(millrace_log.getEffectiveLevel()),
-            lambda v: millrace_log.setLevel(v),
-            _level,
-            "level of millrace's loggers",
-        ),
-        "identities.inactivity_timeout_s": RuntimeSetting(
-            lambda: reg.inactivity_timeout_s,
-            set_inactivity,
-            _positive_int,
-            "no telemetry for this long: offline (identities without their own)",
-        ),
-        "identities.command_timeout_s": RuntimeSetting(
-            lambda: reg.command_timeout_s,
-            set_command,
-            _positive_int,
-            "a set value not reported back in time: STATE_TIMED_OUT",
-        ),
-    }
