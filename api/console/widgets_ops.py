@@ -233,5 +233,7 @@ def batch_results(box: ui.column, results: list[dict[str, Any]], what: str) -> N
 
 
 def choice(label: str, options: dict[str, str], value: str = "") -> ui.select:
-    """A labelled select of ``value -> text`` options."""
-    return ui.select(options, label=label, value=value).classes("min-w-[10rem]")
+    """A labelled select of ``value -> text`` options; a ``value`` it does not offer (a
+    hand-edited link) selects the first option."""
+    chosen = value if value in options else next(iter(options))
+    return ui.select(options, label=label, value=chosen).classes("min-w-[10rem]")

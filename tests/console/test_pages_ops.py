@@ -16,6 +16,23 @@ from tests.console.seed import TYPE, alarms_of_the_rule, raise_alarms
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def click_when_ready(console: Console, css: str) -> None:
+    """Click ``css`` once it takes clicks (a dialog's buttons do not while it opens)."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+    )
+
+    def attempt() -> bool:
+        try:
+            console.find(css).click()
+        except (ElementNotInteractableException, ElementClickInterceptedException):
+            return False
+        return True
+
+    console.wait(attempt, f"{css} clickable")
+
+
 def test_alarm_acknowledged_in_the_console(console: Console) -> None:
     raised = raise_alarms(console)
     first = raised[0]["alarm_id"]
@@ -107,7 +124,8 @@ def test_admin_creates_and_revokes_a_key_in_the_console(console: Console) -> Non
     assert me.status_code == 200 and me.json()["data"]["role"] == "operator", me.text
     made = [k for k in console.api.get("/keys").json()["data"] if k["name"] == "console-made"]
     assert len(made) == 1 and secret not in str(made)
-    console.find("[data-testid=new-key] ~ button").click()  # Done
+    click_when_ready(console, "[data-testid=new-key] ~ button")  # Done
+    console.wait(lambda: not console.all(".q-dialog"), "the dialog closed")
     console.type_into("input[name=key-id]", made[0]["id"])
     console.find("button[name=revoke-key]").click()
     console.wait(

@@ -85,9 +85,9 @@ async def _list(ctx: PageContext) -> None:
         signal = ui.input("Signal", value=q.get("signal", ""))
         kind = ui.input("Type", value=q.get("type", ""))
         priority = ui.input("Priority range (lo,hi)", value=q.get("priority_range", ""))
-        state = choice("State", {"": "any", "active": "active", "cleared": "cleared"})
-        state.value = q.get("state", "")
-        acked = choice("Acknowledged", TRISTATE)
+        states = {"": "any", "active": "active", "cleared": "cleared"}
+        state = choice("State", states, q.get("state", ""))
+        acked = choice("Acknowledged", TRISTATE, q.get("include_acknowledged", ""))
         discarded = choice("Discarded", TRISTATE, q.get("include_discarded", ""))
         sort = choice("Sort", SORTS, q.get("sort", "-creation_time"))
         apply = ui.button("Apply filters").props("no-caps name=apply-filters")
