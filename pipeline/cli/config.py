@@ -14,7 +14,9 @@ restore: {allowed_url_prefixes: [s3://bucket/exports/], chunk_records: 20000}
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +181,11 @@ class MillraceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data_dir: Path = Path("./data")
     commissioning: Path | None = Field(None, description="a separate commissioning file")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the commissioning sections' parameters (name: {type, default, "
+        "description}), given with --param name=value (connectors.parameters)",
+    )
     service: str | None = None
     description: str = ""
     version: int = 1
@@ -210,42 +217,115 @@ ENV_OVERRIDES = {
 }
 
 
-def commissioning_of(cfg: MillraceConfig, base: Path | None = None) -> Commissioning | None:
+def commissioning_of(
+    cfg: MillraceConfig, base: Path | None = None, params: Mapping[str, str] | None = None
+) -> Commissioning | None:
     """The connectors to run: the file's own sections, or the file they name.
 
     Every violation is reported at once (ConfigError); ``${ENV}`` references must be
     set. ``base`` resolves a relative ``commissioning`` path (the config's folder). The
     ``simulator:`` section, when it has devices, is one more connection, ``simulator``
     (shorthand for ``protocol: simulator``; see ``connectors.simulator.section``).
+    ``params``: values of the file's ``parameters:`` section as given on the command
+    line (``--param name=value``), substituted as ``POST /services`` does.
     """
     from millrace.connectors.simulator.section import with_simulator
 
-    return with_simulator(_commissioning_file(cfg, base), cfg.simulator)
+    return with_simulator(_commissioning_file(cfg, base, params or {}), cfg.simulator)
 
 
-def _commissioning_file(cfg: MillraceConfig, base: Path | None) -> Commissioning | None:
-    from millrace.connectors.commissioning import load_commissioning, validate_document
+def _commissioning_file(
+    cfg: MillraceConfig, base: Path | None, params: Mapping[str, str]
+) -> Commissioning | None:
+    from millrace.connectors.commissioning import load_commissioning
 
     if cfg.commissioning is not None:
         path = cfg.commissioning
         if base is not None and not path.is_absolute():
             path = base / path
-        return load_commissioning(path)
+        if not params and "parameters:" not in _read(path):
+            return load_commissioning(path)
+        try:
+            doc = yaml.safe_load(_read(path))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        return _validated(_with_parameters(doc, params), f"{path}:\n")
     if not cfg.connections:
+        if params:
+            raise ConfigError("--param: the configuration has no commissioning sections")
         return None
     doc = {
         "version": cfg.version,
         "service": cfg.service or "default",
+        "parameters": cfg.parameters,
         "connections": cfg.connections,
         "endpoints": cfg.endpoints,
         "mappings": cfg.mappings,
     }
+    return _validated(_with_parameters(doc, params), "")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _with_parameters(doc: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+    """``doc`` with its ``parameters:`` substituted (``connectors.parameters.resolve``,
+    what ``POST /services`` does): the given values, else the defaults; a required
+    one not given, an unknown name or a wrong type is a ConfigError naming it. The
+    service the file installs carries the substituted sections.
+
+    A value is the text after ``=`` for a string parameter, otherwise read as JSON
+    (``port=502`` is an integer, ``on=true`` a boolean)."""
+    from millrace.connectors.parameters import declared, resolve
+
+    if not doc.get("parameters") and not params:
+        return {k: v for k, v in doc.items() if k != "parameters"}
+    spec, _ = declared(doc)
+    given = {name: param_value(raw, spec.get(name, {}).get("type")) for name, raw in params.items()}
+    resolved, violations = resolve(doc, given)
+    errors = [v for v in violations if v.level == "error"]
+    if errors:
+        raise ConfigError("\n".join(v.line() for v in errors))
+    return resolved
+
+
+def _validated(doc: dict[str, Any], where: str) -> Commissioning | None:
+    from millrace.connectors.commissioning import validate_document
+
     result, violations = validate_document(doc)
     unset = [v for v in violations if v.level == "warning" and "environment" in v.description]
     if result is None or unset:
         errors = [v for v in violations if v.level == "error"] + unset
-        raise ConfigError("\n".join(v.line() for v in errors))
+        raise ConfigError(where + "\n".join(v.line() for v in errors))
     return result
+
+
+def param_value(raw: str, ptype: str | None = None) -> Any:
+    """A ``--param`` value: its text for a string parameter, else read as JSON when it
+    parses (``502`` an integer, ``true`` a boolean), else its text."""
+    if ptype == "string":
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """``--param name=value`` options (repeatable) as name -> the value's text."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--param {pair!r}: expected name=value")
+        out[name] = raw
+    return out
 
 
 def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -24,6 +24,12 @@ DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="data directory (log, chDB, keys)")
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML configuration file")]
+Params = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", help="a value of the file's parameters: section, name=value (repeat)"
+    ),
+]
 
 
 def _logging() -> None:
@@ -51,9 +57,10 @@ def run(
     host: Annotated[str | None, typer.Option(help="API bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="API port (default 8080)")] = None,
     config: ConfigFile = None,
+    param: Params = None,
 ) -> None:
     """Run everything in one process: log, connectors, processors and the API."""
-    from millrace.pipeline.cli.config import commissioning_of, load_config
+    from millrace.pipeline.cli.config import commissioning_of, load_config, parse_params
     from millrace.pipeline.cli.engine import Engine, announce_key
 
     _logging()
@@ -61,7 +68,8 @@ def run(
         cfg = load_config(
             config, {("data_dir",): data_dir, ("api", "host"): host, ("api", "port"): port}
         )
-        commissioning = commissioning_of(cfg, config.parent if config else None)
+        params = parse_params(param or [])
+        commissioning = commissioning_of(cfg, config.parent if config else None, params)
         engine = Engine(cfg, commissioning)
         engine.open()
     except MillraceError as exc:
@@ -91,16 +99,17 @@ def run(
 
 
 @app.command()
-def connect(config: ConfigFile = None) -> None:
+def connect(config: ConfigFile = None, param: Params = None) -> None:
     """Distributed mode: run the configured connectors, producing to Kafka
     (MILLRACE_KAFKA_BOOTSTRAP)."""
-    from millrace.pipeline.cli.config import commissioning_of, load_config
+    from millrace.pipeline.cli.config import commissioning_of, load_config, parse_params
     from millrace.pipeline.cli.distributed import run_connect
 
     _logging()
     try:
         cfg = load_config(config)
-        commissioning = commissioning_of(cfg, config.parent if config else None)
+        params = parse_params(param or [])
+        commissioning = commissioning_of(cfg, config.parent if config else None, params)
         asyncio.run(run_connect(cfg, commissioning=commissioning))
     except MillraceError as exc:
         _fail(exc)

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from millrace.pipeline.cli.config import load_config
+from millrace.pipeline.cli.config import load_config, param_value, parse_params
 from millrace.pipeline.cli.replay_client import ApiClient
-from millrace.pipeline.errors import ConfigError, MillraceError
+from millrace.pipeline.errors import MillraceError
 
 service_app = typer.Typer(help="Services (commissioning files) of a running engine.")
 
@@ -40,16 +40,7 @@ def _run(call: Any) -> None:
 
 def _values(pairs: list[str]) -> dict[str, Any]:
     """``name=value`` pairs; a value that parses as JSON takes its type (``port=502``)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--param {pair!r}: expected name=value")
-        try:
-            out[name] = json.loads(raw)
-        except ValueError:
-            out[name] = raw
-    return out
+    return {name: param_value(raw) for name, raw in parse_params(pairs).items()}
 
 
 @service_app.command()
