@@ -119,7 +119,7 @@ async def _sign_in(client: Client) -> None:
         message = ui.label("").classes("text-red-800").props('role="alert" aria-live="assertive"')
         with ui.tab_panels(tabs, value=user_tab).classes("w-full"):
             with ui.tab_panel(user_tab).classes("gap-2"):
-                username = ui.input("Username").props("autocomplete=username name=username")
+                ui.input("Username").props("autocomplete=username name=username")
                 password = ui.input("Password", password=True).props(
                     "autocomplete=current-password name=password"
                 )
@@ -136,11 +136,23 @@ async def _sign_in(client: Client) -> None:
             return
         ui.navigate.to(target)
 
+    async def typed(*names: str) -> list[str]:
+        # what the browser shows now: the page is drawn before its socket connects, and
+        # keystrokes made before it did never reached the server's copy of the values
+        script = (
+            "return ["
+            + ",".join(f"document.querySelector('input[name={n}]')?.value ?? ''" for n in names)
+            + "]"
+        )
+        return [str(v) for v in await ui.run_javascript(script, timeout=10.0)]
+
     async def with_password() -> None:
-        await done(api.sign_in(username.value or "", password.value or ""))
+        user, secret = await typed("username", "password")
+        await done(api.sign_in(user, secret))
 
     async def with_key() -> None:
-        await done(api.sign_in_key((key.value or "").strip()))
+        (value,) = await typed("api-key")
+        await done(api.sign_in_key(value.strip()))
 
     user_button.on_click(with_password)
     password.on("keydown.enter", with_password)

@@ -145,6 +145,8 @@ class Console:
         self.opened.append(path)
         self.driver.get(self.base + path)
         self.wait(lambda: self.js("return !!document.querySelector('main')"), f"{path} drawn")
+        # the page's socket: what is typed or clicked before it connects waits for it
+        self.wait(lambda: self.js("return !!(window.socket && window.socket.connected)"), "socket")
 
     def find(self, css: str) -> Any:
         from selenium.webdriver.common.by import By
@@ -210,6 +212,16 @@ class Console:
             "/users", json={"username": username, "password": password, "roles": [role]}
         )
         assert r.status_code in (200, 201), r.text
+        # the user is an event on the log: wait until the API signs it in
+        self.wait(
+            lambda: (
+                self.api.post(
+                    "/login", json={"username": username, "password": password}
+                ).status_code
+                == 200
+            ),
+            f"{username} accepted by the API",
+        )
         return password
 
     # -- evidence ------------------------------------------------------------------------
