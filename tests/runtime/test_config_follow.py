@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,37 @@ async def test_unknown_settings_and_bad_values_are_skipped(
     text = caplog.text
     assert "setting a.timeout_s not applied" in text and "positive" in text
     assert "setting b.timeout_s not applied" in text
+
+
+def test_the_local_logs_retention_is_a_runtime_setting(tmp_path: Path) -> None:
+    """``millrace run``: ``log.retention_ms`` changes what the local log's next
+    enforcement deletes (the file said no retention), and GET /config's view."""
+    from millrace.pipeline.cli.assembly import Assembly, local_adapters
+    from millrace.pipeline.cli.assembly.settings import runtime_settings
+    from millrace.pipeline.cli.config import MillraceConfig
+    from millrace.pipeline.log.base import Message
+    from millrace.pipeline.log.local import LocalEventLog, LocalLogConfig
+
+    cfg = MillraceConfig(data_dir=tmp_path, log=LocalLogConfig(partitions=1, segment_bytes=200))
+    asm = Assembly(cfg, local_adapters(cfg))
+    log = asm.log
+    assert isinstance(log, LocalEventLog)
+    now = [T0]
+    log._clock = lambda: now[0]
+    log.open()
+    try:
+        for _ in range(10):
+            log.append_sync("t", [Message(b"x" * 100)])
+        now[0] += 3_600_000_000
+        assert log.enforce_retention() == 0  # no retention in the file
+        settings_ = runtime_settings(asm)
+        with pytest.raises(ValueError):
+            settings_["log.retention_ms"].parse(-1)
+        assert settings_["log.retention_ms"].change(60_000, T0)
+        assert cfg.log.retention_ms == 60_000 and settings_["log.retention_ms"].get() == 60_000
+        assert log.enforce_retention() > 0
+        settings_["log.retention_bytes"].change(10_000, T0)
+        assert (log.config.retention_ms, log.config.retention_bytes) == (60_000, 10_000)
+    finally:
+        log.close_sync()
+        asm.close()

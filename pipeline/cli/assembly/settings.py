@@ -6,15 +6,19 @@ Every process runs the stage (every one has a log level), once, first of its sta
 the values on the log are in force before the identity watch ticks or the API
 answers. The settings act on this process's parts: the configuration model (what
 ``GET /config`` shows and the API's context reads when it is built), the identity
-watch where ``process`` runs, and what :func:`on_change` adds (the API's queries).
+watch where ``process`` runs, the local log's retention (``millrace run``; Kafka's is
+the brokers') and what :func:`on_change` adds (the API's queries).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from millrace.api.logring import LEVELS
+from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.runtime.config_follow import ConfigFollower, RuntimeSetting
 
 if TYPE_CHECKING:
@@ -31,6 +35,43 @@ def _level(value: Any) -> str:
     if not isinstance(value, str) or value.upper() not in LEVELS:
         raise ValueError(f"one of {', '.join(LEVELS)}")
     return value.upper()
+
+
+def _limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a whole number >= 0, or null (no limit)")
+    return value
+
+
+def _retention(asm: Assembly, log: LocalEventLog) -> dict[str, RuntimeSetting]:
+    """The local log's retention (``millrace run``; Kafka's is the brokers')."""
+
+    def setter(field: str) -> Callable[[int | None], None]:
+        def set_(v: int | None) -> None:
+            retention = {
+                "retention_ms": log.config.retention_ms,
+                "retention_bytes": log.config.retention_bytes,
+                field: v,
+            }
+            log.set_retention(**retention)
+            asm.config.log = log.config  # what GET /config shows
+
+        return set_
+
+    return {
+        f"log.{field}": RuntimeSetting(
+            partial(lambda f: getattr(log.config, f), field),
+            setter(field),
+            _limit,
+            what,
+        )
+        for field, what in (
+            ("retention_ms", "log segments older than this are deleted (once archived)"),
+            ("retention_bytes", "per partition, the oldest segments above this are deleted"),
+        )
+    }
 
 
 def runtime_settings(asm: Assembly) -> dict[str, RuntimeSetting]:
@@ -71,6 +112,8 @@ def runtime_settings(asm: Assembly) -> dict[str, RuntimeSetting]:
             "a set value not reported back in time: STATE_TIMED_OUT",
         ),
     }
+    if isinstance(asm.log, LocalEventLog):
+        asm.settings.update(_retention(asm, asm.log))
     return asm.settings
 
 

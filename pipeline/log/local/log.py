@@ -290,6 +290,17 @@ class LocalEventLog(EventLog):
             for partition in partitions:
                 partition.retention_hold = hold
 
+    def set_retention(self, retention_ms: int | None, retention_bytes: int | None) -> None:
+        """Change ``retention_ms``/``retention_bytes`` while running (``PATCH
+        /api/v1/config``); the next enforcement uses them."""
+        with self._lock:
+            self.config = self.config.model_copy(
+                update={"retention_ms": retention_ms, "retention_bytes": retention_bytes}
+            )
+            for partitions in self._topics.values():
+                for partition in partitions:
+                    partition._config = self.config
+
     def enforce_retention(self) -> int:
         """Delete whole segments past ``retention_ms``/``retention_bytes``; returns how
         many.  Also runs on every segment roll of the partition that rolled."""
