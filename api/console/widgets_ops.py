@@ -122,6 +122,12 @@ class LiveReload:
         self.status.text = "live"
         self._task = background_tasks.create(self._follow(), name="console-live-reload")
 
+    async def reapply(self, error: ui.label) -> None:
+        """Reload after a filter change and follow the stream with the new filters; a
+        refusal of the filters goes into ``error`` (see :func:`load_into`)."""
+        if await load_into(error, self.reload):
+            self.restart()
+
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

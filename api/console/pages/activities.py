@@ -143,9 +143,7 @@ async def _activities(ctx: PageContext) -> None:
 
     async def apply_filters() -> None:
         pager.page = 1
-        if not await load_into(error, reload):
-            return
-        live.restart()
+        await live.reapply(error)
 
     apply.on_click(apply_filters)
     await apply_filters()

@@ -28,7 +28,6 @@ from millrace.api.console.widgets_ops import (
     choice,
     error_line,
     link_column,
-    load_into,
     table,
     time_text,
 )
@@ -131,9 +130,7 @@ async def _list(ctx: PageContext) -> None:
 
     async def apply_filters() -> None:
         pager.page = 1
-        if not await load_into(error, reload):
-            return
-        live.restart()
+        await live.reapply(error)
 
     apply.on_click(apply_filters)
     for box in (identity, signal, kind, priority):

@@ -17,7 +17,14 @@ from urllib.parse import quote
 from nicegui import ui
 
 from millrace.api.console.pages import Page, PageContext
-from millrace.api.console.widgets_ops import act, error_line, load_into, table, us_text
+from millrace.api.console.widgets_ops import (
+    Reload,
+    act,
+    error_line,
+    load_into,
+    table,
+    us_text,
+)
 
 USERS = "users:manage"
 ROLES = "roles:manage"
@@ -51,6 +58,12 @@ def _heading(text: str) -> None:
 
 def _csv(text: str | None) -> list[str]:
     return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+async def _delete(ctx: PageContext, path: str, done: str, reload: Reload) -> None:
+    await ctx.api.request("DELETE", path)
+    ui.notify(f"{path.removeprefix('/')} {done}")
+    await reload()
 
 
 async def build(ctx: PageContext) -> None:
@@ -100,9 +113,7 @@ async def _users(ctx: PageContext) -> None:
             await reload()
 
         async def delete() -> None:
-            await ctx.api.request("DELETE", f"/users/{quote(name.value or '', safe='')}")
-            ui.notify(f"user {name.value} deleted")
-            await reload()
+            await _delete(ctx, f"/users/{quote(name.value or '', safe='')}", "deleted", reload)
 
         act(ctx, USERS, "Create user", create, "create-user")
         act(
@@ -156,9 +167,7 @@ async def _roles(ctx: PageContext) -> None:
             await reload()
 
         async def remove() -> None:
-            await ctx.api.request("DELETE", f"/roles/{quote(name.value or '', safe='')}")
-            ui.notify(f"role {name.value} removed")
-            await reload()
+            await _delete(ctx, f"/roles/{quote(name.value or '', safe='')}", "removed", reload)
 
         act(ctx, ROLES, "Save role", save, "save-role")
         act(ctx, ROLES, "Remove role", remove, "remove-role")
@@ -219,9 +228,7 @@ async def _keys(ctx: PageContext) -> None:
             await reload()
 
         async def revoke() -> None:
-            await ctx.api.request("DELETE", f"/keys/{quote(key_id.value or '', safe='')}")
-            ui.notify(f"key {key_id.value} revoked")
-            await reload()
+            await _delete(ctx, f"/keys/{quote(key_id.value or '', safe='')}", "revoked", reload)
 
         act(ctx, KEYS, "Create key", create, "create-key")
         act(ctx, KEYS, "Rotate key", rotate, "rotate-key")
