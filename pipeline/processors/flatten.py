@@ -6,7 +6,7 @@ each into one list); the readings' columns are then made by numpy and Arrow:
 gathered by each reading's row, and each kind's values scattered to the readings of
 that kind (the values of a kind are in reading order, since both go signal after
 signal and event after event). Batches of versions 1-4 (row-wise samples) are turned
-into columns first (``telemetry_columns.columns_of``).
+into columns first (``telemetry_columns.column_fields``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from millrace.pipeline.telemetry_columns import (
     KIND_DOUBLE,
     KIND_LONG,
     KIND_STRING,
-    columns_of,
+    column_fields,
     problem,
 )
 from millrace.pipeline.values import EXACT_DOUBLE_INT, int_text
@@ -91,29 +91,34 @@ def flatten_all(events: Sequence[Event]) -> Flat:
                 )
             )
             continue
-        cols = columns_of(batch)
-        n, s = len(cols.ts_us), len(cols.signals)
+        cols = column_fields(batch)
+        get = cols.get
+        ts, signals = get("ts_us") or (), get("signals") or ()
+        counts = get("counts") or None
+        doubles, booleans = get("doubles") or (), get("booleans") or ()
+        strings, longs = get("strings") or (), get("longs") or ()
+        n, s = len(ts), len(signals)
         g.ev_identity.append(batch["identity"])
         g.ev_received.append(batch.get("received_us", ev.timestamp_us))
         g.ev_ip.append(batch.get("ip") or "")
         g.ev_size.append(float(ev.size))
         g.ev_rows.append(n)
-        g.ev_readings.append(cols.readings)
-        g.ts.extend(cols.ts_us)
-        g.quality.extend(cols.qualities)
-        g.signals.extend(cols.signals)
-        g.kinds.extend(cols.kinds)
-        if cols.counts is None:
+        g.ev_readings.append(len(doubles) + len(booleans) + len(strings) + len(longs))
+        g.ts.extend(ts)
+        g.quality.extend(get("qualities") or ())
+        g.signals.extend(signals)
+        g.kinds.extend(get("kinds") or ())
+        if counts is None:
             g.counts.extend(repeat(n, s))
             g.sparse.extend(repeat(False, s))
         else:
-            g.counts.extend(cols.counts)
+            g.counts.extend(counts)
             g.sparse.extend(repeat(True, s))
-            g.rows.extend(cols.rows or ())
-        g.doubles.extend(cols.doubles)
-        g.booleans.extend(cols.booleans)
-        g.strings.extend(cols.strings)
-        g.longs.extend(cols.longs)
+            g.rows.extend(get("rows") or ())
+        g.doubles.extend(doubles)
+        g.booleans.extend(booleans)
+        g.strings.extend(strings)
+        g.longs.extend(longs)
     return Flat(_readings(g), dead, _seen(g), _metrics(g))
 
 
