@@ -180,6 +180,16 @@ def test_explorer_chart_matches_the_api(console: Console) -> None:
     assert [w for _, w in series["v:band"]] == pytest.approx(widths)
     console.keep_screenshot("console-explorer")
 
+    # zooming in (the keyboard-reachable button) asks the API again for the middle half
+    console.find("button[name=zoom-in]").click()
+    attrs, series = console.wait(
+        lambda: (got := _chart(console))[0]["start"] != str(start) and got, "the zoomed chart"
+    )
+    lo, hi = start + (end - start) // 4, end - (end - start) // 4
+    assert (int(attrs["start"]), int(attrs["end"])) == (lo, hi)
+    inside = [p for p in api if lo <= p["timestamp"] < hi]
+    assert [t for t, _ in series["v:avg"]] == [p["timestamp"] for p in inside]
+
     # a short range: raw readings, exactly the API's
     short_end = start + 10 * 60_000
     console.open(
