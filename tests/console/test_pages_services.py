@@ -41,6 +41,13 @@ def paste(console: Console, testid: str, text: str) -> None:
     )
 
 
+def press(console: Console, css: str) -> None:
+    """Click ``css`` brought to the middle of the window (not under the fixed header)."""
+    button = console.find(css)
+    console.js("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+
+
 def marked(console: Console) -> list[tuple[int, str, str]]:
     """``(line number, data-violation, text)`` of each line the editor marks."""
     got = console.js(
@@ -96,3 +103,21 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
     latest = console.api.get("/signals/latest", params={"identities": "svc-0"}).json()["data"]
     assert {i["signal"] for i in latest} >= {"temperature_0"}
     assert "running" in console.text("[data-testid=resource-table]")
+
+    # edit it on its page: a new interval saved is the service's next revision; disable
+    console.find("[data-testid=service-edit] .cm-content")
+    paste(console, "service-edit", FILE.replace("interval_ms: -5", "interval_ms: 300"))
+    press(console, "button[name=save]")
+    got = console.wait(
+        lambda: (
+            (s := console.api.get(f"/services/{SERVICE}").json()["data"])["revision"] == 2 and s
+        ),
+        "revision 2",
+    )
+    assert got["file"]["connections"]["csim"]["interval_ms"] == 300
+    press(console, "button[name=disable]")
+    console.wait(
+        lambda: console.api.get(f"/services/{SERVICE}").json()["data"]["status"] == "disabled",
+        "the service disabled",
+    )
+    console.wait(lambda: "disabled" in console.text("[data-testid=service-status]"), "shown")
