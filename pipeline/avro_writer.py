@@ -230,21 +230,41 @@ def _typed_array(kind: str, each: _Writer) -> _Writer:
                 out += bytes(n + 64 for n in d).translate(_SMALL_TABLE)
             else:
                 out += _varints(d)
+        elif exact is str:
+            try:
+                body = b"".join(map(_encoded_str, d))
+            except InvalidDatumError:
+                each(out, d)  # raises again, naming the item
+                return
+            out += _long(len(d))
+            out += body
         else:
             out += _long(len(d))
-            if exact is float:
-                out += _doubles(d)
-            elif exact is bool:
-                out += bytes(d)
-            else:
-                for x in d:
-                    _write_str(out, x)
+            out += _doubles(d) if exact is float else bytes(d)
         out.append(0)
 
     return write_typed_array
 
 
 _SMALL_TABLE = _SMALL_VARINT + bytes(128)  # bytes.translate wants 256 entries
+
+
+#: str -> its Avro bytes (length + UTF-8): signal names repeat in every batch
+_STR_CACHE: dict[str, bytes] = {}
+_STR_CACHE_MAX = 65_536
+
+
+def _encoded_str(d: str) -> bytes:
+    b = _STR_CACHE.get(d)
+    if b is None:
+        out = bytearray()
+        _write_str(out, d)
+        b = bytes(out)
+        if len(d) <= 256:  # names and short texts; a long text is not likely to repeat
+            if len(_STR_CACHE) >= _STR_CACHE_MAX:
+                _STR_CACHE.clear()
+            _STR_CACHE[d] = b
+    return b
 
 
 def _doubles(d: list[float]) -> bytes:

@@ -273,3 +273,29 @@ def test_the_decoder_and_the_fold_never_crash_on_any_bytes(data: st.DataObject) 
         assert n == 0 and out.deadletters[0]["reason"]
     else:
         assert decoded is not None and problem(decoded) is None and n == count(decoded)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=100),
+    st.lists(st.floats(allow_nan=False), max_size=50),
+    st.lists(st.text(max_size=5), max_size=50),
+    st.lists(st.booleans(), max_size=50),
+)
+def test_column_arrays_encode_as_fastavro_does(
+    longs: list[int], doubles: list[float], strings: list[str], booleans: list[bool]
+) -> None:
+    """The writer packs arrays of one type at once (numpy varints from 32 items on)."""
+    built = {
+        **telemetry_batch("d", received_us=1),
+        "longs": longs,
+        "ts_us": longs,
+        "doubles": doubles,
+        "strings": strings,
+        "signals": strings,
+        "booleans": booleans,
+    }
+    out = io.BytesIO()
+    schema = json.loads((HISTORY_DIR.parent / "telemetry.avsc").read_text())
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), built)
+    assert CODEC.encode("telemetry", built)[10:] == out.getvalue()
