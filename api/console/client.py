@@ -54,14 +54,16 @@ def _error(resp: httpx.Response) -> ConsoleApiError:
 
 class ConsoleApi:
     """REST calls for one tab's ``session``; ``client`` is the browser's address (the
-    API's audit and rate limits see who really asked)."""
+    API's audit and rate limits see who really asked). ``on_session(previous, current)``
+    is told each change of the tab's session (sign-in, refresh: the same object, end:
+    None)."""
 
     def __init__(
         self,
         app: ASGIApp,
         session: Session | None,
         client: tuple[str, int] = ("127.0.0.1", 0),
-        on_session: Callable[[Session | None], None] = lambda _: None,
+        on_session: Callable[[Session | None, Session | None], None] = lambda _old, _new: None,
     ) -> None:
         self.app = app
         self.session = session
@@ -115,13 +117,13 @@ class ConsoleApi:
             API + "/refresh", json={"refresh_token": self.session.refresh_token}
         )
         if resp.status_code != 200:
-            self.session = None
-            self.on_session(None)
+            ended, self.session = self.session, None
+            self.on_session(ended, None)
             return False
         pair = resp.json()
         self.session.token = pair["access_token"]
         self.session.refresh_token = pair["refresh_token"]
-        self.on_session(self.session)
+        self.on_session(self.session, self.session)
         return True
 
     # -- signing in ----------------------------------------------------------------------
@@ -141,14 +143,14 @@ class ConsoleApi:
         return await self._open(Session(key))
 
     async def _open(self, session: Session) -> Session:
-        self.session = session
+        previous, self.session = self.session, session
         try:
             me = await self.get("/me")
         except ConsoleApiError:
             self.session = None
             raise
         session.apply_me(me["data"])
-        self.on_session(session)
+        self.on_session(previous, session)
         return session
 
     async def sign_out(self) -> None:
@@ -160,7 +162,7 @@ class ConsoleApi:
                     json={"refresh_token": session.refresh_token},
                     headers={"Authorization": f"Bearer {session.token}"},
                 )
-        self.on_session(None)
+        self.on_session(session, None)
 
     # -- the live stream -----------------------------------------------------------------
 

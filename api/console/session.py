@@ -38,3 +38,32 @@ class Session:
             self.permissions = frozenset(str(p) for p in listed)
         else:
             self.permissions = BUILTIN_ROLES.get(self.role, frozenset())
+
+
+def keep_session(
+    sessions: dict[str, Session],
+    browser: str,
+    previous: Session | None,
+    current: Session | None,
+    limit: int,
+) -> None:
+    """Record in ``sessions`` (browser id -> session, oldest first) that one tab of
+    ``browser`` went from session ``previous`` to ``current``.
+
+    A new sign-in (``current`` is a new object) replaces whatever the browser had. A
+    refresh (``current is previous``) or an end (``current`` None) touches the browser's
+    entry only while it still is the tab's own ``previous`` object: an old tab of a
+    signed-out user (still polling) neither removes nor brings back anything once another
+    user signed in to the same browser.
+    """
+    held = sessions.get(browser)
+    if current is not None and current is not previous:
+        sessions.pop(browser, None)
+    elif held is None or held is not previous:
+        return  # the tab's session is no longer the browser's: leave the browser's alone
+    else:
+        sessions.pop(browser)
+    if current is not None:
+        sessions[browser] = current  # the newest last: the oldest go first
+        while len(sessions) > limit:
+            sessions.pop(next(iter(sessions)))

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 from millrace.api.console.client import ConsoleApi, ConsoleApiError, SignedOutError
 from millrace.api.console.layout import STYLE, frame
 from millrace.api.console.pages import Page, PageContext, pages
-from millrace.api.console.session import Session
+from millrace.api.console.session import Session, keep_session
 from millrace.api.console.values import REGISTERED
 
 SIGN_IN = "/login"
@@ -59,12 +59,8 @@ def _browser() -> str:
 
 
 def _api(client: Client, browser: str) -> ConsoleApi:
-    def keep(current: Session | None) -> None:
-        SESSIONS.pop(browser, None)
-        if current is not None:
-            SESSIONS[browser] = current  # the newest last: the oldest go first
-            while len(SESSIONS) > MAX_SESSIONS:
-                SESSIONS.pop(next(iter(SESSIONS)))
+    def keep(previous: Session | None, current: Session | None) -> None:
+        keep_session(SESSIONS, browser, previous, current, MAX_SESSIONS)
 
     api_app: ASGIApp = API_APP[0]
     api = ConsoleApi(api_app, SESSIONS.get(browser), _client_address(client), on_session=keep)
