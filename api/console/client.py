@@ -29,13 +29,18 @@ API = "/api/v1"
 
 
 class ConsoleApiError(MillraceError):
-    """The API refused or failed a console request; ``message`` is the API's own."""
+    """The API refused or failed a console request; ``message`` is the API's own and
+    ``details`` its error's details (e.g. the violations of a refused file, each with
+    its ``json_path``), so a page can show them."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details: list[dict[str, Any]] = details if details is not None else []
 
 
 class SignedOutError(ConsoleApiError):
@@ -43,13 +48,19 @@ class SignedOutError(ConsoleApiError):
 
 
 def _error(resp: httpx.Response) -> ConsoleApiError:
+    details: list[dict[str, Any]] = []
     try:
         body = resp.json()["error"]
         code, message = str(body.get("code", "")), str(body.get("message", ""))
-    except (ValueError, KeyError, TypeError):
-        code, message = "error", resp.text[:200]
+        listed = body.get("details")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, message, listed = "error", resp.text[:200], None
+    if isinstance(listed, dict):  # the API also answers one object of details
+        listed = [listed]
+    if isinstance(listed, list):
+        details = [d for d in listed if isinstance(d, dict)]
     cls = SignedOutError if resp.status_code == 401 else ConsoleApiError
-    return cls(resp.status_code, code, message)
+    return cls(resp.status_code, code, message, details)
 
 
 class ConsoleApi:

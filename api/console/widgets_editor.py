@@ -16,7 +16,7 @@ from typing import Any
 from nicegui import ui
 
 from millrace.api.console.pages import PageContext
-from millrace.api.console.yaml_lines import Problem, load, placed
+from millrace.api.console.yaml_lines import Problem, load, placed, refusal_problems
 
 STYLE = """
 .mr-violation { background: #fee2e2; }
@@ -52,6 +52,13 @@ class CommissioningEditor:
             problems = placed(root, answer.get("violations", []))
         self.show(problems)
         return problems
+
+    def refused(self, message: str, details: list[dict[str, Any]]) -> None:
+        """Mark the places the API's refusal (``details``) names; ``message`` summarises."""
+        problems = refusal_problems(self.text, details)
+        if problems:
+            self.show(problems)
+        self.summary.text = f"The API refused the file: {message}"
 
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.level == "error"]

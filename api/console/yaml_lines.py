@@ -103,3 +103,24 @@ def placed(root: Node | None, violations: list[dict[str, Any]]) -> list[Problem]
         )
         for v in violations
     ]
+
+
+def refusal_problems(text: str, details: list[dict[str, Any]]) -> list[Problem]:
+    """The details of the API's refusal of ``text`` that name a place in the file
+    (``json_path``, or a ``field`` written as ``$...``), placed at their lines."""
+    shown = [
+        {
+            "json_path": str(d.get("json_path") or d.get("field")),
+            "description": str(d.get("description") or d.get("message") or ""),
+            "level": str(d.get("level", "error")),
+        }
+        for d in details
+        if str(d.get("json_path") or d.get("field") or "").startswith("$")
+    ]
+    if not shown:
+        return []
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+    return placed(root, shown)

@@ -135,7 +135,7 @@ async def _list(ctx: PageContext) -> None:
         try:
             made = await ctx.api.post("/services", {"commissioning": editor.text})
         except ConsoleApiError as exc:
-            editor.summary.text = f"The API refused the file: {exc.message}"
+            editor.refused(exc.message, exc.details)
             return
         sid = made["data"]["id"]
         ui.notify(f"service {sid} installed")
@@ -233,7 +233,7 @@ def _edit(ctx: PageContext, path: str, shown: dict[str, Any], reload: Any) -> No
         try:
             await ctx.api.request("PUT", path, json={"commissioning": editor.text})
         except ConsoleApiError as exc:
-            editor.summary.text = f"The API refused the file: {exc.message}"
+            editor.refused(exc.message, exc.details)
             return
         ui.notify("service updated")
         await reload()
