@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from millrace.projections.migrations import migrate
 from millrace.projections.store.chdb import ChdbStore
@@ -21,6 +22,11 @@ from tests.projection_reset import empty_projections
 
 #: free space a tmpfs needs to hold the session's temporary files
 RAM_TEMP_MIN_BYTES = 4 << 30
+
+# No timed assertions: hypothesis's default 200 ms deadline per example fails tests by
+# chance on a loaded machine (a 20 ms example took 418 ms beside other suites' runs).
+settings.register_profile("millrace", deadline=None)
+settings.load_profile("millrace")
 
 
 def pytest_configure(config: pytest.Config) -> None:
