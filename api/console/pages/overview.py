@@ -75,7 +75,7 @@ async def build(ctx: PageContext) -> None:
         rate = figure("Ingest rate (readings/s)", "ingest-rate", "/live")
         lag = figure("Lag (records)", "lag", None)
         deviations = figure("Deviations", "deviations", "/services")
-        alarms = figure("Active alarms", "alarms", "/alarms")
+        alarms = figure("Active alarms", "alarms", "/alarms?state=active")
         disk = figure("Disk use", "disk", "/archive")
     # an inline SVG, not a chart library: the landing page loads no chart code
     spark = ui.html(sparkline([])).classes("w-full")
@@ -199,7 +199,7 @@ def _counts(
     else:
         deviations.text = "—"
     if "info" in got:
-        disk.text = human_bytes(sum(int(v) for v in got["info"]["data"].get("disk", {}).values()))
+        disk.text = human_bytes(disk_used(got["info"]["data"]))
     else:
         disk.text = "—"
     if "alarms" in got:
@@ -210,13 +210,19 @@ def _counts(
         alarms.text = "—"
 
 
+def disk_used(info: dict[str, Any]) -> int:
+    """Bytes the data directory takes, from ``/system/info``: ``data_bytes`` is all of it,
+    the log's part (``log_bytes``) included, so the two are not added."""
+    return int((info.get("disk") or {}).get("data_bytes", 0))
+
+
 def _by_priority(box: Element, counts: Counter[int]) -> None:
     if not changed(box, sorted(counts.items())):
         return
     box.clear()
     with box:
         for priority, n in sorted(counts.items(), reverse=True):
-            href = registered_link(f"/alarms?priority_range={priority},{priority}")
+            href = registered_link(f"/alarms?state=active&priority_range={priority},{priority}")
             text = f"priority {priority}: {n}"
             ui.link(text, href) if href else ui.label(text)
         if not counts:
