@@ -57,10 +57,13 @@ def audit_note(
     before: Any = None,
     after: Any = None,
     status: str | None = None,
+    actor: tuple[str, str] | None = None,
 ) -> None:
     """Describe the write this request makes (called by the route before it answers).
     Several calls (a batch) give one audit record each; ``status`` overrides the
-    request's outcome for one of them (a refused item of a batch)."""
+    request's outcome for one of them (a refused item of a batch); ``actor`` (actor,
+    role) names who did it when the request itself carried no credential (a
+    successful sign-in is the signed-in user's)."""
     if request is not None:
         notes = request.scope.setdefault("state", {}).setdefault("audit_notes", [])
     else:
@@ -75,6 +78,7 @@ def audit_note(
             "before": before,
             "after": after,
             "status": status,
+            "actor": actor,
         }
     )
 
@@ -161,11 +165,12 @@ def audit_events(
         notes = [_route_note(scope)]
     out = []
     for note in notes:
+        who, who_role = note.get("actor") or (actor, role)
         out.append(
             audit_event(
                 ts_us=ts_us,
-                actor=actor[:256],
-                actor_role=role,
+                actor=who[:256],
+                actor_role=who_role,
                 action=str(note["action"])[:128],
                 target_type=str(note["target_type"])[:128],
                 target_id=str(note["target_id"])[:1024],
@@ -217,7 +222,9 @@ class AuditMiddleware:
             await self.app(scope, receive, capture)
         finally:
             _NOTES.reset(token)
-            if seen["status"] != 401:  # unauthenticated noise is not an actor's action
+            # unauthenticated noise is not an actor's action; a 401 a route described
+            # (a failed sign-in) is recorded
+            if seen["status"] != 401 or state["audit_notes"]:
                 await self._record(scope, seen["status"], seen["body"])
 
     async def _record(self, scope: Scope, status_code: int, body: bytes) -> None:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from millrace.api import models
 from millrace.api.audit import audit_note
-from millrace.api.auth import Principal
+from millrace.api.auth import USER_PREFIX, Principal
 from millrace.api.context import AppContext, admin, context
 from millrace.api.errors import ApiError
 from millrace.api.responses import JsonResponse
@@ -101,7 +101,12 @@ async def login(
     access.users.logged_in(user.username)
     sid, refresh = access.sessions.start(user.username)
     audit_note(
-        request, action="login", target_type="user", target_id=user.username, after={"session": sid}
+        request,
+        action="login",
+        target_type="user",
+        target_id=user.username,
+        after={"session": sid},
+        actor=(USER_PREFIX + user.username, ",".join(user.roles) or "none"),
     )
     return JsonResponse(_tokens(access, user.username, sid, refresh))
 

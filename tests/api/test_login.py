@@ -317,3 +317,22 @@ async def test_lockout_per_address_spares_other_addresses(api: Api) -> None:
     assert not sessions.locked("ned", "10.0.0.10")
     # the test client's address is not the locked one
     assert (await login(api, "ned")).status_code == 200
+
+
+async def test_a_sign_in_is_audited_as_the_user_and_a_failure_as_anonymous(api: Api) -> None:
+    no_delay(api)
+    await create_user(api, "lou", ["operator", "viewer"])
+    assert (await login(api, "lou")).status_code == 200
+    assert (await login(api, "lou", "not the right password")).status_code == 401
+    assert (await login(api, "nobody-lou", "not the right password")).status_code == 401
+    await api.sync()
+    rows = []
+    for target in ("lou", "nobody-lou"):
+        r = await api.get("/audits", key="operator", target_id=target, sort="creation_time")
+        assert r.status_code == 200, r.text
+        rows += [(a["action"], a["actor"], a["actor_role"]) for a in r.json()["data"]]
+    assert ("login", "user:lou", "operator,viewer") in rows
+    # a failure names no one as actor, whether the user exists or not
+    assert ("login_failed", "anonymous", "none") in rows
+    failed = [row for row in rows if row[0] == "login_failed"]
+    assert failed == [("login_failed", "anonymous", "none")] * 2
