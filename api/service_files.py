@@ -107,12 +107,16 @@ def validated(file: ServiceFile) -> Commissioning:
     return commissioning
 
 
+#: what a credential-like value is shown as (``GET /services/{id}``)
+MASKED = "***"
+
+
 def masked(doc: Any) -> Any:
     """``doc`` with every credential-like value replaced by ``***`` (``${ENV}``
     references are shown: they name a variable, not a secret)."""
     if isinstance(doc, dict):
         return {
-            k: "***"
+            k: MASKED
             if SECRET_FIELDS.search(str(k))
             and not (isinstance(v, str) and _WHOLE_REF.match(v))
             and not isinstance(v, dict | list)

@@ -6,7 +6,9 @@ The text is loaded with the API's own guarded loader first (:func:`load`: the li
 depth, aliases, integers and strings every YAML body has), then composed with PyYAML's
 ``compose``, whose nodes carry their position. A path that ends at a key the file does
 not have (a missing required field) points at the deepest part that exists: the mapping
-that lacks it. No NiceGUI here: plain functions, tested on their own.
+that lacks it. The places a refusal's details name (:func:`refusal_problems`) and the
+values still holding the masked placeholder of a secret (:func:`masked_problems`) are
+placed the same way. No NiceGUI here: plain functions, tested on their own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from millrace.api.errors import ApiError
+from millrace.api.service_files import MASKED
 from millrace.api.yamlbody import load_yaml
 
 _STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
@@ -124,3 +127,25 @@ def refusal_problems(text: str, details: list[dict[str, Any]]) -> list[Problem]:
     except yaml.YAMLError:
         root = None
     return placed(root, shown)
+
+
+def masked_problems(text: str) -> list[Problem]:
+    """Every value of ``text`` that is still the API's masked placeholder for a secret
+    (``***``, as ``GET /services/{id}`` shows them), placed at its line: saving it would
+    store the placeholder as the secret."""
+    doc, root, _ = load(text)
+    paths: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        elif value == MASKED:
+            paths.append(path)
+
+    walk(doc, "$")
+    why = f"still the masked placeholder {MASKED}: type the secret or a ${{ENV}} reference"
+    return [Problem(line_of(root, p), p, why) for p in paths]

@@ -1,9 +1,11 @@
 """The console shows what the API refused: an error's details reach the page, and the
-places in a commissioning file they name are marked at their lines (no browser)."""
+places in a commissioning file they name are marked at their lines; a file that still
+holds the masked placeholder of a secret is refused in the page (no browser)."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,7 +13,8 @@ from starlette.routing import Route
 
 from millrace.api.console.client import ConsoleApi, ConsoleApiError
 from millrace.api.console.session import Session
-from millrace.api.console.yaml_lines import Problem, refusal_problems
+from millrace.api.console.yaml_lines import Problem, masked_problems, refusal_problems
+from millrace.api.service_files import MASKED, masked
 
 
 def _validating_api() -> Starlette:
@@ -79,3 +82,37 @@ def test_a_refusals_paths_are_marked_at_their_lines() -> None:
         Problem(None, "$.connections.sim.interval_ms", "must be > 0")
     ]
     assert refusal_problems(FILE, []) == []
+
+
+EDITED = """\
+service: plc
+connections:
+  plc1:
+    protocol: opcua
+    password: "***"
+    username: ops
+    certificates:
+      - key_passphrase: '***'
+      - key_passphrase: ${KEY_PASS}
+description: "*** not a secret ***"
+"""
+
+
+def test_a_file_that_still_holds_the_masked_placeholder_names_each_place() -> None:
+    still = masked_problems(EDITED)
+    assert [(p.line, p.json_path) for p in still] == [
+        (5, "$.connections.plc1.password"),
+        (8, "$.connections.plc1.certificates[0].key_passphrase"),
+    ]
+    assert all(MASKED in p.description and p.level == "error" for p in still)
+    typed = EDITED.replace('"***"', "s3cret").replace("'***'", "${OTHER}")
+    assert masked_problems(typed) == []
+    assert masked_problems("a: [") == []  # not YAML: the validation says so, not this
+
+
+def test_the_placeholder_is_what_the_api_shows() -> None:
+    shown = masked({"connections": {"c": {"password": "x", "host": "h"}}})
+    assert shown["connections"]["c"]["password"] == MASKED
+    assert [p.json_path for p in masked_problems(yaml.safe_dump(shown))] == [
+        "$.connections.c.password"
+    ]

@@ -32,6 +32,8 @@ from millrace.api.console.widgets_ops import (
     time_text,
     us_text,
 )
+from millrace.api.console.yaml_lines import masked_problems
+from millrace.api.service_files import MASKED
 
 MANAGE = "services:manage"
 COLUMNS = [
@@ -227,6 +229,12 @@ def _edit(ctx: PageContext, path: str, shown: dict[str, Any], reload: Any) -> No
     editor = CommissioningEditor(ctx, text, testid="service-edit")
 
     async def save() -> None:
+        if still := masked_problems(editor.text):  # never store the placeholder as a secret
+            editor.show(still)
+            named = ", ".join(p.json_path for p in still)
+            editor.summary.text = f"Not saved: {named} still hold {MASKED}"
+            ui.notify(f"type the secret again (or a ${{ENV}} reference): {named}", type="warning")
+            return
         if (await editor.validate()) and editor.errors():
             ui.notify("fix the marked violations first", type="warning")
             return
