@@ -180,6 +180,7 @@ def announce_admin_password(password: str) -> None:
     sys.stdout.write(
         "\nmillrace created the user 'admin' (password shown once, stored hashed):\n\n"
         f"    {password}\n\n"
-        "Sign in with POST /api/v1/login. Set MILLRACE_ADMIN_PASSWORD to choose your own.\n\n"
+        "Sign in to the web console at the API's address (http://127.0.0.1:8080/ by\n"
+        "default) or with POST /api/v1/login. Set MILLRACE_ADMIN_PASSWORD to choose your own.\n\n"
     )
     sys.stdout.flush()
