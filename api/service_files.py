@@ -96,6 +96,7 @@ def validated(file: ServiceFile) -> Commissioning:
     commissioning = None
     if not violations:
         commissioning, violations = validate_document(file.doc, env={}, parameters=file.parameters)
+        violations += masked_placeholders(file.doc)
     errors = [v for v in violations if v.level == "error"]
     if commissioning is None or errors:
         raise ApiError(
@@ -126,6 +127,30 @@ def masked(doc: Any) -> Any:
     if isinstance(doc, list):
         return [masked(v) for v in doc]
     return doc
+
+
+def masked_placeholders(doc: Any, path: str = "$") -> list[Violation]:
+    """An error for every credential-like value that is still the ``***`` this API shows
+    in its place: a file read back from ``GET /services/{id}`` and sent again unchanged
+    would otherwise replace the secret with three asterisks."""
+    found: list[Violation] = []
+    items = (
+        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    )
+    for k, v in items:
+        at = f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}"
+        if v == MASKED and isinstance(k, str) and SECRET_FIELDS.search(k):
+            found.append(
+                Violation(
+                    level="error",
+                    json_path=at,
+                    description="the masked placeholder *** of a secret: "
+                    "send the secret or an ${ENV} reference",
+                )
+            )
+        else:
+            found += masked_placeholders(v, at)
+    return found
 
 
 def document_of(text: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pymodbus.simulator import DataType, SimData
 
-from millrace.api.service_files import masked
+from millrace.api.service_files import masked, masked_placeholders
 from millrace.connectors.commissioning import Commissioning
 from millrace.connectors.manager import ConnectorManager
 from millrace.connectors.services import ServiceApplier
@@ -246,6 +246,30 @@ def test_masked_file() -> None:
         "connections": {"b": {"password": "***", "token": "${TOKEN}", "port": 1}},
         "endpoints": [{"api_key": "***", "signal": "s"}],
     }
+
+
+def test_a_masked_secret_sent_back_is_refused_by_path() -> None:
+    doc = {
+        "connections": {"b": {"password": "hunter2", "token": "${TOKEN}", "port": 1}},
+        "endpoints": [{"api_key": "k", "signal": "s"}, {"signal": "***"}],
+    }
+    assert masked_placeholders(doc) == []
+    # the file as GET /services/{id} shows it, sent back unchanged
+    paths = [v.json_path for v in masked_placeholders(masked(doc))]
+    assert paths == ["$.connections.b.password", "$.endpoints[0].api_key"]
+
+
+async def test_put_of_a_masked_file_names_the_secret(api: Api) -> None:
+    sid, conn = uid("svc-"), uid("c-")
+    body = f"""
+service: {sid}
+connections:
+  {conn}: {{protocol: mqtt, host: 127.0.0.1, port: 1883, username: u, password: "***"}}
+"""
+    r = await send(api, "POST", "/services", body)
+    assert r.status_code == 400, r.text
+    fields = [d["field"] for d in error_of(r)["details"]]
+    assert f"$.connections.{conn}.password" in fields, fields
 
 
 async def test_connector_control(api: Api, peer: ModbusPeer) -> None:
