@@ -31,7 +31,9 @@ import pytest
 from bench.isolation import Run, run
 from millrace.projections.store.chdb import can_renice_threads
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# solo: it compares ingest-to-queryable under analyst load with the same run's idle
+# figure; a test running beside it on the other core (pytest-xdist) skews the two
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.solo]
 
 SQL_TIMEOUT_S = 10.0
 
