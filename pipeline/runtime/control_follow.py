@@ -67,6 +67,9 @@ class AuditFollower:
         self.last_keys = frozenset(last_keys)
         self.positions: dict[int, int] | None = None
         self.handled = 0
+        #: selected events read but not handed yet: a partition with more to read may
+        #: still hold an earlier one
+        self.pending: list[Event] = []
 
     def _selected(self, records: list[Record]) -> list[Event]:
         out = []
@@ -141,17 +144,32 @@ class AuditFollower:
         if self.positions is None:
             await self.start()
         assert self.positions is not None
-        found: list[Event] = []
         total = 0
+        # partitions interleave: an event is handed once every partition that may hold
+        # more has been read past its time (the frontier), so the order is global
+        frontier: int | None = None
         for p, pos in self.positions.items():
             records = await self.log.read(AUDIT, p, pos, self.chunk)
-            found += self._selected(records)
+            self.pending += self._selected(records)
             if records:
                 self.positions[p] = records[-1].offset + 1
                 total += len(records)
-        for event in sorted(found, key=_time):  # partitions interleave
+            if len(records) >= self.chunk:  # more may follow in this partition
+                last = self._time_of(records[-1])
+                frontier = last if frontier is None else min(frontier, last)
+        ready = sorted(
+            (e for e in self.pending if frontier is None or _time(e) <= frontier), key=_time
+        )
+        self.pending = [e for e in self.pending if frontier is not None and _time(e) > frontier]
+        for event in ready:
             await self._hand(event)
         return total
+
+    def _time_of(self, record: Record) -> int:
+        try:
+            return _time(self.codec.decode(AUDIT, record.value))
+        except DecodeError:
+            return -1  # hold what was read until the partition is read further
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
