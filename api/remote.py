@@ -16,7 +16,9 @@ never in the background:
   them back too);
 * ``alarm_lag_records``: the log's end offsets against the alarm runner's last
   checkpoint in the store (saved at least every second while it runs);
-* the connectors: their connections' states as they reported them.
+* the connectors: their connections' states as they reported them;
+* ``archive``: the archiver's health as the worker running it reports it on its
+  heartbeat (``pipeline.archive.health``), shaped as ``millrace run`` shows it.
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ class RemoteFigures:
         def total(name: str) -> int:
             return int(sum(w["figures"].get(name, 0.0) for w in self.workers))
 
+        archive = next((w["archive"] for w in self.workers if "archive" in w), None)
         return {
+            **({"archive": archive} if archive is not None else {}),
             "lag_records": self.lag_records,
             "alarm_lag_records": self.alarm_lag_records,
             "paused": self.paused,

@@ -11,7 +11,8 @@ heartbeats. On stop it publishes a last event with desired and current state
 A heartbeat may carry the process's own figures (``figures``): the process role's
 runtime counters (records, batches, readings folded, dead letters, errors, paused), as
 metrics named ``figure.<name>``. That is how an API process of the distributed
-deployment shows the workers' figures (``projections.remote_figures``).
+deployment shows the workers' figures (``projections.remote_figures``), and ``info``
+its texts (the archiver's store and last error, ``pipeline.archive.health``).
 
 A heartbeat that cannot be published (the log unreachable) is logged and the next one
 tried on time; the heartbeat never stops the process it belongs to.
@@ -49,6 +50,7 @@ class RunnerHeartbeat:
         service_id: str = "millrace",
         clock: Callable[[], int] = now_us,
         figures: Callable[[], dict[str, float]] | None = None,
+        info: Callable[[], str] | None = None,
     ) -> None:
         if not name:
             raise ValueError("name: a runner needs a name")
@@ -60,6 +62,8 @@ class RunnerHeartbeat:
         self.service_id = service_id
         self.clock = clock
         self.figures = figures
+        #: the heartbeat's text (e.g. the archiver's store and last error, as JSON)
+        self.info = info
         self.resource_id = RUNNER_PREFIX + name
         self.sent = 0
 
@@ -74,6 +78,7 @@ class RunnerHeartbeat:
             resource_type=RUNNER_TYPE,
             desired_state=state,
             current_state=state,
+            info=self.info() if self.info is not None else "",
             runner=self.name,
             ts_us=self.clock(),
             metrics=metrics,

@@ -8,13 +8,16 @@ role's runtime figures, both folded from the status topic into
   ``/connectors`` and ``/metrics`` answer alike in both deployments;
 * workers: the runner heartbeats of the process role (resource ``runner:<name>``)
   carry the worker's runtime figures in their metrics (``pipeline.heartbeat``); a
-  heartbeat older than ``max_age_us`` or saying ``stopped`` is a worker that is gone.
+  heartbeat older than ``max_age_us`` or saying ``stopped`` is a worker that is gone;
+  the one running the archiver carries its health too (``worker["archive"]``, shaped
+  as ``Archiver.health()``, ``pipeline.archive.health``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from millrace.pipeline.archive.health import archive_health
 from millrace.pipeline.heartbeat import FIGURE_PREFIX
 from millrace.projections.store.base import ProjectionStore
 
@@ -26,7 +29,7 @@ ORDER BY resource_id
 """
 
 _WORKERS = """
-SELECT resource_id, runner, ts_us, metrics
+SELECT resource_id, runner, ts_us, metrics, info
 FROM millrace.resource_states FINAL
 WHERE resource_type = 'runner' AND current_state = 'running'
   AND ts_us >= {since:Int64}
@@ -64,11 +67,15 @@ def worker_figures(store: ProjectionStore, since_us: int) -> list[dict[str, Any]
     after ``since_us`` and running: ``{"runner", "ts_us", "figures": {name: value}}``."""
     rows = store.execute(_WORKERS, {"since": since_us, "prefix": FIGURE_PREFIX}).rows
     out = []
-    for _rid, runner, ts, metrics in rows:
+    for _rid, runner, ts, metrics, info in rows:
         figures = {
             str(k)[len(FIGURE_PREFIX) :]: float(v)
             for k, v in dict(metrics or {}).items()
             if str(k).startswith(FIGURE_PREFIX)
         }
-        out.append({"runner": str(runner), "ts_us": int(ts), "figures": figures})
+        worker: dict[str, Any] = {"runner": str(runner), "ts_us": int(ts), "figures": figures}
+        archive = archive_health(figures, str(info or ""))
+        if archive is not None:  # the worker whose archiver runs
+            worker["archive"] = archive
+        out.append(worker)
     return out

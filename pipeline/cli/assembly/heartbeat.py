@@ -3,16 +3,18 @@
 
 Where the process role runs, the heartbeat carries its runtime figures (records and
 batches folded, readings, dead letters, errors, paused; the alarm runner's events where
-it leads), so that an API process of the distributed deployment can show them
-(``api.remote``). Runner names: the process's (the host name by default); a process
-running the process role without connectors is ``<name>/process``, so that a
-``millrace connect`` and a ``millrace process`` on one host stay two runners.
+it leads; the archiver's health where it runs, ``pipeline.archive.health``), so that an
+API process of the distributed deployment can show them (``api.remote``). Runner
+names: the process's (the host name by default); a process running the process role
+without connectors is ``<name>/process``, so that a ``millrace connect`` and a
+``millrace process`` on one host stay two runners.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from millrace.pipeline.archive.health import archive_figures, archive_info
 from millrace.pipeline.heartbeat import RunnerHeartbeat
 from millrace.pipeline.runtime.stage import LoopStage, Stage
 
@@ -47,7 +49,26 @@ def runtime_figures(asm: Assembly) -> dict[str, float]:
         }
     if asm.alarms is not None and figures:
         figures["alarm_events"] = asm.alarms.stats.events
+    archive = archive_here(asm)
+    if archive is not None:
+        figures |= archive_figures(archive)
     return figures
+
+
+def archive_here(asm: Assembly) -> dict[str, Any] | None:
+    """The archiver's health where it runs in this process (its singleton leads)."""
+    if asm.archiver is None:
+        return None
+    wrapped = next((s for s in asm.stages if s.name == asm.archiver.name), None)
+    if wrapped is not None and not getattr(wrapped, "running", True):
+        return None
+    return asm.archiver.health()
+
+
+def heartbeat_info(asm: Assembly) -> str:
+    """The heartbeat's text: the archiver's store and last error where it runs here."""
+    archive = archive_here(asm)
+    return archive_info(archive) if archive is not None else ""
 
 
 def heartbeat_stage(asm: Assembly) -> Stage:
@@ -60,6 +81,7 @@ def heartbeat_stage(asm: Assembly) -> Stage:
         name,
         INTERVAL_S,
         figures=(lambda: runtime_figures(asm)) if "process" in asm.roles else None,
+        info=(lambda: heartbeat_info(asm)) if "process" in asm.roles else None,
     )
     health = lambda: {"sent": heartbeat.sent}  # noqa: E731
     return LoopStage("runner-heartbeat", heartbeat.run, stop_timeout_s=5.0, health=health)
