@@ -47,6 +47,7 @@ from millrace.pipeline.codec import AvroCodec, default_codec
 from millrace.pipeline.connector import EventPublisher
 from millrace.pipeline.errors import LogError
 from millrace.pipeline.log.base import EventLog, Record, TopicPartition
+from millrace.pipeline.restore.urls import masked_url
 from millrace.pipeline.runtime.stage import Stage
 from millrace.pipeline.tasks import TaskContext, TaskKinds, TaskRunner
 from millrace.pipeline.topics import ALL_TOPICS
@@ -171,8 +172,9 @@ class Archiver(Stage):
                     self._flushes[:0] = flushes
                     delay = min(max(delay * 2, 0.5), self.retry_max_s)
                     self.stats.failures += 1
-                    self.stats.error, self.stats.retry_in_s = f"{exc}", delay
-                    log.warning("archiver: %s; retrying in %.1fs", exc, delay)
+                    # a store's error may name its URL: never a password in status or log
+                    self.stats.error, self.stats.retry_in_s = masked_url(f"{exc}"), delay
+                    log.warning("archiver: %s; retrying in %.1fs", self.stats.error, delay)
                     await self._sleep(stop, delay)
                     continue
                 delay, self.stats.error, self.stats.retry_in_s = 0.0, None, 0.0
