@@ -45,6 +45,26 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["TMPDIR"] = tempfile.tempdir = "/dev/shm"
 
 
+#: the files that take longest (`--durations` of a quiet run), collected first: under
+#: pytest-xdist's ``--dist loadfile`` a file goes to a worker in collection order, and one
+#: of these started last kept a worker busy alone for minutes at the end of the run
+SLOW_FIRST = (
+    "tests/runtime/test_two_workers.py",
+    "tests/test_fuzz_openapi.py",
+    "tests/test_distributed_e2e.py",
+    "tests/test_distributed_ops.py",
+    "tests/test_restore_crash.py",
+    "tests/test_distributed_restore.py",
+    "tests/test_distributed_replay.py",
+    "tests/projections/test_exactly_once.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
+
+
 @pytest.fixture(scope="session")
 def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
     store = ChdbStore(tmp_path_factory.mktemp("chdb"))
