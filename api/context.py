@@ -132,6 +132,15 @@ class AppContext:
         #: short-lived caches of what every ingest request checks (status, definitions);
         #: writes of this process invalidate them at once, others within ``ttl_s``
         self.status_cache = TtlCache(1.0)
+        from millrace.api.ingest_gate import IngestGate
+        from millrace.api.registry import identity_status
+
+        #: which identities may post readings (one query a second for all of them)
+        self.ingest_gate = IngestGate(
+            self.queries,
+            self.registry.require_registered,
+            lambda identity: identity_status(self, identity),
+        )
         self.defs_cache = definitions_cache(self.store)
         #: analyst queries running (``POST /api/v1/sql``), per API key and in all
         self.sql_slots = Slots(

@@ -184,12 +184,29 @@ def _validation_error(exc: ValidationError) -> RequestValidationError:
     return RequestValidationError(errors)
 
 
-def _parse(body: bytes, adapter: TypeAdapter[T], parse: Callable[[bytes], Any]) -> T:
-    document = parse(body)
+def validated(document: Any, adapter: TypeAdapter[T]) -> T:
+    """``document`` validated by ``adapter``; 400 naming the field otherwise."""
     try:
         return adapter.validate_python(document)
     except ValidationError as exc:
         raise _validation_error(exc) from None
+
+
+def _parse(body: bytes, adapter: TypeAdapter[T], parse: Callable[[bytes], Any]) -> T:
+    return validated(parse(body), adapter)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body, read within the route's limit; 400 (``body`` missing) when
+    empty. For routes that authenticate from the headers before reading."""
+    body = await request.body()
+    if not body:
+        raise _validation_error(
+            ValidationError.from_exception_data(
+                "body", [{"type": "missing", "loc": (), "input": None}]
+            )
+        )
+    return body
 
 
 async def read_json(
@@ -198,13 +215,7 @@ async def read_json(
     """The request's JSON body, read within the route's limit, parsed with ``parse``
     (:func:`millrace.api.jsonbody.parse_json`) and validated by ``adapter``; 400 naming the
     field otherwise. For routes that authenticate from the headers before reading."""
-    body = await request.body()
-    if not body:
-        raise _validation_error(
-            ValidationError.from_exception_data(
-                "body", [{"type": "missing", "loc": (), "input": None}]
-            )
-        )
+    body = await read_body(request)
     if len(body) > OFFLOAD_ABOVE:
         return await asyncio.to_thread(_parse, body, adapter, parse)
     return _parse(body, adapter, parse)

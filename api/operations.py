@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import platform
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,10 @@ class Operations:
     settings: dict[str, RuntimeSetting] = field(default_factory=dict)
     #: store errors seen by the readiness check (a counter for ``/metrics``)
     store_errors: int = 0
+    #: the data directory is sized at most this often (the console's overview asks for
+    #: it every 2 s per open tab; walking chDB's parts takes a hundred milliseconds)
+    disk_ttl_s: float = 10.0
+    _disk_seen: tuple[float, dict[str, int] | None] | None = field(default=None, repr=False)
 
     async def readiness(self, store: ProjectionStore) -> dict[str, dict[str, Any]]:
         """Each check: ``ok`` and what it found."""
@@ -108,9 +113,15 @@ class Operations:
             "platform": platform.platform(),
             "store_version": store_version,
             "data_dir": self.data_dir,
-            "disk": _disk(self.data_dir),
+            "disk": self._disk(),
             "paused": self.paused(),
         }
+
+    def _disk(self) -> dict[str, int] | None:
+        now = time.monotonic()
+        if self._disk_seen is None or now - self._disk_seen[0] >= self.disk_ttl_s:
+            self._disk_seen = (now, _disk(self.data_dir))
+        return self._disk_seen[1]
 
 
 def skip_while_paused(
@@ -137,17 +148,17 @@ def _disk(data_dir: str | None) -> dict[str, int] | None:
     if not root.exists():
         return None
 
-    def size(p: Path) -> int:
-        # os.walk skips directories that vanish while it walks (chDB's temporary
-        # parts, rolled log segments); rglob raises on them
-        total = 0
-        for folder, _, files in os.walk(p):
-            for name in files:
-                try:
-                    total += os.stat(os.path.join(folder, name)).st_size
-                except OSError:  # removed meanwhile
-                    continue
-        return total
-
-    logdir = root / "log"
-    return {"data_bytes": size(root), "log_bytes": size(logdir) if logdir.exists() else 0}
+    # one walk for both figures; os.walk skips directories that vanish while it walks
+    # (chDB's temporary parts, rolled log segments); rglob raises on them
+    logdir = str(root / "log")
+    total = log_total = 0
+    for folder, _, files in os.walk(root):
+        in_log = folder == logdir or folder.startswith(logdir + os.sep)
+        for name in files:
+            try:
+                size = os.stat(os.path.join(folder, name)).st_size
+            except OSError:  # removed meanwhile
+                continue
+            total += size
+            log_total += size if in_log else 0
+    return {"data_bytes": total, "log_bytes": log_total}

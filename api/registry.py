@@ -69,6 +69,7 @@ async def emit(ctx: AppContext, events: list[dict[str, Any]], topic: str = IDENT
             ctx.defs_cache.invalidate()
         else:
             ctx.status_cache.invalidate(e["identity"])
+            ctx.ingest_gate.invalidate()
     if audited:
         after = await _snapshot(ctx, events)
         for e in events:
@@ -167,8 +168,7 @@ async def identity_status(ctx: AppContext, identity: str) -> str | None:
     hit, value = ctx.status_cache.get(identity)
     if hit:
         return value
-    row = await asyncio.to_thread(ctx.queries.get, identity, ctx.clock())
-    status = None if row is None else str(row["status"])
+    status = await asyncio.to_thread(ctx.queries.status, identity)
     ctx.status_cache.put(identity, status)
     return status
 

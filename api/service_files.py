@@ -13,12 +13,12 @@ from typing import Any
 import yaml
 from fastapi import Request
 
-from millrace.api.audit import SECRET_FIELDS
 from millrace.api.errors import ApiError, bad_request
 from millrace.api.jsonbody import parse_json
 from millrace.api.yamlbody import decode_text, load_yaml
 from millrace.connectors._common.models import Violation
 from millrace.connectors.commissioning import Commissioning, parse_yaml, validate_document
+from millrace.connectors.secrets import MASKED, secret_value
 
 MAX_BYTES = 1024 * 1024
 _WHOLE_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -108,19 +108,13 @@ def validated(file: ServiceFile) -> Commissioning:
     return commissioning
 
 
-#: what a credential-like value is shown as (``GET /services/{id}``)
-MASKED = "***"
-
-
 def masked(doc: Any) -> Any:
     """``doc`` with every credential-like value replaced by ``***`` (``${ENV}``
     references are shown: they name a variable, not a secret)."""
     if isinstance(doc, dict):
         return {
             k: MASKED
-            if SECRET_FIELDS.search(str(k))
-            and not (isinstance(v, str) and _WHOLE_REF.match(v))
-            and not isinstance(v, dict | list)
+            if secret_value(k, v) and not (isinstance(v, str) and _WHOLE_REF.match(v))
             else masked(v)
             for k, v in doc.items()
         }
@@ -139,7 +133,7 @@ def masked_placeholders(doc: Any, path: str = "$") -> list[Violation]:
     )
     for k, v in items:
         at = f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}"
-        if v == MASKED and isinstance(k, str) and SECRET_FIELDS.search(k):
+        if v == MASKED and secret_value(k, v):
             found.append(
                 Violation(
                     level="error",

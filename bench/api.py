@@ -10,7 +10,8 @@ Data, all through the pipeline (publisher -> log -> runtime -> chDB projections)
   latest-values table holds devices x signals rows.
 
 The server runs in this process as ``millrace run`` runs it (uvicorn on the engine's
-asyncio loop, the runtime running, a read-only chDB session of its own); the client
+asyncio loop, the runtime running, the API's pool of ``api.read_sessions`` chDB sessions,
+the collector policy of ``pipeline.runtime.gc_policy``); the client
 (``python -m bench.api --client``) sends sequential requests with httpx over
 127.0.0.1 and times each one, after ``warmup`` untimed requests per endpoint.
 """
@@ -34,10 +35,13 @@ from millrace.api.app import create_app
 from millrace.api.auth import KeyStore
 from millrace.api.context import AppContext
 from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
+from millrace.pipeline.cli.config import ApiConfig
 from millrace.pipeline.events import sample, telemetry_batch
+from millrace.pipeline.runtime import gc_policy
+from millrace.pipeline.runtime.gc_policy import GcConfig
 from millrace.pipeline.telemetry_columns import iter_samples
 from millrace.pipeline.topics import TELEMETRY
-from millrace.projections.store.chdb import ChdbStore
+from millrace.projections.store.chdb import PIPELINE_SETTINGS, ChdbStore
 
 API_KEY = "k"
 IDENTITY = "plant-0"
@@ -167,6 +171,8 @@ async def _serve_and_measure(
     api_task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
+    # the collector policy millrace run applies once its stages have started
+    gc_previous = gc_policy.apply(GcConfig())
     loaded: dict[str, Any] = {}
     extra: dict[str, float] = {}
     stalls: list[float] = []
@@ -203,6 +209,7 @@ async def _serve_and_measure(
             done.set()
             await producer
     finally:
+        gc_policy.restore(gc_previous, GcConfig())
         monitor.cancel()
         server.should_exit = True
         await api_task
@@ -240,7 +247,12 @@ def measure(
             f"SELECT count() FROM (SELECT bucket FROM millrace.agg_1h WHERE identity = "
             f"'{IDENTITY}' AND signal = '{SIGNAL}' GROUP BY bucket)"
         ).rows[0][0]
-        reader = ChdbStore(base / "data" / "chdb")
+        # the API's read pool as millrace run opens it (pipeline.cli.assembly.adapters)
+        reader = ChdbStore(
+            base / "data" / "chdb",
+            sessions=ApiConfig().read_sessions,
+            settings=PIPELINE_SETTINGS,
+        )
         paths = endpoints(start_us, now_us + MINUTE_US)
         load = (load_rate, devices, signals) if load_rate else None
         idle, loaded, extra = asyncio.run(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import tempfile
@@ -44,6 +45,8 @@ from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.gc_policy import GcConfig, apply
+from millrace.pipeline.runtime.worker import FoldWorker
+from millrace.pipeline.runtime.worker_config import WorkerConfig
 from millrace.pipeline.telemetry_columns import iter_samples
 from millrace.pipeline.topics import TELEMETRY
 from millrace.projections.migrations import migrate
@@ -88,16 +91,24 @@ class Pipeline:
     def __init__(self, directory: Path, max_records: int = 5000) -> None:
         self.directory = directory
         self.log = LocalEventLog(directory / "log", LocalLogConfig(fsync="batch"))
-        self.store = ChdbStore(directory / "chdb")
+        # two sessions, as millrace run's pipeline store: a fold ahead's reads beside inserts
+        self.store = ChdbStore(directory / "chdb", sessions=2)
         self.codec = default_codec()
         self.publisher = LogPublisher(self.log, self.codec)
+        folds = processors()
+        # telemetry folded in a worker process as runtime.worker.enabled's default says;
+        # MILLRACE_BENCH_WORKER=0 or 1 overrides (its CPU counts once the runtime ended it)
+        default = "1" if WorkerConfig().enabled else "0"
+        offload = os.environ.get("MILLRACE_BENCH_WORKER", default) != "0"
+        worker = FoldWorker(folds, [TELEMETRY]) if offload else None
         self.runtime = EmbeddedRuntime(
             self.log,
             ProjectionWriter(self.store),
-            processors(),
+            folds,
             codec=self.codec,
             max_records=max_records,
             consumer=CONSUMER,
+            worker=worker,
         )
         self.appended = 0  # telemetry records appended, by either producer
         self.child_pids: set[int] = set()  # the process producer, while it runs
@@ -187,8 +198,11 @@ class _Throttled(EventPublisher):
         self.ticks += 1
 
 
-def _child(conn: Connection, devices: int, signals: int, start_us: int) -> None:
-    """Child process: generate and Avro-encode ticks, send them until the pipe closes."""
+def _child(
+    conn: Connection, devices: int, signals: int, start_us: int, batch_ticks: int = 1
+) -> None:
+    """Child process: generate and Avro-encode ticks (``batch_ticks`` rows per
+    device's batch), send them until the pipe closes."""
     sim = SimulatorConnector(
         SimulatorConfig(
             devices=devices, signals=signals, start_us=start_us, interval_ms=1000, realtime=False
@@ -197,14 +211,14 @@ def _child(conn: Connection, devices: int, signals: int, start_us: int) -> None:
     codec = default_codec()
     tick = 0
     while True:
-        events = sim.generate_tick(tick, start_us + tick * TICK_US)
+        events = sim.generate_ticks(tick, batch_ticks, start_us + tick * TICK_US, TICK_US)
         keys = [identity.encode() for identity, _ in events]
         values = [codec.encode(TELEMETRY, event) for _, event in events]
         try:
             conn.send((keys, values))
         except (BrokenPipeError, ConnectionResetError, EOFError):
             return
-        tick += 1
+        tick += batch_ticks
 
 
 @dataclass
@@ -233,6 +247,7 @@ async def drive(
     rate: float | None = None,
     hook: PublishHook | None = None,
     drain: bool = False,
+    batch_ticks: int = 1,
 ) -> Run:
     """Produce for ``seconds`` while the runtime runs, then stop the producer, let the
     runtime finish its batch (or, with ``drain``, everything appended) and count what
@@ -251,6 +266,7 @@ async def drive(
                 start_us=START_US,
                 interval_ms=max(1, round(interval_s * 1000)) if rate else 1000,
                 realtime=rate is not None,
+                batch_ticks=batch_ticks,
             )
         )
         publisher = _Throttled(pipeline, max_lag, hook)
@@ -260,7 +276,7 @@ async def drive(
         ticks, waited = publisher.ticks, publisher.waited_s
     else:
         ticks, waited, start = await append_from_child(
-            pipeline, seconds, devices, signals, max_lag, interval_s, hook
+            pipeline, seconds, devices, signals, max_lag, interval_s, hook, batch_ticks=batch_ticks
         )
     while drain and pipeline.behind() > 0 and not runtime_task.done():
         await asyncio.sleep(0.005)
@@ -290,13 +306,16 @@ async def append_from_child(
     interval_s: float = 0.0,
     hook: PublishHook | None = None,
     until: asyncio.Event | None = None,
+    batch_ticks: int = 1,
 ) -> tuple[int, float, float]:
     """Append the child's ticks (one every ``interval_s``, or as fast as allowed) for
     ``seconds`` or until ``until`` is set; (ticks appended, seconds held back,
     perf_counter of the first append)."""
     ctx = mp.get_context("spawn")  # never fork a process that holds chDB threads
     parent, child_end = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(child_end, devices, signals, START_US), daemon=True)
+    child = ctx.Process(
+        target=_child, args=(child_end, devices, signals, START_US, batch_ticks), daemon=True
+    )
     child.start()
     child_end.close()
     if child.pid is not None:
@@ -345,6 +364,7 @@ def e2e(
     storage: bool = True,
     gc_policy: bool = True,
     rss_interval_s: float | None = None,
+    batch_ticks: int = 1,
 ) -> tuple[Figures, Run]:
     """One end-to-end run on a fresh directory under ``workdir``: (figures, run).
 
@@ -352,14 +372,18 @@ def e2e(
     started (``pipeline.runtime.gc_policy``), applied here after the pipeline opened;
     False keeps the interpreter's defaults. The summed RSS of this process and the
     producer child is sampled every ``rss_interval_s`` (default: a tenth of the run,
-    at most 5 s)."""
+    at most 5 s). ``batch_ticks``: ticks per device's TelemetryBatch (the simulator's
+    ``batch_ticks``); the producer's bound on records behind shrinks by as much, so the
+    readings held back stay the same."""
     base = Path(tempfile.mkdtemp(prefix="millrace-bench-", dir=workdir))
     try:
         pipeline = Pipeline(base / "data", max_records=max_records)
         pipeline.open()
         apply(GcConfig(enabled=gc_policy))
         lag = (
-            max_lag if max_lag is not None else 2 * max_records * pipeline.log.partitions(TELEMETRY)
+            max_lag
+            if max_lag is not None
+            else 2 * max_records * pipeline.log.partitions(TELEMETRY) // batch_ticks
         )
         interval = rss_interval_s or min(5.0, max(0.5, seconds / 10))
         with RssSampler(lambda: [None, *pipeline.child_pids], interval) as rss:
@@ -371,6 +395,7 @@ def e2e(
                     signals=signals,
                     producer=producer,
                     max_lag=lag,
+                    batch_ticks=batch_ticks,
                 )
             )
         figs: Figures = {
@@ -379,16 +404,17 @@ def e2e(
             "runtime_lag_records": (float(run.lag_records), "records"),
             # exactly-once check: every committed record's readings, none twice
             "e2e_readings_unaccounted": (
-                float(run.readings - run.committed * signals),
+                float(run.readings - run.committed * signals * batch_ticks),
                 "readings",
             ),
             "e2e_cpu_cores": (run.cpu_s / run.elapsed_s, "cores"),
             "e2e_cpu_us_per_reading": (run.cpu_s / max(run.readings, 1) * 1e6, "us/reading"),
             "e2e_gc_policy": (1.0 if gc_policy else 0.0, "on"),
+            "e2e_batch_ticks": (float(batch_ticks), "rows/batch"),
             **rss.figures("e2e"),
         }
         if storage:
-            figs.update(pipeline.storage(signals))
+            figs.update(pipeline.storage(signals * batch_ticks))  # readings per record
         asyncio.run(pipeline.close())
         return figs, run
     finally:

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 
 from bench.machine import _busy_jiffies
+from bench.procstat import cpu_seconds
 
 Figures = dict[str, tuple[float, str]]
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,12 +110,6 @@ def millrace(config: Path, data_dir: Path) -> Iterator[subprocess.Popen[str]]:
             print(f"millrace run exited {proc.returncode}:\n{out[-4000:]}", file=sys.stderr)
 
 
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -177,7 +172,7 @@ def measure_phase(client: httpx.Client, pid: int, seconds: float, pause_s: float
     """Probe ingest and reads for ``seconds``; counters from ``/status`` around it."""
     phase = Phase()
     before = client.get("/status").json()["data"]
-    cpu0, busy0, t0 = _cpu_s(pid), _busy_jiffies(), time.monotonic()
+    cpu0, busy0, t0 = cpu_seconds(pid), _busy_jiffies(), time.monotonic()
     seq = 0
     probe: tuple[int, float] | None = None  # (value, wall time of the POST)
     while time.monotonic() - t0 < seconds:
@@ -200,7 +195,7 @@ def measure_phase(client: httpx.Client, pid: int, seconds: float, pause_s: float
             probe = None
         time.sleep(pause_s)
     phase.wall_s = time.monotonic() - t0
-    phase.millrace_cores = (_cpu_s(pid) - cpu0) / phase.wall_s
+    phase.millrace_cores = (cpu_seconds(pid) - cpu0) / phase.wall_s
     phase.machine_cores = (_busy_jiffies() - busy0) / os.sysconf("SC_CLK_TCK") / phase.wall_s
     after = client.get("/status").json()["data"]
     if probe is not None:

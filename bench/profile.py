@@ -1,7 +1,8 @@
 """CPU cost of each stage of the end-to-end path, run one stage after the other.
 
-``python -m bench.profile [--ticks 40] [--batch 20] [--no-gc-policy]``: the simulator
-makes ``ticks`` ticks (1000 devices x 25 signals each), then every stage runs on all of them the way
+``python -m bench.profile [--ticks 40] [--batch 20] [--batch-ticks 1] [--no-gc-policy]``: the
+simulator makes ``ticks`` ticks (1000 devices x 25 signals each; ``batch-ticks`` of them per
+device's TelemetryBatch), then every stage runs on all of them the way
 the pipeline does (appends per tick; the runtime's reads, decoding, processing and
 chDB writes per ``batch`` ticks, as with max_records=5000 on 4 partitions). CPU time
 (``time.process_time``: every thread of this process, chDB's included) is not
@@ -51,13 +52,16 @@ class Stages:
             self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w
 
 
-def _produce(st: Stages, p: Pipeline, ticks: int, devices: int, signals: int) -> None:
+def _produce(
+    st: Stages, p: Pipeline, ticks: int, devices: int, signals: int, batch_ticks: int = 1
+) -> None:
     sim = SimulatorConnector(
         SimulatorConfig(devices=devices, signals=signals, start_us=START_US, realtime=False)
     )
-    for tick in range(ticks):
+    for tick in range(0, ticks, batch_ticks):
+        n = min(batch_ticks, ticks - tick)
         with st.stage("1 simulate"):
-            batches = sim.generate_tick(tick, START_US + tick * TICK_US)
+            batches = sim.generate_ticks(tick, n, START_US + tick * TICK_US, TICK_US)
         with st.stage("2 avro encode"):
             msgs = [Message(p.codec.encode(TELEMETRY, e), key=k.encode()) for k, e in batches]
         with st.stage("3 log append (fsync=batch)"):
@@ -94,14 +98,15 @@ def _consume(st: Stages, p: Pipeline, per_partition: int) -> None:
                 for r in records
             ]
         with st.stage("6 flatten"):
-            readings, _ = tp.flatten(events)
+            flat = tp.flatten_all(events)
+            readings = flat.readings
         with st.stage("7 latest"):
-            tp.latest(readings)
+            tp.latest(readings, flat.groups)
         with st.stage("8 sort for aggregates"):
-            good = tp.sorted_good(readings)
+            good, groups = tp.order_good(readings, flat.groups)
         for name, width in processor.buckets.items():
             with st.stage(f"9 aggregate {name}"):
-                tp.aggregate(good, width)
+                tp.aggregate(good, width, groups)
         out = processor.process(events)  # the real thing, for the write (not timed)
         seq += 1
         with st.stage("10 chDB write (all tables)"):
@@ -125,7 +130,12 @@ class GcTimer:
 
 
 def profile(
-    ticks: int, batch: int, devices: int = 1000, signals: int = 25, gc_policy: bool = True
+    ticks: int,
+    batch: int,
+    devices: int = 1000,
+    signals: int = 25,
+    gc_policy: bool = True,
+    batch_ticks: int = 1,
 ) -> tuple[Stages, GcTimer]:
     """Produce ``ticks`` ticks into a fresh log, then consume them ``batch`` at a time."""
     st, timer = Stages(), GcTimer()
@@ -136,8 +146,9 @@ def profile(
         apply(GcConfig(enabled=gc_policy))
         gc.callbacks.append(timer)
         try:
-            _produce(st, p, ticks, devices, signals)
-            _consume(st, p, batch * devices // p.log.partitions(TELEMETRY))
+            _produce(st, p, ticks, devices, signals, batch_ticks)
+            per_partition = batch * devices // p.log.partitions(TELEMETRY) // batch_ticks
+            _consume(st, p, max(1, per_partition))
         finally:
             gc.callbacks.remove(timer)
         asyncio.run(p.close())
@@ -151,10 +162,15 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=40)
     parser.add_argument("--batch", type=int, default=20, help="ticks per runtime batch")
     parser.add_argument(
+        "--batch-ticks", type=int, default=1, help="ticks per device's TelemetryBatch"
+    )
+    parser.add_argument(
         "--no-gc-policy", action="store_true", help="keep the interpreter's GC defaults"
     )
     args = parser.parse_args()
-    st, timer = profile(args.ticks, args.batch, gc_policy=not args.no_gc_policy)
+    st, timer = profile(
+        args.ticks, args.batch, gc_policy=not args.no_gc_policy, batch_ticks=args.batch_ticks
+    )
     readings = args.ticks * 25_000
     total = sum(st.cpu.values())
     print(f"{'stage':32s} {'CPU ms/tick':>11s} {'share':>6s} {'wall ms/tick':>12s}")

@@ -35,9 +35,14 @@ TARGETS: dict[str, tuple[str, float]] = {
     "api_raw_1000_p99_ms": ("<", 50.0),
     "archive_bytes_per_reading": ("<=", 5.0),
     "restore_readings_per_s": (">=", 500_000),
+    "restore_worker_readings_per_s": (">=", 500_000),
+    "http_ingest_landed_readings_per_s": (">=", 300_000),
     "console_load_overview_ms": ("<", 1000.0),
     "console_load_live_ms": ("<", 1000.0),
     "console_load_explorer_ms": ("<", 1000.0),
+    "console_load_alarms_ms": ("<", 1000.0),
+    "console_load_identities_ms": ("<", 1000.0),
+    "console_load_services_ms": ("<", 1000.0),
     "console_chart_10k_draw_ms": ("<", 1000.0),
 }
 
@@ -45,9 +50,11 @@ NOTES: dict[str, str] = {
     "console": (
         "bench/console.py: `millrace run` with the simulator (3 devices x 4 signals) and "
         "Debian's headless Chromium driven by Selenium, signed in as the admin. "
-        "console_load_<page>_ms: median wall time from asking the browser for the page "
-        "(assets cached) until its data is drawn (overview: readiness; live data: the grid's "
-        "rows counted; explorer: its status line), `loads` times each. "
+        "console_load_<page>_ms: median time from the browser starting the navigation "
+        "(assets cached) until the page's content is drawn with its data (overview: readiness, "
+        "lag, alarms and disk; live data: a grid row; explorer: a signal's points; alarms: the "
+        "total; identities and services: a row), checked in the page every 5 ms, `loads` "
+        "times each. "
         "console_chart_10k_draw_ms: 10,000 points (5 series x 2,000; the explorer asks for at most "
         "2,500 per signal) set on the explorer's ECharts instance, timed from setOption to "
         "ECharts' `finished` event, median of 5."
@@ -59,7 +66,9 @@ NOTES: dict[str, str] = {
         "every file into empty chDB projections, timed: read + sha256 + decode + batch-id "
         "admission + telemetry fold + inserts (chunks of 20,000 records). "
         "restore_again_readings_per_s: the same range restored again (every batch already "
-        "applied: checked and dropped, nothing written)."
+        "applied: checked and dropped, nothing written). restore_worker_*: the same, the "
+        "files folded by two worker processes (restore.worker; started before the timing), "
+        "CPU counted across the processes."
     ),
     "archive": (
         "bench/archive_bench.py: the simulator (1000 devices x 25 signals, one "
@@ -151,6 +160,14 @@ NOTES: dict[str, str] = {
         "arounds of the mock's group coordinator (test scaffolding)."
     ),
     "log": "bench/log_bench.py: 2 KB records, 100 per append, one partition.",
+    "http_ingest": (
+        "bench/http_ingest.py: a real `millrace run` (no simulator) and 4 client processes "
+        "each sending `POST /api/v1/identities/{id}/data` back to back (1,000 samples of one "
+        "signal per request, bodies built beforehand, 100 identities per client). "
+        "`accepted`: readings in 202 answers / sending time; `landed`: the same readings / "
+        "the time until `millrace.readings` holds them all; server CPU per reading over "
+        "that time; the clients share the 2 cores."
+    ),
     "connectors": (
         "bench/connector_modbus.py: pymodbus's server in a child process holds 2000 "
         "registers; the ModbusConnector polls 1000 uint16 + 500 float32 endpoints of 10 "
@@ -206,6 +223,7 @@ ORDER = (
     "connectors",
     "alarms",
     "isolation",
+    "http_ingest",
     "archive",
     "replay",
     "restore",
@@ -227,6 +245,7 @@ def plan(seconds: float, quick: bool) -> dict[str, dict[str, Any]]:
         "connectors": {"seconds": 2 if quick else 10},
         "alarms": {"seconds": 2 if quick else 5},
         "isolation": {"seconds": 4 if quick else 10},
+        "http_ingest": {"seconds": 3 if quick else 20, "clients": 2 if quick else 4},
         "replay": {"ticks": 8 if quick else 200, "load_rate": 20_000.0},
         "archive": {"ticks": 20 if quick else 120},
         "restore": {"ticks": 8 if quick else 60},
@@ -259,6 +278,7 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
             storage=params["storage"],
             workdir=workdir,
             gc_policy=params.get("gc_policy", True),
+            batch_ticks=params.get("batch_ticks", 1),
         )
         if group == "e2e_loop":
             figs = {
@@ -304,6 +324,10 @@ def worker(group: str, params: dict[str, Any], workdir: Path) -> Figures:
         from bench.isolation import measure as isolation_measure
 
         return isolation_measure(params["seconds"], workdir, params.get("rate"))
+    if group == "http_ingest":
+        from bench.http_ingest import measure as http_measure
+
+        return http_measure(params["seconds"], workdir, clients=params["clients"])
     if group == "archive":
         from bench.archive_bench import run as archive_run
 
@@ -433,6 +457,12 @@ def main() -> None:
         help="e2e groups: keep the interpreter's GC defaults (to measure the policy)",
     )
     parser.add_argument(
+        "--batch-ticks",
+        type=int,
+        default=1,
+        help="e2e groups: ticks per device's TelemetryBatch (the simulator's batch_ticks)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=None,
@@ -450,6 +480,8 @@ def main() -> None:
     params = plan(args.seconds, args.quick)
     for group in ("e2e", "e2e_loop", "memory"):
         params[group]["gc_policy"] = not args.no_gc_policy
+    for group in ("e2e", "e2e_loop"):
+        params[group]["batch_ticks"] = args.batch_ticks
     machine = describe()
     started = time.perf_counter()
     results: dict[str, tuple[Figures, Load, str]] = {}

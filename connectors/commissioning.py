@@ -33,6 +33,7 @@ from millrace.connectors._common.models import (
 )
 from millrace.connectors.parameters import resolve
 from millrace.connectors.registry import protocols
+from millrace.connectors.secrets import literal_secrets
 from millrace.connectors.violations import NAME, covered, pydantic_violations, repaired
 from millrace.connectors.violations import json_path as json_path
 from millrace.pipeline.env_refs import ENV_REF as _ENV_REF
@@ -122,6 +123,7 @@ def validate_document(
         except ValidationError as exc:
             violations.extend(pydantic_violations(exc, "$"))
     document = {k: v for k, v in doc.items() if k in SECTIONS}
+    violations.extend(literal_secrets(doc))
     doc, param_violations = resolve(doc, parameters)
     violations.extend(param_violations)
     for loc, name in _env_refs(doc):

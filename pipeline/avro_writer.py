@@ -274,24 +274,22 @@ def _doubles(d: list[float]) -> bytes:
     return packed.tobytes()
 
 
+_SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # the ten 7-bit groups of a uint64
+_GROUP = np.arange(10)
+
+
 def _varints(d: list[int]) -> bytes:
-    """Zig-zag varints of int64s; numpy for long arrays, a join for short ones."""
-    if len(d) < 32:
+    """Zig-zag varints of int64s; numpy for long arrays (every item's ten 7-bit groups
+    at once, the groups each needs kept in row order), a join for short ones."""
+    if len(d) < 48:
         return b"".join(map(_long, d))
     a = np.array(d, dtype=np.int64)
     z = ((a << 1) ^ (a >> 63)).view(np.uint64)
-    size = np.ones(len(z), dtype=np.int64)
-    for k in range(1, 10):
-        size += z >= np.uint64(1 << (7 * k))
-    ends = np.cumsum(size)
-    starts = ends - size
-    buf = np.zeros(int(ends[-1]), dtype=np.uint8)
-    for j in range(int(size.max())):
-        has = size > j
-        part = (z[has] >> np.uint64(7 * j)) & np.uint64(0x7F)
-        more = (size[has] > j + 1).astype(np.uint64) << np.uint64(7)
-        buf[starts[has] + j] = (part | more).astype(np.uint8)
-    return buf.tobytes()
+    groups = z[:, None] >> _SHIFTS
+    size = np.maximum(np.count_nonzero(groups, axis=1), 1)  # nonzero groups are leading
+    more = ((size - 1)[:, None] > _GROUP).astype(np.uint8) << 7
+    out = (groups & np.uint64(0x7F)).astype(np.uint8) | more
+    return out[size[:, None] > _GROUP].tobytes()
 
 
 def _map(value: _Writer) -> _Writer:

@@ -27,14 +27,14 @@ ids, keeps the fold pure over the log: a batch redone after a crash (the sink's 
 protocol, ``pipeline.sink``) re-applies exactly the ids it applied the first time, with
 the same rows and the same deduplication tokens, whether or not its rows had landed.
 
-:class:`BatchLedger` keeps a partition's applied ids in memory, loaded once when the
-fold first sees the partition (one query), then kept up to date by the fold itself: no
-store round trip per batch. Telemetry is keyed by identity, so all of an identity's
-batches (and their resends) are in one partition, and one worker folds a partition at
-a time. When the offsets of a partition jump (another worker folded it meanwhile, or a
-batch is redone), the partition is loaded again. Above ``max_keys`` ids held in memory
-the oldest are forgotten and that partition asks the store about ids it does not hold,
-one query per fold step for the step's ids.
+The fold's memory of applied ids is :class:`~millrace.pipeline.batch_ledger.BatchLedger`
+(its module doc): the recent ids exactly and the window's ids in a Bloom filter of
+configured size, confirmed with the store on a hit, so no store round trip per batch
+and memory bounded whatever the rate. Telemetry is keyed by identity, so all of an
+identity's batches (and their resends) are in one partition, and one worker folds a
+partition at a time. When the offsets of a partition jump (another worker folded it
+meanwhile, or a batch is redone), the partition is loaded again (its unexpired ids
+streamed from the store in pages, :meth:`AppliedBatches.applied_keys`).
 
 Restores write ``applied_batches`` rows too (``pipeline.restore.admit``, origin
 ``restore:…``), which a ledger loaded earlier does not hold. Every restore chunk
@@ -68,20 +68,15 @@ import hashlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import pyarrow as pa
-
-from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
 from millrace.pipeline.telemetry_columns import is_row_wise
 from millrace.pipeline.topics import TELEMETRY
 
 #: how long an id is remembered, by default (``idempotency: {window: 24h}``)
 DEFAULT_WINDOW_US = 24 * 3_600_000_000
-#: ids a ledger holds in memory before it forgets the oldest
-DEFAULT_MAX_KEYS = 2_000_000
 CONTENT_PREFIX = "content:"
 HTTP_PREFIX = "http:"
 #: the ``applied_batches`` partition of restore marks (no telemetry partition has it)
@@ -189,142 +184,18 @@ class AppliedBatches(ABC):
         """Ids applied in telemetry ``partition`` expiring after ``since_us`` (only
         ``keys`` when given)."""
 
+    def applied_keys(
+        self, partition: int, since_us: int, after: str | None, limit: int
+    ) -> list[tuple[str, int]]:
+        """One page of the ids :meth:`applied_batches` reads, in id order: ids after
+        ``after`` (all when None) with their expiry, at least ``limit`` rows when that
+        many remain (an id may come in several rows; all of an id's rows are in one
+        page), fewer only on the last page. Stores page in the query; this default
+        reads everything and slices (for test doubles)."""
+        found = sorted(self.applied_batches(partition, since_us).items())
+        return [(k, a.expires_us) for k, a in found if after is None or k > after][:limit]
+
     def restore_mark(self) -> tuple[int, int]:
         """The restore marks (rows of :data:`MARK_PARTITION`): their count and latest
         ``applied_us``; it changes whenever a restore wrote ids (see the module doc)."""
         return (0, 0)
-
-
-@dataclass(slots=True)
-class _Partition:
-    ids: dict[str, Applied] = field(default_factory=dict)
-    next_offset: int = -1
-    complete: bool = True
-    mark: tuple[int, int] | None = None  # the restore mark when it was loaded
-
-
-@dataclass(slots=True)
-class Admitted:
-    """The events of a fold step to apply, and the ``applied_batches`` rows for them."""
-
-    events: list[Any]
-    rows: pa.Table | None
-    dropped: int
-
-
-class BatchLedger:
-    """Applied batch ids per telemetry partition, in memory (see the module doc)."""
-
-    def __init__(self, window_us: int = DEFAULT_WINDOW_US, max_keys: int = DEFAULT_MAX_KEYS):
-        self.window_us = window_us
-        self.max_keys = max_keys
-        self._parts: dict[int, _Partition] = {}
-        self.dropped = 0
-        self.loads = 0
-        self._mark: tuple[int, int] | None = None
-
-    def held(self) -> int:
-        return sum(len(p.ids) for p in self._parts.values())
-
-    def _part(
-        self, partition: int, first: Any, reader: AppliedBatches | None, moved: bool
-    ) -> _Partition:
-        part = self._parts.get(partition)
-        if part is not None and part.next_offset == first.offset:
-            if part.mark == self._mark:
-                return part
-            if moved:  # a restore is writing: ask the store about ids not in memory
-                part.complete = False
-                return part
-            # a restore wrote since the load and has stopped: load again
-        # first sight of the partition, or its offsets jumped: load it again
-        part = _Partition(mark=self._mark)
-        if reader is not None:
-            part.ids = reader.applied_batches(partition, first.timestamp_us)
-            self.loads += 1
-        self._parts[partition] = part
-        return part
-
-    def admit(self, events: Sequence[Any], reader: AppliedBatches | None) -> Admitted:
-        """The events whose batch id was not applied at another origin (in log order;
-        the first of several with one id wins), and the rows recording them."""
-        if not events:
-            return Admitted([], None, 0)
-        keep: list[Any] = []
-        parts: list[int] = []
-        keys: list[str] = []
-        origins: list[str] = []
-        identities: list[str] = []
-        applied: list[int] = []
-        expires: list[int] = []
-        dropped = 0
-        window = self.window_us
-        part: _Partition | None = None
-        current = -1
-        step: list[tuple[Any, str]] = [(ev, batch_key(ev.value, ev.raw)) for ev in events]
-        moved = False
-        if reader is not None:
-            mark = reader.restore_mark()
-            moved, self._mark = mark != self._mark, mark
-        for ev, key in step:
-            if part is None or ev.partition != current:
-                current = ev.partition
-                part = self._part(current, ev, reader, moved)
-                self._prune(part, ev.timestamp_us)
-                if not part.complete and reader is not None:
-                    missing = [k for e, k in step if e.partition == current and k not in part.ids]
-                    if missing:
-                        part.ids.update(reader.applied_batches(current, ev.timestamp_us, missing))
-            where = origin(ev.topic, ev.partition, ev.offset)
-            prior = part.ids.get(key)
-            part.next_offset = ev.offset + 1
-            if prior is not None and prior.origin != where and prior.expires_us > ev.timestamp_us:
-                dropped += 1
-                continue
-            expiry = ev.timestamp_us + window
-            if prior is None or prior.origin != where:
-                part.ids[key] = Applied(where, expiry)
-            keep.append(ev)
-            parts.append(ev.partition)
-            keys.append(key)
-            origins.append(where)
-            identities.append(str(ev.value.get("identity", "")))
-            applied.append(ev.timestamp_us)
-            expires.append(expiry)
-        self._bound()
-        self.dropped += dropped
-        rows = pa.Table.from_arrays(
-            [
-                pa.array(parts, pa.uint32()),
-                pa.array(keys, pa.string()),
-                pa.array(origins, pa.string()),
-                pa.array(identities, pa.string()),
-                pa.array(applied, pa.int64()),
-                pa.array(expires, pa.int64()),
-            ],
-            schema=APPLIED_BATCHES_SCHEMA,
-        )
-        return Admitted(keep, rows, dropped)
-
-    @staticmethod
-    def _prune(part: _Partition, now_us: int) -> None:
-        """Forget expired ids from the front (ids are inserted in log order)."""
-        ids = part.ids
-        while ids:
-            key = next(iter(ids))
-            if ids[key].expires_us > now_us:
-                break
-            del ids[key]
-
-    def _bound(self) -> None:
-        excess = self.held() - self.max_keys
-        if excess <= 0:
-            return
-        for part in sorted(self._parts.values(), key=lambda p: -len(p.ids)):
-            n = min(excess, len(part.ids))
-            for key in list(part.ids)[: n + len(part.ids) // 10]:
-                del part.ids[key]
-            part.complete = False
-            excess -= n
-            if excess <= 0:
-                return

@@ -24,15 +24,19 @@ second base (marked ``+ValueError`` and so on below).
      │    └── LogClosedError         the log was used after close()
      ├── ArchiveError                pipeline.archive: an archive file or store failed
      │    ├── ArchiveFormatError     not an archive, a wrong checksum, an unknown schema
-     │    └── ArchiveStoreError      the archive store unreachable or refusing a write
+     │    ├── ArchiveStoreError      the archive store unreachable or refusing a write
+     │    └── NotCanonicalError      archive.fastread: a block for fastavro (internal, +ValueError)
      ├── TaskError                   pipeline.tasks: a task that cannot run (ends it failed)
      │    └── UnknownTaskKindError   no handler registered for the task's kind
      ├── RestoreError                pipeline.restore.errors: a restore that cannot run as asked
-     │    └── RestoreForbiddenError  a URL outside the allow-list, or undeclared credentials (403)
+     │    ├── RestoreForbiddenError  a URL outside the allow-list, or undeclared credentials (403)
+     │    └── ParentError            restore.offload_child: the engine could not answer a read
      ├── ReplayError                 projections.replay: a replay that cannot run
      │    └── UnknownProjectionError a named projection does not exist (400)
      ├── LiveMovedError              projections.replay_live: the live fold moved while held
+     ├── ClusterSwapError            projections.replay_cluster_sql: a swap not done on every node
      ├── HoldError                   pipeline.runtime.hold: a worker did not answer a pause
+     ├── FoldWorkerError             pipeline.runtime.worker: the fold worker died or failed
      ├── EngineUnreachableError      pipeline.cli.replay_client: no running engine answers
      ├── ReplayFailedError           pipeline.cli.replay_client: the engine refused or failed it
      ├── RestoreFailedError          pipeline.cli.restore: the restore task ended failed

@@ -146,6 +146,41 @@ def from_samples(samples: Sequence[Mapping[str, Any]]) -> Columns:
     )
 
 
+def concat_rows(parts: Sequence[Columns]) -> Columns | None:
+    """Dense column sets of the same signals and kinds as one, their rows one after
+    the other (a connector's ticks of one device in one batch); None when they are not
+    all dense or their signals or kinds differ. Per signal, one slice of each part."""
+    first = parts[0]
+    if any(
+        p.counts is not None or p.signals != first.signals or p.kinds != first.kinds for p in parts
+    ):
+        return None
+    arrays = {
+        kind: [(len(p.ts_us), getattr(p, name)) for p in parts]
+        for kind, name in VALUE_FIELDS.items()
+    }
+    merged: dict[int, list[Any]] = {kind: [] for kind in VALUE_FIELDS}
+    at = dict.fromkeys(VALUE_FIELDS, 0)  # the signal of each kind the loop is at
+    for kind in first.kinds:
+        j = at[kind]
+        at[kind] = j + 1
+        out = merged[kind]
+        for n, values in arrays[kind]:
+            out.extend(values[j * n : (j + 1) * n])
+    return Columns(
+        [t for p in parts for t in p.ts_us],
+        [q for p in parts for q in p.qualities],
+        list(first.signals),
+        list(first.kinds),
+        None,
+        None,
+        merged[KIND_DOUBLE],
+        merged[KIND_BOOLEAN],
+        merged[KIND_STRING],
+        merged[KIND_LONG],
+    )
+
+
 def is_row_wise(batch: Mapping[str, Any]) -> bool:
     """Whether the batch's readings are in ``samples`` (versions 1-4, or no rows at all)."""
     return bool(batch.get("samples")) or not batch.get("ts_us")
@@ -305,6 +340,7 @@ __all__ = [
     "as_list",
     "column_fields",
     "columns_of",
+    "concat_rows",
     "count",
     "from_samples",
     "is_row_wise",

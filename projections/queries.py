@@ -6,10 +6,12 @@ as ClickHouse query parameters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from millrace.pipeline.identities.resources import REGISTRY_KEY
@@ -44,7 +46,7 @@ def _time_where(column: str, tr: TimeRange, params: dict[str, Any], micro: bool)
     return "".join(f" AND {c}" for c in conds)
 
 
-def raw_readings(
+def raw_readings_table(
     store: ProjectionStore,
     identity: str,
     signals: Sequence[str],
@@ -52,24 +54,42 @@ def raw_readings(
     limit: int,
     offset: int,
     order: Literal["asc", "desc"],
-) -> dict[str, list[dict[str, Any]]]:
-    """Readings per signal, ``limit`` per signal after skipping ``offset``."""
+) -> pa.Table:
+    """Readings (columns ``signal, ts_us, value, text, kind, quality``), ``limit`` per
+    signal after skipping ``offset``, each signal's in time order ``order``."""
     params: dict[str, Any] = {"identity": identity, "signals": list(signals)}
     direction = "ASC" if order == "asc" else "DESC"
+    # signal and ts in the same direction: ClickHouse reads the sorting key in order (or
+    # backwards) and stops at the limit; mixed directions read every row of the signal
     sql = (
-        "SELECT signal, toUnixTimestamp64Micro(ts), value, text, kind, quality "
+        "SELECT signal, toUnixTimestamp64Micro(ts) AS ts_us, value, text, kind, quality "
         "FROM millrace.readings "
         "WHERE identity = {identity:String} AND signal IN {signals:Array(String)}"
         + _time_where("ts", tr, params, micro=True)
-        + f" ORDER BY signal, ts {direction} LIMIT {int(offset)}, {int(limit)}"
+        + f" ORDER BY signal {direction}, ts {direction} LIMIT {int(offset)}, {int(limit)}"
         + (" BY signal" if len(signals) > 1 else "")
     )
+    return store.query_arrow(sql, params)
+
+
+def reading_rows(table: pa.Table, signals: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`raw_readings_table` as dicts per signal (``ts_us``, typed ``value``,
+    ``quality``); the API builds its JSON from the columns instead."""
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in signals}
-    for signal, ts, value, text, kind, quality in store.execute(sql, params).rows:
-        out[signal].append(
-            {"ts_us": int(ts), "value": typed_value(kind, value, text), "quality": quality}
+    for r in table.to_pylist():
+        out[r["signal"]].append(
+            {
+                "ts_us": int(r["ts_us"]),
+                "value": typed_value(r["kind"], _json_number(r["value"]), r["text"]),
+                "quality": r["quality"],
+            }
         )
     return out
+
+
+def _json_number(value: float | None) -> float | None:
+    """A Float64 as ClickHouse's JSON carries it: NaN and infinities are null, -0 is 0."""
+    return value + 0.0 if value is not None and math.isfinite(value) else None
 
 
 #: how bucket starts are rendered, by output time format
@@ -81,7 +101,7 @@ _BUCKET_TIME = {
 }
 
 
-def aggregates(
+def aggregates_table(
     store: ProjectionStore,
     identity: str,
     signals: Sequence[str],
@@ -90,12 +110,11 @@ def aggregates(
     limit: int,
     offset: int,
     order: Literal["asc", "desc"],
-    fields: Sequence[str] = AGG_FIELDS,
     time_format: Literal["iso", "s", "ms", "us"] = "us",
-) -> dict[str, list[dict[str, Any]]]:
+) -> pa.Table:
     """Merged aggregates per signal and bucket start (rendered as ``time_format`` in
-    ``timestamp``); ``limit`` buckets per signal. Numbers are finished in SQL and come
-    back as Arrow, so a year of hourly buckets costs one pass in Python."""
+    ``timestamp``), ``limit`` buckets per signal; numbers are finished in SQL.
+    :func:`aggregate_points` reads it."""
     table = BUCKET_TABLES[bucket]
     params: dict[str, Any] = {"identity": identity, "signals": list(signals)}
     direction = "ASC" if order == "asc" else "DESC"
@@ -116,12 +135,23 @@ def aggregates(
         + _time_where("bucket", tr, params, micro=False)
         + f" GROUP BY signal, bucket ORDER BY signal, bucket {direction} {limit_by})"
     )
-    result = store.query_arrow(sql, params)
+    return store.query_arrow(sql, params)
+
+
+def numbers_only(result: pa.Table) -> bool:
+    """Every bucket of :func:`aggregates_table` holds plain numbers (kind NUMBER):
+    first/last are the float columns and min/max need no exact ints."""
+    return result.num_rows > 0 and bool(pc.all(pc.equal(result["kind"], KIND_NUMBER)).as_py())
+
+
+def aggregate_points(
+    result: pa.Table, signals: Sequence[str], fields: Sequence[str] = AGG_FIELDS
+) -> dict[str, list[dict[str, Any]]]:
+    """Points (``timestamp`` and ``fields``) per signal of an :func:`aggregates_table`."""
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in signals}
     if result.num_rows == 0:
         return out
-    numbers_only = pc.all(pc.equal(result["kind"], KIND_NUMBER)).as_py()
-    if numbers_only:
+    if numbers_only(result):
         # the common case: first/last are the float columns, Arrow builds the dicts
         renamed = result.rename_columns(
             [{"first_value": "first", "last_value": "last"}.get(c, c) for c in result.column_names]
@@ -159,7 +189,7 @@ def aggregates(
     return out
 
 
-def latest(
+def latest_table(
     store: ProjectionStore,
     identities: Sequence[str] | None,
     signals: Sequence[str] | None,
@@ -168,8 +198,9 @@ def latest(
     limit: int,
     offset: int,
     within: str | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """Latest value per (identity, signal) and the total matching; ``within``: an RE2
+) -> tuple[pa.Table, int]:
+    """Latest value per (identity, signal) (columns ``identity, signal, ts_us, value,
+    text, kind, quality, received_us``) and the total matching; ``within``: an RE2
     expression the identity must match too (a scoped caller's scope)."""
     params: dict[str, Any] = {}
     where = ["1"]
@@ -185,26 +216,33 @@ def latest(
     keys = ["identity", "signal"] if sort_key == "identity" else ["signal", "identity"]
     order_by = ", ".join(f"{k} {direction}" for k in keys)
     sql = (
-        "SELECT identity, signal, toUnixTimestamp64Micro(ts), value, text, kind, quality, "
-        "toUnixTimestamp64Micro(received), count() OVER () "
+        "SELECT identity, signal, toUnixTimestamp64Micro(ts) AS ts_us, value, text, kind, "
+        "quality, toUnixTimestamp64Micro(received) AS received_us, count() OVER () AS total "
         "FROM millrace.latest FINAL WHERE "
         + " AND ".join(where)
         + f" ORDER BY {order_by} LIMIT {int(offset)}, {int(limit)}"
     )
-    res = store.execute(sql, params)
-    total = int(res.rows[0][8]) if res.rows else _count_latest(store, where, params)
-    rows = [
+    table = store.query_arrow(sql, params)
+    if table.num_rows:
+        total = int(table["total"][0].as_py())
+    else:
+        total = _count_latest(store, where, params)
+    return table.drop_columns(["total"]), total
+
+
+def latest_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """:func:`latest_table` as dicts (the API builds its JSON from the columns)."""
+    return [
         {
-            "identity": identity,
-            "signal": signal,
-            "ts_us": int(ts),
-            "value": typed_value(kind, value, text),
-            "quality": quality,
-            "received_us": int(received),
+            "identity": r["identity"],
+            "signal": r["signal"],
+            "ts_us": int(r["ts_us"]),
+            "value": typed_value(r["kind"], _json_number(r["value"]), r["text"]),
+            "quality": r["quality"],
+            "received_us": int(r["received_us"]),
         }
-        for identity, signal, ts, value, text, kind, quality, received, _ in res.rows
+        for r in table.to_pylist()
     ]
-    return rows, total
 
 
 def _count_latest(store: ProjectionStore, where: list[str], params: dict[str, Any]) -> int:

@@ -179,6 +179,38 @@ class RegistryQueries:
             return None
         return self._identity(rows[0], self._latest([identity]).get(identity, {}))
 
+    def status(self, identity: str) -> str | None:
+        """The stored status of the present identity ``identity``, or None: one
+        primary-key read of one column (HTTP ingest asks it per request)."""
+        rows = self.store.execute(
+            "SELECT status FROM millrace.identities FINAL "
+            "WHERE identity = {id:String} AND present = 1",
+            {"id": identity},
+        ).rows
+        return str(rows[0][0]) if rows else None
+
+    def gate_sets(
+        self, registered: bool, max_identities: int
+    ) -> tuple[frozenset[str], frozenset[str] | None]:
+        """The locked present identities and, with ``registered``, every present one
+        (None when there are more than ``max_identities``): HTTP ingest's gate
+        (``api.ingest_gate``), one query for all identities."""
+        if not registered:
+            rows = self.store.execute(
+                "SELECT identity FROM millrace.identities FINAL "
+                "WHERE present = 1 AND status = 'locked'"
+            ).rows
+            return frozenset(str(r[0]) for r in rows), None
+        rows = self.store.execute(
+            "SELECT identity, status = 'locked' FROM millrace.identities FINAL "
+            "WHERE present = 1 LIMIT {n:UInt64}",
+            {"n": max_identities + 1},
+        ).rows
+        locked = frozenset(str(r[0]) for r in rows if r[1])
+        if len(rows) > max_identities:
+            return locked, None
+        return locked, frozenset(str(r[0]) for r in rows)
+
     def count(self, f: IdentityFilter, now_us: int) -> int:
         rows = self._select(f, now_us, "count()")
         return int(rows[0][0]) if rows else 0

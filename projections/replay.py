@@ -45,10 +45,15 @@ start there (other workers may fold); the task's rerun finishes it when the live
 still stands where the shadows stopped (a killed hold leaves its pause in force, and
 workers start paused), else drops the rest: the projections are then a mix of old and
 new tables, each at the position the hold held, so no reading is lost or doubled (with
-``start_time``, the old ones keep their history). On a ClickHouse cluster
-(Distributed tables over each node's ``_local`` ones,
-``distributed.clickhouse_cluster``) a replay is refused: the exchange ON CLUSTER of
-every node's local tables is not done.
+``start_time``, the old ones keep their history).
+
+On a ClickHouse cluster (Distributed tables over each node's ``_local`` ones,
+``distributed.clickhouse_cluster``) the same steps run with
+``projections.replay_cluster.ClusterShadows`` (``ReplayParts.shadows``): shadow
+``_local`` tables and their Distributed fronts created ON CLUSTER, the fold writing
+through the fronts, and ``EXCHANGE TABLES … ON CLUSTER`` of every node's local tables
+under the hold; its module doc says what that guarantees (atomic per node, not across
+nodes) and how a failed node is handled.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ from millrace.pipeline.sink import Range, SinkBatch
 from millrace.projections import shadow
 from millrace.projections.migrations import PROJECTION_TABLES
 from millrace.projections.replay_live import LiveFold, live_of
+from millrace.projections.shadow import ServerShadows, Shadows
+from millrace.projections.shadow import forget as forget  # restore deletes progress with it
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.tables import TABLES
 from millrace.projections.writer import ProjectionWriter
@@ -140,6 +147,8 @@ class ReplayParts:
     max_records: int = 20_000
     #: records the shadow may still lack when the live fold is held for the swap
     hold_records: int = 1_000
+    #: where the shadows are built and swapped (None: on ``store``, one server or chDB)
+    shadows: Shadows | None = None
 
 
 class Replay:
@@ -154,6 +163,7 @@ class Replay:
     ) -> None:
         self.parts = parts
         self.live = live_of(parts.live)
+        self.shadows: Shadows = parts.shadows or ServerShadows(parts.store)
         #: who holds the live fold (the actor of a distributed hold's pause events)
         self.holder = f"replay:{replay_id}"
         #: the log, its deleted history read back from the archive when there is one
@@ -169,22 +179,25 @@ class Replay:
     async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, self.parts.store, *args)
 
+    async def _shadows(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
     async def run(self, report: Report, stop: asyncio.Event) -> dict[str, int] | None:
         """Build, catch up, swap; the counts when done, None when ``stop`` came first
         (the shadows and their progress stay; the next run resumes them)."""
         prefix = f"{self.replay_id}."
-        done = await self._store(shadow.swapped, self.swapped, prefix)
+        done = await self._shadows(self.shadows.swapped, self.swapped, prefix)
         if done is not None:  # the exchange began before a crash
             await self._finish(done)
             return {"records": 0}
-        tag = await self._store(shadow.building, self.built)
+        tag = await self._shadows(self.shadows.building, self.built)
         fresh = tag is None or not tag.startswith(prefix)
         if not fresh:
             await self.live.release(self.holder)  # an earlier run may have been holding
         if fresh:
             tag = prefix + secrets.token_hex(4)
             self.before("create")
-            await self._store(shadow.create, self.built, tag)
+            await self._shadows(self.shadows.create, self.built, tag)
         assert tag is not None
         fold = EmbeddedRuntime(
             self.log,
@@ -203,8 +216,8 @@ class Replay:
             fold.close()
         if counts is not None:
             self.before("drop")
-            await self._store(shadow.drop, self.built)
-            await self._store(forget, fold.consumer)
+            await self._shadows(self.shadows.drop, self.built)
+            await self._shadows(self.shadows.forget, fold.consumer)
         return counts
 
     async def _finish(self, tag: str) -> None:
@@ -217,10 +230,10 @@ class Replay:
         built = await self._store(lambda s: ProjectionWriter(s).progress(consumer).positions)
         now = await self.live.positions(list(built))
         if now == built:
-            await self._store(shadow.recover)
+            await self._shadows(self.shadows.recover)
         await self.live.release(self.holder)  # killed holding: the workers go on
-        await self._store(shadow.drop, self.built)
-        await self._store(forget, consumer)
+        await self._shadows(self.shadows.drop, self.built)
+        await self._shadows(self.shadows.forget, consumer)
 
     async def _fold(
         self, fold: EmbeddedRuntime, tag: str, report: Report, stop: asyncio.Event
@@ -252,7 +265,7 @@ class Replay:
         if stop.is_set():
             return None
         self.before("mark")
-        await self._store(shadow.mark, self.swapped, tag)
+        await self._shadows(self.shadows.mark, self.swapped, tag)
         async with live.held(fold.topic_partitions(), self.holder) as positions:
             fold.until = positions
             while True:
@@ -264,7 +277,7 @@ class Replay:
                 raise ReplayError(f"the shadow fold stopped short of the live one: {short}")
             self.before("swap")
             await live.unchanged(positions)
-            await self._store(shadow.exchange, self.swapped)
+            await self._shadows(self.shadows.exchange, self.swapped)
         await report(counts())
         return counts()
 
@@ -284,14 +297,6 @@ class Replay:
         await asyncio.to_thread(fold.sink.write, fold.consumer, SinkBatch(seq=1, ranges=ranges))
 
 
-def forget(store: ProjectionStore, consumer: str) -> None:
-    """Delete a finished shadow fold's progress rows (a lightweight delete; rows left by
-    a crash before it are harmless: no one reads that consumer again)."""
-    store.execute(
-        "DELETE FROM millrace.progress WHERE consumer = {c:String}", params={"c": consumer}
-    )
-
-
 async def first_at(log: EventLog, tp: TopicPartition, start_us: int) -> int:
     """The first offset of ``tp`` appended at or after ``start_us`` (binary search over
     the log's append times, which grow with the offset)."""
@@ -309,12 +314,12 @@ async def first_at(log: EventLog, tp: TopicPartition, start_us: int) -> int:
 def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
     """The ``replay`` task kind (params: ``projections``, a list of names or empty for
     all; ``start_time_us``, optional). ``parts`` gives None where no live fold can be
-    held (a ClickHouse cluster): the task then fails saying so."""
+    held (no processor runtime or workers to hold): the task then fails saying so."""
 
     async def handle(ctx: TaskContext) -> None:
         got = parts()
         if got is None:
-            raise ReplayError(DISTRIBUTED)
+            raise ReplayError(NO_LIVE_FOLD)
         start = ctx.params.get("start_time_us")
         replay = Replay(
             got,
@@ -334,9 +339,8 @@ def replay_handler(parts: Callable[[], ReplayParts | None]) -> Handler:
     return handle
 
 
-#: why a replay is refused on a ClickHouse cluster
-DISTRIBUTED = (
-    "replay while running is not available on a ClickHouse cluster "
-    "(distributed.clickhouse_cluster): the exchange ON CLUSTER of every node's local "
-    "tables is not done; a single ClickHouse server (or millrace run) replays"
+#: why a replay is refused where no live fold can be held
+NO_LIVE_FOLD = (
+    "replay while running needs the live fold to hold at the swap: run it in the "
+    "process role (millrace run or millrace process)"
 )

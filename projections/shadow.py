@@ -30,7 +30,8 @@ So after any crash the projections are all old or all new, never a mix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from millrace.projections.store.base import ProjectionStore
 
@@ -152,3 +153,58 @@ def recover(store: ProjectionStore) -> list[str]:
 def _siblings(found: dict[str, str], comment: str) -> list[str]:
     """Live tables (not shadows) whose comment is ``comment``."""
     return [n for n, c in found.items() if c == comment and not n.endswith(SUFFIX)]
+
+
+def forget(store: ProjectionStore, consumer: str) -> None:
+    """Delete a finished shadow fold's progress rows (a lightweight delete; rows left by
+    a crash before it are harmless: no one reads that consumer again)."""
+    store.execute(
+        "DELETE FROM millrace.progress WHERE consumer = {c:String}", params={"c": consumer}
+    )
+
+
+class Shadows(Protocol):
+    """Where a replay builds, swaps and drops its shadows: one server or chDB
+    (:class:`ServerShadows`, this module) or every node of a ClickHouse cluster
+    (``projections.replay_cluster.ClusterShadows``). The methods are this module's
+    functions, bound to their store."""
+
+    def create(self, tables: Sequence[str], tag: str) -> None: ...
+    def building(self, tables: Sequence[str]) -> str | None: ...
+    def swapped(self, tables: Sequence[str], prefix: str) -> str | None: ...
+    def mark(self, tables: Sequence[str], tag: str) -> None: ...
+    def exchange(self, tables: Sequence[str]) -> None: ...
+    def drop(self, tables: Sequence[str]) -> None: ...
+    def recover(self) -> list[str]: ...
+    def forget(self, consumer: str) -> None: ...
+
+
+class ServerShadows:
+    """:class:`Shadows` on one server (chDB or a single ClickHouse server)."""
+
+    def __init__(self, store: ProjectionStore) -> None:
+        self.store = store
+
+    def create(self, tables: Sequence[str], tag: str) -> None:
+        create(self.store, tables, tag)
+
+    def building(self, tables: Sequence[str]) -> str | None:
+        return building(self.store, tables)
+
+    def swapped(self, tables: Sequence[str], prefix: str) -> str | None:
+        return swapped(self.store, tables, prefix)
+
+    def mark(self, tables: Sequence[str], tag: str) -> None:
+        mark(self.store, tables, tag)
+
+    def exchange(self, tables: Sequence[str]) -> None:
+        exchange(self.store, tables)
+
+    def drop(self, tables: Sequence[str]) -> None:
+        drop(self.store, tables)
+
+    def recover(self) -> list[str]:
+        return recover(self.store)
+
+    def forget(self, consumer: str) -> None:
+        forget(self.store, consumer)

@@ -64,15 +64,19 @@ class ProjectionWriter(ProjectionSink, StateReader, AppliedBatches):
     def applied_batches(
         self, partition: int, since_us: int, keys: Sequence[str] | None = None
     ) -> dict[str, Applied]:
-        """The first origin of each id (a race of two origins resolves the same way
-        for every reader), one query; ``keys`` narrows it to the ids asked."""
+        """The first application of each id among those unexpired at ``since_us``: its
+        origin and *its* expiry (an id applied again after its window ran out has a
+        later row; a step redone over that moment must see the first one expire, so
+        that it applies the id again where it did; a race of two origins resolves the
+        same way for every reader), one query; ``keys`` narrows it to the ids asked."""
         where = "partition = {p:UInt32} AND expires_us > {since:Int64}"
         params: dict[str, Any] = {"p": partition, "since": since_us}
         if keys is not None:
             where += " AND batch_key IN {keys:Array(String)}"
             params["keys"] = list(keys)
         res = self.store.query_arrow(
-            "SELECT batch_key, argMin(origin, applied_us) AS origin, max(expires_us) AS exp "
+            "SELECT batch_key, argMin((origin, expires_us), (applied_us, origin)) AS app, "
+            "tupleElement(app, 1) AS first_origin, tupleElement(app, 2) AS exp "
             f"FROM millrace.{self._table('applied_batches')} WHERE {where} "
             "GROUP BY batch_key ORDER BY min(applied_us)",
             params=params,
@@ -81,11 +85,29 @@ class ProjectionWriter(ProjectionSink, StateReader, AppliedBatches):
             k: Applied(o, e)
             for k, o, e in zip(
                 res["batch_key"].to_pylist(),
-                res["origin"].to_pylist(),
+                res["first_origin"].to_pylist(),
                 res["exp"].to_pylist(),
                 strict=True,
             )
         }
+
+    def applied_keys(
+        self, partition: int, since_us: int, after: str | None, limit: int
+    ) -> list[tuple[str, int]]:
+        """One page of a partition's unexpired ids in primary-key order (a range read of
+        ``limit`` rows, not an aggregation of the partition); ``WITH TIES`` keeps all
+        rows of the last id in the page, so the next page starts after it."""
+        where = "partition = {p:UInt32} AND expires_us > {since:Int64}"
+        params: dict[str, Any] = {"p": partition, "since": since_us, "n": limit}
+        if after is not None:
+            where += " AND batch_key > {after:String}"
+            params["after"] = after
+        res = self.store.query_arrow(
+            f"SELECT batch_key, expires_us FROM millrace.{self._table('applied_batches')} "
+            f"WHERE {where} ORDER BY batch_key LIMIT {{n:UInt64}} WITH TIES",
+            params=params,
+        )
+        return list(zip(res["batch_key"].to_pylist(), res["expires_us"].to_pylist(), strict=True))
 
     def restore_mark(self) -> tuple[int, int]:
         """Count and latest time of the restore marks: one primary-key read, once per

@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
 from millrace.projections.migrations import migrate
 from millrace.projections.store.chdb import ChdbStore
+from tests import fastapi_routes
 from tests.kafka_mock import MockKafkaCluster, MockKafkaError
 from tests.projection_reset import empty_projections
+
+if TYPE_CHECKING:
+    from tests.test_crash_recovery import Engine
 
 #: free space a tmpfs needs to hold the session's temporary files
 RAM_TEMP_MIN_BYTES = 4 << 30
@@ -34,7 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
     start) go to a roomy tmpfs, ``/dev/shm``, unless ``TMPDIR`` names a place. The local
     log and the connector spool fsync every append, which on a shared machine's disk
     took a third to half of the integration tests' time; what the tests check is the
-    same on tmpfs (a crash test kills a process, not the machine)."""
+    same on tmpfs (a crash test kills a process, not the machine).
+
+    FastAPI's route building is memoized for the session (``tests/fastapi_routes.py``):
+    the tests build an app per test, and each paid it anew."""
+    fastapi_routes.install()
     if os.environ.get("TMPDIR"):
         return
     try:
@@ -45,24 +54,49 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["TMPDIR"] = tempfile.tempdir = "/dev/shm"
 
 
-#: the files that take longest (`--durations` of a quiet run), collected first: under
-#: pytest-xdist's ``--dist loadfile`` a file goes to a worker in collection order, and one
-#: of these started last kept a worker busy alone for minutes at the end of the run
+#: the files that take longest (``--durations`` of a quiet run), longest first. Under
+#: pytest-xdist's ``--dist loadfile`` a worker takes the next file when it is done with
+#: one, in collection order when ``--no-loadscope-reorder`` is given (``make test``
+#: gives it; by default xdist orders files by their number of tests, which put these
+#: one-test files last: a worker then ran the two-minute two-workers test alone at the
+#: end). Longest first leaves short files for the end, where they fill both workers.
 SLOW_FIRST = (
     "tests/runtime/test_two_workers.py",
+    "tests/test_fuzz_openapi_stateful.py",
     "tests/test_fuzz_openapi.py",
     "tests/test_distributed_e2e.py",
     "tests/test_distributed_ops.py",
+    "tests/test_crash_recovery.py",
+    "tests/test_services_e2e.py",
     "tests/test_restore_crash.py",
+    "tests/runtime/test_faust_runtime.py",
     "tests/test_distributed_restore.py",
     "tests/test_distributed_replay.py",
+    "tests/test_archive_distributed.py",
+    "tests/test_distributed_pause.py",
+    "tests/test_config_follow_e2e.py",
     "tests/projections/test_exactly_once.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files in the order of :data:`SLOW_FIRST`, then the integration files (they start
+    processes and wait on them), then the others by their number of tests, most first;
+    a file's tests keep their order."""
     rank = {path: i for i, path in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
+    count: dict[str, int] = {}
+    integration: set[str] = set()
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        count[path] = count.get(path, 0) + 1
+        if item.get_closest_marker("integration") is not None:
+            integration.add(path)
+
+    def key(item: pytest.Item) -> tuple[int, bool, int, str]:
+        path = item.nodeid.split("::")[0]
+        return rank.get(path, len(rank)), path not in integration, -count[path], path
+
+    items.sort(key=key)  # stable: a file's tests keep their order
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +141,13 @@ def _no_module_under_its_folder_name() -> Iterator[None]:
     stray = sorted(n for n in _sys.modules if n.split(".")[0] in folders)
     if stray:
         pytest.fail(f"imported under their folder names, not millrace.<folder>: {stray[:20]}")
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    """``millrace run`` processes a test started (``tests.test_crash_recovery.Engine``,
+    appended by the test); a failing test never leaves one running."""
+    started: list[Engine] = []
+    yield started
+    for engine in started:
+        engine.ensure_stopped()

@@ -75,7 +75,14 @@ class Role:
         return self.log.read_text(errors="replace")
 
     def leads(self, stage: str) -> bool:
+        """It has led ``stage`` (a term started at some point)."""
         return f"{stage}: leader, stage started" in self.output()
+
+    def leading(self, stage: str) -> bool:
+        """Its last word on ``stage`` is a term started, not leadership lost (a lease
+        may lapse on a loaded machine: leadership then moves without a death)."""
+        out = self.output()
+        return out.rfind(f"{stage}: leader, stage started") > out.rfind(f"{stage}: leadership lost")
 
     def alive(self) -> None:
         """Fails the test, with the output, when the process has exited."""
@@ -200,7 +207,9 @@ class Deployment:
         )
         self.roles: list[Role] = []
 
-    def start(self, name: str, role: str, config: str) -> Role:
+    def start(self, name: str, role: str, config: str, env: dict[str, str] | None = None) -> Role:
+        """``millrace <role>`` with ``config`` (YAML after ``data_dir``); ``env`` adds to
+        the deployment's environment."""
         data = self.tmp / name
         data.mkdir()
         path = self.tmp / f"{name}.yaml"
@@ -208,7 +217,7 @@ class Deployment:
         args = [role, "--config", str(path)]
         if role == "process":
             args += ["--data-dir", str(data)]
-        r = Role(name, args, self.env, self.tmp, module=CLI_ON_SESSION_STORE)
+        r = Role(name, args, {**self.env, **(env or {})}, self.tmp, module=CLI_ON_SESSION_STORE)
         self.roles.append(r)
         return r
 

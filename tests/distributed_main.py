@@ -7,15 +7,19 @@ test scaffolding applied first:
   :class:`tests.store_server.RemoteStore` (the SQL, deduplication and projections are
   still chDB's);
 * librdkafka's mock group coordinator: the two aiokafka workarounds of
-  ``tests.runtime.worker_main`` (applied when it is imported).
+  ``tests.runtime.worker_main`` (applied when it is imported), and on request a shorter
+  faust session (``MILLRACE_TEST_FAUST_SESSION_S``, see ``_short_faust_session``).
 
     python -m tests.distributed_main process --data-dir D --config C
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
+import millrace.pipeline.runtime.faust_runtime as faust_runtime
 import millrace.projections.store.clickhouse as clickhouse
 import tests.runtime.worker_main  # noqa: F401 - the mock's group workarounds
 from millrace.pipeline.cli.main import main
@@ -30,6 +34,23 @@ class StoreServerClient(RemoteStore):
 
 
 clickhouse.ClickHouseServerStore = StoreServerClient  # type: ignore[misc,assignment]
+
+
+def _short_faust_session(seconds: float) -> None:
+    """The faust workers' group session (10 s in millrace) set to ``seconds``: the mock
+    holds every rebalance of a formed group open for the session less 1 s, and expires
+    a SIGKILLed worker only after a session, so a test that kills a worker waits on it
+    twice (``MILLRACE_TEST_FAUST_SESSION_S``; tests/distributed.py ``Deployment.start``)."""
+
+    @dataclass(frozen=True)
+    class ShortSession(faust_runtime.FaustRuntimeConfig):
+        session_timeout_s: float = seconds
+
+    faust_runtime.FaustRuntimeConfig = ShortSession  # type: ignore[misc]
+
+
+if os.environ.get("MILLRACE_TEST_FAUST_SESSION_S"):
+    _short_faust_session(float(os.environ["MILLRACE_TEST_FAUST_SESSION_S"]))
 
 if __name__ == "__main__":
     main()

@@ -99,3 +99,23 @@ class MockKafkaCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+async def leave_group(bootstrap: str, group: str, member_id: str) -> None:
+    """Sends the LeaveGroup a member's own clean close would send, on its behalf: the
+    coordinator drops a killed or frozen member at once instead of after its session
+    timeout (the member itself learns it was dropped at its next heartbeat or commit)."""
+    from aiokafka.client import AIOKafkaClient, ConnectionGroup
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        node = await client.coordinator_lookup(0, group)  # 0: a group coordinator
+        response = await client.send(
+            node, LeaveGroupRequest(group, member_id), group=ConnectionGroup.COORDINATION
+        )
+    finally:
+        await client.close()
+    if response.error_code:
+        raise MockKafkaError(f"LeaveGroup of {member_id} in {group}: error {response.error_code}")

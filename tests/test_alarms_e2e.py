@@ -17,6 +17,7 @@ import pytest
 
 from tests.connectors.test_run_config_e2e import free_port
 from tests.millrace_process import millrace_run
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,16 +46,6 @@ alarms:
 api:
   port: {port}
 """
-
-
-def _wait(cond: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 class StreamReader(threading.Thread):
@@ -118,9 +109,9 @@ def _exercise(base: str, client: httpx.Client) -> None:
         except httpx.TransportError:
             return False
 
-    _wait(up, "the API")
+    wait_until(up, "the API")
     # the rule of the file is in force
-    rule = _wait(lambda: client.get("/alarm-rules/oven-hot").status_code == 200, "the rule")
+    rule = wait_until(lambda: client.get("/alarm-rules/oven-hot").status_code == 200, "the rule")
     assert rule
     r = client.put(f"/resources/{SIGNAL}", json={"settable": True})
     assert r.status_code in (200, 201), r.text
@@ -146,7 +137,7 @@ def _exercise(base: str, client: httpx.Client) -> None:
         r = client.get("/alarms", params={"identity": "oven-0", "state": "active"})
         return list(r.json()["data"])
 
-    [alarm] = _wait(active, "the raised alarm")
+    [alarm] = wait_until(active, "the raised alarm")
     assert alarm["type"] == "high_temperature" and alarm["priority"] == 200
     assert alarm["trigger_value"] == 150.0
     assert alarm["message"] == f"oven-0 {SIGNAL} at 150.0 above 100"
@@ -161,7 +152,7 @@ def _exercise(base: str, client: httpx.Client) -> None:
 
     # 98 stays inside the deadband (above 100 - 5): still active; 50 clears
     client.post("/identities/oven-0/state", json={SIGNAL: 98.0})
-    _wait(
+    wait_until(
         lambda: client.get("/identities/oven-0/state").json()[SIGNAL]["reported"] == 98.0,
         "the report of 98",
     )
@@ -172,7 +163,7 @@ def _exercise(base: str, client: httpx.Client) -> None:
         a = client.get(f"/alarms/{alarm['alarm_id']}").json()
         return a if a["state"] == "cleared" else None
 
-    done = _wait(cleared, "the clear")
+    done = wait_until(cleared, "the clear")
     assert done["clear_value"] == 50.0
     assert done["management"]["status"] == "acknowledged"
     assert done["management"]["acknowledged_by"]

@@ -16,7 +16,7 @@ import pytest
 
 from tests.connectors.test_run_config_e2e import free_port
 from tests.millrace_process import ROOT, millrace_run
-from tests.test_alarms_e2e import _wait
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -52,8 +52,8 @@ def test_run_archives_and_the_cli_reads_it(tmp_path: Path) -> None:
             except httpx.TransportError:
                 return False
 
-        _wait(up, "the API")
-        _wait(
+        wait_until(up, "the API")
+        wait_until(
             lambda: client.get("/status").json()["data"]["archive"]["behind_records"] > 20, "data"
         )
         r = client.post("/archive/flush")

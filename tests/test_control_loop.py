@@ -6,7 +6,6 @@ acknowledges it. Also: a value breaking its definition that a connector brings g
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.connectors.test_run_config_e2e import Peers, free_port
 from tests.millrace_process import millrace_run
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -59,16 +59,6 @@ def test_set_command_write_report_acknowledge(tmp_path: Path) -> None:
             _exercise(port, peers)
 
 
-def _wait(cond: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def _exercise(port: int, peers: Peers) -> None:
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{port}/api/v1",
@@ -82,7 +72,7 @@ def _exercise(port: int, peers: Peers) -> None:
         except httpx.TransportError:
             return False
 
-    _wait(up, "the API")
+    wait_until(up, "the API")
     sim_signal = "temperature_0"
     for name, body in [
         ("setpoint", {"settable": True, "allowed": [{"min": 0, "max": 500}], "unit": "bar"}),
@@ -104,14 +94,14 @@ def _exercise(port: int, peers: Peers) -> None:
         s = client.get(f"/identities/{identity}/state").json().get(resource)
         return s if s and s["acknowledged_us"] and not s["pending"] else None
 
-    state = _wait(lambda: acknowledged("press-1", "setpoint"), "the Modbus acknowledgement")
+    state = wait_until(lambda: acknowledged("press-1", "setpoint"), "the Modbus acknowledgement")
     assert state["set"] == 321 and state["reported"] == 321
     assert peers.run(peers.modbus.get(3, 1, 1)) == [321]  # the device really holds it
 
     # simulator: the device reports the written value from its next tick
     r = client.post("/identities/oven-0/state", json={sim_signal: 77.5})
     assert r.status_code == 202, r.text
-    state = _wait(lambda: acknowledged("oven-0", sim_signal), "the simulator acknowledgement")
+    state = wait_until(lambda: acknowledged("oven-0", sim_signal), "the simulator acknowledgement")
     assert state["reported"] == 77.5
 
     # the registry saw both devices online from their telemetry
@@ -119,7 +109,7 @@ def _exercise(port: int, peers: Peers) -> None:
         r = client.get("/identities/count", params={"status": "online"})
         return bool(r.json()["count"] == 2)
 
-    _wait(online, "both identities online")
+    wait_until(online, "both identities online")
 
     # strokes = 4321 (holding register 0) breaks its definition: dead letters, no readings
     peers.run(peers.modbus.set(3, 0, [4321]))
@@ -128,7 +118,7 @@ def _exercise(port: int, peers: Peers) -> None:
         r = client.get("/deadletters", params={"limit": 100})
         return [d for d in r.json()["data"] if "strokes" in d["reason"]]
 
-    [first, *_] = _wait(dead, "a dead letter for strokes")
+    [first, *_] = wait_until(dead, "a dead letter for strokes")
     assert "allowed" in first["reason"]
     r = client.post(
         "/sql",

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +193,46 @@ def from_log(
     return per_signal, aggs, seqs
 
 
-@pytest.fixture
-def engines() -> Iterator[list[Engine]]:
-    """Engines a test started; a failing test never leaves one running."""
-    started: list[Engine] = []
-    yield started
-    for engine in started:
-        engine.ensure_stopped()
+Projections = tuple[
+    dict[tuple[str, str], tuple[int, float]],
+    dict[tuple[str, str, int], tuple[int, float, float, float]],
+]
+
+
+def projections_of(engine: Engine) -> Projections:
+    """Count and sum per signal of ``millrace.readings``; count, sum, min and max per
+    minute bucket of ``millrace.agg_1m`` (numeric signals)."""
+    rows = engine.sql(
+        "SELECT identity, signal, count(), sum(value) FROM millrace.readings "
+        "GROUP BY identity, signal"
+    )
+    signals = {(i, s): (int(c), float(v)) for i, s, c, v in rows}
+    aggs = engine.sql(
+        "SELECT identity, signal, toUnixTimestamp(bucket), sum(count), sum(sum), "
+        "min(min), max(max) FROM millrace.agg_1m WHERE signal != 'on' "
+        "GROUP BY identity, signal, bucket"
+    )
+    return signals, {
+        (i, s, int(b)): (int(c), float(t), float(lo), float(hi)) for i, s, b, c, t, lo, hi in aggs
+    }
+
+
+def assert_matches_log(got: Projections, log_dir: Path, acked: set[int], total: int) -> None:
+    """The projections hold what the log implies, every batch ``0..total`` is on the log
+    and every acknowledged one among them: nothing lost, nothing counted twice."""
+    got_signals, got_aggs = got
+    want_signals, want_aggs, seqs_in_log = from_log(log_dir)
+    assert acked <= seqs_in_log, "an acknowledged batch is missing from the log"
+    assert seqs_in_log == set(range(total))
+    assert set(got_signals) == set(want_signals)
+    for k, (n, s) in want_signals.items():
+        assert got_signals[k][0] == n, k
+        assert got_signals[k][1] == pytest.approx(s, rel=1e-9), k
+    assert set(got_aggs) == set(want_aggs)
+    for k, (n, s, lo, hi) in want_aggs.items():
+        c, t, glo, ghi = got_aggs[k]
+        assert (c, glo, ghi) == (n, lo, hi), k
+        assert t == pytest.approx(s, rel=1e-9, abs=1e-9), k
 
 
 def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(
@@ -230,33 +262,9 @@ def test_kill9_mid_ingest_then_restart_loses_and_doubles_nothing(
     ingester.run()
     acked.update(ingester.acked)
     engine.wait_caught_up()
-    rows = engine.sql(
-        "SELECT identity, signal, count(), sum(value) FROM millrace.readings "
-        "GROUP BY identity, signal"
-    )
-    got_signals = {(i, s): (int(c), float(v)) for i, s, c, v in rows}
-    aggs = engine.sql(
-        "SELECT identity, signal, toUnixTimestamp(bucket), sum(count), sum(sum), "
-        "min(min), max(max) FROM millrace.agg_1m WHERE signal != 'on' "
-        "GROUP BY identity, signal, bucket"
-    )
-    got_aggs = {
-        (i, s, int(b)): (int(c), float(t), float(lo), float(hi)) for i, s, b, c, t, lo, hi in aggs
-    }
+    got = projections_of(engine)
     engine.stop()
-
-    want_signals, want_aggs, seqs_in_log = from_log(tmp_path / "data" / "log")
-    assert acked <= seqs_in_log, "an acknowledged batch is missing from the log"
-    assert seqs_in_log == set(range(total))
-    assert set(got_signals) == set(want_signals)
-    for k, (n, s) in want_signals.items():
-        assert got_signals[k][0] == n, k
-        assert got_signals[k][1] == pytest.approx(s, rel=1e-9), k
-    assert set(got_aggs) == set(want_aggs)
-    for k, (n, s, lo, hi) in want_aggs.items():
-        c, t, glo, ghi = got_aggs[k]
-        assert (c, glo, ghi) == (n, lo, hi), k
-        assert t == pytest.approx(s, rel=1e-9, abs=1e-9), k
+    assert_matches_log(got, tmp_path / "data" / "log", acked, total)
 
 
 def test_run_serves_simulator_data_within_seconds(tmp_path: Path, engines: list[Engine]) -> None:

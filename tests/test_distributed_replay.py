@@ -137,23 +137,29 @@ def test_replay_through_the_api_rebuilds_while_ingest_goes_on(
     for _ in range(3):
         sender.batch()
 
-    d.wait(
-        lambda: stored(chdb_store) == sender.sent,
-        "every reading exactly once",
-        120,
-        lambda: (
-            f"missing {sender.sent - stored(chdb_store)}, extra {stored(chdb_store) - sender.sent}"
-        ),
-    )
     newest: dict[str, tuple[int, float]] = {}
     for identity, ts, value in sender.sent:
         newest[identity] = max(newest.get(identity, (0, 0.0)), (ts, value))
-    latest = rows(
-        chdb_store,
-        "SELECT identity, toUnixTimestamp64Micro(ts), value FROM millrace.latest FINAL "
-        "WHERE identity LIKE 'rp-%' AND signal = 'x'",
+
+    def latest() -> dict[str, tuple[int, float]]:
+        found = rows(
+            chdb_store,
+            "SELECT identity, toUnixTimestamp64Micro(ts), value FROM millrace.latest FINAL "
+            "WHERE identity LIKE 'rp-%' AND signal = 'x'",
+        )
+        return {str(i): (int(ts), float(v)) for i, ts, v in found}
+
+    # the sink inserts a batch's tables one after the other (readings before latest):
+    # both are waited for, so a batch caught between its two inserts is not a failure
+    d.wait(
+        lambda: stored(chdb_store) == sender.sent and latest() == newest,
+        "every reading exactly once, and each identity's newest value in latest",
+        120,
+        lambda: (
+            f"missing {sender.sent - stored(chdb_store)}, extra {stored(chdb_store) - sender.sent}"
+            f", latest {latest()} != {newest}"
+        ),
     )
-    assert {str(i): (int(ts), float(v)) for i, ts, v in latest} == newest
 
     # the hold, in the audit trail: the replay's pause, the worker's answer, its resume
     holds = rows(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.connectors.test_run_config_e2e import free_port
 from tests.millrace_process import millrace_run
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -26,16 +26,6 @@ SECRETS = [
     "mr_0123456789ab_notarealsecretbutlooksalikeone",
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHMifQ.c2lnbmF0dXJlLXRlc3Q",
 ]
-
-
-def _wait(cond: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _count(client: httpx.Client) -> int:
@@ -95,7 +85,7 @@ api:
             base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
         )
         request.addfinalizer(client.close)
-        _wait(live, "the API")
+        wait_until(live, "the API")
         ready = anon.get("/health/ready")
         assert ready.status_code == 200, ready.text
         assert {"log", "store", "lag"} <= set(ready.json()["checks"])
@@ -106,7 +96,7 @@ api:
 
         # pause: the log keeps accepting, the projections do not move, lag grows
         _send(client, 0, 10)
-        _wait(lambda: _count(client) == 10, "the first readings")
+        wait_until(lambda: _count(client) == 10, "the first readings")
         assert client.post("/pipeline/pause").json()["data"]["paused"] is True
         lags = [client.get("/status").json()["data"]["lag_records"]]
         for k in range(1, 4):
@@ -119,7 +109,7 @@ api:
         # store (the simulator's and the 10 sent over HTTP)
         assert _folded(client, base) == _total(client) >= 10
         assert client.post("/pipeline/resume").json()["data"]["paused"] is False
-        _wait(lambda: _count(client) == 40, "the readings sent while paused")
+        wait_until(lambda: _count(client) == 40, "the readings sent while paused")
         # the 30 sent while paused are counted too (the counter once lagged the store:
         # it moved after the log's commit, and a scrape right after the rows showed in
         # SQL missed the batch)
@@ -171,7 +161,7 @@ api:
             base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
         )
         request.addfinalizer(client.close)
-        _wait(live, "the restarted API")
+        wait_until(live, "the restarted API")
         runtime = client.get("/config").json()["data"]["runtime"]
         assert runtime["identities.command_timeout_s"] == 42
         client.close()

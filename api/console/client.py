@@ -26,6 +26,7 @@ from millrace.api.console.session import Session
 from millrace.pipeline.errors import MillraceError
 
 API = "/api/v1"
+YAML = "application/yaml"
 
 
 class ConsoleApiError(MillraceError):
@@ -93,20 +94,41 @@ class ConsoleApi:
         return {"Authorization": f"Bearer {self.session.token}"} if self.session else {}
 
     async def request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        text: str | None = None,
+        media_type: str = YAML,
     ) -> Any:
-        """The JSON answer of ``method API+path``; errors raise :class:`ConsoleApiError`."""
+        """The answer of ``method API+path``: JSON decoded, any other content (a
+        template's YAML) as text. The body is ``json``, or ``text`` sent as
+        ``media_type`` (a commissioning file's YAML as written: JSON cannot carry its
+        dates or non-string keys). Errors raise :class:`ConsoleApiError`."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        resp = await self.http.request(
-            method, API + path, params=query, json=json, headers=self._headers()
-        )
-        if resp.status_code == 401 and await self._refresh():
-            resp = await self.http.request(
-                method, API + path, params=query, json=json, headers=self._headers()
+        body: dict[str, Any] = {"json": json}
+        extra: dict[str, str] = {}
+        if text is not None:
+            body = {"content": text.encode()}
+            extra = {"Content-Type": media_type}
+
+        async def send() -> httpx.Response:
+            return await self.http.request(
+                method, API + path, params=query, headers=self._headers() | extra, **body
             )
+
+        resp = await send()
+        if resp.status_code == 401 and await self._refresh():
+            resp = await send()
         if resp.status_code >= 400:
             raise _error(resp)
-        return resp.json() if resp.content else None
+        if not resp.content:
+            return None
+        if "json" in resp.headers.get("content-type", "application/json"):
+            return resp.json()
+        return resp.text
 
     async def health(self, path: str) -> Any:
         """A ``/health/...`` answer (outside ``/api/v1``; 503 still carries its checks)."""

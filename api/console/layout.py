@@ -24,21 +24,48 @@ STYLE = """
 .mr-chip { padding: 2px 10px; border-radius: 999px; font-weight: 600; }
 .mr-figure a { color: #1d4ed8; }
 :focus-visible { outline: 2px solid #1d4ed8; outline-offset: 2px; }
+/* Quasar sets outline 0 on focusable boxes (a table's), and on buttons with an important
+   rule in a cascade layer that no page rule can outrank; its focus helper shows nothing
+   in some browsers. A keyboard user must see where focus is: boxes and links get the
+   outline, buttons a ring of box shadow. Quasar's fields show focus with their own
+   underline, and keep it. */
+[tabindex]:not(input):focus-visible, a:focus-visible {
+  outline: 2px solid #1d4ed8 !important; outline-offset: 2px;
+}
+.q-btn:focus-visible { box-shadow: 0 0 0 2px #fff, 0 0 0 4px #1d4ed8 !important; }
+.mr-header a:focus-visible { outline-color: #93c5fd !important; }
+.mr-header .q-btn:focus-visible { box-shadow: 0 0 0 2px #93c5fd !important; }
+.mr-nav { padding: 3px; }
+/* a tablet: the pages' links take a row of their own that scrolls sideways (a focused
+   link scrolls into view), under the name, status and sign-out */
+@media (max-width: 1023.98px) {
+  .mr-header .mr-nav { order: 10; flex: 1 0 100%; flex-wrap: nowrap; overflow-x: auto;
+                      scrollbar-width: thin; scrollbar-color: #64748b transparent; }
+  .mr-header .mr-nav a { white-space: nowrap; }
+}
 """
 
 
-def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
-    """Draw the header and return the page's ``main`` container."""
+def frame(
+    ctx: PageContext, current: Page, pages: Sequence[Page]
+) -> tuple[Element, Callable[[], None]]:
+    """Draw the header; the page's ``main`` container, and what starts the header's
+    status updates (call it once the page is built: a timer waits for the browser's
+    connection, and that wait makes NiceGUI send the page as it is at that moment)."""
     ui.add_css(STYLE)
     main = ui.element("main").classes("w-full max-w-screen-xl mx-auto p-4 gap-4 flex flex-col")
     main.props('aria-label="page content"')
     with ui.header().classes("mr-header items-center gap-2 px-4 py-2 flex-wrap"):
         ui.link("millrace", "/").classes("text-lg font-bold text-white no-underline mr-4")
-        with (
+        nav = (
             ui.element("nav")
             .props('aria-label="console pages"')
             .classes("mr-nav flex gap-1 flex-wrap")
-        ):
+        )
+        # on a narrow screen the links scroll sideways; Chrome does not scroll a partly
+        # visible link into view when Tab focuses it, so the page does (in the browser)
+        nav.on("focusin", js_handler="(e) => e.target.scrollIntoView({block: 'nearest'})")
+        with nav:
             for page in pages:
                 if ctx.can(*page.needs):
                     link = ui.link(page.title, page.path)
@@ -58,9 +85,11 @@ def frame(ctx: PageContext, current: Page, pages: Sequence[Page]) -> Element:
         status.text = text
         status.classes(replace="mr-chip " + ("mr-ok" if ok else "mr-bad"))
 
-    ui.timer(5.0, refresh_status, immediate=True)
+    def follow_status() -> None:
+        ui.timer(5.0, refresh_status, immediate=True)
+
     ui.page_title(f"{current.title} · millrace")
-    return main
+    return main, follow_status
 
 
 def write_button(

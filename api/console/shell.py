@@ -5,18 +5,27 @@ shared :mod:`~millrace.api.console.layout`.
 A browser's session (its token) lives in this process's memory only, keyed by the random
 id NiceGUI keeps in the browser's signed session cookie (``app.storage.browser``, signed
 with a secret made at start: a restart signs everyone out); the token never reaches
-the browser or the disk. Pages are drawn while the request is answered, so the first
-paint already holds their data. A page without a session redirects to sign-in and back;
-a page the caller's permissions do not cover says so instead of drawing.
+the browser or the disk. A page without a session redirects to sign-in and back; a page
+the caller's permissions do not cover says so instead of drawing.
+
+When the page goes out: NiceGUI answers the request when the build returns, or as soon
+as anything awaits the browser's connection (every ``ui.timer`` does, at once). A page
+whose data comes within :data:`SEND_BY_S` is sent with it (the first paint holds the
+data; nothing waits for the socket); a slower one goes out as built by then and its
+data follows over the socket, so an operator never stares at a blank tab while the API
+thinks. Pages that make a timer before their first await are sent at that await.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 from nicegui import Client, app, background_tasks, ui
+from nicegui.client import ClientConnectionTimeout
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp
 
@@ -27,6 +36,8 @@ from millrace.api.console.session import Session, keep_session
 from millrace.api.console.values import REGISTERED
 
 SIGN_IN = "/login"
+#: how long a page's build may hold the answer back to send its data with it
+SEND_BY_S = 0.25
 #: the API app the pages call (set by :func:`~millrace.api.console.mount.console_app`)
 API_APP: list[Any] = [None]
 FAVICON = (
@@ -76,25 +87,41 @@ def _builder(page: Page, registered: list[Page]) -> Callable[[Client], Awaitable
         if session is None:
             return RedirectResponse(f"{SIGN_IN}?next={quote(page.path)}", status_code=303)
         ctx = PageContext(_api(client, browser), session, query)
-        main = frame(ctx, page, registered)
-        with main:
-            ui.label(page.title).classes("text-2xl font-semibold").props(
-                'role="heading" aria-level="1"'
-            )
-            if not ctx.can(*page.needs):
-                ui.label(
-                    "Your role may not see this page (it needs " + ", ".join(page.needs) + ")."
+        main, follow_status = frame(ctx, page, registered)
+        built = asyncio.Event()
+        background_tasks.create(_send_by(client, built), name="console-send-by")
+        try:
+            with main:
+                ui.label(page.title).classes("text-2xl font-semibold").props(
+                    'role="heading" aria-level="1"'
                 )
-                return None
-            try:
-                await page.build(ctx)
-            except SignedOutError:
-                ui.navigate.to(f"{SIGN_IN}?next={quote(page.path)}")
-            except ConsoleApiError as exc:
-                ui.label(f"The API refused: {exc.message}").classes("mr-chip mr-bad")
+                if not ctx.can(*page.needs):
+                    ui.label(
+                        "Your role may not see this page (it needs " + ", ".join(page.needs) + ")."
+                    )
+                    return None
+                try:
+                    await page.build(ctx)
+                except SignedOutError:
+                    ui.navigate.to(f"{SIGN_IN}?next={quote(page.path)}")
+                except ConsoleApiError as exc:
+                    ui.label(f"The API refused: {exc.message}").classes("mr-chip mr-bad")
+        finally:
+            built.set()
+            follow_status()
         return None
 
     return build
+
+
+async def _send_by(client: Client, built: asyncio.Event) -> None:
+    """Send the page as built so far once :data:`SEND_BY_S` has passed (see the module
+    docstring): awaiting the connection is NiceGUI's signal to answer the request."""
+    try:
+        await asyncio.wait_for(built.wait(), SEND_BY_S)
+    except TimeoutError:
+        with contextlib.suppress(ClientConnectionTimeout):
+            await client.connected(timeout=60.0)
 
 
 async def _sign_in(client: Client) -> None:

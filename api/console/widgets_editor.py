@@ -2,8 +2,9 @@
 violation at its line.
 
 Validation is the API's: the text is loaded locally with the API's guarded YAML loader
-(:mod:`..yaml_lines`; a text that is not YAML is marked where PyYAML stopped) and the
-document is sent to ``POST /config/validate``; each violation's ``json_path`` is placed
+(:mod:`..yaml_lines`; a text that is not YAML is marked where PyYAML stopped) and sent
+as it is written (``application/yaml``: its dates and non-string keys have no JSON form)
+to ``POST /config/validate``; each violation's ``json_path`` is placed
 on a line of the text and drawn as a line decoration (class ``mr-violation``, its path
 in ``data-violation``) with a tooltip, and listed under the editor with a button that
 scrolls to it.
@@ -16,6 +17,7 @@ from typing import Any
 from nicegui import ui
 
 from millrace.api.console.pages import PageContext
+from millrace.api.console.widgets_ops import guarded
 from millrace.api.console.yaml_lines import Problem, load, placed, refusal_problems
 
 STYLE = """
@@ -30,6 +32,10 @@ class CommissioningEditor:
     def __init__(self, ctx: PageContext, text: str, testid: str = "service-editor") -> None:
         self.ctx = ctx
         ui.add_css(STYLE)
+        #: the template picker (:meth:`offer_templates`), above the text
+        self.templates = ui.row().classes("items-center gap-2 flex-wrap")
+        self.templates.props('data-testid="template-picker"')
+        self.templates.set_visibility(False)  # until offered (the new-service editor)
         self.editor = ui.codemirror(text, language="YAML", indent="  ").classes("w-full h-96")
         self.editor.props(f'data-testid="{testid}" aria-label="commissioning file (YAML)"')
         self.summary = ui.label("").props('data-testid="validation-summary" aria-live="polite"')
@@ -44,11 +50,32 @@ class CommissioningEditor:
     def text(self, value: str) -> None:
         self.editor.value = value
 
+    async def offer_templates(self) -> None:
+        """A button per protocol the API has a template of (``GET /config/templates``):
+        each puts that commented, valid commissioning file into the editor."""
+        if not self.ctx.can("config:read"):
+            return
+        names = (await self.ctx.api.get("/config/templates"))["data"]
+        self.templates.set_visibility(bool(names))
+        with self.templates:
+            ui.label("Start from a template:").classes("text-sm text-slate-700")
+            for name in names:
+                ui.button(
+                    name,
+                    on_click=lambda name=name: guarded(lambda: self.use_template(name), name),
+                ).props(f"outline dense no-caps name=template-{name}")
+
+    async def use_template(self, protocol: str) -> None:
+        """The API's template of ``protocol`` in the editor, validated."""
+        self.text = await self.ctx.api.get(f"/config/templates/{protocol}")
+        self.summary.text = f"the {protocol} template"
+        await self.validate()
+
     async def validate(self) -> list[Problem]:
         """Validate the text through the API; mark and list what it found."""
         doc, root, problems = load(self.text)
         if doc is not None:
-            answer = await self.ctx.api.post("/config/validate", doc)
+            answer = await self.ctx.api.request("POST", "/config/validate", text=self.text)
             problems = placed(root, answer.get("violations", []))
         self.show(problems)
         return problems

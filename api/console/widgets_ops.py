@@ -48,6 +48,28 @@ async def load_into(error: ui.label, reload: Reload) -> bool:
     return True
 
 
+async def polled(refresh: Reload, error: ui.label, every_s: float) -> Reload:
+    """Run ``refresh`` now and every ``every_s`` seconds; a refusal of the API is
+    written into ``error`` and the page keeps what it showed. The guarded refresh is
+    returned, for a page that also refreshes after a write."""
+
+    async def safe() -> None:
+        try:
+            await refresh()
+        except ConsoleApiError as exc:
+            error.text = f"error: {exc.message}"
+
+    await safe()
+    ui.timer(every_s, safe)
+    return safe
+
+
+async def gathered(calls: dict[str, Awaitable[Any]]) -> dict[str, Any]:
+    """The answers of ``calls``, asked at once, by name."""
+    answers = await asyncio.gather(*calls.values())
+    return dict(zip(calls, answers, strict=True))
+
+
 def error_line() -> ui.label:
     """Where a page says what the API refused (announced to screen readers)."""
     return ui.label("").classes("text-red-800").props('role="alert" data-testid="filter-error"')
@@ -110,12 +132,16 @@ class LiveReload:
         self._task: asyncio.Task[None] | None = None
         self.status = ui.label("").classes("text-sm text-slate-700")
         self.status.props('data-testid="live-status" aria-live="off"')
-        self.timer = ui.timer(every_s, self._tick)
+        # made at the first (re)start, after the page's first load: a timer awaits the
+        # browser's connection at once, which makes NiceGUI send the page before its data
+        self.timer: ui.timer | None = None
         ui.context.client.on_delete(self.stop)
 
     def restart(self) -> None:
         """Follow the stream with the current subscriptions (after a filter change)."""
         self.stop()
+        if self.timer is None:
+            self.timer = ui.timer(self._every_s, self._tick)
         if self.polling:
             self.status.text = "updating every few seconds"
             return
@@ -156,7 +182,8 @@ class LiveReload:
             await self.reload()
         except SignedOutError:
             self.stop()  # signed out (maybe in another tab): stop asking
-            self.timer.deactivate()
+            if self.timer is not None:
+                self.timer.deactivate()
             self.status.text = "signed out: reload the page to sign in"
         except ConsoleApiError as exc:
             self.status.text = f"reload refused: {exc.message}"

@@ -135,7 +135,13 @@ async def refresh(
     if user is None or not user.enabled:
         access.sessions.end_sid(sid)
         raise _unauthorized("invalid refresh token")
-    audit_note(request, action="refresh", target_type="user", target_id=username)
+    audit_note(
+        request,
+        action="refresh",
+        target_type="user",
+        target_id=username,
+        actor=(USER_PREFIX + username, ",".join(user.roles) or "none"),
+    )
     return JsonResponse(_tokens(access, username, sid, token))
 
 
@@ -144,10 +150,19 @@ async def logout(
     req: RefreshRequest, request: Request, ctx: AppContext = Depends(context)
 ) -> Response:
     """Ends the session of the refresh token: its access tokens stop working too."""
-    username = _access(ctx).sessions.end(req.refresh_token)
+    access = _access(ctx)
+    username = access.sessions.end(req.refresh_token)
     if username is None:
         raise _unauthorized("invalid refresh token")
-    audit_note(request, action="logout", target_type="user", target_id=username)
+    user = access.users.get(username)
+    roles = ",".join(user.roles) if user is not None else ""
+    audit_note(
+        request,
+        action="logout",
+        target_type="user",
+        target_id=username,
+        actor=(USER_PREFIX + username, roles or "none"),
+    )
     return Response(status_code=204)
 
 

@@ -135,7 +135,11 @@ async def restore_by_url(
     and outside ``restore.allowed_url_prefixes``, or with credentials its prefix does
     not declare, answers 403; a literal password in a URL 400 naming ``urls[i]``
     (credentials are ``${ENV}`` references, resolved by the task runner from its
-    environment, so no secret is in the task's event). Nothing is started."""
+    environment, so no secret is in the task's event). Nothing is started.
+    Files of this deployment's archive are folded into the projections; any other file
+    (another site's archive, another tool's) is appended to the log, each record once,
+    and folded by the live fold (so a replay keeps it): the task completes when its
+    records are on the log."""
     archive_url = ctx.archive.url if ctx.archive is not None else None
     for i, url in enumerate(req.urls):
         try:

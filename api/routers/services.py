@@ -142,6 +142,7 @@ async def _register_identities(ctx: AppContext, sid: str, c: Commissioning) -> N
     ]
     await ctx.publisher.publish(IDENTITY, events)
     await ctx.wait_applied(IDENTITY)
+    ctx.ingest_gate.invalidate()  # registered now: they may post readings
 
 
 async def _one(ctx: AppContext, sid: str) -> dict[str, Any]:

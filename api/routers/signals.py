@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
+import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Path, Query
 
-from millrace.api import models
+from millrace.api import models, signal_json
 from millrace.api.auth import Principal
 from millrace.api.context import AppContext, context, viewer
 from millrace.api.errors import bad_request
@@ -17,10 +19,11 @@ from millrace.api.pagination import page_meta
 from millrace.api.responses import JsonResponse
 from millrace.api.routers.ingest import IDENTITY_PATTERN
 from millrace.api.routing import StrictRoute
-from millrace.api.timeparams import Epoch, format_time, parse_time
+from millrace.api.timeparams import Epoch, parse_time
 from millrace.api.users.scope import within
 from millrace.projections import queries
 from millrace.projections.queries import AGG_FIELDS, TimeRange
+from millrace.projections.store.base import ProjectionStore
 
 router = APIRouter(tags=["signals"], route_class=StrictRoute)
 
@@ -90,11 +93,51 @@ def _fields(raw: str | None) -> list[str]:
 _pagination = page_meta
 
 
-def _points(rows: list[dict[str, Any]], epoch: Epoch | None) -> list[dict[str, Any]]:
-    return [
-        {"timestamp": format_time(r["ts_us"], epoch), "value": r["value"], "quality": r["quality"]}
-        for r in rows
-    ]
+Rendered = tuple[orjson.Fragment, int]
+
+
+# The query and its JSON run on the worker thread: the loop only sends the bytes.
+def _raw(store: ProjectionStore, identity: str, names: list[str], w: Window) -> dict[str, Rendered]:
+    table = queries.raw_readings_table(store, identity, names, w.range, w.limit, w.offset, w.order)
+    return signal_json.points_by_signal(table, names, w.epoch)
+
+
+def _aggregates(
+    store: ProjectionStore,
+    identity: str,
+    names: list[str],
+    bucket: Bucket,
+    fields: list[str],
+    w: Window,
+) -> dict[str, Rendered | tuple[list[dict[str, Any]], int]]:
+    table = queries.aggregates_table(
+        store, identity, names, bucket.value, w.range, w.limit, w.offset, w.order, w.time_format
+    )
+    if not queries.numbers_only(table):  # booleans, strings, ints: per bucket in Python
+        dicts = queries.aggregate_points(table, names, fields)
+        return {s: (points, len(points)) for s, points in dicts.items()}
+    if len(names) == 1:
+        return {names[0]: signal_json.aggregate_points(table, fields)}
+    return {
+        s: signal_json.aggregate_points(table.filter(pc.equal(table["signal"], s)), fields)
+        for s in names
+    }
+
+
+def _latest(
+    store: ProjectionStore,
+    ids: list[str] | None,
+    sigs: list[str] | None,
+    key: Literal["identity", "signal"],
+    reverse: bool,
+    limit: int,
+    offset: int,
+    scope: str | None,
+    epoch: Epoch | None,
+) -> tuple[orjson.Fragment, int, int]:
+    table, total = queries.latest_table(store, ids, sigs, key, reverse, limit, offset, scope)
+    data, count = signal_json.latest(table, epoch)
+    return data, count, total
 
 
 def _time_format(epoch: Epoch | None) -> Literal["iso", "s", "ms", "us"]:
@@ -162,23 +205,15 @@ async def signals_aggregates(
 ) -> JsonResponse:
     """Aggregates for each signal; ``limit`` buckets per signal."""
     names = _signal_list(signals)
-    data = await _run(
-        queries.aggregates,
-        ctx.store,
-        identity,
-        names,
-        bucket.value,
-        w.range,
-        w.limit,
-        w.offset,
-        w.order,
-        _fields(fields),
-        w.time_format,
-    )
-    most = max((len(v) for v in data.values()), default=0)
+    data = await _run(_aggregates, ctx.store, identity, names, bucket, _fields(fields), w)
+    most = max((n for _, n in data.values()), default=0)
     return JsonResponse(
         {
-            "data": {"identity": identity, "bucket": bucket.value, "signals": data},
+            "data": {
+                "identity": identity,
+                "bucket": bucket.value,
+                "signals": {s: points for s, (points, _) in data.items()},
+            },
             "meta": {"pagination": w.pagination(most)},
         }
     )
@@ -197,14 +232,12 @@ async def raw_signal(
     _: Principal = Depends(viewer),
 ) -> JsonResponse:
     """Readings in ``[start_time, end_time)``, newest first unless ``order=asc``."""
-    data = await _run(
-        queries.raw_readings, ctx.store, identity, [signal], w.range, w.limit, w.offset, w.order
-    )
-    points = _points(data[signal], w.epoch)
+    data = await _run(_raw, ctx.store, identity, [signal], w)
+    points, count = data[signal]
     return JsonResponse(
         {
             "data": {"identity": identity, "signal": signal, "points": points},
-            "meta": {"pagination": w.pagination(len(points))},
+            "meta": {"pagination": w.pagination(count)},
         }
     )
 
@@ -223,16 +256,11 @@ async def raw_signals(
 ) -> JsonResponse:
     """Like the single-signal query, ``limit`` readings per signal."""
     names = _signal_list(signals)
-    data = await _run(
-        queries.raw_readings, ctx.store, identity, names, w.range, w.limit, w.offset, w.order
-    )
-    most = max((len(v) for v in data.values()), default=0)
+    data = await _run(_raw, ctx.store, identity, names, w)
+    most = max((n for _, n in data.values()), default=0)
     return JsonResponse(
         {
-            "data": {
-                "identity": identity,
-                "signals": {s: _points(data[s], w.epoch) for s in names},
-            },
+            "data": {"identity": identity, "signals": {s: data[s][0] for s in names}},
             "meta": {"pagination": w.pagination(most)},
         }
     )
@@ -255,20 +283,8 @@ async def signal_aggregates(
     """Buckets whose start lies in ``[start_time, end_time)``. Booleans and strings
     have count/first/last; min/max/sum/avg are null for them. Bad-quality readings are
     not aggregated."""
-    data = await _run(
-        queries.aggregates,
-        ctx.store,
-        identity,
-        [signal],
-        bucket.value,
-        w.range,
-        w.limit,
-        w.offset,
-        w.order,
-        _fields(fields),
-        w.time_format,
-    )
-    points = data[signal]
+    data = await _run(_aggregates, ctx.store, identity, [signal], bucket, _fields(fields), w)
+    points, count = data[signal]
     return JsonResponse(
         {
             "data": {
@@ -277,7 +293,7 @@ async def signal_aggregates(
                 "bucket": bucket.value,
                 "points": points,
             },
-            "meta": {"pagination": w.pagination(len(points))},
+            "meta": {"pagination": w.pagination(count)},
         }
     )
 
@@ -303,8 +319,8 @@ async def latest_values(
     ids = [s.strip() for s in identities.split(",") if s.strip()] if identities else None
     sigs = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
     key: Literal["identity", "signal"] = "identity" if sort_key is SortKey.identity else "signal"
-    rows, total = await _run(
-        queries.latest,
+    data, count, total = await _run(
+        _latest,
         ctx.store,
         ids,
         sigs,
@@ -313,22 +329,12 @@ async def latest_values(
         limit,
         (page - 1) * limit,
         within(principal),
+        epoch,
     )
-    data = [
-        {
-            "identity": r["identity"],
-            "signal": r["signal"],
-            "timestamp": format_time(r["ts_us"], epoch),
-            "value": r["value"],
-            "quality": r["quality"],
-            "received": format_time(r["received_us"], epoch),
-        }
-        for r in rows
-    ]
     return JsonResponse(
         {
             "data": data,
             "total": total,
-            "meta": {"pagination": page_meta(page, limit, len(data), total)},
+            "meta": {"pagination": page_meta(page, limit, count, total)},
         }
     )

@@ -27,7 +27,7 @@ from typing import Any
 
 from millrace.pipeline.batches import new_batch_id
 from millrace.pipeline.events import sample, telemetry_batch, telemetry_from_columns
-from millrace.pipeline.telemetry_columns import Columns, iter_samples
+from millrace.pipeline.telemetry_columns import Columns, concat_rows, iter_samples
 
 from .models import MappingConfig
 
@@ -145,7 +145,9 @@ class Batcher:
         self.pending, self.tagged, self._order, self.columns, self.pending_n = {}, {}, {}, {}, 0
         out = []
         for identity, parts in columns.items():
-            if len(parts) > 1 or identity in pending:  # rare: merged as rows
+            # several ticks of a device: their rows one after the other, as columns
+            merged = parts[0] if len(parts) == 1 else concat_rows(parts)
+            if merged is None or identity in pending:  # rare: merged as rows
                 rows = pending.setdefault(identity, {})
                 for part in parts:
                     for ts, q, values in iter_samples(part.fields()):
@@ -156,7 +158,7 @@ class Batcher:
                     identity,
                     telemetry_from_columns(
                         identity,
-                        parts[0],
+                        merged,
                         received_us=received_us,
                         source=source,
                         batch_id=new_batch_id(),

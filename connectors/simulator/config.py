@@ -32,6 +32,16 @@ class SimulatorConfig(BaseModel):
     realtime: bool = Field(
         default=True, description="Tick every interval; false: as fast as possible (backfill)."
     )
+    batch_ticks: int = Field(
+        default=1,
+        ge=1,
+        le=3600,
+        description=(
+            "Ticks one device's TelemetryBatch holds: 1 publishes every tick; n publishes "
+            "batches of n rows every n intervals (fewer, larger records: less CPU and log "
+            "bytes per reading, up to n-1 intervals more latency)."
+        ),
+    )
     max_ticks: int | None = Field(
         default=None,
         ge=0,

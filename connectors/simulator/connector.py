@@ -1,10 +1,12 @@
 """The simulator connector: simulated devices publishing TelemetryBatch events.
 
 Each tick produces one sample per device (all its signals) and publishes one batch per
-device in a single ``publish`` call on the ``telemetry`` topic.  Ticks follow a fixed
-schedule computed from the start, so work and publish latency do not make them drift;
-a loop that falls a whole interval behind skips the missed ticks (counted in
-:attr:`SimulatorConnector.stats`) instead of bursting to catch up.
+device in a single ``publish`` call on the ``telemetry`` topic; with ``batch_ticks`` n,
+one batch per device holds n ticks as n rows, published when the last is due (per
+record costs, in the log and in the fold, are then shared by n times the readings).
+Ticks follow a fixed schedule computed from the start, so work and publish latency do
+not make them drift; a loop that falls a whole interval behind skips the missed ticks
+(counted in :attr:`SimulatorConnector.stats`) instead of bursting to catch up.
 """
 
 from __future__ import annotations
@@ -153,37 +155,61 @@ class SimulatorConnector(Connector):
         """The ``(identity, TelemetryBatch)`` pairs of tick ``tick_index``, stamped
         ``ts_us``: one batch of one row per device.  Pure apart from write()
         overrides; the shapes depend on ``tick_index`` only."""
+        return self.generate_ticks(tick_index, 1, ts_us, 0)
+
+    def generate_ticks(
+        self, first_tick: int, ticks: int, ts_us: int, interval_us: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The ``(identity, TelemetryBatch)`` pairs of ``ticks`` ticks from
+        ``first_tick``: one batch per device whose row ``r`` is tick ``first_tick + r``,
+        stamped ``ts_us + r * interval_us`` (``batch_ticks``)."""
         return [
             (identity, telemetry_from_columns(identity, cols, received_us=ts_us, source=SOURCE))
-            for identity, cols in self.tick_columns(tick_index, ts_us)
+            for identity, cols in self.block_columns(first_tick, ticks, ts_us, interval_us)
         ]
 
     def tick_columns(self, tick_index: int, ts_us: int) -> list[tuple[str, Columns]]:
-        """Tick ``tick_index`` as the column-wise readings of each device: numpy makes
-        every value of the tick, one ``tolist`` per value type splits them by device."""
+        """Tick ``tick_index`` as the column-wise readings of each device."""
+        return self.block_columns(tick_index, 1, ts_us, 0)
+
+    def block_columns(
+        self, first_tick: int, ticks: int, ts_us: int, interval_us: int
+    ) -> list[tuple[str, Columns]]:
+        """``ticks`` ticks from ``first_tick`` as the column-wise readings of each
+        device (a dense batch of ``ticks`` rows): numpy makes every value of every
+        tick, one ``tolist`` per value type splits them by device, each signal's
+        values in row order."""
         self.init()
         assert self._model is not None
         signals = list(self._model.names)
         kinds = [0] * len(signals)
-        parts: dict[int, list[tuple[list[int], npt.NDArray[Any]]]] = {}
-        for indices, array in self._model.columns(tick_index):
-            kind = _BATCH_KINDS[array.dtype.kind]
+        # model.columns gives its value types in the same order at every tick
+        entries: list[tuple[list[int], list[npt.NDArray[Any]]]] = []
+        for r in range(ticks):
+            for at, (indices, array) in enumerate(self._model.columns(first_tick + r)):
+                if r == 0:
+                    entries.append((indices, []))
+                entries[at][1].append(array)
+        parts: dict[int, list[tuple[list[int], list[npt.NDArray[Any]]]]] = {}
+        for indices, arrays in entries:
+            kind = _BATCH_KINDS[arrays[0].dtype.kind]
             for j in indices:
                 kinds[j] = kind
-            parts.setdefault(kind, []).append((indices, array))
+            parts.setdefault(kind, []).append((indices, arrays))
         by_kind: dict[int, list[list[Any]]] = {}
         for kind, held in parts.items():
             indices = [j for idx, _ in held for j in idx]
-            array = held[0][1] if len(held) == 1 else np.concatenate([a for _, a in held], axis=1)
-            # the values of a kind in the order of its signals (the names' order)
-            by_kind[kind] = array[:, np.argsort(indices, kind="stable")].tolist()
+            # (devices, signals of the kind, rows), signals in the names' order
+            block = np.concatenate([np.stack(rows, axis=2) for _, rows in held], axis=1)
+            block = block[:, np.argsort(indices, kind="stable"), :]
+            by_kind[kind] = block.reshape(block.shape[0], -1).tolist()
         for device, values in self._overrides.items():
-            self._override(by_kind, signals, kinds, device, values)
+            self._override(by_kind, signals, kinds, device, values, ticks)
         empty: list[list[Any]] = [[]] * len(self._identities)
         doubles, booleans, strings, longs = (
             by_kind.get(k, empty) for k in (KIND_DOUBLE, KIND_BOOLEAN, KIND_STRING, KIND_LONG)
         )
-        ts, quality = [ts_us], [0]
+        ts, quality = [ts_us + r * interval_us for r in range(ticks)], [0] * ticks
         return [
             (
                 identity,
@@ -201,13 +227,14 @@ class SimulatorConnector(Connector):
         kinds: list[int],
         device: int,
         values: dict[str, Any],
+        ticks: int,
     ) -> None:
-        """Put a device's written values in place of the simulated ones."""
+        """Put a device's written values in place of the simulated ones, in every row."""
         for signal, value in values.items():
             j = signals.index(signal)
             kind = kinds[j]
-            at = kinds[:j].count(kind)
-            by_kind[kind][device][at] = _AS_KIND[kind](value)
+            at = kinds[:j].count(kind) * ticks
+            by_kind[kind][device][at : at + ticks] = [_AS_KIND[kind](value)] * ticks
 
     async def write(self, identity: str, signal: str, value: Any) -> None:
         """Make device ``identity`` report ``value`` for ``signal`` from the next tick
@@ -283,15 +310,20 @@ class SimulatorConnector(Connector):
             anchor_us = self._clock() - tick * interval_us
         failing = False
         while cfg.max_ticks is None or self._ticks < cfg.max_ticks:
+            n = cfg.batch_ticks
+            if cfg.max_ticks is not None:
+                n = min(n, cfg.max_ticks - self._ticks)
             if cfg.realtime:
-                tick, skipped, delay = schedule(tick, origin, interval_s, loop.time())
+                # a batch of n ticks goes out when its last tick is due
+                last, skipped, delay = schedule(tick + n - 1, origin, interval_s, loop.time())
+                tick = last - (n - 1)
                 self._skipped += skipped
                 if delay > 0:
                     await asyncio.sleep(delay)
-            events = self.generate_tick(tick, anchor_us + tick * interval_us)
-            tick += 1
+            events = self.generate_ticks(tick, n, anchor_us + tick * interval_us, interval_us)
+            tick += n
             self._next_tick = tick
-            self._ticks += 1
+            self._ticks += n
             try:
                 await publisher.publish(TELEMETRY, events)
             except Exception:
@@ -304,6 +336,6 @@ class SimulatorConnector(Connector):
                     log.info("simulator: publish recovered (%d errors so far)", self._errors)
                 failing = False
                 self._batches += len(events)
-                self._readings += len(events) * cfg.signals
+                self._readings += len(events) * cfg.signals * n
             if not cfg.realtime:
                 await asyncio.sleep(0)  # let stop() and other tasks in

@@ -17,41 +17,17 @@ by construction), which keeps the high rates of the benchmarks.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
-
-from pydantic import Field
+from typing import Any
 
 from millrace.connectors._common.base import ProtocolConnector
-from millrace.connectors._common.models import ConnectionBase, EndpointBase
+from millrace.connectors._common.models import EndpointBase
 from millrace.pipeline.telemetry_columns import iter_samples
 
 from .config import SimulatorConfig
 from .connector import SimulatorConnector, schedule
+from .models import SimulatorConnection, SimulatorEndpoint
 
-
-class SimulatorConnection(ConnectionBase):
-    protocol: Literal["simulator"]
-    devices: int = Field(10, ge=1, le=100_000, description="Number of simulated devices.")
-    signals: int = Field(5, ge=1, le=1000, description="Signals per device.")
-    interval_ms: int = Field(1000, ge=1, description="Time between two samples of a device.")
-    identity_prefix: str = Field("sim-", description="Device identities are prefix + index.")
-    seed: int = Field(0, description="Same seed, same devices and readings.")
-    start_us: int | None = Field(
-        None,
-        ge=0,
-        description="Simulated start time (epoch microseconds): timestamps are start_us + "
-        "tick * interval. None: start at the wall clock.",
-    )
-    realtime: bool = Field(
-        True, description="Tick every interval; false: as fast as possible (backfill)."
-    )
-    max_ticks: int | None = Field(
-        None, ge=0, description="Stop after producing this many ticks; None: run until stopped."
-    )
-
-
-class SimulatorEndpoint(EndpointBase):
-    """Marks a simulated signal writable (Commands) or scales it; address-free."""
+__all__ = ["SimulatorConnection", "SimulatorEndpoint", "SimulatorProtocolConnector"]
 
 
 class SimulatorProtocolConnector(ProtocolConnector):
@@ -68,6 +44,7 @@ class SimulatorProtocolConnector(ProtocolConnector):
                 interval_ms=c.interval_ms,
                 identity_prefix=c.identity_prefix,
                 seed=c.seed,
+                batch_ticks=c.batch_ticks,
             ),
             clock=self.clock,
         )
@@ -92,36 +69,41 @@ class SimulatorProtocolConnector(ProtocolConnector):
         anchor_us = c.start_us if c.start_us is not None else self.now_us() - tick * interval_us
         counters = self.counters
         while c.max_ticks is None or counters["ticks"] < c.max_ticks:
+            n = c.batch_ticks
+            if c.max_ticks is not None:
+                n = min(n, c.max_ticks - int(counters["ticks"]))
             if c.realtime:
-                tick, skipped, delay = schedule(tick, origin, interval_s, loop.time())
+                # n ticks go out together when the last of them is due
+                last, skipped, delay = schedule(tick + n - 1, origin, interval_s, loop.time())
+                tick = last - (n - 1)
                 counters["skipped_ticks"] += skipped
                 if delay > 0:
                     await asyncio.sleep(delay)
-            self._emit_tick(tick, anchor_us + tick * interval_us)
-            tick += 1
+            self._emit_ticks(tick, n, anchor_us + tick * interval_us, interval_us)
+            tick += n
             self._tick = tick
-            counters["ticks"] += 1
+            counters["ticks"] += n
             if self.batcher.full:
                 await self.flush()  # a tick larger than a batch: publish before the next
             elif not c.realtime:
                 await asyncio.sleep(0)  # let stop() and the other tasks in
         await asyncio.Future()  # max_ticks reached: connected, idle until stopped
 
-    def _emit_tick(self, tick: int, ts: int) -> None:
+    def _emit_ticks(self, tick: int, ticks: int, ts: int, interval_us: int) -> None:
         fast = not self.mappings
         n = 0
-        for identity, cols in self.sim.tick_columns(tick, ts):
+        for identity, cols in self.sim.block_columns(tick, ticks, ts, interval_us):
             if fast and identity not in self._slow:
                 self.batcher.add_columns(identity, cols)
                 n += cols.readings
                 continue
-            values = next(iter_samples(cols.fields()))[2]
-            for signal, value in values.items():
-                ep = self._by_key.get((identity, signal))
-                if ep is not None:
-                    self.emit(ep, value, ts_us=ts)
-                else:
-                    self.emit_reading(identity, signal, value, ts_us=ts)
+            for row_ts, _, values in iter_samples(cols.fields()):
+                for signal, value in values.items():
+                    ep = self._by_key.get((identity, signal))
+                    if ep is not None:
+                        self.emit(ep, value, ts_us=row_ts)
+                    else:
+                        self.emit_reading(identity, signal, value, ts_us=row_ts)
         self.counters["readings"] += n
 
     async def disconnect(self) -> None:

@@ -17,7 +17,7 @@ from millrace.connectors.commissioning import Commissioning
 from millrace.pipeline.errors import ConfigError
 
 from .config import SimulatorConfig
-from .protocol import SimulatorConnection
+from .models import SimulatorConnection
 
 #: the connection's name (and so its resource ``simulator:simulator``)
 NAME = "simulator"

@@ -8,7 +8,7 @@ from typing import Any
 from millrace.connectors._common.models import MappingConfig, Violation
 from millrace.connectors.registry import ProtocolSpec
 
-from .protocol import SimulatorConnection, SimulatorEndpoint
+from .models import SimulatorConnection, SimulatorEndpoint
 
 
 def check(

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from millrace.pipeline.archive.format import parse_window
+from millrace.pipeline.archive.layout import parse_window
 
 
 class ArchiveConfig(BaseModel):

@@ -11,13 +11,15 @@ was written; readers resolve it to theirs.
 This module holds the schema per topic, the datum encoding (with the fast path that
 copies a current-schema payload without decoding it) and the reader;
 :mod:`millrace.pipeline.archive.layout` the paths, windows and the manifest (imported
-from here too), :mod:`millrace.pipeline.archive.container` writes the container bytes.
+from here too), :mod:`millrace.pipeline.archive.container` writes the container bytes;
+telemetry in the current schema is read a block at a time by
+:mod:`millrace.pipeline.archive.fastread` (fastavro for the blocks it does not take).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
@@ -28,6 +30,7 @@ import fastavro
 from fastavro import parse_schema, schemaless_reader
 
 from millrace.pipeline.archive.errors import ArchiveFormatError
+from millrace.pipeline.archive.fastread import Memo, NotCanonicalError, decode_block
 from millrace.pipeline.archive.layout import DAY_US as DAY_US
 from millrace.pipeline.archive.layout import FORMAT_VERSION as FORMAT_VERSION
 from millrace.pipeline.archive.layout import HOUR_US as HOUR_US
@@ -224,6 +227,9 @@ class ArchivedRecord:
     headers: tuple[tuple[str, bytes], ...]
     value: dict[str, Any] | None
     raw: bytes | None
+    #: the event's datum in the current schema as the file holds it (telemetry read by
+    #: ``fastread``): the log payload after its header, for a content id
+    datum: bytes | None = None
 
     def to_record(self, codec: AvroCodec | None = None) -> Record:
         """The log record again (the event re-encoded with the current schema)."""
@@ -283,25 +289,61 @@ def read_archive(
         except Exception as exc:
             raise ArchiveFormatError(f"{topic}: schema cannot be resolved: {exc!r}") from exc
     info = FileInfo(topic, int(part), meta.get("avro.codec", "null"), fingerprint(event).hex())
+    if topic == TELEMETRY and info.event_fingerprint == current.fingerprint_hex:
+        return info, _fast_records(fileobj, info, codec)
     return info, _records(reader, info, codec)
 
 
-def _records(reader: Any, info: FileInfo, codec: AvroCodec | None) -> Iterator[ArchivedRecord]:
-    it = iter(reader)
+def _guarded(items: Iterable[Any]) -> Iterator[Any]:
+    """``items``, fastavro's errors (a corrupt block) raised as ArchiveFormatError."""
+    it = iter(items)
     while True:
         try:
-            rec = next(it)
+            item = next(it)
         except StopIteration:
             return
         except Exception as exc:
             raise ArchiveFormatError(f"corrupt archive block: {exc!r}") from exc
-        value, raw = rec.get("value"), rec.get("raw")
-        if value is None and raw is not None:
-            try:  # maybe decodable now (a schema version added to the history since)
-                value, raw = (codec or default_codec()).decode(info.topic, raw), None
-            except DecodeError:
-                pass
-        yield ArchivedRecord(
-            info.topic, info.partition, rec["offset"], rec["timestamp_us"], rec.get("key"),
-            tuple((h["key"], h["value"]) for h in rec.get("headers") or ()), value, raw,
-        )  # fmt: skip
+        yield item
+
+
+def _records(reader: Any, info: FileInfo, codec: AvroCodec | None) -> Iterator[ArchivedRecord]:
+    for rec in _guarded(reader):
+        yield _archived(info, rec, codec)
+
+
+def _archived(info: FileInfo, rec: Mapping[str, Any], codec: AvroCodec | None) -> ArchivedRecord:
+    value, raw = rec.get("value"), rec.get("raw")
+    if value is None and raw is not None:
+        try:  # maybe decodable now (a schema version added to the history since)
+            value, raw = (codec or default_codec()).decode(info.topic, raw), None
+        except DecodeError:
+            pass
+    return ArchivedRecord(
+        info.topic, info.partition, rec["offset"], rec["timestamp_us"], rec.get("key"),
+        tuple((h["key"], h["value"]) for h in rec.get("headers") or ()), value, raw,
+    )  # fmt: skip
+
+
+def _fast_records(
+    fileobj: IO[bytes], info: FileInfo, codec: AvroCodec | None
+) -> Iterator[ArchivedRecord]:
+    """Telemetry in the current schema, a block at a time (``fastread``); a block that
+    decoder does not take is decoded by fastavro."""
+    fileobj.seek(0)
+    memo: Memo = {}
+    for block in _guarded(fastavro.block_reader(fileobj)):
+        try:
+            decoded = decode_block(block.bytes_.getvalue(), block.num_records, memo)
+        except NotCanonicalError:
+            yield from _records(block, info, codec)
+            continue
+        for offset, ts, key, headers, value, raw, datum in decoded:
+            if value is None:
+                rec: dict[str, Any] = {"offset": offset, "timestamp_us": ts, "key": key}
+                rec["raw"], rec["headers"] = raw, [{"key": k, "value": v} for k, v in headers]
+                yield _archived(info, rec, codec)
+                continue
+            yield ArchivedRecord(
+                info.topic, info.partition, offset, ts, key, headers, value, None, datum
+            )

@@ -31,6 +31,7 @@ from millrace.pipeline.errors import ConfigError
 from millrace.pipeline.identities.config import RegistryConfig
 from millrace.pipeline.restore.config import RestoreConfig
 from millrace.pipeline.runtime.gc_policy import GcConfig
+from millrace.pipeline.runtime.worker_config import WorkerConfig
 
 if TYPE_CHECKING:
     from millrace.connectors.commissioning import Commissioning
@@ -140,14 +141,41 @@ class IngestConfig(BaseModel):
         "Idempotency-Key answers like its first call, and the telemetry fold drops a "
         "batch id (HTTP, MQTT redelivery, store-and-forward resend, restore) it applied",
     )
+    batch_filter_mib: int = Field(
+        16,
+        ge=1,
+        description="memory per telemetry partition for the batch ids of the window (a "
+        "Bloom filter: a false hit costs a store query, never a batch); about 3.6 bytes "
+        "per id of the window keep those queries rare (pipeline.batch_ledger)",
+    )
 
 
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_records: int = Field(5000, ge=1, description="records per partition per batch")
     idle_sleep_ms: int = Field(50, ge=1)
+    linger_ms: int = Field(
+        1000,
+        ge=0,
+        le=10_000,
+        description="a step that folded something is followed by the next no sooner than "
+        "this after it began, unless a read-your-writes wait wakes the runtime: a trickle "
+        "of connector batches is folded in one larger step a second (each step costs a "
+        "dozen inserts; ClickHouse asks for no more than one insert a second per table); "
+        "a backlog is folded without pause; 0 folds each arrival at once",
+    )
+    linger_below: int = Field(
+        1000,
+        ge=1,
+        description="records (batches) a step folds from which the next follows at once: "
+        "steady loads keep their latency",
+    )
     gc: GcConfig = Field(
         default_factory=GcConfig, description="the collector's policy (pipeline.runtime.gc_policy)"
+    )
+    worker: WorkerConfig = Field(
+        default_factory=WorkerConfig,
+        description="decode and fold telemetry in a child process (pipeline.runtime.worker)",
     )
 
 
@@ -167,6 +195,15 @@ class DistributedConfig(BaseModel):
         description="a cluster of the server's remote_servers: projections become "
         "replicated _local tables with Distributed tables over them (ON CLUSTER)",
     )
+    leader_session_timeout_s: float = Field(
+        10.0,
+        ge=2.0,
+        le=300.0,
+        description="the singleton stages' leader groups (alarm runner, identity watch): "
+        "how long the group waits for a silent leader before another process of the "
+        "process role takes over (a broker accepts what lies within its "
+        "group.min/max.session.timeout.ms, 6 s to 30 min by default)",
+    )
 
 
 class MillraceConfig(BaseModel):
@@ -180,6 +217,15 @@ class MillraceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     data_dir: Path = Path("./data")
+    runner_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s/][^\s]*$",
+        description="this process's name in runner heartbeats and resource states (the "
+        "host name by default); give each its own where several processes of one role "
+        "run on a host",
+    )
     commissioning: Path | None = Field(None, description="a separate commissioning file")
     parameters: dict[str, Any] = Field(
         default_factory=dict,
@@ -206,6 +252,7 @@ class MillraceConfig(BaseModel):
 
 ENV_OVERRIDES = {
     "MILLRACE_DATA_DIR": ("data_dir",),
+    "MILLRACE_RUNNER_NAME": ("runner_name",),
     "MILLRACE_HOST": ("api", "host"),
     "MILLRACE_PORT": ("api", "port"),
     "MILLRACE_FSYNC": ("log", "fsync"),

@@ -110,5 +110,7 @@ async def run_process(
         from millrace.pipeline.runtime.singleton import kafka_singleton_wrapper
 
         assert isinstance(adapters.log, KafkaEventLog)
-        wrap_singleton = kafka_singleton_wrapper(adapters.log.config)
+        wrap_singleton = kafka_singleton_wrapper(
+            adapters.log.config, session_timeout_s=cfg.distributed.leader_session_timeout_s
+        )
     await run_role("process", cfg, adapters, stop, None, wrap_singleton)

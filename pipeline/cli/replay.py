@@ -10,25 +10,23 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from millrace.api.timeparams import parse_time
 from millrace.pipeline.cli.config import load_config
 from millrace.pipeline.cli.replay_client import (
     ApiClient,
     EngineUnreachableError,
     replay_through_api,
 )
-from millrace.pipeline.log.base import EventLog
-from millrace.pipeline.log.local import LocalEventLog
-from millrace.pipeline.processors.catalog import processors
-from millrace.pipeline.runtime.embedded import EmbeddedRuntime
-from millrace.projections import shadow
-from millrace.projections.migrations import drop_projections, migrate
-from millrace.projections.replay import Replay, ReplayParts
-from millrace.projections.store.chdb import ChdbStore
-from millrace.projections.writer import ProjectionWriter
+
+# the offline rebuild's modules (runtime, processors, chDB) are imported when it runs:
+# a replay through the engine's API needs none of them
+if TYPE_CHECKING:
+    from millrace.pipeline.log.base import EventLog
+    from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+    from millrace.projections.store.chdb import ChdbStore
 
 
 async def _total(log: EventLog, runtime: EmbeddedRuntime) -> int:
@@ -41,6 +39,12 @@ async def _total(log: EventLog, runtime: EmbeddedRuntime) -> int:
 
 async def rebuild(log: EventLog, store: ChdbStore, show_progress: bool = True) -> int:
     """Drop, migrate, and process the log from its first retained offset."""
+    from millrace.pipeline.processors.catalog import processors
+    from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+    from millrace.projections import shadow
+    from millrace.projections.migrations import drop_projections, migrate
+    from millrace.projections.writer import ProjectionWriter
+
     drop_projections(store)
     shadow.drop_all(store)
     migrate(store)
@@ -75,6 +79,13 @@ async def rebuild_named(
     show_progress: bool = True,
 ) -> int:
     """Named projections, or from a start time: built beside the live ones and swapped."""
+    from millrace.pipeline.processors.catalog import processors
+    from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+    from millrace.projections import shadow
+    from millrace.projections.migrations import migrate
+    from millrace.projections.replay import Replay, ReplayParts
+    from millrace.projections.writer import ProjectionWriter
+
     migrate(store)
     shadow.recover(store)
     idle = EmbeddedRuntime(log, ProjectionWriter(store), processors())
@@ -121,6 +132,10 @@ def replay_command(
             return n
     if not projections and start_time is None:
         return replay_all(config, data_dir)
+    from millrace.api.timeparams import parse_time
+    from millrace.pipeline.log.local import LocalEventLog
+    from millrace.projections.store.chdb import ChdbStore
+
     start_us = parse_time("start_time", start_time, None)
     log = LocalEventLog(Path(cfg.data_dir) / "log", cfg.log)
     store = ChdbStore(Path(cfg.data_dir) / "chdb")
@@ -138,6 +153,9 @@ def replay_command(
 
 
 def replay_all(config: Path | None, data_dir: Path | None) -> int:
+    from millrace.pipeline.log.local import LocalEventLog
+    from millrace.projections.store.chdb import ChdbStore
+
     cfg = load_config(config, {("data_dir",): data_dir})
     log = LocalEventLog(Path(cfg.data_dir) / "log", cfg.log)
     store = ChdbStore(Path(cfg.data_dir) / "chdb")

@@ -7,7 +7,11 @@ A URL's credentials are ``${ENV}`` references (quote them from the shell:
 ``--url 'https://${ARCHIVE_USER}:${ARCHIVE_PASSWORD}@host/x.avro'``, or leave them out
 and let the allow-list prefix's apply): the task runner resolves them from its own
 environment — the engine's, or this process's offline. A literal password is refused
-here, before it reaches the API or the log."""
+here, before it reaches the API or the log.
+
+Offline, a foreign file (``pipeline.restore.republish``) is appended to the local log
+and the projections show it once the engine runs again and folds it; files of the
+archive store are folded here, as the engine would."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from millrace.pipeline.errors import MillraceError
 from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.restore import KIND, RestoreError, RestoreParams, RestoreTask
+from millrace.pipeline.restore.offload import OffloadedRestoreTask
 from millrace.pipeline.tasks import TaskKinds, TaskRunner, create_task
 from millrace.projections.migrations import migrate
 from millrace.projections.replay import forget
@@ -98,9 +103,11 @@ async def restore_offline(
             ArchiveStore(cfg.archive.url, cfg.archive.storage_options) if cfg.archive.url else None
         )
         kinds = TaskKinds()
+        # restore.worker: the archive store's files folded in worker processes
+        restore_task = OffloadedRestoreTask if cfg.restore.worker else RestoreTask
         kinds.register(
             KIND,
-            RestoreTask(
+            restore_task(
                 ProjectionWriter(store),
                 archive,
                 publisher,
@@ -108,6 +115,7 @@ async def restore_offline(
                 chunk=cfg.restore.chunk_records,
                 held=held_readings(store),
                 forget=partial(forget, store),
+                log=log,  # foreign files onto the log: folded when the engine runs again
             ),
         )
         runner = TaskRunner(log, publisher, kinds, poll_s=0.05)

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 
-from millrace.pipeline.cli.config import load_config, param_value, parse_params
 from millrace.pipeline.cli.replay_client import ApiClient
 from millrace.pipeline.errors import MillraceError
 
@@ -24,6 +23,10 @@ Config = Annotated[Path | None, typer.Option("--config", help="YAML configuratio
 
 def _client(url: str | None, config: Path | None) -> ApiClient:
     if url is None:
+        # imported here: the configuration's models load every connector's (numpy,
+        # pyarrow: about a second), which a call with --url never needs
+        from millrace.pipeline.cli.config import load_config
+
         cfg = load_config(config)
         host = "127.0.0.1" if cfg.api.host in ("0.0.0.0", "::", "") else cfg.api.host
         url = f"http://{host}:{cfg.api.port}/api/v1"
@@ -40,6 +43,10 @@ def _run(call: Any) -> None:
 
 def _values(pairs: list[str]) -> dict[str, Any]:
     """``name=value`` pairs; a value that parses as JSON takes its type (``port=502``)."""
+    if not pairs:
+        return {}
+    from millrace.pipeline.cli.config import param_value, parse_params
+
     return {name: param_value(raw) for name, raw in parse_params(pairs).items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from millrace.pipeline.batch_ledger import DEFAULT_FILTER_BYTES
 from millrace.pipeline.batches import DEFAULT_WINDOW_US
 from millrace.pipeline.processors.alarms import AlarmProcessor
 from millrace.pipeline.processors.audit import AuditProcessor
@@ -14,12 +15,15 @@ from millrace.pipeline.processors.tasks import TaskProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 
 
-def processors(batch_window_us: int = DEFAULT_WINDOW_US) -> list[Processor]:
+def processors(
+    batch_window_us: int = DEFAULT_WINDOW_US, batch_filter_bytes: int = DEFAULT_FILTER_BYTES
+) -> list[Processor]:
     """Fresh instances of every processor (they hold no state between batches but
     caches of what they read back; ``batch_window_us``: how long the telemetry fold
-    applies a batch id once, ``pipeline.batches``)."""
+    applies a batch id once, ``pipeline.batches``; ``batch_filter_bytes``: the memory
+    of its ids per partition, ``pipeline.batch_ledger``)."""
     return [
-        TelemetryProcessor(window_us=batch_window_us),
+        TelemetryProcessor(window_us=batch_window_us, filter_bytes=batch_filter_bytes),
         IdentityProcessor(),
         DeadLetterProcessor(),
         AuditProcessor(),

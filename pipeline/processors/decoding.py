@@ -3,7 +3,7 @@ runtime shares. Undecodable records become dead letters; the rest are applied.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from millrace.pipeline.codec import AvroCodec
@@ -32,23 +32,17 @@ class RawRecord(Protocol):
     def value(self) -> bytes: ...
 
 
-def decode_and_process(
-    codec: AvroCodec,
-    processor: Processor,
-    topic: str,
-    partition: int,
-    records: Iterable[RawRecord],
-    state: StateReader | None = None,
-) -> Outputs:
-    """Decode ``records`` and run ``processor``; a stateful processor gets the state of
-    the batch's keys from ``state`` (the sink)."""
-    out = Outputs()
+def decode_records(
+    codec: AvroCodec, topic: str, partition: int, records: Iterable[RawRecord]
+) -> tuple[list[Event], list[dict[str, Any]]]:
+    """Decode ``records``: their events, and a dead letter for each undecodable one."""
+    dead: list[dict[str, Any]] = []
     events: list[Event] = []
     for rec in records:
         try:
             value = codec.decode(topic, rec.value)
         except DecodeError as exc:
-            out.deadletters.append(
+            dead.append(
                 dead_letter(
                     None,
                     reason=str(exc),
@@ -75,6 +69,15 @@ def decode_and_process(
                 rec.value,
             )
         )
+    return events, dead
+
+
+def process_events(
+    processor: Processor, events: Sequence[Event], state: StateReader | None = None
+) -> Outputs:
+    """Run ``processor`` over decoded ``events``; a stateful processor gets the state of
+    the batch's keys from ``state`` (the sink)."""
+    out = Outputs()
     if not events:
         return out
     if isinstance(processor, StatefulProcessor):
@@ -89,4 +92,20 @@ def decode_and_process(
         out.merge(processor.process_reading(events, state))
     else:
         out.merge(processor.process(events))
+    return out
+
+
+def decode_and_process(
+    codec: AvroCodec,
+    processor: Processor,
+    topic: str,
+    partition: int,
+    records: Iterable[RawRecord],
+    state: StateReader | None = None,
+) -> Outputs:
+    """Decode ``records`` and run ``processor`` (:func:`decode_records`, then
+    :func:`process_events`); undecodable records become dead letters."""
+    events, dead = decode_records(codec, topic, partition, records)
+    out = process_events(processor, events, state)
+    out.deadletters[:0] = dead
     return out

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from millrace.pipeline.processors.base import Event, dead_letter
 from millrace.pipeline.tables import METRICS_SCHEMA, READINGS_SCHEMA, SEEN_SCHEMA
@@ -40,6 +41,10 @@ class Flat:
     dead: list[dict[str, Any]]
     seen: pa.Table  # identity, received, ip: one row per applied event
     metrics: pa.Table  # device metrics: publish_count, publish_size, publish_resource_count
+    #: per reading, a code of its (identity, signal) that sorts as the pair of strings
+    #: does (ranks of the per-event identities and per-signal names, not of the
+    #: readings' string columns): the fold sorts and groups by it with numpy
+    groups: np.ndarray
 
 
 def flatten(events: Sequence[Event]) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -119,7 +124,8 @@ def flatten_all(events: Sequence[Event]) -> Flat:
         g.booleans.extend(booleans)
         g.strings.extend(strings)
         g.longs.extend(longs)
-    return Flat(_readings(g), dead, _seen(g), _metrics(g))
+    readings, groups = _readings(g)
+    return Flat(readings, dead, _seen(g), _metrics(g), groups)
 
 
 def _seen(g: _Gather) -> pa.Table:
@@ -154,11 +160,37 @@ def _empty_strings(n: int) -> pa.Array:
     )
 
 
-def _readings(g: _Gather) -> pa.Table:
+def _dense_ranks(values: pa.Array) -> np.ndarray:
+    """0-based ranks of strings in string order, equal strings equal ranks: the
+    distinct ones (a hash pass) are sorted, not every one (names repeat per event)."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    encoded = pc.dictionary_encode(values)
+    ranks = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="dense")
+    rank_of = ranks.to_numpy().astype(np.int64) - 1
+    return rank_of[encoded.indices.to_numpy()]
+
+
+def _scattered_strings(n: int, at: np.ndarray, strings: list[str]) -> pa.Array:
+    """A string column of ``n`` rows holding ``strings`` at rows ``at`` (ascending) and
+    "" elsewhere, built from the strings' own buffer (no object per empty row)."""
+    given = pa.array(strings, pa.string())
+    lengths = np.zeros(n + 1, dtype=np.int64)
+    lengths[at + 1] = pc.binary_length(given).to_numpy()
+    offsets = np.cumsum(lengths)
+    if offsets[-1] >= 2**31:  # beyond 32-bit offsets: the general way
+        text = np.full(n, "", dtype=object)
+        text[at] = strings
+        return pa.array(text, pa.string())
+    data = given.buffers()[2] or pa.py_buffer(b"")
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), data)
+
+
+def _readings(g: _Gather) -> tuple[pa.Table, np.ndarray]:
     counts = np.array(g.counts, dtype=np.int64)
     n = int(counts.sum())
     if n == 0:
-        return READINGS_SCHEMA.empty_table()
+        return READINGS_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64)
     starts = np.cumsum(counts) - counts
     signal_of = np.repeat(np.arange(len(counts)), counts)
     # a reading's row within its event: its place in its signal's run, or the row given
@@ -182,7 +214,9 @@ def _readings(g: _Gather) -> pa.Table:
         if beyond.any():  # their digits go to text (pipeline.values)
             big = np.flatnonzero(kind == KIND_LONG)[beyond]
             big_text = [int_text(int(x)) for x in longs[beyond]]
-    if g.strings or big is not None:
+    if g.strings and big is None:
+        text = _scattered_strings(n, np.flatnonzero(kind == KIND_STRING), g.strings)
+    elif g.strings or big is not None:
         text_obj = np.full(n, "", dtype=object)
         if g.strings:
             text_obj[kind == KIND_STRING] = g.strings
@@ -192,10 +226,14 @@ def _readings(g: _Gather) -> pa.Table:
     else:
         text = _empty_strings(n)
     event_idx = pa.array(event_of)
-    return pa.Table.from_arrays(
+    identities, signals = pa.array(g.ev_identity, pa.string()), pa.array(g.signals, pa.string())
+    signal_rank = _dense_ranks(signals)
+    groups = _dense_ranks(identities)[event_of] * (int(signal_rank.max()) + 1)
+    groups += signal_rank[signal_of]
+    table = pa.Table.from_arrays(
         [
-            pa.array(g.ev_identity, pa.string()).take(event_idx),
-            pa.array(g.signals, pa.string()).take(pa.array(signal_of)),
+            identities.take(event_idx),
+            signals.take(pa.array(signal_of)),
             pa.array(np.array(g.ts, dtype=np.int64)[row]),
             pa.array(value),
             text,
@@ -205,3 +243,4 @@ def _readings(g: _Gather) -> pa.Table:
         ],
         schema=READINGS_SCHEMA,
     )
+    return table, groups

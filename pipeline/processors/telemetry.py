@@ -15,12 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from millrace.pipeline.batches import (
-    DEFAULT_MAX_KEYS,
-    DEFAULT_WINDOW_US,
-    AppliedBatches,
-    BatchLedger,
-)
+from millrace.pipeline.batch_ledger import DEFAULT_FILTER_BYTES, DEFAULT_MAX_KEYS, BatchLedger
+from millrace.pipeline.batches import DEFAULT_WINDOW_US, AppliedBatches
 from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
 from millrace.pipeline.processors.flatten import Flat, flatten, flatten_all
 from millrace.pipeline.tables import AGG_SCHEMA
@@ -36,61 +32,107 @@ BUCKETS: dict[str, int] = {"1m": 60_000_000, "5m": 300_000_000, "1h": 3_600_000_
 _check_batch = problem
 
 
-def _run_starts(
-    table: pa.Table, keys: Sequence[str], extra: np.ndarray | None = None
-) -> np.ndarray:
-    """Indices where a run of equal ``keys`` (and ``extra``) starts in a sorted table."""
-    n = table.num_rows
-    change = np.zeros(max(n - 1, 0), dtype=bool)
-    for k in keys:
-        col = table[k]
-        change |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+def _ranks(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """0-based dense ranks of a column's values in sort order."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    ranks = pc.rank(column, sort_keys="ascending", tiebreaker="dense")
+    return ranks.to_numpy().astype(np.int64) - 1
+
+
+def group_codes(readings: pa.Table) -> np.ndarray:
+    """Per reading, a code of its (identity, signal) ordered as the pair of strings
+    (``Flat.groups`` is the same, made without ranking every reading's strings)."""
+    if readings.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    signal = _ranks(readings["signal"])
+    codes: np.ndarray = _ranks(readings["identity"]) * (int(signal.max()) + 1) + signal
+    return codes
+
+
+def _run_starts(groups: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """Indices where a run of equal ``groups`` (and ``extra``) starts in sorted rows."""
+    change = groups[1:] != groups[:-1]
     if extra is not None:
         change |= extra[1:] != extra[:-1]
     return np.concatenate(([0], np.flatnonzero(change) + 1)).astype(np.int64)
 
 
-def latest(readings: pa.Table) -> pa.Table:
+def _by_group_and_ts(groups: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A stable order of rows by (group, ts), and whether two rows tie on both. One
+    integer key (group * span + ts offset) when it fits: numpy's stable sort of
+    mostly sorted runs (readings come device after device, signal after signal); a
+    lexsort else."""
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.int64), False
+    low = int(ts.min())
+    span = int(ts.max()) - low + 1
+    if (int(groups.max()) + 1) * span < 2**62:
+        key = groups * span + (ts - low)
+        order = np.argsort(key, kind="stable")
+        k = key[order]
+        return order, bool((k[1:] == k[:-1]).any())
+    order = np.lexsort((ts, groups))
+    g, t = groups[order], ts[order]
+    return order, bool(((g[1:] == g[:-1]) & (t[1:] == t[:-1])).any())
+
+
+def latest(readings: pa.Table, groups: np.ndarray | None = None) -> pa.Table:
     """The last reading per (identity, signal): greatest ts, ties to the later one in
-    log order (the sort is stable), matching ReplacingMergeTree(ts) across batches."""
+    log order (the sort is stable), matching ReplacingMergeTree(ts) across batches.
+    ``groups``: the readings' :func:`group_codes` when known (``Flat.groups``)."""
     if readings.num_rows == 0:
         return readings
-    ordered = readings.sort_by(
-        [("identity", "ascending"), ("signal", "ascending"), ("ts", "ascending")]
-    )
-    starts = _run_starts(ordered, ("identity", "signal"))
-    last = np.append(starts[1:], ordered.num_rows) - 1
-    return ordered.take(pa.array(last))
+    if groups is None:
+        groups = group_codes(readings)
+    order, _ = _by_group_and_ts(groups, readings["ts"].to_numpy())
+    ordered = groups[order]
+    last = np.flatnonzero(np.append(ordered[1:] != ordered[:-1], True))
+    # only the chosen rows are taken from the table
+    return readings.take(pa.array(order[last]))
 
 
 AGG_COLUMNS = AGG_SCHEMA.names
 
 
-def sorted_good(readings: pa.Table) -> pa.Table:
+def sorted_good(readings: pa.Table, groups: np.ndarray | None = None) -> pa.Table:
     """Good-quality readings sorted so that the first row of a group is the min of
     (ts, value, text) and the last is the max: the order ClickHouse uses when it
     merges the first/last tuples of partials."""
-    good = readings.filter(pc.equal(readings["quality"], 0))
-    return good.sort_by(
-        [
-            ("identity", "ascending"),
-            ("signal", "ascending"),
-            ("ts", "ascending"),
-            ("value", "ascending"),
-            ("text", "ascending"),
-        ]
-    )
+    return order_good(readings, groups)[0]
 
 
-def aggregate(good: pa.Table, bucket_us: int) -> pa.Table:
+def order_good(readings: pa.Table, groups: np.ndarray | None = None) -> tuple[pa.Table, np.ndarray]:
+    """:func:`sorted_good` and the group codes of its rows: a stable numpy sort by
+    (identity, signal, ts) codes, by value and text too only when some rows tie on
+    those (a resent timestamp), then one take."""
+    if groups is None:
+        groups = group_codes(readings)
+    good = np.flatnonzero(readings["quality"].to_numpy() == 0)
+    ts, g = readings["ts"].to_numpy()[good], groups[good]
+    order, ties = _by_group_and_ts(g, ts)
+    if ties:
+        keys = [readings["value"].to_numpy()[good], ts, g]
+        text = readings["text"].take(pa.array(good))
+        if pc.any(pc.not_equal(text, "")).as_py():
+            keys.insert(0, _ranks(text))  # the last tie-breaker
+        order = np.lexsort(keys)
+    rows = good[order]
+    return readings.take(pa.array(rows)), groups[rows]
+
+
+def aggregate(good: pa.Table, bucket_us: int, groups: np.ndarray | None = None) -> pa.Table:
     """Partial aggregates per (identity, signal, bucket) of readings sorted by
-    :func:`sorted_good`. Groups are contiguous runs, reduced with numpy."""
+    :func:`sorted_good` (``groups``: their codes, from :func:`order_good`). Groups
+    are contiguous runs, reduced with numpy."""
     n = good.num_rows
     if n == 0:
         return pa.table({c: [] for c in AGG_COLUMNS})
+    if groups is None:
+        groups = group_codes(good)
     ts = good["ts"].to_numpy()
     bucket = ts - ts % bucket_us
-    starts = _run_starts(good, ("identity", "signal"), bucket)
+    starts = _run_starts(groups, bucket)
     counts = np.diff(np.append(starts, n))
     value = good["value"].to_numpy()
     kind = good["kind"].to_numpy()
@@ -154,7 +196,7 @@ class TelemetryProcessor(ReadingProcessor):
     """Raw readings, latest values and 1m/5m/1h partial aggregates, each batch id once.
 
     A batch whose id was already applied at another log position within the window is
-    dropped before anything is computed (:class:`~millrace.pipeline.batches.BatchLedger`,
+    dropped before anything is computed (:class:`~millrace.pipeline.batch_ledger.BatchLedger`,
     which remembers the ids in the ``applied_batches`` projection, written in the same
     sink batch as the readings, so both land exactly once together)."""
 
@@ -166,9 +208,10 @@ class TelemetryProcessor(ReadingProcessor):
         *,
         window_us: int = DEFAULT_WINDOW_US,
         max_keys: int = DEFAULT_MAX_KEYS,
+        filter_bytes: int = DEFAULT_FILTER_BYTES,
     ) -> None:
         self.buckets = dict(buckets or BUCKETS)
-        self.ledger = BatchLedger(window_us, max_keys)
+        self.ledger = BatchLedger(window_us, max_keys, filter_bytes)
 
     def process_reading(self, events: Sequence[Event], reader: object | None) -> Outputs:
         admitted = self.ledger.admit(events, reader if isinstance(reader, AppliedBatches) else None)
@@ -190,12 +233,23 @@ class TelemetryProcessor(ReadingProcessor):
         if readings.num_rows == 0:
             return out
         out.tables["readings"] = readings
-        out.tables["latest"] = latest(readings)
-        good = sorted_good(readings)
+        out.tables["latest"] = latest(readings, flat.groups)
+        good, groups = order_good(readings, flat.groups)
         if good.num_rows:
             for name, width in self.buckets.items():
-                out.tables[f"agg_{name}"] = aggregate(good, width)
+                out.tables[f"agg_{name}"] = aggregate(good, width, groups)
         return out
 
 
-__all__ = ["BUCKETS", "Flat", "TelemetryProcessor", "aggregate", "flatten", "flatten_all", "latest"]
+__all__ = [
+    "BUCKETS",
+    "Flat",
+    "TelemetryProcessor",
+    "aggregate",
+    "flatten",
+    "flatten_all",
+    "group_codes",
+    "latest",
+    "order_good",
+    "sorted_good",
+]

@@ -18,8 +18,8 @@ projections already hold:
 * identities, alarms, resource states, tasks: state rows carry the log offset of the
   last event they include and the fold skips events at or below it; restored events
   keep their original offsets, so an event the row already holds changes nothing.
-  (An archive from another deployment, whose offsets are unrelated, folds into these
-  rows by offset order too: it is restored onto an empty projection, not merged.)
+  (An archive from another deployment, whose offsets are unrelated, is not folded
+  here: it is appended to the log, its events then the newest of their keys.)
 * audits, alarm annotations, dead letters: ReplacingMergeTree keyed by the event's own
   id (audit id; alarm id + sequence; source topic/partition/offset), read with FINAL:
   a row folded twice is one row.
@@ -32,14 +32,16 @@ keeps and its windows and manifests are cut by), not the readings' source time
 measured long before it reached the log is restored with the range its batch was
 appended in.
 
-Not on the log: a restore folds into the projections and appends nothing to the log.
-What it restores from this deployment's archive survives a later replay (the replay
-reads the log, below its retention the archive: ``pipeline.log.archive_backed``);
-what it restores from *other* files (a URL outside the archive store: another
-deployment's archive, files other tools wrote) is in neither, so a later
-``POST /replay`` or ``millrace replay`` rebuilds the projections without it — restore
-those files again after a replay. (Not fixed: making it durable means appending the
-restored events to the log or having replay fold completed restore tasks.)
+This deployment's history, and other files. A file this deployment's archive holds
+(by time, a path on the archive store, or a URL whose bytes a manifest of the store
+names by sha256) is folded straight into the projections, appending nothing: its
+records are history a later replay reads anyway (the log, below its retention the
+archive: ``pipeline.log.archive_backed``). A *foreign* file (another deployment's
+archive, files other tools wrote) is appended to the log instead
+(:mod:`~millrace.pipeline.restore.republish`: each record once, whatever crashes or
+repeats, its batch id kept) and folded by the live fold like any record, archived by
+the archiver, and folded again by every replay; the task completes when its records
+are on the log. The module says why this and not a copy into the archive store.
 
 Files: one file named several ways (a path on the store, the store's URL + path,
 ``file://`` + the store's directory) is restored once (``sources.canonical_name``); the
@@ -56,21 +58,48 @@ fold's ledger reads the mark once per step and asks the store about ids it does 
 hold while the mark moves (``pipeline.batches``): a restore over records the live fold
 has not folded yet doubles nothing.
 
+Reading: telemetry in the current schema is decoded a block at a time
+(``archive.fastread``, fastavro for the rest), ahead of the fold in a thread
+(``prefetch``), and the next file is opened while one folds; the id checks and the
+chunks' writes stay one after the other, in order.
+
 Within one task, each file has its own sink consumer (``restore/<task>/<file>``): the
 intent protocol of ``pipeline.sink`` makes a chunk interrupted by kill -9 redo with the
 same rows and tokens, and the committed position skips what was folded.
 """
 
-from millrace.pipeline.restore.sources import (
-    RESTORABLE,
-    RestoreError,
-    RestoreForbiddenError,
-    RestoreParams,
-    check_url,
-    masked_url,
+from typing import TYPE_CHECKING
+
+from millrace.pipeline.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from millrace.pipeline.restore.sources import (
+        RESTORABLE,
+        RestoreError,
+        RestoreForbiddenError,
+        RestoreParams,
+        check_url,
+        masked_url,
+    )
+    from millrace.pipeline.restore.task import KIND, RestoreTask
+    from millrace.pipeline.restore.urls import admit_url
+
+# imported on first use: ``restore.config`` (a configuration model) is imported by every
+# command, and the task's modules load pyarrow, fsspec and the processors
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RESTORABLE": "sources",
+        "RestoreError": "sources",
+        "RestoreForbiddenError": "sources",
+        "RestoreParams": "sources",
+        "check_url": "sources",
+        "masked_url": "sources",
+        "KIND": "task",
+        "RestoreTask": "task",
+        "admit_url": "urls",
+    },
 )
-from millrace.pipeline.restore.task import KIND, RestoreTask
-from millrace.pipeline.restore.urls import admit_url
 
 __all__ = [
     "KIND",

@@ -1,7 +1,7 @@
 """Which restored telemetry batches to apply: each batch id once, across the live fold,
 earlier restores and this restore's own redone chunks.
 
-The live fold (``pipeline.batches.BatchLedger``) treats an id applied at the *same*
+The live fold (``pipeline.batch_ledger.BatchLedger``) treats an id applied at the *same*
 origin (log position) as a batch redone after a crash, and applies it again. A restored
 record keeps its original log position, so a restore must not use that origin: it
 would re-apply every batch the live fold already holds. A restore's origin is
@@ -54,6 +54,7 @@ from millrace.pipeline.processors.base import Event, Outputs, ReadingProcessor
 from millrace.pipeline.processors.telemetry import TelemetryProcessor
 from millrace.pipeline.tables import APPLIED_BATCHES_SCHEMA
 from millrace.pipeline.telemetry_columns import iter_samples, problem
+from millrace.pipeline.timestamps import MAX_TS_US, MIN_TS_US
 from millrace.pipeline.topics import TELEMETRY
 
 
@@ -124,16 +125,8 @@ class RestoredTelemetry(ReadingProcessor):
                 applied.update(reader.applied_batches(part, 0, wanted))
         held = self._held(events, keys, applied)
         keep: list[Event] = []
-        cols: dict[str, list[Any]] = {f.name: [] for f in APPLIED_BATCHES_SCHEMA}
-        first = events[0] if events else None
-        if first is not None:  # the mark (only written when ids are)
-            mark = f"mark:{self.scope}/{first.topic}/{first.partition}/{first.offset}"
-            for name, v in zip(
-                cols,
-                (MARK_PARTITION, mark, f"restore:{self.scope}", "", self.now_us, self.expires_us),
-                strict=True,
-            ):
-                cols[name].append(v)
+        kept_keys: list[str] = []
+        origins: list[str] = []
         seen: set[str] = set()
         for ev, key in zip(events, keys, strict=True):
             where = restore_origin(self.scope, ev)
@@ -143,30 +136,63 @@ class RestoredTelemetry(ReadingProcessor):
                 continue
             seen.add(key)
             keep.append(ev)
-            cols["partition"].append(ev.partition)
-            cols["batch_key"].append(key)
-            cols["origin"].append(where)
-            cols["identity"].append(str(ev.value.get("identity", "")))
-            cols["applied_us"].append(ev.timestamp_us)
-            cols["expires_us"].append(self.expires_us)
+            kept_keys.append(key)
+            origins.append(where)
         out = Outputs()
         if keep:
-            schema = APPLIED_BATCHES_SCHEMA
-            out.tables["applied_batches"] = pa.Table.from_pydict(cols, schema=schema)
+            out.tables["applied_batches"] = self._applied_rows(events[0], keep, kept_keys, origins)
             out.merge(self.inner.fold(keep))
         return out
 
+    def _applied_rows(
+        self, first: Event, keep: Sequence[Event], keys: list[str], origins: list[str]
+    ) -> pa.Table:
+        """The chunk's mark (first), then a row per applied id."""
+        mark = f"mark:{self.scope}/{first.topic}/{first.partition}/{first.offset}"
+        n = len(keep)
+        return pa.Table.from_pydict(
+            {
+                "partition": [MARK_PARTITION, *(ev.partition for ev in keep)],
+                "batch_key": [mark, *keys],
+                "origin": [f"restore:{self.scope}", *origins],
+                "identity": ["", *(str(ev.value.get("identity", "")) for ev in keep)],
+                "applied_us": [self.now_us, *(ev.timestamp_us for ev in keep)],
+                "expires_us": [self.expires_us] * (n + 1),
+            },
+            schema=APPLIED_BATCHES_SCHEMA,
+        )
+
     def _held(self, events: Sequence[Event], keys: Sequence[str], applied: Any) -> set[str]:
-        """Keys of the batches no id names that the projection holds a reading of."""
+        """Keys of the batches no id names that the projection holds a reading of.
+
+        The projection is asked first about the batches' identities and time span (one
+        query, per batch only its rows' times): most restores go to projections that
+        hold none of it, and then no reading is looked at one by one."""
         if self.held is None:
             return set()
         unknown = [(ev, k) for ev, k in zip(events, keys, strict=True) if k not in applied]
-        readings = {k: list(reading_keys(ev.value)) for ev, k in unknown}
-        stamps = [ts for rs in readings.values() for _, _, ts in rs]
-        if not stamps:
+        spans = [_span(ev.value) for ev, _ in unknown]
+        times = [t for span in spans if span is not None for t in span]
+        if not times:
             return set()
-        identities = sorted({i for rs in readings.values() for i, _, _ in rs})
-        present = self.held(identities, min(stamps), max(stamps))
+        identities = sorted({str(ev.value.get("identity", "")) for ev, _ in unknown})
+        present = self.held(identities, min(times), max(times))
         if not present:
             return set()
+        readings = {k: list(reading_keys(ev.value)) for ev, k in unknown}
         return {k for k, rs in readings.items() if any(r in present for r in rs)}
+
+
+def _span(event: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The first and last time of a batch's rows, or None without rows (a row without
+    values, or a batch that is not applied, only widens the span asked about; times out
+    of range are taken as its bounds)."""
+    samples = event.get("samples")
+    ts = [s["ts_us"] for s in samples] if samples else event.get("ts_us") or ()
+    if not ts:
+        return None
+    return (_clamped(min(ts)), _clamped(max(ts)))
+
+
+def _clamped(ts: int) -> int:
+    return min(max(ts, MIN_TS_US), MAX_TS_US - 1)

@@ -28,6 +28,11 @@ class RestoreConfig(BaseModel):
     chunk_records: int = Field(
         20_000, ge=1, description="records per projection write (one sink batch)"
     )
+    worker: bool = Field(
+        True,
+        description="fold the archive store's files in worker processes (restore.offload): "
+        "decode and fold beside the inserts, on a second core; false: in the engine's process",
+    )
 
     @field_validator("allowed_url_prefixes")
     @classmethod

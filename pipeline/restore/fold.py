@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from millrace.pipeline.archive.format import ArchivedRecord
+from millrace.pipeline.archive.format import ArchivedRecord, topic_schema
 from millrace.pipeline.log.base import TopicPartition
 from millrace.pipeline.processors.base import (
     Event,
@@ -67,7 +67,10 @@ class ChunkResult:
 
 def _event(rec: ArchivedRecord) -> Event:
     assert rec.value is not None
-    return Event(rec.topic, rec.partition, rec.offset, rec.timestamp_us, rec.key, rec.value)
+    # the payload as the log held it, when the file gives the datum: a content id
+    # hashes it (``admit.log_payload`` would encode the event again)
+    raw = b"" if rec.datum is None else topic_schema(rec.topic).header + rec.datum
+    return Event(rec.topic, rec.partition, rec.offset, rec.timestamp_us, rec.key, rec.value, 0, raw)
 
 
 def _undecodable(rec: ArchivedRecord) -> dict[str, Any]:

@@ -9,7 +9,9 @@ store is checked against its manifest (size and sha256); a file elsewhere is che
 against a manifest beside it when there is one. Files are read with the archive
 format's reader, which resolves older event schemas to the current ones. A URL's
 credentials (``${ENV}`` references, never a password) are resolved when the file is
-fetched (``fetch``), from the environment of the task runner.
+fetched (``fetch``), from the environment of the task runner. A file fetched by URL
+whose sha256 no manifest of the store names is foreign (``is_foreign``): the task
+appends its records to the log (``republish``) instead of folding them.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "check_url",
     "files_by_time",
     "files_by_url",
+    "is_foreign",
     "masked_url",
     "open_file",
 ]
@@ -237,5 +240,21 @@ def open_file(
         m = Manifest.from_json(side)
         if len(data) != m.bytes or sha256_hex(data) != m.sha256:
             raise ArchiveFormatError(f"{f.name}: checksum does not match its manifest")
-    _, records = read_archive(io.BytesIO(data), codec)
+    info, records = read_archive(io.BytesIO(data), codec)
+    # what ``is_foreign`` compares with the archive store's manifests
+    f.extra.update(sha256=sha256_hex(data), topic=info.topic)
     return records, len(data)
+
+
+def is_foreign(f: RestoreFile, store: ArchiveStore | None) -> bool:
+    """Whether ``f`` (opened by :func:`open_file`) is a file this deployment's archive
+    does not hold: fetched by URL, and no manifest of the archive store names its
+    sha256 (a copy of one of its files elsewhere is not foreign). Its records are then
+    appended to the log (``republish``), not folded straight in. Blocking."""
+    if f.url is None:
+        return False
+    if store is None:
+        return True
+    topic = f.extra.get("topic")
+    windows = store.list_windows(topic if topic in TOPIC_SCHEMAS else None)
+    return not any(m.sha256 == f.extra.get("sha256") for m in windows)

@@ -34,6 +34,8 @@ from millrace.pipeline.env_refs import env_names, only_refs
 from millrace.pipeline.restore.errors import RestoreError, RestoreForbiddenError
 
 URL_SCHEMES = ("file", "http", "https", "s3")
+#: hosts an http:// URL may send credentials to (the traffic stays on the machine)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 HTTP_SCHEMES = ("http", "https")
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)@")
@@ -83,8 +85,9 @@ def _userinfo(parts: SplitResult) -> BasicAuth | None:
 
 def check_credentials(url: str, field: str = "urls") -> None:
     """RestoreError (400) when ``url`` carries credentials that would put a secret on
-    the log or in the configuration: a literal password, or credentials in a URL other
-    than http(s)."""
+    the log or in the configuration: a literal password, credentials in a URL other
+    than http(s), or credentials over http:// to another host than the machine's own
+    (they would cross the network in clear text)."""
     if "://" not in url:
         return
     parts = urlsplit(url)
@@ -101,6 +104,11 @@ def check_credentials(url: str, field: str = "urls") -> None:
             f"{field}: {masked_url(url)!r} holds a literal password: write it as an ${{ENV}} "
             "reference (https://user:${ARCHIVE_PASSWORD}@host/...), resolved by the task "
             "runner from its environment"
+        )
+    if parts.scheme.lower() == "http" and (parts.hostname or "") not in LOOPBACK_HOSTS:
+        raise RestoreError(
+            f"{field}: {masked_url(url)!r} would send its credentials in clear text: use "
+            "https:// (http:// takes credentials only to 127.0.0.1, localhost or ::1)"
         )
 
 

@@ -1,5 +1,6 @@
 """The loop every stepping component shares: step until stopped, at once while there
-is more, else wait for a wake-up or the idle interval; a failing step is retried with
+is more (no sooner than a minimum period after the last step began, when one is set),
+else wait for a wake-up or the idle interval; a failing step is retried with
 exponential backoff after the component resets itself."""
 
 from __future__ import annotations
@@ -18,11 +19,24 @@ async def run_steps(
     on_error: Callable[[Exception, float], None],
     first_backoff_s: float,
     max_backoff_s: float = 10.0,
+    period_s: float = 0.0,
+    busy: int | None = None,
 ) -> None:
     """Run ``step`` (returns how much it did; 0 = idle) until ``stop``. ``on_error``
-    gets the exception and the delay before the retry (log it, reset state)."""
+    gets the exception and the delay before the retry (log it, reset state).
+
+    ``period_s`` (> 0): a step that did something is followed by the next one no
+    sooner than ``period_s`` after it began, unless ``wake`` is set meanwhile (someone
+    waits for the step: read-your-writes). A slow trickle of records is then folded a
+    few times a second in larger steps instead of once per arrival; a step that takes
+    longer than the period (a backlog) is followed at once, and so is a step that did
+    ``busy`` or more (a steady load: no latency added where the steps are big anyway).
+    A wake set while a step runs is kept: the wait after it returns at once."""
     backoff = first_backoff_s
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
+        wake.clear()  # before the step: a wake that comes while it runs is kept
+        began = loop.time()
         try:
             n = await step()
             backoff = first_backoff_s
@@ -34,6 +48,13 @@ async def run_steps(
             backoff = min(backoff * 2, max_backoff_s)
             continue
         if n == 0:
-            wake.clear()
+            wait_s = idle_s
+        elif busy is None or n < busy:
+            wait_s = period_s - (loop.time() - began)
+        else:
+            wait_s = 0.0
+        if wait_s > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), idle_s)
+                await asyncio.wait_for(wake.wait(), wait_s)
+        else:
+            await asyncio.sleep(0)  # at once, but after what else is ready to run

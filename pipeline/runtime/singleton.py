@@ -25,8 +25,8 @@ Kafka topic, ``<prefix>millrace-leader``, one group per singleton
   would be a second Kafka client stack per process for one bit of state.
 
 Failover: when the leader's process dies, the group coordinator expires its session
-(``session_timeout_s``, 10 s by default) and assigns partition 0 to another member,
-whose wrapper starts the stage; the stage resumes from its own checkpoint (the alarm
+(``distributed.leader_session_timeout_s``, 10 s by default) and assigns partition 0 to
+another member, whose wrapper starts the stage; the stage resumes from its own checkpoint (the alarm
 runner from ``millrace.checkpoints``), so nothing is skipped.
 
 Fencing, and why a brief overlap is safe. A leader that is cut off rather than dead (a
@@ -210,14 +210,19 @@ def singleton_wrapper(
 
 
 def kafka_singleton_wrapper(
-    config: KafkaLogConfig, *, session_timeout_s: float = 10.0, heartbeat_s: float = 1.0
+    config: KafkaLogConfig, *, session_timeout_s: float = 10.0, heartbeat_s: float | None = None
 ) -> Callable[[Stage], Stage]:
-    """The distributed deployment's ``wrap_singleton``: a Kafka leader group per stage."""
+    """The distributed deployment's ``wrap_singleton``: a Kafka leader group per stage
+    (``distributed.leader_session_timeout_s``). The heartbeat, which also confirms the
+    lease, is 1 s, or a fifth of a shorter session: the lease (half the session) then
+    spans two confirmations and more."""
     from millrace.pipeline.runtime.election_kafka import KafkaLeaderElection
+
+    beat = min(1.0, session_timeout_s / 5) if heartbeat_s is None else heartbeat_s
 
     def election_for(name: str) -> LeaderElection:
         return KafkaLeaderElection(
-            config, name, session_timeout_s=session_timeout_s, heartbeat_s=heartbeat_s
+            config, name, session_timeout_s=session_timeout_s, heartbeat_s=beat
         )
 
     return singleton_wrapper(election_for)

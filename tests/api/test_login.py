@@ -319,12 +319,22 @@ async def test_lockout_per_address_spares_other_addresses(api: Api) -> None:
     assert (await login(api, "ned")).status_code == 200
 
 
-async def test_a_sign_in_is_audited_as_the_user_and_a_failure_as_anonymous(api: Api) -> None:
+async def test_sign_in_refresh_sign_out_audited_as_the_user_failures_as_anonymous(api: Api) -> None:
     no_delay(api)
     await create_user(api, "lou", ["operator", "viewer"])
     assert (await login(api, "lou")).status_code == 200
     assert (await login(api, "lou", "not the right password")).status_code == 401
     assert (await login(api, "nobody-lou", "not the right password")).status_code == 401
+    # the holder of a refresh token is the user it was issued to
+    first = await tokens(api, "lou")
+    r = await api.client.post(f"{V1}/refresh", json={"refresh_token": first["refresh_token"]})
+    assert r.status_code == 200, r.text
+    # a used-up refresh token presented again: whoever copied it is not the user
+    r = await api.client.post(f"{V1}/refresh", json={"refresh_token": first["refresh_token"]})
+    assert r.status_code == 401
+    other = await tokens(api, "lou")
+    r = await api.client.post(f"{V1}/logout", json={"refresh_token": other["refresh_token"]})
+    assert r.status_code == 204
     await api.sync()
     rows = []
     for target in ("lou", "nobody-lou"):
@@ -336,3 +346,6 @@ async def test_a_sign_in_is_audited_as_the_user_and_a_failure_as_anonymous(api: 
     assert ("login_failed", "anonymous", "none") in rows
     failed = [row for row in rows if row[0] == "login_failed"]
     assert failed == [("login_failed", "anonymous", "none")] * 2
+    assert ("refresh", "user:lou", "operator,viewer") in rows
+    assert ("logout", "user:lou", "operator,viewer") in rows
+    assert ("refresh_reused", "anonymous", "none") in rows

@@ -19,6 +19,7 @@ from millrace.pipeline.codec import default_codec
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.services.follow import ServiceFollower
 from millrace.pipeline.telemetry_columns import samples_of
+from millrace.pipeline.topics import SERVICES
 from tests.api.conftest import Api, assert_bad_field, error_of, uid
 from tests.connectors.modbus.peer import ModbusPeer
 
@@ -146,12 +147,19 @@ async def test_service_lifecycle(api: Api, peer: ModbusPeer) -> None:
         assert r.status_code == 200 and r.json()["data"]["enabled"] is False
         await connect.settle()
         assert connect.manager.connectors == {}
-        stopped = len(await connect.readings("strokes"))
-        await api.sync()
-        one = (await send(api, "GET", f"/services/{sid}", key="viewer")).json()["data"]
-        conns = [x for x in one["resources"] if x["resource_type"] == "connection"]
+        # the connection's "disabled" status is published by the applier after it
+        # stopped the connector (after the follower's position moved): fold until it is in
+        for _ in range(500):
+            await api.sync()
+            one = (await send(api, "GET", f"/services/{sid}", key="viewer")).json()["data"]
+            conns = [x for x in one["resources"] if x["resource_type"] == "connection"]
+            if conns and all(x["desired_state"] == "disabled" for x in conns):
+                break
+            await asyncio.sleep(0.02)
         assert conns and all(x["desired_state"] == "disabled" for x in conns), conns
         assert one["deviations"] == 0
+        # published after the connector stopped and flushed: nothing more comes from it
+        stopped = len(await connect.readings("strokes"))
         await connect.settle()
         assert len(await connect.readings("strokes")) == stopped
 
@@ -270,6 +278,24 @@ connections:
     assert r.status_code == 400, r.text
     fields = [d["field"] for d in error_of(r)["details"]]
     assert f"$.connections.{conn}.password" in fields, fields
+
+
+async def test_a_literal_password_is_refused_by_path_and_never_stored(api: Api) -> None:
+    sid, conn = uid("svc-"), uid("c-")
+    body = f"""
+service: {sid}
+connections:
+  {conn}: {{protocol: mqtt, host: 127.0.0.1, port: 1883, username: u, password: hunter2}}
+"""
+    before = api.log.appended.get(SERVICES, 0)
+    r = await send(api, "POST", "/services", body)
+    assert r.status_code == 400, r.text
+    assert "hunter2" not in r.text
+    details = error_of(r)["details"]
+    assert [d["field"] for d in details] == [f"$.connections.{conn}.password"]
+    assert "${ENV}" in details[0]["message"]
+    assert (await send(api, "GET", f"/services/{sid}")).status_code == 404
+    assert api.log.appended.get(SERVICES, 0) == before  # nothing of it on the log
 
 
 async def test_connector_control(api: Api, peer: ModbusPeer) -> None:

@@ -186,3 +186,51 @@ def test_connect_without_a_store_publishes_unchecked(config: MillraceConfig) -> 
     checked.build(["connect"])
     assert isinstance(connector_publisher(checked), DefinitionCheckingPublisher)
     checked.close()
+
+
+def test_the_runner_name_comes_from_the_configuration(
+    config: MillraceConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of one role on one host each need their own runner name (under one
+    name their heartbeats overwrite each other): ``runner_name`` or MILLRACE_RUNNER_NAME,
+    the host name by default; the process role's heartbeat appends ``/process``."""
+    from millrace.pipeline.cli.assembly.heartbeat import heartbeat_stage
+    from millrace.pipeline.cli.config import ConfigError, load_config
+
+    monkeypatch.setenv("MILLRACE_RUNNER_NAME", "line-2-worker-b")
+    named = load_config(None, {("data_dir",): config.data_dir})
+    assert named.runner_name == "line-2-worker-b"
+    monkeypatch.delenv("MILLRACE_RUNNER_NAME")
+    assert load_config(None, {("data_dir",): config.data_dir}).runner_name is None
+    for bad in ("two words", "/rooted"):
+        monkeypatch.setenv("MILLRACE_RUNNER_NAME", bad)
+        with pytest.raises(ConfigError, match="runner_name"):
+            load_config(None, {("data_dir",): config.data_dir})
+    monkeypatch.delenv("MILLRACE_RUNNER_NAME")
+
+    config.runner_name = "line-2-worker-b"
+    asm = Assembly(config, distributed_adapters(config, store="optional"))
+    heartbeat_stage(asm)
+    assert asm.heartbeat is not None
+    assert asm.heartbeat.resource_id == "runner:line-2-worker-b/process"
+    asm.close()
+    config.runner_name = None
+    default = Assembly(config, distributed_adapters(config, store="optional"))
+    assert default.runner_name == socket.gethostname()
+    default.close()
+
+
+def test_the_batch_filter_size_comes_from_the_configuration(
+    config: MillraceConfig, embedded: Adapters
+) -> None:
+    """``ingest.batch_filter_mib``: the telemetry fold's Bloom filter per partition."""
+    from millrace.pipeline.processors.telemetry import TelemetryProcessor
+
+    config.ingest.batch_filter_mib = 3
+    assembly, _ = build_stages(["process"], embedded, config)
+    try:
+        runtime = assembly.runtime
+        folds = [p for p in getattr(runtime, "processors", []) if isinstance(p, TelemetryProcessor)]
+        assert [p.ledger.filter_bytes for p in folds] == [3 * 2**20]
+    finally:
+        assembly.close()

@@ -220,6 +220,8 @@ def test_one_pass_lists_every_violation(tmp_path: Path) -> None:
         ("error", "$.connections.opc.certificate"),
         ("error", "$.connections.opc.private_key"),
         ("error", "$.connections.opc.password"),
+        # and a literal secret, stored with the service as written (connectors.secrets)
+        ("error", "$.connections.opc.password"),
         # opcua: a security_policy needs a certificate and key, whatever the mode
         ("error", "$.connections.opc2.certificate"),
         ("error", "$.connections.opc2.private_key"),

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tests.connectors.test_run_config_e2e import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "Console-admin-Pa55-word!"
@@ -42,18 +43,13 @@ def browser_missing() -> str | None:
 
 def wait(cond: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     """``cond()``'s first truthy answer; fails naming ``what`` when none comes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    return wait_until(cond, what, timeout)
 
 
 @contextmanager
-def engine(data: Path) -> Iterator[str]:
-    """``millrace run`` with the simulator on a free port; its base URL once ready."""
+def engine(data: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``millrace run`` with the simulator on a free port (``env``: more environment,
+    e.g. ``MILLRACE_ARCHIVE_URL``); its base URL once ready."""
     port = free_port()
     cfg = data / "millrace.yaml"
     sim = ", ".join(
@@ -63,7 +59,12 @@ def engine(data: Path) -> Iterator[str]:
         f"service: console\nconnections:\n  sim: {{protocol: simulator, {sim}}}\n"
         f"api:\n  port: {port}\n"
     )
-    env = {**os.environ, "MILLRACE_API_KEY": KEY, "MILLRACE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {
+        **os.environ,
+        "MILLRACE_API_KEY": KEY,
+        "MILLRACE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        **(env or {}),
+    }
     env.pop("PYTEST_CURRENT_TEST", None)
     log = (data / "engine.log").open("w")
     proc = subprocess.Popen(
@@ -124,6 +125,31 @@ def chrome(width: int = 1280, height: int = 900) -> Any:
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 
+@contextmanager
+def console_on_engine(data: Path, env: dict[str, str] | None = None) -> Iterator[Console]:
+    """The browser on a ``millrace run`` (:func:`engine`) in ``data``; skips the test
+    when Chromium is missing."""
+    import pytest
+
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    with engine(data, env) as base, browsing(base) as c:
+        yield c
+
+
+@contextmanager
+def browsing(base: str) -> Iterator[Console]:
+    """A headless Chromium on the console at ``base``, closed at the end."""
+    driver = chrome()
+    c = Console(base, driver)
+    try:
+        yield c
+    finally:
+        c.close()
+        driver.quit()
+
+
 class Console:
     """The browser on the console at ``base``; ``api`` is an admin client on /api/v1."""
 
@@ -137,6 +163,16 @@ class Console:
 
     def close(self) -> None:
         self.api.close()
+
+    def forget(self, width: int = 1280, height: int = 900) -> None:
+        """Back to a fresh browser's state on this engine: signed out (no cookies, no
+        storage), a blank page, ``width`` x ``height``; nothing opened."""
+        self.driver.get(self.base + "/health/ready")  # the origin whose state goes
+        self.driver.delete_all_cookies()
+        self.js("window.localStorage.clear(); window.sessionStorage.clear();")
+        self.driver.get("about:blank")
+        self.driver.set_window_size(width, height)
+        self.opened.clear()
 
     # -- the page ------------------------------------------------------------------------
 

@@ -138,8 +138,13 @@ def _ingest_history(console: Console) -> tuple[int, int]:
 
 
 def _chart(console: Console) -> tuple[dict[str, str], dict[str, list[list[float]]]]:
-    chart = console.find("[data-testid=explorer-chart]")
-    attrs = {k: chart.get_attribute(f"data-{k}") for k in ("start", "end", "bucket")}
+    console.find("[data-testid=explorer-chart]")
+    # one read of the three (a re-render between three reads gave start None, bucket 1m)
+    got = console.js(
+        "const e = document.querySelector('[data-testid=explorer-chart]');"
+        " const d = e ? e.dataset : {}; return [d.start, d.end, d.bucket];"
+    )
+    attrs = dict(zip(("start", "end", "bucket"), got, strict=True))
     series = console.js(
         f"const o = getElement({element_id(console, '[data-testid=explorer-chart]')})"
         ".chart.getOption(); const out = {}; o.series.forEach(s => out[s.id] = s.data);"
@@ -155,7 +160,7 @@ def test_explorer_chart_matches_the_api(console: Console) -> None:
     iso_end = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(end / 1000))
     console.open(f"/explorer?identity={HIST}&signals=v&from={iso}&to={iso_end}")
     attrs, series = console.wait(
-        lambda: (got := _chart(console))[0]["bucket"] and got, "the chart drawn"
+        lambda: all((got := _chart(console))[0].values()) and got, "the chart drawn"
     )
     assert attrs == {"start": str(start), "end": str(end), "bucket": "1m"}
     api = console.api.get(
@@ -183,7 +188,8 @@ def test_explorer_chart_matches_the_api(console: Console) -> None:
     # zooming in (the keyboard-reachable button) asks the API again for the middle half
     console.find("button[name=zoom-in]").click()
     attrs, series = console.wait(
-        lambda: (got := _chart(console))[0]["start"] != str(start) and got, "the zoomed chart"
+        lambda: all((got := _chart(console))[0].values()) and got[0]["start"] != str(start) and got,
+        "the zoomed chart",
     )
     lo, hi = start + (end - start) // 4, end - (end - start) // 4
     assert (int(attrs["start"]), int(attrs["end"])) == (lo, hi)
@@ -197,7 +203,8 @@ def test_explorer_chart_matches_the_api(console: Console) -> None:
         f"&to={time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(short_end / 1000))}"
     )
     attrs, series = console.wait(
-        lambda: (got := _chart(console))[0]["bucket"] == "raw" and got, "the raw chart"
+        lambda: all((got := _chart(console))[0].values()) and got[0]["bucket"] == "raw" and got,
+        "the raw chart",
     )
     raw = console.api.get(
         f"/identities/{HIST}/signals",

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from millrace.pipeline.batch_ledger import BatchLedger
 from millrace.pipeline.batches import (
     CONTENT_PREFIX,
-    BatchLedger,
     batch_key,
     http_batch_id,
     mqtt_batch_id,
@@ -129,13 +129,17 @@ def test_offsets_that_jump_reload_the_partition() -> None:
     assert mine.ledger.loads == 2
 
 
-def test_beyond_max_keys_misses_are_asked_of_the_store() -> None:
+def test_beyond_max_keys_filter_hits_are_asked_of_the_store() -> None:
+    """Exact ids past max_keys are forgotten (never the last step's); the filter still
+    holds them, and a hit is decided by the store."""
     sink = MemoryProjectionSink()
     proc = TelemetryProcessor(max_keys=2)
     fold(sink, proc, [event(i, batch(bid=f"b{i}")) for i in range(5)], 1)
-    assert proc.ledger.held() <= 2
-    out = proc.process_reading([event(5, batch(bid="b0")), event(6, batch(bid="new"))], sink)
+    fold(sink, proc, [event(5 + i, batch(bid=f"c{i}")) for i in range(5)], 2)
+    assert proc.ledger.held() == 5  # the last step's only
+    out = proc.process_reading([event(10, batch(bid="b0")), event(11, batch(bid="new"))], sink)
     assert out.tables["readings"].num_rows == 1
+    assert proc.ledger.asks == 1 and proc.ledger.asked >= 1
 
 
 @settings(max_examples=80, deadline=None)

@@ -285,7 +285,7 @@ def test_the_decoder_and_the_fold_never_crash_on_any_bytes(data: st.DataObject) 
 def test_column_arrays_encode_as_fastavro_does(
     longs: list[int], doubles: list[float], strings: list[str], booleans: list[bool]
 ) -> None:
-    """The writer packs arrays of one type at once (numpy varints from 32 items on)."""
+    """The writer packs arrays of one type at once (numpy varints from 48 items on)."""
     built = {
         **telemetry_batch("d", received_us=1),
         "longs": longs,
@@ -299,3 +299,50 @@ def test_column_arrays_encode_as_fastavro_does(
     schema = json.loads((HISTORY_DIR.parent / "telemetry.avsc").read_text())
     fastavro.schemaless_writer(out, fastavro.parse_schema(schema), built)
     assert CODEC.encode("telemetry", built)[10:] == out.getvalue()
+
+
+_cell = {
+    0: st.floats(allow_nan=False),
+    1: st.booleans(),
+    2: st.text(max_size=3),
+    3: st.integers(-(2**63), 2**63 - 1),
+}
+
+
+@st.composite
+def _dense_parts(draw: st.DrawFn) -> list[Any]:
+    from millrace.pipeline.telemetry_columns import VALUE_FIELDS, Columns
+
+    kinds = draw(st.lists(st.sampled_from(list(VALUE_FIELDS)), min_size=1, max_size=6))
+    signals = [f"s{j}" for j in range(len(kinds))]
+    parts = []
+    for p in range(draw(st.integers(1, 4))):
+        rows = draw(st.integers(1, 3))
+        by_kind: dict[int, list[Any]] = {k: [] for k in VALUE_FIELDS}
+        for kind in kinds:  # signal after signal, each with a value per row
+            by_kind[kind] += draw(st.lists(_cell[kind], min_size=rows, max_size=rows))
+        ts = [T + 10 * p + r for r in range(rows)]
+        parts.append(Columns(ts, [0] * rows, signals, kinds, None, None, *by_kind.values()))
+    return parts
+
+
+@settings(max_examples=80, deadline=None)
+@given(_dense_parts())
+def test_concat_rows_is_the_parts_rows_one_after_the_other(parts: list[Any]) -> None:
+    from millrace.pipeline.telemetry_columns import concat_rows, samples_of
+
+    merged = concat_rows(parts)
+    assert merged is not None and merged.counts is None
+    as_batch = telemetry_batch("d", received_us=1, **merged.fields())
+    assert problem(as_batch) is None
+    want = [s for p in parts for s in samples_of(telemetry_batch("d", received_us=1, **p.fields()))]
+    assert samples_of(as_batch) == want
+
+
+def test_concat_rows_refuses_parts_of_other_signals_or_sparse_ones() -> None:
+    from millrace.pipeline.telemetry_columns import Columns, concat_rows
+
+    a = Columns([T], [0], ["x"], [0], None, None, [1.0])
+    assert concat_rows([a, Columns([T + 1], [0], ["y"], [0], None, None, [2.0])]) is None
+    assert concat_rows([a, Columns([T + 1], [0], ["x"], [3], None, None, longs=[2])]) is None
+    assert concat_rows([a, Columns([T + 1], [0], ["x"], [0], [1], [0], [2.0])]) is None

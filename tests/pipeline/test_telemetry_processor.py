@@ -177,3 +177,109 @@ def test_partials_merge_to_the_same_aggregate_whatever_the_batching(
         assert g["min"] == min(values) and g["max"] == max(values)
         assert g["first"][:2] == min(pts)
         assert g["last"][:2] == max(pts)
+
+
+def _reference_order(readings: pa.Table) -> pa.Table:
+    """Good readings sorted by the strings themselves (Arrow's sort, as before the
+    numpy codes): the order order_good must reproduce."""
+    import pyarrow.compute as pc
+
+    good = readings.filter(pc.equal(readings["quality"], 0))
+    keys = ["identity", "signal", "ts", "value", "text"]
+    return good.sort_by([(k, "ascending") for k in keys])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "ab", "B", ""]),
+            st.sampled_from(["x", "y", "x2"]),
+            st.one_of(st.integers(0, 5), st.just(2**57)),  # a span too wide for one key
+            st.sampled_from([0.0, -0.0, 1.5, -2.0, math.nan, math.inf]),
+            st.sampled_from(["", "", "on", "auto", "Z"]),
+            st.sampled_from([0, 0, 0, 192]),
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_numpy_order_is_the_order_of_the_strings(
+    rows_: list[tuple[str, str, int, float, str, int]], from_flatten: bool
+) -> None:
+    from millrace.pipeline.processors.telemetry import group_codes, latest, order_good
+    from millrace.pipeline.tables import READINGS_SCHEMA
+
+    cols = list(zip(*rows_, strict=True)) or [[]] * 6
+    readings = pa.Table.from_arrays(
+        [
+            pa.array(cols[0], pa.string()),
+            pa.array(cols[1], pa.string()),
+            pa.array([T0 + t for t in cols[2]], pa.int64()),
+            pa.array(cols[3], pa.float64()),
+            pa.array(cols[4], pa.string()),
+            pa.array([0] * len(rows_), pa.uint8()),
+            pa.array(cols[5], pa.int32()),
+            pa.array([T0] * len(rows_), pa.int64()),
+        ],
+        schema=READINGS_SCHEMA,
+    )
+    groups = group_codes(readings) if from_flatten else None
+    got, got_groups = order_good(readings, groups)
+    want = _reference_order(readings)
+    # equal as rows (NaN compared as text: NaN != NaN)
+    assert [repr(r) for r in got.to_pylist()] == [repr(r) for r in want.to_pylist()]
+    assert len(got_groups) == got.num_rows
+    # latest: per (identity, signal) the greatest ts, the later row of equal ones
+    expected: dict[tuple[str, str], tuple[int, int]] = {}
+    for i, (ident, sig, ts, *_rest) in enumerate(rows_):
+        if (ident, sig) not in expected or ts >= expected[(ident, sig)][0]:
+            expected[(ident, sig)] = (ts, i)
+    last = latest(readings, groups)
+    assert sorted((r["identity"], r["signal"], r["ts"] - T0) for r in last.to_pylist()) == sorted(
+        (k[0], k[1], ts) for k, (ts, _) in expected.items()
+    )
+    picked = [readings.slice(i, 1).to_pylist()[0] for _, i in expected.values()]
+    assert sorted(repr(r) for r in last.to_pylist()) == sorted(repr(r) for r in picked)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["d2", "d1", "d10", "D"]),
+            st.dictionaries(st.sampled_from(["t", "p", "on", "T"]), st.floats(0, 9), min_size=1),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_flatten_groups_are_the_codes_of_the_readings_strings(
+    batches: list[tuple[str, dict[str, float]]],
+) -> None:
+    from millrace.pipeline.processors.telemetry import flatten_all, group_codes
+
+    events = [
+        ev(i, ident, [{"ts_us": T0 + i, "values": values, "quality": 0}])
+        for i, (ident, values) in enumerate(batches)
+    ]
+    flat = flatten_all(events)
+    want = group_codes(flat.readings)
+    # the same order and grouping (codes may differ by scale, not by order)
+    assert (flat.groups.argsort(kind="stable") == want.argsort(kind="stable")).all()
+    same = flat.groups[1:] == flat.groups[:-1]
+    assert (same == (want[1:] == want[:-1])).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=5)), max_size=30))
+def test_scattered_strings_are_the_strings_at_their_rows(cells: list[str | None]) -> None:
+    import numpy as np
+
+    from millrace.pipeline.processors.flatten import _scattered_strings
+
+    at = np.array([i for i, c in enumerate(cells) if c is not None], dtype=np.int64)
+    strings = [c for c in cells if c is not None]
+    got = _scattered_strings(len(cells), at, strings)
+    got.validate(full=True)
+    assert got.to_pylist() == [c or "" for c in cells]

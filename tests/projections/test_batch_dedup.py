@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from millrace.pipeline import batch_ledger
 from millrace.pipeline.errors import StoreError
 from millrace.pipeline.log.memory import MemoryEventLog
+from millrace.pipeline.processors.base import Processor
 from millrace.pipeline.processors.catalog import processors
+from millrace.pipeline.processors.telemetry import TelemetryProcessor
 from millrace.pipeline.publisher import LogPublisher
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.telemetry_columns import samples_of
@@ -83,14 +87,23 @@ def first_of_each(log_order: list[dict[str, Any]]) -> list[tuple[str, int, dict[
     return out
 
 
-async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]]) -> None:
+def folds(tiny: bool) -> list[Processor]:
+    """The processors; ``tiny``: the telemetry fold's ledger with a 64-bit filter (every
+    id a hit) and one exact id, so the store's answers decide (batch_ledger)."""
+    procs = processors()
+    if tiny:
+        procs = [TelemetryProcessor(max_keys=1, filter_bytes=1), *procs[1:]]
+    return procs
+
+
+async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]], tiny: bool = False) -> None:
     log = MemoryEventLog()
     publisher = LogPublisher(log)
     appended: list[dict[str, Any]] = []  # log order per identity = append order
 
     def runtime(max_records: int, crash_at: int | None = None) -> EmbeddedRuntime:
         sink = ProjectionWriter(CrashingStore(store, crash_at))
-        return EmbeddedRuntime(log, sink, processors(), max_records=max_records)
+        return EmbeddedRuntime(log, sink, folds(tiny), max_records=max_records)
 
     for op in ops:
         if op[0] == "append":
@@ -124,9 +137,12 @@ async def scenario(store: ChdbStore, ops: list[tuple[Any, ...]]) -> None:
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(ops=ops_st)
+@given(ops=ops_st, tiny=st.booleans())
 def test_each_batch_id_is_applied_once_under_resends_crashes_and_replays(
-    store: ChdbStore, ops: list[tuple[Any, ...]]
+    store: ChdbStore, ops: list[tuple[Any, ...]], tiny: bool
 ) -> None:
+    """``tiny``: ledgers whose filter hits on every id and that hold one id exactly,
+    loaded two ids per page (the store's keyset pages and point reads decide)."""
     empty_projections(store)  # each example starts empty
-    asyncio.run(scenario(store, ops))
+    with mock.patch.object(batch_ledger, "LOAD_PAGE", 2 if tiny else batch_ledger.LOAD_PAGE):
+        asyncio.run(scenario(store, ops, tiny))

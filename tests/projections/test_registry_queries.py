@@ -312,6 +312,22 @@ def test_unknown_and_deleted_identities_are_absent(q: RegistryQueries) -> None:
     assert names(q, ipaddress="10.9.9.9") == []
 
 
+def test_status_is_the_full_rows_status(q: RegistryQueries) -> None:
+    for name in [*ALL, "dev-del", "nope"]:
+        row = q.get(name, NOW)
+        assert q.status(name) == (None if row is None else row["status"]), name
+    assert q.status("gw-1") == "locked"
+
+
+def test_gate_sets_are_the_locked_and_the_present_identities(q: RegistryQueries) -> None:
+    present = frozenset(n for n in [*ALL, "dev-del", "nope"] if q.get(n, NOW) is not None)
+    locked = frozenset(n for n in present if q.status(n) == "locked")
+    assert locked == {"gw-1"}
+    assert q.gate_sets(False, 10) == (locked, None)
+    assert q.gate_sets(True, len(present)) == (locked, present)
+    assert q.gate_sets(True, len(present) - 1) == (locked, None)  # too many to hold
+
+
 def test_credential_hash_only_through_credential(q: RegistryQueries) -> None:
     assert q.credential("dev-01") == ("token", HASH, T + 86_400 * S)
     assert q.credential("dev-re") == ("password", HASH, 0)

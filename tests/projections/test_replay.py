@@ -394,5 +394,5 @@ async def test_replay_task_without_a_live_fold_fails_saying_why(
 ) -> None:
     handler = replay_handler(lambda: None)
     ctx = TaskContext("t6", "replay", {}, LogPublisher(log), asyncio.Event())
-    with pytest.raises(ReplayError, match="ClickHouse cluster"):
+    with pytest.raises(ReplayError, match="needs the live fold"):
         await handler(ctx)

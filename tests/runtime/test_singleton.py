@@ -402,3 +402,37 @@ def test_a_change_right_after_asking_wakes_the_waiter() -> None:
         await asyncio.wait_for(waiter, 2)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("session", "beat"), [(10.0, 1.0), (6.0, 1.0), (3.0, 0.6)])
+def test_kafka_wrapper_takes_the_configured_leader_session(session: float, beat: float) -> None:
+    """``distributed.leader_session_timeout_s`` reaches every singleton's election; the
+    heartbeat (the lease's confirmation) is 1 s or a fifth of a shorter session, so the
+    lease (half the session) spans at least two confirmations. No I/O: an election
+    connects only when it starts."""
+    from millrace.pipeline.cli.config import MillraceConfig
+    from millrace.pipeline.log.kafka.config import KafkaLogConfig
+    from millrace.pipeline.runtime.election_kafka import KafkaLeaderElection
+    from millrace.pipeline.runtime.singleton import kafka_singleton_wrapper
+
+    cfg = MillraceConfig.model_validate({"distributed": {"leader_session_timeout_s": session}})
+    wrap = kafka_singleton_wrapper(
+        KafkaLogConfig(bootstrap_servers="127.0.0.1:9"),
+        session_timeout_s=cfg.distributed.leader_session_timeout_s,
+    )
+    stage = wrap(Probe("alarms"))
+    assert isinstance(stage, SingletonStage)
+    election = stage.election
+    assert isinstance(election, KafkaLeaderElection)
+    assert (election.session_timeout_s, election.heartbeat_s) == (session, beat)
+    assert election.lease_s >= 2 * election.heartbeat_s
+
+
+def test_the_leader_session_defaults_to_10_s_and_refuses_less_than_2() -> None:
+    from pydantic import ValidationError
+
+    from millrace.pipeline.cli.config import MillraceConfig
+
+    assert MillraceConfig().distributed.leader_session_timeout_s == 10.0
+    with pytest.raises(ValidationError, match="leader_session_timeout_s"):
+        MillraceConfig.model_validate({"distributed": {"leader_session_timeout_s": 1}})

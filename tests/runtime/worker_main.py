@@ -61,7 +61,10 @@ async def main(
         bootstrap=bootstrap,
         app_id=app_id,
         topic_prefix=prefix,
-        max_records=40,
+        # takes of 160 (about 40 per partition): the store's round trips per batch, not
+        # the records, are the cost; a scenario's 3000 records then fold in ~20 batches
+        # per partition, with writes in flight at the kill and the freeze as before
+        max_records=160,
         batch_seconds=0.1,
         datadir=datadir,
         session_timeout_s=float(session_timeout),
@@ -78,7 +81,12 @@ async def main(
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(levelname)s:%(name)s:%(message)s",
+        datefmt="%H:%M:%S",
+    )
     # joins, leader elections and syncs: what a Stuck attempt needs to be diagnosed
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.INFO)
     asyncio.run(main(*sys.argv[1:7]))

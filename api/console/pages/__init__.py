@@ -55,6 +55,7 @@ def pages() -> list[Page]:
         overview,
         services,
         sql,
+        system,
         users,
     )
 
@@ -69,4 +70,5 @@ def pages() -> list[Page]:
         sql.PAGE,
         archive.PAGE,
         users.PAGE,
+        system.PAGE,
     ]

@@ -5,9 +5,9 @@ archive's windows, and archiving everything so far.
 Each part is its endpoint's: ``GET/POST /restore...`` (``restore:run``), ``GET/POST
 /replay`` (``replay:read`` / ``replay:run``), ``GET /archive`` and ``POST
 /archive/flush`` (``archive:read`` / ``archive:manage``); a part the role may not
-read is left out, a write it may not make is not offered. Task lists are polled every
-:data:`POLL_S` (tasks are not on the live stream). A deployment without an archive
-says so (the API's 409) instead of a table.
+read is left out, a write it may not make is not offered. Task lists and the
+windows are polled every :data:`POLL_S` (neither is on the live stream). A deployment
+without an archive says so (the API's 409) instead of a table.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from millrace.api.console.widgets_ops import (
 )
 
 POLL_S = 2.0
+#: how long the flush button waits for its task (the API's default is 60 s); a flush
+#: still running is shown pending and its windows appear as the list is polled
+FLUSH_WAIT_S = 15.0
 TASK_COLUMNS = [
     ("task_id", "Task"),
     ("status", "Status"),
@@ -113,6 +116,7 @@ async def _restores(ctx: PageContext) -> None:
         act(ctx, "restore:run", "Restore this range", by_time, "restore-time")
     with ui.row().classes("w-full items-end gap-3 flex-wrap"):
         urls = ui.textarea("Or archive files (one path or URL per line)").classes("grow")
+        urls.props("name=restore-urls")
 
         async def by_url() -> None:
             body = {"urls": [u.strip() for u in (urls.value or "").splitlines() if u.strip()]}
@@ -197,7 +201,7 @@ async def _windows(ctx: PageContext) -> None:
         apply = ui.button("Apply filters").props("no-caps name=apply-archive-filters")
 
         async def flush() -> None:
-            done = (await ctx.api.post("/archive/flush"))["data"]
+            done = (await ctx.api.post("/archive/flush", wait_s=FLUSH_WAIT_S))["data"]
             ui.notify(f"archiving: task {done['task_id']} {done['status']}")
             await reload()
 
@@ -229,6 +233,8 @@ async def _windows(ctx: PageContext) -> None:
 
     apply.on_click(lambda: load_into(error, reload))
     await load_into(error, reload)
+    # windows close as the archiver writes them (a flush answers once its task is queued)
+    LiveReload(ctx, reload, None, every_s=POLL_S, poll_s=POLL_S).restart()
 
 
 PAGE = Page(

@@ -11,6 +11,7 @@ attributes (tests compare its points with the API's).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import quote
@@ -138,17 +139,14 @@ async def build(ctx: PageContext) -> None:
         "series": {},
         "zoom": None,
     }
-    latest = await ctx.api.get("/signals/latest", limit=1000)
-    seen = {row["identity"] for row in latest["data"]} | {q.get("identity", "")}
-    identities = sorted(seen - {""})
+    # every element is made before the first await: NiceGUI sends the page then, and the
+    # chart's code loads while the API answers (made later, it would load after them)
     units: dict[str, str] = {}
-    if ctx.can("resources:read"):
-        listed = await ctx.api.get("/resources")
-        units = {r["name"]: r.get("unit") or "" for r in listed.get("items", [])}
+    chosen = q.get("identity") or ""
 
     with ui.row().classes("w-full items-end gap-3 flex-wrap"):
         identity = ui.select(
-            identities,
+            [chosen] if chosen else [],
             label="Identity",
             with_input=True,
             new_value_mode="add-unique",
@@ -255,12 +253,25 @@ async def build(ctx: PageContext) -> None:
     pan_left.on_click(lambda: by(1.0, -0.5))
     pan_right.on_click(lambda: by(1.0, 0.5))
     download.on_click(to_file)
-    ui.timer(0.2, settle_zoom)
+
+    async def known() -> None:
+        latest = await ctx.api.get("/signals/latest", limit=1000)
+        seen = {row["identity"] for row in latest["data"]} | {chosen, identity.value or ""}
+        identity.set_options(sorted(seen - {""}))
+
+    async def described() -> None:
+        if ctx.can("resources:read"):
+            listed = await ctx.api.get("/resources")
+            units.update({r["name"]: r.get("unit") or "" for r in listed.get("items", [])})
+
+    # the chart needs the units (its axes) and the identity's signals; the choice of
+    # identities only the select: asked at once
+    await asyncio.gather(known(), described(), load_signals())
     if identity.value:
-        await load_signals()
         await draw()
     identity.on_value_change(load_signals)
     signals.on_value_change(draw)
+    ui.timer(0.2, settle_zoom)  # after the awaits: a timer makes NiceGUI send the page
 
 
 PAGE = Page(

@@ -6,6 +6,12 @@ subscription of ``GET /stream`` (the API's own filters when the identity and sig
 filters name exact values; glob patterns and the tag filter narrow in the console). The
 grid (AG Grid) keys rows by identity and signal and receives only the rows that changed,
 at most every :data:`FLUSH_S`; quality is shown as a word, not only a number.
+
+Load time: the page is sent before its data (NiceGUI answers at the build's first
+await), and the rows reach the grid the browser already made as one ``setGridOption``
+call: changing the element's options would make NiceGUI destroy and rebuild the whole
+grid. The grid has a fixed height and scrolls inside it, so AG Grid draws only the
+visible rows (``autoHeight`` drew and measured every row of the page, on every update).
 """
 
 from __future__ import annotations
@@ -20,14 +26,30 @@ from millrace.api.console.livetable import Filters, LiveTable
 from millrace.api.console.pages import Page, PageContext
 
 FLUSH_S = 0.5
+#: the grid's box: a screenful on a tablet, never taller than 40 rows
+GRID_HEIGHT = "min(70vh, 44rem)"
 
 
 COLUMNS = [
-    {"field": "identity", "headerName": "Identity", "sortable": True, "filter": True},
+    {
+        "field": "identity",
+        "headerName": "Identity",
+        "sortable": True,
+        "filter": True,
+        "minWidth": 140,
+    },
     {"field": "signal", "headerName": "Signal", "sortable": True, "filter": True},
     {"field": "value", "headerName": "Value", "cellDataType": False},
     {"field": "quality", "headerName": "Quality", "sortable": True},
-    {"field": "timestamp", "headerName": "Time (UTC)", "sortable": True, "cellDataType": False},
+    # wide enough for the whole time (and identity above): a narrow grid scrolls
+    # sideways inside its box rather than cutting them short
+    {
+        "field": "timestamp",
+        "headerName": "Time (UTC)",
+        "sortable": True,
+        "cellDataType": False,
+        "minWidth": 200,
+    },
 ]
 
 
@@ -50,10 +72,11 @@ async def build(ctx: PageContext) -> None:
             ":getRowId": "(params) => params.data.key",
             "pagination": True,
             "paginationPageSize": 100,
-            "domLayout": "autoHeight",
+            "animateRows": False,
         },
         theme="quartz",
     ).classes("w-full")
+    grid.style(f"height: {GRID_HEIGHT}")
     grid.props('data-testid="live-grid" aria-label="latest values"')
     state: dict[str, Any] = {"table": LiveTable(), "task": None}
 
@@ -93,8 +116,9 @@ async def build(ctx: PageContext) -> None:
                 table.take(item)
         table.added.clear()
         table.received = 0
-        grid.options["rowData"] = list(table.rows.values())
-        grid.update()
+        rows = list(table.rows.values())
+        grid.options["rowData"] = rows  # what a redraw of the element would start from
+        grid.run_grid_method("setGridOption", "rowData", rows)
         received.text = f"{len(table.rows)} signals, 0 live updates"
         if state["task"] is not None:
             state["task"].cancel()

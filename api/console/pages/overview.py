@@ -1,14 +1,14 @@
 """Overview: is the system healthy, is data flowing, what needs attention.
 
 Health and readiness, the ingest rate (readings folded per second over the last 10 s,
-from the engine's row counters) and the lag, connectors and services with their states,
+from the engine's row counters, or the workers' heartbeats under ``millrace api``:
+:mod:`..rate`) and the lag, connectors and services with their states,
 deviations, active alarms by priority and disk use; refreshed every 2 s. Every figure
 links to the page that shows its detail when that page is registered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -18,10 +18,11 @@ from urllib.parse import quote
 from nicegui import ui
 from nicegui.element import Element
 
-from millrace.api.console.client import ConsoleApiError
 from millrace.api.console.layout import write_button
 from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.rate import IngestRate, sampled_at
 from millrace.api.console.values import human_bytes, registered_link
+from millrace.api.console.widgets_ops import gathered, polled
 
 REFRESH_S = 2.0
 HISTORY = 60  # points of the rate sparkline
@@ -71,9 +72,9 @@ def changed(box: Element, content: Any) -> bool:
 
 async def build(ctx: PageContext) -> None:
     with ui.row().classes("w-full gap-3 flex-wrap"):
-        ready = figure("Readiness", "ready", None)
+        ready = figure("Readiness", "ready", "/system#readiness")
         rate = figure("Ingest rate (readings/s)", "ingest-rate", "/live")
-        lag = figure("Lag (records)", "lag", None)
+        lag = figure("Lag (records)", "lag", "/system#lag")
         deviations = figure("Deviations", "deviations", "/services")
         alarms = figure("Active alarms", "alarms", "/alarms?state=active")
         disk = figure("Disk use", "disk", "/archive")
@@ -83,6 +84,8 @@ async def build(ctx: PageContext) -> None:
         with ui.card().classes("grow"):
             ui.label("Checks").classes("font-semibold")
             checks = ui.column().classes("gap-1")
+            ui.label("Heartbeats").classes("font-semibold")
+            runners = ui.column().classes("gap-1").props('data-testid="runners"')
         with ui.card().classes("grow"):
             ui.label("Connections and services").classes("font-semibold")
             connections = ui.column().classes("gap-1")
@@ -99,7 +102,7 @@ async def build(ctx: PageContext) -> None:
             ui.label("Active alarms by priority").classes("font-semibold")
             by_priority = ui.column().classes("gap-1")
 
-    counted: list[tuple[float, float]] = []  # (monotonic s, readings folded) of the window
+    ingest = IngestRate(RATE_WINDOW_S)
     points: list[list[float]] = []
 
     async def refresh() -> None:
@@ -115,14 +118,9 @@ async def build(ctx: PageContext) -> None:
         paused.text = "folding paused" if status.get("paused") else "folding"
         lag.text = f"{status.get('lag_records', 0):,}"
         folded = float(status.get("runtime", {}).get("rows", {}).get("readings", 0))
-        now = time.monotonic()
-        counted.append((now, folded))
         # over the last RATE_WINDOW_S: the fold writes in batches, one poll apart is jumpy
-        while now - counted[0][0] > RATE_WINDOW_S and len(counted) > 2:
-            counted.pop(0)
-        (t0, rows0) = counted[0]
-        if now > t0:
-            per_s = max(0.0, (folded - rows0) / (now - t0))
+        per_s = ingest.add(sampled_at(status, time.time()), folded)
+        if per_s is not None:
             rate.text = f"{per_s:,.0f}"
             points.append([time.time() * 1000, round(per_s, 1)])
             del points[:-HISTORY]
@@ -130,15 +128,10 @@ async def build(ctx: PageContext) -> None:
         services = got["services"]["data"] if "services" in got else []
         _connections(ctx, connections, status.get("connectors", []), services)
         _counts(got, deviations, alarms, by_priority, disk)
+        if "runners" in got:
+            _runners(runners, got["runners"]["data"])
 
-    async def safe_refresh() -> None:
-        try:
-            await refresh()
-        except ConsoleApiError as exc:
-            ready.text = f"error: {exc.message}"
-
-    await safe_refresh()
-    ui.timer(REFRESH_S, safe_refresh)
+    safe_refresh = await polled(refresh, ready, REFRESH_S)
 
 
 async def fetch(ctx: PageContext) -> dict[str, Any]:
@@ -153,10 +146,11 @@ async def fetch(ctx: PageContext) -> dict[str, Any]:
         calls["deviations"] = ctx.api.get("/resources/states/deviations/count")
     if ctx.can("system:read"):
         calls["info"] = ctx.api.get("/system/info")
+    if ctx.can("resources:read"):
+        calls["runners"] = ctx.api.get("/resource-runners", items_per_page=50)
     if ctx.can("alarms:read"):
         calls["alarms"] = ctx.api.get("/alarms", state="active", limit=1000, sort="-priority")
-    answers = await asyncio.gather(*calls.values())
-    return dict(zip(calls, answers, strict=True))
+    return await gathered(calls)
 
 
 def _connections(
@@ -179,6 +173,21 @@ def _connections(
             ui.link(text, target) if target else ui.label(text)
         if not connectors and not services:
             ui.label("no connectors or services")
+
+
+def _runners(box: Element, runners: list[dict[str, Any]]) -> None:
+    """Each process's and connector's sign of life, linked to the system page."""
+    shown = [(r["runner"], bool(r.get("healthy"))) for r in runners]
+    if not changed(box, shown):
+        return
+    box.clear()
+    with box:
+        for name, healthy in shown:
+            text = f"{name}: {'healthy' if healthy else 'MISSING'}"
+            href = registered_link("/system#heartbeats")
+            ui.link(text, href) if href else ui.label(text)
+        if not shown:
+            ui.label("no heartbeat yet")
 
 
 def _restart(ctx: PageContext, name: str) -> Callable[[], Awaitable[None]]:

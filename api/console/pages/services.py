@@ -120,15 +120,22 @@ async def _list(ctx: PageContext) -> None:
     async def reload() -> None:
         grid.rows = [service_row(s) for s in (await ctx.api.get("/services"))["data"]]
 
+    if ctx.can(MANAGE):
+        await _installer(ctx)
+    # the page's elements are all made before the first API call, so the page is sent
+    # whole (NiceGUI sends it once the handler awaits past its response timeout)
     await reload()
     live = LiveReload(ctx, reload, lambda: [{"kind": "deviation", "filters": {}}], every_s=2.0)
     live.restart()
-    if not ctx.can(MANAGE):
-        return
+
+
+async def _installer(ctx: PageContext) -> None:
+    """The editor that installs a new service (for those who may manage services)."""
     ui.label("Install a service").classes("text-lg font-semibold").props(
         'role="heading" aria-level="2"'
     )
     editor = CommissioningEditor(ctx, STARTER)
+    await editor.offer_templates()
 
     async def install() -> None:
         if (await editor.validate()) and editor.errors():

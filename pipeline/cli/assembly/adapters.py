@@ -63,7 +63,8 @@ def chdb_stores(cfg: MillraceConfig) -> StoreFactory:
             return ChdbStore(path, sessions=cfg.api.read_sessions, settings=PIPELINE_SETTINGS)
         if purpose == "analyst":
             return ChdbStore(path, sessions=cfg.api.sql_sessions, settings=ANALYST_SETTINGS)
-        return ChdbStore(path, settings=PIPELINE_SETTINGS)
+        # two: the fold worker's store reads (pipeline.runtime.ahead) run beside inserts
+        return ChdbStore(path, sessions=2, settings=PIPELINE_SETTINGS)
 
     return open_store
 

@@ -34,7 +34,9 @@ def stream_stage(asm: Assembly) -> Stage:
     )
     # Kafka offset requests cross the network: poll its ends less often
     poll_s = 0.1 if isinstance(asm.log, LocalEventLog) else 0.5
-    asm.stream_tail = tail = LogTail(asm.log, asm.codec, asm.stream_hub, poll_s=poll_s)
+    # decode once: with the runtime in this process, the events it decoded
+    feed = asm.runtime.feed if asm.runtime is not None else None
+    asm.stream_tail = tail = LogTail(asm.log, asm.codec, asm.stream_hub, poll_s=poll_s, feed=feed)
     return LoopStage(
         "stream-tail", tail.run, stop_timeout_s=5.0, health=lambda: {"skipped": tail.skipped}
     )

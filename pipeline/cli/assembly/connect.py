@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,8 +92,9 @@ def connect_stages(asm: Assembly) -> list[Stage]:
     )
     stages.append(LoopStage("services", follower.run, stop_timeout_s=10.0, health=follower.health))
     if asm.distributed:
-        # one group per host and service: every connect process sees every command
-        group = f"millrace-connectors-{asm.commissioning.service}-{socket.gethostname()}"
+        # one group per runner (the host name by default) and service: every connect
+        # process sees every command
+        group = f"millrace-connectors-{asm.commissioning.service}-{asm.runner_name}"
     else:
         group = "millrace-connectors"
 

@@ -6,28 +6,16 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from millrace.api.auth import KeyStore
-from millrace.api.context import AppContext
-from millrace.api.remote import RemoteFigures
-from millrace.api.stream import LogTail, StreamHub
-from millrace.api.users.access import AccessControl
-from millrace.connectors.commissioning import Commissioning
-from millrace.connectors.manager import ConnectorManager
-from millrace.pipeline.alarms.runner import AlarmRunner
-from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
-from millrace.pipeline.archive.archiver import Archiver
-from millrace.pipeline.archive.store import ArchiveStore
-from millrace.pipeline.cli.assembly import api, connect, heartbeat, process, settings
+# the role modules (``process``, ``connect``, ``api``, ``operations``) are imported where
+# a role's stages are built: a process role does not load FastAPI, nor the connectors
+from millrace.pipeline.cli.assembly import heartbeat, settings
 from millrace.pipeline.cli.assembly.adapters import CONSUMERS, ROLES, Adapters, Purpose, Role
-from millrace.pipeline.cli.config import MillraceConfig
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.codec import default_codec
 from millrace.pipeline.errors import ConfigError
-from millrace.pipeline.heartbeat import RunnerHeartbeat
 from millrace.pipeline.log.local import LocalEventLog
-from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.progress import (
     AppliedWaiter,
     Positions,
@@ -36,15 +24,29 @@ from millrace.pipeline.progress import (
     sink_positions,
 )
 from millrace.pipeline.publisher import LogPublisher
-from millrace.pipeline.runtime.config_follow import RuntimeSetting
-from millrace.pipeline.runtime.embedded import EmbeddedRuntime
-from millrace.pipeline.runtime.executors import OwnThreads
 from millrace.pipeline.runtime.gc_policy import GcStage
 from millrace.pipeline.runtime.stage import Stage
-from millrace.pipeline.tasks import TaskRunner
-from millrace.projections.store.base import ProjectionStore
-from millrace.projections.watch_queries import IdentityWatch
-from millrace.projections.writer import ProjectionWriter
+
+if TYPE_CHECKING:
+    from millrace.api.auth import KeyStore
+    from millrace.api.context import AppContext
+    from millrace.api.remote import RemoteFigures
+    from millrace.api.stream import LogTail, StreamHub
+    from millrace.api.users.access import AccessControl
+    from millrace.connectors.commissioning import Commissioning
+    from millrace.connectors.manager import ConnectorManager
+    from millrace.pipeline.alarms.runner import AlarmRunner
+    from millrace.pipeline.alarms.seeding import ConfigRuleSeeder
+    from millrace.pipeline.archive.archiver import Archiver
+    from millrace.pipeline.archive.store import ArchiveStore
+    from millrace.pipeline.cli.config import MillraceConfig
+    from millrace.pipeline.heartbeat import RunnerHeartbeat
+    from millrace.pipeline.runtime.config_follow import RuntimeSetting
+    from millrace.pipeline.runtime.embedded import EmbeddedRuntime
+    from millrace.pipeline.runtime.executors import OwnThreads
+    from millrace.pipeline.tasks import TaskRunner
+    from millrace.projections.store.base import ProjectionStore
+    from millrace.projections.watch_queries import IdentityWatch
 
 
 def _identity(stage: Stage) -> Stage:
@@ -69,9 +71,13 @@ class Assembly:
         self.config = config
         self.adapters = adapters
         self.log = adapters.log
-        self.commissioning = commissioning or Commissioning()
+        if commissioning is None:
+            from millrace.connectors.commissioning import Commissioning
+
+            commissioning = Commissioning()
+        self.commissioning = commissioning
         self.wrap_singleton = wrap_singleton
-        self.runner_name = runner_name or socket.gethostname()
+        self.runner_name = runner_name or config.runner_name or socket.gethostname()
         self.codec = default_codec()
         self.publisher = LogPublisher(self.log, self.codec)
         self.distributed = adapters.runtime == "faust"
@@ -115,6 +121,8 @@ class Assembly:
         """The archive store of ``archive.url`` (opened once; no I/O), or None."""
         cfg = self.config.archive
         if self._archive_store is None and cfg.url:
+            from millrace.pipeline.archive.store import ArchiveStore
+
             self._archive_store = ArchiveStore(cfg.url, cfg.storage_options)
         return self._archive_store
 
@@ -125,6 +133,9 @@ class Assembly:
         """Waits on the sink's committed progress (``pipeline.progress``): through the
         in-process runtime when there is one, else the progress the store holds."""
         if self._waiter is None:
+            from millrace.pipeline.processors.catalog import processors
+            from millrace.projections.writer import ProjectionWriter
+
             positions: Positions
             if self.runtime is not None:
                 positions = runtime_positions(self.runtime, self.log)
@@ -160,14 +171,21 @@ class Assembly:
         self.roles = wanted
         # first: the runtime settings on the log are in force before anything runs
         stages: list[Stage] = [settings.config_stage(self)]
+        # a role's module is imported only when the role runs here (``api`` loads FastAPI)
         if "process" in wanted:
+            from millrace.pipeline.cli.assembly import process
+
             stages += process.process_stages(self)
         stages += self.adapters.stages()
         if "api" in wanted:
+            from millrace.pipeline.cli.assembly import api
+
             stages.append(api.stream_stage(self))
         if wanted & {"connect", "process"}:  # this process's sign of life (and figures)
             stages.append(heartbeat.heartbeat_stage(self))
         if "connect" in wanted:
+            from millrace.pipeline.cli.assembly import connect
+
             stages += connect.connect_stages(self)
         if "api" in wanted:
             stages.append(api.api_stage(self))
@@ -179,6 +197,8 @@ class Assembly:
     # -- the API's view ----------------------------------------------------------------
 
     def key_store(self) -> KeyStore:
+        from millrace.pipeline.cli.assembly import api
+
         return api.key_store(self)
 
     def status(self) -> dict[str, Any]:
@@ -192,11 +212,14 @@ class Assembly:
                 **archive,
                 **remote,
             }
+        from millrace.pipeline.cli.assembly import operations
+
         manager = self.manager.snapshot() if self.manager is not None else []
         return {
             **archive,
             "started_us": self.started_us,
             "lag_records": self.lag(),
+            "alarm_lag_records": operations.alarm_lag(self),
             "paused": self.runtime.suspended,
             "runtime": asdict(self.runtime.stats),
             "alarms": asdict(self.alarms.stats),
@@ -205,6 +228,8 @@ class Assembly:
         }
 
     def app_context(self) -> AppContext:
+        from millrace.pipeline.cli.assembly import api
+
         return api.app_context(self)
 
     def close(self) -> None:

@@ -5,16 +5,17 @@ Where the process role runs, the heartbeat carries its runtime figures (records 
 batches folded, readings, dead letters, errors, paused; the alarm runner's events where
 it leads; the archiver's health where it runs, ``pipeline.archive.health``), so that an
 API process of the distributed deployment can show them (``api.remote``). Runner
-names: the process's (the host name by default); a process running the process role
-without connectors is ``<name>/process``, so that a ``millrace connect`` and a
-``millrace process`` on one host stay two runners.
+names: the process's (``runner_name`` in the configuration, ``MILLRACE_RUNNER_NAME``; the
+host name by default); a process running the process role without connectors is
+``<name>/process``, so that a ``millrace connect`` and a ``millrace process`` on one host
+stay two runners. Two processes of one role on one host need a name each: under one name
+their heartbeats overwrite each other and ``millrace api`` sums the figures of only one.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from millrace.pipeline.archive.health import archive_figures, archive_info
 from millrace.pipeline.heartbeat import RunnerHeartbeat
 from millrace.pipeline.runtime.stage import LoopStage, Stage
 
@@ -51,6 +52,9 @@ def runtime_figures(asm: Assembly) -> dict[str, float]:
         figures["alarm_events"] = asm.alarms.stats.events
     archive = archive_here(asm)
     if archive is not None:
+        # the archive's modules (fsspec, fastavro) only where an archiver runs
+        from millrace.pipeline.archive.health import archive_figures
+
         figures |= archive_figures(archive)
     return figures
 
@@ -68,7 +72,11 @@ def archive_here(asm: Assembly) -> dict[str, Any] | None:
 def heartbeat_info(asm: Assembly) -> str:
     """The heartbeat's text: the archiver's store and last error where it runs here."""
     archive = archive_here(asm)
-    return archive_info(archive) if archive is not None else ""
+    if archive is None:
+        return ""
+    from millrace.pipeline.archive.health import archive_info
+
+    return archive_info(archive)
 
 
 def heartbeat_stage(asm: Assembly) -> Stage:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,16 +22,20 @@ from millrace.pipeline.log.local import LocalEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.restore import KIND as RESTORE
 from millrace.pipeline.restore import RestoreTask
+from millrace.pipeline.restore.offload import OffloadedRestoreTask
 from millrace.pipeline.runtime.embedded import EmbeddedRuntime
 from millrace.pipeline.runtime.hold import PauseHold
 from millrace.pipeline.runtime.stage import LoopStage, ServiceStage, Stage
+from millrace.pipeline.runtime.worker import FoldWorker
 from millrace.pipeline.tasks import TaskRunner, register_kind
 from millrace.pipeline.topics import AUDIT
 from millrace.projections.alarms import AlarmQueries
 from millrace.projections.checkpoints import StoreCheckpoints
-from millrace.projections.replay import ReplayParts, forget, replay_handler
+from millrace.projections.replay import ReplayParts, replay_handler
+from millrace.projections.replay_cluster import ClusterShadows, server_nodes
 from millrace.projections.replay_live import DistributedLive
 from millrace.projections.restore import held_readings
+from millrace.projections.shadow import ServerShadows, Shadows
 from millrace.projections.store.base import ProjectionStore
 from millrace.projections.watch_queries import IdentityWatch
 from millrace.projections.writer import ProjectionWriter
@@ -46,19 +50,26 @@ def process_stages(asm: Assembly) -> list[Stage]:
     cfg = asm.config
     runtime: Stage
     if asm.adapters.runtime == "asyncio":
+        folds = processors(
+            cfg.ingest.idempotency_window_s * 1_000_000, cfg.ingest.batch_filter_mib * 2**20
+        )
+        worker = cfg.runtime.worker
         asm.runtime = EmbeddedRuntime(
             asm.log,
             ProjectionWriter(asm.store("pipeline")),
-            processors(cfg.ingest.idempotency_window_s * 1_000_000),
+            folds,
             codec=asm.codec,
             max_records=cfg.runtime.max_records,
             idle_sleep_s=cfg.runtime.idle_sleep_ms / 1000,
+            linger_s=cfg.runtime.linger_ms / 1000,
+            linger_below=cfg.runtime.linger_below,
+            worker=FoldWorker(folds, worker.topics) if worker.enabled else None,
         )
         runtime = LoopStage(
             "runtime",
             asm.runtime.run,
             stop_timeout_s=30.0,  # it notices the stop after its current batch
-            health=lambda: asdict(asm.runtime.stats) if asm.runtime else {},
+            health=lambda: asm.runtime.health() if asm.runtime else {},
         )
     else:
         runtime = faust_stage(asm)
@@ -69,6 +80,8 @@ def process_stages(asm: Assembly) -> list[Stage]:
         asm.codec,
         Evaluator,
         tick_s=cfg.alarms.tick_s,
+        # decode once: the in-process runtime's decoded events (faust workers: none)
+        feed=asm.runtime.feed if asm.runtime is not None else None,
     )
     read = asm.store("read")
 
@@ -94,9 +107,11 @@ def process_stages(asm: Assembly) -> list[Stage]:
         # the readings TTL goes ON CLUSTER to the shards' tables
         cluster=cfg.distributed.clickhouse_cluster if cfg.distributed.clickhouse_url else None,
     )
+    # restore.worker: the archive store's files folded in worker processes
+    restore_task = OffloadedRestoreTask if cfg.restore.worker else RestoreTask
     register_kind(
         RESTORE,
-        RestoreTask(
+        restore_task(
             ProjectionWriter(asm.store("tasks")),
             asm.archive_store(),
             asm.publisher,
@@ -104,7 +119,8 @@ def process_stages(asm: Assembly) -> list[Stage]:
             codec=asm.codec,
             chunk=cfg.restore.chunk_records,
             held=held_readings(asm.store("tasks")),
-            forget=partial(forget, asm.store("tasks")),
+            forget=progress_forget(asm, asm.store("tasks")),
+            log=asm.log,  # a foreign file's records go onto the log (restore.republish)
         ),
     )
 
@@ -112,12 +128,18 @@ def process_stages(asm: Assembly) -> list[Stage]:
         store, archive = asm.store("replay"), asm.archive_store()
         window_us = cfg.ingest.idempotency_window_s * 1_000_000
         live = asm.runtime if asm.runtime is not None else distributed_live(asm, store)
-        if live is None:
-            return None
-        return ReplayParts(asm.log, store, live, asm.codec, archive, lambda: processors(window_us))
+        return ReplayParts(
+            asm.log,
+            store,
+            live,
+            asm.codec,
+            archive,
+            lambda: processors(window_us),
+            shadows=cluster_shadows(asm, store),
+        )
 
     # replay while running holds the in-process runtime, or every faust worker through
-    # the log; on a ClickHouse cluster it fails, saying why
+    # the log; on a ClickHouse cluster it swaps every node's tables
     register_kind("replay", replay_handler(replay_parts))
     asm.tasks = TaskRunner(asm.log, asm.publisher, codec=asm.codec)
     return [
@@ -138,12 +160,9 @@ def process_stages(asm: Assembly) -> list[Stage]:
     ]
 
 
-def distributed_live(asm: Assembly, store: ProjectionStore) -> DistributedLive | None:
+def distributed_live(asm: Assembly, store: ProjectionStore) -> DistributedLive:
     """The faust workers as a replay's live fold: their progress in the store, held by
-    the pause they answer (``projections.replay_live``); None on a ClickHouse cluster."""
-    dist = asm.config.distributed
-    if dist.clickhouse_url and dist.clickhouse_cluster:
-        return None
+    the pause they answer (``projections.replay_live``)."""
     log = asm.log
 
     def needed() -> set[TopicPartition]:
@@ -152,6 +171,22 @@ def distributed_live(asm: Assembly, store: ProjectionStore) -> DistributedLive |
 
     hold = PauseHold(log, asm.publisher, needed, codec=asm.codec)
     return DistributedLive(store, hold, CONSUMERS["faust"])
+
+
+def cluster_shadows(asm: Assembly, store: ProjectionStore) -> Shadows | None:
+    """On a ClickHouse cluster, where a replay builds and swaps its shadows (every
+    node, ``projections.replay_cluster``); None elsewhere (the store itself)."""
+    dist = asm.config.distributed
+    if not (dist.clickhouse_url and dist.clickhouse_cluster):
+        return None
+    return ClusterShadows(store, dist.clickhouse_cluster, server_nodes(dist.clickhouse_url))
+
+
+def progress_forget(asm: Assembly, store: ProjectionStore) -> Callable[[str], None]:
+    """How a finished restore file's sink progress rows are deleted: from every node's
+    ``progress_local`` ON CLUSTER on a ClickHouse cluster (where ``progress`` is a
+    Distributed table, which takes no DELETE), else from ``progress`` itself."""
+    return (cluster_shadows(asm, store) or ServerShadows(store)).forget
 
 
 def pause_stages(asm: Assembly) -> list[Stage]:
@@ -236,6 +271,8 @@ def faust_stage(asm: Assembly) -> Stage:
             datadir=str(Path(cfg.data_dir) / "faust"),
         ),
         lambda: writer,
-        processors(cfg.ingest.idempotency_window_s * 1_000_000),
+        processors(
+            cfg.ingest.idempotency_window_s * 1_000_000, cfg.ingest.batch_filter_mib * 2**20
+        ),
     )
     return ServiceStage("runtime", asm.faust_app.start, asm.faust_app.stop)

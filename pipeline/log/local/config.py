@@ -16,6 +16,9 @@ class LocalLogConfig(BaseModel):
     every append returns (no acknowledged record is lost on power failure), ``interval``
     fsyncs at most every ``fsync_interval_ms`` (on append and on ``flush()``), ``never``
     leaves it to the OS (a process crash loses nothing, a power failure may).
+    ``compression`` ``zstd`` stores each large record value (1 KiB and more) as a
+    zstandard frame when that is smaller (``records``); reads give back the value as
+    appended, whichever way it was stored.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,6 +33,7 @@ class LocalLogConfig(BaseModel):
         default=None, ge=0, description="by age of the newest record of a segment"
     )
     index_interval_bytes: int = Field(default=4096, ge=1)
+    compression: Literal["zstd", "none"] = "zstd"
 
     def partitions_of(self, topic: str) -> int:
         """Configured partition count of ``topic`` (a new topic is created with it)."""

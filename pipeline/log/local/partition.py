@@ -102,11 +102,14 @@ class Partition:
             starts: list[int] = []
             timestamps: list[int] = []
             position = 0
+            compress = config.compression == "zstd"
             for i, msg in enumerate(messages):
                 ts = now_us if msg.timestamp_us is None else msg.timestamp_us
                 starts.append(position)
                 timestamps.append(ts)
-                position += records.encode(parts, first + i, ts, msg.key, msg.value, msg.headers)
+                position += records.encode(
+                    parts, first + i, ts, msg.key, msg.value, msg.headers, compress
+                )
             buf = b"".join(parts)
             segment, rolled = self._active(len(buf))
             segment.append(

@@ -97,6 +97,7 @@ def test_config_defaults() -> None:
         {"signals": 0},
         {"signals": 1001},
         {"interval_ms": 0},
+        {"batch_ticks": 0},
         {"devicez": 10},
     ],
 )
@@ -228,6 +229,47 @@ async def test_one_publish_per_tick() -> None:
     stats = connector.stats
     assert (stats.ticks, stats.batches, stats.readings) == (5, 15, 15 * 12)
     assert stats.skipped_ticks == stats.errors == 0
+
+
+async def test_batch_ticks_publish_rows_of_consecutive_ticks() -> None:
+    # 7 ticks in batches of 3: publishes of 3, 3 and 1 rows per device, the rows the
+    # same readings (a written value included) and times as one tick at a time
+    batched = make(realtime=False, max_ticks=7, interval_ms=250, batch_ticks=3)
+    single = make(realtime=False, max_ticks=7, interval_ms=250)
+    for connector in (batched, single):
+        await connector.write("sim-1", "mode_5", "maintenance")
+    publishers = CountingPublisher(), CountingPublisher()
+    for connector, publisher in zip((batched, single), publishers, strict=True):
+        await run_fast(connector, publisher)
+    assert publishers[0].calls == [("telemetry", 3)] * 3
+    rows = [len(e["ts_us"]) for k, e in publishers[0].published["telemetry"] if k == "sim-0"]
+    assert rows == [3, 3, 1]
+    for device in ("sim-0", "sim-1", "sim-2"):
+        as_rows = [
+            sample
+            for published in publishers
+            for sample in [
+                s for k, e in published.published["telemetry"] if k == device for s in samples_of(e)
+            ]
+        ]
+        assert as_rows[:7] == as_rows[7:]
+        assert [s["ts_us"] for s in as_rows[:7]] == [START_US + i * 250_000 for i in range(7)]
+        if device == "sim-1":
+            assert {s["values"]["mode_5"] for s in as_rows} == {"maintenance"}
+    stats = batched.stats
+    assert (stats.ticks, stats.batches, stats.readings) == (7, 9, 7 * 3 * 12)
+
+
+def test_generate_ticks_is_consecutive_ticks_as_rows() -> None:
+    connector = make(signals=25)
+    block = connector.generate_ticks(40, 4, START_US, 1_000)
+    for d, (identity, event) in enumerate(block):
+        expected = [
+            samples_of(connector.generate_tick(40 + r, START_US + r * 1_000)[d][1])[0]
+            for r in range(4)
+        ]
+        assert samples_of(event) == expected, identity
+        assert event["counts"] == [] and len(event["doubles"]) % 4 == 0
 
 
 async def test_simulated_time_advances_by_interval() -> None:

@@ -73,6 +73,23 @@ async def test_publishes_what_the_device_model_generates() -> None:
     assert {b["source"] for _, b in batches[TELEMETRY]} == {"simulator:sim"}
 
 
+async def test_batch_ticks_publish_the_same_readings_as_rows() -> None:
+    # 7 ticks made 3 at a time (the last batch 1): each device's batches hold several
+    # rows, and every reading is the model's, on the fast and on the endpoint path
+    ep = SimulatorEndpoint(connection="sim", identity="sim-1", signal="temperature_0", scale=1.0)
+    c = SimulatorProtocolConnector("sim", connection(max_ticks=7, batch_ticks=3), [ep])
+    pub = await run_ticks(c, 7)
+    model = SimulatorConnector(SimulatorConfig(devices=3, signals=4, start_us=T0))
+    want = {
+        (identity, T0 + tick * 1_000_000): samples_of(batch)[0]["values"]
+        for tick in range(7)
+        for identity, batch in model.generate_tick(tick, T0 + tick * 1_000_000)
+    }
+    assert samples(pub) == want
+    assert max(len(b["ts_us"]) for k, b in pub.published[TELEMETRY] if k == "sim-0") >= 3
+    assert c.counters["readings"] == 7 * 3 * 4 and c.counters["ticks"] == 7
+
+
 async def test_endpoints_and_mappings_take_the_reading_by_reading_path() -> None:
     from millrace.connectors._common.models import MappingConfig
 
@@ -174,3 +191,22 @@ def test_millrace_run_config_folds_the_section(tmp_path: Path) -> None:
     assert folded is not None and list(folded.connections) == ["sim"]
     path.write_text("simulator:\n  devices: 0\n")
     assert commissioning_of(load_config(path)) is None
+
+
+def test_the_batcher_packs_ticks_of_a_device_as_rows_of_one_batch() -> None:
+    from millrace.connectors._common.batcher import Batcher
+
+    model = SimulatorConnector(SimulatorConfig(devices=2, signals=7, start_us=T0))
+    batcher = Batcher(max_readings=10_000)
+    for tick in range(3):
+        for identity, cols in model.tick_columns(tick, T0 + tick * 1_000_000):
+            batcher.add_columns(identity, cols)
+    taken = dict(batcher.take("simulator:sim", T0))
+    assert sorted(taken) == ["sim-0", "sim-1"]
+    for identity, batch in taken.items():
+        assert batch["counts"] == [] and len(batch["ts_us"]) == 3  # dense, one row a tick
+        want = [
+            samples_of(dict(model.generate_tick(tick, T0 + tick * 1_000_000))[identity])[0]
+            for tick in range(3)
+        ]
+        assert samples_of(batch) == want

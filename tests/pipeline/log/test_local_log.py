@@ -425,3 +425,101 @@ def test_sigkill_loses_no_acknowledged_append(tmp_path: Path) -> None:
         for partition in (0, 1):
             records = log.read_sync("t", partition, 0, 1_000_000)
             assert [r.offset for r in records] == list(range(len(records)))
+
+
+# --- compression -------------------------------------------------------------------
+
+COMPRESSIBLE = b"temperature_0 21.5 pressure_1 3.25 " * 60  # 2,100 bytes
+
+
+def test_large_values_are_stored_compressed_and_read_back_as_appended(tmp_path: Path) -> None:
+    small, large = b"s" * 1023, COMPRESSIBLE
+    incompressible = os.urandom(4096)
+    log = make(tmp_path / "log")
+    log.open()
+    log.append_sync("t", [Message(v, key=b"k") for v in (small, large, incompressible)])
+    assert values(log) == [small, large, incompressible]
+    stored = segment_files(tmp_path / "log")[0].read_bytes()
+    # the small and the incompressible value are plain, the large one is not there
+    assert small in stored and incompressible in stored and large not in stored
+    sizes = frame_size(b"k", small) + frame_size(b"k", incompressible)
+    assert sizes + HEADER_SIZE < len(stored) < sizes + frame_size(b"k", large) // 2
+    log.close_sync()
+
+
+def test_compression_none_stores_values_plain(tmp_path: Path) -> None:
+    log = make(tmp_path / "log", compression="none")
+    log.open()
+    log.append_sync("t", [Message(COMPRESSIBLE)])
+    assert segment_files(tmp_path / "log")[0].stat().st_size == frame_size(None, COMPRESSIBLE)
+    assert values(log) == [COMPRESSIBLE]
+    log.close_sync()
+
+
+def test_plain_and_compressed_records_read_in_one_log(tmp_path: Path) -> None:
+    # a log written before compression (plain frames), appended to with it on
+    log = make(tmp_path / "log", compression="none")
+    log.open()
+    log.append_sync("t", [Message(COMPRESSIBLE + b"1")])
+    log.close_sync()
+    log = make(tmp_path / "log")
+    log.open()
+    log.append_sync("t", [Message(COMPRESSIBLE + b"2")])
+    log.close_sync()
+    log = make(tmp_path / "log", compression="none")
+    log.open()
+    assert values(log) == [COMPRESSIBLE + b"1", COMPRESSIBLE + b"2"]
+    assert [r.offset for r in log.read_sync("t", 0, 1, 10)] == [1]
+    log.close_sync()
+
+
+def test_a_compressed_value_that_does_not_decompress_is_a_corrupt_record(
+    tmp_path: Path,
+) -> None:
+    import zlib
+
+    from millrace.pipeline.log.local import records
+
+    log = make(tmp_path / "log")
+    log.open()
+    log.append_sync("t", [Message(COMPRESSIBLE), Message(b"after")])
+    log.close_sync()
+    path = segment_files(tmp_path / "log")[0]
+    data = bytearray(path.read_bytes())
+    length = records.LENGTH.unpack_from(data, 0)[0]
+    assert data[8] == records.MAGIC_ZSTD
+    data[HEADER_SIZE + 8] ^= 0xFF  # inside the zstandard frame, CRC made to match
+    data[4:8] = zlib.crc32(bytes(data[8 : 4 + length])).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    log = make(tmp_path / "log")
+    log.open()
+    with pytest.raises(CorruptRecordError, match="does not decompress"):
+        log.read_sync("t", 0, 0, 10)
+    assert values(log, offset=1) == [b"after"]
+    log.close_sync()
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=3000),
+            st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=40), st.integers(1, 200)),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["zstd", "none"]),
+)
+def test_values_round_trip_whatever_their_size(
+    tmp_path: Path, batch: list[bytes], compression: str
+) -> None:
+    path = Path(tempfile.mkdtemp(dir=tmp_path))
+    log = make(path, compression=compression)
+    log.open()
+    log.append_sync("t", [Message(v) for v in batch])
+    log.close_sync()
+    log = make(path)
+    log.open()
+    assert values(log) == batch
+    log.close_sync()

@@ -16,7 +16,7 @@ from millrace.pipeline.archive.format import HOUR_US, Manifest, window_start
 from millrace.pipeline.archive.store import ArchiveStore
 from millrace.pipeline.clock import now_us
 from millrace.pipeline.codec import default_codec
-from millrace.pipeline.log.base import Message
+from millrace.pipeline.log.base import EventLog, Message
 from millrace.pipeline.log.memory import MemoryEventLog
 from millrace.pipeline.processors.catalog import processors
 from millrace.pipeline.publisher import LogPublisher
@@ -150,6 +150,7 @@ class Runner:
         chunk: int = 20_000,
         on_chunk: Callable[[], None] | None = None,
         held: bool = True,
+        log: EventLog | None = None,
     ) -> None:
         self.log = MemoryEventLog(partitions=1)
         self.publisher = LogPublisher(self.log)
@@ -163,6 +164,7 @@ class Runner:
             on_chunk=on_chunk,
             held=held_readings(store) if held else None,
             forget=partial(forget, store),
+            log=log,  # where foreign files go (None: folded straight in)
         )
         self.kinds.register(KIND, self.handler)
         self.runner = TaskRunner(self.log, self.publisher, self.kinds, poll_s=0.01)

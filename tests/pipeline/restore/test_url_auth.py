@@ -232,6 +232,21 @@ def test_credentials_on_s3_and_file_urls_and_literal_prefixes_are_refused() -> N
     assert ok.allowed_url_prefixes[0].startswith("https://${ARCHIVE_USER}")
 
 
+def test_credentials_over_plain_http_go_only_to_this_machine() -> None:
+    """Basic auth over http:// crosses the network in clear text: refused in a prefix
+    and in a URL unless the host is the machine's own (the tests' server)."""
+    for host in ("files.example.com", "10.0.0.7:8000", "127.0.0.2"):
+        with pytest.raises(ValidationError, match=r"allowed_url_prefixes\[0\].*clear text"):
+            RestoreConfig(allowed_url_prefixes=[f"http://{REFS}@{host}/exports/"])
+        with pytest.raises(RestoreError, match=r"^urls\[0\]: .*clear text.*https://"):
+            RestoreParams(urls=(f"http://{REFS}@{host}/exports/x.avro",)).check()
+    for host in ("127.0.0.1:8000", "localhost", "[::1]:8000"):
+        RestoreConfig(allowed_url_prefixes=[f"http://{REFS}@{host}/exports/"])
+    # without credentials http:// stays allowed, and https:// with them
+    RestoreConfig(allowed_url_prefixes=["http://files.example.com/public/"])
+    RestoreConfig(allowed_url_prefixes=[f"HTTPS://{REFS}@files.example.com/exports/"])
+
+
 def test_the_prefix_declares_the_credentials_a_url_may_use() -> None:
     host = "files.example.com"
     allowed = (f"https://{REFS}@{host}/exports/", f"https://{host}/public/")
