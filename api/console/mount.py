@@ -5,8 +5,14 @@ FastAPI app. Mounted on the API app itself at ``/`` it would take every path the
 not match, and the API's own 404 and 405 answers would become NiceGUI's pages. So it is
 mounted on a carrier app of its own, and :class:`ConsoleDispatcher` sends a request
 there only when its path is a console page or NiceGUI's own (``/_nicegui…``); every other
-request reaches the API exactly as before. The lifespan goes to the carrier (NiceGUI's
-startup and shutdown); the API app has no lifespan of its own.
+request reaches the API exactly as before.
+
+The console loads on its first request, not at start: importing NiceGUI, Socket.IO and
+the pages costs about half a second of CPU (more on a busy machine), and most engines —
+every ``millrace api`` behind a load balancer that only machines call, every engine a
+test starts — never serve a page. The first page of a process waits for that once. The
+carrier's lifespan (NiceGUI's startup) runs then, inside the server's event loop, and
+its shutdown with the server's; the API app has no lifespan of its own.
 
 The browser talks to NiceGUI over Socket.IO's HTTP long-polling transport: the API
 server runs without a WebSocket protocol (``ws: none``), so every console request passes
@@ -15,12 +21,15 @@ the same HTTP limits, timeouts and connection caps as any other.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from millrace.api.console.pages import paths
 
 NICEGUI_PREFIX = "/_nicegui"
 #: Engine.IO packets one long-polling POST may carry
@@ -30,27 +39,95 @@ _mounted: dict[str, Any] = {}
 
 
 class ConsoleDispatcher:
-    """ASGI: console paths to ``console``, the rest (and nothing else) to ``api``."""
+    """ASGI: console paths to the console (mounted on its first request), the rest (and
+    nothing else) to ``api``."""
 
-    def __init__(self, api: ASGIApp, console: ASGIApp, paths: frozenset[str]) -> None:
+    def __init__(self, api: ASGIApp, data_dir: Path | str) -> None:
         self.api = api
-        self.app = console  # ``app``: NiceGUI looks for its server along ``.app`` links
-        self.paths = paths
+        self.data_dir = data_dir
+        self.paths = paths()
+        #: the console's carrier app once mounted (``app``: NiceGUI's startup looks for
+        #: its uvicorn server along ``.app`` links from the server's app to the carrier)
+        self.app: ASGIApp | None = None
+        self._starting = asyncio.Lock()
+        #: the carrier's lifespan: its task and the queue of messages it receives
+        self._lifespan: tuple[asyncio.Task[None], asyncio.Queue[Message]] | None = None
 
     def is_console(self, path: str) -> bool:
         return path in self.paths or path.startswith(NICEGUI_PREFIX) or path == "/favicon.ico"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or self.is_console(str(scope.get("path", ""))):
-            await self.app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await self._server_lifespan(receive, send)
+        elif self.is_console(str(scope.get("path", ""))):
+            await (await self._console())(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
+    async def _console(self) -> ASGIApp:
+        if self._lifespan is None:
+            async with self._starting:
+                if self._lifespan is None:
+                    self.app = _carrier(self.api, self.data_dir)
+                    self._lifespan = await _start_lifespan(self.app)
+        assert self.app is not None
+        return self.app
 
-def console_app(api: ASGIApp, data_dir: Path | str) -> ConsoleDispatcher:
-    """``api`` with the console at ``/``. NiceGUI's storage files go under
-    ``data_dir/console``. Once per process: a later call (a restarted server stage)
-    points the console's pages at the new ``api`` and reuses the mounted console."""
+    async def _server_lifespan(self, receive: Receive, send: Send) -> None:
+        """The server's lifespan: nothing to start; at shutdown, the console's if it
+        was started."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self._stop_console()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _stop_console(self) -> None:
+        async with self._starting:
+            if self._lifespan is None:
+                return
+            task, inbox = self._lifespan
+            self._lifespan = None
+            await inbox.put({"type": "lifespan.shutdown"})
+            await task
+
+
+async def _start_lifespan(app: ASGIApp) -> tuple[asyncio.Task[None], asyncio.Queue[Message]]:
+    """Run ``app``'s lifespan in a task until its startup completed (or raise why not)."""
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    started: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+    async def send(message: Message) -> None:
+        if message["type"].startswith("lifespan.startup") and not started.done():
+            started.set_result(message)
+
+    async def run() -> None:
+        try:
+            await app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, send
+            )
+        finally:
+            if not started.done():
+                started.set_result({"type": "lifespan.startup.failed", "message": "ended"})
+
+    task = asyncio.create_task(run(), name="console-lifespan")
+    await inbox.put({"type": "lifespan.startup"})
+    answer = await started
+    if answer["type"] != "lifespan.startup.complete":
+        await task
+        raise RuntimeError(f"the console did not start: {answer.get('message', '')}")
+    return task, inbox
+
+
+def _carrier(api: ASGIApp, data_dir: Path | str) -> ASGIApp:
+    """NiceGUI mounted on its carrier app, its pages calling ``api``. Once per process:
+    a later call (a restarted server stage) points the pages at the new ``api`` and
+    reuses the mounted carrier."""
     os.environ.setdefault("NICEGUI_STORAGE_PATH", str(Path(data_dir) / "console"))
     from engineio.payload import Payload
     from fastapi import FastAPI
@@ -62,7 +139,7 @@ def console_app(api: ASGIApp, data_dir: Path | str) -> ConsoleDispatcher:
     shell.API_APP[0] = api
     if "carrier" not in _mounted:
         carrier = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        _mounted["paths"] = shell.install()
+        shell.install()
         ui.run_with(
             carrier,
             title="millrace",
@@ -77,4 +154,11 @@ def console_app(api: ASGIApp, data_dir: Path | str) -> ConsoleDispatcher:
         # fast queues one per key); Engine.IO refuses more than 16 by default
         Payload.max_decode_packets = MAX_PACKETS
         _mounted["carrier"] = carrier
-    return ConsoleDispatcher(api, _mounted["carrier"], _mounted["paths"])
+    carrier_app: ASGIApp = _mounted["carrier"]
+    return carrier_app
+
+
+def console_app(api: ASGIApp, data_dir: Path | str) -> ConsoleDispatcher:
+    """``api`` with the console at ``/`` (mounted on its first request). NiceGUI's storage
+    files go under ``data_dir/console``."""
+    return ConsoleDispatcher(api, data_dir)

@@ -31,11 +31,10 @@ from starlette.types import ASGIApp
 
 from millrace.api.console.client import ConsoleApi, ConsoleApiError, SignedOutError
 from millrace.api.console.layout import STYLE, frame
-from millrace.api.console.pages import Page, PageContext, pages
+from millrace.api.console.pages import SIGN_IN, Page, PageContext, pages, paths
 from millrace.api.console.session import Session, keep_session
 from millrace.api.console.values import REGISTERED
 
-SIGN_IN = "/login"
 #: how long a page's build may hold the answer back to send its data with it
 SEND_BY_S = 0.25
 #: the API app the pages call (set by :func:`~millrace.api.console.mount.console_app`)
@@ -57,7 +56,7 @@ def install() -> frozenset[str]:
     for page in registered:
         ui.page(page.path, title=f"{page.title} · millrace")(_builder(page, registered))
     ui.page(SIGN_IN, title="Sign in · millrace")(_sign_in)
-    return frozenset([SIGN_IN, *(p.path for p in registered)])
+    return paths()
 
 
 def _client_address(client: Client) -> tuple[str, int]:

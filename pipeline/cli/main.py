@@ -421,6 +421,9 @@ def bench(
 
 
 def main() -> None:
+    from millrace.pipeline.no_pandas import skip_pandas
+
+    skip_pandas()
     app()
 
 

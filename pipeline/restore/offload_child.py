@@ -209,8 +209,10 @@ def fold_file(conn: Connection, job: FileJob) -> None:
 
 def serve(conn: Connection) -> None:
     """The child's loop: a file per job until its pipe closes."""
+    from millrace.pipeline.no_pandas import skip_pandas
     from millrace.pipeline.runtime.gc_policy import GcConfig, apply
 
+    skip_pandas()
     apply(GcConfig())  # the ingest path's collector policy, as in the parent
     while True:
         try:

@@ -240,8 +240,11 @@ class _RemoteReader(StateReader, AppliedBatches):
 def _serve(conn: Connection, blob: bytes) -> None:
     """The worker's loop: fold what the runtime sends until its pipe closes."""
     from millrace.pipeline.codec import default_codec
+    from millrace.pipeline.no_pandas import skip_pandas
     from millrace.pipeline.processors.decoding import decode_records, process_events
     from millrace.pipeline.runtime.gc_policy import GcConfig, apply
+
+    skip_pandas()
 
     def fresh() -> dict[str, Processor]:
         processors: list[Processor] = pickle.loads(blob)

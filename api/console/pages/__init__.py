@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,33 +43,36 @@ class Page:
     build: Callable[[PageContext], Awaitable[None]]
 
 
+#: the console's pages in navigation order: module -> path. The paths are known without
+#: importing a page (NiceGUI loads on the console's first request: mount.py)
+NAVIGATION: dict[str, str] = {
+    "overview": "/",
+    "live": "/live",
+    "explorer": "/explorer",
+    "alarms": "/alarms",
+    "activities": "/activities",
+    "identities": "/identities",
+    "services": "/services",
+    "sql": "/sql",
+    "archive": "/archive",
+    "users": "/users",
+    "system": "/system",
+}
+#: the sign-in page
+SIGN_IN = "/login"
+
+
+def path_of(module: str) -> str:
+    """The path of the page defined in ``module`` (its ``__name__``)."""
+    return NAVIGATION[module.rpartition(".")[2]]
+
+
+def paths() -> frozenset[str]:
+    """Every path the console serves (its pages and the sign-in)."""
+    return frozenset([SIGN_IN, *NAVIGATION.values()])
+
+
 def pages() -> list[Page]:
     """Every page, in navigation order (imported here, on first use: NiceGUI loads only
-    when the console is mounted)."""
-    from millrace.api.console.pages import (
-        activities,
-        alarms,
-        archive,
-        explorer,
-        identities,
-        live,
-        overview,
-        services,
-        sql,
-        system,
-        users,
-    )
-
-    return [
-        overview.PAGE,
-        live.PAGE,
-        explorer.PAGE,
-        alarms.PAGE,
-        activities.PAGE,
-        identities.PAGE,
-        services.PAGE,
-        sql.PAGE,
-        archive.PAGE,
-        users.PAGE,
-        system.PAGE,
-    ]
+    when the console is first asked for)."""
+    return [import_module(f"{__name__}.{name}").PAGE for name in NAVIGATION]

@@ -14,7 +14,7 @@ from typing import Any
 
 from nicegui import ui
 
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.widgets_ops import (
     LiveReload,
     Pager,
@@ -186,7 +186,7 @@ async def _audits(ctx: PageContext) -> None:
 
 
 PAGE = Page(
-    path="/activities",
+    path=path_of(__name__),
     title="Activities",
     icon="history",
     needs=("audits:read",),

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from nicegui import ui
 
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.widgets_ops import (
     LiveReload,
     Pager,
@@ -265,5 +265,9 @@ def _history(
 
 
 PAGE = Page(
-    path="/alarms", title="Alarms", icon="notifications", needs=("alarms:read",), build=build
+    path=path_of(__name__),
+    title="Alarms",
+    icon="notifications",
+    needs=("alarms:read",),
+    build=build,
 )

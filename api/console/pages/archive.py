@@ -19,7 +19,7 @@ from nicegui import ui
 from nicegui.element import Element
 
 from millrace.api.console.client import ConsoleApiError
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.values import human_bytes
 from millrace.api.console.widgets_ops import (
     LiveReload,
@@ -238,7 +238,7 @@ async def _windows(ctx: PageContext) -> None:
 
 
 PAGE = Page(
-    path="/archive",
+    path=path_of(__name__),
     title="Archive",
     icon="inventory_2",
     needs=("replay:read",),

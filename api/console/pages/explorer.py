@@ -19,7 +19,7 @@ from urllib.parse import quote
 from nicegui import events, ui
 
 from millrace.api.console.client import ConsoleApiError
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.resolution import (
     MAX_POINTS,
     PRESETS,
@@ -275,5 +275,9 @@ async def build(ctx: PageContext) -> None:
 
 
 PAGE = Page(
-    path="/explorer", title="Explorer", icon="show_chart", needs=("signals:read",), build=build
+    path=path_of(__name__),
+    title="Explorer",
+    icon="show_chart",
+    needs=("signals:read",),
+    build=build,
 )

@@ -19,7 +19,7 @@ from typing import Any
 
 from nicegui import ui
 
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.widgets_ops import (
     LiveReload,
     act,
@@ -143,7 +143,7 @@ def _create_row(ctx: PageContext, reload: Any) -> None:
 
 
 PAGE = Page(
-    path="/identities",
+    path=path_of(__name__),
     title="Identities",
     icon="memory",
     needs=("identities:read",),

@@ -23,7 +23,7 @@ from nicegui import background_tasks, ui
 
 from millrace.api.console.client import ConsoleApiError
 from millrace.api.console.livetable import Filters, LiveTable
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 
 FLUSH_S = 0.5
 #: the grid's box: a screenful on a tablet, never taller than 40 rows
@@ -152,7 +152,7 @@ async def build(ctx: PageContext) -> None:
 
 
 PAGE = Page(
-    path="/live",
+    path=path_of(__name__),
     title="Live data",
     icon="sensors",
     needs=("signals:read", "stream:read"),

@@ -19,7 +19,7 @@ from nicegui import ui
 from nicegui.element import Element
 
 from millrace.api.console.layout import write_button
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.rate import IngestRate, sampled_at
 from millrace.api.console.values import human_bytes, registered_link
 from millrace.api.console.widgets_ops import gathered, polled
@@ -238,4 +238,6 @@ def _by_priority(box: Element, counts: Counter[int]) -> None:
             ui.label("none active")
 
 
-PAGE = Page(path="/", title="Overview", icon="dashboard", needs=("status:read",), build=build)
+PAGE = Page(
+    path=path_of(__name__), title="Overview", icon="dashboard", needs=("status:read",), build=build
+)

@@ -22,7 +22,7 @@ from nicegui import ui
 from nicegui.element import Element
 
 from millrace.api.console.client import ConsoleApiError
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.widgets_editor import CommissioningEditor
 from millrace.api.console.widgets_ops import (
     LiveReload,
@@ -259,7 +259,7 @@ def _edit(ctx: PageContext, path: str, shown: dict[str, Any], reload: Any) -> No
 
 
 PAGE = Page(
-    path="/services",
+    path=path_of(__name__),
     title="Services",
     icon="settings_input_component",
     needs=("services:read",),

@@ -18,7 +18,7 @@ from typing import Any
 from nicegui import ui
 
 from millrace.api.console.client import ConsoleApiError
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.projections.sandbox import ANALYST_TABLES, AUDIT_TABLES
 
 MAX_SERIES = 8
@@ -163,4 +163,4 @@ async def build(ctx: PageContext) -> None:
     grid.props(':pagination="{rowsPerPage: 50}"')
 
 
-PAGE = Page(path="/sql", title="SQL", icon="terminal", needs=("sql:query",), build=build)
+PAGE = Page(path=path_of(__name__), title="SQL", icon="terminal", needs=("sql:query",), build=build)

@@ -21,7 +21,7 @@ from typing import Any
 
 from nicegui import ui
 
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.widgets_ops import gathered, polled, table, time_text
 
 REFRESH_S = 2.0
@@ -150,5 +150,9 @@ async def build(ctx: PageContext) -> None:
 
 
 PAGE = Page(
-    path="/system", title="System", icon="monitor_heart", needs=("status:read",), build=build
+    path=path_of(__name__),
+    title="System",
+    icon="monitor_heart",
+    needs=("status:read",),
+    build=build,
 )

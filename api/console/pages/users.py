@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from nicegui import ui
 
-from millrace.api.console.pages import Page, PageContext
+from millrace.api.console.pages import Page, PageContext, path_of
 from millrace.api.console.widgets_ops import (
     Reload,
     act,
@@ -236,4 +236,4 @@ async def _keys(ctx: PageContext) -> None:
     await load_into(error, reload)
 
 
-PAGE = Page(path="/users", title="Users", icon="group", needs=(USERS,), build=build)
+PAGE = Page(path=path_of(__name__), title="Users", icon="group", needs=(USERS,), build=build)
