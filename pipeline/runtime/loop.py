@@ -6,7 +6,6 @@ exponential backoff after the component resets itself."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 
@@ -44,7 +43,7 @@ async def run_steps(
             raise
         except Exception as exc:  # keep the component alive; the step is retried
             on_error(exc, backoff)
-            await asyncio.sleep(backoff)
+            await _wait_any(stop, stop, backoff)
             backoff = min(backoff * 2, max_backoff_s)
             continue
         if n == 0:
@@ -54,7 +53,20 @@ async def run_steps(
         else:
             wait_s = 0.0
         if wait_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait_s)
+            await _wait_any(wake, stop, wait_s)
         else:
             await asyncio.sleep(0)  # at once, but after what else is ready to run
+
+
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
+    """Until ``a`` or ``b`` is set, or ``timeout_s`` passed: a stop ends the wait at
+    once (an idle or lingering component stopped a second or more late, and every
+    ``millrace run`` took that long to stop)."""
+    if a.is_set() or b.is_set():
+        return
+    waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -167,7 +168,9 @@ async def run_stages(stages: Sequence[Stage], stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         for stage, task, own_stop in reversed(running):
+            began = time.monotonic()
             await _end(stage, task, own_stop)
+            log.debug("stage %s stopped in %.3fs", stage.name, time.monotonic() - began)
 
 
 def _log_failure(stage: Stage) -> Callable[[asyncio.Task[None]], None]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from millrace.pipeline.cli.config import MillraceConfig
 from millrace.pipeline.runtime.loop import run_steps
 from millrace.pipeline.sink import MemoryProjectionSink
@@ -118,6 +120,42 @@ async def test_an_idle_step_waits_the_idle_interval_not_the_period() -> None:
     task, stop = await _start(steps, asyncio.Event(), period_s=LONG_S, idle_s=0.05)
     await asyncio.wait_for(steps.more.wait(), 30)
     await _stop(task, stop)
+
+
+@pytest.mark.parametrize(
+    ("work", "fails"), [(3, False), (0, False), (3, True)], ids=["lingering", "idle", "backoff"]
+)
+async def test_a_stop_ends_the_wait_at_once(work: int, fails: bool) -> None:
+    """A stop during the linger, the idle wait or an error's backoff ends the loop
+    without the rest of the wait (it waited them out: every ``millrace run`` took a
+    second or more to stop)."""
+    began: list[float] = []
+
+    async def step() -> int:
+        began.append(asyncio.get_running_loop().time())
+        if fails:
+            raise RuntimeError("the step fails")
+        return work
+
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(
+        run_steps(
+            step,
+            stop,
+            asyncio.Event(),
+            idle_s=LONG_S,
+            on_error=lambda exc, s: None,
+            first_backoff_s=LONG_S,
+            period_s=LONG_S,
+        )
+    )
+    while not began:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # in the wait now
+    stop.set()
+    # ends by itself (no cancel), a minute before its wait would have ended
+    await asyncio.wait_for(task, 30)
+    assert len(began) == 1
 
 
 async def test_lingering_steps_fold_nothing_ahead_and_fold_the_same(worker: Any) -> None:
