@@ -53,7 +53,6 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
-@app.command()
 def _serve(main: Coroutine[Any, Any, None]) -> None:
     """Run a serving command's ``main`` to its end, then leave the interpreter's exit
     nothing to collect: the GC policy froze the start-up objects and unfroze them at
@@ -66,6 +65,7 @@ def _serve(main: Coroutine[Any, Any, None]) -> None:
         gc.freeze()
 
 
+@app.command()
 def run(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="API bind address (default 127.0.0.1)")] = None,

@@ -189,6 +189,36 @@ class Console:
 
         return self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, css), css)[0]
 
+    def click(self, css: str, timeout: float = 60) -> None:
+        """Click ``css``, brought to the middle of the window, once it can take the
+        click: a dialog that is still opening, or an element NiceGUI replaced between
+        finding and clicking, is tried again (under load a dialog's button was found
+        before it was interactable)."""
+        from selenium.common.exceptions import (
+            ElementClickInterceptedException,
+            ElementNotInteractableException,
+            StaleElementReferenceException,
+        )
+        from selenium.webdriver.common.by import By
+
+        def clicked() -> bool:
+            found = self.driver.find_elements(By.CSS_SELECTOR, css)
+            if not found or not found[0].is_displayed() or not found[0].is_enabled():
+                return False
+            try:
+                # to the middle of the window: not under the fixed header
+                self.js("arguments[0].scrollIntoView({block: 'center'})", found[0])
+                found[0].click()
+            except (
+                ElementClickInterceptedException,
+                ElementNotInteractableException,
+                StaleElementReferenceException,
+            ):
+                return False
+            return True
+
+        self.wait(clicked, f"{css} clickable", timeout)
+
     def all(self, css: str) -> list[Any]:
         from selenium.webdriver.common.by import By
 

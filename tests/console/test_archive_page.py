@@ -76,7 +76,7 @@ def test_flush_restore_retry_and_replay(console: Console) -> None:
     console.find("[data-testid=archive-summary]")
 
     # archive everything now: the windows the API lists are shown
-    console.find("button[name=archive-flush]").click()
+    console.click("button[name=archive-flush]")
 
     def archived() -> dict[str, Any]:
         return dict(console.api.get("/archive", params={"limit": 1000}).json())
@@ -99,7 +99,7 @@ def test_flush_restore_retry_and_replay(console: Console) -> None:
     now = time.time()
     console.type_into("input[name=restore-start]", iso(now - 3600))
     console.type_into("input[name=restore-end]", iso(now + 60))
-    console.find("button[name=restore-time]").click()
+    console.click("button[name=restore-time]")
     made = console.wait(lambda: console.api.get("/restore").json()["data"], "a restore task")
     first = made[0]["task_id"]
     done, line = completed(console, "restore", first)
@@ -108,7 +108,7 @@ def test_flush_restore_retry_and_replay(console: Console) -> None:
 
     # a file not in the archive: the restore fails, is shown failed, retried in the page
     console.type_into("textarea[name=restore-urls]", MISSING)
-    console.find("button[name=restore-url]").click()
+    console.click("button[name=restore-url]")
     failed = console.wait(
         lambda: next(
             (
@@ -127,7 +127,7 @@ def test_flush_restore_retry_and_replay(console: Console) -> None:
         "the failed restore shown",
     )
     assert MISSING in line[6], line  # the reason names the file
-    console.find(f"button[name=retry-{bad}]").click()
+    console.click(f"button[name=retry-{bad}]")
     console.wait(
         lambda: (t := task(console, "restore", bad))["attempts"] >= 2 and t["status"] == "failed",
         "the retry run (and fail again)",
@@ -139,8 +139,8 @@ def test_flush_restore_retry_and_replay(console: Console) -> None:
     )
 
     # a replay started in the page: its progress shown as it completes
-    console.find("button[name=replay]").click()
-    console.find("button[name=confirm-replay]").click()
+    console.click("button[name=replay]")
+    console.click("button[name=confirm-replay]")
     replays = console.wait(lambda: console.api.get("/replay").json()["data"], "a replay task")
     _, line = completed(console, "replay", replays[0]["task_id"])
     assert line[5], f"no progress shown: {line}"

@@ -38,7 +38,7 @@ def test_sign_in_with_password_and_key_and_refused(console: Console) -> None:
     console.wait(lambda: "/login?next=/live" in console.driver.current_url, "sign-in redirect")
     console.type_into("input[name=username]", "admin")
     console.type_into("input[name=password]", "not-the-password")
-    console.find("button[name=sign-in]").click()
+    console.click("button[name=sign-in]")
     console.wait(lambda: "refused" in console.text("[role=alert]"), "the refusal")
     console.type_into("input[name=password]", ADMIN_PASSWORD)
     console.find("input[name=password]").send_keys(Keys.ENTER)  # the keyboard signs in too
@@ -186,7 +186,7 @@ def test_explorer_chart_matches_the_api(console: Console) -> None:
     console.keep_screenshot("console-explorer")
 
     # zooming in (the keyboard-reachable button) asks the API again for the middle half
-    console.find("button[name=zoom-in]").click()
+    console.click("button[name=zoom-in]")
     attrs, series = console.wait(
         lambda: all((got := _chart(console))[0].values()) and got[0]["start"] != str(start) and got,
         "the zoomed chart",

@@ -41,7 +41,7 @@ def test_every_figure_links_to_its_page(console: Console) -> None:
     assert {t: link_of(console, t) for t in FIGURES} == {t: f[0] for t, f in FIGURES.items()}
     for testid, (href, landmark) in FIGURES.items():
         console.open("/")
-        console.find(f"a[href='{href}'] [data-testid={testid}]").click()
+        console.click(f"a[href='{href}'] [data-testid={testid}]")
         path = href.split("#")[0]
         console.wait(
             lambda path=path: path in console.driver.current_url, f"{testid} led to {href}"

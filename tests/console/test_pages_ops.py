@@ -25,7 +25,7 @@ def click_when_ready(console: Console, css: str) -> None:
 
     def attempt() -> bool:
         try:
-            console.find(css).click()
+            console.click(css)
         except (ElementNotInteractableException, ElementClickInterceptedException):
             return False
         return True
@@ -40,7 +40,7 @@ def test_alarm_acknowledged_in_the_console(console: Console) -> None:
     console.open(f"/alarms?alarm={first}")
     console.wait(lambda: "pending" in console.text("[data-testid=alarm-status]"), "pending")
     console.type_into("input[name=alarm-note]", "seen on the floor")
-    console.find("button[name=acknowledge]").click()
+    console.click("button[name=acknowledge]")
     got = console.wait(
         lambda: (
             (a := console.api.get(f"/alarms/{first}").json())["management"]["status"]
@@ -63,8 +63,8 @@ def test_alarm_acknowledged_in_the_console(console: Console) -> None:
     # acknowledged is refused (409), the others done, each shown
     console.open(f"/alarms?type={TYPE}")
     console.wait(lambda: len(console.all("[data-testid=alarm-table] tbody tr")) == 3, "3 rows")
-    console.find("[data-testid=alarm-table] thead .q-checkbox").click()
-    console.find("button[name=batch-acknowledge]").click()
+    console.click("[data-testid=alarm-table] thead .q-checkbox")
+    console.click("button[name=batch-acknowledge]")
     results = console.wait(
         lambda: len(r := console.all("[data-testid=batch-result]")) == 3 and r, "3 results"
     )
@@ -88,7 +88,7 @@ def test_desired_state_set_in_the_console_is_acknowledged(console: Console) -> N
     console.open("/identities?identity=c-2")
     console.wait(lambda: console.all("input[name=desired-setpoint_2]"), "the setpoint's box")
     console.type_into("input[name=desired-setpoint_2]", "42.5")
-    console.find("button[name=set-setpoint_2]").click()
+    console.click("button[name=set-setpoint_2]")
 
     def state() -> dict[str, Any]:
         return dict(console.api.get("/identities/c-2/state").json()["setpoint_2"])
@@ -118,7 +118,7 @@ def test_admin_creates_and_revokes_a_key_in_the_console(console: Console) -> Non
     console.find("[data-testid=user-table] tbody tr")
     console.type_into("input[name=key-name]", "console-made")
     console.type_into("input[name=key-role]", "operator")
-    console.find("button[name=create-key]").click()
+    console.click("button[name=create-key]")
     secret = console.wait(lambda: console.text("[data-testid=new-key]"), "the new key's secret")
     me = console.api.get("/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.status_code == 200 and me.json()["data"]["role"] == "operator", me.text
@@ -127,7 +127,7 @@ def test_admin_creates_and_revokes_a_key_in_the_console(console: Console) -> Non
     click_when_ready(console, "[data-testid=new-key] ~ button")  # Done
     console.wait(lambda: not console.all(".q-dialog"), "the dialog closed")
     console.type_into("input[name=key-id]", made[0]["id"])
-    console.find("button[name=revoke-key]").click()
+    console.click("button[name=revoke-key]")
     console.wait(
         lambda: (
             console.api.get("/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401

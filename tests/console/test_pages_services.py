@@ -41,13 +41,6 @@ def paste(console: Console, testid: str, text: str) -> None:
     )
 
 
-def press(console: Console, css: str) -> None:
-    """Click ``css`` brought to the middle of the window (not under the fixed header)."""
-    button = console.find(css)
-    console.js("arguments[0].scrollIntoView({block: 'center'})", button)
-    button.click()
-
-
 def marked(console: Console) -> list[tuple[int, str, str]]:
     """``(line number, data-violation, text)`` of each line the editor marks."""
     got = console.js(
@@ -63,7 +56,7 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
     console.open("/services")
     console.find("[data-testid=service-editor] .cm-content")
     paste(console, "service-editor", FILE)
-    console.find("button[name=validate]").click()
+    console.click("button[name=validate]")
     lines = console.wait(lambda: marked(console), "a marked line")
     # the API's two violations, each at its line: the value, and the endpoint that
     # names the connection it makes invalid
@@ -76,7 +69,7 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
     assert "$.connections.csim.interval_ms" in listed[str(BAD_LINE)]
 
     # installing it anyway is refused before it reaches the API's install
-    console.find("button[name=install]").click()
+    console.click("button[name=install]")
     console.wait(lambda: "fix the marked violations" in console.text("body"), "the refusal")
     assert console.api.get(f"/services/{SERVICE}").status_code == 404
 
@@ -88,12 +81,12 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
     content.send_keys(Keys.CONTROL, Keys.END)
     content.send_keys(Keys.BACKSPACE, Keys.BACKSPACE, "200")
     console.wait(lambda: "interval_ms: 200" in console.text("[data-testid=service-editor]"), "fix")
-    console.find("button[name=validate]").click()
+    console.click("button[name=validate]")
     console.wait(
         lambda: "no violations" in console.text("[data-testid=validation-summary]"), "valid"
     )
     assert marked(console) == []
-    console.find("button[name=install]").click()
+    console.click("button[name=install]")
     console.wait(lambda: f"service={SERVICE}" in console.driver.current_url, "its page")
     service = console.api.get(f"/services/{SERVICE}").json()["data"]
     assert service["file"]["connections"]["csim"]["interval_ms"] == 200
@@ -107,7 +100,7 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
     # edit it on its page: a new interval saved is the service's next revision; disable
     console.find("[data-testid=service-edit] .cm-content")
     paste(console, "service-edit", FILE.replace("interval_ms: -5", "interval_ms: 300"))
-    press(console, "button[name=save]")
+    console.click("button[name=save]")
     got = console.wait(
         lambda: (
             (s := console.api.get(f"/services/{SERVICE}").json()["data"])["revision"] == 2 and s
@@ -115,7 +108,7 @@ def test_install_with_an_error_fix_it_and_see_data(console: Console) -> None:
         "revision 2",
     )
     assert got["file"]["connections"]["csim"]["interval_ms"] == 300
-    press(console, "button[name=disable]")
+    console.click("button[name=disable]")
     console.wait(
         lambda: console.api.get(f"/services/{SERVICE}").json()["data"]["status"] == "disabled",
         "the service disabled",

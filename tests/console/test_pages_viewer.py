@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_sql_draws_a_chart_of_a_time_column_and_shows_refusals(console: Console) -> None:
     console.sign_in()
     console.open("/sql")
-    console.find("button[name=run-sql]").click()
+    console.click("button[name=run-sql]")
     console.wait(lambda: "rows" in console.text("[data-testid=sql-meta]"), "the result")
     chart = int(console.find("[data-testid=sql-chart]").get_attribute("id").lstrip("c"))
     names = console.js(
@@ -37,7 +37,7 @@ def test_sql_draws_a_chart_of_a_time_column_and_shows_refusals(console: Console)
     )
     editor = int(console.find("[data-testid=sql-editor]").get_attribute("id").lstrip("c"))
     console.js(paste_sql, editor, "SELECT * FROM system.tables")
-    console.find("button[name=run-sql]").click()
+    console.click("button[name=run-sql]")
     console.wait(
         lambda: "system.tables is not allowed" in console.text("[data-testid=sql-error]"),
         "the API's refusal",

@@ -52,7 +52,7 @@ def test_a_template_fills_the_editor_and_yaml_is_validated_as_written(
     console.open("/services")
     for name in listed:
         assert console.find(f"[data-testid=template-picker] button[name=template-{name}]")
-    console.find("button[name=template-simulator]").click()
+    console.click("button[name=template-simulator]")
     console.wait(
         lambda: "no violations" in console.text("[data-testid=validation-summary]"), "valid"
     )
@@ -64,7 +64,7 @@ def test_a_template_fills_the_editor_and_yaml_is_validated_as_written(
     assert marked(console) == []
 
     paste(console, "service-editor", YAML_ONLY)
-    console.find("button[name=validate]").click()
+    console.click("button[name=validate]")
     lines = console.wait(lambda: marked(console), "the marked lines")
     assert lines == [
         (2, "$.description", "description: 2024-01-01"),
