@@ -150,13 +150,19 @@ def test_navigation_is_reachable_on_a_tablet(signed_in: Console) -> None:
 def test_keyboard_reaches_navigation_and_overview_controls(signed_in: Console) -> None:
     console = signed_in
     console.open("/")
-    settle(console)
-    wanted = Counter(console.js(CONTROLS_JS))
+    # the overview draws figures as they arrive: a control drawn during the tabbing
+    # is missed by it (seen once on a loaded machine), so the page settles and is
+    # tabbed again; a control the keyboard cannot reach is missed every time
+    for _ in range(3):
+        settle(console)
+        wanted = Counter(console.js(CONTROLS_JS))
+        reached = tab_through(console)
+        keys = Counter(f["key"] for f in reached)
+        missed = wanted - keys  # each link and button as often as the page shows it
+        if not missed:
+            break
     assert any(k.startswith("button") for k in wanted), wanted  # the admin's write buttons
     assert sum(n for k, n in wanted.items() if k.startswith("link /")) >= 10, wanted
-    reached = tab_through(console)
-    keys = Counter(f["key"] for f in reached)
-    missed = wanted - keys  # each link and button as often as the page shows it
     assert not missed, f"Tab never reached: {sorted(missed)}"
     unseen = [f["key"] for f in reached if not f["visible"]]
     assert not unseen, f"focus not visible on: {unseen}"
