@@ -49,9 +49,9 @@ class ConsoleDispatcher:
         #: the console's carrier app once mounted (``app``: NiceGUI's startup looks for
         #: its uvicorn server along ``.app`` links from the server's app to the carrier)
         self.app: ASGIApp | None = None
-        self._starting = asyncio.Lock()
-        #: the carrier's lifespan: its task and the queue of messages it receives
-        self._lifespan: tuple[asyncio.Task[None], asyncio.Queue[Message]] | None = None
+        #: the console's start (mount + NiceGUI's startup), one for every first request:
+        #: its result is the carrier's lifespan (its task and the queue it receives from)
+        self._start: asyncio.Task[tuple[asyncio.Task[None], asyncio.Queue[Message]]] | None = None
 
     def is_console(self, path: str) -> bool:
         return path in self.paths or path.startswith(NICEGUI_PREFIX) or path == "/favicon.ico"
@@ -65,13 +65,25 @@ class ConsoleDispatcher:
             await self.api(scope, receive, send)
 
     async def _console(self) -> ASGIApp:
-        if self._lifespan is None:
-            async with self._starting:
-                if self._lifespan is None:
-                    self.app = _carrier(self.api, self.data_dir)
-                    self._lifespan = await _start_lifespan(self.app)
+        if self._start is None:
+            self._start = asyncio.create_task(self._mount(), name="console-start")
+        start = self._start
+        try:
+            # shielded: a first request that goes away (its client left) does not
+            # cancel the start the others wait on
+            await asyncio.shield(start)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self._start is start:
+                self._start = None  # a later request tries again
+            raise
         assert self.app is not None
         return self.app
+
+    async def _mount(self) -> tuple[asyncio.Task[None], asyncio.Queue[Message]]:
+        self.app = _carrier(self.api, self.data_dir)
+        return await _start_lifespan(self.app)
 
     async def _server_lifespan(self, receive: Receive, send: Send) -> None:
         """The server's lifespan: nothing to start; at shutdown, the console's if it
@@ -88,13 +100,15 @@ class ConsoleDispatcher:
                 return
 
     async def _stop_console(self) -> None:
-        async with self._starting:
-            if self._lifespan is None:
-                return
-            task, inbox = self._lifespan
-            self._lifespan = None
-            await inbox.put({"type": "lifespan.shutdown"})
-            await task
+        start, self._start = self._start, None
+        if start is None:
+            return
+        try:
+            task, inbox = await start
+        except Exception:
+            return  # it never started
+        await inbox.put({"type": "lifespan.shutdown"})
+        await task
 
 
 async def _start_lifespan(app: ASGIApp) -> tuple[asyncio.Task[None], asyncio.Queue[Message]]:
