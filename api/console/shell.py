@@ -37,6 +37,10 @@ from millrace.api.console.values import REGISTERED
 
 #: how long a page's build may hold the answer back to send its data with it
 SEND_BY_S = 0.25
+#: how long a page's build may take before NiceGUI answers 500 instead (its default, 3 s,
+#: was exceeded by the overview on a machine loaded far past its two cores: an operator
+#: would rather wait for the page than get an error page)
+BUILD_TIMEOUT_S = 30.0
 #: the API app the pages call (set by :func:`~millrace.api.console.mount.console_app`)
 API_APP: list[Any] = [None]
 FAVICON = (
@@ -54,8 +58,10 @@ def install() -> frozenset[str]:
     registered = pages()
     REGISTERED.update(p.path for p in registered)
     for page in registered:
-        ui.page(page.path, title=f"{page.title} · millrace")(_builder(page, registered))
-    ui.page(SIGN_IN, title="Sign in · millrace")(_sign_in)
+        ui.page(page.path, title=f"{page.title} · millrace", response_timeout=BUILD_TIMEOUT_S)(
+            _builder(page, registered)
+        )
+    ui.page(SIGN_IN, title="Sign in · millrace", response_timeout=BUILD_TIMEOUT_S)(_sign_in)
     return paths()
 
 
