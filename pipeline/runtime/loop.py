@@ -43,7 +43,7 @@ async def run_steps(
             raise
         except Exception as exc:  # keep the component alive; the step is retried
             on_error(exc, backoff)
-            await _wait_any(stop, stop, backoff)
+            await _wait_any(backoff, stop)
             backoff = min(backoff * 2, max_backoff_s)
             continue
         if n == 0:
@@ -53,18 +53,18 @@ async def run_steps(
         else:
             wait_s = 0.0
         if wait_s > 0:
-            await _wait_any(wake, stop, wait_s)
+            await _wait_any(wait_s, wake, stop)
         else:
             await asyncio.sleep(0)  # at once, but after what else is ready to run
 
 
-async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
-    """Until ``a`` or ``b`` is set, or ``timeout_s`` passed: a stop ends the wait at
+async def _wait_any(timeout_s: float, *events: asyncio.Event) -> None:
+    """Until one of ``events`` is set, or ``timeout_s`` passed: a stop ends the wait at
     once (an idle or lingering component stopped a second or more late, and every
     ``millrace run`` took that long to stop)."""
-    if a.is_set() or b.is_set():
+    if any(e.is_set() for e in events):
         return
-    waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    waits = {asyncio.ensure_future(e.wait()) for e in events}
     try:
         await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
