@@ -42,8 +42,13 @@ def pytest_configure(config: pytest.Config) -> None:
     same on tmpfs (a crash test kills a process, not the machine).
 
     FastAPI's route building is memoized for the session (``tests/fastapi_routes.py``):
-    the tests build an app per test, and each paid it anew."""
+    the tests build an app per test, and each paid it anew.
+
+    The engines the tests start load the web console on its first request, not in the
+    background after their start (``api.console_preload``, ~0.5 s of CPU each, and most
+    never serve a page); tests/console/test_lazy_mount.py covers the preload."""
     fastapi_routes.install()
+    os.environ.setdefault("MILLRACE_CONSOLE_PRELOAD", "false")
     if os.environ.get("TMPDIR"):
         return
     try:

@@ -7,12 +7,15 @@ mounted on a carrier app of its own, and :class:`ConsoleDispatcher` sends a requ
 there only when its path is a console page or NiceGUI's own (``/_nicegui…``); every other
 request reaches the API exactly as before.
 
-The console loads on its first request, not at start: importing NiceGUI, Socket.IO and
-the pages costs about half a second of CPU (more on a busy machine), and most engines —
-every ``millrace api`` behind a load balancer that only machines call, every engine a
-test starts — never serve a page. The first page of a process waits for that once. The
-carrier's lifespan (NiceGUI's startup) runs then, inside the server's event loop, and
-its shutdown with the server's; the API app has no lifespan of its own.
+The console is not loaded at start: importing NiceGUI, Socket.IO and the pages costs
+about half a second of CPU (a second of wall time on a busy machine), which the server's
+readiness should not wait for. It loads :data:`PRELOAD_AFTER_S` after the server started,
+in the background (the imports in a thread, so the API keeps answering), so an
+operator's first page is as fast as the next one; with ``api.console_preload: false``
+(an API-only process behind a load balancer that only machines call; the tests' engines)
+it loads on its first request instead, which then waits for it. The carrier's lifespan
+(NiceGUI's startup) runs inside the server's event loop, and its shutdown with the
+server's; the API app has no lifespan of its own.
 
 The browser talks to NiceGUI over Socket.IO's HTTP long-polling transport: the API
 server runs without a WebSocket protocol (``ws: none``), so every console request passes
@@ -22,6 +25,7 @@ the same HTTP limits, timeouts and connection caps as any other.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -31,7 +35,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from millrace.api.console.pages import paths
 
+log = logging.getLogger(__name__)
+
 NICEGUI_PREFIX = "/_nicegui"
+#: seconds after the server's start at which the console loads in the background
+PRELOAD_AFTER_S = 1.0
 #: Engine.IO packets one long-polling POST may carry
 MAX_PACKETS = 1000
 
@@ -42,9 +50,12 @@ class ConsoleDispatcher:
     """ASGI: console paths to the console (mounted on its first request), the rest (and
     nothing else) to ``api``."""
 
-    def __init__(self, api: ASGIApp, data_dir: Path | str) -> None:
+    def __init__(self, api: ASGIApp, data_dir: Path | str, *, preload: bool = True) -> None:
         self.api = api
         self.data_dir = data_dir
+        self.preload = preload
+        #: the background load (:meth:`_preload`) while it runs
+        self._preloading: asyncio.Task[None] | None = None
         self.paths = paths()
         #: the console's carrier app once mounted (``app``: NiceGUI's startup looks for
         #: its uvicorn server along ``.app`` links from the server's app to the carrier)
@@ -85,19 +96,52 @@ class ConsoleDispatcher:
         self.app = _carrier(self.api, self.data_dir)
         return await _start_lifespan(self.app)
 
+    async def _preload(self, after_s: float) -> None:
+        """Load the console ``after_s`` after the server's start, unless a request
+        already did. The imports run in a thread (the event loop keeps serving; they
+        take the GIL in slices); a failure is logged and left to the first request."""
+        await asyncio.sleep(after_s)
+        if self._start is not None:
+            return
+        try:
+            await asyncio.to_thread(_import_console, self.data_dir)
+            await self._console()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning(
+                "console: loading it in the background failed; it loads on its first request",
+                exc_info=True,
+            )
+
     async def _server_lifespan(self, receive: Receive, send: Send) -> None:
         """The server's lifespan: nothing to start; at shutdown, the console's if it
         was started."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.preload:
+                    self._preloading = asyncio.create_task(
+                        self._preload(PRELOAD_AFTER_S), name="console-preload"
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
+                    await self._cancel_preload()
                     await self._stop_console()
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _cancel_preload(self) -> None:
+        task, self._preloading = self._preloading, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
     async def _stop_console(self) -> None:
         start, self._start = self._start, None
@@ -138,11 +182,29 @@ async def _start_lifespan(app: ASGIApp) -> tuple[asyncio.Task[None], asyncio.Que
     return task, inbox
 
 
+def _storage_in(data_dir: Path | str) -> None:
+    """NiceGUI's storage files under ``data_dir/console`` (read when NiceGUI is imported)."""
+    os.environ.setdefault("NICEGUI_STORAGE_PATH", str(Path(data_dir) / "console"))
+
+
+def _import_console(data_dir: Path | str) -> None:
+    """Import what :func:`_carrier` and the pages need (in a worker thread: the slow part
+    of the console's start)."""
+    _storage_in(data_dir)
+    import engineio.payload  # noqa: F401
+    import nicegui  # noqa: F401
+
+    from millrace.api.console import shell  # noqa: F401
+    from millrace.api.console.pages import pages
+
+    pages()
+
+
 def _carrier(api: ASGIApp, data_dir: Path | str) -> ASGIApp:
     """NiceGUI mounted on its carrier app, its pages calling ``api``. Once per process:
     a later call (a restarted server stage) points the pages at the new ``api`` and
     reuses the mounted carrier."""
-    os.environ.setdefault("NICEGUI_STORAGE_PATH", str(Path(data_dir) / "console"))
+    _storage_in(data_dir)
     from engineio.payload import Payload
     from fastapi import FastAPI
     from nicegui import app as nicegui_app
@@ -172,7 +234,8 @@ def _carrier(api: ASGIApp, data_dir: Path | str) -> ASGIApp:
     return carrier_app
 
 
-def console_app(api: ASGIApp, data_dir: Path | str) -> ConsoleDispatcher:
-    """``api`` with the console at ``/`` (mounted on its first request). NiceGUI's storage
-    files go under ``data_dir/console``."""
-    return ConsoleDispatcher(api, data_dir)
+def console_app(api: ASGIApp, data_dir: Path | str, *, preload: bool = True) -> ConsoleDispatcher:
+    """``api`` with the console at ``/`` (loaded in the background soon after the start
+    with ``preload``, else on its first request). NiceGUI's storage files go under
+    ``data_dir/console``."""
+    return ConsoleDispatcher(api, data_dir, preload=preload)

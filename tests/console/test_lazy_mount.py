@@ -1,6 +1,8 @@
-"""The console loads on its first request (api/console/mount.py): an engine that serves
-only the API never imports NiceGUI, the first console page starts it inside the
-server's event loop, and the server's shutdown stops it.
+"""The console is not loaded at start (api/console/mount.py): without preload an engine
+that serves only the API never imports NiceGUI and the first console page starts it
+inside the server's event loop; with preload (the default) it starts in the background
+a second after the server, with no request, while the API keeps answering; the
+server's shutdown stops it either way.
 
 Runs in a fresh interpreter under a real uvicorn server (``sys.modules`` of the pytest
 process holds NiceGUI already, and NiceGUI is one app per process)."""
@@ -27,19 +29,49 @@ async def answer(request):
     return PlainTextResponse("the api")
 
 
-async def main(data_dir):
+async def main(data_dir, mode):
     api = Starlette(routes=[Route("/api/v1/x", answer)])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
-        console_app(api, data_dir), host="127.0.0.1", port=port, lifespan="on",
+        console_app(api, data_dir, preload=mode != "lazy"), host="127.0.0.1", port=port,
+        lifespan="on",
         log_level="warning",
     ))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
     out = {}
+    if mode == "stop-early":
+        server.should_exit = True
+        await serving
+        out["nicegui"] = "nicegui" in sys.modules
+        print(json.dumps(out))
+        return
+    if mode == "preload":
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            answers = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while loop.time() < deadline:
+                answers.append((await c.get("/api/v1/x")).status_code)
+                # (the module is in sys.modules while the thread still imports it)
+                app = getattr(sys.modules.get("nicegui"), "app", None)
+                if getattr(app, "is_started", False):
+                    break
+                await asyncio.sleep(0.02)
+            out["api_while_loading"] = sorted(set(answers))
+            out["answers"] = len(answers)
+            out["started"] = "nicegui" in sys.modules and sys.modules["nicegui"].app.is_started
+            out["login"] = (await c.get("/login")).status_code
+            from nicegui.storage import Storage
+            out["storage_in_data_dir"] = str(Storage.path).startswith(str(data_dir))
+        server.should_exit = True
+        await serving
+        out["stopped"] = sys.modules["nicegui"].app.is_stopped
+        print(json.dumps(out))
+        return
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
         r = await c.get("/api/v1/x")
         out["api"] = [r.status_code, r.text]
@@ -60,18 +92,26 @@ async def main(data_dir):
     print(json.dumps(out))
 
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
+
+
+def _run(tmp_path: Path, mode: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), mode],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
 
 
 def test_the_console_loads_on_its_first_request_and_stops_with_the_server(
     tmp_path: Path,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=240
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run(tmp_path, "lazy")
     # the API answers and its 404 stays the API's, without NiceGUI loaded
     assert out["api"] == [200, "the api"]
     assert out["unknown"] == 404
@@ -85,6 +125,21 @@ def test_the_console_loads_on_its_first_request_and_stops_with_the_server(
     assert out["api_again"] == "the api"
     assert out["stopped"] is True
     assert "/login" in out["paths"] and "/" in out["paths"]
+
+
+def test_the_console_preloads_in_the_background_while_the_api_answers(tmp_path: Path) -> None:
+    out = _run(tmp_path, "preload")
+    # started with no console request; the API answered all the while
+    assert out["started"] is True
+    assert out["api_while_loading"] == [200]
+    assert isinstance(out["answers"], int) and out["answers"] > 1
+    assert out["login"] == 200
+    assert out["storage_in_data_dir"] is True
+    assert out["stopped"] is True
+
+
+def test_a_server_stopped_before_the_preload_never_loads_the_console(tmp_path: Path) -> None:
+    assert _run(tmp_path, "stop-early") == {"nicegui": False}
 
 
 def test_the_navigation_paths_are_the_pages_paths() -> None:

@@ -50,7 +50,11 @@ def api_stage(asm: Assembly) -> Stage:
 
     hub = asm.stream_hub
     return ApiServerStage(
-        lambda: console_app(create_app(app_context(asm)), asm.config.data_dir),
+        lambda: console_app(
+            create_app(app_context(asm)),
+            asm.config.data_dir,
+            preload=asm.config.api.console_preload,
+        ),
         asm.config.api.host,
         asm.config.api.port,
         asm.config.api.server,
