@@ -29,11 +29,13 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import pyarrow as pa
 
 from bench.procstat import RssSampler
 from millrace.connectors.simulator import SimulatorConfig, SimulatorConnector
@@ -111,6 +113,8 @@ class Pipeline:
             worker=worker,
         )
         self.appended = 0  # telemetry records appended, by either producer
+        #: the inserts sent to chDB, while :meth:`record_inserts` records them
+        self.recorded: list[tuple[str, pa.Table, Mapping[str, Any] | None]] | None = None
         self.child_pids: set[int] = set()  # the process producer, while it runs
 
     def open(self) -> None:
@@ -138,6 +142,45 @@ class Pipeline:
 
     def readings(self) -> int:
         return int(scalar(self.store, "SELECT count() FROM millrace.readings"))
+
+    def record_inserts(self) -> None:
+        """Keep every insert the run sends to chDB (SQL, Arrow table, settings), for
+        :meth:`store_limit`. The tables are held, not copied (a 60 s run: a few GB)."""
+        self.recorded = recorded = []
+        insert = self.store.insert_arrow
+
+        def recording(sql: str, table: pa.Table, settings: Mapping[str, Any] | None = None) -> None:
+            recorded.append((sql, table, settings))
+            insert(sql, table, settings)
+
+        self.store.insert_arrow = recording  # type: ignore[method-assign]
+
+    def store_limit(self, readings: int, readings_per_s: float) -> Figures:
+        """chDB's own insert rate for the same rows into the same tables: the inserts
+        the run sent (:meth:`record_inserts`: the projections' rows and the progress
+        rows, each with its SQL and settings) sent again, one after the other as the
+        runtime sends them, into freshly migrated empty projections, timed. The limit is
+        ``readings`` over that time: what chDB takes for what our pipeline produced,
+        without the log, decode or fold; our ratio is the run's rate over it."""
+        recorded = self.recorded or []
+        self.store.insert_arrow = type(self.store).insert_arrow.__get__(self.store)  # type: ignore[method-assign]
+        self.store.execute("DROP DATABASE IF EXISTS millrace SYNC")
+        migrate(self.store)
+        c0, t0 = time.process_time(), time.perf_counter()
+        for sql, table, settings in recorded:
+            self.store.insert_arrow(sql, table, settings)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        landed = self.readings()
+        self.recorded = None
+        limit = readings / elapsed if elapsed > 0 else float("nan")
+        return {
+            "store_limit_readings_per_s": (limit, "readings/s"),
+            "store_limit_cpu_us_per_reading": (cpu / max(readings, 1) * 1e6, "us/reading"),
+            "store_limit_inserts": (float(len(recorded)), "inserts"),
+            "store_limit_readings_missing": (float(readings - landed), "readings"),
+            "e2e_ratio_to_store_limit": (readings_per_s / limit if limit else float("nan"), "x"),
+        }
 
     def storage(self, signals: int) -> Figures:
         """OPTIMIZE ... FINAL every projection, then bytes on disk per reading of
@@ -365,6 +408,7 @@ def e2e(
     gc_policy: bool = True,
     rss_interval_s: float | None = None,
     batch_ticks: int = 1,
+    limit: bool = False,
 ) -> tuple[Figures, Run]:
     """One end-to-end run on a fresh directory under ``workdir``: (figures, run).
 
@@ -374,11 +418,14 @@ def e2e(
     producer child is sampled every ``rss_interval_s`` (default: a tenth of the run,
     at most 5 s). ``batch_ticks``: ticks per device's TelemetryBatch (the simulator's
     ``batch_ticks``); the producer's bound on records behind shrinks by as much, so the
-    readings held back stay the same."""
+    readings held back stay the same. ``limit``: also chDB's own insert rate for the
+    same inserts (:meth:`Pipeline.store_limit`; the run's RSS then holds them)."""
     base = Path(tempfile.mkdtemp(prefix="millrace-bench-", dir=workdir))
     try:
         pipeline = Pipeline(base / "data", max_records=max_records)
         pipeline.open()
+        if limit:
+            pipeline.record_inserts()
         apply(GcConfig(enabled=gc_policy))
         lag = (
             max_lag
@@ -415,6 +462,8 @@ def e2e(
         }
         if storage:
             figs.update(pipeline.storage(signals * batch_ticks))  # readings per record
+        if limit:
+            figs.update(pipeline.store_limit(pipeline.readings(), figs["e2e_readings_per_s"][0]))
         asyncio.run(pipeline.close())
         return figs, run
     finally:
