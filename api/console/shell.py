@@ -35,8 +35,11 @@ from millrace.api.console.pages import SIGN_IN, Page, PageContext, pages, paths
 from millrace.api.console.session import Session, keep_session
 from millrace.api.console.values import REGISTERED
 
-#: how long a page's build may hold the answer back to send its data with it
-SEND_BY_S = 0.25
+#: how long a page's build may hold the answer back to send its data with it (a page sent
+#: without waits for its socket's long-polling handshake before its data arrives; on the
+#: slow 2-core machine of 2026-12-07 the overview's build took 0.25-0.6 s: at 0.6 the
+#: console bench's maxima were 590-900 ms, at 0.25 590-1,050 ms, medians alike)
+SEND_BY_S = 0.6
 #: how long a page's build may take before NiceGUI answers 500 instead (its default, 3 s,
 #: was exceeded by the overview on a machine loaded far past its two cores: an operator
 #: would rather wait for the page than get an error page)

@@ -20,7 +20,7 @@ from typing import Any
 from nicegui import background_tasks, ui
 
 from millrace.api.console.client import ConsoleApiError, SignedOutError
-from millrace.api.console.layout import write_button
+from millrace.api.console.layout import shown_timer, write_button
 from millrace.api.console.pages import PageContext
 
 Reload = Callable[[], Awaitable[None]]
@@ -60,7 +60,7 @@ async def polled(refresh: Reload, error: ui.label, every_s: float) -> Reload:
             error.text = f"error: {exc.message}"
 
     await safe()
-    ui.timer(every_s, safe)
+    shown_timer(every_s, safe)
     return safe
 
 
@@ -141,7 +141,7 @@ class LiveReload:
         """Follow the stream with the current subscriptions (after a filter change)."""
         self.stop()
         if self.timer is None:
-            self.timer = ui.timer(self._every_s, self._tick)
+            self.timer = shown_timer(self._every_s, self._tick)
         if self.polling:
             self.status.text = "updating every few seconds"
             return

@@ -22,6 +22,7 @@ from typing import Any
 from nicegui import background_tasks, ui
 
 from millrace.api.console.client import ConsoleApiError
+from millrace.api.console.layout import shown_timer
 from millrace.api.console.livetable import Filters, LiveTable
 from millrace.api.console.pages import Page, PageContext, path_of
 
@@ -148,7 +149,7 @@ async def build(ctx: PageContext) -> None:
         box.on("keydown.enter", apply_filters)
     ui.context.client.on_delete(stop)
     await load()
-    ui.timer(FLUSH_S, flush)
+    shown_timer(FLUSH_S, flush)
 
 
 PAGE = Page(
