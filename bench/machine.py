@@ -41,8 +41,58 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def python_speed_s(iterations: int = 2_000_000, tries: int = 3) -> float:
+    """CPU seconds of a fixed pure-Python loop of 10 million steps in a function (best of
+    ``tries`` runs of ``iterations``, scaled): the machine's speed for interpreted code
+    (0.73 s on the machine of 2026-12-07 18:00)."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.process_time()
+        total = 0
+        for i in range(iterations):
+            total += i * i
+        best = min(best, time.process_time() - start)
+    return best * 10_000_000 / iterations
+
+
+def fresh_memory_s_per_gib(mib: int = 256) -> float:
+    """Seconds to allocate and first touch a GiB of memory (``mib`` of it, scaled).
+
+    A virtual machine whose memory the host backs lazily pays a fault to the host for
+    every page the guest touches for the first time since it booted: on the machine of
+    2026-12-07 that was 2.3 s per GiB against 0.2 s for pages touched before, and the
+    bench's memory-heavy groups (chDB, Arrow, the restore's buffers) ran 2-3x slower than
+    the same code that morning. Touching most of the free memory once before a run
+    (``--warm-memory``) takes that cost out of the figures."""
+    import numpy as np
+
+    start = time.perf_counter()
+    block = np.ones(mib * 1024 * 1024 // 8)
+    elapsed = time.perf_counter() - start
+    del block
+    return elapsed * 1024 / mib
+
+
+def warm_memory(leave_gib: float = 2.0, chunk_gib: float = 1.0) -> float:
+    """Touch the machine's free memory once, all but ``leave_gib`` (see
+    :func:`fresh_memory_s_per_gib`), and give it back; the GiB touched."""
+    import numpy as np
+
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+    free_gib = info.get("MemAvailable", 0) / (1024 * 1024)
+    blocks = []
+    touched = 0.0
+    while touched + chunk_gib <= free_gib - leave_gib:
+        blocks.append(np.ones(int(chunk_gib * 1024**3) // 8))
+        touched += chunk_gib
+    del blocks
+    return touched
+
+
 def describe() -> dict[str, str]:
-    """CPU model, cores, RAM, OS, Python and library versions, date."""
+    """CPU model, cores, RAM, OS, Python and library versions, date, and the speed of
+    interpreted code (:func:`python_speed_s`)."""
     return {
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
@@ -53,6 +103,8 @@ def describe() -> dict[str, str]:
         "pyarrow": _version("pyarrow"),
         "fastavro": _version("fastavro"),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python loop, 10M steps": f"{python_speed_s():.2f} s CPU (lower is faster)",
+        "fresh memory": f"{fresh_memory_s_per_gib():.2f} s per GiB first touched",
     }
 
 
