@@ -55,15 +55,26 @@ def python_speed_s(iterations: int = 2_000_000, tries: int = 3) -> float:
     return best * 10_000_000 / iterations
 
 
-def fresh_memory_s_per_gib(mib: int = 256) -> float:
-    """Seconds to allocate and first touch a GiB of memory (``mib`` of it, scaled).
+def syscall_us(calls: int = 200_000, tries: int = 3) -> float:
+    """Microseconds per ``getppid()`` from Python (best of ``tries``): the cost of
+    entering the kernel, which every log append, fsync, chDB call, futex and page fault
+    pays. 1.09 µs on the virtual machine of 2026-12-07 evening (~0.1-0.2 µs is usual,
+    Python's call included), where the same code's figures were 2-3x below those of that
+    morning's machine while a pure-Python loop ran at a normal speed."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        for _ in range(calls):
+            os.getppid()
+        best = min(best, time.perf_counter() - start)
+    return best / calls * 1e6
 
-    A virtual machine whose memory the host backs lazily pays a fault to the host for
-    every page the guest touches for the first time since it booted: on the machine of
-    2026-12-07 that was 2.3 s per GiB against 0.2 s for pages touched before, and the
-    bench's memory-heavy groups (chDB, Arrow, the restore's buffers) ran 2-3x slower than
-    the same code that morning. Touching most of the free memory once before a run
-    (``--warm-memory``) takes that cost out of the figures."""
+
+def fresh_memory_s_per_gib(mib: int = 256) -> float:
+    """Seconds to allocate and first touch a GiB of memory (``mib`` of it, scaled): page
+    faults, which a virtual machine whose host backs memory lazily makes far dearer (2.3
+    s per GiB on the machine of 2026-12-07 evening against 0.2 s for pages touched
+    before in the same process)."""
     import numpy as np
 
     start = time.perf_counter()
@@ -71,23 +82,6 @@ def fresh_memory_s_per_gib(mib: int = 256) -> float:
     elapsed = time.perf_counter() - start
     del block
     return elapsed * 1024 / mib
-
-
-def warm_memory(leave_gib: float = 2.0, chunk_gib: float = 1.0) -> float:
-    """Touch the machine's free memory once, all but ``leave_gib`` (see
-    :func:`fresh_memory_s_per_gib`), and give it back; the GiB touched."""
-    import numpy as np
-
-    with open("/proc/meminfo") as f:
-        info = {line.split(":")[0]: int(line.split()[1]) for line in f}
-    free_gib = info.get("MemAvailable", 0) / (1024 * 1024)
-    blocks = []
-    touched = 0.0
-    while touched + chunk_gib <= free_gib - leave_gib:
-        blocks.append(np.ones(int(chunk_gib * 1024**3) // 8))
-        touched += chunk_gib
-    del blocks
-    return touched
 
 
 def describe() -> dict[str, str]:
@@ -104,6 +98,7 @@ def describe() -> dict[str, str]:
         "fastavro": _version("fastavro"),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python loop, 10M steps": f"{python_speed_s():.2f} s CPU (lower is faster)",
+        "kernel entry": f"{syscall_us():.2f} µs per getppid() from Python",
         "fresh memory": f"{fresh_memory_s_per_gib():.2f} s per GiB first touched",
     }
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.machine import Load, LoadMeter, describe, warm_memory
+from bench.machine import Load, LoadMeter, describe
 
 Figures = dict[str, tuple[float, str]]
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -480,11 +480,6 @@ def main() -> None:
         help="e2e groups: keep the interpreter's GC defaults (to measure the policy)",
     )
     parser.add_argument(
-        "--no-warm-memory",
-        action="store_true",
-        help="do not touch the free memory once before the groups (bench.machine.warm_memory)",
-    )
-    parser.add_argument(
         "--batch-ticks",
         type=int,
         default=1,
@@ -511,14 +506,6 @@ def main() -> None:
     for group in ("e2e", "e2e_loop"):
         params[group]["batch_ticks"] = args.batch_ticks
     machine = describe()
-    if not args.no_warm_memory:
-        warm_started = time.perf_counter()
-        touched = warm_memory()
-        machine["memory warmed"] = (
-            f"{touched:.0f} GiB touched once before the groups, "
-            f"{time.perf_counter() - warm_started:.0f} s (fresh memory above: before)"
-        )
-        print(f"# memory warmed: {machine['memory warmed']}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     results: dict[str, tuple[Figures, Load, str]] = {}
     for group in groups:
