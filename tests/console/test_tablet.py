@@ -67,6 +67,18 @@ return {scroll: doc.scrollWidth, client: doc.clientWidth, boxes: boxes};
 """
 
 
+#: focus on a mark before everything else on the page (not itself reached by Tab)
+START_JS = """
+document.getElementById('tab-start')?.remove();
+const mark = document.createElement('span');
+mark.id = 'tab-start';
+mark.tabIndex = -1;
+document.body.prepend(mark);
+mark.focus();
+window.scrollTo(0, 0);
+"""
+
+
 def settle(console: Console) -> None:
     """Wait until the page stops adding elements (its data has arrived and is drawn)."""
     counts: list[int] = []
@@ -86,15 +98,22 @@ def nav_paths(console: Console) -> list[str]:
 
 
 def tab_through(console: Console, limit: int = 120) -> list[dict[str, Any]]:
-    """Tab from the top of the page until focus comes round again; what had focus."""
-    console.js("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    """Tab from the top of the page until focus comes round again; what had focus.
+
+    Focus starts on a mark put first in the document: a ``blur()`` leaves the browser's
+    starting point where focus was, so a round after one that a redraw cut short (the
+    focused element taken away) would begin in the middle of the page."""
+    console.js(START_JS)
     seen: list[dict[str, Any]] = []
-    for _ in range(limit):
-        ActionChains(console.driver).send_keys(Keys.TAB).perform()
-        now = console.js(FOCUSED_JS)
-        if now is None or (seen and now["key"] == seen[0]["key"]):
-            break
-        seen.append(now)
+    try:
+        for _ in range(limit):
+            ActionChains(console.driver).send_keys(Keys.TAB).perform()
+            now = console.js(FOCUSED_JS)
+            if now is None or (seen and now["key"] == seen[0]["key"]):
+                break
+            seen.append(now)
+    finally:
+        console.js("document.getElementById('tab-start')?.remove()")
     return seen
 
 
