@@ -130,14 +130,18 @@ def batch(i: int) -> tuple[str, list[dict[str, Any]]]:
 class Ingester(threading.Thread):
     """Posts batches in order until told to stop or a request fails."""
 
-    def __init__(self, engine: Engine, start: int, stop_at: int, keyed: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, start: int, stop_at: int, keyed: bool = False, timeout: float = 10
+    ) -> None:
         super().__init__(daemon=True)
         self.engine, self.next, self.stop_at = engine, start, stop_at
         self.keyed = keyed  # send Idempotency-Key: batch-<i>
+        self.timeout = timeout
         self.acked: list[int] = []
+        self.error: httpx.HTTPError | None = None  # what ended it early
 
     def run(self) -> None:
-        with httpx.Client(headers=self.engine.headers, timeout=10) as client:
+        with httpx.Client(headers=self.engine.headers, timeout=self.timeout) as client:
             while self.next < self.stop_at:
                 identity, samples = batch(self.next)
                 headers = {"Idempotency-Key": f"batch-{self.next}"} if self.keyed else {}
@@ -147,7 +151,8 @@ class Ingester(threading.Thread):
                         json=samples,
                         headers=headers,
                     )
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
+                    self.error = exc  # the engine was killed (or, unasked, too slow)
                     return
                 assert r.status_code == 202, r.text
                 self.acked.append(self.next)

@@ -57,7 +57,9 @@ def test_replay_through_the_running_engine(tmp_path: Path) -> None:
     engine = Engine(tmp_path / "data", config)
     try:
         engine.start()
-        ingester = Ingester(engine, 0, 400)
+        # nothing kills this engine: an ingest answered late is slow, not lost (a loaded
+        # machine once took over 10 s for one while the replay ran)
+        ingester = Ingester(engine, 0, 400, timeout=120)
         ingester.start()
         while len(ingester.acked) < 80 and ingester.is_alive():
             time.sleep(0.01)
@@ -66,7 +68,10 @@ def test_replay_through_the_running_engine(tmp_path: Path) -> None:
         cli = cli_run("replay", "--url", engine.url, "--projection", "readings", "-p", "agg_1m")
         assert cli.returncode == 0, cli.stderr[-3000:]
         assert "replayed" in cli.stdout
-        ingester.join(120)
+        ingester.join(300)
+        assert not ingester.is_alive(), f"ingest stuck at batch {ingester.next}"
+        assert ingester.error is None, f"batch {ingester.next} failed: {ingester.error!r}"
+        assert ingester.acked == list(range(400))
         engine.wait_caught_up()
         counter.halt.set()
         counter.join(30)
