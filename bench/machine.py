@@ -85,8 +85,10 @@ def fresh_memory_s_per_gib(mib: int = 256) -> float:
 
 
 def describe() -> dict[str, str]:
-    """CPU model, cores, RAM, OS, Python and library versions, date, and the speed of
-    interpreted code (:func:`python_speed_s`)."""
+    """CPU model, cores, RAM, OS, Python and library versions, date, and the machine's
+    speeds that told VMs of the same kind apart: interpreted code
+    (:func:`python_speed_s`), kernel entry (:func:`syscall_us`) and first-touched memory
+    (:func:`fresh_memory_s_per_gib`)."""
     return {
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
