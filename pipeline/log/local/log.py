@@ -328,6 +328,13 @@ class LocalEventLog(EventLog):
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000
     ) -> list[Record]:
+        if self._state == "open":
+            # a reader at the end (every poller of an idle engine, many times a second)
+            # is answered here: the hop to a read thread and back costs more than the
+            # answer, and an idle `millrace run` spent most of its CPU on those hops
+            found = self._partition(topic, partition)
+            if found is None or max_records <= 0 or offset >= found.next_offset:
+                return []
         return await self._reads.run(self.read_sync, topic, partition, offset, max_records)
 
     async def offsets(self, topic: str, partition: int) -> tuple[int, int]:

@@ -315,6 +315,34 @@ def test_reader_threads_see_only_whole_acknowledged_records(tmp_path: Path) -> N
     log.close_sync()
 
 
+async def test_a_reader_at_the_end_is_answered_without_a_read_thread(tmp_path: Path) -> None:
+    # the pollers of an idle engine read at the end many times a second: those reads
+    # must not cost a hop to the log's read threads; reads with records still take it
+    log = make(tmp_path, partitions=2)
+    hops: list[tuple[Any, ...]] = []
+    run = log._reads.run
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        hops.append(args)
+        return await run(fn, *args)
+
+    log._reads.run = counted  # type: ignore[method-assign,assignment]
+    await log.append("t", [Message(b"a", partition=0), Message(b"b", partition=0)])
+    assert await log.read("t", 0, 2) == []  # at the end
+    assert await log.read("t", 0, 7) == []  # past it
+    assert await log.read("t", 1, 0) == []  # an empty partition
+    assert await log.read("u", 0, 0) == []  # a topic not created yet
+    assert await log.read("t", 0, 0, 0) == []  # nothing asked for
+    assert hops == []
+    assert [r.value for r in await log.read("t", 0, 1)] == [b"b"]
+    assert hops == [("t", 0, 1, 1000)]
+    with pytest.raises(LogError, match="no partition 5"):
+        await log.read("t", 5, 0)
+    await log.close()
+    with pytest.raises(LogError):
+        await log.read("t", 0, 0)  # closed: the thread's answer, as before
+
+
 # --- property: recovery after an arbitrary cut ----------------------------------
 
 RECORDS = st.tuples(st.none() | st.binary(max_size=8), st.binary(max_size=300))
