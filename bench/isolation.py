@@ -9,7 +9,7 @@ sent at once to ``POST /api/v1/sql`` (each bounded by ``api.sql_timeout_s``). Pe
 - ingest-to-queryable latency: a probe ``POST /identities/probe-0/data`` of one reading
   stamped now, then ``GET /signals/latest?identities=probe-0`` until it shows (upper
   bound: includes the polls); and the ingest POST's own latency;
-- ``GET /signals/latest?limit=1000`` latency (p50, p99, max), sent back to back with the
+- ``GET /signals/latest?limit=1000`` latency (p50, p90, p99, max), sent back to back with the
   probe's polls from one client;
 - CPU of the millrace process and of the whole machine (other processes share it).
 
@@ -145,6 +145,7 @@ class Phase:
             f"{p}_ingest_post_p50_ms": (_pct(self.ingest_ms, 0.5), "ms"),
             f"{p}_ingest_post_max_ms": (max(self.ingest_ms, default=float("nan")), "ms"),
             f"{p}_latest_1000_p50_ms": (_pct(self.latest_ms, 0.5), "ms"),
+            f"{p}_latest_1000_p90_ms": (_pct(self.latest_ms, 0.9), "ms"),
             f"{p}_latest_1000_p99_ms": (_pct(self.latest_ms, 0.99), "ms"),
             f"{p}_latest_1000_max_ms": (max(self.latest_ms, default=float("nan")), "ms"),
             f"{p}_latest_requests": (float(len(self.latest_ms)), "requests"),
