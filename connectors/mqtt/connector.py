@@ -116,6 +116,14 @@ class MqttConnector(ProtocolConnector):
             if not enter.done():
                 enter.cancel()
                 detail = f": {self._paho_error}" if self._paho_error else ""
+                if c.tls is not None and not c.tls.cert_file and "certificate" not in detail:
+                    # TLS 1.3: the broker's "certificate required" alert comes after the
+                    # client's handshake ends; when the broker closes first, the client
+                    # reads an EOF instead of the alert
+                    detail += (
+                        " (a broker that requires a client certificate closes like this:"
+                        " set tls.cert_file and tls.key_file)"
+                    )
                 raise ConnectorError(
                     f"the broker closed the connection before accepting it{detail}"
                 )

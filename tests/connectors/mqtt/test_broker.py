@@ -360,7 +360,9 @@ async def test_username_and_password_accepted_and_refused(mosquitto: Broker) -> 
         ("127.0.0.1", {"ca": True, "insecure": True}, "tls_port", "running"),
         (TLS_HOST, {}, "tls_port", "self-signed certificate in certificate chain"),
         (TLS_HOST, {"ca": True, "client": True}, "mtls_port", "running"),
-        (TLS_HOST, {"ca": True}, "mtls_port", "certificate required"),
+        # the broker's alert, or (TLS 1.3: the broker closed before the client read it)
+        # the EOF with the connector's hint; either way the words name the certificate
+        (TLS_HOST, {"ca": True}, "mtls_port", "client certificate|certificate required"),
         (TLS_HOST, {"ca": True}, "port", "TLS handshake failed"),  # a plain port
     ],
     ids=[
@@ -396,7 +398,7 @@ async def test_tls(
         assert ("running", "") in s and not any(st == "error" for st, _ in s)
     else:
         error = next(info for st, info in s if st == "error")
-        assert outcome in error, error
+        assert any(o in error for o in outcome.split("|")), error
         assert not any(st == "running" for st, _ in s)
 
 
