@@ -260,3 +260,30 @@ def test_the_api_answers_as_before_beside_the_console(console: Console) -> None:
         assert page.status_code == 303
         assert page.headers["location"] == "/login?next=/explorer"
         assert "<html" in anon.get("/login").text.lower()
+
+
+#: what is animating in the page: a running animation makes the browser draw frames
+ANIMATIONS_JS = """
+return document.getAnimations().filter((a) => a.playState === 'running').map((a) => {
+  const t = a.effect && a.effect.target;
+  return (a.animationName || a.transitionProperty || 'animation') + ' on '
+    + (t ? t.tagName + '.' + t.className : '?');
+});
+"""
+
+
+def test_a_page_at_rest_animates_nothing(console: Console) -> None:
+    """A page that has drawn its data draws no frames while nothing changes: Quasar's
+    loading bar followed every XHR, and over long polling one is always pending — the
+    bar moved at the top of every page for as long as it was open (~15 % of a core of
+    a tablet's browser per tab)."""
+    from tests.console.test_tablet import settle
+
+    console.sign_in()
+    for path in ("/", "/alarms", "/identities"):
+        console.open(path)
+        settle(console)
+        # the long poll is pending now, and stays so (the engine answers it with data)
+        time.sleep(1.0)
+        assert console.js(ANIMATIONS_JS) == [], path
+    console.sign_out()
