@@ -228,7 +228,7 @@ def _carrier(api: ASGIApp, data_dir: Path | str) -> ASGIApp:
         nicegui_app.config.socket_io_js_transports = ["polling"]
         # Quasar's loading bar follows every XHR unless told not to; over long polling
         # one is always pending, so the bar never stopped moving at the top of every page
-        # and kept the browser drawing frames (~15 % of a core per open tab, idle)
+        # and kept the browser drawing frames (~20 % of a core per open tab, idle)
         nicegui_app.config.quasar_config["loadingBar"]["skipHijack"] = True
         # a polling POST carries every event the page queued since the last one (typing
         # fast queues one per key); Engine.IO refuses more than 16 by default

@@ -275,7 +275,7 @@ return document.getAnimations().filter((a) => a.playState === 'running').map((a)
 def test_a_page_at_rest_animates_nothing(console: Console) -> None:
     """A page that has drawn its data draws no frames while nothing changes: Quasar's
     loading bar followed every XHR, and over long polling one is always pending — the
-    bar moved at the top of every page for as long as it was open (~15 % of a core of
+    bar moved at the top of every page for as long as it was open (~20 % of a core of
     a tablet's browser per tab)."""
     from tests.console.test_tablet import settle
 
